@@ -1,0 +1,436 @@
+"""Every on-disk schema of `tron`, its readers and writers, and atomic writes (version 1 of the contract).
+
+Stages meet only through these files (docs/artifacts.md describes them):
+
+- sessions Parquet (`train.parquet`, `valid.parquet`, `test.parquet`): one row per session,
+  `session: int64`, `items: list<int32>` (dense ids 1..N, 0 = padding), `ts: list<int64>` (ms);
+- `items.parquet`: `item: int32` (dense id), `id` (raw id in its source type), `count: int64` (train clicks);
+- JSON documents (`dataset.json`, `manifest.json`, run `config.json`, `summary.json`, `metrics.json`, bundle
+  `config.json`, checkpoint `state.json`), each with a `"schema": "<kind>/<version>"` field;
+- tensors as safetensors, never pickle.
+
+Readers check the version and say which command makes the file; writers go to a temporary name and rename,
+so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tron_cli import __version__
+from tron_cli.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+SCHEMA_KEY = b"tron.schema"
+
+# Which command makes each kind of artifact: readers name it when a file is missing or outdated.
+MADE_BY = {
+    "manifest": "tron download NAME",
+    "dataset": "tron preprocess",
+    "sessions": "tron preprocess",
+    "items": "tron preprocess",
+    "run": "tron train",
+    "summary": "tron train",
+    "checkpoint": "tron train",
+    "bundle": "tron export",
+    "metrics": "tron evaluate",
+}
+
+SESSIONS_SCHEMA = pa.schema(
+    [
+        pa.field("session", pa.int64(), nullable=False),
+        pa.field("items", pa.list_(pa.int32()), nullable=False),
+        pa.field("ts", pa.list_(pa.int64()), nullable=False),
+    ]
+)
+
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # a header larger than this is hostile or corrupt
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def schema_tag(kind: str) -> str:
+    return f"{kind}/{SCHEMA_VERSION}"
+
+
+def _redo_hint(kind: str) -> str:
+    return f"Re-run: {MADE_BY.get(kind, 'the command that made it')} (add --force to replace it)"
+
+
+# --------------------------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual permissions
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path, force: bool = False) -> Iterator[Path]:
+    """Build a directory under a temporary name and rename it into place only when it is complete.
+
+    An existing `path` is replaced only with `force`; until the rename a reader sees the old directory or none.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise ArtifactError(f"{path} exists already", "Pass --force to replace it, or choose another output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+# --------------------------------------------------------------------------------------------- JSON documents
+
+
+def write_json(path: Path, document: Mapping[str, Any], kind: str | None = None) -> None:
+    """Write `document` atomically; with `kind`, stamp `"schema": "<kind>/1"` and the tron version first."""
+    body: dict[str, Any] = {}
+    if kind is not None:
+        body["schema"] = schema_tag(kind)
+        body["tron_version"] = __version__
+    body.update(document)
+    write_bytes(path, (json.dumps(body, indent=2, allow_nan=False) + "\n").encode())
+
+
+def read_json(path: Path, kind: str) -> dict[str, Any]:
+    """Read a JSON document of `kind`, checking that it exists, parses and has the current schema version."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing", _redo_hint(kind))
+    try:
+        document = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        line = getattr(error, "lineno", None)
+        where = f"{path}:{line}" if line else str(path)
+        raise ArtifactError(f"{where} is not valid JSON (truncated or corrupt)", _redo_hint(kind)) from None
+    if not isinstance(document, dict):
+        raise ArtifactError(f"{path} is not a JSON object", _redo_hint(kind))
+    found = document.get("schema")
+    if found != schema_tag(kind):
+        raise ArtifactError(f"{path} has schema {found!r}, expected {schema_tag(kind)!r}", _redo_hint(kind))
+    return document
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one line to a JSON-lines log (history.jsonl); a torn last line is dropped by `read_jsonl`."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    if not Path(path).exists():
+        return records
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line torn by a kill: everything before it is intact
+    return records
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- sessions
+
+
+@dataclass
+class Sessions:
+    """Sessions as flat arrays: ids (S,), offsets (S+1,) into items/ts (E,). Session s is items[offsets[s]:offsets[s+1]]."""
+
+    session: np.ndarray  # int64 (S,)
+    offsets: np.ndarray  # int64 (S+1,)
+    items: np.ndarray  # int32 (E,)
+    ts: np.ndarray  # int64 (E,)
+
+    def __len__(self) -> int:
+        return len(self.session)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.offsets[-1])
+
+    def select(self, index: np.ndarray) -> "Sessions":
+        """The sessions at `index` (integer positions or a boolean mask), in that order."""
+        index = np.flatnonzero(index) if index.dtype == bool else np.asarray(index, dtype=np.int64)
+        starts = self.offsets[:-1][index]
+        lengths = self.lengths[index]
+        offsets = np.zeros(len(index) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        events = expand_ranges(starts, lengths)
+        return Sessions(self.session[index], offsets, self.items[events], self.ts[events])
+
+    @classmethod
+    def empty(cls) -> "Sessions":
+        return cls(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
+
+
+def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenate arange(start, start + length) for every pair, without a Python loop."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.repeat(starts - (ends - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
+
+
+def write_sessions(path: Path, sessions: Sessions, row_group_size: int = 1 << 20) -> None:
+    """Write sessions Parquet (schema sessions/1) atomically."""
+    table = pa.Table.from_arrays(
+        [
+            pa.array(sessions.session.astype(np.int64)),
+            _list_array(sessions.offsets, sessions.items.astype(np.int32)),
+            _list_array(sessions.offsets, sessions.ts.astype(np.int64)),
+        ],
+        schema=SESSIONS_SCHEMA.with_metadata({SCHEMA_KEY: schema_tag("sessions").encode()}),
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+
+
+def _open_parquet(path: Path, kind: str) -> pq.ParquetFile:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing", _redo_hint(kind))
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise ArtifactError(f"{path} is not a readable Parquet file ({error})", _redo_hint(kind)) from None
+    found = (parquet.schema_arrow.metadata or {}).get(SCHEMA_KEY, b"none").decode()
+    if found != schema_tag(kind):
+        raise ArtifactError(f"{path} has schema {found!r}, expected {schema_tag(kind)!r}", _redo_hint(kind))
+    return parquet
+
+
+def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets int64 (S+1,), values) of a list column, whatever its chunking."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    offsets = np.asarray(array.offsets, dtype=np.int64)
+    values = np.asarray(array.values)[offsets[0] : offsets[-1]]
+    return offsets - offsets[0], values
+
+
+def read_sessions(path: Path) -> Sessions:
+    """Read sessions Parquet written by `write_sessions`, checking schema version and column types."""
+    parquet = _open_parquet(path, "sessions")
+    if parquet.schema_arrow.remove_metadata() != SESSIONS_SCHEMA:
+        raise ArtifactError(f"{path} has columns {parquet.schema_arrow.names} of unexpected types", _redo_hint("sessions"))
+    try:
+        table = parquet.read()
+    except (pa.ArrowException, OSError) as error:
+        raise ArtifactError(f"{path} is truncated or corrupt ({error})", _redo_hint("sessions")) from None
+    offsets, items = _flat(table.column("items"))
+    ts_offsets, ts = _flat(table.column("ts"))
+    if not np.array_equal(offsets, ts_offsets):
+        raise ArtifactError(f"{path}: items and ts lists differ in length", _redo_hint("sessions"))
+    return Sessions(
+        np.asarray(table.column("session").combine_chunks(), dtype=np.int64),
+        offsets,
+        items.astype(np.int32, copy=False),
+        ts.astype(np.int64, copy=False),
+    )
+
+
+# --------------------------------------------------------------------------------------------- items
+
+
+def write_items(path: Path, raw_ids: pa.Array, counts: np.ndarray) -> None:
+    """Write the catalogue: dense id i (1..N) is raw id raw_ids[i-1] with `counts[i-1]` train clicks."""
+    n = len(raw_ids)
+    table = pa.table(
+        {
+            "item": pa.array(np.arange(1, n + 1, dtype=np.int32)),
+            "id": raw_ids,
+            "count": pa.array(np.asarray(counts, dtype=np.int64)),
+        }
+    ).replace_schema_metadata({SCHEMA_KEY: schema_tag("items").encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_items(path: Path) -> pa.Table:
+    """The catalogue table (item, id, count), rows in dense-id order 1..N."""
+    parquet = _open_parquet(path, "items")
+    try:
+        table = parquet.read()
+    except (pa.ArrowException, OSError) as error:
+        raise ArtifactError(f"{path} is truncated or corrupt ({error})", _redo_hint("items")) from None
+    if table.column_names != ["item", "id", "count"] or table.schema.field("item").type != pa.int32():
+        raise ArtifactError(f"{path} has columns {table.column_names}, expected item, id, count", _redo_hint("items"))
+    items = np.asarray(table.column("item"))
+    if not np.array_equal(items, np.arange(1, len(items) + 1)):
+        raise ArtifactError(f"{path}: item ids are not 1..N in order", _redo_hint("items"))
+    return table
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Dataset:
+    """A preprocessed dataset directory: dataset.json plus its Parquet files."""
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.info["name"]
+
+    @property
+    def n_items(self) -> int:
+        return int(self.info["n_items"])
+
+    @property
+    def targets(self) -> str:
+        """'all' (every position after the first is a target) or 'last' (leave-one-out)."""
+        return self.info["targets"]
+
+    def has(self, split: str) -> bool:
+        return split in self.info["splits"]
+
+    def sessions(self, split: str) -> Sessions:
+        if not self.has(split):
+            raise ArtifactError(
+                f"{self.path} has no {split} split (it has {', '.join(self.info['splits'])})",
+                "Re-run tron preprocess with a validation split (--valid-days or --valid-fraction)" if split == "valid" else None,
+            )
+        sessions = read_sessions(self.path / f"{split}.parquet")
+        if len(sessions.items) and (sessions.items.min() < 1 or sessions.items.max() > self.n_items):
+            raise ArtifactError(f"{self.path / split}.parquet has item ids outside 1..{self.n_items}", _redo_hint("dataset"))
+        return sessions
+
+    def items(self) -> pa.Table:
+        table = read_items(self.path / "items.parquet")
+        if table.num_rows != self.n_items:
+            raise ArtifactError(f"{self.path}/items.parquet has {table.num_rows} items, dataset.json says {self.n_items}", _redo_hint("dataset"))
+        return table
+
+
+def read_dataset(path: Path) -> Dataset:
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"dataset {path} does not exist", "Run: tron preprocess")
+    return Dataset(path, read_json(path / "dataset.json", "dataset"))
+
+
+# --------------------------------------------------------------------------------------------- tensors
+
+
+def save_tensors(path: Path, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+    """Write torch tensors as safetensors atomically (shared storage is copied, never pickled)."""
+    from safetensors.torch import save_file
+
+    contiguous = {name: tensor.detach().contiguous().clone() for name, tensor in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=dict(metadata or {}))
+
+
+def load_tensors(path: Path, kind: str, expected: Mapping[str, tuple[tuple[int, ...], Any]] | None = None) -> dict[str, Any]:
+    """Read safetensors, refusing oversized headers, truncation, and (with `expected`) wrong names, shapes or dtypes."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing", _redo_hint(kind))
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if len(head) < 8:
+        raise ArtifactError(f"{path} is truncated (no safetensors header)", _redo_hint(kind))
+    (header_size,) = struct.unpack("<Q", head)
+    if header_size > MAX_SAFETENSORS_HEADER or header_size > size - 8:
+        raise ArtifactError(f"{path} declares a {header_size}-byte header in a {size}-byte file: refused", _redo_hint(kind))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ArtifactError(f"{path} is not a valid safetensors file ({error})", _redo_hint(kind)) from None
+    if expected is not None:
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise ArtifactError(f"{path}: tensors {missing or extra} {'missing' if missing else 'unexpected'}", _redo_hint(kind))
+        for name, (shape, dtype) in expected.items():
+            tensor = tensors[name]
+            if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+                raise ArtifactError(
+                    f"{path}: tensor {name} is {tuple(tensor.shape)} {tensor.dtype}, expected {tuple(shape)} {dtype}",
+                    _redo_hint(kind),
+                )
+    return tensors
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})

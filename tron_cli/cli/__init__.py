@@ -1,0 +1,82 @@
+"""The `tron` root command: global options, lazily loaded subcommands, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from tron_cli import __version__
+from tron_cli.cli._ui import UI
+from tron_cli.errors import TronError
+
+# name -> "module:attribute"; modules are imported only when the command runs, is helped or completed,
+# and none of them imports torch at module level, so `tron --help` and TAB completion stay fast.
+COMMANDS = {
+    "download": "tron_cli.cli.download:download",
+    "preprocess": "tron_cli.cli.preprocess:preprocess",
+}
+
+EPILOG = """\b
+Pipeline (each stage finds the newest output of the one before under $TRON_HOME):
+  tron download synthetic && tron preprocess && tron train && tron evaluate && tron export
+
+\b
+Exit codes: 0 success, 1 runtime failure (bad or missing input, failed download, NaN loss),
+            2 usage error, 130 interrupted (training leaves a resumable checkpoint).
+Options can also come from TRON_<COMMAND>_<OPTION> environment variables (flags win)."""
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (click's documented LazyGroup recipe)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TronError as error:
+            click.echo(f"Error: {error.line()}", err=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TRON"}, epilog=EPILOG)
+@click.version_option(__version__, "--version", prog_name="tron")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less on stderr: -q hides messages and progress, -qq warnings too.")
+@click.option("--no-progress", is_flag=True, help="Never draw progress bars.")
+@click.option(
+    "--color",
+    type=click.Choice(["auto", "always", "never"]),
+    default="auto",
+    show_default=True,
+    help="Colour on stderr (auto honours NO_COLOR and terminals).",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: int, no_progress: bool, color: str) -> None:
+    """Session-based recommendation with TRON: from click log to trained, evaluated, served model.
+
+    stdout carries only data (records, or one JSON object with --json); messages, tables and
+    progress bars go to stderr.
+    """
+    ctx.obj = UI(verbosity=verbose - quiet, progress=not no_progress, color=color)
+
+
+def main() -> None:
+    cli(prog_name="tron")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

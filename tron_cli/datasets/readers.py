@@ -1,0 +1,264 @@
+"""Readers of raw click logs: each returns `RawLog`, events grouped by session in file order.
+
+Formats: OTTO JSON lines (also the synthetic set and yoochoose-1-64), Yoochoose `.dat`, Diginetica
+`train-item-views.csv`, and a user's own CSV or Parquet tables. Every malformed record ends in an
+`InputFormatError` naming the file and the line (or column), so the user can fix it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from tron_cli.errors import InputFormatError, UsageError
+from tron_cli.reporting import SILENT, Reporter
+
+OTTO_SCHEMA = {
+    "session": pl.Int64,
+    "events": pl.List(pl.Struct({"aid": pl.Int64, "ts": pl.Int64, "type": pl.String})),
+}
+OTTO_TYPES = ("clicks", "carts", "orders")
+BLOCK_BYTES = 64 << 20
+
+
+@dataclass
+class RawLog:
+    """Events grouped by session: session s owns events offsets[s]:offsets[s+1] (in file order, not yet sorted)."""
+
+    session: np.ndarray  # (S,) int64 session ids, in order of first appearance
+    offsets: np.ndarray  # (S+1,) int64
+    item: pa.Array  # (E,) raw item ids in their source type
+    ts: np.ndarray  # (E,) int64 milliseconds
+
+    @property
+    def n_events(self) -> int:
+        return int(self.offsets[-1])
+
+
+def _check_file(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(f"{path} does not exist", "Check the path, or run tron download first")
+    if path.stat().st_size == 0:
+        raise InputFormatError(f"{path} is empty", "Give a file with at least one event")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- OTTO JSONL
+
+
+def _otto_line_error(path: Path, first_line: int, block: bytes, event_types: tuple[str, ...]) -> InputFormatError:
+    """Find the first bad line of a block that polars refused or parsed with nulls, and say what is wrong."""
+    for offset, raw in enumerate(block.split(b"\n")):
+        line = first_line + offset
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return InputFormatError(f"{path}:{line}: not valid JSON ({error.args[0] if error.args else error})", "Fix or remove that line")
+        problem = _otto_record_problem(record)
+        if problem:
+            return InputFormatError(f"{path}:{line}: {problem}", 'Each line must be {"session": int, "events": [{"aid": int, "ts": int ms, "type": "clicks"|"carts"|"orders"}]}')
+    last_line = first_line + block.count(b"\n")
+    return InputFormatError(f"{path}: lines {first_line}-{last_line} could not be read", "Check the file's encoding and format")
+
+
+def _otto_record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return "a line must be a JSON object"
+    if not isinstance(record.get("session"), int) or isinstance(record.get("session"), bool):
+        return 'field "session" is missing or not an integer'
+    events = record.get("events")
+    if not isinstance(events, list):
+        return 'field "events" is missing or not a list'
+    for index, event in enumerate(events):
+        if not isinstance(event, dict):
+            return f"events[{index}] is not an object"
+        aid, ts, kind = event.get("aid"), event.get("ts"), event.get("type")
+        if not isinstance(aid, int) or isinstance(aid, bool):
+            return f'events[{index}].aid is missing or not an integer (got {aid!r})'
+        if not isinstance(ts, int) or isinstance(ts, bool):
+            return f'events[{index}].ts is missing or not an integer of milliseconds (got {ts!r})'
+        if ts < 0:
+            return f"events[{index}].ts is negative ({ts})"
+        if kind not in OTTO_TYPES:
+            return f'events[{index}].type is {kind!r}, expected one of {", ".join(OTTO_TYPES)}'
+    return None
+
+
+def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), report: Reporter = SILENT) -> RawLog:
+    """OTTO sessions, keeping only `event_types`; aids stay raw (the catalogue maps them to dense ids later).
+
+    The file is parsed in blocks of whole lines with polars, so memory stays near the size of the output arrays.
+    """
+    path = _check_file(path)
+    sessions, lengths, aids, stamps = [], [], [], []
+    keep = pl.element().struct.field("type").is_in(list(event_types))
+    line = 1
+    with open(path, "rb") as handle, report.task(f"reading {path.name}", total=path.stat().st_size, unit="B") as task:
+        remainder = b""
+        while True:
+            chunk = handle.read(BLOCK_BYTES)
+            block = remainder + chunk
+            if not chunk:
+                remainder = b""
+            else:
+                cut = block.rfind(b"\n") + 1
+                block, remainder = block[:cut], block[cut:]
+            if block.strip():
+                try:
+                    frame = pl.read_ndjson(io.BytesIO(block), schema=OTTO_SCHEMA)
+                    events = frame["events"].explode(empty_as_null=False).struct.unnest()
+                    broken = bool(
+                        frame["session"].null_count()
+                        or frame["events"].null_count()
+                        or events.null_count().sum_horizontal().item()
+                        or (events["ts"] < 0).any()
+                        or not events["type"].is_in(list(OTTO_TYPES)).all()
+                    )
+                except pl.exceptions.PolarsError:
+                    broken = True
+                if broken:
+                    raise _otto_line_error(path, line, block, event_types)
+                kept = frame["events"].list.filter(keep)
+                flat = kept.explode(empty_as_null=False).struct.unnest()
+                sessions.append(frame["session"].to_numpy())
+                lengths.append(kept.list.len().to_numpy().astype(np.int64))
+                aids.append(flat["aid"].to_numpy())
+                stamps.append(flat["ts"].to_numpy())
+            line += block.count(b"\n")
+            task.update(advance=len(chunk))
+            if not chunk:
+                break
+    if not sessions:
+        raise InputFormatError(f"{path} has no sessions", "Give a file with at least one JSON line")
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+    return RawLog(np.concatenate(sessions), offsets, pa.array(np.concatenate(aids)), np.concatenate(stamps))
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def _group(path: Path, session: pl.Series, item: pl.Series, ts: np.ndarray) -> RawLog:
+    """Group event rows by session, sessions in order of first appearance, events in row order within each."""
+    frame = pl.DataFrame({"session": session, "row": np.arange(len(session), dtype=np.int64)})
+    if not session.dtype.is_integer():
+        frame = frame.with_columns(pl.col("session").cast(pl.String))
+    first = frame.group_by("session").agg(pl.col("row").min().alias("first"), pl.len().alias("n")).sort("first")
+    code = frame.join(first.with_row_index("code").select("session", "code"), on="session", how="left", maintain_order="left")["code"].to_numpy()
+    order = np.argsort(code, kind="stable")
+    lengths = first["n"].to_numpy().astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = first["session"]
+    session_ids = ids.to_numpy().astype(np.int64) if ids.dtype.is_integer() else np.arange(len(ids), dtype=np.int64)
+    return RawLog(session_ids, offsets, item.to_arrow().take(pa.array(order)), ts[order])
+
+
+def _timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_offset: int) -> np.ndarray:
+    """Milliseconds since the epoch from ints (`unit` s/ms/us/ns, or auto by magnitude), datetimes or ISO-8601 strings."""
+    bad_hint = f"Fix column {column!r}, or choose --time-col / --time-unit"
+    if values.dtype == pl.String:
+        parsed = values.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
+        failed = parsed.is_null() & values.is_not_null()
+        if failed.any() or values.is_null().any():
+            row = int((failed | values.is_null()).arg_max())
+            raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} value {values[row]!r} is not a timestamp", bad_hint)
+        values = parsed
+    if values.dtype.is_temporal():
+        return values.dt.epoch("ms").to_numpy().astype(np.int64)
+    if not values.dtype.is_numeric():
+        raise InputFormatError(f"{path}: column {column!r} has type {values.dtype}, not a timestamp", bad_hint)
+    if values.is_null().any() or (values.dtype.is_float() and values.is_nan().any()):
+        row = int((values.is_null() | (values.is_nan() if values.dtype.is_float() else values.is_null())).arg_max())
+        raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} is empty or NaN", bad_hint)
+    if (values < 0).any():
+        row = int((values < 0).arg_max())
+        raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} is negative ({values[row]})", bad_hint)
+    numbers = values.to_numpy().astype(np.float64)
+    if unit == "auto":
+        top = numbers.max() if len(numbers) else 0
+        unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
+    scale = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}[unit]
+    return np.round(numbers * scale).astype(np.int64)
+
+
+def read_table(path: Path, fmt: str, session_col: str, item_col: str, time_col: str, time_unit: str = "auto", separator: str = ",") -> RawLog:
+    """A user's own CSV or Parquet log: one row per event, with session, item and time columns."""
+    path = _check_file(path)
+    row_offset = 2 if fmt == "csv" else 0  # CSV: header is line 1, so row r is line r + 2
+    try:
+        if fmt == "csv":
+            frame = pl.read_csv(path, separator=separator, infer_schema_length=10000)
+        else:
+            frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError, pa.ArrowException) as error:
+        raise InputFormatError(f"{path}: cannot be read as {fmt} ({str(error).splitlines()[0]})", f"Check the file is {fmt}, or pass --format") from None
+    missing = [c for c in (session_col, item_col, time_col) if c not in frame.columns]
+    if missing:
+        raise InputFormatError(
+            f"{path}: column {missing[0]!r} not found (columns: {', '.join(frame.columns)})",
+            "Name the columns with --session-col, --item-col and --time-col",
+        )
+    if frame.height == 0:
+        raise InputFormatError(f"{path} has no rows", "Give a file with at least one event")
+    for column in (session_col, item_col):
+        nulls = frame[column].is_null()
+        if nulls.any():
+            raise InputFormatError(f"{path}:{int(nulls.arg_max()) + row_offset}: column {column!r} is empty", "Every event needs a session and an item")
+        if frame[column].dtype.is_float():
+            raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
+    ts = _timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
+    return _group(path, frame[session_col], frame[item_col], ts)
+
+
+def read_yoochoose(path: Path) -> RawLog:
+    """`yoochoose-clicks.dat`: `session,ISO-8601 UTC time,item,category`, no header."""
+    path = _check_file(path)
+    try:
+        frame = pl.read_csv(
+            path,
+            has_header=False,
+            new_columns=["session", "time", "item", "category"],
+            schema_overrides={"session": pl.Int64, "time": pl.String, "item": pl.Int64, "category": pl.String},
+        )
+    except pl.exceptions.PolarsError as error:
+        raise InputFormatError(f"{path}: not a Yoochoose clicks file ({str(error).splitlines()[0]})", "Expected lines like 1,2014-04-07T10:51:09.277Z,214536502,0") from None
+    ts = _timestamps_ms(path, "time", frame["time"], "ms", 1)
+    return _group(path, frame["session"], frame["item"], ts)
+
+
+def read_diginetica(path: Path) -> RawLog:
+    """`train-item-views.csv`: `sessionId;userId;itemId;timeframe;eventdate`; time = eventdate (UTC midnight) + timeframe ms."""
+    path = _check_file(path)
+    try:
+        frame = pl.read_csv(path, separator=";", schema_overrides={"eventdate": pl.String})
+    except pl.exceptions.PolarsError as error:
+        raise InputFormatError(f"{path}: not a Diginetica views file ({str(error).splitlines()[0]})", "Expected a ;-separated file with header sessionId;userId;itemId;timeframe;eventdate") from None
+    if frame.width != 5:
+        raise InputFormatError(f"{path}: expected 5 ;-separated columns, found {frame.width}", "Expected sessionId;userId;itemId;timeframe;eventdate")
+    session, _user, item, timeframe, date = frame.columns
+    days = frame[date].str.to_date("%Y-%m-%d", strict=False)
+    if days.is_null().any() or frame[timeframe].is_null().any():
+        row = int((days.is_null() | frame[timeframe].is_null()).arg_max())
+        raise InputFormatError(f"{path}:{row + 2}: unreadable eventdate or timeframe", "Expected eventdate YYYY-MM-DD and timeframe in ms")
+    ts = days.cast(pl.Datetime("ms")).dt.epoch("ms").to_numpy().astype(np.int64) + frame[timeframe].cast(pl.Int64).to_numpy()
+    return _group(path, frame[session], frame[item], ts)
+
+
+FORMATS = ("otto-jsonl", "csv", "parquet")
+
+
+def read_log(path: Path, fmt: str, *, session_col="session", item_col="item", time_col="ts", time_unit="auto", event_types=("clicks",), separator=",", report: Reporter = SILENT) -> RawLog:
+    """Any supported format by name."""
+    if fmt == "otto-jsonl":
+        return read_otto_jsonl(path, event_types, report)
+    if fmt in ("csv", "parquet"):
+        return read_table(path, fmt, session_col, item_col, time_col, time_unit, separator)
+    raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")

@@ -1,0 +1,132 @@
+"""The preprocessing steps shared by every source, vectorised over flat arrays (no per-session Python).
+
+Sessions here hold integer codes of items (`factorize`: indices into the distinct raw ids in sorted order),
+so that filters are bincounts and masks, and dense ids are a cumulative sum over the codes that survive.
+Sessions stay in order of first appearance in the raw file until `by_start` orders them, which is how the
+reference breaks ties between sessions that start at the same moment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tron_cli.artifacts import Sessions, expand_ranges
+
+DAY_MS = 86_400_000
+
+
+def factorize(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(codes int32, sorted distinct values): values[i] == uniques[codes[i]]. Codes follow the sort order."""
+    if pa.types.is_integer(values.type) and len(values):
+        array = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        low, high = int(array.min()), int(array.max())
+        if high - low < max(1 << 22, 4 * len(array)):
+            # dense id space (OTTO aids): a bincount is O(E) where sorting would be O(E log E)
+            present = np.bincount(array - low, minlength=high - low + 1) > 0
+            code_of = (np.cumsum(present) - 1).astype(np.int32)
+            return code_of[array - low], pa.array(np.flatnonzero(present) + low, type=values.type)
+        uniques, codes = np.unique(array, return_inverse=True)
+        return codes.astype(np.int32), pa.array(uniques, type=values.type)
+    uniques = pc.unique(values).sort()
+    return np.asarray(pc.index_in(values, uniques), dtype=np.int32), uniques
+
+
+def session_index(sessions: Sessions) -> np.ndarray:
+    """(E,) index of the session that owns each event."""
+    return np.repeat(np.arange(len(sessions), dtype=np.int32), sessions.lengths)
+
+
+def sort_events(sessions: Sessions) -> Sessions:
+    """Events sorted by time within each session (stable: ties keep file order, as Python's sorted does)."""
+    if sessions.n_events > 1:
+        owner = session_index(sessions)
+        backwards = (np.diff(sessions.ts) < 0) & (owner[1:] == owner[:-1])
+        if backwards.any():
+            order = np.lexsort((sessions.ts, owner))  # lexsort is stable
+            return Sessions(sessions.session, sessions.offsets, sessions.items[order], sessions.ts[order])
+    return sessions
+
+
+def keep_events(sessions: Sessions, mask: np.ndarray) -> Sessions:
+    """Only the events where `mask` holds; sessions keep their place (possibly empty)."""
+    lengths = np.bincount(session_index(sessions)[mask], minlength=len(sessions))
+    offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Sessions(sessions.session, offsets, sessions.items[mask], sessions.ts[mask])
+
+
+def drop_short(sessions: Sessions, min_length: int) -> Sessions:
+    return sessions.select(sessions.lengths >= min_length)
+
+
+def drop_rare_items(sessions: Sessions, min_support: int, n_codes: int) -> Sessions:
+    """Drop events of items with fewer than `min_support` events in `sessions`."""
+    if min_support <= 1:
+        return sessions
+    support = np.bincount(sessions.items, minlength=n_codes)
+    return keep_events(sessions, support[sessions.items] >= min_support)
+
+
+def starts(sessions: Sessions) -> np.ndarray:
+    return sessions.ts[sessions.offsets[:-1]]
+
+
+def ends(sessions: Sessions) -> np.ndarray:
+    return sessions.ts[sessions.offsets[1:] - 1]
+
+
+def split_by_time(sessions: Sessions, span_ms: float, on: str, floor_to_day: bool = False) -> tuple[Sessions, Sessions]:
+    """(before, after): cut = latest session start (floored to midnight if asked) − span; a session is
+    after the cut when its first (`on="first"`) or last (`on="last"`) event is at or after it."""
+    latest = int(starts(sessions).max())
+    if floor_to_day:
+        latest -= latest % DAY_MS
+    cut = latest - span_ms
+    moment = starts(sessions) if on == "first" else ends(sessions)
+    after = moment >= cut
+    return sessions.select(~after), sessions.select(after)
+
+
+def split_last_fraction(sessions: Sessions, fraction: float) -> tuple[Sessions, Sessions]:
+    """(before, after): the last `fraction` of sessions by start time go after."""
+    order = np.argsort(starts(sessions), kind="stable")
+    n_after = int(round(len(sessions) * fraction))
+    after = np.zeros(len(sessions), dtype=bool)
+    after[order[len(sessions) - n_after :]] = True
+    return sessions.select(~after), sessions.select(after)
+
+
+def head(sessions: Sessions, lengths: np.ndarray) -> Sessions:
+    """The first `lengths[s]` events of each session s."""
+    offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    events = expand_ranges(sessions.offsets[:-1], lengths)
+    return Sessions(sessions.session, offsets, sessions.items[events], sessions.ts[events])
+
+
+def leave_one_out(sessions: Sessions) -> tuple[Sessions, Sessions, Sessions]:
+    """(train, valid, test) as SASRec/BERT4Rec: test is the whole session (its last item the target), valid the
+    session without its last item, train without its last two. Sessions of fewer than 3 events stay in train."""
+    lengths = sessions.lengths
+    long = lengths >= 3
+    train = head(sessions, np.where(long, lengths - 2, lengths))
+    return drop_short(train, 1), head(sessions.select(long), lengths[long] - 1), sessions.select(long)
+
+
+def by_start(sessions: Sessions) -> Sessions:
+    """Sessions ordered by their first event; ties keep their current order."""
+    return sessions.select(np.argsort(starts(sessions), kind="stable"))
+
+
+def present(n_codes: int, *parts: Sessions) -> np.ndarray:
+    """(U,) bool: codes that occur in any of `parts`."""
+    mask = np.zeros(n_codes, dtype=bool)
+    for part in parts:
+        mask[part.items] = True
+    return mask
+
+
+def to_dense(sessions: Sessions, dense_of_code: np.ndarray) -> Sessions:
+    return Sessions(sessions.session, sessions.offsets, dense_of_code[sessions.items].astype(np.int32), sessions.ts)

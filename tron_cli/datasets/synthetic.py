@@ -1,0 +1,133 @@
+"""A synthetic click log in OTTO's raw format, with OTTO's shape and a sequential structure worth learning.
+
+- items: Zipf-like popularity (exponent 1.05) over `items` raw aids 0..items-1, grouped into clusters of
+  about 25 items; every item has one fixed successor in its cluster;
+- sessions: lengths 2 + lognormal (median about 6, mean about 16, clipped at 500 events); start times uniform
+  over five weeks from 2022-08-01 (OTTO's start), gaps exponential with a 60 s mean; the first four weeks
+  are `train.jsonl`, sessions starting in the fifth are `test.jsonl` (train sessions are cut at the boundary);
+- each next click, after a first one drawn by popularity: 45 % the successor of the previous item, 25 % an
+  item of the session's theme (the first item's cluster) by popularity, 15 % a re-click of an earlier item
+  of the session, 15 % a globally popular item. So order matters (successors), so does context (theme,
+  re-clicks), and popularity alone is a weak predictor;
+- event types: 90 % clicks, 8 % carts, 2 % orders.
+
+The same arguments give the same bytes: every draw comes from one numpy generator seeded with `seed`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from tron_cli.reporting import SILENT, Reporter
+
+START_MS = 1_659_304_800_000  # 2022-08-01 00:00 Europe/Berlin, when OTTO's log starts
+WEEK_MS = 7 * 24 * 3600 * 1000
+MAX_LENGTH = 500
+CLUSTER_SIZE = 25
+TYPES = np.array(["clicks", "carts", "orders"])
+CHUNK_SESSIONS = 200_000
+
+
+class _Catalogue:
+    """Item popularity, clusters and successors, and vectorised draws from them."""
+
+    def __init__(self, n_items: int, rng: np.random.Generator):
+        rank = rng.permutation(n_items)
+        self.popularity = (rank + 1.0) ** -1.05
+        self.popularity /= self.popularity.sum()
+        self.global_cdf = np.cumsum(self.popularity)
+        n_clusters = max(1, n_items // CLUSTER_SIZE)
+        self.cluster = rng.integers(0, n_clusters, n_items)
+        # items sorted by cluster; within each cluster a CDF shifted by the cluster index, so that one
+        # searchsorted over the whole array draws from any cluster: item = sorted[searchsorted(cdf, c + u)]
+        self.by_cluster = np.argsort(self.cluster, kind="stable")
+        weights = self.popularity[self.by_cluster]
+        clusters_sorted = self.cluster[self.by_cluster]
+        totals = np.bincount(clusters_sorted, weights=weights, minlength=n_clusters)
+        within = np.cumsum(weights) - np.concatenate([[0.0], np.cumsum(totals)[:-1]])[clusters_sorted]
+        self.cluster_cdf = clusters_sorted + within / np.maximum(totals[clusters_sorted], 1e-300)
+        self.successor = self.in_cluster(self.cluster, rng.random(n_items))
+
+    def popular(self, u: np.ndarray) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.global_cdf, u * self.global_cdf[-1]), len(self.popularity) - 1)
+
+    def in_cluster(self, clusters: np.ndarray, u: np.ndarray) -> np.ndarray:
+        index = np.searchsorted(self.cluster_cdf, clusters + u * (1 - 1e-12))
+        return self.by_cluster[np.minimum(index, len(self.by_cluster) - 1)]
+
+
+def _session_items(catalogue: _Catalogue, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Items of sessions with `lengths` (sorted descending), as a (S, max_len) array, 0-padded on the right."""
+    n, width = len(lengths), int(lengths[0])
+    items = np.zeros((n, width), dtype=np.int64)
+    items[:, 0] = catalogue.popular(rng.random(n))
+    theme = catalogue.cluster[items[:, 0]]
+    for t in range(1, width):
+        active = int(np.searchsorted(-lengths, -t, side="left"))  # sessions with length > t form a prefix
+        choice = rng.random(active)
+        u = rng.random(active)
+        previous = items[:active, t - 1]
+        step = catalogue.successor[previous]
+        themed = choice >= 0.45
+        step[themed] = catalogue.in_cluster(theme[:active][themed], u[themed])
+        reclick = choice >= 0.70
+        earlier = (u[reclick] * t).astype(np.int64)
+        step[reclick] = items[:active][reclick, earlier]
+        popular = choice >= 0.85
+        step[popular] = catalogue.popular(u[popular])
+        items[:active, t] = step
+    return items
+
+
+def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Reporter = SILENT) -> list[Path]:
+    """Write `train.jsonl` and `test.jsonl` (OTTO format) with `sessions` sessions over `items` items into `out_dir`."""
+    rng = np.random.default_rng(seed)
+    catalogue = _Catalogue(items, rng)
+    starts = np.sort(rng.integers(0, 5 * WEEK_MS, sessions))
+    lengths = np.minimum(2 + np.floor(np.exp(rng.normal(np.log(4.0), 1.6, sessions))), MAX_LENGTH).astype(np.int64)
+    boundary = START_MS + 4 * WEEK_MS
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "train.jsonl", out_dir / "test.jsonl"]
+    handles = [open(path, "wb") for path in paths]
+    try:
+        with report.task("generating sessions", total=sessions) as task:
+            for first in range(0, sessions, CHUNK_SESSIONS):
+                chunk = slice(first, min(first + CHUNK_SESSIONS, sessions))
+                frame = _chunk_frame(catalogue, np.arange(chunk.start, chunk.stop), starts[chunk], lengths[chunk], rng)
+                is_test = frame["start"] >= boundary
+                train = frame.filter(~is_test).with_columns(
+                    pl.col("events").list.filter(pl.element().struct.field("ts") < boundary)
+                )
+                for handle, part in ((handles[0], train), (handles[1], frame.filter(is_test))):
+                    part.select("session", "events").write_ndjson(handle)
+                task.update(advance=chunk.stop - chunk.start)
+    finally:
+        for handle in handles:
+            handle.close()
+    return paths
+
+
+def _chunk_frame(catalogue, session_ids, starts, lengths, rng) -> pl.DataFrame:
+    """One chunk of sessions as a frame (session, start, events: list of {aid, ts, type})."""
+    order = np.argsort(-lengths, kind="stable")
+    matrix = _session_items(catalogue, lengths[order], rng)
+    unsorted = np.empty_like(matrix)
+    unsorted[order] = matrix
+    valid = np.arange(matrix.shape[1]) < lengths[:, None]
+    aids = unsorted[valid]  # row-major: session by session, in click order
+    gaps = rng.exponential(60_000.0, len(aids)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ts = np.cumsum(gaps)
+    ts = ts - np.repeat(ts[offsets[:-1]], lengths) + np.repeat(START_MS + starts, lengths)
+    types = TYPES[np.searchsorted([0.90, 0.98], rng.random(len(aids)), side="right")]
+    events = pl.DataFrame({"aid": aids, "ts": ts, "type": types}).select(pl.struct("aid", "ts", "type").alias("e"))
+    grouped = (
+        events.with_columns(pl.Series("session", np.repeat(session_ids, lengths)))
+        .group_by("session", maintain_order=True)
+        .agg(pl.col("e").alias("events"))
+    )
+    return grouped.with_columns(pl.Series("start", START_MS + starts))

@@ -1,0 +1,89 @@
+"""The default layout under $TRON_HOME (default: the current directory) and how stages find each other's output.
+
+    data/raw/NAME/   downloads        (complete when manifest.json exists)
+    data/NAME/       datasets         (complete when dataset.json exists)
+    runs/NAME/       training runs    (complete when summary.json exists)
+    bundles/NAME/    exported models  (complete when config.json exists)
+
+A stage called without a path takes the newest complete output of the stage before it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tron_cli.errors import MissingInputError
+
+
+def home() -> Path:
+    return Path(os.environ.get("TRON_HOME") or ".")
+
+
+def raw_root() -> Path:
+    return home() / "data" / "raw"
+
+
+def datasets_root() -> Path:
+    return home() / "data"
+
+
+def runs_root() -> Path:
+    return home() / "runs"
+
+
+def bundles_root() -> Path:
+    return home() / "bundles"
+
+
+def _newest(root: Path, marker: str) -> Path | None:
+    """The directory under `root` whose `marker` file is newest; hidden (temporary) directories are skipped."""
+    if not root.is_dir():
+        return None
+    candidates = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / marker).is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda d: ((d / marker).stat().st_mtime_ns, d.name))
+
+
+def latest_download() -> Path:
+    found = _newest(raw_root(), "manifest.json")
+    if found is None:
+        raise MissingInputError(f"no download under {raw_root()}", "Run first: tron download synthetic (or otto, yoochoose, diginetica)")
+    return found
+
+
+def latest_dataset() -> Path:
+    root = datasets_root()
+    found = None
+    if root.is_dir():
+        found = _newest(root, "dataset.json")
+    if found is None:
+        raise MissingInputError(f"no dataset under {root}", "Run first: tron preprocess")
+    return found
+
+
+def latest_run() -> Path:
+    found = _newest(runs_root(), "summary.json")
+    if found is None:
+        raise MissingInputError(f"no finished run under {runs_root()}", "Run first: tron train")
+    return found
+
+
+def latest_model() -> Path:
+    """The newest bundle, or failing that the newest finished run (both can serve recommendations)."""
+    found = _newest(bundles_root(), "config.json")
+    if found is None:
+        found = _newest(runs_root(), "summary.json")
+    if found is None:
+        raise MissingInputError(f"no bundle under {bundles_root()} and no run under {runs_root()}", "Run first: tron train, then tron export")
+    return found
+
+
+def new_run_dir(stem: str) -> Path:
+    """runs/STEM-1, runs/STEM-2, ...: the first name not taken."""
+    root = runs_root()
+    index = 1
+    while (root / f"{stem}-{index}").exists():
+        index += 1
+    return root / f"{stem}-{index}"

@@ -1,0 +1,273 @@
+"""The preprocess stage: a raw click log in, a dataset directory (artifact contract v1) out.
+
+Public datasets follow the reference exactly (docs/tron-reference.md): sessions of >= 2 events, items of
+>= 5 events, sessions of >= 2 again, a time split, test events of items unknown to train dropped, test
+sessions of >= 2, items numbered 1..N, sessions ordered by start. A validation split is then carved from the
+end of that train set, so test and train + valid still equal the reference's output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tron_cli import artifacts, home
+from tron_cli.artifacts import Sessions
+from tron_cli.datasets import PRESETS, Preset, readers, steps
+from tron_cli.errors import InputFormatError, MissingInputError, UsageError
+from tron_cli.reporting import SILENT, Reporter
+
+DAY_MS = steps.DAY_MS
+
+
+@dataclass
+class Options:
+    """Everything `tron preprocess` can be told; None means "the preset's (or the default) value"."""
+
+    preset: str | None = None
+    input: Path | None = None  # raw file or directory instead of the download
+    train: Path | None = None  # a user's own log
+    test: Path | None = None
+    format: str = "otto-jsonl"
+    session_col: str = "session"
+    item_col: str = "item"
+    time_col: str = "ts"
+    time_unit: str = "auto"
+    separator: str = ","
+    event_types: tuple[str, ...] = ("clicks",)
+    name: str | None = None
+    out: Path | None = None
+    force: bool = False
+    split: str = "time"
+    test_days: float | None = None
+    valid_days: float | None = None
+    valid_fraction: float | None = None
+    no_valid: bool = False
+    min_session_length: int = 2
+    min_item_support: int | None = None
+    unknown_test_items: str = "drop"
+
+
+@dataclass
+class _Source:
+    path: Path
+    sha256: str
+    size: int
+
+
+def _describe(step: str, sessions: Sessions, log: list[dict[str, Any]]) -> None:
+    log.append({"step": step, "sessions": len(sessions), "events": sessions.n_events})
+
+
+def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
+    """A raw file with its checksum, taken from the download's manifest when it is there (no rehashing 11 GB)."""
+    path = Path(path)
+    if manifest is not None:
+        for entry in manifest.get("files", []):
+            if Path(entry["path"]).name == path.name and entry.get("size") == path.stat().st_size:
+                return _Source(path.resolve(), entry["sha256"], entry["size"])
+    return _Source(path.resolve(), artifacts.sha256_file(path), path.stat().st_size)
+
+
+def _resolve(options: Options) -> tuple[str, Preset | None, list[_Source]]:
+    """(dataset name, preset or None for own logs, source files [train, test?])."""
+    if options.train is not None:
+        if options.preset is not None:
+            raise UsageError(f"give either a dataset NAME ({options.preset}) or --train FILE, not both")
+        if options.input is not None:
+            raise UsageError("--input is for the public datasets; with your own logs use --train and --test")
+        files = [options.train] + ([options.test] if options.test is not None else [])
+        return options.name or Path(options.train).stem, None, [_source(f, None) for f in files]
+    if options.test is not None:
+        raise UsageError("--test needs --train")
+    manifest = None
+    if options.preset is None:
+        raw_dir = home.latest_download()
+        manifest = artifacts.read_json(raw_dir / "manifest.json", "manifest")
+        preset_name = manifest.get("name")
+    else:
+        preset_name = options.preset
+        raw_dir = home.raw_root() / preset_name
+    if preset_name not in PRESETS:
+        raise UsageError(f"unknown dataset {preset_name!r}", f"Use one of: {', '.join(PRESETS)}, or --train FILE for your own log")
+    preset = PRESETS[preset_name]
+    if options.input is not None:
+        raw_dir = Path(options.input)
+        if not raw_dir.exists():
+            raise MissingInputError(f"--input {raw_dir} does not exist")
+    elif manifest is None:
+        if not (raw_dir / "manifest.json").is_file():
+            raise MissingInputError(f"{preset_name} is not downloaded ({raw_dir} has no manifest.json)", f"Run first: tron download {preset_name}, or pass --input PATH")
+        manifest = artifacts.read_json(raw_dir / "manifest.json", "manifest")
+    names = [preset.train_file] + ([preset.test_file] if preset.test_file else [])
+    if raw_dir.is_file():
+        if preset.test_file:
+            raise UsageError(f"{preset_name} comes as two files ({', '.join(names)}): give --input the directory that holds them")
+        paths = [raw_dir]
+    else:
+        paths = [raw_dir / name for name in names]
+        for path in paths:
+            if not path.is_file():
+                raise MissingInputError(f"{path} not found", f"Download it with tron download {preset_name}, or point --input at the file or its directory")
+    return options.name or preset_name, preset, [_source(p, manifest) for p in paths]
+
+
+def _read(path: Path, reader: str, options: Options, report: Reporter) -> readers.RawLog:
+    if reader == "yoochoose":
+        return readers.read_yoochoose(path)
+    if reader == "diginetica":
+        return readers.read_diginetica(path)
+    return readers.read_log(
+        path,
+        reader,
+        session_col=options.session_col,
+        item_col=options.item_col,
+        time_col=options.time_col,
+        time_unit=options.time_unit,
+        event_types=options.event_types,
+        separator=options.separator,
+        report=report,
+    )
+
+
+def _shared_codes(raws: list[readers.RawLog]) -> tuple[list[Sessions], pa.Array]:
+    """Factorise the items of several files together, so that codes mean the same item in each."""
+    items = pa.concat_arrays([raw.item.cast(raws[0].item.type) for raw in raws]) if len(raws) > 1 else raws[0].item
+    codes, uniques = steps.factorize(items)
+    out, start = [], 0
+    for raw in raws:
+        out.append(steps.sort_events(Sessions(raw.session, raw.offsets, codes[start : start + raw.n_events], raw.ts)))
+        start += raw.n_events
+    return out, uniques
+
+
+def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
+    """Run the stage; returns the summary that `--json` prints (dataset path, n_items, counts per split)."""
+    name, preset, sources = _resolve(options)
+    reader = preset.reader if preset else options.format
+    if reader not in ("otto-jsonl", "yoochoose", "diginetica") + readers.FORMATS:
+        raise UsageError(f"unknown format {reader!r}", f"Use one of: {', '.join(readers.FORMATS)}")
+    if options.split not in ("time", "last"):
+        raise UsageError(f"unknown split {options.split!r}", "Use --split time or --split last")
+    if options.min_session_length < 1:
+        raise UsageError("--min-session-length must be at least 1")
+    if options.valid_fraction is not None and not 0 < options.valid_fraction < 1:
+        raise UsageError("--valid-fraction must be between 0 and 1")
+    if sum(x is not None for x in (options.valid_days, options.valid_fraction)) + options.no_valid > 1:
+        raise UsageError("give at most one of --valid-days, --valid-fraction and --no-valid")
+    out = Path(options.out) if options.out else home.datasets_root() / name
+    if out.exists() and not options.force:
+        raise UsageError(f"{out} exists already", "Pass --force to replace it, or --name to write another dataset")
+
+    min_length = options.min_session_length
+    min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)
+    raws = [_read(source.path, reader, options, report) for source in sources]
+    if raws[0].n_events == 0:
+        raise InputFormatError(f"{sources[0].path} has no events of types {', '.join(options.event_types)}")
+    parts, uniques = _shared_codes(raws)
+    n_codes = len(uniques)
+    history: list[dict[str, Any]] = []
+    pre_split = len(parts) == 2
+    split_on = preset.split_on if preset else "first"
+    floor = preset.floor_to_day if preset else False
+
+    train = parts[0]
+    _describe("read train" if pre_split else "read", train, history)
+    train = drop_short_logged(train, min_length, history)
+    if min_support > 1:
+        train = steps.drop_rare_items(train, min_support, n_codes)
+        _describe(f"items with >= {min_support} events", train, history)
+        train = drop_short_logged(train, min_length, history)
+    if len(train) == 0:
+        raise InputFormatError(f"{sources[0].path}: no session is left after filtering (sessions >= {min_length} events, items >= {min_support} events)", "Lower --min-session-length or --min-item-support")
+
+    valid: Sessions | None = None
+    targets = "all"
+    if pre_split:
+        test = parts[1]
+        _describe("read test", test, history)
+        test = steps.drop_short(test, min_length)
+    elif options.split == "last":
+        train, valid, test = steps.leave_one_out(train)
+        targets = "last"
+        _describe("leave-one-out train", train, history)
+    else:
+        test_days = options.test_days if options.test_days is not None else (preset.test_days if preset else 1.0)
+        train, test = steps.split_by_time(train, test_days * DAY_MS, split_on, floor)
+        _describe(f"time split: train ({test_days:g} days before the latest start)", train, history)
+        _describe("time split: test", test, history)
+
+    if valid is None and not options.no_valid:
+        valid_days = options.valid_days if options.valid_days is not None else (preset.valid_days if preset and options.valid_fraction is None else None)
+        if valid_days is not None:
+            train, valid = steps.split_by_time(train, valid_days * DAY_MS, split_on, floor)
+        elif options.valid_fraction is not None:
+            train, valid = steps.split_last_fraction(train, options.valid_fraction)
+        if valid is not None:
+            _describe("validation carved from train", valid, history)
+            if len(train) == 0 or len(valid) == 0:
+                raise InputFormatError(f"the validation split leaves {len(train)} train and {len(valid)} validation sessions", "Change --valid-days / --valid-fraction, or pass --no-valid")
+
+    known = steps.present(n_codes, train, *([valid] if valid is not None else []))
+    if options.unknown_test_items == "keep":
+        catalogue = known | steps.present(n_codes, test)
+    else:
+        catalogue = known
+        if targets == "last":
+            test = test.select(known[test.items[test.offsets[1:] - 1]])
+        else:
+            test = steps.drop_short(steps.keep_events(test, known[test.items]), min_length)
+        _describe("test without items unknown to train", test, history)
+    if len(test) == 0:
+        raise InputFormatError("no test session is left", "Check the split (--test-days, --test) and the filters")
+
+    dense_of_code = np.cumsum(catalogue).astype(np.int32) * catalogue  # code -> 1..N, 0 when not in the catalogue
+    counts = np.bincount(train.items, minlength=n_codes)[catalogue]
+    raw_ids = uniques.take(pa.array(np.flatnonzero(catalogue)))
+    splits = {"train": train, "valid": valid, "test": test}
+    splits = {key: steps.to_dense(steps.by_start(value), dense_of_code) for key, value in splits.items() if value is not None}
+
+    summary_counts = {key: {"sessions": len(value), "events": value.n_events, "targets": value.n_events - len(value) if targets == "all" else len(value)} for key, value in splits.items()}
+    info = {
+        "name": name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {
+            "preset": preset.name if preset else None,
+            "format": reader,
+            "files": [{"path": str(s.path), "size": s.size, "sha256": s.sha256} for s in sources],
+        },
+        "parameters": {
+            "split": "files" if pre_split else options.split,
+            "test_days": None if pre_split or options.split == "last" else (options.test_days if options.test_days is not None else (preset.test_days if preset else 1.0)),
+            "split_on": split_on,
+            "valid": "leave-one-out" if targets == "last" else (None if "valid" not in splits else (f"{options.valid_fraction} of train sessions" if options.valid_fraction is not None else "days")),
+            "valid_days": options.valid_days if options.valid_days is not None else (preset.valid_days if preset and "valid" in splits and options.valid_fraction is None else None),
+            "min_session_length": min_length,
+            "min_item_support": min_support,
+            "event_types": list(options.event_types) if reader == "otto-jsonl" else ["clicks"],
+            "unknown_test_items": options.unknown_test_items,
+        },
+        "n_items": int(catalogue.sum()),
+        "item_id_type": str(uniques.type),
+        "targets": targets,
+        "splits": list(splits),
+        "counts": summary_counts,
+        "steps": history,
+    }
+    with artifacts.atomic_directory(out, force=options.force) as tmp:
+        for key, value in splits.items():
+            artifacts.write_sessions(tmp / f"{key}.parquet", value)
+        artifacts.write_items(tmp / "items.parquet", raw_ids, counts)
+        artifacts.write_json(tmp / "dataset.json", info, kind="dataset")
+    return {"dataset": str(out), "name": name, "n_items": info["n_items"], "targets": targets, **summary_counts}
+
+
+def drop_short_logged(sessions: Sessions, min_length: int, history: list[dict[str, Any]]) -> Sessions:
+    sessions = steps.drop_short(sessions, min_length)
+    _describe(f"sessions with >= {min_length} events", sessions, history)
+    return sessions
