@@ -312,6 +312,16 @@ def write_items(path: Path, raw_ids: pa.Array, counts: np.ndarray) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+def catalogue_fingerprint(raw_ids: pa.Array) -> str:
+    """sha256 of the raw ids in dense-id order: two datasets with the same value share one catalogue."""
+    digest = hashlib.sha256(str(raw_ids.type).encode())
+    if pa.types.is_integer(raw_ids.type):
+        digest.update(np.ascontiguousarray(raw_ids.to_numpy(zero_copy_only=False), dtype=np.int64).tobytes())
+    else:
+        digest.update("\n".join(map(str, raw_ids.to_pylist())).encode())
+    return digest.hexdigest()
+
+
 def read_items(path: Path) -> pa.Table:
     """The catalogue table (item, id, count), rows in dense-id order 1..N."""
     parquet = _open_parquet(path, "items")

@@ -181,6 +181,7 @@ def _content_range_start(value: str | None) -> int | None:
 
 
 def _hash_file(path: Path, digest=None, task: Task | None = None):
+    """`digest` (a new sha256 by default) updated with the bytes of `path`, advancing `task` as it reads."""
     digest = digest or hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(CHUNK_BYTES):
@@ -224,7 +225,7 @@ def fetch(
             delay = RETRY_BACKOFF_S * 2**attempt
             report.warn(f"{error}; resuming in {delay:g} s (try {attempt + 2} of {ATTEMPTS})")
             time.sleep(delay)
-    if expected_sha256 and digest != expected_sha256:
+    if expected_sha256 and digest != expected_sha256.lower():
         part.unlink(missing_ok=True)
         raise DownloadError(
             f"checksum mismatch for {dest.name}: expected sha256 {expected_sha256}, got {digest}",
@@ -552,6 +553,8 @@ def download_dataset(
         out_dir.mkdir(parents=True, exist_ok=True)
         # from here on the directory must not look complete until the new manifest is written
         (out_dir / MANIFEST).unlink(missing_ok=True)
+        for stale in out_dir.glob(".extract-*"):  # left by an extraction that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         if name == "synthetic":
             origin, archive, files = "synthetic", None, _generate(out_dir, parameters, report)
         else:

@@ -254,6 +254,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         },
         "n_items": int(catalogue.sum()),
         "item_id_type": str(uniques.type),
+        "catalogue_sha256": artifacts.catalogue_fingerprint(raw_ids),
         "targets": targets,
         "splits": list(splits),
         "counts": summary_counts,

@@ -16,6 +16,10 @@ from tron_cli.errors import TronError
 COMMANDS = {
     "download": "tron_cli.cli.download:download",
     "preprocess": "tron_cli.cli.preprocess:preprocess",
+    "train": "tron_cli.cli.train:train",
+    "evaluate": "tron_cli.cli.evaluate:evaluate",
+    "plot": "tron_cli.cli.plot:plot",
+    "completion": "tron_cli.cli.completion:completion",
 }
 
 EPILOG = """\b

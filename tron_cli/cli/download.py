@@ -42,7 +42,7 @@ def download(
     items: int,
     seed: int,
 ) -> None:
-    """Download a dataset (otto, yoochoose, diginetica) or generate a synthetic one.
+    """Download a real dataset, or generate a synthetic one.
 
     \b
     Reads:  otto from Kaggle's API (credentials from ~/.kaggle/kaggle.json or KAGGLE_USERNAME

@@ -1,0 +1,65 @@
+"""Shared fixtures: the reference material beside the checkout, and tiny datasets built through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared(relative: str) -> Path:
+    """A file of ../shared, or skip the test with a reason when the reference material is absent."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"{path} is not present (the reference material lives in ../shared beside the checkout)")
+    return path
+
+
+def golden(name: str) -> dict:
+    return json.loads(shared(f"golden/{name}").read_text())
+
+
+def invoke(*args: str, input: str | None = None):
+    """Run `tron ARGS` in-process; stdout and stderr stay separate."""
+    from tron_cli.cli import cli
+
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty $TRON_HOME, also the working directory."""
+    monkeypatch.setenv("TRON_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A small synthetic dataset (train, valid, test) made by `tron download synthetic` + `tron preprocess`."""
+    root = tmp_path_factory.mktemp("tiny")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TRON_HOME", str(root))
+    try:
+        result = invoke("download", "synthetic", "--sessions", "3000", "--items", "300", "--seed", "3")
+        assert result.exit_code == 0, result.stderr
+        result = invoke("preprocess", "--json")
+        assert result.exit_code == 0, result.stderr
+    finally:
+        mp.undo()
+    return Path(json.loads(result.stdout)["dataset"])
+
+
+@pytest.fixture(scope="session")
+def yoochoose_64(tmp_path_factory) -> Path:
+    """../shared/data/yoochoose-1-64 ingested as a pre-split OTTO-format dataset (no validation split), keeping
+    test items unknown to this train slice in the catalogue, as the published results on this split do."""
+    train, test = shared("data/yoochoose-1-64/train.jsonl"), shared("data/yoochoose-1-64/test.jsonl")
+    out = tmp_path_factory.mktemp("yc64") / "yoochoose-1-64"
+    result = invoke("preprocess", "--train", str(train), "--test", str(test), "--unknown-test-items", "keep", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    return out

@@ -1,0 +1,607 @@
+"""`tron download`, end to end through the CLI, against a local HTTP server that can drop, redirect and confirm."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import tarfile
+import threading
+import zipfile
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import py7zr
+import pytest
+from click.testing import CliRunner
+
+from tron_cli import download as core
+from tron_cli.cli import cli
+
+YOOCHOOSE_FILES = ("yoochoose-clicks.dat", "yoochoose-buys.dat", "yoochoose-test.dat")
+
+
+# --------------------------------------------------------------------------------------------- local server
+
+
+@dataclasses.dataclass
+class Seen:
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+
+class FakeServer:
+    """What the handler serves: files (with Range), routes (any answer), one-time drops; and what it saw."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.files: dict[str, bytes] = {}
+        self.routes: dict[str, object] = {}  # path -> function(query, headers) -> (status, headers, body)
+        self.drop_once: set[str] = set()  # the next full GET of these sends half the body, then closes
+        self.ignore_range: set[str] = set()
+        self.seen: list[Seen] = []
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def requests_for(self, path: str) -> list[Seen]:
+        return [seen for seen in self.seen if seen.path == path]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        state: FakeServer = self.server.state
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query))
+        state.seen.append(Seen(parts.path, query, {key.lower(): value for key, value in self.headers.items()}))
+        if parts.path in state.routes:
+            status, headers, body = state.routes[parts.path](query, self.headers)
+            self.answer(status, headers, body)
+        elif parts.path in state.files:
+            self.serve_file(state, parts.path)
+        else:
+            self.answer(404, {"Content-Type": "text/plain"}, b"not found")
+
+    def answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def serve_file(self, state: FakeServer, path: str) -> None:
+        data = state.files[path]
+        binary = {"Content-Type": "application/octet-stream"}
+        requested = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+        if requested and path not in state.ignore_range:
+            start = int(requested.group(1))
+            if start >= len(data):
+                self.answer(416, {"Content-Range": f"bytes */{len(data)}"}, b"")
+                return
+            self.answer(206, {**binary, "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}, data[start:])
+        elif path in state.drop_once:
+            state.drop_once.discard(path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))  # announces all of it...
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])  # ...sends half, and the connection closes
+            self.wfile.flush()
+            self.close_connection = True
+        else:
+            self.answer(200, binary, data)
+
+
+@pytest.fixture
+def server():
+    state = FakeServer()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.state = state
+    state.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def environment(tmp_path, monkeypatch):
+    """TRON_HOME in tmp_path, no Kaggle credentials, no waiting between retries."""
+    monkeypatch.setenv("TRON_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
+    monkeypatch.setattr(core, "RETRY_BACKOFF_S", 0)
+    monkeypatch.setattr(core, "TIMEOUT_S", 5)
+
+
+def tron(*args: str):
+    return CliRunner().invoke(cli, ["download", *args])
+
+
+def raw(tmp_path: Path, name: str) -> Path:
+    return tmp_path / "home" / "data" / "raw" / name
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def all_files(root: Path) -> set[Path]:
+    return {path for path in root.rglob("*") if path.is_file() or path.is_symlink()}
+
+
+# --------------------------------------------------------------------------------------------- archives
+
+
+def payloads(names, size: int = 1000) -> dict[str, bytes]:
+    return {name: os.urandom(size) for name in names}
+
+
+def make_zip(path: Path, files: dict[str, bytes], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = 0o120777 << 16  # S_IFLNK: what zip tools write for a symlink
+            archive.writestr(info, "/etc/passwd")
+    return path
+
+
+def make_tar(path: Path, files: dict[str, bytes], link: tuple[str, bytes] | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link[0])
+            info.type = link[1]
+            info.linkname = "/etc/passwd"
+            archive.addfile(info)
+    return path
+
+
+def make_7z(path: Path, files: dict[str, bytes], symlink_to: Path | None = None) -> Path:
+    with py7zr.SevenZipFile(path, "w") as archive:
+        archive.set_encoded_header_mode(False)  # plain header, so `rename_in_7z` can patch a name
+        if symlink_to is not None:  # first: py7zr fails on a symlink written after writestr members
+            link = path.with_name("link")
+            link.symlink_to(symlink_to)
+            archive.write(link, "link")
+            link.unlink()
+        for name, data in files.items():
+            archive.writestr(data, name)
+    return path
+
+
+def rename_in_7z(path: Path, old: str, new: str) -> None:
+    """Rewrite a member name in place (same length) and fix the header CRCs.
+
+    py7zr refuses to write '..' or absolute names, so the hostile archives are written with a harmless name
+    of the same length and patched here: what the test reads is a genuine 7z file with that member.
+    """
+    data = bytearray(path.read_bytes())
+    before, after = old.encode("utf-16-le"), new.encode("utf-16-le")
+    assert len(before) == len(after) and data.count(before) == 1
+    index = data.index(before)
+    data[index : index + len(before)] = after
+    offset, size = struct.unpack_from("<QQ", data, 12)
+    struct.pack_into("<I", data, 28, zlib.crc32(bytes(data[32 + offset : 32 + offset + size])))
+    struct.pack_into("<I", data, 8, zlib.crc32(bytes(data[12:32])))
+    path.write_bytes(bytes(data))
+
+
+# --------------------------------------------------------------------------------------------- downloads
+
+
+def test_download_extracts_and_writes_manifest(tmp_path, server):
+    files = payloads(YOOCHOOSE_FILES)
+    archive = make_7z(tmp_path / "yoochoose-data.7z", files).read_bytes()
+    server.files["/yc/yoochoose-data.7z"] = archive
+    url = server.url("/yc/yoochoose-data.7z")
+
+    result = tron("yoochoose", "--url", url, "--sha256", sha(archive))
+
+    assert result.exit_code == 0, result.stderr
+    out = raw(tmp_path, "yoochoose")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema"] == "manifest/1"
+    assert manifest["name"] == "yoochoose" and manifest["source"] == url
+    assert manifest["archive"] == {"path": "yoochoose-data.7z", "size": len(archive), "sha256": sha(archive)}
+    assert manifest["files"] == [{"path": name, "size": len(files[name]), "sha256": sha(files[name])} for name in sorted(files)]
+    assert manifest["parameters"] == {}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", manifest["created"])
+    for name, data in files.items():
+        assert (out / name).read_bytes() == data
+    assert not list(out.glob("*.part")) and not list(out.glob(".extract-*"))
+
+
+def test_complete_download_is_not_redone_unless_forced(tmp_path, server):
+    server.files["/a.zip"] = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"])).read_bytes()
+    url = server.url("/a.zip")
+    assert tron("diginetica", "--url", url).exit_code == 0
+    assert len(server.seen) == 1
+
+    again = tron("diginetica", "--url", url)
+    assert again.exit_code == 0
+    assert "already complete" in again.stderr
+    assert len(server.seen) == 1
+
+    forced = tron("diginetica", "--url", url, "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert len(server.seen) == 2
+
+
+def test_missing_extracted_file_is_restored_from_the_kept_archive(tmp_path, server):
+    files = payloads(["train-item-views.csv"])
+    server.files["/a.zip"] = make_zip(tmp_path / "a.zip", files).read_bytes()
+    assert tron("diginetica", "--url", server.url("/a.zip")).exit_code == 0
+    out = raw(tmp_path, "diginetica")
+    (out / "train-item-views.csv").unlink()
+
+    result = tron("diginetica", "--url", server.url("/a.zip"))
+
+    assert result.exit_code == 0, result.stderr
+    assert "Reusing" in result.stderr
+    assert (out / "train-item-views.csv").read_bytes() == files["train-item-views.csv"]
+    assert len(server.seen) == 1
+
+
+def test_dropped_connection_resumes_with_range(tmp_path, server):
+    files = payloads(YOOCHOOSE_FILES, size=200_000)
+    archive = make_7z(tmp_path / "yoochoose-data.7z", files).read_bytes()
+    server.files["/yc.7z"] = archive
+    server.drop_once.add("/yc.7z")
+
+    result = tron("yoochoose", "--url", server.url("/yc.7z"))
+
+    assert result.exit_code == 0, result.stderr
+    ranges = [seen.headers.get("range") for seen in server.requests_for("/yc.7z")]
+    assert ranges == [None, f"bytes={len(archive) // 2}-"]
+    out = raw(tmp_path, "yoochoose")
+    assert (out / "yoochoose-data.7z").read_bytes() == archive
+    assert (out / "yoochoose-clicks.dat").read_bytes() == files["yoochoose-clicks.dat"]
+
+
+def test_interrupted_download_resumes_in_the_next_invocation(tmp_path, server, monkeypatch):
+    monkeypatch.setattr(core, "ATTEMPTS", 1)
+    archive = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"], size=100_000)).read_bytes()
+    server.files["/a.zip"] = archive
+    server.drop_once.add("/a.zip")
+    out = raw(tmp_path, "diginetica")
+
+    first = tron("diginetica", "--url", server.url("/a.zip"))
+    assert first.exit_code == 1
+    assert "Run the same command again to resume" in first.stderr
+    assert (out / "dataset-train-diginetica.zip.part").stat().st_size == len(archive) // 2
+    assert not (out / "manifest.json").exists()
+
+    second = tron("diginetica", "--url", server.url("/a.zip"))
+    assert second.exit_code == 0, second.stderr
+    assert server.seen[-1].headers["range"] == f"bytes={len(archive) // 2}-"
+    assert (out / "dataset-train-diginetica.zip").read_bytes() == archive
+
+
+def test_server_ignoring_range_restarts_from_zero(tmp_path, server):
+    archive = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"])).read_bytes()
+    server.files["/a.zip"] = archive
+    server.ignore_range.add("/a.zip")
+    out = raw(tmp_path, "diginetica")
+    out.mkdir(parents=True)
+    (out / "dataset-train-diginetica.zip.part").write_bytes(b"stale bytes from another file")
+
+    result = tron("diginetica", "--url", server.url("/a.zip"))
+
+    assert result.exit_code == 0, result.stderr
+    assert server.seen[0].headers["range"] == "bytes=29-"
+    assert (out / "dataset-train-diginetica.zip").read_bytes() == archive
+
+
+def test_checksum_mismatch_keeps_nothing(tmp_path, server):
+    archive = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"])).read_bytes()
+    server.files["/a.zip"] = archive
+    wrong = "0" * 64
+
+    result = tron("diginetica", "--url", server.url("/a.zip"), "--sha256", wrong)
+
+    assert result.exit_code == 1
+    assert "dataset-train-diginetica.zip" in result.stderr
+    assert wrong in result.stderr and sha(archive) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert all_files(raw(tmp_path, "diginetica")) == set()
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "7z"])
+@pytest.mark.parametrize("hostile", ["dotdot", "absolute", "symlink", "hardlink"])
+def test_unsafe_archive_is_refused_whole(tmp_path, kind, hostile):
+    if hostile == "hardlink" and kind != "tar":
+        pytest.skip("only tar has hard links")
+    files = payloads(YOOCHOOSE_FILES)  # good members first: none of them may be extracted either
+    outside = tmp_path / "outside" / "evil.txt"
+    archive = tmp_path / f"fixture.{kind}"
+    names = {"dotdot": "../../evil.txt", "absolute": str(outside), "symlink": "link", "hardlink": "link"}
+    if kind == "zip":
+        if hostile == "symlink":
+            make_zip(archive, files, symlink="link")
+        else:
+            make_zip(archive, {**files, names[hostile]: b"evil"})
+    elif kind == "tar":
+        if hostile in ("symlink", "hardlink"):
+            make_tar(archive, files, link=("link", tarfile.SYMTYPE if hostile == "symlink" else tarfile.LNKTYPE))
+        else:
+            make_tar(archive, {**files, names[hostile]: b"evil"})
+    elif hostile == "symlink":
+        make_7z(archive, files, symlink_to=Path("/etc/passwd"))
+    else:
+        harmless = "x" * len(names[hostile])
+        make_7z(archive, {**files, harmless: b"evil"})
+        rename_in_7z(archive, harmless, names[hostile])
+    before = all_files(tmp_path)
+
+    result = tron("yoochoose", "--from", str(archive))
+
+    assert result.exit_code == 1, result.stderr
+    assert repr(names[hostile]) in result.stderr and "nothing was extracted" in result.stderr
+    assert all_files(tmp_path) == before
+
+
+def test_file_url_mirror(tmp_path):
+    files = payloads(["train-item-views.csv", "products.csv"])
+    archive = make_tar(tmp_path / "mirror.tar.gz", files)
+    url = archive.as_uri()
+
+    result = tron("diginetica", "--url", url, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((raw(tmp_path, "diginetica") / "manifest.json").read_text())
+    assert manifest["source"] == url
+    assert manifest["archive"]["sha256"] == sha(archive.read_bytes())
+    assert {entry["path"] for entry in manifest["files"]} == set(files)
+
+
+def test_from_path_uses_the_local_file_and_no_network(tmp_path):
+    files = payloads(["train-item-views.csv"])
+    archive = make_zip(tmp_path / "dataset-train-diginetica.zip", files)
+
+    result = tron("diginetica", "--from", str(archive))
+
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((raw(tmp_path, "diginetica") / "manifest.json").read_text())
+    assert manifest["source"] == str(archive.resolve())
+    assert manifest["archive"]["path"] == str(archive.resolve())
+    assert manifest["files"][0]["sha256"] == sha(files["train-item-views.csv"])
+
+
+def test_from_path_accepts_the_data_file_itself(tmp_path):
+    data = tmp_path / "train-item-views.csv"
+    data.write_text("sessionId;userId;itemId;timeframe;eventdate\n1;;81766;526309;2016-05-09\n")
+
+    result = tron("diginetica", "--from", str(data))
+
+    assert result.exit_code == 0, result.stderr
+    assert (raw(tmp_path, "diginetica") / "train-item-views.csv").read_bytes() == data.read_bytes()
+
+
+def test_from_path_of_the_wrong_archive(tmp_path):
+    archive = make_zip(tmp_path / "other.zip", payloads(["something.csv"]))
+    result = tron("diginetica", "--from", str(archive))
+    assert result.exit_code == 1
+    assert "train-item-views.csv" in result.stderr and "--from" in result.stderr
+    assert not (raw(tmp_path, "diginetica") / "manifest.json").exists()
+
+
+def test_json_output(tmp_path):
+    archive = make_zip(tmp_path / "d.zip", payloads(["train-item-views.csv"]))
+    first = tron("diginetica", "--from", str(archive), "--json")
+    second = tron("diginetica", "--json")
+
+    for result, skipped in ((first, False), (second, True)):
+        assert result.exit_code == 0, result.stderr
+        document = json.loads(result.stdout)
+        assert document["name"] == "diginetica" and document["skipped"] is skipped
+        assert Path(document["path"]) == raw(tmp_path, "diginetica").resolve()
+        assert [set(entry) for entry in document["files"]] == [{"path", "size", "sha256"}]
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def test_http_error_names_url_and_what_to_do(server):
+    result = tron("yoochoose", "--url", server.url("/missing.7z"))
+    assert result.exit_code == 1
+    assert f"{server.url('/missing.7z')} answered HTTP 404" in result.stderr
+    assert "--from PATH" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_host(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = tron("yoochoose", "--url", f"http://127.0.0.1:{port}/x.7z")
+    assert result.exit_code == 1
+    assert "cannot open" in result.stderr and "--url MIRROR" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["synthetic", "--url", "http://example.invalid/x"],
+        ["yoochoose", "--sessions", "10"],
+        ["yoochoose", "--sha256", "abc"],
+        ["yoochoose", "--url", "ftp://example.invalid/x.7z"],
+        ["yoochoose", "--url", "http://example.invalid/x.7z", "--from", "x.7z"],
+    ],
+)
+def test_usage_errors(args):
+    result = tron(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ")
+
+
+def test_another_dataset_in_out_dir_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "d.zip", payloads(["train-item-views.csv"]))
+    out = tmp_path / "shared"
+    assert tron("diginetica", "--from", str(archive), "--out", str(out)).exit_code == 0
+    result = tron("synthetic", "--out", str(out))
+    assert result.exit_code == 1 and "holds a download of diginetica" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------- Kaggle
+
+
+def test_kaggle_without_credentials_makes_no_request(tmp_path, server, monkeypatch):
+    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api")))
+    result = tron("otto")
+    assert result.exit_code == 1
+    assert "kaggle.json" in result.stderr and str(tmp_path / "kaggle") in result.stderr
+    assert server.seen == []
+
+
+def test_kaggle_credentials_stay_with_their_host(tmp_path, server, monkeypatch):
+    files = payloads(["otto-recsys-train.jsonl", "otto-recsys-test.jsonl"])
+    server.files["/storage/recsys-dataset.zip"] = make_zip(tmp_path / "otto.zip", files).read_bytes()
+    signed = server.url("/storage/recsys-dataset.zip", host="localhost")  # another host than 127.0.0.1
+    server.routes["/api/v1/datasets/download/otto/recsys-dataset"] = lambda query, headers: (302, {"Location": signed}, b"")
+    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api/v1/datasets/download/otto/recsys-dataset")))
+    (tmp_path / "kaggle").mkdir()
+    (tmp_path / "kaggle" / "kaggle.json").write_text(json.dumps({"username": "ann", "key": "s3cret"}))
+
+    result = tron("otto")
+
+    assert result.exit_code == 0, result.stderr
+    api, storage = server.seen
+    assert api.headers["authorization"] == "Basic " + base64.b64encode(b"ann:s3cret").decode()
+    assert storage.path == "/storage/recsys-dataset.zip" and storage.headers["host"].startswith("localhost")
+    assert "authorization" not in storage.headers
+    assert (raw(tmp_path, "otto") / "otto-recsys-train.jsonl").read_bytes() == files["otto-recsys-train.jsonl"]
+
+
+def test_kaggle_refusal_explains_credentials_and_rules(server, monkeypatch):
+    server.routes["/api"] = lambda query, headers: (403, {"Content-Type": "application/json"}, b'{"message": "Forbidden"}')
+    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api")))
+    monkeypatch.setenv("KAGGLE_USERNAME", "ann")
+    monkeypatch.setenv("KAGGLE_KEY", "wrong")
+    result = tron("otto")
+    assert result.exit_code == 1
+    assert "HTTP 403" in result.stderr and "KAGGLE_USERNAME" in result.stderr and "rules" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------- Google Drive
+
+
+@pytest.fixture
+def drive(tmp_path, server, monkeypatch):
+    """The diginetica source pointed at the local server; returns the zip it should end with."""
+    archive = make_zip(tmp_path / "digi.zip", payloads(["train-item-views.csv"])).read_bytes()
+    monkeypatch.setitem(core.SOURCES, "diginetica", dataclasses.replace(core.SOURCES["diginetica"], url=server.url("/uc?export=download&id=ID")))
+    return archive
+
+
+def html(text: str, headers: dict[str, str] | None = None):
+    return 200, {"Content-Type": "text/html; charset=utf-8", **(headers or {})}, text.encode()
+
+
+def test_drive_confirmation_form(tmp_path, server, drive):
+    page = f"""<html><body>Google Drive can't scan this file for viruses.
+    <form id="download-form" action="{server.url('/download')}" method="get">
+    <input type="submit" value="Download anyway"/>
+    <input type="hidden" name="id" value="ID"><input type="hidden" name="export" value="download">
+    <input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="u-1&amp;2">
+    </form></body></html>"""
+    expected = {"id": "ID", "export": "download", "confirm": "t", "uuid": "u-1&2"}
+    server.routes["/uc"] = lambda query, headers: html(page)
+    server.routes["/download"] = lambda query, headers: (200, {"Content-Type": "application/zip"}, drive) if query == expected else html(page)
+
+    result = tron("diginetica")
+
+    assert result.exit_code == 0, result.stderr
+    assert (raw(tmp_path, "diginetica") / "dataset-train-diginetica.zip").read_bytes() == drive
+
+
+def test_drive_confirmation_cookie(tmp_path, server, drive):
+    cookie = {"Set-Cookie": "download_warning_13058876669334088843_ID=Xy_9; Path=/"}
+
+    def uc(query, headers):
+        if query.get("confirm") == "Xy_9" and "download_warning_" in (headers.get("Cookie") or ""):
+            return 200, {"Content-Type": "application/zip"}, drive
+        return html("<html>Too large to scan for viruses.</html>", cookie)
+
+    server.routes["/uc"] = uc
+
+    result = tron("diginetica")
+
+    assert result.exit_code == 0, result.stderr
+    assert server.seen[-1].query == {"export": "download", "id": "ID", "confirm": "Xy_9"}
+
+
+def test_drive_confirmation_link(server, drive):
+    def uc(query, headers):
+        if query.get("confirm") == "AbC1":
+            return 200, {"Content-Type": "application/octet-stream"}, drive
+        return html('<a id="uc-download-link" href="/uc?export=download&amp;confirm=AbC1&amp;id=ID">Download anyway</a>')
+
+    server.routes["/uc"] = uc
+    assert tron("diginetica").exit_code == 0
+
+
+def test_drive_that_keeps_answering_html_asks_for_from(tmp_path, server, drive):
+    server.routes["/uc"] = lambda query, headers: html('<a href="/uc?export=download&amp;confirm=T&amp;id=ID">again</a>')
+
+    result = tron("diginetica")
+
+    assert result.exit_code == 1
+    assert "web page instead of the file" in result.stderr
+    assert "--from PATH" in result.stderr and "drive.google.com" in result.stderr
+    assert not (raw(tmp_path, "diginetica") / "manifest.json").exists()
+
+
+# --------------------------------------------------------------------------------------------- synthetic and CLI
+
+
+def test_synthetic(tmp_path):
+    result = tron("synthetic", "--sessions", "40", "--items", "30", "--seed", "3", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    out = raw(tmp_path, "synthetic")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"] == "synthetic" and manifest["archive"] is None
+    assert manifest["parameters"] == {"sessions": 40, "items": 30, "seed": 3}
+    assert sorted(entry["path"] for entry in manifest["files"]) == ["test.jsonl", "train.jsonl"]
+    for entry in manifest["files"]:
+        assert sha((out / entry["path"]).read_bytes()) == entry["sha256"]
+    assert not [path for path in out.parent.iterdir() if path.name.startswith(".")]
+
+    other = tron("synthetic", "--sessions", "41", "--items", "30", "--seed", "3")
+    assert other.exit_code == 1 and "--force" in other.stderr
+
+
+def test_help_has_summary_and_example():
+    result = CliRunner().invoke(cli, ["download", "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.stdout and "tron download synthetic" in result.stdout
+
+
+def test_command_module_does_not_import_torch():
+    trace = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "from tron_cli.cli import download"], capture_output=True, text=True, check=True
+    ).stderr
+    assert "torch" not in trace

@@ -1,0 +1,114 @@
+"""`tron train` end to end on tiny synthetic data: run dir, reference configs, exact resume, learning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import invoke
+
+FAST = ["--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "256", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+
+
+def test_train_writes_a_run_dir(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", str(tiny_dataset), "--loss", "ssm", "--topk", "100", "--epochs", "1", "--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "512", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["epochs"] == 1 and summary["best_epoch"] == 1
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "history.jsonl", "checkpoint", "summary.json"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["schema"] == "run/1"
+    assert config["train"]["topk"] == 100 and config["train"]["loss"] == "ssm" and config["train"]["uniform_negatives"] == 512
+    assert config["train"]["num_layers"] == 2 and config["train"]["dropout"] == 0.05  # TRON XL defaults
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and set(history[0]["valid"]) >= {"recall@20", "mrr@20"}
+    assert {p.name for p in (out / "checkpoint").iterdir()} == {"weights.safetensors", "optimizer.safetensors", "state.json"}
+    assert "training summary" in result.stderr
+
+
+def test_reference_config_is_accepted_unchanged(tiny_dataset, tmp_path, monkeypatch):
+    reference = {
+        "model": "sasrec", "dataset": tiny_dataset.name, "hidden_size": 200, "num_layers": 2, "dropout": 0.05,
+        "num_batch_negatives": 127, "num_uniform_negatives": 16384, "reject_uniform_session_items": False,
+        "reject_in_batch_items": True, "sampling_style": "batchwise", "topk_sampling": True, "topk_sampling_k": 100,
+        "loss": "ssm", "bpr_penalty": 1.0, "max_epochs": 10, "batch_size": 128, "max_session_length": 50,
+        "lr": 0.0005, "limit_val_batches": 1.0, "accelerator": "gpu", "overfit_batches": 0,
+        "share_embeddings": True, "output_bias": False, "shuffling_style": "no_shuffling", "optimizer": "adam",
+    }
+    path = tmp_path / "tron-otto.json"
+    path.write_text(json.dumps(reference))
+    monkeypatch.setenv("TRON_HOME", str(tiny_dataset.parent.parent))
+    out = tmp_path / "run"
+    result = invoke("train", "--config", str(path), "--epochs", "1", "--overfit-batches", "2", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    train = config["train"]
+    assert train["uniform_negatives"] == 16384 and train["batch_negatives"] == 127 and train["topk"] == 100
+    assert train["sampling_style"] == "batchwise" and train["max_length"] == 50 and train["lr"] == 0.0005
+    assert train["epochs"] == 1  # the flag wins over max_epochs
+    assert config["dataset"]["name"] == tiny_dataset.name
+    assert config["reference_config"] == reference
+
+
+def test_reference_config_unknown_key_is_a_usage_error(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"model": "sasrec", "hiden_size": 100}))
+    result = invoke("train", "--config", str(path))
+    assert result.exit_code == 2
+    assert "hiden_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_dataset, tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    args = [str(tiny_dataset), *FAST, "--shuffle", "shuffle_without_replacement", "--seed", "7"]
+    assert invoke("train", *args, "--epochs", "2", "--out", str(whole)).exit_code == 0
+    assert invoke("train", *args, "--epochs", "1", "--out", str(split)).exit_code == 0
+    result = invoke("train", "--resume", str(split), "--epochs", "2")
+    assert result.exit_code == 0, result.stderr
+    a = load_file(whole / "checkpoint" / "weights.safetensors")
+    b = load_file(split / "checkpoint" / "weights.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    history = [json.loads(line) for line in (split / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_resume_refuses_to_change_the_model(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", str(tiny_dataset), *FAST, "--epochs", "1", "--overfit-batches", "1", "--out", str(out)).exit_code == 0
+    result = invoke("train", "--resume", str(out), "--hidden-size", "64")
+    assert result.exit_code == 2 and "hidden-size" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--loss", "bce", "--uniform-negatives", "1", "--sampling-style", "eventwise", "--batch-negatives", "0", "--topk", "0"],
+        ["--loss", "bpr-max", "--bpr-penalty", "0.5", "--sampling-style", "sessionwise", "--topk", "0"],
+        ["--loss", "ssm", "--reject-uniform-session-items", "--no-mask-hits"],
+        ["--output-bias", "--no-share-embeddings", "--num-heads", "2"],
+    ],
+    ids=["sasrec-bce-1-eventwise", "bpr-max-sessionwise", "rejection", "bias-untied"],
+)
+def test_training_variants_run(tiny_dataset, tmp_path, options):
+    out = tmp_path / "run"
+    result = invoke("train", str(tiny_dataset), *FAST, *options, "--epochs", "1", "--overfit-batches", "3", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["loss"] > 0
+
+
+def test_trained_model_beats_popularity(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", str(tiny_dataset), *FAST, "--hidden-size", "64", "--epochs", "6", "--lr", "0.002", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    model = json.loads(result.stdout)["valid"]["recall@20"]
+    popular = invoke("evaluate", "--baseline", "popular", "--data", str(tiny_dataset), "--split", "valid", "--json")
+    assert popular.exit_code == 0, popular.stderr
+    baseline = json.loads(popular.stdout)["recall@20"]
+    assert model > baseline + 0.15, (model, baseline)

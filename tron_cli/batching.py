@@ -1,0 +1,128 @@
+"""A split resident on the training device, and every batch built from it with tensor ops (no per-session Python).
+
+The store is the flat item tensor (E,) and offsets (S+1,) of a sessions Parquet file. From it:
+- `tail_windows`: the last L clicks of each chosen session, left-padded (SASRec training, the tron protocol);
+- `query_windows`: for any click position p, the clicks before p in its session, left-padded (evaluation);
+- `Lanes`: GRU4Rec's session-parallel mini-batches, one click per lane per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tron_cli.artifacts import Sessions
+
+
+class SessionStore:
+    def __init__(self, sessions: Sessions, device: torch.device, min_length: int = 1):
+        keep = sessions.lengths >= min_length
+        if not keep.all():
+            sessions = sessions.select(keep)
+        self.sessions = sessions
+        self.device = torch.device(device)
+        self.items = torch.from_numpy(sessions.items.astype(np.int64)).to(self.device)  # (E,)
+        self.offsets = torch.from_numpy(sessions.offsets).to(self.device)  # (S+1,)
+        self.lengths = self.offsets[1:] - self.offsets[:-1]  # (S,)
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    @property
+    def n_events(self) -> int:
+        return self.sessions.n_events
+
+    def tail_windows(self, index: Tensor, width: int) -> Tensor:
+        """(B, width) the last `width` clicks of sessions `index`, left-padded with 0."""
+        ends = self.offsets[index + 1]  # (B,)
+        lengths = self.lengths[index].clamp(max=width)  # (B,)
+        column = torch.arange(width, device=self.device)
+        first = width - lengths  # first real column of each row
+        source = ends[:, None] - width + column  # (B, width) flat positions, valid from `first` on
+        real = column >= first[:, None]
+        return torch.where(real, self.items[source.clamp(min=0)], torch.zeros((), dtype=self.items.dtype, device=self.device))
+
+    def widths_per_step(self, order: Tensor, batch_size: int, cap: int) -> list[int]:
+        """For each step's sessions order[i*B:(i+1)*B], the longest window min(length, cap): one sync per epoch."""
+        lengths = self.lengths[order].clamp(max=cap)
+        steps = math.ceil(len(order) / batch_size)
+        padded = torch.zeros(steps * batch_size, dtype=lengths.dtype, device=self.device)
+        padded[: len(lengths)] = lengths
+        return padded.view(steps, batch_size).max(dim=1).values.tolist()
+
+    def target_positions(self, last_only: bool) -> Tensor:
+        """(Q,) flat positions of every target: each click but the first of its session, or only the last one."""
+        if last_only:
+            return self.offsets[1:] - 1
+        is_first = torch.zeros(self.n_events, dtype=torch.bool, device=self.device)
+        is_first[self.offsets[:-1]] = True
+        return (~is_first).nonzero().squeeze(1)
+
+    def session_of(self, positions: Tensor) -> Tensor:
+        """(Q,) the session index that owns each flat position."""
+        return torch.searchsorted(self.offsets, positions, right=True) - 1
+
+    def query_windows(self, positions: Tensor, width: int) -> Tensor:
+        """(Q, width): the (at most `width`) clicks before each flat position in its own session, left-padded."""
+        starts = self.offsets[self.session_of(positions)]
+        available = (positions - starts).clamp(max=width)  # (Q,)
+        column = torch.arange(width, device=self.device)
+        source = positions[:, None] - width + column
+        real = column >= (width - available)[:, None]
+        return torch.where(real, self.items[source.clamp(min=0)], torch.zeros((), dtype=self.items.dtype, device=self.device))
+
+
+class Lanes:
+    """GRU4Rec's session-parallel mini-batches: B lanes each walk one session's clicks, one per step.
+
+    A lane that finishes takes the next session of `order` (its hidden state is reset); the tail of at most
+    `max_events` clicks of each session is used. All on the device; `safe_steps` tells how many steps can run
+    before the epoch may end, so the loop syncs with the device only a few times per epoch.
+    """
+
+    def __init__(self, store: SessionStore, order: Tensor, batch_size: int, max_events: int):
+        self.store = store
+        self.order = order
+        self.max_events = max_events
+        device = store.device
+        self.b = batch_size
+        targets = (store.lengths[order].clamp(max=max_events) - 1).clamp(min=0)
+        # targets still in the queue after the first i sessions of `order` have been handed out
+        self.queue_targets = torch.cat([torch.flip(torch.cumsum(torch.flip(targets, [0]), 0), [0]), torch.zeros(1, dtype=targets.dtype, device=device)])
+        self.next = torch.zeros((), dtype=torch.long, device=device)
+        self.position = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.end = torch.zeros(batch_size, dtype=torch.long, device=device)  # exclusive; position + 1 < end: lane active
+        self.fresh = torch.ones(batch_size, dtype=torch.bool, device=device)
+        self._refill(torch.ones(batch_size, dtype=torch.bool, device=device))
+
+    def _refill(self, finished: Tensor) -> None:
+        slot = self.next + torch.cumsum(finished.long(), 0) - 1  # queue index for each finished lane
+        has_session = finished & (slot < len(self.order))
+        session = self.order[slot.clamp(max=len(self.order) - 1)]
+        end = self.store.offsets[session + 1]
+        start = torch.maximum(self.store.offsets[session], end - self.max_events)
+        self.position = torch.where(has_session, start, self.position)
+        self.end = torch.where(has_session, end, torch.where(finished, self.position, self.end))
+        self.fresh = finished
+        self.next = self.next + finished.sum()
+
+    def step(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(inputs (B,), targets (B,), active (B,), reset (B,)): the next click of every lane; `reset` marks new sessions."""
+        active = self.position + 1 < self.end
+        items = self.store.items
+        safe = self.position.clamp(max=len(items) - 2)
+        inputs = torch.where(active, items[safe], 0)
+        targets = torch.where(active, items[safe + 1], 0)
+        reset = self.fresh
+        self.position = torch.where(active, self.position + 1, self.position)
+        self._refill(self.position + 1 >= self.end)
+        return inputs, targets, active, reset
+
+    def safe_steps(self) -> int:
+        """Steps that certainly still have a target (one sync): remaining targets / B, rounded up."""
+        in_lanes = (self.end - self.position - 1).clamp(min=0).sum()
+        remaining = int(in_lanes + self.queue_targets[self.next.clamp(max=len(self.order))])
+        return math.ceil(remaining / self.b)

@@ -1,0 +1,91 @@
+"""Resumable training state in safetensors + JSON: weights, optimiser state, random generators, position.
+
+Optimiser state dicts mix tensors (moments, sums) with plain values (step counts, hyper-parameters); the
+tensors go to safetensors under `<optimizer>.<param>.<name>`, everything else to JSON. The whole checkpoint
+directory is written under a temporary name and renamed, so it is always the last complete one.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tron_cli import artifacts
+
+
+def _optimizer_parts(optimizers: list[torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    tensors: dict[str, torch.Tensor] = {}
+    documents = []
+    for index, optimizer in enumerate(optimizers):
+        state = optimizer.state_dict()
+        plain_state: dict[str, dict[str, Any]] = {}
+        for param, values in state["state"].items():
+            plain_state[str(param)] = {}
+            for name, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{index}.{param}.{name}"] = value
+                else:
+                    plain_state[str(param)][name] = value
+        documents.append({"type": type(optimizer).__name__, "state": plain_state, "param_groups": state["param_groups"]})
+    return tensors, documents
+
+
+def _restore_optimizers(optimizers: list[torch.optim.Optimizer], tensors: dict[str, torch.Tensor], documents: list[dict[str, Any]], path: Path) -> None:
+    if len(documents) != len(optimizers) or any(d["type"] != type(o).__name__ for d, o in zip(documents, optimizers)):
+        found = ", ".join(d["type"] for d in documents)
+        raise artifacts.ArtifactError(f"{path} holds optimizer state for {found}, not for this run's optimizer", "Resume with the run's own settings")
+    for index, (optimizer, document) in enumerate(zip(optimizers, documents)):
+        state: dict[int, dict[str, Any]] = {int(p): dict(values) for p, values in document["state"].items()}
+        prefix = f"{index}."
+        for key, tensor in tensors.items():
+            if key.startswith(prefix):
+                _, param, name = key.split(".", 2)
+                state.setdefault(int(param), {})[name] = tensor
+        optimizer.load_state_dict({"state": state, "param_groups": document["param_groups"]})
+
+
+def _generator_state(generator: torch.Generator) -> str:
+    return base64.b64encode(generator.get_state().numpy().tobytes()).decode()
+
+
+def _set_generator_state(generator: torch.Generator, encoded: str) -> None:
+    generator.set_state(torch.frombuffer(bytearray(base64.b64decode(encoded)), dtype=torch.uint8))
+
+
+def save(directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], generator: torch.Generator, position: dict[str, Any], order: torch.Tensor | None, model_section: dict[str, Any]) -> None:
+    """Write checkpoint/ atomically: weights, optimiser state, generator and RNG states, and `position`."""
+    tensors, documents = _optimizer_parts(optimizers)
+    rng = {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(), "generator": _generator_state(generator)}
+    if torch.cuda.is_available():
+        rng["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+    with artifacts.atomic_directory(directory, force=True) as tmp:
+        from tron_cli.modelio import save_weights
+
+        save_weights(model, tmp / "weights.safetensors", model_section)
+        artifacts.save_tensors(tmp / "optimizer.safetensors", tensors)
+        if order is not None:
+            artifacts.save_tensors(tmp / "order.safetensors", {"order": order.cpu()})
+        artifacts.write_json(tmp / "state.json", {**position, "optimizers": documents, "rng": rng}, kind="checkpoint")
+
+
+def load(directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], generator: torch.Generator) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """Restore everything `save` wrote into the given objects; returns (position, epoch order or None)."""
+    from tron_cli.modelio import load_weights
+
+    state = artifacts.read_json(directory / "state.json", "checkpoint")
+    load_weights(model, directory / "weights.safetensors", "checkpoint")
+    tensors = artifacts.load_tensors(directory / "optimizer.safetensors", "checkpoint")
+    _restore_optimizers(optimizers, tensors, state["optimizers"], directory)  # load_state_dict moves them to the params' device
+    rng = state["rng"]
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(rng["cpu"])), dtype=torch.uint8))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in rng["cuda"]])
+    _set_generator_state(generator, rng["generator"])
+    order = None
+    if (directory / "order.safetensors").is_file():
+        order = artifacts.load_tensors(directory / "order.safetensors", "checkpoint")["order"]
+    position = {k: v for k, v in state.items() if k not in ("optimizers", "rng", "schema", "tron_version")}
+    return position, order

@@ -1,0 +1,254 @@
+"""Regenerate the committed shell completions and man pages from the click commands.
+
+    python -m tron_cli.cli._generate            # write completions/tron.{bash,zsh,fish} and man/tron*.1
+    python -m tron_cli.cli._generate --check    # write nothing; name stale files and exit 1 if there are any
+
+The click tree is the single source: every command in `COMMANDS` gets a page, and files are written under the
+repository root found from the package, whatever the current directory. The output is deterministic (no dates),
+so `--check` can run in the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import click
+
+import tron_cli
+from tron_cli import __version__
+from tron_cli.cli import cli
+from tron_cli.cli.completion import SHELLS, completion_script
+
+ROOT = Path(tron_cli.__file__).resolve().parent.parent
+COMPLETIONS = "completions"
+MAN = "man"
+
+EXIT_STATUS = (
+    ("0", "Success."),
+    ("1", "Runtime failure: bad or missing input, a failed download, a NaN loss. The one-line message on stderr says what to do."),
+    ("2", "Usage error: an unknown option, or an invalid or inconsistent value."),
+    ("130", "Interrupted (Ctrl-C); training leaves a checkpoint it can resume from."),
+)
+
+
+# --------------------------------------------------------------------------------------------- roff
+
+
+def _escape(text: str) -> str:
+    """Text made literal for roff: backslashes, hyphens and non-ASCII characters.
+
+    Every hyphen becomes `\\-` (a minus) so that options and commands copied from the rendered page still work,
+    and non-ASCII characters become `\\[uXXXX]` so the page does not depend on the reader's encoding.
+    """
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "".join(char if ord(char) < 128 else f"\\[u{ord(char):04X}]" for char in text)
+
+
+def _line(text: str) -> str:
+    """An escaped text line; one starting with `.` or `'` would be read as a request, so `\\&` shields it."""
+    text = _escape(text)
+    return f"\\&{text}" if text.startswith((".", "'")) else text
+
+
+def _help_paragraphs(text: str) -> list[str]:
+    """Roff for click help text: blank lines separate paragraphs, and one whose first line is `\\b` keeps its lines
+    as written (click's no-rewrap marker), everything else is left to roff to fill."""
+    lines: list[str] = []
+    for block in re.split(r"\n[ \t]*\n", inspect.cleandoc(text).partition("\f")[0].strip()):
+        block_lines = block.splitlines()
+        if block_lines[0].strip() == "\b":
+            kept = textwrap.dedent("\n".join(block_lines[1:])).splitlines()
+            lines += [".PP", ".nf", *(_line(line.rstrip()) for line in kept), ".fi"]
+        else:
+            lines += [".PP", *(_line(line.strip()) for line in block_lines)]
+    return lines
+
+
+def _option_term(ctx: click.Context, option: click.Option) -> str | None:
+    """`.TP` term of an option, flags in bold and metavar in italics; None for a hidden option."""
+    record = option.get_help_record(ctx)
+    if record is None:
+        return None
+    names = set(option.opts) | set(option.secondary_opts)
+    parts = re.split(r"(, | / |; | )", record[0])  # click's spelling: "-o, --output FILE", "--x / --no-x"
+    styled = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            styled.append(part)
+        elif part in names:
+            styled.append(f"\\fB{_escape(part)}\\fR")
+        else:
+            metavar = _escape(part).replace("|", "|\\:")  # \: lets a long list of choices break after a "|"
+            styled.append(f"\\fI{metavar}\\fR")
+    return "".join(styled)
+
+
+def _envvars(ctx: click.Context, option: click.Option) -> list[str]:
+    """The environment variables click reads for `option` (its own, or TRON_<COMMAND>_<OPTION>)."""
+    if option.envvar:
+        return [option.envvar] if isinstance(option.envvar, str) else list(option.envvar)
+    if option.expose_value and option.allow_from_autoenv and ctx.auto_envvar_prefix and option.name:
+        return [f"{ctx.auto_envvar_prefix}_{option.name.upper()}"]
+    return []
+
+
+def _options(ctx: click.Context) -> list[str]:
+    lines = []
+    for param in ctx.command.get_params(ctx):
+        if not isinstance(param, click.Option):
+            continue  # arguments have no help of their own: the synopsis and description cover them
+        term = _option_term(ctx, param)
+        if term is None:
+            continue
+        help_text = " ".join(param.get_help_record(ctx)[1].split())
+        env = _envvars(ctx, param)
+        if env:
+            help_text += f" Environment: {', '.join(env)}."
+        lines += [".TP", term, _line(help_text)]
+    return lines
+
+
+def _page_name(ctx: click.Context) -> str:
+    return ctx.command_path.replace(" ", "-")
+
+
+def _contexts(ctx: click.Context) -> list[click.Context]:
+    """The context of `ctx`'s command and of every visible command below it, depth first in listing order.
+
+    Contexts are built, not parsed, so no callback runs; they carry the root's settings (help option names,
+    TRON_ environment prefix) down the tree as a real invocation would.
+    """
+    contexts = [ctx]
+    command = ctx.command
+    if isinstance(command, click.Group):
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            if sub is not None and not sub.hidden:
+                contexts += _contexts(click.Context(sub, info_name=name, parent=ctx, **sub.context_settings))
+    return contexts
+
+
+def man_page(ctx: click.Context, all_pages: list[str]) -> str:
+    """The roff source of the man page of `ctx`'s command."""
+    command = ctx.command
+    name = _page_name(ctx)
+    lines = [
+        '.\\" Generated by python -m tron_cli.cli._generate from the click commands; edit those, not this file.',
+        f'.TH {_escape(name.upper())} 1 "" "tron {_escape(__version__)}" "tron manual"',
+        ".nh",  # no hyphenation and a ragged right margin: option names and paths must not be split or stretched
+        ".ad l",
+        ".SH NAME",
+        _line(f"{name} - {command.get_short_help_str(limit=1000)}"),
+        ".SH SYNOPSIS",
+        f".B {_escape(ctx.command_path)}",
+        _line(" ".join(command.collect_usage_pieces(ctx))),
+        ".SH DESCRIPTION",
+    ]
+    lines += _help_paragraphs(command.help or command.short_help or "")
+    if command.epilog:
+        lines += _help_paragraphs(command.epilog)
+
+    if isinstance(command, click.Group):
+        lines.append(".SH COMMANDS")
+        for sub_name in command.list_commands(ctx):
+            sub = command.get_command(ctx, sub_name)
+            if sub is not None and not sub.hidden:
+                sub_page = f"{name}-{sub_name}"
+                lines += [".TP", f".B {_escape(sub_name)}", _line(f"{sub.get_short_help_str(limit=1000)} See {sub_page}(1).")]
+
+    lines += [".SH OPTIONS", *_options(ctx)]
+
+    lines += [
+        ".SH ENVIRONMENT",
+        ".TP",
+        ".B TRON_HOME",
+        _line("Where data/, runs/ and bundles/ live; stages find each other's newest output there (default: the current directory)."),
+        ".TP",
+        ".B NO_COLOR",
+        _line("When set, messages on stderr have no colour, unless --color always is given."),
+        ".TP",
+        f".B {_escape(ctx.auto_envvar_prefix)}_<OPTION>",
+        _line(
+            "The default of an option of this command, named after the option in capitals (each option above names its "
+            "variable); a value given on the command line wins."
+        ),
+    ]
+    if isinstance(command, click.Group):
+        lines += [
+            ".TP",
+            f".B {_escape(ctx.auto_envvar_prefix)}_<COMMAND>_<OPTION>",
+            _line("The same for the options of each command (each command's page names them)."),
+        ]
+    lines.append(".SH EXIT STATUS")
+    for status, meaning in EXIT_STATUS:
+        lines += [".TP", f".B {status}", _line(meaning)]
+
+    others = [page for page in all_pages if page != name]
+    lines.append(".SH SEE ALSO")
+    lines += [f".BR {_escape(page)} (1){',' if index < len(others) - 1 else ''}" for index, page in enumerate(others)]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def render() -> dict[str, str]:
+    """Every generated file: path relative to the repository root -> content."""
+    files = {f"{COMPLETIONS}/tron.{shell}": completion_script(shell) for shell in SHELLS}
+    root = click.Context(cli, info_name="tron", show_default=True, **cli.context_settings)
+    contexts = _contexts(root)
+    pages = [_page_name(ctx) for ctx in contexts]
+    for ctx in contexts:
+        files[f"{MAN}/{_page_name(ctx)}.1"] = man_page(ctx, pages)
+    return files
+
+
+def _obsolete(files: dict[str, str], root: Path) -> list[str]:
+    """Generated files of commands that no longer exist."""
+    found = [*(root / COMPLETIONS).glob("tron.*"), *(root / MAN).glob("tron*.1")]
+    return sorted(str(path.relative_to(root)) for path in found if str(path.relative_to(root)) not in files)
+
+
+def stale(files: dict[str, str], root: Path = ROOT) -> list[str]:
+    """Relative paths that are missing, differ from `files`, or should no longer exist."""
+    changed = [name for name, text in files.items() if not (root / name).is_file() or (root / name).read_text() != text]
+    return sorted(changed + _obsolete(files, root))
+
+
+def write(files: dict[str, str], root: Path = ROOT) -> list[str]:
+    """Bring the files under `root` up to date; return the relative paths written or removed."""
+    touched = stale(files, root)
+    for name in touched:
+        path = root / name
+        if name in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(files[name])
+        else:
+            path.unlink()
+    return touched
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tron_cli.cli._generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 and name the stale files if any")
+    args = parser.parse_args(argv)
+    files = render()
+    if args.check:
+        outdated = stale(files)
+        for name in outdated:
+            print(f"stale: {name}", file=sys.stderr)
+        if outdated:
+            print("Run: python -m tron_cli.cli._generate", file=sys.stderr)
+        return 1 if outdated else 0
+    for name in write(files):
+        print(f"{'wrote' if name in files else 'removed'} {name}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`tron evaluate`: full-catalogue Recall@k, MRR@k and NDCG@k of a run, a bundle or a baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tron_cli.cli._ui import UI, pass_ui
+
+
+@click.command()
+@click.argument("run", required=False, type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), help="Dataset dir (default: the run's own; for baselines the newest).")
+@click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True, help="Which split to score.")
+@click.option("-k", "--cutoff", "cutoffs", type=click.IntRange(min=1), multiple=True, default=(5, 10, 20), show_default=True, help="Cutoffs (repeatable).")
+@click.option("--ties", type=click.Choice(["pessimistic", "optimistic", "average"]), default="pessimistic", show_default=True, help="How items that tie with the target count in its rank.")
+@click.option("--protocol", type=click.Choice(["all", "tron"]), default="all", show_default=True, help="all: every target of every session; tron: the reference's evaluation, for parity.")
+@click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
+@click.option("--baseline", type=click.Choice(["popular", "markov"]), help="Evaluate a baseline instead of a model.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=0, help="Add 95% confidence intervals from N resamples of sessions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to score.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True, help="Catalogue items scored at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@pass_ui
+def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, baseline, bootstrap, seed, device, chunk_size, as_json) -> None:
+    """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
+
+    Reads RUN (a run dir or a bundle; default: the newest finished run) and a dataset split. Writes
+    metrics.json into the run, a table on stderr, and with --json one object on stdout with
+    recall@K, mrr@K, ndcg@K for every cutoff and n_targets (plus _low/_high with --bootstrap).
+
+    \b
+    Examples:
+        tron evaluate --json | jq '."recall@20"'
+        tron evaluate runs/otto-sasrec-1 --split valid -k 20 --bootstrap 200
+        tron evaluate --baseline popular --data data/yoochoose
+    """
+    from tron_cli.evaluate import EvalOptions
+    from tron_cli.evaluate import evaluate as run_evaluation
+
+    if baseline is not None and run is not None:
+        raise click.UsageError("give either RUN or --baseline, not both")
+    options = EvalOptions(split=split, cutoffs=tuple(sorted(set(cutoffs))), ties=ties, protocol=protocol, exclude_seen=exclude_seen, bootstrap=bootstrap, seed=seed, chunk_size=chunk_size)
+    result = run_evaluation(run, data, options, baseline=baseline, device=device, report=ui)
+    rows = []
+    for k in options.cutoffs:
+        row = [f"@{k}"]
+        for metric in ("recall", "mrr", "ndcg"):
+            value = result[f"{metric}@{k}"]
+            if bootstrap:
+                row.append(f"{value:.4f} [{result[f'{metric}@{k}_low']:.4f}, {result[f'{metric}@{k}_high']:.4f}]")
+            else:
+                row.append(f"{value:.4f}")
+        rows.append(row)
+    title = f"{baseline or run or 'latest run'} on {split} ({result['n_targets']:,} targets, protocol {protocol}, ties {ties})"
+    ui.table(title, ["cutoff", "Recall", "MRR", "NDCG"], rows)
+    if as_json:
+        ui.emit_json(result)

@@ -1,0 +1,59 @@
+"""`tron plot [RUN]...`: the click face of `tron_cli.plot`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tron_cli.cli._ui import UI, pass_ui
+from tron_cli.errors import UsageError
+from tron_cli.home import latest_run, runs_root
+
+
+def _run_dir(run: Path) -> Path:
+    """RUN as given when it is a directory, else the run of that name under $TRON_HOME/runs/ when there is one."""
+    named = runs_root() / run
+    if not run.is_dir() and len(run.parts) == 1 and named.is_dir():
+        return named
+    return run
+
+
+@click.command(short_help="Plot loss, Recall@20 and MRR@20 per epoch of one or more runs.")
+@click.argument("runs", nargs=-1, metavar="[RUN]...", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.png",
+    help="The PNG to write [default: RUN/training.png for one run; required for several].",
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"output": PATH, "runs": [PATH, ...]} on stdout.')
+@pass_ui
+def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, as_json: bool) -> None:
+    """Plot the training curves of one or more runs into one PNG.
+
+    Reads history.jsonl and config.json of each RUN: a run directory, or the name of one under
+    $TRON_HOME/runs/ (default: the newest finished run). A run still training can be plotted too.
+    Writes a PNG with three panels, training loss, validation Recall@20 and validation MRR@20 per
+    epoch, one colour per run: RUN/training.png for a single run, or -o FILE.png, which several runs
+    need. Epochs without validation are left out of the metric panels.
+
+    \b
+    Examples:
+      tron plot                                   # the newest run: runs/NAME/training.png
+      tron plot runs/tron-1 runs/sasrec-1 -o compare.png
+    """
+    from tron_cli.plot import plot_runs  # matplotlib and the artifact readers load only when a plot is drawn
+
+    run_dirs = [_run_dir(run) for run in runs] or [latest_run()]
+    if output is None:
+        if len(run_dirs) > 1:
+            raise UsageError(f"plotting {len(run_dirs)} runs needs -o/--output FILE.png", "For example: tron plot RUN1 RUN2 -o compare.png")
+        output = run_dirs[0] / "training.png"
+    if output.suffix.lower() != ".png":
+        raise UsageError(f"-o/--output must name a .png file, not {output}")
+    written = plot_runs(run_dirs, output)
+    ui.info(f"Wrote {written} ({len(run_dirs)} run{'s' if len(run_dirs) > 1 else ''}).")
+    if as_json:
+        ui.emit_json({"output": str(written.resolve()), "runs": [str(run_dir.resolve()) for run_dir in run_dirs]})

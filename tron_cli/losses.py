@@ -1,0 +1,118 @@
+"""Losses per event, one signature: `loss(pos (E,), neg (E, K), valid (E, K) bool) -> (E,)`; callers average.
+
+`valid` is False where a negative column is not a negative (an accidental hit that is masked, or a slot
+that could not be filled); such columns never contribute, whatever their score.
+
+- `ssm`: cross-entropy of the positive against [positive, negatives] (sampled softmax);
+- `bce`: softplus(-pos) + mean_j softplus(neg_j), the reference's form without its overflow;
+- `bpr_max`: -log sum_j softmax(neg)_j sigmoid(pos - neg_j) + penalty sum_j softmax(neg)_j neg_j^2;
+- `gbce` (gSASRec): mean over [positive, negatives] of binary cross-entropy with the positive probability
+  raised to beta = 1 - t (1 - alpha), alpha = K / (N - 1); computed as beta * softplus(-pos), which is exact
+  and cannot overflow. t = 0 gives plain binary cross-entropy;
+- `full_cross_entropy`: softmax over the whole catalogue, chunked, never materialising [E, N].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+EPSILON = 1e-10  # inside bpr-max's log, as the reference recommends
+
+
+def ssm(pos: Tensor, neg: Tensor, valid: Tensor) -> Tensor:
+    logits = torch.cat([pos.unsqueeze(-1), neg.masked_fill(~valid, float("-inf"))], dim=-1)
+    return torch.logsumexp(logits, dim=-1) - pos
+
+
+def bce(pos: Tensor, neg: Tensor, valid: Tensor) -> Tensor:
+    negatives = (F.softplus(neg) * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+    return F.softplus(-pos) + negatives
+
+
+def bpr_max(pos: Tensor, neg: Tensor, valid: Tensor, penalty: float) -> Tensor:
+    any_valid = valid.any(-1, keepdim=True)
+    weights = torch.softmax(neg.masked_fill(~valid, float("-inf")), dim=-1)
+    weights = torch.where(any_valid, weights, torch.zeros_like(weights))  # no negative at all: no loss
+    finite = neg.masked_fill(~valid, 0.0)
+    ranking = -torch.log((weights * torch.sigmoid(pos.unsqueeze(-1) - finite)).sum(-1) + EPSILON)
+    ranking = torch.where(any_valid.squeeze(-1), ranking, torch.zeros_like(ranking))
+    return ranking + penalty * (weights * finite.square()).sum(-1)
+
+
+def gbce(pos: Tensor, neg: Tensor, valid: Tensor, t: float, n_items: int) -> Tensor:
+    k = valid.sum(-1).to(pos.dtype)
+    alpha = k / max(n_items - 1, 1)
+    beta = 1.0 - t * (1.0 - alpha)
+    total = beta * F.softplus(-pos) + (F.softplus(neg) * valid).sum(-1)
+    return total / (1.0 + k)
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Softmax cross-entropy of hidden (E, d) over items 1..N of table (N+1, d) [+ bias (N+1, 1)], chunk by chunk.
+
+    Forward keeps an online log-sum-exp; backward recomputes each chunk's scores and accumulates
+    d/dh = sum_c (p_c - y_c) W_c and d/dW_c = (p_c - y_c)^T h, so peak memory is E x chunk, never E x N.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, table: Tensor, bias: Tensor | None, targets: Tensor, chunk: int) -> Tensor:
+        n = table.shape[0]
+        hidden32 = hidden.float()
+        running_max = torch.full((hidden.shape[0],), float("-inf"), device=hidden.device)
+        running_sum = torch.zeros(hidden.shape[0], device=hidden.device)
+        for start in range(1, n, chunk):
+            scores = hidden32 @ table[start : start + chunk].float().T  # (E, C)
+            if bias is not None:
+                scores += bias[start : start + chunk, 0].float()
+            chunk_max = scores.max(dim=1).values
+            new_max = torch.maximum(running_max, chunk_max)
+            running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(scores - new_max[:, None]).sum(1)
+            running_max = new_max
+        lse = running_max + torch.log(running_sum)
+        target_scores = (hidden32 * table[targets].float()).sum(-1)
+        if bias is not None:
+            target_scores = target_scores + bias[targets, 0].float()
+        ctx.save_for_backward(hidden, table, bias if bias is not None else torch.empty(0), targets, lse)
+        ctx.chunk = chunk
+        ctx.has_bias = bias is not None
+        return lse - target_scores
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor):
+        hidden, table, bias, targets, lse = ctx.saved_tensors
+        bias = bias if ctx.has_bias else None
+        hidden32 = hidden.float()
+        grad_loss = grad_loss.float()
+        grad_hidden = torch.zeros_like(hidden32)
+        grad_table = torch.zeros(table.shape, dtype=torch.float32, device=table.device)
+        grad_bias = torch.zeros(table.shape[0], 1, dtype=torch.float32, device=table.device) if bias is not None else None
+        for start in range(1, table.shape[0], ctx.chunk):
+            weight = table[start : start + ctx.chunk].float()
+            scores = hidden32 @ weight.T
+            if bias is not None:
+                scores += bias[start : start + ctx.chunk, 0].float()
+            probs = torch.exp(scores - lse[:, None]) * grad_loss[:, None]  # (E, C): dL/dscore without the target term
+            grad_hidden += probs @ weight
+            grad_table[start : start + ctx.chunk] += probs.T @ hidden32
+            if grad_bias is not None:
+                grad_bias[start : start + ctx.chunk, 0] += probs.sum(0)
+        # the target term: d(-s_target)/ds = -1 per event
+        target_rows = table[targets].float()
+        grad_hidden -= grad_loss[:, None] * target_rows
+        grad_table.index_add_(0, targets, -grad_loss[:, None] * hidden32)
+        if grad_bias is not None:
+            grad_bias.index_add_(0, targets, -grad_loss[:, None])
+        return (
+            grad_hidden.to(hidden.dtype),
+            grad_table.to(table.dtype),
+            grad_bias.to(bias.dtype) if grad_bias is not None else None,
+            None,
+            None,
+        )
+
+
+def full_cross_entropy(hidden: Tensor, table: Tensor, bias: Tensor | None, targets: Tensor, chunk: int = 65536) -> Tensor:
+    """(E,) cross-entropy of each target against the whole catalogue (row 0, padding, excluded)."""
+    return _ChunkedCrossEntropy.apply(hidden, table, bias, targets, chunk)

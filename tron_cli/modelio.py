@@ -1,0 +1,75 @@
+"""Models from and to files: a `model` section in JSON plus weights in safetensors (never pickle).
+
+Run dirs (`config.json` schema run/1) and bundles (`config.json` schema bundle/1) both carry the same
+`model` section, so every reader builds the network from JSON and loads weights whose names, shapes and
+dtypes are checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from tron_cli import artifacts
+from tron_cli.errors import ArtifactError
+
+
+def model_section(model_type: str, config) -> dict[str, Any]:
+    return {"type": model_type, **asdict(config)}
+
+
+def build_model(section: dict[str, Any]):
+    """The network a `model` section describes, freshly initialised."""
+    from tron_cli.models.gru4rec import GRU4Rec, GRU4RecConfig
+    from tron_cli.models.sasrec import SASRec, SASRecConfig
+
+    kinds = {"sasrec": (SASRec, SASRecConfig), "gru4rec": (GRU4Rec, GRU4RecConfig)}
+    kind = section.get("type")
+    if kind not in kinds:
+        raise ArtifactError(f"unknown model type {kind!r} in config", "Re-run: tron train")
+    model_class, config_class = kinds[kind]
+    names = {f.name for f in fields(config_class)}
+    unknown = sorted(set(section) - names - {"type"})
+    if unknown:
+        raise ArtifactError(f"unknown model setting {unknown[0]!r} in config", "Re-run: tron train")
+    return model_class(config_class(**{k: v for k, v in section.items() if k != "type"}))
+
+
+def save_weights(model, path: Path, section: dict[str, Any]) -> None:
+    artifacts.save_tensors(path, model.state_dict(), metadata={"tron.model": json.dumps(section)})
+
+
+def load_weights(model, path: Path, kind: str) -> None:
+    """Load `path` into `model` after checking every tensor's name, shape and dtype against the model."""
+    state = model.state_dict()
+    expected = {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in state.items()}
+    tensors = artifacts.load_tensors(path, kind, expected)
+    model.load_state_dict(tensors)
+
+
+def read_model_dir(path: Path) -> tuple[dict[str, Any], str]:
+    """(config document, kind) of a run dir or a bundle."""
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ArtifactError(f"{path} is neither a run nor a bundle (no config.json)", "Give a run dir (tron train) or a bundle (tron export)")
+    try:
+        schema = json.loads(config_path.read_text()).get("schema", "")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise ArtifactError(f"{config_path} is not valid JSON (truncated or corrupt)", "Re-run the command that made it") from None
+    kind = "bundle" if str(schema).startswith("bundle/") else "run"
+    return artifacts.read_json(config_path, kind), kind
+
+
+def load_model(path: Path, device=None):
+    """(model in eval mode, config document, kind) from a run dir (its selected model.safetensors) or a bundle."""
+    document, kind = read_model_dir(path)
+    if kind == "run" and not (Path(path) / "model.safetensors").is_file():
+        raise ArtifactError(f"{path} has no model.safetensors yet (training has not finished an epoch)", f"Resume it: tron train --resume {path}")
+    model = build_model(document["model"])
+    load_weights(model, Path(path) / "model.safetensors", kind)
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), document, kind

@@ -1,0 +1,62 @@
+"""Item tables shared by every model: input embedding, output embedding (tied by default) and output bias.
+
+A score is `h · W[item] + b[item]`. The reference implements the bias as one more embedding column against a
+constant 1; a separate vector is the same function. Row 0 is padding: zero, and never updated.
+Lookups can produce row-sparse gradients (`sparse=True`) for the row-sparse optimisers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ItemScorer(nn.Module):
+    def __init__(self, n_items: int, d: int, share_embeddings: bool, output_bias: bool, d_in: int | None = None, gain: float = 1.0):
+        super().__init__()
+        self.n_items = n_items
+        d_in = d if d_in is None else d_in
+        self.item_embedding = nn.Parameter(_xavier(n_items + 1, d_in, gain))
+        self.tied = share_embeddings and d_in == d
+        self.output_embedding = None if self.tied else nn.Parameter(_xavier(n_items + 1, d, gain))
+        self.output_bias = nn.Parameter(torch.zeros(n_items + 1, 1)) if output_bias else None  # (N+1, 1): a one-column table, so lookups can be row-sparse
+
+    def embed(self, items: Tensor, sparse: bool = False) -> Tensor:
+        return F.embedding(items, self.item_embedding, padding_idx=0, sparse=sparse)
+
+    def output_table(self) -> Tensor:
+        """(N+1, d) output vectors; row 0 is padding."""
+        return self.item_embedding if self.tied else self.output_embedding
+
+    def lookup(self, items: Tensor, sparse: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Output vectors (..., d) and biases (...) or None of `items`, row-sparse gradients with `sparse`."""
+        vectors = F.embedding(items, self.output_table(), padding_idx=0, sparse=sparse)
+        bias = F.embedding(items, self.output_bias, sparse=sparse).squeeze(-1) if self.output_bias is not None else None
+        return vectors, bias
+
+    def score(self, hidden: Tensor, items: Tensor, sparse: bool = False) -> Tensor:
+        """hidden (..., d) against items (..., K) -> (..., K) scores, with gradients to the looked-up rows only."""
+        vectors, bias = self.lookup(items, sparse)  # (..., K, d), (..., K)
+        # a broadcast product and sum, not a batched matmul: E tiny (K x d) @ (d x 1) products are slow on CPU
+        scores = (vectors.to(hidden.dtype) * hidden.unsqueeze(-2)).sum(-1)
+        return scores if bias is None else scores + bias.to(scores.dtype)
+
+    def score_all(self, hidden: Tensor, start: int = 1, stop: int | None = None) -> Tensor:
+        """hidden (Q, d) against catalogue items start..stop-1 -> (Q, stop - start), in fp32."""
+        stop = self.n_items + 1 if stop is None else stop
+        scores = hidden.float() @ self.output_table()[start:stop].float().T
+        if self.output_bias is not None:
+            scores = scores + self.output_bias[start:stop, 0].float()
+        return scores
+
+    def table_parameters(self) -> list[nn.Parameter]:
+        """The (N+1)-row parameters, which the row-sparse optimisers own."""
+        return [p for p in (self.item_embedding, self.output_embedding, self.output_bias) if p is not None]
+
+
+def _xavier(rows: int, columns: int, gain: float) -> Tensor:
+    weight = torch.empty(rows, columns)
+    nn.init.xavier_uniform_(weight, gain=gain)
+    weight[0] = 0.0
+    return weight

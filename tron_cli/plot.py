@@ -1,0 +1,116 @@
+"""Training curves of one or more runs, drawn from their history.jsonl into one PNG (no click or rich here).
+
+Three panels share the epoch axis: training loss, validation Recall@20 and validation MRR@20; each run has
+one colour in all three, and the legend names the run directory with its loss and model from config.json.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tron_cli.artifacts import atomic_path, read_json, read_jsonl
+from tron_cli.errors import ArtifactError, TronError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+METRICS = (("recall@20", "Validation Recall@20"), ("mrr@20", "Validation MRR@20"))
+RUN_FIRST = "Run first: tron train"
+
+
+def load_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The epochs of a run in order, one record each; a missing, empty or malformed history is an ArtifactError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ArtifactError(f"run directory {run_dir} does not exist", f"{RUN_FIRST}, or check the path")
+    path = run_dir / "history.jsonl"
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: the run has not finished an epoch", RUN_FIRST)
+    records = read_jsonl(path)
+    if not records:
+        raise ArtifactError(f"{path} is empty: the run has not finished an epoch", RUN_FIRST)
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for line, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise ArtifactError(f"{path}:{line} is not an epoch record (no integer epoch)", RUN_FIRST)
+        by_epoch[record["epoch"]] = record  # a resumed run logs an epoch again: the later record wins
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def run_label(run_dir: Path) -> str:
+    """The run directory's name, with the loss and model from its config.json when that is readable."""
+    run_dir = Path(run_dir)
+    try:
+        train = read_json(run_dir / "config.json", "run").get("train") or {}
+    except ArtifactError:
+        return run_dir.name  # the label is cosmetic: an unreadable config must not stop the plot
+    details = [f"{key} {train[key]}" for key in ("loss", "model") if train.get(key) is not None]
+    return f"{run_dir.name} ({', '.join(details)})" if details else run_dir.name
+
+
+def _number(value: Any) -> float:
+    """A plottable float; missing or non-numeric values become NaN, which matplotlib leaves as a gap."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def build_figure(run_dirs: list[Path]) -> "Figure":
+    """The three-panel figure of `run_dirs`, overlaid, attached to an Agg canvas (pyplot's global state is never touched)."""
+    try:
+        import matplotlib  # noqa: F401  (imported first so a missing install is reported before anything else)
+    except ImportError:
+        raise TronError("tron plot needs matplotlib, which is not installed", "Run: pip install 'tron-cli[plot]'") from None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    runs = [(Path(run_dir), load_history(run_dir)) for run_dir in run_dirs]
+    figure = Figure(figsize=(15, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axes, *metric_axes = figure.subplots(1, 3, sharex=True)  # shared epochs: a panel without points keeps integer ticks
+    loss_axes.set_title("Training loss")
+    loss_axes.set_ylabel("loss")
+    for axes, (_, title) in zip(metric_axes, METRICS):
+        axes.set_title(title)
+
+    missing = []  # runs without a single validated epoch, named in the metric panels
+    for index, (run_dir, records) in enumerate(runs):
+        style = {"color": f"C{index % 10}", "marker": "o", "markersize": 3, "linewidth": 1.5}
+        epochs = [record["epoch"] for record in records]
+        loss_axes.plot(epochs, [_number(record.get("loss")) for record in records], label=run_label(run_dir), **style)
+        validated = [record for record in records if isinstance(record.get("valid"), dict)]
+        if not validated:
+            missing.append(run_dir.name)
+        for axes, (key, _) in zip(metric_axes, METRICS):
+            axes.plot([r["epoch"] for r in validated], [_number(r["valid"].get(key)) for r in validated], **style)
+
+    for axes, (key, _) in zip(metric_axes, METRICS):
+        if len(missing) == len(runs):
+            note = "No validation in this run" if len(runs) == 1 else "No validation in these runs"
+            axes.text(0.5, 0.5, note, transform=axes.transAxes, ha="center", va="center", color="0.4")
+            axes.set_yticks([])  # an empty panel's default scale would read like measured values
+        elif missing:
+            axes.text(0.98, 0.02, "no validation: " + ", ".join(missing), transform=axes.transAxes, ha="right", va="bottom", fontsize=8, color="0.4")
+        axes.set_ylabel(key)
+
+    for axes in (loss_axes, *metric_axes):
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+    figure.legend(*loss_axes.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(runs), 3), frameon=False)
+    return figure
+
+
+def legend_labels(figure: "Figure") -> list[str]:
+    """The run labels in the figure's legend, in plotting order."""
+    return [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+
+
+def plot_runs(run_dirs: list[Path], out: Path) -> Path:
+    """Draw the training curves of `run_dirs` into the PNG `out` (written atomically) and return `out`."""
+    figure = build_figure(run_dirs)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, format="png")  # the temporary name ends in .tmp, so the format is given, not guessed
+    return out

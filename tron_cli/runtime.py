@@ -1,0 +1,45 @@
+"""Where and in what precision tensors live: device choice, autocast settings, exact fp32 for ranking."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from tron_cli.errors import UsageError
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: CUDA when present, else CPU; cuda without a GPU is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but no CUDA device is available", "Use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {name!r}", "Use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for training, or None for plain fp32. auto: bf16 on CUDA, fp32 on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision in ("auto", "bf16"):
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA device", "Use --precision bf16 or fp32 on CPU")
+    return torch.float16
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """Disable TF32 in matmuls while ranking: rounded scores would create artificial ties and swaps."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

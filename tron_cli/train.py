@@ -1,0 +1,431 @@
+"""The train stage: a plain PyTorch loop over a device-resident train split, validated every epoch.
+
+Each step takes B sessions of the epoch's order, builds their windows and negatives with tensor ops on the
+device from one seeded generator, and updates the model. After each epoch: full-catalogue Recall@20 and
+MRR@20 on the validation split; the best epoch by Recall@20 becomes `model.safetensors` (never chosen on
+test). The checkpoint after every epoch (and on Ctrl-C or SIGTERM, mid-epoch) makes any run resumable with
+`--resume`, and resuming reproduces the uninterrupted run exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from tron_cli import __version__, artifacts, checkpoint, home
+from tron_cli.artifacts import Dataset
+from tron_cli.batching import Lanes, SessionStore
+from tron_cli.config import TrainConfig, validate
+from tron_cli.errors import ArtifactError, Interrupted, TrainingError, UsageError
+from tron_cli.evaluate import EvalOptions, _limited, evaluate_model
+from tron_cli.modelio import build_model, model_section, save_weights
+from tron_cli.objective import LossSpec, full_softmax_loss, sampled_loss
+from tron_cli.reporting import SILENT, Reporter
+from tron_cli.runtime import autocast_dtype, resolve_device
+from tron_cli.sampling import ItemDistribution, draw
+
+LOG_EVERY = 20  # steps between device syncs for the progress bar and the NaN check
+SELECT_ON = "recall@20"
+
+
+@dataclass
+class TrainRequest:
+    config: TrainConfig
+    data: Path | None = None
+    out: Path | None = None
+    resume: Path | None = None
+    force: bool = False
+    reference_config: dict[str, Any] | None = None
+    overrides: tuple[str, ...] = ()  # options given explicitly (only some may change on --resume)
+
+
+RESUMABLE_OVERRIDES = {"epochs", "device", "early_stopping", "valid_limit", "precision", "compile"}
+
+
+# ------------------------------------------------------------------------------------------------ run dir
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run dir: a second `tron train` on it fails at once (the kernel frees it on kill)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise TrainingError(f"{run_dir} is being written by another tron train", "Wait for it, or train into another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM set a flag that the loop checks after each step; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        if threading_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ------------------------------------------------------------------------------------------------ building blocks
+
+
+def model_for(config: TrainConfig, n_items: int) -> dict[str, Any]:
+    """The `model` section of config.json for `config`."""
+    from tron_cli.models.gru4rec import GRU4RecConfig
+    from tron_cli.models.sasrec import SASRecConfig
+
+    if config.model == "gru4rec":
+        return model_section("gru4rec", GRU4RecConfig(n_items, config.hidden_size, config.num_layers, config.dropout, config.share_embeddings, config.output_bias, config.original_gru))
+    return model_section(
+        "sasrec",
+        SASRecConfig(n_items, config.hidden_size, config.num_layers, config.num_heads, config.dropout, config.max_length, config.share_embeddings, config.output_bias),
+    )
+
+
+def build_optimizers(model: torch.nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Dense Adam/Adagrad over everything, or a row-sparse optimiser for the item tables + the dense one for the rest."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    dense_class = torch.optim.Adagrad if config.optimizer.endswith("adagrad") else torch.optim.Adam
+    if not config.optimizer.startswith("sparse"):
+        return [dense_class(trainable, lr=config.lr)]
+    tables = {id(p) for p in model.table_parameters()}
+    sparse_params = [p for p in trainable if id(p) in tables]
+    dense_params = [p for p in trainable if id(p) not in tables]
+    sparse = torch.optim.SparseAdam(sparse_params, lr=config.lr) if config.optimizer == "sparse-adam" else torch.optim.Adagrad(sparse_params, lr=config.lr, foreach=False)
+    return [sparse, dense_class(dense_params, lr=config.lr)]
+
+
+def epoch_order(n: int, shuffle: str, generator: torch.Generator) -> torch.Tensor:
+    device = generator.device
+    if shuffle == "shuffle_without_replacement":
+        return torch.randperm(n, generator=generator, device=device)
+    if shuffle == "shuffle_with_replacement":
+        return torch.randint(0, n, (n,), generator=generator, device=device)
+    return torch.arange(n, device=device)
+
+
+class Trainer:
+    """Everything one run needs in memory; `fit` runs the epochs."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, run_dir: Path, report: Reporter = SILENT):
+        self.config, self.dataset, self.run_dir, self.report = config, dataset, run_dir, report
+        self.device = resolve_device(config.device)
+        self.amp = autocast_dtype(config.precision, self.device)
+        self.n_items = dataset.n_items
+        torch.manual_seed(config.seed)  # initialisation and dropout
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)  # batches and negatives
+        self.store = SessionStore(dataset.sessions("train"), self.device, min_length=2)
+        if len(self.store) == 0:
+            raise ArtifactError(f"{dataset.path}/train.parquet has no session with two clicks", "Re-run tron preprocess on more data")
+        self.valid = None
+        if dataset.has("valid"):
+            self.valid = SessionStore(_limited(dataset.sessions("valid"), config.valid_limit), self.device, min_length=2)
+        self.section = model_for(config, self.n_items)
+        self.model = build_model(self.section).to(self.device)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizers = build_optimizers(self.model, config)
+        self.sparse = config.optimizer.startswith("sparse")
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
+        counts = torch.from_numpy(np.asarray(dataset.items().column("count"), dtype=np.float64))
+        counts = torch.cat([torch.zeros(1, dtype=torch.float64), counts])  # (N+1,) by dense id
+        self.distribution = ItemDistribution(self.n_items, counts if config.negative_distribution == "popularity" else None, config.alpha, self.device)
+        self.in_batch_log_prob = torch.log((counts + 1e-12) / counts.sum()).float().to(self.device) if config.logq else None
+        self.spec = LossSpec(config.loss, config.topk, config.mask_hits, config.bpr_penalty, config.gbce_t, config.logq, config.final_activation, self.n_items)
+        self.position: dict[str, Any] = {"epoch": 0, "step": 0, "global_step": 0, "best": None, "bad_epochs": 0, "history": []}
+        self.order: torch.Tensor | None = None
+
+    # -------------------------------------------------------------------- one step
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+
+    def _loss(self, hidden, inputs, targets, mask) -> torch.Tensor:
+        if self.config.loss == "ce":
+            return full_softmax_loss(self.model, hidden, mask, targets, self.config.ce_chunk)
+        owner = mask.reshape(-1).nonzero().squeeze(1) // mask.shape[1] if self.config.sampling_style == "eventwise" else None
+        negatives = draw(
+            self.distribution,
+            inputs,
+            owner,
+            self.config.uniform_negatives,
+            self.config.in_batch_negatives,
+            self.config.sampling_style,
+            self.config.reject_uniform_session_items,
+            self.config.reject_in_batch_items,
+            self.generator,
+        )
+        return sampled_loss(self.model, hidden, mask, targets, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob)
+
+    def _update(self, loss: torch.Tensor) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            for optimizer in self.optimizers:
+                self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            for optimizer in self.optimizers:
+                optimizer.step()
+
+    # -------------------------------------------------------------------- epochs
+
+    def _sasrec_epoch(self, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
+        """Train one epoch from self.position['step']; returns (mean loss, sessions, target events)."""
+        config = self.config
+        widths = self.store.widths_per_step(self.order, config.batch_size, config.max_length + 1)
+        n_steps = self._limit_steps(len(widths))
+        running = torch.zeros((), device=self.device)
+        events = torch.zeros((), dtype=torch.long, device=self.device)
+        count = sessions = 0
+        with self.report.task(f"epoch {epoch + 1}/{config.epochs}", total=n_steps) as task:
+            task.update(completed=self.position["step"])
+            for step in range(self.position["step"], n_steps):
+                index = self.order[step * config.batch_size : (step + 1) * config.batch_size]
+                sequence = self.store.tail_windows(index, widths[step])  # (B, T+1), left-padded
+                inputs, targets = sequence[:, :-1], sequence[:, 1:]
+                mask = inputs != 0  # (B, T): a real click, whose next click is its target
+                with self._autocast():
+                    hidden = self.forward(inputs, self.sparse)
+                    loss = self._loss(hidden, inputs, targets, mask)
+                self._update(loss)
+                running += loss.detach()
+                events += mask.sum()
+                count += 1
+                sessions += len(index)
+                self.position["step"] = step + 1
+                self.position["global_step"] += 1
+                if count % LOG_EVERY == 0 or step + 1 == n_steps or stop.requested:
+                    task.update(completed=step + 1, loss=self._check_finite(running / count, epoch, step))
+                if stop.requested:
+                    self._interrupt(epoch)
+        return float(running / max(count, 1)), sessions, int(events)
+
+    def _gru_epoch(self, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
+        """GRU4Rec: session-parallel lanes, one click per lane per step, no backpropagation through time."""
+        config = self.config
+        lanes = Lanes(self.store, self.order, config.batch_size, config.max_length + 1)
+        state = self.model.initial_state(config.batch_size, self.device)
+        running = torch.zeros((), device=self.device)
+        events = torch.zeros((), dtype=torch.long, device=self.device)
+        count = 0
+        total = int((self.store.lengths[self.order].clamp(max=config.max_length + 1) - 1).sum())
+        limit = self._limit_steps(math.ceil(total / config.batch_size))
+        with self.report.task(f"epoch {epoch + 1}/{config.epochs}", total=total) as task:
+            while count < limit and not stop.requested and (safe := lanes.safe_steps()) > 0:
+                for _ in range(min(safe, limit - count)):
+                    inputs, targets, active, reset = lanes.step()
+                    with self._autocast():
+                        output, state = self.model.step(inputs, state.detach(), reset, self.sparse)
+                        loss = self._loss(output.unsqueeze(1), inputs.unsqueeze(1), targets.unsqueeze(1), active.unsqueeze(1))
+                    self._update(loss)
+                    running += loss.detach()
+                    events += active.sum()
+                    count += 1
+                    self.position["global_step"] += 1
+                    if stop.requested:
+                        break
+                task.update(completed=int(events), loss=self._check_finite(running / max(count, 1), epoch, count))
+        if stop.requested:
+            raise Interrupted(
+                f"interrupted in epoch {epoch + 1}; GRU4Rec resumes from epoch boundaries, so the checkpoint after epoch {epoch} is kept",
+                f"Resume: tron train --resume {self.run_dir}",
+            )
+        return float(running / max(count, 1)), len(self.order), int(events)
+
+    def _limit_steps(self, n_steps: int) -> int:
+        limit = self.config.overfit_batches
+        if limit <= 0:
+            return n_steps
+        return min(n_steps, int(limit) if limit >= 1 else max(1, math.ceil(limit * n_steps)))
+
+    def _check_finite(self, mean: torch.Tensor, epoch: int, step: int) -> float:
+        value = float(mean)
+        if not math.isfinite(value):
+            kept = f"the checkpoint of epoch {self.position['epoch']} is kept" if self.position["epoch"] else "no epoch finished, nothing was saved"
+            raise TrainingError(f"the loss became {value} in epoch {epoch + 1} near step {step + 1}; {kept}", "Lower --lr, or use --precision fp32")
+        return value
+
+    def _interrupt(self, epoch: int) -> None:
+        self.save_checkpoint(with_order=True)
+        raise Interrupted(f"interrupted in epoch {epoch + 1} at step {self.position['step']}; checkpoint saved", f"Resume: tron train --resume {self.run_dir}")
+
+    def save_checkpoint(self, with_order: bool) -> None:
+        position = {k: v for k, v in self.position.items()}
+        checkpoint.save(self.run_dir / "checkpoint", self.model, self.optimizers, self.generator, position, self.order if with_order else None, self.section)
+
+    def validate(self) -> dict[str, float] | None:
+        if self.valid is None or len(self.valid) == 0:
+            return None
+        self.model.eval()
+        result = evaluate_model(self.model, self.valid, self.n_items, self.dataset.targets == "last", EvalOptions(cutoffs=(20,)))
+        self.model.train()
+        return {"recall@20": result["recall@20"], "mrr@20": result["mrr@20"], "ndcg@20": result["ndcg@20"], "n_targets": result["n_targets"]}
+
+    def fit(self) -> dict[str, Any]:
+        config = self.config
+        with StopRequest() as stop:
+            for epoch in range(self.position["epoch"], config.epochs):
+                if self.order is None:
+                    self.order = epoch_order(len(self.store), config.shuffle, self.generator)
+                self.model.train()
+                started = time.perf_counter()
+                run_epoch = self._gru_epoch if config.model == "gru4rec" else self._sasrec_epoch
+                loss, sessions, events = run_epoch(epoch, stop)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - started
+                metrics = self.validate()
+                record = {
+                    "epoch": epoch + 1,
+                    "step": self.position["global_step"],
+                    "loss": loss,
+                    "valid": None if metrics is None else {k: v for k, v in metrics.items() if k != "n_targets"},
+                    "sessions_per_s": sessions / seconds,
+                    "events_per_s": events / seconds,
+                    "seconds": seconds,
+                }
+                improved = metrics is None or self.position["best"] is None or metrics[SELECT_ON] > self.position["best"][SELECT_ON]
+                if improved:
+                    save_weights(self.model, self.run_dir / "model.safetensors", self.section)
+                    self.position["best"] = {"epoch": epoch + 1, **(metrics or {})}
+                    self.position["bad_epochs"] = 0
+                else:
+                    self.position["bad_epochs"] += 1
+                self.position.update(epoch=epoch + 1, step=0)
+                self.position["history"].append(record)
+                self.order = None
+                self.save_checkpoint(with_order=False)
+                artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
+                self.report.detail(f"epoch {epoch + 1}: loss {loss:.4f}" + ("" if metrics is None else f", valid recall@20 {metrics['recall@20']:.4f} mrr@20 {metrics['mrr@20']:.4f}"))
+                if config.early_stopping and self.position["bad_epochs"] >= config.early_stopping:
+                    self.report.info(f"early stopping: no better validation {SELECT_ON} for {config.early_stopping} epochs")
+                    break
+        return self._summary()
+
+    def _summary(self) -> dict[str, Any]:
+        history = self.position["history"]
+        best = self.position["best"] or {}
+        seconds = sum(r["seconds"] for r in history)
+        return {
+            "run": str(self.run_dir),
+            "epochs": len(history),
+            "best_epoch": best.get("epoch"),
+            "selected_by": f"valid {SELECT_ON}" if self.valid is not None else "last epoch (no validation split)",
+            "valid": {k: v for k, v in best.items() if k not in ("epoch", "n_targets")} or None,
+            "loss": history[-1]["loss"] if history else None,
+            "sessions_per_s": sum(r["sessions_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,
+            "events_per_s": sum(r["events_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,
+            "train_seconds": seconds,
+            "device": str(self.device) if self.device.type != "cuda" else torch.cuda.get_device_name(self.device),
+        }
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+
+
+def _dataset_record(dataset: Dataset) -> dict[str, Any]:
+    return {"path": str(dataset.path.resolve()), "name": dataset.name, "n_items": dataset.n_items, "catalogue_sha256": dataset.info.get("catalogue_sha256")}
+
+
+def _resume_config(request: TrainRequest, document: dict[str, Any]) -> TrainConfig:
+    changed = sorted(set(request.overrides) - RESUMABLE_OVERRIDES)
+    if changed:
+        raise UsageError(f"--{changed[0].replace('_', '-')} cannot change when resuming", f"Only {', '.join(sorted(RESUMABLE_OVERRIDES))} can; start a new run for the rest")
+    stored = TrainConfig(**document["train"])
+    return validate(replace(stored, **{name: getattr(request.config, name) for name in request.overrides}))
+
+
+def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
+    """Run the stage; returns the summary (also written to summary.json, which marks the run finished)."""
+    if request.resume is not None:
+        run_dir = Path(request.resume)
+        document = artifacts.read_json(run_dir / "config.json", "run")
+        config = _resume_config(request, document)
+        dataset = artifacts.read_dataset(Path(document["dataset"]["path"]))
+        if dataset.info.get("catalogue_sha256") != document["dataset"].get("catalogue_sha256"):
+            raise ArtifactError(f"the dataset of {run_dir} changed since training started ({dataset.path})", "Start a new run")
+    else:
+        config = request.config
+        dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
+        run_dir = Path(request.out) if request.out else home.new_run_dir(f"{dataset.name}-{config.model}")
+        if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()) and not request.force:
+            raise UsageError(f"{run_dir} exists already", "Pass --force to replace it, --resume to continue it, or another --out")
+    validate(config, dataset.n_items)
+    with run_lock(run_dir):
+        trainer = Trainer(config, dataset, run_dir, report)
+        if request.resume is not None:
+            if not (run_dir / "checkpoint" / "state.json").is_file():
+                raise ArtifactError(f"{run_dir} has no checkpoint to resume from", "Start it again without --resume")
+            trainer.position, trainer.order = checkpoint.load(run_dir / "checkpoint", trainer.model, trainer.optimizers, trainer.generator)
+            if trainer.order is not None:
+                trainer.order = trainer.order.to(trainer.device)
+            (run_dir / "summary.json").unlink(missing_ok=True)
+            _rewrite_history(run_dir, trainer.position["history"])
+            document["train"] = config.to_dict()
+            artifacts.write_json(run_dir / "config.json", {k: v for k, v in document.items() if k not in ("schema", "tron_version")}, kind="run")
+        else:
+            for entry in run_dir.iterdir():
+                if entry.name != ".lock":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            artifacts.write_json(
+                run_dir / "config.json",
+                {
+                    "name": run_dir.name,
+                    "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "dataset": _dataset_record(dataset),
+                    "model": trainer.section,
+                    "train": config.to_dict(),
+                    "reference_config": request.reference_config,
+                    "torch_version": torch.__version__,
+                    "tron_version_trained": __version__,
+                },
+                kind="run",
+            )
+        summary = trainer.fit()
+        artifacts.write_json(run_dir / "summary.json", summary, kind="summary")
+    return summary
+
+
+def _rewrite_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """history.jsonl as the checkpoint knows it (a kill may have left a line the checkpoint never saw)."""
+    lines = "".join(json.dumps(record, allow_nan=False) + "\n" for record in history)
+    artifacts.write_bytes(run_dir / "history.jsonl", lines.encode())
