@@ -27,7 +27,7 @@ def test_train_writes_a_run_dir(tiny_dataset, tmp_path):
     assert config["train"]["num_layers"] == 2 and config["train"]["dropout"] == 0.05  # TRON XL defaults
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert len(history) == 1 and set(history[0]["valid"]) >= {"recall@20", "mrr@20"}
-    assert {p.name for p in (out / "checkpoint").iterdir()} == {"weights.safetensors", "optimizer.safetensors", "state.json"}
+    assert {p.name for p in (out / "checkpoint").iterdir()} == {"weights.safetensors", "optimizer.safetensors", "generators.safetensors", "state.json"}
     assert "training summary" in result.stderr
 
 

@@ -55,8 +55,18 @@ def _set_generator_state(generator: torch.Generator, encoded: str) -> None:
     generator.set_state(torch.frombuffer(bytearray(base64.b64decode(encoded)), dtype=torch.uint8))
 
 
-def save(directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], generator: torch.Generator, position: dict[str, Any], order: torch.Tensor | None, model_section: dict[str, Any]) -> None:
-    """Write checkpoint/ atomically: weights, optimiser state, generator and RNG states, and `position`."""
+def save(
+    directory: Path,
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    generator: torch.Generator,
+    position: dict[str, Any],
+    order: torch.Tensor | None,
+    model_section: dict[str, Any],
+    local_states: list[torch.Tensor],
+) -> None:
+    """Write checkpoint/ atomically: weights, optimiser state, generator and RNG states (the shared generator,
+    every rank's local one), the epoch order when mid-epoch, and `position`."""
     tensors, documents = _optimizer_parts(optimizers)
     rng = {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(), "generator": _generator_state(generator)}
     if torch.cuda.is_available():
@@ -66,13 +76,15 @@ def save(directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.O
 
         save_weights(model, tmp / "weights.safetensors", model_section)
         artifacts.save_tensors(tmp / "optimizer.safetensors", tensors)
+        generators = {f"local.{rank}": state for rank, state in enumerate(local_states)}
         if order is not None:
-            artifacts.save_tensors(tmp / "order.safetensors", {"order": order.cpu()})
+            generators["order"] = order.cpu()
+        artifacts.save_tensors(tmp / "generators.safetensors", generators)
         artifacts.write_json(tmp / "state.json", {**position, "optimizers": documents, "rng": rng}, kind="checkpoint")
 
 
-def load(directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], generator: torch.Generator) -> tuple[dict[str, Any], torch.Tensor | None]:
-    """Restore everything `save` wrote into the given objects; returns (position, epoch order or None)."""
+def load(directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], generator: torch.Generator) -> tuple[dict[str, Any], torch.Tensor | None, list[torch.Tensor]]:
+    """Restore everything `save` wrote into the given objects; returns (position, epoch order or None, local generator states)."""
     from tron_cli.modelio import load_weights
 
     state = artifacts.read_json(directory / "state.json", "checkpoint")
@@ -84,8 +96,7 @@ def load(directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.O
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in rng["cuda"]])
     _set_generator_state(generator, rng["generator"])
-    order = None
-    if (directory / "order.safetensors").is_file():
-        order = artifacts.load_tensors(directory / "order.safetensors", "checkpoint")["order"]
+    generators = artifacts.load_tensors(directory / "generators.safetensors", "checkpoint")
+    local_states = [generators[f"local.{rank}"] for rank in range(sum(k.startswith("local.") for k in generators))]
     position = {k: v for k, v in state.items() if k not in ("optimizers", "rng", "schema", "tron_version")}
-    return position, order
+    return position, generators.get("order"), local_states

@@ -77,17 +77,24 @@ def _rank(scorer, hidden: Tensor, targets: Tensor, n_items: int, options: EvalOp
 
 
 @torch.no_grad()
-def evaluate_model(model, store: SessionStore, n_items: int, last_only: bool, options: EvalOptions, batch_size: int = 128, report: Reporter = SILENT) -> dict[str, Any]:
-    """Metrics of `model` (SASRec or GRU4Rec) on the sessions in `store`."""
+def accumulate(model, store: SessionStore, n_items: int, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Accumulator:
+    """Per-session metric sums of `model` (SASRec or GRU4Rec) on the sessions in `store`, protocol `all`."""
     with exact_fp32():
-        if options.protocol == "tron":
-            return _tron_protocol(model, store, n_items, options, batch_size, report)
         accumulator = Accumulator(len(store), options.cutoffs, store.device)
         if hasattr(model, "blocks"):
             _windows_protocol(model, store, n_items, last_only, options, accumulator, report)
         else:
             _recurrent_protocol(model, store, n_items, last_only, options, accumulator, report)
-        return _finish(accumulator, options)
+        return accumulator
+
+
+@torch.no_grad()
+def evaluate_model(model, store: SessionStore, n_items: int, last_only: bool, options: EvalOptions, batch_size: int = 128, report: Reporter = SILENT) -> dict[str, Any]:
+    """Metrics of `model` on the sessions in `store` (micro-averages, or the reference's with protocol tron)."""
+    if options.protocol == "tron":
+        with exact_fp32():
+            return _tron_protocol(model, store, n_items, options, batch_size, report)
+    return _finish(accumulate(model, store, n_items, last_only, options, report), options)
 
 
 def _query_batch(options: EvalOptions, device: torch.device) -> int:

@@ -54,26 +54,24 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
     Forward keeps an online log-sum-exp; backward recomputes each chunk's scores and accumulates
     d/dh = sum_c (p_c - y_c) W_c and d/dW_c = (p_c - y_c)^T h, so peak memory is E x chunk, never E x N.
+    Arithmetic is in fp32 at least (fp64 inputs stay fp64).
     """
 
     @staticmethod
     def forward(ctx, hidden: Tensor, table: Tensor, bias: Tensor | None, targets: Tensor, chunk: int) -> Tensor:
-        n = table.shape[0]
-        hidden32 = hidden.float()
-        running_max = torch.full((hidden.shape[0],), float("-inf"), device=hidden.device)
-        running_sum = torch.zeros(hidden.shape[0], device=hidden.device)
-        for start in range(1, n, chunk):
-            scores = hidden32 @ table[start : start + chunk].float().T  # (E, C)
-            if bias is not None:
-                scores += bias[start : start + chunk, 0].float()
-            chunk_max = scores.max(dim=1).values
-            new_max = torch.maximum(running_max, chunk_max)
+        dtype = torch.promote_types(hidden.dtype, torch.float32)
+        h = hidden.to(dtype)
+        running_max = torch.full((h.shape[0],), float("-inf"), dtype=dtype, device=h.device)
+        running_sum = torch.zeros(h.shape[0], dtype=dtype, device=h.device)
+        for start in range(1, table.shape[0], chunk):
+            scores = _chunk_scores(h, table, bias, start, chunk)  # (E, C)
+            new_max = torch.maximum(running_max, scores.max(dim=1).values)
             running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(scores - new_max[:, None]).sum(1)
             running_max = new_max
         lse = running_max + torch.log(running_sum)
-        target_scores = (hidden32 * table[targets].float()).sum(-1)
+        target_scores = (h * table[targets].to(dtype)).sum(-1)
         if bias is not None:
-            target_scores = target_scores + bias[targets, 0].float()
+            target_scores = target_scores + bias[targets, 0].to(dtype)
         ctx.save_for_backward(hidden, table, bias if bias is not None else torch.empty(0), targets, lse)
         ctx.chunk = chunk
         ctx.has_bias = bias is not None
@@ -83,25 +81,22 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: Tensor):
         hidden, table, bias, targets, lse = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
-        hidden32 = hidden.float()
-        grad_loss = grad_loss.float()
-        grad_hidden = torch.zeros_like(hidden32)
-        grad_table = torch.zeros(table.shape, dtype=torch.float32, device=table.device)
-        grad_bias = torch.zeros(table.shape[0], 1, dtype=torch.float32, device=table.device) if bias is not None else None
+        dtype = lse.dtype
+        h = hidden.to(dtype)
+        grad_loss = grad_loss.to(dtype)
+        grad_hidden = torch.zeros_like(h)
+        grad_table = torch.zeros(table.shape, dtype=dtype, device=table.device)
+        grad_bias = torch.zeros(table.shape[0], 1, dtype=dtype, device=table.device) if bias is not None else None
         for start in range(1, table.shape[0], ctx.chunk):
-            weight = table[start : start + ctx.chunk].float()
-            scores = hidden32 @ weight.T
-            if bias is not None:
-                scores += bias[start : start + ctx.chunk, 0].float()
-            probs = torch.exp(scores - lse[:, None]) * grad_loss[:, None]  # (E, C): dL/dscore without the target term
-            grad_hidden += probs @ weight
-            grad_table[start : start + ctx.chunk] += probs.T @ hidden32
+            stop = min(start + ctx.chunk, table.shape[0])
+            probs = torch.exp(_chunk_scores(h, table, bias, start, ctx.chunk) - lse[:, None]) * grad_loss[:, None]  # (E, C)
+            grad_hidden += probs @ table[start:stop].to(dtype)
+            grad_table[start:stop] += probs.T @ h
             if grad_bias is not None:
-                grad_bias[start : start + ctx.chunk, 0] += probs.sum(0)
+                grad_bias[start:stop, 0] += probs.sum(0)
         # the target term: d(-s_target)/ds = -1 per event
-        target_rows = table[targets].float()
-        grad_hidden -= grad_loss[:, None] * target_rows
-        grad_table.index_add_(0, targets, -grad_loss[:, None] * hidden32)
+        grad_hidden -= grad_loss[:, None] * table[targets].to(dtype)
+        grad_table.index_add_(0, targets, -grad_loss[:, None] * h)
         if grad_bias is not None:
             grad_bias.index_add_(0, targets, -grad_loss[:, None])
         return (
@@ -111,6 +106,13 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _chunk_scores(h: Tensor, table: Tensor, bias: Tensor | None, start: int, chunk: int) -> Tensor:
+    scores = h @ table[start : start + chunk].to(h.dtype).T
+    if bias is not None:
+        scores += bias[start : start + chunk, 0].to(h.dtype)
+    return scores
 
 
 def full_cross_entropy(hidden: Tensor, table: Tensor, bias: Tensor | None, targets: Tensor, chunk: int = 65536) -> Tensor:

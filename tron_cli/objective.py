@@ -143,8 +143,10 @@ def sampled_loss(
     sparse: bool = False,
     distribution: ItemDistribution | None = None,
     in_batch_log_prob: Tensor | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
-    """Mean loss over real events. hidden (B, T, d), mask (B, T) bool, targets (B, T), negatives as drawn.
+    """Loss over real events ("mean", or "sum" for callers that normalise across ranks).
+    hidden (B, T, d), mask (B, T) bool, targets (B, T), negatives as drawn.
 
     `distribution` and `in_batch_log_prob` (log click frequency per item) are needed only with `spec.logq`.
     """
@@ -173,13 +175,16 @@ def sampled_loss(
         if spec.logq:
             neg = neg - spec.logq * batch.log_q(distribution, in_batch_log_prob)
     with torch.autocast(hidden.device.type, enabled=False):
-        return per_event(spec, pos, neg.float(), valid).mean()
+        values = per_event(spec, pos, neg.float(), valid)
+        return values.sum() if reduction == "sum" else values.mean()
 
 
-def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, mask: Tensor, targets: Tensor, chunk: int) -> Tensor:
-    """Mean cross-entropy over the whole catalogue at every real position (the 'enhanced loss' of Li et al.)."""
+def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, mask: Tensor, targets: Tensor, chunk: int, reduction: str = "mean") -> Tensor:
+    """Cross-entropy over the whole catalogue at every real position (the 'enhanced loss' of Li et al.)."""
     b, t, d = hidden.shape
     events = mask.reshape(-1).nonzero().squeeze(1)
+    if len(events) == 0:
+        return hidden.sum() * 0.0
     with torch.autocast(hidden.device.type, enabled=False):
-        per = losses.full_cross_entropy(hidden.reshape(b * t, d)[events].float(), scorer.output_table(), scorer.output_bias, targets.reshape(-1)[events], chunk)
-    return per.mean() if len(events) else hidden.sum() * 0.0
+        values = losses.full_cross_entropy(hidden.reshape(b * t, d)[events].float(), scorer.output_table(), scorer.output_bias, targets.reshape(-1)[events], chunk)
+    return values.sum() if reduction == "sum" else values.mean()

@@ -1,4 +1,8 @@
-"""Negative item ids, drawn on the training device from one seeded generator (no numpy, no per-session Python).
+"""Negative item ids, drawn on the training device from seeded generators (no numpy, no per-session Python).
+
+Two generators: `shared` draws what the whole (global) batch shares, the batchwise set, so that it is the
+same on every data-parallel rank and N devices train exactly like one device with the same global batch;
+`local` (seeded per rank) draws everything that belongs to the rank's own sessions.
 
 - uniform (or popularity ** alpha) negatives, shared as `sampling_style` says: eventwise (E, U), sessionwise
   (B, U) or batchwise (U,); optionally rejecting the clicks of the session (of the batch, for batchwise);
@@ -82,15 +86,17 @@ def uniform_negatives(
     inputs: Tensor,
     event_owner: Tensor,
     reject_session_items: bool,
-    generator: torch.Generator,
+    shared: torch.Generator,
+    local: torch.Generator,
 ) -> tuple[Tensor, Tensor | None]:
     """(ids, valid or None) of `count` negatives per event/session/batch. inputs (B, T) left-padded clicks."""
     b = inputs.shape[0]
     shape = {"batchwise": (count,), "sessionwise": (b, count)}.get(style) or (event_owner.numel(), count)
-    draw = distribution.sample(shape, generator)
+    draw = distribution.sample(shape, shared if style == "batchwise" else local)
     if not reject_session_items or count == 0:
         return draw, None
-    redraw = lambda s: distribution.sample(s, generator)  # noqa: E731 - closes over the generator
+    # redraws depend on the rank's own clicks, so they come from the local generator
+    redraw = lambda s: distribution.sample(s, local)  # noqa: E731 - closes over the generator
     n = distribution.n_items + 1
     if style == "batchwise":
         pool = torch.unique(inputs[inputs != 0])  # sorted
@@ -133,11 +139,12 @@ def draw(
     style: str,
     reject_session_items: bool,
     reject_in_batch_items: bool,
-    generator: torch.Generator,
+    shared: torch.Generator,
+    local: torch.Generator,
 ) -> Negatives:
     """One step's negatives."""
-    uniform, uniform_valid = uniform_negatives(distribution, n_uniform, style, inputs, event_owner, reject_session_items, generator)
+    uniform, uniform_valid = uniform_negatives(distribution, n_uniform, style, inputs, event_owner, reject_session_items, shared, local)
     negatives = Negatives(style, uniform, uniform_valid)
     if n_in_batch > 0:
-        negatives.in_batch, negatives.in_batch_valid = in_batch_negatives(inputs, n_in_batch, reject_in_batch_items, generator)
+        negatives.in_batch, negatives.in_batch_valid = in_batch_negatives(inputs, n_in_batch, reject_in_batch_items, local)
     return negatives

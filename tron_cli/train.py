@@ -1,10 +1,11 @@
 """The train stage: a plain PyTorch loop over a device-resident train split, validated every epoch.
 
-Each step takes B sessions of the epoch's order, builds their windows and negatives with tensor ops on the
-device from one seeded generator, and updates the model. After each epoch: full-catalogue Recall@20 and
-MRR@20 on the validation split; the best epoch by Recall@20 becomes `model.safetensors` (never chosen on
-test). The checkpoint after every epoch (and on Ctrl-C or SIGTERM, mid-epoch) makes any run resumable with
-`--resume`, and resuming reproduces the uninterrupted run exactly on CPU.
+Each step takes the next global batch of the epoch's order, builds the rank's windows and negatives with
+tensor ops on its device, and updates the model. After each epoch: full-catalogue Recall@20 and MRR@20 on
+the validation split; the best epoch by Recall@20 becomes `model.safetensors` (never chosen on test). The
+checkpoint after every epoch (and on Ctrl-C or SIGTERM, mid-epoch) makes any run resumable with `--resume`,
+and resuming reproduces the uninterrupted run exactly on CPU. With several ranks (distributed.py) every rank
+runs this loop on its share of each global batch; only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import math
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,20 +26,22 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from tron_cli import __version__, artifacts, checkpoint, home
+from tron_cli import artifacts, checkpoint, home
 from tron_cli.artifacts import Dataset
 from tron_cli.batching import Lanes, SessionStore
 from tron_cli.config import TrainConfig, validate
+from tron_cli.distributed import SINGLE, Ranks, from_environment, average_sparse_gradients
 from tron_cli.errors import ArtifactError, Interrupted, TrainingError, UsageError
-from tron_cli.evaluate import EvalOptions, _limited, evaluate_model
+from tron_cli.evaluate import EvalOptions, _limited, accumulate
 from tron_cli.modelio import build_model, model_section, save_weights
 from tron_cli.objective import LossSpec, full_softmax_loss, sampled_loss
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.runtime import autocast_dtype, resolve_device
+from tron_cli.runtime import autocast_dtype
 from tron_cli.sampling import ItemDistribution, draw
 
 LOG_EVERY = 20  # steps between device syncs for the progress bar and the NaN check
 SELECT_ON = "recall@20"
+RESUMABLE_OVERRIDES = {"epochs", "device", "early_stopping", "valid_limit", "precision", "compile"}
 
 
 @dataclass
@@ -49,9 +53,6 @@ class TrainRequest:
     force: bool = False
     reference_config: dict[str, Any] | None = None
     overrides: tuple[str, ...] = ()  # options given explicitly (only some may change on --resume)
-
-
-RESUMABLE_OVERRIDES = {"epochs", "device", "early_stopping", "valid_limit", "precision", "compile"}
 
 
 # ------------------------------------------------------------------------------------------------ run dir
@@ -87,7 +88,7 @@ class StopRequest:
         self.requested = True
 
     def __enter__(self) -> "StopRequest":
-        if threading_main():
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -95,12 +96,6 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 # ------------------------------------------------------------------------------------------------ building blocks
@@ -141,44 +136,70 @@ def epoch_order(n: int, shuffle: str, generator: torch.Generator) -> torch.Tenso
     return torch.arange(n, device=device)
 
 
-class Trainer:
-    """Everything one run needs in memory; `fit` runs the epochs."""
+def local_seed(seed: int, rank: int, epoch: int) -> int:
+    """Seed of a rank's local generator in an epoch: fixed by (seed, rank, epoch), whatever ran before."""
+    return (seed * 1_000_003 + (rank + 1) * 7_919 + epoch * 104_729) % (2**63)
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, run_dir: Path, report: Reporter = SILENT):
-        self.config, self.dataset, self.run_dir, self.report = config, dataset, run_dir, report
-        self.device = resolve_device(config.device)
+
+class Trainer:
+    """Everything one rank of one run needs in memory; `fit` runs the epochs."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, run_dir: Path, report: Reporter = SILENT, ranks: Ranks = SINGLE):
+        self.config, self.dataset, self.run_dir, self.ranks = config, dataset, run_dir, ranks
+        self.report = report if ranks.main else SILENT
+        self.device = ranks.device(config.device)
         self.amp = autocast_dtype(config.precision, self.device)
         self.n_items = dataset.n_items
+        self.local_batch = config.batch_size_per_device or config.batch_size
+        self.global_batch = self.local_batch * ranks.world
         torch.manual_seed(config.seed)  # initialisation and dropout
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)  # batches and negatives
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)  # epoch order, batchwise negatives
+        self.local_generator = torch.Generator(device=self.device).manual_seed(local_seed(config.seed, ranks.rank, 0))
         self.store = SessionStore(dataset.sessions("train"), self.device, min_length=2)
         if len(self.store) == 0:
             raise ArtifactError(f"{dataset.path}/train.parquet has no session with two clicks", "Re-run tron preprocess on more data")
         self.valid = None
         if dataset.has("valid"):
-            self.valid = SessionStore(_limited(dataset.sessions("valid"), config.valid_limit), self.device, min_length=2)
+            shard = _limited(dataset.sessions("valid"), config.valid_limit)
+            self.valid = SessionStore(shard.select(np.arange(ranks.rank, len(shard), ranks.world)), self.device, min_length=2)
         self.section = model_for(config, self.n_items)
         self.model = build_model(self.section).to(self.device)
-        self.forward = torch.compile(self.model) if config.compile else self.model
-        self.optimizers = build_optimizers(self.model, config)
         self.sparse = config.optimizer.startswith("sparse")
+        self.forward = self._wrap(self.model)
+        self.optimizers = build_optimizers(self.model, config)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
         counts = torch.from_numpy(np.asarray(dataset.items().column("count"), dtype=np.float64))
         counts = torch.cat([torch.zeros(1, dtype=torch.float64), counts])  # (N+1,) by dense id
         self.distribution = ItemDistribution(self.n_items, counts if config.negative_distribution == "popularity" else None, config.alpha, self.device)
         self.in_batch_log_prob = torch.log((counts + 1e-12) / counts.sum()).float().to(self.device) if config.logq else None
         self.spec = LossSpec(config.loss, config.topk, config.mask_hits, config.bpr_penalty, config.gbce_t, config.logq, config.final_activation, self.n_items)
-        self.position: dict[str, Any] = {"epoch": 0, "step": 0, "global_step": 0, "best": None, "bad_epochs": 0, "history": []}
+        # `done`: sessions of this epoch's order already trained on (global), so resuming works with any N
+        self.position: dict[str, Any] = {"epoch": 0, "done": 0, "global_step": 0, "best": None, "bad_epochs": 0, "history": []}
         self.order: torch.Tensor | None = None
+
+    def _wrap(self, model: torch.nn.Module):
+        forward = torch.compile(model) if self.config.compile else model
+        if self.ranks.world == 1:
+            return forward
+        if self.config.model == "gru4rec":
+            raise UsageError("gru4rec trains with session-parallel lanes on one device: drop --devices / torchrun")
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.sparse:  # their row-sparse gradients are averaged by average_sparse_gradients, not in DDP's dense buckets
+            names = [name for name, p in model.named_parameters() if any(p is t for t in model.table_parameters())]
+            # DDP matches "{module}.{param}" names, which for the root module start with a dot
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names + [f".{name}" for name in names])
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(forward, device_ids=device_ids)
 
     # -------------------------------------------------------------------- one step
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
 
-    def _loss(self, hidden, inputs, targets, mask) -> torch.Tensor:
+    def _loss(self, hidden, inputs, targets, mask, reduction: str = "mean") -> torch.Tensor:
         if self.config.loss == "ce":
-            return full_softmax_loss(self.model, hidden, mask, targets, self.config.ce_chunk)
+            return full_softmax_loss(self.model, hidden, mask, targets, self.config.ce_chunk, reduction)
         owner = mask.reshape(-1).nonzero().squeeze(1) // mask.shape[1] if self.config.sampling_style == "eventwise" else None
         negatives = draw(
             self.distribution,
@@ -190,65 +211,81 @@ class Trainer:
             self.config.reject_uniform_session_items,
             self.config.reject_in_batch_items,
             self.generator,
+            self.local_generator,
         )
-        return sampled_loss(self.model, hidden, mask, targets, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob)
+        return sampled_loss(self.model, hidden, mask, targets, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob, reduction)
 
     def _update(self, loss: torch.Tensor) -> None:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            for optimizer in self.optimizers:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        if self.sparse and self.ranks.world > 1:
+            average_sparse_gradients(self.model.table_parameters(), self.ranks)
+        for optimizer in self.optimizers:
+            if self.scaler is not None:
                 self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            for optimizer in self.optimizers:
+            else:
                 optimizer.step()
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def _rank_slice(self, start: int) -> torch.Tensor:
+        """This rank's equal share of the global batch that starts at `start` of the order."""
+        chunk = self.order[start : start + self.global_batch]
+        n = len(chunk)
+        return chunk[n * self.ranks.rank // self.ranks.world : n * (self.ranks.rank + 1) // self.ranks.world]
 
     # -------------------------------------------------------------------- epochs
 
     def _sasrec_epoch(self, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
-        """Train one epoch from self.position['step']; returns (mean loss, sessions, target events)."""
-        config = self.config
-        widths = self.store.widths_per_step(self.order, config.batch_size, config.max_length + 1)
-        n_steps = self._limit_steps(len(widths))
-        running = torch.zeros((), device=self.device)
+        """Train one epoch from self.position['done']; returns (mean loss per event, sessions, target events)."""
+        config, ranks = self.config, self.ranks
+        starts = list(range(self.position["done"], len(self.order), self.global_batch))
+        starts = starts[: self._limit_steps(math.ceil(len(self.order) / self.global_batch)) - self.position["done"] // self.global_batch]
+        loss_sum = torch.zeros((), device=self.device)
         events = torch.zeros((), dtype=torch.long, device=self.device)
-        count = sessions = 0
-        with self.report.task(f"epoch {epoch + 1}/{config.epochs}", total=n_steps) as task:
-            task.update(completed=self.position["step"])
-            for step in range(self.position["step"], n_steps):
-                index = self.order[step * config.batch_size : (step + 1) * config.batch_size]
-                sequence = self.store.tail_windows(index, widths[step])  # (B, T+1), left-padded
+        sessions = 0
+        with self.report.task(f"epoch {epoch + 1}/{config.epochs}", total=len(self.order)) as task:
+            task.update(completed=self.position["done"])
+            for count, start in enumerate(starts, 1):
+                index = self._rank_slice(start)
+                empty = len(index) == 0
+                if empty:  # a last global batch with fewer sessions than ranks: run one masked session
+                    index = self.order[:1]
+                width = int(self.store.lengths[index].clamp(max=config.max_length + 1).max())
+                sequence = self.store.tail_windows(index, width)  # (B, T+1), left-padded
                 inputs, targets = sequence[:, :-1], sequence[:, 1:]
-                mask = inputs != 0  # (B, T): a real click, whose next click is its target
+                mask = (inputs != 0) & (not empty)  # (B, T): a real click, whose next click is its target
+                # normalise by the events of the whole global batch (and learn whether any rank was stopped)
+                shared = ranks.all_reduce(torch.stack([mask.sum(), torch.tensor(int(stop.requested), device=self.device)]))
                 with self._autocast():
                     hidden = self.forward(inputs, self.sparse)
-                    loss = self._loss(hidden, inputs, targets, mask)
+                    loss = self._loss(hidden, inputs, targets, mask, "sum") * (ranks.world / shared[0].clamp(min=1))
                 self._update(loss)
-                running += loss.detach()
-                events += mask.sum()
-                count += 1
-                sessions += len(index)
-                self.position["step"] = step + 1
+                loss_sum += loss.detach() * shared[0] / ranks.world
+                events += shared[0]
+                sessions += min(self.global_batch, len(self.order) - start)
+                self.position["done"] = min(start + self.global_batch, len(self.order))
                 self.position["global_step"] += 1
-                if count % LOG_EVERY == 0 or step + 1 == n_steps or stop.requested:
-                    task.update(completed=step + 1, loss=self._check_finite(running / count, epoch, step))
-                if stop.requested:
+                stopping = bool(shared[1]) if ranks.world > 1 else stop.requested
+                if count % LOG_EVERY == 0 or count == len(starts) or stopping:
+                    mean = ranks.all_reduce(loss_sum.clone()) / events.clamp(min=1)
+                    task.update(completed=self.position["done"], loss=self._check_finite(mean, epoch, self.position["global_step"]))
+                if stopping:
                     self._interrupt(epoch)
-        return float(running / max(count, 1)), sessions, int(events)
+        mean = ranks.all_reduce(loss_sum.clone()) / events.clamp(min=1)
+        return float(mean), sessions, int(events)
 
     def _gru_epoch(self, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
         """GRU4Rec: session-parallel lanes, one click per lane per step, no backpropagation through time."""
         config = self.config
-        lanes = Lanes(self.store, self.order, config.batch_size, config.max_length + 1)
-        state = self.model.initial_state(config.batch_size, self.device)
+        lanes = Lanes(self.store, self.order, self.local_batch, config.max_length + 1)
+        state = self.model.initial_state(self.local_batch, self.device)
         running = torch.zeros((), device=self.device)
         events = torch.zeros((), dtype=torch.long, device=self.device)
         count = 0
         total = int((self.store.lengths[self.order].clamp(max=config.max_length + 1) - 1).sum())
-        limit = self._limit_steps(math.ceil(total / config.batch_size))
+        limit = self._limit_steps(math.ceil(total / self.local_batch))
         with self.report.task(f"epoch {epoch + 1}/{config.epochs}", total=total) as task:
             while count < limit and not stop.requested and (safe := lanes.safe_steps()) > 0:
                 for _ in range(min(safe, limit - count)):
@@ -257,19 +294,19 @@ class Trainer:
                         output, state = self.model.step(inputs, state.detach(), reset, self.sparse)
                         loss = self._loss(output.unsqueeze(1), inputs.unsqueeze(1), targets.unsqueeze(1), active.unsqueeze(1))
                     self._update(loss)
-                    running += loss.detach()
+                    running += loss.detach() * active.sum()
                     events += active.sum()
                     count += 1
                     self.position["global_step"] += 1
                     if stop.requested:
                         break
-                task.update(completed=int(events), loss=self._check_finite(running / max(count, 1), epoch, count))
+                task.update(completed=int(events), loss=self._check_finite(running / events.clamp(min=1), epoch, count))
         if stop.requested:
             raise Interrupted(
                 f"interrupted in epoch {epoch + 1}; GRU4Rec resumes from epoch boundaries, so the checkpoint after epoch {epoch} is kept",
                 f"Resume: tron train --resume {self.run_dir}",
             )
-        return float(running / max(count, 1)), len(self.order), int(events)
+        return float(running / events.clamp(min=1)), len(self.order), int(events)
 
     def _limit_steps(self, n_steps: int) -> int:
         limit = self.config.overfit_batches
@@ -281,24 +318,43 @@ class Trainer:
         value = float(mean)
         if not math.isfinite(value):
             kept = f"the checkpoint of epoch {self.position['epoch']} is kept" if self.position["epoch"] else "no epoch finished, nothing was saved"
-            raise TrainingError(f"the loss became {value} in epoch {epoch + 1} near step {step + 1}; {kept}", "Lower --lr, or use --precision fp32")
+            raise TrainingError(f"the loss became {value} in epoch {epoch + 1} near step {step}; {kept}", "Lower --lr, or use --precision fp32")
         return value
 
     def _interrupt(self, epoch: int) -> None:
         self.save_checkpoint(with_order=True)
-        raise Interrupted(f"interrupted in epoch {epoch + 1} at step {self.position['step']}; checkpoint saved", f"Resume: tron train --resume {self.run_dir}")
+        raise Interrupted(f"interrupted in epoch {epoch + 1} after {self.position['done']} sessions; checkpoint saved", f"Resume: tron train --resume {self.run_dir}")
 
     def save_checkpoint(self, with_order: bool) -> None:
-        position = {k: v for k, v in self.position.items()}
-        checkpoint.save(self.run_dir / "checkpoint", self.model, self.optimizers, self.generator, position, self.order if with_order else None, self.section)
+        """Rank 0 writes the checkpoint; every rank's local generator state goes in, for an exact resume with the same N."""
+        locals_ = self.ranks.all_gather(self.local_generator.get_state().to(self.device))
+        position = {**self.position, "world": self.ranks.world}
+        if self.ranks.main:
+            checkpoint.save(self.run_dir / "checkpoint", self.model, self.optimizers, self.generator, position, self.order if with_order else None, self.section, [s.cpu() for s in locals_])
+        self.ranks.barrier()
+
+    def restore(self) -> None:
+        """Continue from checkpoint/: same N restores every generator exactly; another N re-seeds the local ones."""
+        self.position, self.order, local_states = checkpoint.load(self.run_dir / "checkpoint", self.model, self.optimizers, self.generator)
+        if self.order is not None:
+            self.order = self.order.to(self.device)
+        if self.position.pop("world", 1) == self.ranks.world and len(local_states) == self.ranks.world:
+            self.local_generator.set_state(local_states[self.ranks.rank])
+        else:
+            self.local_generator.manual_seed(local_seed(self.config.seed, self.ranks.rank, self.position["epoch"]) + self.position["done"])
+            self.report.warn("resuming with another number of processes: negatives differ from an uninterrupted run")
 
     def validate(self) -> dict[str, float] | None:
-        if self.valid is None or len(self.valid) == 0:
+        if self.valid is None:
             return None
         self.model.eval()
-        result = evaluate_model(self.model, self.valid, self.n_items, self.dataset.targets == "last", EvalOptions(cutoffs=(20,)))
+        accumulator = accumulate(self.model, self.valid, self.n_items, self.dataset.targets == "last", EvalOptions(cutoffs=(20,)))
         self.model.train()
-        return {"recall@20": result["recall@20"], "mrr@20": result["mrr@20"], "ndcg@20": result["ndcg@20"], "n_targets": result["n_targets"]}
+        totals = self.ranks.all_reduce(torch.cat([accumulator.sums.sum(0), accumulator.counts.sum()[None]]))
+        if float(totals[-1]) == 0:
+            return None
+        values = dict(zip(accumulator.names, (totals[:-1] / totals[-1]).tolist()))
+        return {"recall@20": values["recall@20"], "mrr@20": values["mrr@20"], "ndcg@20": values["ndcg@20"], "n_targets": int(totals[-1])}
 
     def fit(self) -> dict[str, Any]:
         config = self.config
@@ -306,6 +362,7 @@ class Trainer:
             for epoch in range(self.position["epoch"], config.epochs):
                 if self.order is None:
                     self.order = epoch_order(len(self.store), config.shuffle, self.generator)
+                    self.local_generator.manual_seed(local_seed(config.seed, self.ranks.rank, epoch))
                 self.model.train()
                 started = time.perf_counter()
                 run_epoch = self._gru_epoch if config.model == "gru4rec" else self._sasrec_epoch
@@ -324,17 +381,19 @@ class Trainer:
                     "seconds": seconds,
                 }
                 improved = metrics is None or self.position["best"] is None or metrics[SELECT_ON] > self.position["best"][SELECT_ON]
-                if improved:
+                if improved and self.ranks.main:
                     save_weights(self.model, self.run_dir / "model.safetensors", self.section)
+                if improved:
                     self.position["best"] = {"epoch": epoch + 1, **(metrics or {})}
                     self.position["bad_epochs"] = 0
                 else:
                     self.position["bad_epochs"] += 1
-                self.position.update(epoch=epoch + 1, step=0)
+                self.position.update(epoch=epoch + 1, done=0)
                 self.position["history"].append(record)
                 self.order = None
                 self.save_checkpoint(with_order=False)
-                artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
+                if self.ranks.main:
+                    artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
                 self.report.detail(f"epoch {epoch + 1}: loss {loss:.4f}" + ("" if metrics is None else f", valid recall@20 {metrics['recall@20']:.4f} mrr@20 {metrics['mrr@20']:.4f}"))
                 if config.early_stopping and self.position["bad_epochs"] >= config.early_stopping:
                     self.report.info(f"early stopping: no better validation {SELECT_ON} for {config.early_stopping} epochs")
@@ -345,6 +404,7 @@ class Trainer:
         history = self.position["history"]
         best = self.position["best"] or {}
         seconds = sum(r["seconds"] for r in history)
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else str(self.device)
         return {
             "run": str(self.run_dir),
             "epochs": len(history),
@@ -355,7 +415,7 @@ class Trainer:
             "sessions_per_s": sum(r["sessions_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,
             "events_per_s": sum(r["events_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,
             "train_seconds": seconds,
-            "device": str(self.device) if self.device.type != "cuda" else torch.cuda.get_device_name(self.device),
+            "device": device if self.ranks.world == 1 else f"{self.ranks.world} x {device}",
         }
 
 
@@ -374,10 +434,26 @@ def _resume_config(request: TrainRequest, document: dict[str, Any]) -> TrainConf
     return validate(replace(stored, **{name: getattr(request.config, name) for name in request.overrides}))
 
 
-def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
-    """Run the stage; returns the summary (also written to summary.json, which marks the run finished)."""
+def prepare_run_dir(request: TrainRequest, check: bool = True) -> Path:
+    """The run dir this request trains into, after checking (with `check`) it may be (re)written; creates nothing."""
     if request.resume is not None:
-        run_dir = Path(request.resume)
+        return Path(request.resume)
+    if request.out:
+        run_dir = Path(request.out)
+    else:
+        dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
+        run_dir = home.new_run_dir(f"{dataset.name}-{request.config.model}")
+    if check and run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()) and not request.force:
+        raise UsageError(f"{run_dir} exists already", "Pass --force to replace it, --resume to continue it, or another --out")
+    return run_dir
+
+
+def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
+    """Run the stage (one rank of it under torchrun or --devices); returns the summary, also in summary.json."""
+    ranks = from_environment(request.config.device)
+    # rank 0 checks and names the run dir; the others must be told it (--out, or --resume)
+    run_dir = prepare_run_dir(request, check=ranks.main) if ranks.main or request.resume is not None or request.out else None
+    if request.resume is not None:
         document = artifacts.read_json(run_dir / "config.json", "run")
         config = _resume_config(request, document)
         dataset = artifacts.read_dataset(Path(document["dataset"]["path"]))
@@ -386,43 +462,53 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
     else:
         config = request.config
         dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
-        run_dir = Path(request.out) if request.out else home.new_run_dir(f"{dataset.name}-{config.model}")
-        if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()) and not request.force:
-            raise UsageError(f"{run_dir} exists already", "Pass --force to replace it, --resume to continue it, or another --out")
+        if run_dir is None:
+            raise UsageError("with torchrun, give every rank the run dir: --out DIR")
     validate(config, dataset.n_items)
-    with run_lock(run_dir):
-        trainer = Trainer(config, dataset, run_dir, report)
+    lock = run_lock(run_dir) if ranks.main else contextlib.nullcontext()
+    with lock:
+        trainer = Trainer(config, dataset, run_dir, report, ranks)
+        if ranks.main:
+            _start_run_dir(request, run_dir, trainer, dataset, config)
+        ranks.barrier()
         if request.resume is not None:
             if not (run_dir / "checkpoint" / "state.json").is_file():
                 raise ArtifactError(f"{run_dir} has no checkpoint to resume from", "Start it again without --resume")
-            trainer.position, trainer.order = checkpoint.load(run_dir / "checkpoint", trainer.model, trainer.optimizers, trainer.generator)
-            if trainer.order is not None:
-                trainer.order = trainer.order.to(trainer.device)
-            (run_dir / "summary.json").unlink(missing_ok=True)
-            _rewrite_history(run_dir, trainer.position["history"])
-            document["train"] = config.to_dict()
-            artifacts.write_json(run_dir / "config.json", {k: v for k, v in document.items() if k not in ("schema", "tron_version")}, kind="run")
-        else:
-            for entry in run_dir.iterdir():
-                if entry.name != ".lock":
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            artifacts.write_json(
-                run_dir / "config.json",
-                {
-                    "name": run_dir.name,
-                    "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "dataset": _dataset_record(dataset),
-                    "model": trainer.section,
-                    "train": config.to_dict(),
-                    "reference_config": request.reference_config,
-                    "torch_version": torch.__version__,
-                    "tron_version_trained": __version__,
-                },
-                kind="run",
-            )
+            trainer.restore()
+            if ranks.main:
+                _rewrite_history(run_dir, trainer.position["history"])
         summary = trainer.fit()
-        artifacts.write_json(run_dir / "summary.json", summary, kind="summary")
+        if ranks.main:
+            artifacts.write_json(run_dir / "summary.json", summary, kind="summary")
+        ranks.barrier()
     return summary
+
+
+def _start_run_dir(request: TrainRequest, run_dir: Path, trainer: Trainer, dataset: Dataset, config: TrainConfig) -> None:
+    """A new run: an empty dir with config.json. A resumed one: config.json updated, summary.json removed."""
+    if request.resume is not None:
+        document = artifacts.read_json(run_dir / "config.json", "run")
+        (run_dir / "summary.json").unlink(missing_ok=True)
+        document["train"] = config.to_dict()
+        artifacts.write_json(run_dir / "config.json", {k: v for k, v in document.items() if k not in ("schema", "tron_version")}, kind="run")
+        return
+    for entry in run_dir.iterdir():
+        if entry.name != ".lock":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    artifacts.write_json(
+        run_dir / "config.json",
+        {
+            "name": run_dir.name,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "dataset": _dataset_record(dataset),
+            "model": trainer.section,
+            "train": config.to_dict(),
+            "reference_config": request.reference_config,
+            "world_size": trainer.ranks.world,
+            "torch_version": torch.__version__,
+        },
+        kind="run",
+    )
 
 
 def _rewrite_history(run_dir: Path, history: list[dict[str, Any]]) -> None:

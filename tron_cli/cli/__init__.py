@@ -18,6 +18,8 @@ COMMANDS = {
     "preprocess": "tron_cli.cli.preprocess:preprocess",
     "train": "tron_cli.cli.train:train",
     "evaluate": "tron_cli.cli.evaluate:evaluate",
+    "export": "tron_cli.cli.export:export",
+    "recommend": "tron_cli.cli.recommend:recommend",
     "plot": "tron_cli.cli.plot:plot",
     "completion": "tron_cli.cli.completion:completion",
 }

@@ -1,0 +1,57 @@
+"""`tron recommend`: sessions in (JSON lines, OTTO events or Parquet), each session's top-k items out."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from tron_cli.cli._ui import UI, pass_ui
+
+
+@click.command()
+@click.argument("model", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-i", "--input", "input_path", default="-", show_default=True, metavar="PATH|-", help="Sessions to recommend for; - is stdin.")
+@click.option("-o", "--output", "output_path", default="-", show_default=True, metavar="PATH|-", help="Where the recommendations go; - is stdout.")
+@click.option("-k", type=click.IntRange(min=1), default=20, show_default=True, help="Items per session.")
+@click.option("--exclude-seen", is_flag=True, help="Never recommend an item the session already has.")
+@click.option("--format", "output_format", type=click.Choice(["ndjson", "parquet", "csv"]), help="Output format [default: by the --output extension, .parquet or .csv, else ndjson].")
+@click.option("--input-format", type=click.Choice(["auto", "ndjson", "otto", "parquet"]), default="auto", show_default=True, help="auto: .parquet files are Parquet, anything else JSON lines recognised by their keys.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Sessions read, scored and written at a time.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to score.")
+@pass_ui
+def recommend(ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device) -> None:
+    """Recommend the top-k items for every session of the input, streaming batch by batch.
+
+    Reads MODEL (a bundle from tron export, its name under $TRON_HOME/bundles/, or a run dir; default:
+    the newest bundle, else the newest finished run) and sessions from --input: JSON lines
+    {"session": ID, "items": [ITEM, ...]} (raw item ids, oldest first), OTTO lines {"session": ID,
+    "events": [{"aid", "ts", "type"}, ...]} (the event types the model's dataset kept, in time
+    order), or a Parquet file with columns session and items. Writes one record per input session,
+    in input order: JSON lines {"session": ID, "items": [...], "scores": [...]}, Parquet (session,
+    items, scores) or OTTO's submission CSV (session_type,labels). Unknown item ids are skipped; a
+    session without a known item gets the most popular items (scores null). stdout carries only the
+    records; messages go to stderr. See docs/serving.md.
+
+    \b
+    Examples:
+        echo '{"session": 1, "items": [12, 7, 12]}' | tron recommend -k 10
+        tron recommend bundles/otto -i otto-test.jsonl -o submission.csv --exclude-seen
+        tron recommend runs/otto-sasrec-1 -i sessions.parquet -o recs.parquet --batch-size 4096
+    """
+    from tron_cli.recommend import RecommendOptions
+    from tron_cli.recommend import recommend as run
+
+    options = RecommendOptions(k=k, exclude_seen=exclude_seen, batch_size=batch_size, input_format=input_format, output_format=output_format, device=device)
+    try:
+        run(model, input_path, output_path, options, report=ui)
+    except BrokenPipeError:
+        # the reader went away (`tron recommend | head`): stop quietly, as other filters do, and keep Python
+        # from failing again when it flushes stdout at exit
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise SystemExit(141) from None

@@ -1,0 +1,259 @@
+"""The export stage: a finished run in, a self-contained bundle out (what `tron recommend` and a server need).
+
+A bundle (`$TRON_HOME/bundles/NAME/`, schema bundle/1) holds `model.safetensors` (the run's selected
+weights, byte for byte), `items.parquet` (the dataset's catalogue: dense id <-> raw id, train clicks),
+`config.json` (the model section, max_length, catalogue fingerprint, where it came from) and, with
+`--format onnx`, `model.onnx`: a graph from left-padded sessions to their top-k items, checked against
+PyTorch with onnxruntime before the bundle is written. The directory is built under a temporary name and
+renamed when complete, so a killed export leaves nothing that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tron_cli import artifacts, home
+from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
+from tron_cli.modelio import build_model, load_weights, read_model_dir
+from tron_cli.recommend import gru_last_state, score_sessions
+from tron_cli.reporting import SILENT, Reporter
+
+FORMATS = ("safetensors", "onnx")
+OPSET = 18
+ONNX_LIMIT = 2 * 1024**3  # protobuf's limit: larger weights go to an external data file
+TOLERANCE = 1e-4  # scores of onnxruntime and PyTorch may differ by this much (fp32, other kernels)
+
+
+# ------------------------------------------------------------------------------------------------ the ONNX graph
+
+
+class TopKGraph(nn.Module):
+    """items (B, T) int64 left-padded (0 = padding), k int64 scalar -> indices (B, k) int64 dense ids (never 0)
+    and scores (B, k) float32, best first: the model's state after each session's last click against items
+    1..N (+ bias), then top-k."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def _sasrec_state(self, items: Tensor) -> Tensor:
+        """SASRec.forward's last state with the same mask built from aranges: the TorchScript exporter turns
+        torch.eye into a boolean EyeLike that onnxruntime cannot run."""
+        model, t = self.model, items.shape[1]
+        column = torch.arange(t, device=items.device)
+        x = model.embed(items) * model.scale + model.position[-t:]
+        allowed = ((column[:, None] >= column[None, :]) & (items != 0)[:, None, :]) | (column[:, None] == column[None, :])
+        allowed = allowed[:, None]
+        for block in model.blocks:
+            x = block(x, allowed)
+        return model.final_norm(x)[:, -1]
+
+    def forward(self, items: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self._sasrec_state(items) if hasattr(self.model, "blocks") else gru_last_state(self.model, items)
+        scores = hidden @ self.model.output_table()[1:].T
+        if self.model.output_bias is not None:
+            scores = scores + self.model.output_bias[1:, 0]
+        values, index = torch.topk(scores, k)
+        return index + 1, values
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporters print progress and warnings of their own: none of it may reach stdout or the user."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _example(model: nn.Module, max_length: int) -> tuple[Tensor, Tensor]:
+    # 3 x 2+ so that torch.export keeps both sizes symbolic (it specialises sizes 0 and 1)
+    t = min(max_length, 8) if max_length > 1 else 1
+    items = torch.randint(1, model.n_items + 1, (3, t), generator=torch.Generator().manual_seed(0))
+    items[0, : t // 2] = 0
+    return items, torch.tensor(min(20, model.n_items))
+
+
+def _export_dynamo(graph: TopKGraph, path: Path, max_length: int, external: bool) -> None:
+    items, k = _example(graph.model, max_length)
+    length = None
+    if items.shape[1] > 1:
+        # SASRec's learned positions stop at max_length; GRU4Rec reads sessions of any length
+        length = torch.export.Dim("length", min=1, max=max_length) if hasattr(graph.model, "blocks") else torch.export.Dim("length", min=1)
+    shapes = ({0: torch.export.Dim("batch", min=1), **({1: length} if length is not None else {})}, None)
+    program = torch.onnx.export(graph, (items, k), None, input_names=["items", "k"], output_names=["indices", "scores"], dynamo=True, dynamic_shapes=shapes, opset_version=OPSET, verbose=False)
+    program.save(str(path), external_data=external)
+
+
+def _export_torchscript(graph: TopKGraph, path: Path, max_length: int) -> None:
+    items, k = _example(graph.model, max_length)
+    axes = {"items": {0: "batch", 1: "length"}, "indices": {0: "batch", 1: "k"}, "scores": {0: "batch", 1: "k"}}
+    torch.onnx.export(graph, (items, k), str(path), input_names=["items", "k"], output_names=["indices", "scores"], dynamo=False, dynamic_axes=axes, opset_version=OPSET)
+
+
+def random_sessions(n_items: int, batch: int, width: int, seed: int) -> Tensor:
+    """(batch, width) left-padded sessions of random items and random lengths 1..width."""
+    generator = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, n_items + 1, (batch, width), generator=generator)
+    lengths = torch.randint(1, width + 1, (batch,), generator=generator)
+    return torch.where(torch.arange(width)[None, :] >= (width - lengths)[:, None], items, 0)
+
+
+def same_top_k(expected_ids: np.ndarray, expected_scores: np.ndarray, ids: np.ndarray, scores: np.ndarray, tolerance: float = TOLERANCE) -> bool:
+    """Whether two top-k lists agree: scores within `tolerance`, and ids wherever the expected score is not
+    within `tolerance` of a neighbour (near-ties may come in either order). `expected_*` hold k + 1 columns,
+    so that a tie between the k-th and the next item is known."""
+    k = ids.shape[1]
+    if not np.allclose(scores, expected_scores[:, :k], rtol=1e-5, atol=tolerance):
+        return False
+    close = np.abs(np.diff(expected_scores, axis=1)) <= tolerance  # column j ties with column j + 1
+    tied = np.zeros(expected_scores.shape, dtype=bool)
+    tied[:, :-1] |= close
+    tied[:, 1:] |= close
+    return bool(np.all((ids == expected_ids[:, :k]) | tied[:, :k]))
+
+
+def verify_onnx(path: Path, model: nn.Module, max_length: int) -> None:
+    """Refuse a graph whose top-k differs from `tron recommend`'s on random sessions (B = 1 and 7, several T)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    k = min(20, model.n_items)
+    for seed, (batch, width) in enumerate([(1, max_length), (7, max(1, min(max_length, 5))), (7, max_length)]):
+        items = random_sessions(model.n_items, batch, width, seed)
+        ids, scores = session.run(["indices", "scores"], {"items": items.numpy(), "k": np.array(k, dtype=np.int64)})
+        expected_scores, expected_ids = score_sessions(model, items, min(k + 1, model.n_items))
+        if ids.shape != (batch, k) or not same_top_k(expected_ids.numpy(), expected_scores.numpy(), ids, scores):
+            raise TronError(
+                f"the ONNX graph's top-{k} differs from PyTorch's on {batch} random sessions of {width} clicks (largest score difference {np.abs(scores - expected_scores.numpy()[:, :k]).max():.2g})",
+                "Nothing was written; export --format safetensors and serve with tron recommend",
+            )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def export_onnx(model: nn.Module, path: Path, max_length: int, report: Reporter = SILENT) -> dict[str, Any]:
+    """Write and verify `path`; the dynamo exporter first, the TorchScript one if that fails."""
+    graph = TopKGraph(model).eval()
+    external = sum(p.numel() * p.element_size() for p in model.parameters()) > ONNX_LIMIT
+    exporter = "dynamo"
+    with torch.no_grad(), _quiet_exporter():
+        try:
+            _export_dynamo(graph, path, max_length, external)
+        except Exception as error:  # the exporter fails in many ways (unsupported op, tracing, translation)
+            report.detail(f"the dynamo ONNX exporter failed ({_first_line(error)}); trying the TorchScript exporter")
+            for stale in path.parent.glob(f"{path.name}*"):
+                stale.unlink()
+            exporter = "torchscript"
+            try:
+                _export_torchscript(graph, path, max_length)
+            except Exception as second:
+                raise TronError(f"ONNX export failed with both exporters ({_first_line(second)})", "Export --format safetensors and serve with tron recommend") from None
+    with torch.no_grad():
+        verify_onnx(path, model, max_length)
+    return {
+        "file": path.name,
+        "exporter": exporter,
+        "opset": OPSET,
+        "inputs": {"items": "int64 [batch, length] left-padded dense ids, 0 = padding", "k": "int64 scalar, 1..n_items"},
+        "outputs": {"indices": "int64 [batch, k] dense ids 1..n_items, best first", "scores": "float32 [batch, k]"},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise TronError("--format onnx needs onnx, onnxscript and onnxruntime", "pip install 'tron-cli[onnx]'") from None
+
+
+def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", force: bool = False, report: Reporter = SILENT) -> dict[str, Any]:
+    """Run the stage: returns {"bundle": path, "files": [...], "format": fmt}."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")
+    if run is None:
+        run = home.latest_run()
+    elif not Path(run).is_dir() and len(Path(run).parts) == 1 and (home.runs_root() / run).is_dir():
+        run = home.runs_root() / run  # a run's name
+    run = Path(run)
+    if not run.is_dir():
+        raise MissingInputError(f"run {run} does not exist", "Give a run dir made by tron train")
+    document, kind = read_model_dir(run)
+    if kind == "bundle":
+        raise UsageError(f"{run} is a bundle already", "Export a run dir made by tron train")
+    if not (run / "summary.json").is_file():
+        raise ArtifactError(f"run {run} is not finished (no summary.json)", f"Resume it with tron train --resume {run}, then export it")
+    summary = artifacts.read_json(run / "summary.json", "summary")
+    out = Path(out) if out else home.bundles_root() / document.get("name", run.name)
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists already", "Pass --force to replace it, or --out DIR")
+    if fmt == "onnx":
+        _require_onnx()
+    trained = document.get("dataset", {})
+    data = Path(trained.get("path", ""))
+    if not (data / "dataset.json").is_file():
+        raise MissingInputError(f"the dataset of {run} is not at {data}", "The bundle needs its items.parquet: restore the dataset (tron preprocess) and export again")
+    dataset = artifacts.read_dataset(data)
+    if dataset.info.get("catalogue_sha256") != trained.get("catalogue_sha256"):
+        raise ArtifactError(f"the dataset of {run} changed since it was trained ({data})", "Re-run tron preprocess as it was, or train again")
+    dataset.items()  # the catalogue reads and has n_items rows
+    section = document["model"]
+    max_length = int(document["train"]["max_length"])
+    with artifacts.atomic_directory(out, force) as tmp:
+        shutil.copyfile(run / "model.safetensors", tmp / "model.safetensors")
+        shutil.copyfile(data / "items.parquet", tmp / "items.parquet")
+        model = build_model(section)
+        load_weights(model, tmp / "model.safetensors", "bundle")  # the copy loads: names, shapes, dtypes
+        model.eval()
+        graph = None
+        if fmt == "onnx":
+            with report.task("exporting to ONNX and checking it with onnxruntime"):
+                graph = export_onnx(model, tmp / "model.onnx", max_length, report)
+        artifacts.write_json(
+            tmp / "config.json",
+            {
+                "name": out.name,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "model": section,
+                "max_length": max_length,
+                "n_items": dataset.n_items,
+                "catalogue_sha256": dataset.info.get("catalogue_sha256"),
+                "item_id_type": dataset.info.get("item_id_type"),
+                "event_types": dataset.info.get("parameters", {}).get("event_types", ["clicks"]),
+                "dataset": dataset.name,
+                "run": {"path": str(run.resolve()), "name": document.get("name", run.name), "best_epoch": summary.get("best_epoch"), "valid": summary.get("valid")},
+                "onnx": graph,
+                "sha256": {name: artifacts.sha256_file(tmp / name) for name in sorted(p.name for p in tmp.iterdir())},
+            },
+            kind="bundle",
+        )
+        files = sorted(p.name for p in tmp.iterdir())
+    report.info(f"Exported {run} to {out} ({', '.join(files)}).")
+    return {"bundle": str(out.resolve()), "files": files, "format": fmt}
+
