@@ -63,3 +63,16 @@ def yoochoose_64(tmp_path_factory) -> Path:
     result = invoke("preprocess", "--train", str(train), "--test", str(test), "--unknown-test-items", "keep", "--out", str(out), "--json")
     assert result.exit_code == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dataset, tmp_path_factory) -> tuple[Path, Path]:
+    """(run, bundle): a small SASRec trained for two steps on `tiny_dataset`, and its export. Treat as read-only."""
+    root = tmp_path_factory.mktemp("tiny-model")
+    run, bundle = root / "runs" / "tiny", root / "bundles" / "tiny"
+    fast = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+    result = invoke("train", str(tiny_dataset), *fast, "--epochs", "1", "--overfit-batches", "2", "--out", str(run))
+    assert result.exit_code == 0, result.stderr
+    result = invoke("export", str(run), "--out", str(bundle))
+    assert result.exit_code == 0, result.stderr
+    return run, bundle

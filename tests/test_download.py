@@ -574,6 +574,50 @@ def test_drive_that_keeps_answering_html_asks_for_from(tmp_path, server, drive):
     assert not (raw(tmp_path, "diginetica") / "manifest.json").exists()
 
 
+@pytest.mark.parametrize("kind", ["zip", "tar", "7z"])
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_damaged_archive_is_refused_and_nothing_is_kept(tmp_path, kind, damage):
+    """A flipped byte (caught by the format's checksum: gzip's only at the end of its stream) or a cut-off
+    archive: one Error line naming the archive, no manifest, nothing extracted."""
+    files = payloads(["train-item-views.csv"], size=50_000)
+    archive = {"zip": make_zip, "tar": make_tar, "7z": make_7z}[kind](tmp_path / f"fixture.{kind}", files)
+    data = bytearray(archive.read_bytes())
+    if damage == "flipped":
+        middle = len(data) // 2
+        data[middle : middle + 2] = bytes(b ^ 0xFF for b in data[middle : middle + 2])
+    else:
+        del data[len(data) * 2 // 3 :]
+    archive.write_bytes(bytes(data))
+
+    result = tron("diginetica", "--from", str(archive))
+
+    assert result.exit_code == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.strip().splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0]
+    assert f"{archive} is corrupt" in errors[0]
+    assert all_files(raw(tmp_path, "diginetica")) == set()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other-version"])
+def test_damaged_manifest_is_named_by_preprocess_and_redone_by_download(tmp_path, damage):
+    assert tron("synthetic", "--sessions", "60", "--items", "20").exit_code == 0
+    manifest = raw(tmp_path, "synthetic") / "manifest.json"
+    if damage == "truncated":
+        manifest.write_text(manifest.read_text()[:40])
+    else:
+        manifest.write_text(manifest.read_text().replace('"manifest/1"', '"manifest/2"'))
+
+    refused = CliRunner().invoke(cli, ["preprocess"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and str(manifest) in refused.stderr
+
+    again = tron("synthetic", "--sessions", "60", "--items", "20")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(manifest.read_text())["schema"] == "manifest/1"
+    assert CliRunner().invoke(cli, ["preprocess"]).exit_code == 0
+
+
 # --------------------------------------------------------------------------------------------- synthetic and CLI
 
 

@@ -14,16 +14,13 @@ import torch
 
 from tests.conftest import invoke
 
-FAST = ["--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "256", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20", "--epochs", "1"]
-GRU = ["--model", "gru4rec", "--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "64", "--epochs", "1", "--overfit-batches", "20"]
+GRU = ["--model", "gru4rec", "--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "64", "--max-length", "20", "--epochs", "1", "--overfit-batches", "20"]
 
 
 @pytest.fixture(scope="module")
-def sasrec_run(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny-sasrec"
-    result = invoke("train", str(tiny_dataset), *FAST, "--out", str(out))
-    assert result.exit_code == 0, result.stderr
-    return out
+def sasrec_run(tiny_model):
+    """The shared small SASRec run (max_length 20); read only."""
+    return tiny_model[0]
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +111,13 @@ def test_bundle_holds_the_runs_weights_and_the_datasets_catalogue(sasrec_run, ti
 def test_default_out_existing_bundle_and_force(sasrec_run, home):
     result = invoke("export", str(sasrec_run))
     assert result.exit_code == 0, result.stderr
-    bundle = home / "bundles" / "tiny-sasrec"
+    bundle = home / "bundles" / sasrec_run.name
     assert (bundle / "config.json").is_file() and result.stdout == ""
     again = invoke("export", str(sasrec_run))
     assert again.exit_code == 2 and "exists already" in again.stderr and "--force" in again.stderr
     forced = invoke("export", str(sasrec_run), "--force")
     assert forced.exit_code == 0, forced.stderr
-    assert [p.name for p in (home / "bundles").iterdir()] == ["tiny-sasrec"]  # no temporary dir left behind
+    assert [p.name for p in (home / "bundles").iterdir()] == [sasrec_run.name]  # no temporary dir left behind
 
 
 def test_unfinished_run_is_refused(sasrec_run, tmp_path):

@@ -152,3 +152,21 @@ def test_existing_dataset_needs_force(home):
     again = invoke("preprocess", "yoochoose", "--input", path)
     assert again.exit_code == 2 and "--force" in again.stderr
     assert invoke("preprocess", "yoochoose", "--input", path, "--force").exit_code == 0
+
+
+def test_any_json_layout_gives_the_same_dataset_as_otto_compact_lines(home):
+    """OTTO's compact lines take a fast path; spaced-out or reordered JSON must give the identical result."""
+    compact = shared("data/otto-sample.jsonl").read_text().splitlines()
+    relaxed = []
+    for line in compact:
+        record = json.loads(line)
+        relaxed.append(json.dumps({"events": [{"type": e["type"], "ts": e["ts"], "aid": e["aid"]} for e in record["events"]], "session": record["session"]}, indent=None))
+    (home / "compact.jsonl").write_text("\n".join(compact) + "\n")
+    (home / "relaxed.jsonl").write_text("\n".join(relaxed) + "\n\n")
+    for name in ("compact", "relaxed"):
+        result = invoke("preprocess", "--train", f"{name}.jsonl", "--split", "last", "--event-types", "clicks,carts")
+        assert result.exit_code == 0, result.stderr
+    for split in ("train", "valid", "test"):
+        a = read_sessions(home / "data" / "compact" / f"{split}.parquet")
+        b = read_sessions(home / "data" / "relaxed" / f"{split}.parquet")
+        assert np.array_equal(a.items, b.items) and np.array_equal(a.ts, b.ts) and np.array_equal(a.offsets, b.offsets)

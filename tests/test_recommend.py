@@ -14,29 +14,25 @@ import torch
 
 from tests.conftest import invoke
 
-FAST = ["--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "256", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20", "--epochs", "1"]
 GRU = ["--model", "gru4rec", "--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "64", "--max-length", "20", "--epochs", "1", "--overfit-batches", "20"]
 
 
-def _train_and_export(dataset, root, name, flags):
-    run = root / "runs" / name
-    result = invoke("train", str(dataset), *flags, "--out", str(run))
-    assert result.exit_code == 0, result.stderr
-    bundle = root / "bundles" / name
-    result = invoke("export", str(run), "--out", str(bundle))
-    assert result.exit_code == 0, result.stderr
-    return run, bundle
-
-
 @pytest.fixture(scope="module")
-def sasrec(tiny_dataset, tmp_path_factory):
-    """(run, bundle) of a small SASRec."""
-    return _train_and_export(tiny_dataset, tmp_path_factory.mktemp("sasrec"), "sasrec", FAST)
+def sasrec(tiny_model):
+    """(run, bundle) of the shared small SASRec (max_length 20); read only."""
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
 def gru(tiny_dataset, tmp_path_factory):
-    return _train_and_export(tiny_dataset, tmp_path_factory.mktemp("gru"), "gru", GRU)
+    """(run, bundle) of a small GRU4Rec (max_length 20)."""
+    root = tmp_path_factory.mktemp("gru")
+    run, bundle = root / "runs" / "gru", root / "bundles" / "gru"
+    result = invoke("train", str(tiny_dataset), *GRU, "--out", str(run))
+    assert result.exit_code == 0, result.stderr
+    result = invoke("export", str(run), "--out", str(bundle))
+    assert result.exit_code == 0, result.stderr
+    return run, bundle
 
 
 @pytest.fixture(scope="module")

@@ -112,3 +112,23 @@ def test_trained_model_beats_popularity(tiny_dataset, tmp_path):
     assert popular.exit_code == 0, popular.stderr
     baseline = json.loads(popular.stdout)["recall@20"]
     assert model > baseline + 0.15, (model, baseline)
+
+
+def test_length_buckets_keep_each_window_and_narrow_the_batches():
+    from tron_cli.train import bucket_by_length
+
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(1000, generator=generator)
+    lengths = torch.randint(2, 50, (1000,), generator=generator)
+    bucketed = bucket_by_length(order, lengths, batch=32, window=8, generator=generator)
+    for start in range(0, 1000, 256):  # the same sessions in each window of 8 batches, just regrouped
+        assert sorted(bucketed[start : start + 256].tolist()) == sorted(order[start : start + 256].tolist())
+    width = lambda o: sum(int(lengths[o[i : i + 32]].max()) for i in range(0, 1000, 32))  # noqa: E731
+    assert width(bucketed) < 0.75 * width(order)
+
+
+def test_bucketed_training_runs(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", str(tiny_dataset), *FAST, "--bucket-window", "8", "--epochs", "1", "--overfit-batches", "4", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["train"]["bucket_window"] == 8

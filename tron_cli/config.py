@@ -64,6 +64,7 @@ class TrainConfig:
     lr: float = 5e-4
     optimizer: str = "adam"
     shuffle: str = "no_shuffling"
+    bucket_window: int = 0  # group sessions of similar length within windows of this many batches; 0 = off
     seed: int = 0
     early_stopping: int = 0  # stop after this many epochs without a better validation Recall@20; 0 = never
     valid_limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of validation sessions scored per epoch
@@ -219,6 +220,8 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         (config.logq == 0 or config.loss in ("ssm", "bpr-max"), "--logq corrects sampled softmax losses only: use it with --loss ssm or bpr-max"),
         (config.ce_chunk >= 1, "--ce-chunk must be at least 1"),
         (config.early_stopping >= 0, "--early-stopping must be >= 0"),
+        (config.bucket_window >= 0, "--bucket-window must be >= 0"),
+        (config.bucket_window == 0 or config.model == "sasrec", "--bucket-window groups SASRec batches; gru4rec walks sessions click by click"),
         (config.valid_limit > 0, "--valid-limit must be positive"),
         (config.overfit_batches >= 0, "--overfit-batches must be >= 0"),
         (not config.optimizer.startswith("sparse") or config.loss != "ce", "--loss ce updates every item row each step: use a dense optimizer (adam or adagrad)"),

@@ -355,7 +355,7 @@ def archive_kind(path: Path) -> str | None:
         magic = handle.read(6)
     if magic == b"7z\xbc\xaf\x27\x1c":
         return "7z"
-    if zipfile.is_zipfile(path):
+    if magic[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path):  # a cut-off zip has lost its directory, not its magic
         return "zip"
     if tarfile.is_tarfile(path):
         return "tar"
@@ -403,11 +403,13 @@ def _open_archive(path: Path, kind: str):
 
 
 def _archive_errors() -> tuple[type[BaseException], ...]:
+    import gzip
     import lzma
+    import zlib
 
     import py7zr.exceptions
 
-    return (zipfile.BadZipFile, tarfile.TarError, py7zr.exceptions.ArchiveError, lzma.LZMAError, EOFError)
+    return (zipfile.BadZipFile, tarfile.TarError, py7zr.exceptions.ArchiveError, lzma.LZMAError, EOFError, gzip.BadGzipFile, zlib.error)
 
 
 def extract(archive: Path, out_dir: Path, report: Reporter = SILENT) -> list[Path]:
@@ -437,6 +439,9 @@ def extract(archive: Path, out_dir: Path, report: Reporter = SILENT) -> list[Pat
                 if kind == "tar":
                     # the "data" filter (Python 3.11.4+) re-checks what `_unsafe` checked: defence in depth
                     handle.extractall(scratch, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+                    # gzip checks its CRC only at the end of the stream, which extraction need not reach
+                    while handle.fileobj is not None and handle.fileobj.read(1 << 20):
+                        pass
                 else:
                     handle.extractall(scratch)
                 return _move_into(scratch, out_dir)

@@ -244,6 +244,8 @@ def evaluate_baseline(kind: str, dataset: Dataset, store: SessionStore, last_onl
 def check_same_catalogue(document: dict[str, Any], dataset: Dataset, where: Path) -> None:
     """A model scores its own catalogue: refuse a dataset whose items differ from the run's."""
     trained = document.get("dataset", {})
+    if not isinstance(trained, dict):  # a bundle names its dataset and carries the fingerprint itself
+        trained = {"name": trained, "catalogue_sha256": document.get("catalogue_sha256")}
     if trained.get("catalogue_sha256") != dataset.info.get("catalogue_sha256") or document["model"]["n_items"] != dataset.n_items:
         raise ArtifactError(
             f"{where} was trained on dataset {trained.get('name')!r} ({document['model']['n_items']} items), not on {dataset.path} ({dataset.n_items} items)",
@@ -265,7 +267,9 @@ def evaluate(model_path: Path | None, data: Path | None, options: EvalOptions, b
         model_path = Path(model_path) if model_path else home.latest_run()
         model, document, kind = load_model(model_path, torch_device)
         if data is None:
-            data = Path(document["dataset"]["path"]) if "dataset" in document else None
+            trained = document.get("dataset")
+            # a run records its dataset's path; a bundle only its name, looked up under $TRON_HOME/data/
+            data = Path(trained["path"]) if isinstance(trained, dict) else home.datasets_root() / trained if isinstance(trained, str) else None
             if data is None or not data.exists():
                 raise MissingInputError(f"the dataset of {model_path} is not at {data}", "Pass --data DIR")
     elif data is None:

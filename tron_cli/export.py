@@ -225,12 +225,12 @@ def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", 
     dataset.items()  # the catalogue reads and has n_items rows
     section = document["model"]
     max_length = int(document["train"]["max_length"])
+    model = build_model(section)
+    load_weights(model, run / "model.safetensors", "run")  # names, shapes, dtypes checked; a bad file is named as it is
+    model.eval()
     with artifacts.atomic_directory(out, force) as tmp:
         shutil.copyfile(run / "model.safetensors", tmp / "model.safetensors")
         shutil.copyfile(data / "items.parquet", tmp / "items.parquet")
-        model = build_model(section)
-        load_weights(model, tmp / "model.safetensors", "bundle")  # the copy loads: names, shapes, dtypes
-        model.eval()
         graph = None
         if fmt == "onnx":
             with report.task("exporting to ONNX and checking it with onnxruntime"):

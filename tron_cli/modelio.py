@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tron_cli import artifacts
-from tron_cli.errors import ArtifactError
+from tron_cli.errors import ArtifactError, MissingInputError
 
 
 def model_section(model_type: str, config) -> dict[str, Any]:
@@ -53,6 +53,8 @@ def read_model_dir(path: Path) -> tuple[dict[str, Any], str]:
     """(config document, kind) of a run dir or a bundle."""
     path = Path(path)
     config_path = path / "config.json"
+    if not path.is_dir():
+        raise MissingInputError(f"{path} does not exist", "Give a run dir (tron train) or a bundle (tron export)")
     if not config_path.is_file():
         raise ArtifactError(f"{path} is neither a run nor a bundle (no config.json)", "Give a run dir (tron train) or a bundle (tron export)")
     try:

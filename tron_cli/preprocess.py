@@ -67,6 +67,8 @@ def _describe(step: str, sessions: Sessions, log: list[dict[str, Any]]) -> None:
 def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
     """A raw file with its checksum, taken from the download's manifest when it is there (no rehashing 11 GB)."""
     path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path} does not exist", "Check the path given to --train or --test")
     if manifest is not None:
         for entry in manifest.get("files", []):
             if Path(entry["path"]).name == path.name and entry.get("size") == path.stat().st_size:
@@ -201,6 +203,8 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         train, test = steps.split_by_time(train, test_days * DAY_MS, split_on, floor)
         _describe(f"time split: train ({test_days:g} days before the latest start)", train, history)
         _describe("time split: test", test, history)
+        if len(train) == 0:
+            raise InputFormatError(f"{sources[0].path}: the time split leaves no train session (every session starts within {test_days:g} days of the latest)", "Lower --test-days")
 
     if valid is None and not options.no_valid:
         valid_days = options.valid_days if options.valid_days is not None else (preset.valid_days if preset and options.valid_fraction is None else None)

@@ -61,6 +61,7 @@ class TrainRequest:
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run dir: a second `tron train` on it fails at once (the kernel frees it on kill)."""
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     handle = open(run_dir / ".lock", "w")
     try:
@@ -70,6 +71,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         raise TrainingError(f"{run_dir} is being written by another tron train", "Wait for it, or train into another --out") from None
     try:
         yield
+    except BaseException:
+        if fresh and [p.name for p in run_dir.iterdir()] == [".lock"]:  # failed before writing anything: leave no empty run dir
+            (run_dir / ".lock").unlink()
+            run_dir.rmdir()
+        raise
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
@@ -134,6 +140,22 @@ def epoch_order(n: int, shuffle: str, generator: torch.Generator) -> torch.Tenso
     if shuffle == "shuffle_with_replacement":
         return torch.randint(0, n, (n,), generator=generator, device=device)
     return torch.arange(n, device=device)
+
+
+def bucket_by_length(order: torch.Tensor, lengths: torch.Tensor, batch: int, window: int, generator: torch.Generator) -> torch.Tensor:
+    """Within each window of `window` batches of `order`, group sessions of similar length into the same batch
+    and shuffle those batches: a batch is then only as wide as its sessions, not as the longest of a random
+    mix (short-session data wastes most of a padded batch). The window keeps the order's coarse structure."""
+    span = batch * window
+    out = order.clone()
+    for start in range(0, len(order), span):
+        part = order[start : start + span]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        n_batches = -(-len(part) // batch)
+        batches = torch.randperm(n_batches, generator=generator, device=order.device)
+        position = (batches[:, None] * batch + torch.arange(batch, device=order.device)).reshape(-1)
+        out[start : start + len(part)] = part[position[position < len(part)]]
+    return out
 
 
 def local_seed(seed: int, rank: int, epoch: int) -> int:
@@ -321,7 +343,14 @@ class Trainer:
             raise TrainingError(f"the loss became {value} in epoch {epoch + 1} near step {step}; {kept}", "Lower --lr, or use --precision fp32")
         return value
 
+    def _check_weights(self, epoch: int) -> None:
+        """A step can leave non-finite weights behind a finite loss (an overflowing gradient): never save those."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            kept = f"the checkpoint of epoch {self.position['epoch']} is kept" if self.position["epoch"] else "no epoch finished, nothing was saved"
+            raise TrainingError(f"the weights became NaN or infinite in epoch {epoch + 1}; {kept}", "Lower --lr, or use --precision fp32")
+
     def _interrupt(self, epoch: int) -> None:
+        self._check_weights(epoch)
         self.save_checkpoint(with_order=True)
         raise Interrupted(f"interrupted in epoch {epoch + 1} after {self.position['done']} sessions; checkpoint saved", f"Resume: tron train --resume {self.run_dir}")
 
@@ -362,6 +391,8 @@ class Trainer:
             for epoch in range(self.position["epoch"], config.epochs):
                 if self.order is None:
                     self.order = epoch_order(len(self.store), config.shuffle, self.generator)
+                    if config.bucket_window:
+                        self.order = bucket_by_length(self.order, self.store.lengths, self.global_batch, config.bucket_window, self.generator)
                     self.local_generator.manual_seed(local_seed(config.seed, self.ranks.rank, epoch))
                 self.model.train()
                 started = time.perf_counter()
@@ -370,6 +401,7 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - started
+                self._check_weights(epoch)
                 metrics = self.validate()
                 record = {
                     "epoch": epoch + 1,
@@ -468,15 +500,15 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
     lock = run_lock(run_dir) if ranks.main else contextlib.nullcontext()
     with lock:
         trainer = Trainer(config, dataset, run_dir, report, ranks)
-        if ranks.main:
-            _start_run_dir(request, run_dir, trainer, dataset, config)
-        ranks.barrier()
-        if request.resume is not None:
+        if request.resume is not None:  # before the run dir changes: a failed resume leaves a finished run finished
             if not (run_dir / "checkpoint" / "state.json").is_file():
                 raise ArtifactError(f"{run_dir} has no checkpoint to resume from", "Start it again without --resume")
             trainer.restore()
-            if ranks.main:
+        if ranks.main:
+            _start_run_dir(request, run_dir, trainer, dataset, config)
+            if request.resume is not None:
                 _rewrite_history(run_dir, trainer.position["history"])
+        ranks.barrier()
         summary = trainer.fit()
         if ranks.main:
             artifacts.write_json(run_dir / "summary.json", summary, kind="summary")

@@ -197,6 +197,54 @@ def man_page(ctx: click.Context, all_pages: list[str]) -> str:
 # --------------------------------------------------------------------------------------------- files
 
 
+def train_options_doc(root: click.Context) -> str:
+    """docs/train-options.md: every `tron train` option next to the reference config key it maps to."""
+    from tron_cli.config import REFERENCE_KEYS
+
+    train = cli.get_command(root, "train")
+    train_ctx = click.Context(train, info_name="train", parent=root)
+    by_field = {}
+    for key, target in REFERENCE_KEYS.items():
+        field = target.split(" ")[0]
+        by_field.setdefault(field, []).append(key)
+    lines = [
+        "# `tron train` options and the reference's config keys",
+        "",
+        "Generated from the click command by `python -m tron_cli.cli._generate` (a test fails when it is stale).",
+        "`tron train --config FILE` accepts every key of the reference's JSON configs (otto-de/TRON `configs/**.json`)",
+        "unchanged; flags override the file, `TRON_TRAIN_<OPTION>` environment variables override the file too, and",
+        "flags override them. Defaults are TRON XL's; `--model gru4rec` starts from the reference's GRU4Rec+ settings.",
+        "",
+        "| option | default | reference key | meaning |",
+        "|---|---|---|---|",
+    ]
+    for param in train.params:
+        if not isinstance(param, click.Option) or param.hidden:
+            continue
+        flags = " / ".join(f"`{flag}`" for flag in (*param.opts, *param.secondary_opts))
+        default = param.get_default(train_ctx, call=False)
+        # click 8.2+ marks "no default" with a sentinel whose repr starts with "Sentinel"
+        if default is None or callable(default) or repr(default).startswith("Sentinel") or (param.is_flag and not param.secondary_opts):
+            default = ""
+        keys = ", ".join(f"`{key}`" for key in by_field.get(param.name, []))
+        if param.name == "topk":
+            keys = "`topk_sampling`, `topk_sampling_k`"
+        if param.name == "device":
+            keys = "`accelerator` (gpu: auto, cpu: cpu)"
+        choices = f" One of: {', '.join(param.type.choices)}." if isinstance(param.type, click.Choice) else ""
+        help_text = (param.help or "").replace("|", "\\|")
+        lines.append(f"| {flags} | {f'`{default}`' if default != '' else ''} | {keys} | {help_text}{choices} |")
+    lines += [
+        "",
+        "`dataset` names a dataset under `$TRON_HOME/data/` (unless DATA is given); `num_batch_negatives: null`",
+        "means batch size - 1; `topk_sampling: false` means `--topk 0`; the README's spellings",
+        "`shuffling_with_replacement` / `shuffling_without_replacement` mean the code's `shuffle_*` (the reference",
+        "silently ignores them). An unknown key, or a value of the wrong type, is a usage error naming the key.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def render() -> dict[str, str]:
     """Every generated file: path relative to the repository root -> content."""
     files = {f"{COMPLETIONS}/tron.{shell}": completion_script(shell) for shell in SHELLS}
@@ -205,6 +253,7 @@ def render() -> dict[str, str]:
     pages = [_page_name(ctx) for ctx in contexts]
     for ctx in contexts:
         files[f"{MAN}/{_page_name(ctx)}.1"] = man_page(ctx, pages)
+    files["docs/train-options.md"] = train_options_doc(root)
     return files
 
 

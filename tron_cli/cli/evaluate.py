@@ -9,7 +9,7 @@ import click
 from tron_cli.cli._ui import UI, pass_ui
 
 
-@click.command()
+@click.command(short_help="Full-catalogue Recall, MRR and NDCG at k of a run, bundle or baseline.")
 @click.argument("run", required=False, type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset dir (default: the run's own; for baselines the newest).")
 @click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True, help="Which split to score.")

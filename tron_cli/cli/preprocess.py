@@ -16,7 +16,7 @@ def _downloaded_names(ctx, param, incomplete):
     return [CompletionItem(name) for name in PRESETS if name.startswith(incomplete)]
 
 
-@click.command()
+@click.command(short_help="Turn a raw click log into a dataset (sessions, splits, catalogue).")
 @click.argument("name", required=False, type=click.Choice(sorted(PRESETS)), shell_complete=_downloaded_names)
 @click.option("--input", "input_path", type=click.Path(path_type=Path), help="Raw file or directory to read instead of the download.")
 @click.option("--train", "train", type=click.Path(path_type=Path), help="Your own log (one event per row, or OTTO JSON lines).")

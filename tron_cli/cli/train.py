@@ -60,6 +60,7 @@ HELP = {
     "lr": "Learning rate (constant).",
     "optimizer": "adam, adagrad, or a row-sparse variant that updates only the item rows a step touched.",
     "shuffle": "Session order per epoch (reference names; 'shuffling_*' spellings accepted).",
+    "bucket_window": "Put sessions of similar length in the same batch, within windows of N batches (less padding; 0: off).",
     "seed": "Seed of every random draw (initialisation, dropout, order, negatives).",
     "early_stopping": "Stop after N epochs without a better validation Recall@20 (0: never).",
     "valid_limit": "Validation sessions per epoch: a fraction (<= 1) or a number.",
@@ -129,7 +130,7 @@ def _options(function):
     return function
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(short_help="Train TRON (or SASRec, GRU4Rec+ and other losses) on a dataset.", context_settings={"show_default": True})
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False, callback=_load_config, help="A reference TRON config (JSON) or a run's config.json; flags override it.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run dir (default: $TRON_HOME/runs/DATASET-MODEL-N).")

@@ -70,11 +70,17 @@ def _otto_line_error(path: Path, first_line: int, block: bytes, event_types: tup
     return InputFormatError(f"{path}: lines {first_line}-{last_line} could not be read", "Check the file's encoding and format")
 
 
+def _int64(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(1 << 63) <= value < (1 << 63)
+
+
 def _otto_record_problem(record) -> str | None:
     if not isinstance(record, dict):
         return "a line must be a JSON object"
     if not isinstance(record.get("session"), int) or isinstance(record.get("session"), bool):
         return 'field "session" is missing or not an integer'
+    if not _int64(record["session"]):
+        return f'field "session" ({record["session"]}) does not fit in 64 bits'
     events = record.get("events")
     if not isinstance(events, list):
         return 'field "events" is missing or not a list'
@@ -88,19 +94,68 @@ def _otto_record_problem(record) -> str | None:
             return f'events[{index}].ts is missing or not an integer of milliseconds (got {ts!r})'
         if ts < 0:
             return f"events[{index}].ts is negative ({ts})"
+        if not _int64(aid) or not _int64(ts):
+            return f"events[{index}].{'aid' if not _int64(aid) else 'ts'} ({aid if not _int64(aid) else ts}) does not fit in 64 bits"
         if kind not in OTTO_TYPES:
             return f'events[{index}].type is {kind!r}, expected one of {", ".join(OTTO_TYPES)}'
     return None
 
 
+# OTTO's own files are written compactly, in one key order: such a line is parsed by extracting its numbers
+# (session, then aid and ts per event) and its type codes with vectorised regular expressions, about twice as
+# fast as a general JSON parser. A block with any other line goes through the JSON parser instead.
+_EVENT = r'\{"aid":\d{1,18},"ts":\d{1,18},"type":"(?:clicks|carts|orders)"\}'
+CANONICAL_LINE = rf'^\{{"session":\d{{1,18}},"events":\[(?:{_EVENT}(?:,{_EVENT})*)?\]\}}$'
+TYPE_CODES = {"clicks": "cl", "carts": "ca", "orders": "or"}
+
+
+def _canonical_block(block: bytes, event_types: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(sessions, kept events per session, aids, ts) of a block of canonical lines, or None if a line is not canonical."""
+    lines = pl.read_csv(io.BytesIO(block), has_header=False, separator="\x01", quote_char=None, new_columns=["line"], schema={"line": pl.String})["line"]
+    if lines.null_count() or not lines.str.contains(CANONICAL_LINE).all():
+        return None
+    numbers = lines.str.extract_all(r"\d+")
+    per_line = numbers.list.len().to_numpy().astype(np.int64)  # 1 + 2 x events
+    flat = numbers.explode().cast(pl.Int64).to_numpy()
+    line_start = np.cumsum(per_line) - per_line
+    index_in_line = np.arange(len(flat)) - np.repeat(line_start, per_line)
+    codes = lines.str.extract_all(r'"type":"[a-z]{2}').explode().str.slice(8).to_numpy()
+    keep = np.isin(codes, [TYPE_CODES[t] for t in event_types])
+    aids = flat[index_in_line % 2 == 1][keep]
+    ts = flat[(index_in_line % 2 == 0) & (index_in_line > 0)][keep]
+    events = (per_line - 1) // 2
+    owner = np.repeat(np.arange(len(per_line)), events)
+    return flat[line_start], np.bincount(owner[keep], minlength=len(per_line)).astype(np.int64), aids, ts
+
+
+def _json_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The same as `_canonical_block` for any valid JSON layout; a malformed line raises, naming it."""
+    try:
+        frame = pl.read_ndjson(io.BytesIO(block), schema=OTTO_SCHEMA)
+        events = frame["events"].explode(empty_as_null=False).struct.unnest()
+        broken = bool(
+            frame["session"].null_count()
+            or frame["events"].null_count()
+            or events.null_count().sum_horizontal().item()
+            or (events["ts"] < 0).any()
+            or not events["type"].is_in(list(OTTO_TYPES)).all()
+        )
+    except pl.exceptions.PolarsError:
+        broken = True
+    if broken:
+        raise _otto_line_error(path, line, block, event_types)
+    kept = frame["events"].list.filter(pl.element().struct.field("type").is_in(list(event_types)))
+    flat = kept.explode(empty_as_null=False).struct.unnest()
+    return frame["session"].to_numpy(), kept.list.len().to_numpy().astype(np.int64), flat["aid"].to_numpy(), flat["ts"].to_numpy()
+
+
 def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), report: Reporter = SILENT) -> RawLog:
     """OTTO sessions, keeping only `event_types`; aids stay raw (the catalogue maps them to dense ids later).
 
-    The file is parsed in blocks of whole lines with polars, so memory stays near the size of the output arrays.
+    The file is parsed in blocks of whole lines, so memory stays near the size of the output arrays.
     """
     path = _check_file(path)
-    sessions, lengths, aids, stamps = [], [], [], []
-    keep = pl.element().struct.field("type").is_in(list(event_types))
+    parts = []
     line = 1
     with open(path, "rb") as handle, report.task(f"reading {path.name}", total=path.stat().st_size, unit="B") as task:
         remainder = b""
@@ -113,34 +168,17 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
                 cut = block.rfind(b"\n") + 1
                 block, remainder = block[:cut], block[cut:]
             if block.strip():
-                try:
-                    frame = pl.read_ndjson(io.BytesIO(block), schema=OTTO_SCHEMA)
-                    events = frame["events"].explode(empty_as_null=False).struct.unnest()
-                    broken = bool(
-                        frame["session"].null_count()
-                        or frame["events"].null_count()
-                        or events.null_count().sum_horizontal().item()
-                        or (events["ts"] < 0).any()
-                        or not events["type"].is_in(list(OTTO_TYPES)).all()
-                    )
-                except pl.exceptions.PolarsError:
-                    broken = True
-                if broken:
-                    raise _otto_line_error(path, line, block, event_types)
-                kept = frame["events"].list.filter(keep)
-                flat = kept.explode(empty_as_null=False).struct.unnest()
-                sessions.append(frame["session"].to_numpy())
-                lengths.append(kept.list.len().to_numpy().astype(np.int64))
-                aids.append(flat["aid"].to_numpy())
-                stamps.append(flat["ts"].to_numpy())
+                parsed = _canonical_block(block.rstrip(b"\n"), event_types) if b"\r" not in block else None
+                parts.append(parsed if parsed is not None else _json_block(path, line, block, event_types))
             line += block.count(b"\n")
             task.update(advance=len(chunk))
             if not chunk:
                 break
-    if not sessions:
+    if not parts:
         raise InputFormatError(f"{path} has no sessions", "Give a file with at least one JSON line")
-    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
-    return RawLog(np.concatenate(sessions), offsets, pa.array(np.concatenate(aids)), np.concatenate(stamps))
+    sessions, lengths, aids, stamps = (np.concatenate(column) for column in zip(*parts))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return RawLog(sessions, offsets, pa.array(aids), stamps)
 
 
 # ----------------------------------------------------------------------------------------------- tables

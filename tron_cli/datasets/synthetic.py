@@ -2,7 +2,7 @@
 
 - items: Zipf-like popularity (exponent 1.05) over `items` raw aids 0..items-1, grouped into clusters of
   about 25 items; every item has one fixed successor in its cluster;
-- sessions: lengths 2 + lognormal (median about 6, mean about 16, clipped at 500 events); start times uniform
+- sessions: lengths 2 + lognormal (median 6, mean about 16.7 as OTTO, clipped at 500 events); start times uniform
   over five weeks from 2022-08-01 (OTTO's start), gaps exponential with a 60 s mean; the first four weeks
   are `train.jsonl`, sessions starting in the fifth are `test.jsonl` (train sessions are cut at the boundary);
 - each next click, after a first one drawn by popularity: 45 % the successor of the previous item, 25 % an
@@ -87,7 +87,7 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Report
     rng = np.random.default_rng(seed)
     catalogue = _Catalogue(items, rng)
     starts = np.sort(rng.integers(0, 5 * WEEK_MS, sessions))
-    lengths = np.minimum(2 + np.floor(np.exp(rng.normal(np.log(4.0), 1.6, sessions))), MAX_LENGTH).astype(np.int64)
+    lengths = np.minimum(2 + np.floor(np.exp(rng.normal(np.log(4.4), 1.6, sessions))), MAX_LENGTH).astype(np.int64)
     boundary = START_MS + 4 * WEEK_MS
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,87 @@
+"""Benchmark the training loop: sessions/s and events/s of `tron train`'s own epoch code per configuration.
+
+    python benchmarks/train.py                           # CPU: 100k items; CUDA: 1.8M items (OTTO's catalogue)
+    python benchmarks/train.py --items 1800000 --steps 50 --configs tron-xl tron-xl-sparse-adam
+
+Data: OTTO-shaped synthetic sessions (benchmarks/_data.py). Each configuration builds a real `Trainer`, runs
+warm-up steps, then times `--steps` steps of the same epoch function `tron train` runs (batch assembly,
+negative sampling, forward, loss, backward, optimiser) with the device synchronised around the clock.
+Prints one table; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import write_dataset  # noqa: E402
+
+from tron_cli.artifacts import read_dataset  # noqa: E402
+from tron_cli.config import TrainConfig  # noqa: E402
+from tron_cli.train import StopRequest, Trainer, epoch_order  # noqa: E402
+
+CONFIGS = {
+    "tron-xl": dict(),  # TRON XL: ssm, 16384 batchwise + 127 in-batch negatives, top-100, dense Adam
+    "tron-xl-sparse-adam": dict(optimizer="sparse-adam"),
+    "tron-xl-sparse-adagrad": dict(optimizer="sparse-adagrad"),
+    "sasrec-bce": dict(loss="bce", uniform_negatives=1, sampling_style="eventwise", batch_negatives=0, topk=0),
+    "ce": dict(loss="ce", topk=0, batch_negatives=0, uniform_negatives=0),
+    "gru4rec": dict(model="gru4rec", hidden_size=100, num_layers=1, dropout=0.0, uniform_negatives=2048, batch_negatives=None, loss="bpr-max", bpr_penalty=0.5, batch_size=32, max_length=200, lr=0.2, output_bias=True, final_activation=True, optimizer="adagrad", topk=0),
+}
+
+
+def measure(name: str, dataset, device: str, steps: int, warmup: int, precision: str) -> dict:
+    config = TrainConfig(**{**CONFIGS[name], "device": device, "precision": precision, "epochs": 1})
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(config, dataset, Path(run_dir))
+        trainer.valid = None
+        run = trainer._gru_epoch if config.model == "gru4rec" else trainer._sasrec_epoch
+        trainer.order = epoch_order(len(trainer.store), "shuffle_without_replacement", trainer.generator)
+        with StopRequest() as stop:
+            trainer.config = dataclasses.replace(config, overfit_batches=float(warmup))
+            run(0, stop)
+            trainer.position["done"] = 0
+            trainer.config = dataclasses.replace(config, overfit_batches=float(steps))
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            _, sessions, events = run(0, stop)
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+        if config.model == "gru4rec":  # lanes consume clicks, not sessions: convert at the data's targets per session
+            sessions = events / float((trainer.store.lengths.clamp(max=config.max_length + 1) - 1).double().mean())
+    device_name = torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu"
+    return {"config": name, "device": device_name, "ms/step": 1000 * seconds / steps, "sessions/s": sessions / seconds, "events/s": events / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--items", type=int, help="catalogue size (default: 1.8M on CUDA, 100k on CPU)")
+    parser.add_argument("--sessions", type=int, default=200_000)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tron-bench")
+    args = parser.parse_args()
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    items = args.items or (1_800_000 if cuda else 100_000)
+    dataset = read_dataset(write_dataset(args.workdir / f"train-{args.sessions}-{items}", args.sessions, items))
+    print(f"training step, {args.sessions:,} OTTO-shaped sessions, {items:,} items, {args.steps} timed steps after {args.warmup} warm-up")
+    print(f"{'config':<24} {'device':<28} {'ms/step':>9} {'sessions/s':>12} {'events/s':>12}")
+    for name in args.configs:
+        row = measure(name, dataset, "cuda" if cuda else "cpu", args.steps, args.warmup, args.precision)
+        print(f"{row['config']:<24} {row['device']:<28} {row['ms/step']:>9.1f} {row['sessions/s']:>12,.0f} {row['events/s']:>12,.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
