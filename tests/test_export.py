@@ -150,6 +150,15 @@ def test_sasrec_onnx_matches_pytorch(sasrec_run, tmp_path):
     _check_onnx(out / "model.onnx", _load(sasrec_run), max_length=20)
 
 
+def test_left_position_sasrec_exports_to_onnx(tiny_dataset, tmp_path):
+    run, out = tmp_path / "run", tmp_path / "bundle"
+    fast = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+    assert invoke("train", str(tiny_dataset), *fast, "--positions", "left", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
+    result = invoke("export", str(run), "--out", str(out), "--format", "onnx")
+    assert result.exit_code == 0, result.stderr
+    _check_onnx(out / "model.onnx", _load(run), max_length=20)
+
+
 def test_gru4rec_onnx_handles_left_padding(gru_run, tmp_path):
     out = tmp_path / "bundle"
     result = invoke("export", str(gru_run), "--out", str(out), "--format", "onnx")

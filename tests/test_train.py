@@ -132,3 +132,15 @@ def test_bucketed_training_runs(tiny_dataset, tmp_path):
     result = invoke("train", str(tiny_dataset), *FAST, "--bucket-window", "8", "--epochs", "1", "--overfit-batches", "4", "--out", str(out))
     assert result.exit_code == 0, result.stderr
     assert json.loads((out / "config.json").read_text())["train"]["bucket_window"] == 8
+
+
+def test_left_positions_make_a_prefix_state_equal_its_state_in_the_whole_session():
+    from tron_cli.models.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    for positions, consistent in (("left", True), ("right", False)):
+        model = SASRec(SASRecConfig(50, 16, max_length=10, dropout=0.0, positions=positions)).eval()
+        session = torch.tensor([[0, 0, 0, 5, 7, 9, 11, 3]])
+        whole = model(session)[0]
+        prefix = torch.tensor([[0, 0, 0, 0, 0, 0, 5, 7]])
+        assert torch.allclose(model.last_hidden(prefix)[0], whole[4], atol=1e-5) == consistent

@@ -39,6 +39,7 @@ class TrainConfig:
     max_length: int = 50
     share_embeddings: bool = True
     output_bias: bool = False
+    positions: str = "right"  # sasrec: right-aligned positions (TRON) or left-aligned (counted from the first click)
     original_gru: bool = False  # GRU4Rec: the embedding feeds the gates directly (identity input weights)
     final_activation: bool = False  # ELU(0.5) on scores before the loss, as the reference's GRU4Rec
     # negatives
@@ -204,6 +205,7 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         (config.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
         (config.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
         (config.max_length >= 1, "--max-length must be at least 1"),
+        (config.positions in ("right", "left"), "--positions must be right or left"),
         (config.hidden_size >= 1 and config.num_layers >= 1, "--hidden-size and --num-layers must be at least 1"),
         (config.hidden_size % config.num_heads == 0, f"--hidden-size {config.hidden_size} must be divisible by --num-heads {config.num_heads}"),
         (0 <= config.dropout < 1, "--dropout must be in [0, 1)"),

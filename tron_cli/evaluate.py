@@ -48,7 +48,8 @@ class EvalOptions:
     limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of sessions to evaluate
 
 
-def _limited(sessions: artifacts.Sessions, limit: float) -> artifacts.Sessions:
+def first_sessions(sessions: artifacts.Sessions, limit: float) -> artifacts.Sessions:
+    """The first sessions: a fraction of them (limit <= 1) or a number (limit > 1)."""
     n = len(sessions) if limit >= len(sessions) else (int(limit) if limit > 1 else math.ceil(limit * len(sessions)))
     return sessions if n >= len(sessions) else sessions.select(np.arange(n))
 
@@ -277,7 +278,7 @@ def evaluate(model_path: Path | None, data: Path | None, options: EvalOptions, b
     dataset = artifacts.read_dataset(data)
     if document is not None:
         check_same_catalogue(document, dataset, model_path)
-    sessions = _limited(dataset.sessions(options.split), options.limit)
+    sessions = first_sessions(dataset.sessions(options.split), options.limit)
     store = SessionStore(sessions, torch_device, min_length=2)
     if len(store) == 0:
         raise MissingInputError(f"{dataset.path}/{options.split}.parquet has no session with a target")

@@ -47,20 +47,8 @@ class TopKGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def _sasrec_state(self, items: Tensor) -> Tensor:
-        """SASRec.forward's last state with the same mask built from aranges: the TorchScript exporter turns
-        torch.eye into a boolean EyeLike that onnxruntime cannot run."""
-        model, t = self.model, items.shape[1]
-        column = torch.arange(t, device=items.device)
-        x = model.embed(items) * model.scale + model.position[-t:]
-        allowed = ((column[:, None] >= column[None, :]) & (items != 0)[:, None, :]) | (column[:, None] == column[None, :])
-        allowed = allowed[:, None]
-        for block in model.blocks:
-            x = block(x, allowed)
-        return model.final_norm(x)[:, -1]
-
     def forward(self, items: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self._sasrec_state(items) if hasattr(self.model, "blocks") else gru_last_state(self.model, items)
+        hidden = self.model.last_hidden(items) if hasattr(self.model, "blocks") else gru_last_state(self.model, items)
         scores = hidden @ self.model.output_table()[1:].T
         if self.model.output_bias is not None:
             scores = scores + self.model.output_bias[1:, 0]

@@ -139,13 +139,8 @@ def _read(path: Path, reader: str, options: Options, report: Reporter) -> reader
 
 def _shared_codes(raws: list[readers.RawLog]) -> tuple[list[Sessions], pa.Array]:
     """Factorise the items of several files together, so that codes mean the same item in each."""
-    items = pa.concat_arrays([raw.item.cast(raws[0].item.type) for raw in raws]) if len(raws) > 1 else raws[0].item
-    codes, uniques = steps.factorize(items)
-    out, start = [], 0
-    for raw in raws:
-        out.append(steps.sort_events(Sessions(raw.session, raw.offsets, codes[start : start + raw.n_events], raw.ts)))
-        start += raw.n_events
-    return out, uniques
+    codes, uniques = steps.factorize([raw.item for raw in raws])
+    return [steps.sort_events(Sessions(raw.session, raw.offsets, part, raw.ts)) for raw, part in zip(raws, codes)], uniques
 
 
 def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:

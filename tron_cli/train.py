@@ -32,7 +32,7 @@ from tron_cli.batching import Lanes, SessionStore
 from tron_cli.config import TrainConfig, validate
 from tron_cli.distributed import SINGLE, Ranks, from_environment, average_sparse_gradients
 from tron_cli.errors import ArtifactError, Interrupted, TrainingError, UsageError
-from tron_cli.evaluate import EvalOptions, _limited, accumulate
+from tron_cli.evaluate import EvalOptions, first_sessions, accumulate
 from tron_cli.modelio import build_model, model_section, save_weights
 from tron_cli.objective import LossSpec, full_softmax_loss, sampled_loss
 from tron_cli.reporting import SILENT, Reporter
@@ -116,7 +116,7 @@ def model_for(config: TrainConfig, n_items: int) -> dict[str, Any]:
         return model_section("gru4rec", GRU4RecConfig(n_items, config.hidden_size, config.num_layers, config.dropout, config.share_embeddings, config.output_bias, config.original_gru))
     return model_section(
         "sasrec",
-        SASRecConfig(n_items, config.hidden_size, config.num_layers, config.num_heads, config.dropout, config.max_length, config.share_embeddings, config.output_bias),
+        SASRecConfig(n_items, config.hidden_size, config.num_layers, config.num_heads, config.dropout, config.max_length, config.share_embeddings, config.output_bias, config.positions),
     )
 
 
@@ -182,7 +182,7 @@ class Trainer:
             raise ArtifactError(f"{dataset.path}/train.parquet has no session with two clicks", "Re-run tron preprocess on more data")
         self.valid = None
         if dataset.has("valid"):
-            shard = _limited(dataset.sessions("valid"), config.valid_limit)
+            shard = first_sessions(dataset.sessions("valid"), config.valid_limit)
             self.valid = SessionStore(shard.select(np.arange(ranks.rank, len(shard), ranks.world)), self.device, min_length=2)
         self.section = model_for(config, self.n_items)
         self.model = build_model(self.section).to(self.device)

@@ -38,6 +38,7 @@ HELP = {
     "max_length": "Clicks per training window (the last max_length + 1 of each session).",
     "share_embeddings": "Tie input and output item embeddings.",
     "output_bias": "Learn a bias per item.",
+    "positions": "sasrec: right-aligned positions (TRON: the newest click is always last) or left (counted from the session's first click, so a prefix's state is what it is inside the whole session).",
     "original_gru": "gru4rec: the embedding feeds the gates directly (3 x hidden wide).",
     "final_activation": "ELU(0.5) on scores before the loss (the reference's GRU4Rec).",
     "uniform_negatives": "Uniform (or popularity) negatives drawn per batch/session/event.",
@@ -71,6 +72,7 @@ HELP = {
 }
 CHOICES = {
     "model": MODELS,
+    "positions": ("right", "left"),
     "loss": LOSSES,
     "sampling_style": SAMPLING_STYLES,
     "negative_distribution": DISTRIBUTIONS,

@@ -169,7 +169,10 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
                 block, remainder = block[:cut], block[cut:]
             if block.strip():
                 parsed = _canonical_block(block.rstrip(b"\n"), event_types) if b"\r" not in block else None
-                parts.append(parsed if parsed is not None else _json_block(path, line, block, event_types))
+                sessions, lengths, aids, ts = parsed if parsed is not None else _json_block(path, line, block, event_types)
+                if len(aids) and aids.min() >= np.iinfo(np.int32).min and aids.max() <= np.iinfo(np.int32).max:
+                    aids = aids.astype(np.int32)  # half the memory for OTTO's 200M aids; the catalogue keeps int64
+                parts.append((sessions, lengths, aids, ts))
             line += block.count(b"\n")
             task.update(advance=len(chunk))
             if not chunk:

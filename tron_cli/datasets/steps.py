@@ -17,20 +17,26 @@ from tron_cli.artifacts import Sessions, expand_ranges
 DAY_MS = 86_400_000
 
 
-def factorize(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(codes int32, sorted distinct values): values[i] == uniques[codes[i]]. Codes follow the sort order."""
-    if pa.types.is_integer(values.type) and len(values):
-        array = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        low, high = int(array.min()), int(array.max())
-        if high - low < max(1 << 22, 4 * len(array)):
-            # dense id space (OTTO aids): a bincount is O(E) where sorting would be O(E log E)
-            present = np.bincount(array - low, minlength=high - low + 1) > 0
+def factorize(parts: list[pa.Array]) -> tuple[list[np.ndarray], pa.Array]:
+    """Codes (int32) of every part over their shared distinct values, and those values sorted:
+    parts[p][i] == uniques[codes[p][i]]. Codes follow the sort order; integer ids come back as int64."""
+    if all(pa.types.is_integer(part.type) for part in parts):
+        arrays = [part.to_numpy(zero_copy_only=False) for part in parts]
+        low = min((int(a.min()) for a in arrays if len(a)), default=0)
+        high = max((int(a.max()) for a in arrays if len(a)), default=0)
+        total = sum(len(a) for a in arrays)
+        if high - low < max(1 << 22, 4 * total):
+            # a dense id space (OTTO aids): marking present ids is O(E), where sorting would be O(E log E)
+            present = np.zeros(high - low + 1, dtype=bool)
+            for array in arrays:
+                present[array - low] = True
             code_of = (np.cumsum(present) - 1).astype(np.int32)
-            return code_of[array - low], pa.array(np.flatnonzero(present) + low, type=values.type)
-        uniques, codes = np.unique(array, return_inverse=True)
-        return codes.astype(np.int32), pa.array(uniques, type=values.type)
-    uniques = pc.unique(values).sort()
-    return np.asarray(pc.index_in(values, uniques), dtype=np.int32), uniques
+            return [code_of[array - low] for array in arrays], pa.array(np.flatnonzero(present) + low, type=pa.int64())
+        uniques = np.unique(np.concatenate(arrays))
+        return [np.searchsorted(uniques, array).astype(np.int32) for array in arrays], pa.array(uniques, type=pa.int64())
+    parts = [part.cast(pa.string()) for part in parts]
+    uniques = pc.unique(pa.chunked_array(parts)).sort()
+    return [np.asarray(pc.index_in(part, uniques), dtype=np.int32) for part in parts], uniques
 
 
 def session_index(sessions: Sessions) -> np.ndarray:

@@ -27,6 +27,7 @@ class SASRecConfig:
     max_length: int = 50
     share_embeddings: bool = True
     output_bias: bool = False
+    positions: str = "right"  # right: the last click gets the last position (TRON); left: the first click gets 0
 
 
 class Block(nn.Module):
@@ -69,15 +70,26 @@ class SASRec(ItemScorer):
         self.final_norm = nn.LayerNorm(d)
         self.scale = math.sqrt(d)
 
+    def _positions(self, items: Tensor) -> Tensor:
+        """(T, d) or (B, T, d) position embeddings of a left-padded batch."""
+        t = items.shape[1]
+        if self.config.positions == "right":
+            return self.position[-t:]
+        # left: count from each session's first click, so a window's states do not depend on what follows it
+        # (the state after click j is the same in a pass over the whole session and over its first j clicks)
+        start = (items == 0).sum(1, keepdim=True)  # (B, 1) padding columns
+        return self.position[(torch.arange(t, device=items.device)[None, :] - start).clamp(min=0)]
+
     def forward(self, items: Tensor, sparse: bool = False) -> Tensor:
         """(B, T) left-padded item ids, T <= max_length -> (B, T, d) hidden states; position t predicts the next click."""
-        b, t = items.shape
+        t = items.shape[1]
         real = items != 0  # (B, T)
-        x = self.embed(items, sparse) * self.scale + self.position[-t:]
+        x = self.embed(items, sparse) * self.scale + self._positions(items)
         x = F.dropout(x, self.config.dropout, self.training)
-        causal = torch.ones(t, t, dtype=torch.bool, device=items.device).tril()
-        # (B, 1, T, T): query i sees key j <= i when j is a real click; it always sees itself
-        allowed = (causal & real[:, None, :]) | torch.eye(t, dtype=torch.bool, device=items.device)
+        column = torch.arange(t, device=items.device)
+        # (B, 1, T, T): query i sees key j <= i when j is a real click; it always sees itself (no NaN rows).
+        # Built from aranges (not torch.eye), so that every ONNX exporter can trace it.
+        allowed = ((column[:, None] >= column[None, :]) & real[:, None, :]) | (column[:, None] == column[None, :])
         allowed = allowed[:, None]
         for block in self.blocks:
             x = block(x, allowed)
