@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,12 @@ SMALL_TRAINING = {
     "TRON_TRAIN_MAX_LENGTH": "20",
     "TRON_TRAIN_EPOCHS": "1",
 }
+
+
+@pytest.fixture
+def run(tiny_model, tmp_path) -> Path:
+    """A private copy of the shared tiny run: `tron evaluate` writes metrics.json into the run it evaluates."""
+    return shutil.copytree(tiny_model[0], tmp_path / "own-run")
 
 
 def test_the_chain_runs_with_no_arguments_in_an_empty_directory(home, monkeypatch):
@@ -50,8 +58,8 @@ def test_a_stage_with_nothing_to_work_on_says_what_to_run_first(home, command, f
     assert result.stdout == ""
 
 
-def test_every_reporting_command_prints_one_json_object(tiny_dataset, tiny_model, home, tmp_path):
-    run, bundle = tiny_model
+def test_every_reporting_command_prints_one_json_object(tiny_dataset, tiny_model, run, home, tmp_path):
+    bundle = tiny_model[1]
     commands = [
         ["download", "synthetic", "--sessions", "300", "--items", "50", "--json"],
         ["preprocess", "--json", "--name", "other"],
@@ -80,14 +88,12 @@ def test_version_and_help_mention_exit_codes():
         assert "Example" in text or "eval " in text, command  # every command shows how it is used
 
 
-def test_quiet_hides_the_table(tiny_model):
-    run, _ = tiny_model
+def test_quiet_hides_the_table(run):
     assert "Recall" in invoke("evaluate", str(run)).stderr
     assert invoke("-q", "evaluate", str(run)).stderr == ""
 
 
-def test_colour_follows_the_flag_and_no_color(tiny_model, monkeypatch):
-    run, _ = tiny_model
+def test_colour_follows_the_flag_and_no_color(run, monkeypatch):
     assert "\x1b[" in invoke("--color", "always", "evaluate", str(run)).stderr
     assert "\x1b[" not in invoke("--color", "never", "evaluate", str(run)).stderr
     monkeypatch.setenv("NO_COLOR", "1")

@@ -327,11 +327,11 @@ def test_checksum_mismatch_keeps_nothing(tmp_path, server):
     assert all_files(raw(tmp_path, "diginetica")) == set()
 
 
-@pytest.mark.parametrize("kind", ["zip", "tar", "7z"])
-@pytest.mark.parametrize("hostile", ["dotdot", "absolute", "symlink", "hardlink"])
+HOSTILE_MEMBERS = [(kind, hostile) for kind in ("zip", "tar", "7z") for hostile in ("dotdot", "absolute", "symlink")]
+
+
+@pytest.mark.parametrize("kind, hostile", [*HOSTILE_MEMBERS, ("tar", "hardlink")])  # only tar has hard links
 def test_unsafe_archive_is_refused_whole(tmp_path, kind, hostile):
-    if hostile == "hardlink" and kind != "tar":
-        pytest.skip("only tar has hard links")
     files = payloads(YOOCHOOSE_FILES)  # good members first: none of them may be extracted either
     outside = tmp_path / "outside" / "evil.txt"
     archive = tmp_path / f"fixture.{kind}"

@@ -227,6 +227,7 @@ def test_crafted_weights_are_refused(craft, command, tiny_model, tiny_dataset, t
     monkeypatch.chdir(tmp_path)
     kind, args = COMMANDS[command]
     model = shutil.copytree(tiny_model[0] if kind == "run" else tiny_model[1], tmp_path / kind)
+    (model / "metrics.json").unlink(missing_ok=True)  # so that the check below sees only what this command wrote
     craft(model / "model.safetensors")
     argv = [str(tiny_dataset) if a == "DATA" else a for a in args(model)]
     _refused(invoke(*argv, input='{"session": 1, "items": [1]}\n'), model / "model.safetensors")
