@@ -211,6 +211,8 @@ class Sessions:
 
     def select(self, index: np.ndarray) -> "Sessions":
         """The sessions at `index` (integer positions or a boolean mask), in that order."""
+        if index.dtype == bool and index.all():
+            return self  # nothing dropped: no copy of the events
         index = np.flatnonzero(index) if index.dtype == bool else np.asarray(index, dtype=np.int64)
         starts = self.offsets[:-1][index]
         lengths = self.lengths[index]
@@ -242,9 +244,9 @@ def write_sessions(path: Path, sessions: Sessions, row_group_size: int = 1 << 20
     """Write sessions Parquet (schema sessions/1) atomically."""
     table = pa.Table.from_arrays(
         [
-            pa.array(sessions.session.astype(np.int64)),
-            _list_array(sessions.offsets, sessions.items.astype(np.int32)),
-            _list_array(sessions.offsets, sessions.ts.astype(np.int64)),
+            pa.array(np.asarray(sessions.session, dtype=np.int64)),  # asarray: no copy when the type is right already
+            _list_array(sessions.offsets, np.asarray(sessions.items, dtype=np.int32)),
+            _list_array(sessions.offsets, np.asarray(sessions.ts, dtype=np.int64)),
         ],
         schema=SESSIONS_SCHEMA.with_metadata({SCHEMA_KEY: schema_tag("sessions").encode()}),
     )

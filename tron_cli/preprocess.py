@@ -167,13 +167,14 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     if raws[0].n_events == 0:
         raise InputFormatError(f"{sources[0].path} has no events of types {', '.join(options.event_types)}")
     parts, uniques = _shared_codes(raws)
+    del raws  # at OTTO scale every copy of the events costs gigabytes: keep one generation alive at a time
     n_codes = len(uniques)
     history: list[dict[str, Any]] = []
     pre_split = len(parts) == 2
     split_on = preset.split_on if preset else "first"
     floor = preset.floor_to_day if preset else False
 
-    train = parts[0]
+    train = parts.pop(0)
     _describe("read train" if pre_split else "read", train, history)
     train = drop_short_logged(train, min_length, history)
     if min_support > 1:
@@ -186,7 +187,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     valid: Sessions | None = None
     targets = "all"
     if pre_split:
-        test = parts[1]
+        test = parts.pop(0)
         _describe("read test", test, history)
         test = steps.drop_short(test, min_length)
     elif options.split == "last":
@@ -228,8 +229,14 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     dense_of_code = np.cumsum(catalogue).astype(np.int32) * catalogue  # code -> 1..N, 0 when not in the catalogue
     counts = np.bincount(train.items, minlength=n_codes)[catalogue]
     raw_ids = uniques.take(pa.array(np.flatnonzero(catalogue)))
-    splits = {"train": train, "valid": valid, "test": test}
-    splits = {key: steps.to_dense(steps.by_start(value), dense_of_code) for key, value in splits.items() if value is not None}
+    pending = {"train": train, "valid": valid, "test": test}
+    del train, valid, test
+    splits = {}
+    for key in list(pending):  # one split at a time, each releasing its code-level copy as it goes
+        value = pending.pop(key)
+        if value is not None:
+            splits[key] = steps.to_dense(steps.by_start(value), dense_of_code)
+        del value
 
     summary_counts = {key: {"sessions": len(value), "events": value.n_events, "targets": value.n_events - len(value) if targets == "all" else len(value)} for key, value in splits.items()}
     info = {

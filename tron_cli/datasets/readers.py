@@ -24,7 +24,7 @@ OTTO_SCHEMA = {
     "events": pl.List(pl.Struct({"aid": pl.Int64, "ts": pl.Int64, "type": pl.String})),
 }
 OTTO_TYPES = ("clicks", "carts", "orders")
-BLOCK_BYTES = 64 << 20
+BLOCK_BYTES = 16 << 20  # a block's parse holds ~20x its size in transient strings
 
 
 @dataclass
