@@ -16,6 +16,7 @@ from typing import Any
 from tron_cli.errors import UsageError
 
 MODELS = ("sasrec", "gru4rec")
+POSITIONS = ("right", "left")
 LOSSES = ("ssm", "bce", "bpr-max", "gbce", "ce")
 SAMPLING_STYLES = ("eventwise", "sessionwise", "batchwise")
 DISTRIBUTIONS = ("uniform", "popularity")
@@ -205,7 +206,7 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         (config.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
         (config.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
         (config.max_length >= 1, "--max-length must be at least 1"),
-        (config.positions in ("right", "left"), "--positions must be right or left"),
+        (config.positions in POSITIONS, f"--positions must be one of {', '.join(POSITIONS)}"),
         (config.hidden_size >= 1 and config.num_layers >= 1, "--hidden-size and --num-layers must be at least 1"),
         (config.hidden_size % config.num_heads == 0, f"--hidden-size {config.hidden_size} must be divisible by --num-heads {config.num_heads}"),
         (0 <= config.dropout < 1, "--dropout must be in [0, 1)"),

@@ -236,7 +236,6 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         value = pending.pop(key)
         if value is not None:
             splits[key] = steps.to_dense(steps.by_start(value), dense_of_code)
-        del value
 
     summary_counts = {key: {"sessions": len(value), "events": value.n_events, "targets": value.n_events - len(value) if targets == "all" else len(value)} for key, value in splits.items()}
     info = {

@@ -9,7 +9,7 @@ import click
 from click.core import ParameterSource
 
 from tron_cli.cli._ui import UI, pass_ui
-from tron_cli.config import DEVICES, DISTRIBUTIONS, LOSSES, MODELS, OPTIMIZERS, PRECISIONS, SAMPLING_STYLES, SHUFFLES, SHUFFLE_ALIASES, TrainConfig
+from tron_cli.config import DEVICES, DISTRIBUTIONS, LOSSES, MODELS, OPTIMIZERS, POSITIONS, PRECISIONS, SAMPLING_STYLES, SHUFFLES, SHUFFLE_ALIASES, TrainConfig
 
 # The reference's GRU4Rec+ (configs/standard/gru4rec_*.json): `--model gru4rec` starts from these instead of TRON XL's.
 GRU4REC_DEFAULTS = {
@@ -72,7 +72,7 @@ HELP = {
 }
 CHOICES = {
     "model": MODELS,
-    "positions": ("right", "left"),
+    "positions": POSITIONS,
     "loss": LOSSES,
     "sampling_style": SAMPLING_STYLES,
     "negative_distribution": DISTRIBUTIONS,
