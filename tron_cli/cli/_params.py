@@ -1,0 +1,30 @@
+"""Click parameter types that read their choices from a registry when they are used, not when they are defined.
+
+A model, loss, dataset or output format registered after the CLI module was imported (a plugin, a test) is
+then a valid choice, listed in --help and completed on TAB like a built-in one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from tron_cli.registry import Registry
+
+
+class RegistryChoice(click.Choice):
+    """A `click.Choice` over the names in `registry` (plus `extra` names), read on every use."""
+
+    def __init__(self, registry: Registry[Any], extra: tuple[str, ...] = ()):
+        self.registry = registry
+        self.extra = extra
+        self.case_sensitive = True
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        return (*self.registry.names(), *self.extra)
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        """click's own code may assign choices; they come from the registry, so the value is not kept."""
