@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import sessions as make_sessions  # noqa: E402
 
 from tron_cli.batching import SessionStore  # noqa: E402
-from tron_cli.evaluate import EvalOptions, accumulate  # noqa: E402
+from tron_cli.protocols import EvalOptions, accumulate  # noqa: E402
 from tron_cli.models.sasrec import SASRec, SASRecConfig  # noqa: E402
 from tron_cli.runtime import exact_fp32, resolve_device  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> None:
     device = resolve_device(args.device)
     targets = args.targets or (200_000 if device.type == "cuda" else 2_000)
     torch.manual_seed(0)
-    model = SASRec(SASRecConfig(args.items, args.hidden, max_length=50)).to(device).eval()
+    model = SASRec(SASRecConfig(hidden_size=args.hidden, max_length=50), n_items=args.items).to(device).eval()
     rng = np.random.default_rng(0)
     test = make_sessions(max(1, targets // 10), args.items, rng)
     while test.n_events - len(test) < targets:  # enough sessions for the requested number of targets
@@ -54,10 +54,10 @@ def main() -> None:
     keep = np.searchsorted(np.cumsum(test.lengths - 1), targets) + 1
     store = SessionStore(test.select(np.arange(keep)), device, min_length=2)
     options = EvalOptions(cutoffs=(20,), chunk_size=args.chunk_size)
-    accumulate(model, SessionStore(test.select(np.arange(min(20, keep))), device, 2), args.items, False, options)  # warm-up
+    accumulate(model, SessionStore(test.select(np.arange(min(20, keep))), device, 2), False, options)  # warm-up
     _sync(device)
     started = time.perf_counter()
-    result = accumulate(model, store, args.items, False, options).result()
+    result = accumulate(model, store, False, options).result()
     _sync(device)
     seconds = time.perf_counter() - started
     # the floor: the same number of scores as one plain fp32 matrix product (no model, no ranking)

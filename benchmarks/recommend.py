@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.recommend import score_sessions
+from tron_cli.scoring import score_sessions
 from tron_cli.runtime import resolve_device
 
 
@@ -72,8 +72,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    config = SASRecConfig(n_items=args.items, hidden_size=200, num_layers=2, max_length=50)
-    model = SASRec(config).eval().to(device)
+    config = SASRecConfig(hidden_size=200, num_layers=2, max_length=50)
+    model = SASRec(config, n_items=args.items).eval().to(device)
     table = model.output_table().detach()[1:]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"SASRec d={config.hidden_size}, {config.num_layers} layers, max_length {config.max_length}, {args.items:,} items, k={args.k}, on {name}")

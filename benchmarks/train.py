@@ -25,7 +25,9 @@ from _data import write_dataset  # noqa: E402
 
 from tron_cli.artifacts import read_dataset  # noqa: E402
 from tron_cli.config import TrainConfig  # noqa: E402
-from tron_cli.train import StopRequest, Trainer, epoch_order  # noqa: E402
+from tron_cli.training.feeds import EPOCHS  # noqa: E402
+from tron_cli.training.loop import StopRequest, Trainer  # noqa: E402
+from tron_cli.training.order import epoch_order  # noqa: E402
 
 CONFIGS = {
     "tron-xl": dict(),  # TRON XL: ssm, 16384 batchwise + 127 in-batch negatives, top-100, dense Adam
@@ -33,30 +35,30 @@ CONFIGS = {
     "tron-xl-sparse-adagrad": dict(optimizer="sparse-adagrad"),
     "sasrec-bce": dict(loss="bce", uniform_negatives=1, sampling_style="eventwise", batch_negatives=0, topk=0),
     "ce": dict(loss="ce", topk=0, batch_negatives=0, uniform_negatives=0),
-    "gru4rec": dict(model="gru4rec", hidden_size=100, num_layers=1, dropout=0.0, uniform_negatives=2048, batch_negatives=None, loss="bpr-max", bpr_penalty=0.5, batch_size=32, max_length=200, lr=0.2, output_bias=True, final_activation=True, optimizer="adagrad", topk=0),
+    "gru4rec": dict(model="gru4rec"),  # the reference's GRU4Rec+ settings are the model's defaults
 }
 
 
 def measure(name: str, dataset, device: str, steps: int, warmup: int, precision: str) -> dict:
-    config = TrainConfig(**{**CONFIGS[name], "device": device, "precision": precision, "epochs": 1})
+    config = TrainConfig.create(**{**CONFIGS[name], "device": device, "precision": precision, "epochs": 1})
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, dataset, Path(run_dir))
         trainer.valid = None
-        run = trainer._gru_epoch if config.model == "gru4rec" else trainer._sasrec_epoch
+        run = EPOCHS[trainer.model.feeding]
         trainer.order = epoch_order(len(trainer.store), "shuffle_without_replacement", trainer.generator)
         with StopRequest() as stop:
             trainer.config = dataclasses.replace(config, overfit_batches=float(warmup))
-            run(0, stop)
-            trainer.position["done"] = 0
+            run(trainer, 0, stop)
+            trainer.state.done = 0
             trainer.config = dataclasses.replace(config, overfit_batches=float(steps))
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            _, sessions, events = run(0, stop)
+            _, sessions, events = run(trainer, 0, stop)
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started
-        if config.model == "gru4rec":  # lanes consume clicks, not sessions: convert at the data's targets per session
+        if trainer.model.feeding == "lanes":  # lanes consume clicks, not sessions: convert at the data's targets per session
             sessions = events / float((trainer.store.lengths.clamp(max=config.max_length + 1) - 1).double().mean())
     device_name = torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu"
     return {"config": name, "device": device_name, "ms/step": 1000 * seconds / steps, "sessions/s": sessions / seconds, "events/s": events / seconds}

@@ -40,7 +40,7 @@ def test_the_chain_runs_with_no_arguments_in_an_empty_directory(home, monkeypatc
     assert [p.name for p in (home / "runs").iterdir()] == ["synthetic-sasrec-1"]
     assert (home / "bundles" / "synthetic-sasrec-1" / "model.safetensors").is_file()
     config = json.loads((home / "runs" / "synthetic-sasrec-1" / "config.json").read_text())
-    assert config["train"]["hidden_size"] == 16 and config["train"]["epochs"] == 1
+    assert config["model"]["hidden_size"] == 16 and config["train"]["epochs"] == 1
     result = invoke("recommend", "-k", "5", input='{"session": 7, "items": [0, 1, 2]}\n')
     assert result.exit_code == 0, result.stderr
     line = json.loads(result.stdout)
@@ -109,8 +109,9 @@ def test_flags_beat_environment_beat_config_file_beat_defaults(tiny_dataset, tmp
     args = ["train", str(tiny_dataset), "--config", str(config), "--dropout", "0.2", "--device", "cpu", "--uniform-negatives", "16", "--batch-negatives", "15", "--topk", "8", "--overfit-batches", "1", "--out", str(out)]
     result = invoke(*args)
     assert result.exit_code == 0, result.stderr
-    train = json.loads((out / "config.json").read_text())["train"]
-    assert train["dropout"] == 0.2  # flag over environment over file
-    assert train["hidden_size"] == 8  # environment over file
+    document = json.loads((out / "config.json").read_text())
+    train, model = document["train"], document["model"]
+    assert model["dropout"] == 0.2  # flag over environment over file
+    assert model["hidden_size"] == 8  # environment over file
     assert train["epochs"] == 3  # file over default
-    assert train["num_layers"] == 2  # default
+    assert model["num_layers"] == 2  # default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 import torch
@@ -89,10 +90,11 @@ def _average_worker(rank: int, port: int, out: str) -> None:
 def test_sparse_gradients_are_averaged_over_ranks(tmp_path):
     import torch.multiprocessing as mp
 
-    from tron_cli.distributed import _free_port
-
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     out = tmp_path / "grad.json"
-    mp.start_processes(_average_worker, args=(_free_port(), str(out)), nprocs=2, start_method="spawn")
+    mp.start_processes(_average_worker, args=(port, str(out)), nprocs=2, start_method="spawn")
     dense = json.loads(out.read_text())
     # rank 0: row 1 -> 1, row 3 -> 2; rank 1: rows 3 and 5 -> 2 each; mean over the 2 ranks
     assert dense == [[0, 0], [0.5, 0.5], [0, 0], [2, 2], [0, 0], [1, 1]]

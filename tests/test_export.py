@@ -51,7 +51,7 @@ def _reference(model, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     with torch.no_grad():
         for row in items:
             session = torch.from_numpy(row[row != 0])[None]
-            hidden = model.last_hidden(session) if hasattr(model, "blocks") else model(session)[:, -1]
+            hidden = model.last_hidden(session)
             values, index = torch.topk(model.score_all(hidden)[0], k + 1)
             ids.append(index.numpy() + 1)
             scores.append(values.numpy())

@@ -20,16 +20,17 @@ from tron_cli import losses
 from tron_cli.artifacts import Sessions, read_dataset
 from tron_cli.batching import Lanes, SessionStore
 from tron_cli.config import TrainConfig
-from tron_cli.models.scoring import ItemScorer
+from tron_cli.models.base import ItemScorer
 from tron_cli.objective import Assembly, LossSpec, full_softmax_loss, per_event
 from tron_cli.sampling import ItemDistribution, Negatives
-from tron_cli.train import Trainer, epoch_order
+from tron_cli.training.loop import Trainer
+from tron_cli.training.order import epoch_order
 
 SMALL = dict(device="cpu", hidden_size=16, uniform_negatives=64, batch_size=16, batch_negatives=15, topk=16, max_length=10)
 
 
 def _trainer(dataset: Path, tmp_path: Path, **options) -> Trainer:
-    config = TrainConfig(**{**SMALL, **options})
+    config = TrainConfig.create(**{**SMALL, **options})
     return Trainer(config, read_dataset(dataset), tmp_path)
 
 
@@ -114,7 +115,7 @@ def test_ce_loss_is_what_training_computes(tiny_dataset, tmp_path):
     inputs, targets, mask = _first_batch(trainer)
     hidden = trainer.model(inputs)
     expected = full_softmax_loss(trainer.model, hidden, mask, targets, 10**9)
-    assert trainer._loss(hidden, inputs, targets, mask).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert trainer.loss(hidden, inputs, targets, mask).item() == pytest.approx(expected.item(), rel=1e-6)
     assert expected.item() == pytest.approx(np.log(trainer.n_items), rel=0.2)  # untrained: about log N
 
 
@@ -132,7 +133,7 @@ def test_each_loss_name_dispatches_to_its_function(loss):
         "bpr-max": losses.bpr_max(pos, neg, valid, 0.3),
         "gbce": losses.gbce(pos, neg, valid, 0.6, 100),
     }
-    got = per_event(LossSpec(loss, bpr_penalty=0.3, gbce_t=0.6, n_items=100), pos, neg, valid)
+    got = per_event(LossSpec(loss, options={"bpr_penalty": 0.3, "gbce_t": 0.6}, n_items=100), pos, neg, valid)
     torch.testing.assert_close(got, direct[loss])
     assert all(not torch.allclose(got, other) for name, other in direct.items() if name != loss)
 
@@ -192,11 +193,11 @@ def test_optimizer_choice_is_honoured(tiny_dataset, tmp_path, optimizer, expecte
 def test_sparse_adam_updates_only_the_rows_a_step_touched(tiny_dataset, tmp_path, optimizer, lazy):
     trainer = _trainer(tiny_dataset, tmp_path, optimizer=optimizer, dropout=0.0)
     inputs, targets, mask = _first_batch(trainer)
-    trainer._update(trainer._loss(trainer.model(inputs, trainer.sparse), inputs, targets, mask))  # step 1 gives rows momentum
+    trainer.update(trainer.loss(trainer.model(inputs, trainer.sparse), inputs, targets, mask))  # step 1 gives rows momentum
     before = trainer.model.item_embedding.detach().clone()
     second = trainer.store.tail_windows(trainer.order[16:32], trainer.config.max_length + 1)
-    loss = trainer._loss(trainer.model(second[:, :-1], trainer.sparse), second[:, :-1], second[:, 1:], second[:, :-1] != 0)
-    trainer._update(loss)
+    loss = trainer.loss(trainer.model(second[:, :-1], trainer.sparse), second[:, :-1], second[:, 1:], second[:, :-1] != 0)
+    trainer.update(loss)
     grad = trainer.model.item_embedding.grad
     touched = grad.coalesce().indices()[0] if grad.is_sparse else grad.abs().sum(1).nonzero().squeeze(1)
     untouched = torch.ones(len(before), dtype=torch.bool)
@@ -284,7 +285,7 @@ def test_gru4rec_reference_config_trains(tiny_dataset, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["type"] == "gru4rec" and config["model"]["output_bias"] is True
     train = config["train"]
-    assert train["batch_negatives"] is None and train["final_activation"] is True and train["optimizer"] == "adagrad" and train["lr"] == 0.2
+    assert train["batch_negatives"] is None and config["model"]["final_activation"] is True and train["optimizer"] == "adagrad" and train["lr"] == 0.2
     summary = json.loads(result.stdout)
     assert summary["valid"]["recall@20"] > 0.1
     evaluation = invoke("evaluate", str(out), "--json")
@@ -295,8 +296,10 @@ def test_gru4rec_defaults_are_the_reference_baseline(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     result = invoke("train", str(tiny_dataset), "--model", "gru4rec", "--epochs", "1", "--overfit-batches", "30", "--device", "cpu", "--out", str(out))
     assert result.exit_code == 0, result.stderr
-    train = json.loads((out / "config.json").read_text())["train"]
-    assert (train["hidden_size"], train["batch_size"], train["loss"], train["optimizer"], train["uniform_negatives"]) == (100, 32, "bpr-max", "adagrad", 2048)
+    document = json.loads((out / "config.json").read_text())
+    train, model = document["train"], document["model"]
+    assert (model["hidden_size"], train["batch_size"], train["loss"], train["optimizer"], train["uniform_negatives"]) == (100, 32, "bpr-max", "adagrad", 2048)
+    assert (model["max_length"], model["output_bias"], model["final_activation"], train["lr"], train["bpr_penalty"]) == (200, True, True, 0.2, 0.5)
 
 
 def test_original_gru_feeds_the_gates_directly(tiny_dataset, tmp_path):

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import invoke
-from tron_cli import train as train_module
+from tron_cli.training import loop as train_module
 
 FAST = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20", "--valid-limit", "100"]
 # 200 small steps (about 2 s on one idle core), so that an interrupt half a second in lands inside the epoch
@@ -88,7 +88,7 @@ def test_non_finite_weights_behind_a_finite_loss_are_never_saved(tiny_dataset, t
     """The last step of epoch 2 leaves an infinite weight while its loss was finite: the end-of-epoch check
     refuses to checkpoint or select it."""
     out = tmp_path / "run"
-    real, steps = train_module.Trainer._update, {"n": 0}
+    real, steps = train_module.Trainer.update, {"n": 0}
 
     def update(self, loss):
         real(self, loss)
@@ -97,7 +97,7 @@ def test_non_finite_weights_behind_a_finite_loss_are_never_saved(tiny_dataset, t
             with torch.no_grad():
                 next(self.model.parameters()).view(-1)[-1] = float("inf")
 
-    monkeypatch.setattr(train_module.Trainer, "_update", update)
+    monkeypatch.setattr(train_module.Trainer, "update", update)
     line = _one_error_line(invoke("train", str(tiny_dataset), *FAST, "--epochs", "3", "--overfit-batches", "3", "--out", str(out)))
     assert "weights became NaN or infinite in epoch 2" in line and "the checkpoint of epoch 1 is kept" in line
     assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from tron_cli.artifacts import read_items, read_sessions
 from tron_cli.errors import InputFormatError
-from tron_cli.models.scoring import ItemScorer
+from tron_cli.models.base import ItemScorer
 from tron_cli.objective import Assembly, LossSpec, sampled_loss
 from tron_cli.preprocess import Options, preprocess
 from tron_cli.sampling import ItemDistribution, draw, in_batch_negatives, uniform_negatives

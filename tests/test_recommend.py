@@ -71,7 +71,7 @@ def _reference(run, sessions_dense, k):
     with torch.no_grad():
         for session in sessions_dense:
             window = torch.tensor([session[-20:]])
-            hidden = model.last_hidden(window) if hasattr(model, "blocks") else model(window)[:, -1]
+            hidden = model.last_hidden(window)
             values, index = torch.topk(model.score_all(hidden)[0], k + 1)
             ids.append(index.numpy() + 1)
             scores.append(values.numpy())
@@ -254,13 +254,14 @@ def test_a_failure_leaves_no_output_file(sasrec, tmp_path):
 
 
 def test_string_catalogue_lookup_and_id_spelling():
-    from tron_cli.recommend import Catalogue, _ids, _Malformed
+    from tron_cli.catalogue import Catalogue
+    from tron_cli.session_input import RecordProblem, raw_ids
 
     table = pa.table({"item": pa.array([1, 2, 3], pa.int32()), "id": ["b", "a", "10"], "count": [5, 9, 1]})
     catalogue = Catalogue(table)  # not sorted by raw id: looked up through a sorted copy
     assert catalogue.dense(np.array(["a", "zz", "10", "b"])).tolist() == [2, 0, 3, 1]
     assert catalogue.raw_ids(np.array([3, 1])).tolist() == ["10", "b"]
     assert catalogue.by_clicks.tolist() == [2, 1, 3]
-    assert _ids(["a", 10], False, str) == ["a", "10"]  # integers by their decimal spelling
-    with pytest.raises(_Malformed, match="items\\[1\\] is 1.5, not a string id"):
-        _ids(["a", 1.5], False, lambda i: f"items[{i}]")
+    assert raw_ids(["a", 10], False, str) == ["a", "10"]  # integers by their decimal spelling
+    with pytest.raises(RecordProblem, match="items\\[1\\] is 1.5, not a string id"):
+        raw_ids(["a", 1.5], False, lambda i: f"items[{i}]")

@@ -24,7 +24,7 @@ def test_train_writes_a_run_dir(tiny_dataset, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["schema"] == "run/1"
     assert config["train"]["topk"] == 100 and config["train"]["loss"] == "ssm" and config["train"]["uniform_negatives"] == 512
-    assert config["train"]["num_layers"] == 2 and config["train"]["dropout"] == 0.05  # TRON XL defaults
+    assert config["model"]["num_layers"] == 2 and config["model"]["dropout"] == 0.05  # TRON XL defaults
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert len(history) == 1 and set(history[0]["valid"]) >= {"recall@20", "mrr@20"}
     assert {p.name for p in (out / "checkpoint").iterdir()} == {"weights.safetensors", "optimizer.safetensors", "generators.safetensors", "state.json"}
@@ -49,7 +49,7 @@ def test_reference_config_is_accepted_unchanged(tiny_dataset, tmp_path, monkeypa
     config = json.loads((out / "config.json").read_text())
     train = config["train"]
     assert train["uniform_negatives"] == 16384 and train["batch_negatives"] == 127 and train["topk"] == 100
-    assert train["sampling_style"] == "batchwise" and train["max_length"] == 50 and train["lr"] == 0.0005
+    assert train["sampling_style"] == "batchwise" and config["model"]["max_length"] == 50 and train["lr"] == 0.0005
     assert train["epochs"] == 1  # the flag wins over max_epochs
     assert config["dataset"]["name"] == tiny_dataset.name
     assert config["reference_config"] == reference
@@ -115,7 +115,7 @@ def test_trained_model_beats_popularity(tiny_dataset, tmp_path):
 
 
 def test_length_buckets_keep_each_window_and_narrow_the_batches():
-    from tron_cli.train import bucket_by_length
+    from tron_cli.training.order import bucket_by_length
 
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(1000, generator=generator)
@@ -139,7 +139,7 @@ def test_left_positions_make_a_prefix_state_equal_its_state_in_the_whole_session
 
     torch.manual_seed(0)
     for positions, consistent in (("left", True), ("right", False)):
-        model = SASRec(SASRecConfig(50, 16, max_length=10, dropout=0.0, positions=positions)).eval()
+        model = SASRec(SASRecConfig(hidden_size=16, max_length=10, dropout=0.0, positions=positions), n_items=50).eval()
         session = torch.tensor([[0, 0, 0, 5, 7, 9, 11, 3]])
         whole = model(session)[0]
         prefix = torch.tensor([[0, 0, 0, 0, 0, 0, 5, 7]])

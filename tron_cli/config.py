@@ -1,48 +1,43 @@
-"""Training configuration: one frozen dataclass, TRON XL's defaults, and the reference's JSON keys mapped onto it.
+"""Training configuration: one frozen dataclass holding the model's own config and the loss's own options.
 
-`tron train --config FILE` accepts the reference's configs (otto-de/TRON `configs/**.json`) unchanged, and
-also the `train` section of a run's own `config.json`. Flags override the file (flags > TRON_* env > file >
-defaults). `REFERENCE_KEYS` is the one table of how a reference key maps to an option; docs/train-options.md
-is generated from it.
+Options have flat names everywhere a person types them (`--hidden-size`, a config file's `hidden_size`,
+`TRON_TRAIN_HIDDEN_SIZE`); `TrainConfig.create(**options)` sorts them into the chosen model's settings (its
+config dataclass, `models/`), the chosen loss's options (`losses.LOSSES`) and the training options below,
+starting from the model's training defaults (GRU4Rec+ takes the reference's). `tron train --config FILE`
+accepts the reference's configs (otto-de/TRON `configs/**.json`) unchanged, and a run's own `config.json`.
+Flags override the file (flags > TRON_* env > file > model defaults > defaults). `REFERENCE_KEYS` is the one
+table of how a reference key maps to an option; docs/train-options.md is generated from it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from tron_cli.choices import DEVICES, PRECISIONS
 from tron_cli.errors import UsageError
+from tron_cli.losses import LOSSES, all_options
+from tron_cli.models import MODELS, all_settings
 
-MODELS = ("sasrec", "gru4rec")
-POSITIONS = ("right", "left")
-LOSSES = ("ssm", "bce", "bpr-max", "gbce", "ce")
 SAMPLING_STYLES = ("eventwise", "sessionwise", "batchwise")
 DISTRIBUTIONS = ("uniform", "popularity")
 OPTIMIZERS = ("adam", "adagrad", "sparse-adam", "sparse-adagrad")
 SHUFFLES = ("no_shuffling", "shuffle_without_replacement", "shuffle_with_replacement")
 # The reference's README spells them "shuffling_*" while its code reads "shuffle_*": both mean the same here.
 SHUFFLE_ALIASES = {"shuffling_without_replacement": "shuffle_without_replacement", "shuffling_with_replacement": "shuffle_with_replacement"}
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of `tron train`; defaults are TRON XL's (configs/tron/otto.json of the reference)."""
+    """Every knob of `tron train`; defaults are TRON XL's (configs/tron/otto.json of the reference).
+
+    Build it with `TrainConfig.create(**options)` to get a model's training defaults and flat option names;
+    the constructor takes `network` (the model's config dataclass) and `loss_options` as they are."""
 
     model: str = "sasrec"
-    hidden_size: int = 200
-    num_layers: int = 2
-    num_heads: int = 1
-    dropout: float = 0.05
-    max_length: int = 50
-    share_embeddings: bool = True
-    output_bias: bool = False
-    positions: str = "right"  # sasrec: right-aligned positions (TRON) or left-aligned (counted from the first click)
-    original_gru: bool = False  # GRU4Rec: the embedding feeds the gates directly (identity input weights)
-    final_activation: bool = False  # ELU(0.5) on scores before the loss, as the reference's GRU4Rec
+    network: Any = None  # the model's config dataclass (models/<model>.py); None: the model's defaults
     # negatives
     uniform_negatives: int = 16384
     batch_negatives: int | None = 127  # None: batch size - 1 (the reference's `null`)
@@ -55,10 +50,8 @@ class TrainConfig:
     mask_hits: bool = True  # a negative equal to the target is not a negative (the reference keeps it)
     # loss
     loss: str = "ssm"
-    bpr_penalty: float = 1.0
-    gbce_t: float = 0.75
+    loss_options: Mapping[str, Any] = field(default_factory=dict)  # the loss's own options (losses.LOSSES); missing ones take their defaults
     logq: float = 0.0
-    ce_chunk: int = 65536  # catalogue items scored at once by the full cross-entropy
     # optimisation
     epochs: int = 10
     batch_size: int = 128
@@ -75,17 +68,80 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        spec = MODELS.get(self.model, "--model")
+        if self.network is None:
+            object.__setattr__(self, "network", spec.config_class())
+        elif not isinstance(self.network, spec.config_class):
+            raise UsageError(f"the network config of model {self.model} must be a {spec.config_class.__name__}, not {type(self.network).__name__}")
+        object.__setattr__(self, "loss_options", LOSSES.get(self.loss, "--loss").resolve(self.loss_options))
+
+    @classmethod
+    def create(cls, **options: Any) -> "TrainConfig":
+        """A config from flat options (model settings, loss options and training options by name), over the
+        chosen model's training defaults. Options of another loss are ignored (reference configs always carry
+        `bpr_penalty`); settings of another model and unknown names are usage errors."""
+        model = options.get("model", cls.model)
+        spec = MODELS.get(model, "--model")
+        values = {**spec.training_defaults, **options}
+        settings = spec.settings()
+        network = {name: values.pop(name) for name in list(values) if name in settings}
+        losses = all_options()
+        loss = values.get("loss", cls.loss)
+        own = {option.name for option in LOSSES.get(loss, "--loss").options}
+        loss_options = {name: values.pop(name) for name in list(values) if name in losses}
+        loss_options = {name: value for name, value in loss_options.items() if name in own}
+        for name in values:
+            if name in all_settings():
+                raise UsageError(f"--{name.replace('_', '-')} is a setting of model {', '.join(all_settings()[name][3])}, not of {model}")
+            if name not in TRAIN_FIELDS:
+                raise UsageError(f"unknown training option {name!r}")
+        return cls(network=spec.config(network), loss_options=loss_options, **values)
+
     @property
     def in_batch_negatives(self) -> int:
         return self.batch_size - 1 if self.batch_negatives is None else self.batch_negatives
 
+    @property
+    def max_length(self) -> int:
+        """Clicks of a session the model reads (training windows are one longer)."""
+        return int(self.network.max_length)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The `train` section of config.json: training options and the loss's options, flat (the model's
+        settings are the `model` section)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("network", "loss_options")}
+        return {**out, **self.loss_options}
+
+    def options(self) -> dict[str, Any]:
+        """Every option by its flat name: what `create` takes to build this config again."""
+        return {**self.to_dict(), **asdict(self.network)}
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> "TrainConfig":
+        """The config of a run from its config.json (`train` and `model` sections; runs of earlier versions
+        kept the model's settings in `train` too)."""
+        train = dict(document.get("train") or {})
+        model = document.get("model") or {}
+        spec = MODELS.get(train.get("model", cls.model))
+        settings = spec.settings()
+        values = {k: v for k, v in train.items() if k not in all_settings() or k in settings}
+        values.update({k: v for k, v in model.items() if k in settings})
+        return cls.create(**values)
 
 
-FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"network", "loss_options"}
 
-# reference key -> our field, where the value carries over as it is
+
+def option_defaults() -> dict[str, Any]:
+    """{flat option name: default} of everything `create` takes (model settings: the first model's default)."""
+    out = {f.name: f.default for f in fields(TrainConfig) if f.name in TRAIN_FIELDS}
+    out.update({name: option.default for name, (option, _) in all_options().items()})
+    out.update({name: entry[0] for name, entry in all_settings().items()})
+    return out
+
+
+# reference key -> our option, where the value carries over as it is
 _DIRECT = {
     "model": "model",
     "hidden_size": "hidden_size",
@@ -120,12 +176,13 @@ REFERENCE_KEYS: dict[str, str] = {
     "topk_sampling_k": "topk (when topk_sampling is true)",
     "accelerator": "device (gpu: auto, cpu: cpu)",
 }
+STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle")
 
 
-def _check_type(path: Path, key: str, value: Any, field_name: str) -> Any:
-    """Type-check one value against the dataclass field's default type; name the key when it is wrong."""
-    default = getattr(TrainConfig(), field_name)
-    if field_name == "batch_negatives" and value is None:
+def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
+    """Type-check one value against the option's default type; name the key when it is wrong."""
+    default = option_defaults()[name]
+    if name in ("batch_negatives", "batch_size_per_device") and value is None:
         return None
     expected = type(default) if default is not None else int
     if expected is bool:
@@ -143,7 +200,7 @@ def _check_type(path: Path, key: str, value: Any, field_name: str) -> Any:
 
 
 def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(options for TrainConfig fields, extras such as the dataset name) from a reference or tron config file."""
+    """(options by flat name, extras such as the dataset name) from a reference or tron config file."""
     path = Path(path)
     try:
         document = json.loads(path.read_text())
@@ -153,19 +210,21 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise UsageError(f"{path}:{error.lineno}: not valid JSON ({error.msg})", "Fix the config file") from None
     if not isinstance(document, dict):
         raise UsageError(f"{path}: a config file must hold one JSON object")
-    if document.get("schema", "").startswith("run/"):
-        document = dict(document.get("train", {}))
-        extras = {}
-        for key, value in document.items():
-            if key not in FIELD_NAMES:
+    known = option_defaults()
+    if str(document.get("schema", "")).startswith("run/"):
+        # a run's config.json: its training options and its model's settings
+        values = {k: v for k, v in (document.get("model") or {}).items() if k not in ("type", "n_items")}
+        values.update(document.get("train") or {})
+        for key in values:
+            if key not in known:
                 raise UsageError(f"{path}: unknown key {key!r} in train", "Remove it, or check the spelling")
-        return {key: _check_type(path, key, value, key) for key, value in document.items()}, extras
+        return {key: _check_type(path, key, value, key) for key, value in values.items()}, {}
     options: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     for key, value in document.items():
         if key in _DIRECT:
             name = _DIRECT[key]
-            if name in ("sampling_style", "loss", "model", "optimizer", "shuffle") and not isinstance(value, str):
+            if name in STRING_OPTIONS and not isinstance(value, str):
                 raise UsageError(f"{path}: key {key!r} must be a string, got {value!r}", "Fix the config file")
             if name == "shuffle":
                 value = SHUFFLE_ALIASES.get(value, value)
@@ -183,7 +242,7 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             options["device"] = "cpu" if value == "cpu" else "auto"
         elif key in ("topk_sampling", "topk_sampling_k"):
             continue
-        elif key in FIELD_NAMES:
+        elif key in known:
             options[key] = _check_type(path, key, value, key)
         else:
             raise UsageError(f"{path}: unknown key {key!r}", f"Known keys: {', '.join(sorted(REFERENCE_KEYS))} (or tron's own option names)")
@@ -195,53 +254,44 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
-    """Reject inconsistent options with a message naming them (exit 2)."""
+    """Reject inconsistent options with a message naming them (exit 2); the model's config checks its own."""
+    loss = LOSSES.get(config.loss, "--loss")
+    feeding = MODELS.get(config.model).model_class.feeding
     checks = [
-        (config.model in MODELS, f"--model must be one of {', '.join(MODELS)}"),
-        (config.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
         (config.sampling_style in SAMPLING_STYLES, f"--sampling-style must be one of {', '.join(SAMPLING_STYLES)}"),
         (config.negative_distribution in DISTRIBUTIONS, f"--negative-distribution must be one of {', '.join(DISTRIBUTIONS)}"),
         (config.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
         (config.shuffle in SHUFFLES, f"--shuffle must be one of {', '.join(SHUFFLES)}"),
         (config.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}"),
         (config.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-        (config.max_length >= 1, "--max-length must be at least 1"),
-        (config.positions in POSITIONS, f"--positions must be one of {', '.join(POSITIONS)}"),
-        (config.hidden_size >= 1 and config.num_layers >= 1, "--hidden-size and --num-layers must be at least 1"),
-        (config.hidden_size % config.num_heads == 0, f"--hidden-size {config.hidden_size} must be divisible by --num-heads {config.num_heads}"),
-        (0 <= config.dropout < 1, "--dropout must be in [0, 1)"),
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.epochs >= 1, "--epochs must be at least 1"),
         (config.lr > 0, "--lr must be positive"),
         (config.uniform_negatives >= 0, "--uniform-negatives must be >= 0"),
         (0 <= config.in_batch_negatives < config.batch_size, f"--batch-negatives ({config.in_batch_negatives}) must be >= 0 and smaller than --batch-size ({config.batch_size})"),
-        (config.loss == "ce" or config.uniform_negatives + config.in_batch_negatives > 0, "a sampled loss needs negatives: set --uniform-negatives or --batch-negatives"),
+        (not loss.sampled or config.uniform_negatives + config.in_batch_negatives > 0, "a sampled loss needs negatives: set --uniform-negatives or --batch-negatives"),
         (config.topk >= 0, "--topk must be >= 0"),
-        (config.loss == "ce" or config.topk <= config.uniform_negatives + config.in_batch_negatives, f"--topk {config.topk} is larger than the {config.uniform_negatives + config.in_batch_negatives} negatives drawn per event"),
+        (not loss.sampled or config.topk <= config.uniform_negatives + config.in_batch_negatives, f"--topk {config.topk} is larger than the {config.uniform_negatives + config.in_batch_negatives} negatives drawn per event"),
         (config.alpha >= 0, "--alpha must be >= 0"),
         (config.logq >= 0, "--logq must be >= 0"),
-        (config.logq == 0 or config.loss in ("ssm", "bpr-max"), "--logq corrects sampled softmax losses only: use it with --loss ssm or bpr-max"),
-        (config.ce_chunk >= 1, "--ce-chunk must be at least 1"),
+        (config.logq == 0 or loss.logq, f"--logq corrects sampled softmax losses only: use it with --loss {' or '.join(n for n, l in LOSSES.items() if l.logq)}"),
         (config.early_stopping >= 0, "--early-stopping must be >= 0"),
         (config.bucket_window >= 0, "--bucket-window must be >= 0"),
-        (config.bucket_window == 0 or config.model == "sasrec", "--bucket-window groups SASRec batches; gru4rec walks sessions click by click"),
+        (config.bucket_window == 0 or feeding == "windows", f"--bucket-window groups windows of sessions; {config.model} walks sessions click by click"),
         (config.valid_limit > 0, "--valid-limit must be positive"),
         (config.overfit_batches >= 0, "--overfit-batches must be >= 0"),
-        (not config.optimizer.startswith("sparse") or config.loss != "ce", "--loss ce updates every item row each step: use a dense optimizer (adam or adagrad)"),
-        (config.model != "gru4rec" or config.sampling_style != "eventwise", "gru4rec feeds one event per session per step: use --sampling-style batchwise or sessionwise"),
+        (not config.optimizer.startswith("sparse") or loss.sampled, f"--loss {config.loss} updates every item row each step: use a dense optimizer (adam or adagrad)"),
+        (feeding != "lanes" or config.sampling_style != "eventwise", f"{config.model} feeds one event per session per step: use --sampling-style batchwise or sessionwise"),
         (config.batch_size_per_device is None or config.batch_size_per_device >= 1, "--batch-size-per-device must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    if n_items is not None and config.loss != "ce" and config.negative_distribution == "uniform" and config.reject_uniform_session_items and n_items < 2:
+    if n_items is not None and loss.sampled and config.negative_distribution == "uniform" and config.reject_uniform_session_items and n_items < 2:
         raise UsageError("rejecting session items needs a catalogue of more than one item")
     return config
 
 
-def build(options: dict[str, Any]) -> TrainConfig:
-    """A validated config from option values; unknown names are a usage error."""
-    unknown = sorted(set(options) - FIELD_NAMES)
-    if unknown:
-        raise UsageError(f"unknown training option {unknown[0]!r}")
-    return validate(replace(TrainConfig(), **options))
+def resumed(stored: TrainConfig, changes: Mapping[str, Any]) -> TrainConfig:
+    """`stored` with some training options changed (those that may change when resuming)."""
+    return validate(replace(stored, **changes))

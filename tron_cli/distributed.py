@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
-from tron_cli.errors import TronError, UsageError
 
 
 @dataclass(frozen=True)
@@ -94,54 +94,44 @@ def average_sparse_gradients(parameters: list[torch.nn.Parameter], ranks: Ranks)
         parameter.grad = torch.sparse_coo_tensor(all_rows[None], all_values / ranks.world, grad.shape).coalesce()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
+def leave() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(entrypoint: Callable[..., Any], args: tuple[Any, ...], devices: int) -> bool:
+    """Run `entrypoint(*args)` in `devices` local processes with torch's elastic launcher (the machinery of
+    torchrun: rendezvous on a free local port, RANK / WORLD_SIZE / LOCAL_RANK set for each process, the group
+    stopped when one fails). True when every process succeeded."""
+    import logging
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    with socket.socket() as probe:  # a free port for the rendezvous store
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _worker(local_rank: int, world: int, port: int, request, error_path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(local_rank), LOCAL_RANK=str(local_rank))
-    from tron_cli.train import train
-
+        port = probe.getsockname()[1]
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=devices,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{port}",
+        rdzv_configs={"is_host": True},
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
+    logger = logging.getLogger("torch.distributed.elastic")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the agent's progress lines are not the user's business
     try:
-        train(request)
-    except TronError as error:
-        if local_rank == 0:
-            with open(error_path, "w") as handle:
-                handle.write(f"{type(error).__name__}\n{error.line()}")
-        raise SystemExit(error.exit_code) from None
+        elastic_launch(config, entrypoint)(*args)
+        return True
+    except ChildFailedError:
+        return False
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def launch(request, devices: int, report) -> dict:
-    """Run `train(request)` in `devices` local processes; returns rank 0's summary."""
-    import tempfile
-
-    import torch.multiprocessing as mp
-
-    from tron_cli import artifacts
-    from tron_cli.train import prepare_run_dir
-
-    if request.config.device == "cuda" or (request.config.device == "auto" and torch.cuda.is_available()):
-        if torch.cuda.device_count() < devices:
-            raise UsageError(f"--devices {devices}, but only {torch.cuda.device_count()} CUDA devices are visible")
-    run_dir = prepare_run_dir(request)
-    request = type(request)(**{**request.__dict__, "out": run_dir, "force": True}) if request.resume is None else request
-    report.info(f"training on {devices} processes ({'NCCL' if torch.cuda.is_available() and request.config.device != 'cpu' else 'gloo'}) into {run_dir}")
-    with tempfile.TemporaryDirectory() as scratch:
-        error_path = os.path.join(scratch, "error")
-        try:
-            mp.start_processes(_worker, args=(devices, _free_port(), request, error_path), nprocs=devices, start_method="spawn")
-        except mp.ProcessExitedException:
-            if os.path.exists(error_path):
-                from tron_cli import errors
-
-                kind, message = open(error_path).read().split("\n", 1)
-                error_class = getattr(errors, kind, TronError)
-                raise error_class(message.rstrip(".")) from None
-            raise TronError(f"a training process failed (see its output above); the run dir {run_dir} keeps the last checkpoint") from None
-    summary = artifacts.read_json(run_dir / "summary.json", "summary")
-    return {k: v for k, v in summary.items() if k not in ("schema", "tron_version")}
+        logger.setLevel(level)

@@ -24,12 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from tron_cli import artifacts, home
+from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
-from tron_cli.modelio import build_model, load_weights, read_model_dir
-from tron_cli.recommend import gru_last_state, score_sessions
+from tron_cli.modelio import load_weights, model_of, read_model_dir
+from tron_cli.models import build_model
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.scoring import score_sessions
 
-FORMATS = ("safetensors", "onnx")
 OPSET = 18
 ONNX_LIMIT = 2 * 1024**3  # protobuf's limit: larger weights go to an external data file
 TOLERANCE = 1e-4  # scores of onnxruntime and PyTorch may differ by this much (fp32, other kernels)
@@ -48,7 +49,7 @@ class TopKGraph(nn.Module):
         self.model = model
 
     def forward(self, items: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.model.last_hidden(items) if hasattr(self.model, "blocks") else gru_last_state(self.model, items)
+        hidden = self.model.last_hidden(items)
         scores = hidden @ self.model.output_table()[1:].T
         if self.model.output_bias is not None:
             scores = scores + self.model.output_bias[1:, 0]
@@ -82,8 +83,8 @@ def _export_dynamo(graph: TopKGraph, path: Path, max_length: int, external: bool
     items, k = _example(graph.model, max_length)
     length = None
     if items.shape[1] > 1:
-        # SASRec's learned positions stop at max_length; GRU4Rec reads sessions of any length
-        length = torch.export.Dim("length", min=1, max=max_length) if hasattr(graph.model, "blocks") else torch.export.Dim("length", min=1)
+        # learned positions (SASRec) stop at max_length; a recurrent model reads sessions of any length
+        length = torch.export.Dim("length", min=1, max=max_length) if graph.model.bounded_length else torch.export.Dim("length", min=1)
     shapes = ({0: torch.export.Dim("batch", min=1), **({1: length} if length is not None else {})}, None)
     program = torch.onnx.export(graph, (items, k), None, input_names=["items", "k"], output_names=["indices", "scores"], dynamo=True, dynamic_shapes=shapes, opset_version=OPSET, verbose=False)
     program.save(str(path), external_data=external)
@@ -183,13 +184,9 @@ def _require_onnx() -> None:
 
 def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", force: bool = False, report: Reporter = SILENT) -> dict[str, Any]:
     """Run the stage: returns {"bundle": path, "files": [...], "format": fmt}."""
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")
-    if run is None:
-        run = home.latest_run()
-    elif not Path(run).is_dir() and len(Path(run).parts) == 1 and (home.runs_root() / run).is_dir():
-        run = home.runs_root() / run  # a run's name
-    run = Path(run)
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(EXPORT_FORMATS)}")
+    run = home.resolve_run(run)
     if not run.is_dir():
         raise MissingInputError(f"run {run} does not exist", "Give a run dir made by tron train")
     document, kind = read_model_dir(run)
@@ -211,9 +208,9 @@ def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", 
     if dataset.info.get("catalogue_sha256") != trained.get("catalogue_sha256"):
         raise ArtifactError(f"the dataset of {run} changed since it was trained ({data})", "Re-run tron preprocess as it was, or train again")
     dataset.items()  # the catalogue reads and has n_items rows
-    section = document["model"]
-    max_length = int(document["train"]["max_length"])
+    section = model_of(document)
     model = build_model(section)
+    max_length = model.max_length
     load_weights(model, run / "model.safetensors", "run")  # names, shapes, dtypes checked; a bad file is named as it is
     model.eval()
     with artifacts.atomic_directory(out, force) as tmp:

@@ -80,6 +80,26 @@ def latest_model() -> Path:
     return found
 
 
+def _by_name(path: Path | None, root: Path) -> Path | None:
+    """`path` as given, or the directory of that name under `root` when `path` is a bare name that is not a directory here."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_dir() and len(path.parts) == 1 and (root / path).is_dir():
+        return root / path
+    return path
+
+
+def resolve_model(path: Path | None) -> Path:
+    """A bundle or run to serve: the path, a bundle's name, or the newest bundle (else run) when None."""
+    return _by_name(path, bundles_root()) or latest_model()
+
+
+def resolve_run(path: Path | None) -> Path:
+    """A run: the path, a run's name under runs/, or the newest finished run when None."""
+    return _by_name(path, runs_root()) or latest_run()
+
+
 def new_run_dir(stem: str) -> Path:
     """runs/STEM-1, runs/STEM-2, ...: the first name not taken."""
     root = runs_root()

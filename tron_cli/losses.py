@@ -1,4 +1,6 @@
-"""Losses per event, one signature: `loss(pos (E,), neg (E, K), valid (E, K) bool) -> (E,)`; callers average.
+"""The training losses, declared once in the `LOSSES` registry: name, function, options and help.
+
+Sampled losses take one signature, `loss(pos (E,), neg (E, K), valid (E, K) bool) -> (E,)`; callers average.
 
 `valid` is False where a negative column is not a negative (an accidental hit that is masked, or a slot
 that could not be filled); such columns never contribute, whatever their score.
@@ -14,9 +16,15 @@ that could not be filled); such columns never contribute, whatever their score.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from tron_cli.registry import Registry
 
 EPSILON = 1e-10  # inside bpr-max's log, as the reference recommends
 
@@ -118,3 +126,100 @@ def _chunk_scores(h: Tensor, table: Tensor, bias: Tensor | None, start: int, chu
 def full_cross_entropy(hidden: Tensor, table: Tensor, bias: Tensor | None, targets: Tensor, chunk: int = 65536) -> Tensor:
     """(E,) cross-entropy of each target against the whole catalogue (row 0, padding, excluded)."""
     return _ChunkedCrossEntropy.apply(hidden, table, bias, targets, chunk)
+
+
+# ------------------------------------------------------------------------------------------------ the registry
+
+
+@dataclass(frozen=True)
+class Option:
+    """A loss's own option: `tron train --NAME` (dashes for underscores), a config key, a field of config.json."""
+
+    name: str
+    default: Any
+    help: str
+    valid: Callable[[Any], bool] = lambda value: True
+    requirement: str = ""  # what `valid` asks, for the error message ("must be ...")
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A training objective. A sampled loss scores each event's positive against its negatives:
+    `per_event(pos (E,), neg (E, K), valid (E, K), context) -> (E,)`; a full loss (`sampled=False`) scores
+    every catalogue item instead and needs no negatives."""
+
+    name: str
+    summary: str  # one line for --help and docs
+    per_event: Callable[[Tensor, Tensor, Tensor, "LossContext"], Tensor] | None = None
+    options: tuple[Option, ...] = ()
+    sampled: bool = True
+    logq: bool = False  # whether the logQ correction of sampled scores applies (softmax-like losses)
+
+    def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """This loss's option values: the given ones over the defaults, each checked."""
+        out = {option.name: values.get(option.name, option.default) for option in self.options}
+        for option in self.options:
+            if not option.valid(out[option.name]):
+                raise_usage(f"--{option.name.replace('_', '-')} {option.requirement}")
+        return out
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What a per-event loss may need beyond the scores: its options and the catalogue size."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    n_items: int = 0
+
+
+def raise_usage(message: str) -> None:
+    from tron_cli.errors import UsageError
+
+    raise UsageError(message)
+
+
+def _finite_at_least(low: float) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, (int, float)) and math.isfinite(value) and value >= low
+
+
+LOSSES: Registry[Loss] = Registry("loss")
+LOSSES.register("ssm", Loss("ssm", "sampled softmax: cross-entropy of the positive against [positive, negatives] (TRON)", lambda pos, neg, valid, c: ssm(pos, neg, valid), logq=True))
+LOSSES.register("bce", Loss("bce", "binary cross-entropy of the positive and each negative (SASRec)", lambda pos, neg, valid, c: bce(pos, neg, valid)))
+LOSSES.register(
+    "bpr-max",
+    Loss(
+        "bpr-max",
+        "BPR-max with score regularisation (GRU4Rec+)",
+        lambda pos, neg, valid, c: bpr_max(pos, neg, valid, c.options["bpr_penalty"]),
+        (Option("bpr_penalty", 1.0, "Score regularisation of bpr-max.", _finite_at_least(0.0), "must be a finite number >= 0"),),
+        logq=True,
+    ),
+)
+LOSSES.register(
+    "gbce",
+    Loss(
+        "gbce",
+        "generalised binary cross-entropy (gSASRec)",
+        lambda pos, neg, valid, c: gbce(pos, neg, valid, c.options["gbce_t"], c.n_items),
+        (Option("gbce_t", 0.75, "Calibration t of gbce (0: plain binary cross-entropy).", lambda t: isinstance(t, (int, float)) and 0 <= t <= 1, "must be in [0, 1]"),),
+    ),
+)
+LOSSES.register(
+    "ce",
+    Loss(
+        "ce",
+        "full cross-entropy over the whole catalogue, chunked (no negatives)",
+        None,
+        (Option("ce_chunk", 65536, "Catalogue items scored at once by --loss ce (bounds its memory).", lambda n: isinstance(n, int) and not isinstance(n, bool) and n >= 1, "must be at least 1"),),
+        sampled=False,
+    ),
+)
+
+
+def all_options() -> dict[str, tuple[Option, list[str]]]:
+    """{option name: (declaration, losses that have it)} over every registered loss."""
+    out: dict[str, tuple[Option, list[str]]] = {}
+    for name, loss in LOSSES.items():
+        for option in loss.options:
+            out.setdefault(option.name, (option, []))[1].append(name)
+    return out

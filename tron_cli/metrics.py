@@ -1,69 +1,15 @@
-"""Full-catalogue ranks and the metrics built on them: Recall@k (= HitRate@k), MRR@k, NDCG@k.
-
-The rank of a target (0 = first) counts the catalogue items that score higher than it; items that tie with
-it count fully (pessimistic), not at all (optimistic) or half (average). Scores are fp32 and computed in
-chunks of items, so memory is bounded and nothing is ever sorted: a rank is a count of comparisons.
-Shared by `tron evaluate` and training's per-epoch validation.
+"""The metrics built on full-catalogue ranks (`scoring.rank_targets`): Recall@k (= HitRate@k), MRR@k, NDCG@k,
+summed per session so that a bootstrap can resample sessions. Shared by `tron evaluate` and validation.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch import Tensor
 
-TIES = ("pessimistic", "optimistic", "average")
 METRICS = ("recall", "mrr", "ndcg")
-
-# score_chunk(start, stop) -> (Q, stop - start) fp32 scores of items start..stop-1 for the current queries
-ChunkScorer = Callable[[int, int], Tensor]
-
-
-def ranks_from_scores(scores: Tensor, target_scores: Tensor, ties: str = "pessimistic") -> Tensor:
-    """(Q,) ranks of targets from (Q, N) scores of the *other* items (the target's own column already removed)."""
-    target = target_scores[:, None]
-    if ties == "optimistic":
-        return (scores > target).sum(1).double()
-    if ties == "pessimistic":
-        return (scores >= target).sum(1).double()
-    return (scores > target).sum(1).double() + 0.5 * (scores == target).sum(1).double()
-
-
-def rank_targets(
-    score_chunk: ChunkScorer,
-    target_scores: Tensor,
-    targets: Tensor,
-    n_items: int,
-    chunk_size: int = 65536,
-    ties: str = "pessimistic",
-    excluded: tuple[Tensor, Tensor] | None = None,
-) -> Tensor:
-    """(Q,) rank of each target among items 1..n_items (padding 0 excluded), scored chunk by chunk.
-
-    `excluded` = (rows, items): pairs of (query, item) removed from the ranking (items seen in the session).
-    A target that is itself excluded gets rank inf (a miss). The target's own column is always removed, so
-    its score is compared only with the other items.
-    """
-    q = targets.shape[0]
-    ranks = torch.zeros(q, dtype=torch.float64, device=targets.device)
-    rows = torch.arange(q, device=targets.device)
-    for start in range(1, n_items + 1, chunk_size):
-        stop = min(start + chunk_size, n_items + 1)
-        scores = score_chunk(start, stop)  # (Q, C)
-        inside = (targets >= start) & (targets < stop)
-        scores[rows[inside], targets[inside] - start] = float("-inf")
-        if excluded is not None:
-            ex_rows, ex_items = excluded
-            hit = (ex_items >= start) & (ex_items < stop)
-            scores[ex_rows[hit], ex_items[hit] - start] = float("-inf")
-        ranks += ranks_from_scores(scores, target_scores, ties)
-    if excluded is not None:
-        ex_rows, ex_items = excluded
-        seen_target = torch.zeros(q, dtype=torch.bool, device=targets.device)
-        seen_target[ex_rows[ex_items == targets[ex_rows]]] = True
-        ranks[seen_target] = float("inf")
-    return ranks
 
 
 def metric_values(ranks: Tensor, cutoffs: Iterable[int]) -> dict[str, Tensor]:
@@ -90,10 +36,6 @@ class Accumulator:
         values = metric_values(ranks, self.cutoffs)
         self.sums.index_add_(0, sessions, torch.stack([values[name] for name in self.names], 1))
         self.counts.index_add_(0, sessions, torch.ones_like(ranks))
-
-    def merge(self, other: "Accumulator") -> None:
-        self.sums += other.sums
-        self.counts += other.counts
 
     def result(self) -> dict[str, float]:
         """Exact micro-averages over all targets, plus n_targets."""

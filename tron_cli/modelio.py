@@ -1,40 +1,19 @@
 """Models from and to files: a `model` section in JSON plus weights in safetensors (never pickle).
 
 Run dirs (`config.json` schema run/1) and bundles (`config.json` schema bundle/1) both carry the same
-`model` section, so every reader builds the network from JSON and loads weights whose names, shapes and
-dtypes are checked against it.
+`model` section, so every reader builds the network from JSON (`models.build_model`) and loads weights whose
+names, shapes and dtypes are checked against it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from tron_cli import artifacts
 from tron_cli.errors import ArtifactError, MissingInputError
-
-
-def model_section(model_type: str, config) -> dict[str, Any]:
-    return {"type": model_type, **asdict(config)}
-
-
-def build_model(section: dict[str, Any]):
-    """The network a `model` section describes, freshly initialised."""
-    from tron_cli.models.gru4rec import GRU4Rec, GRU4RecConfig
-    from tron_cli.models.sasrec import SASRec, SASRecConfig
-
-    kinds = {"sasrec": (SASRec, SASRecConfig), "gru4rec": (GRU4Rec, GRU4RecConfig)}
-    kind = section.get("type")
-    if kind not in kinds:
-        raise ArtifactError(f"unknown model type {kind!r} in config", "Re-run: tron train")
-    model_class, config_class = kinds[kind]
-    names = {f.name for f in fields(config_class)}
-    unknown = sorted(set(section) - names - {"type"})
-    if unknown:
-        raise ArtifactError(f"unknown model setting {unknown[0]!r} in config", "Re-run: tron train")
-    return model_class(config_class(**{k: v for k, v in section.items() if k != "type"}))
+from tron_cli.models import build_model
 
 
 def save_weights(model, path: Path, section: dict[str, Any]) -> None:
@@ -65,12 +44,23 @@ def read_model_dir(path: Path) -> tuple[dict[str, Any], str]:
     return artifacts.read_json(config_path, kind), kind
 
 
+def model_of(document: dict[str, Any]) -> dict[str, Any]:
+    """The `model` section of a run's or bundle's config.json. Documents of earlier versions kept GRU4Rec's
+    max_length beside it (in `train`, or at the top of a bundle), not in it."""
+    section = dict(document.get("model") or {})
+    if "max_length" not in section:
+        stored = (document.get("train") or {}).get("max_length", document.get("max_length"))
+        if stored is not None:
+            section["max_length"] = stored
+    return section
+
+
 def load_model(path: Path, device=None):
     """(model in eval mode, config document, kind) from a run dir (its selected model.safetensors) or a bundle."""
     document, kind = read_model_dir(path)
     if kind == "run" and not (Path(path) / "model.safetensors").is_file():
         raise ArtifactError(f"{path} has no model.safetensors yet (training has not finished an epoch)", f"Resume it: tron train --resume {path}")
-    model = build_model(document["model"])
+    model = build_model(model_of(document))
     load_weights(model, Path(path) / "model.safetensors", kind)
     if device is not None:
         model = model.to(device)

@@ -9,42 +9,42 @@ gradient is zero outside the kept columns anyway. Shapes: B sessions, T position
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tron_cli import losses
-from tron_cli.models.scoring import ItemScorer
+from tron_cli.losses import LOSSES, LossContext
+from tron_cli.models.base import ItemScorer
 from tron_cli.sampling import ItemDistribution, Negatives
 
 
 @dataclass(frozen=True)
 class LossSpec:
+    """A sampled loss by name (`losses.LOSSES`) with its options, and how negatives are kept."""
+
     loss: str = "ssm"
     topk: int = 0
     mask_hits: bool = True
-    bpr_penalty: float = 1.0
-    gbce_t: float = 0.75
+    options: Mapping[str, Any] = field(default_factory=dict)  # the loss's own; missing ones take their defaults
     logq: float = 0.0
-    final_activation: bool = False
     n_items: int = 0
+    activation: Callable[[Tensor], Tensor] | None = None  # applied to scores first (the model's `activate`)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", LOSSES.get(self.loss, "--loss").resolve(self.options))
 
 
 def per_event(spec: LossSpec, pos: Tensor, neg: Tensor, valid: Tensor) -> Tensor:
-    """(E,) loss of each event, by name."""
-    if spec.final_activation:  # the reference's GRU4Rec scores through ELU(0.5)
-        pos, neg = F.elu(pos, 0.5), F.elu(neg, 0.5)
-    if spec.loss == "ssm":
-        return losses.ssm(pos, neg, valid)
-    if spec.loss == "bce":
-        return losses.bce(pos, neg, valid)
-    if spec.loss == "bpr-max":
-        return losses.bpr_max(pos, neg, valid, spec.bpr_penalty)
-    if spec.loss == "gbce":
-        return losses.gbce(pos, neg, valid, spec.gbce_t, spec.n_items)
-    raise ValueError(f"not a sampled loss: {spec.loss}")
+    """(E,) loss of each event, by the registered loss of that name."""
+    loss = LOSSES.get(spec.loss)
+    if loss.per_event is None:
+        raise ValueError(f"not a sampled loss: {spec.loss}")
+    if spec.activation is not None:
+        pos, neg = spec.activation(pos), spec.activation(neg)
+    return loss.per_event(pos, neg, valid, LossContext(spec.options, spec.n_items))
 
 
 class Assembly:

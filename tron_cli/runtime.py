@@ -6,6 +6,7 @@ import contextlib
 
 import torch
 
+from tron_cli.choices import DEVICES
 from tron_cli.errors import UsageError
 
 
@@ -15,8 +16,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but no CUDA device is available", "Use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {name!r}", "Use auto, cpu or cuda")
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {name!r}", f"Use one of: {', '.join(DEVICES)}")
     return torch.device(name)
 
 

@@ -218,7 +218,7 @@ def train_options_doc(root: click.Context) -> str:
         "| option | default | reference key | meaning |",
         "|---|---|---|---|",
     ]
-    for param in train.params:
+    for param in train.get_params(train_ctx):
         if not isinstance(param, click.Option) or param.hidden:
             continue
         flags = " / ".join(f"`{flag}`" for flag in (*param.opts, *param.secondary_opts))

@@ -1,11 +1,14 @@
 """Click parameter types that read their choices from a registry when they are used, not when they are defined.
 
 A model, loss, dataset or output format registered after the CLI module was imported (a plugin, a test) is
-then a valid choice, listed in --help and completed on TAB like a built-in one.
+then a valid choice, listed in --help and completed on TAB like a built-in one. A registry may be named as
+"module:attribute", so that a command's module (imported by `tron --help` for its summary) does not import
+the registry's module, and what that imports (torch), until the choice is used.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import click
@@ -16,10 +19,17 @@ from tron_cli.registry import Registry
 class RegistryChoice(click.Choice):
     """A `click.Choice` over the names in `registry` (plus `extra` names), read on every use."""
 
-    def __init__(self, registry: Registry[Any], extra: tuple[str, ...] = ()):
-        self.registry = registry
+    def __init__(self, registry: Registry[Any] | str, extra: tuple[str, ...] = ()):
+        self._registry = registry
         self.extra = extra
         self.case_sensitive = True
+
+    @property
+    def registry(self) -> Registry[Any]:
+        if isinstance(self._registry, str):
+            module, attribute = self._registry.split(":")
+            self._registry = getattr(importlib.import_module(module), attribute)
+        return self._registry
 
     @property  # type: ignore[override]
     def choices(self) -> tuple[str, ...]:

@@ -6,21 +6,23 @@ from pathlib import Path
 
 import click
 
+from tron_cli.choices import DEVICES, PROTOCOLS, SPLITS, TIES
+from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, pass_ui
 
 
 @click.command(short_help="Full-catalogue Recall, MRR and NDCG at k of a run, bundle or baseline.")
 @click.argument("run", required=False, type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset dir (default: the run's own; for baselines the newest).")
-@click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True, help="Which split to score.")
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which split to score.")
 @click.option("-k", "--cutoff", "cutoffs", type=click.IntRange(min=1), multiple=True, default=(5, 10, 20), show_default=True, help="Cutoffs (repeatable).")
-@click.option("--ties", type=click.Choice(["pessimistic", "optimistic", "average"]), default="pessimistic", show_default=True, help="How items that tie with the target count in its rank.")
-@click.option("--protocol", type=click.Choice(["all", "tron"]), default="all", show_default=True, help="all: every target of every session; tron: the reference's evaluation, for parity.")
+@click.option("--ties", type=click.Choice(TIES), default="pessimistic", show_default=True, help="How items that tie with the target count in its rank.")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="all", show_default=True, help="all: every target of every session; tron: the reference's evaluation, for parity.")
 @click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
-@click.option("--baseline", type=click.Choice(["popular", "markov"]), help="Evaluate a baseline instead of a model.")
+@click.option("--baseline", type=RegistryChoice("tron_cli.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, help="Add 95% confidence intervals from N resamples of sessions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to score.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True, help="Catalogue items scored at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui

@@ -8,15 +8,7 @@ import click
 
 from tron_cli.cli._ui import UI, pass_ui
 from tron_cli.errors import UsageError
-from tron_cli.home import latest_run, runs_root
-
-
-def _run_dir(run: Path) -> Path:
-    """RUN as given when it is a directory, else the run of that name under $TRON_HOME/runs/ when there is one."""
-    named = runs_root() / run
-    if not run.is_dir() and len(run.parts) == 1 and named.is_dir():
-        return named
-    return run
+from tron_cli.home import resolve_run
 
 
 @click.command(short_help="Plot loss, Recall@20 and MRR@20 per epoch of one or more runs.")
@@ -46,7 +38,7 @@ def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, as_json: bool) -> 
     """
     from tron_cli.plot import plot_runs  # matplotlib and the artifact readers load only when a plot is drawn
 
-    run_dirs = [_run_dir(run) for run in runs] or [latest_run()]
+    run_dirs = [resolve_run(run) for run in runs] or [resolve_run(None)]
     if output is None:
         if len(run_dirs) > 1:
             raise UsageError(f"plotting {len(run_dirs)} runs needs -o/--output FILE.png", "For example: tron plot RUN1 RUN2 -o compare.png")

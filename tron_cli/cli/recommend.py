@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from tron_cli.choices import DEVICES, INPUT_FORMATS
+from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, pass_ui
 
 
@@ -17,10 +19,10 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.option("-o", "--output", "output_path", default="-", show_default=True, metavar="PATH|-", help="Where the recommendations go; - is stdout.")
 @click.option("-k", type=click.IntRange(min=1), default=20, show_default=True, help="Items per session.")
 @click.option("--exclude-seen", is_flag=True, help="Never recommend an item the session already has.")
-@click.option("--format", "output_format", type=click.Choice(["ndjson", "parquet", "csv"]), help="Output format [default: by the --output extension, .parquet or .csv, else ndjson].")
-@click.option("--input-format", type=click.Choice(["auto", "ndjson", "otto", "parquet"]), default="auto", show_default=True, help="auto: .parquet files are Parquet, anything else JSON lines recognised by their keys.")
+@click.option("--format", "output_format", type=RegistryChoice("tron_cli.outputs:OUTPUTS"), help="Output format [default: by the --output extension (.parquet, .csv), else ndjson].")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="auto", show_default=True, help="auto: .parquet files are Parquet, anything else JSON lines recognised by their keys.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Sessions read, scored and written at a time.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to score.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @pass_ui
 def recommend(ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device) -> None:
     """Recommend the top-k items for every session of the input, streaming batch by batch.

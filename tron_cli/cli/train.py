@@ -1,46 +1,24 @@
-"""`tron train`: a dataset in, a run dir (config.json, model.safetensors, history.jsonl, checkpoint/) out."""
+"""`tron train`: a dataset in, a run dir (config.json, model.safetensors, history.jsonl, checkpoint/) out.
+
+The options are built when the command is used, from the training options of `TrainConfig`, the settings of
+every registered model and the options of every registered loss, so that a model or loss added later (a
+plugin) brings its own flags, choices and help.
+"""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from tron_cli.cli._ui import UI, pass_ui
-from tron_cli.config import DEVICES, DISTRIBUTIONS, LOSSES, MODELS, OPTIMIZERS, POSITIONS, PRECISIONS, SAMPLING_STYLES, SHUFFLES, SHUFFLE_ALIASES, TrainConfig
-
-# The reference's GRU4Rec+ (configs/standard/gru4rec_*.json): `--model gru4rec` starts from these instead of TRON XL's.
-GRU4REC_DEFAULTS = {
-    "hidden_size": 100,
-    "num_layers": 1,
-    "dropout": 0.0,
-    "uniform_negatives": 2048,
-    "batch_negatives": None,
-    "loss": "bpr-max",
-    "bpr_penalty": 0.5,
-    "batch_size": 32,
-    "max_length": 200,
-    "lr": 0.2,
-    "output_bias": True,
-    "final_activation": True,
-    "optimizer": "adagrad",
-    "topk": 0,
-}
+from tron_cli.cli._params import RegistryChoice
+from tron_cli.cli._ui import UI
 
 HELP = {
-    "model": "sasrec (TRON) or gru4rec (GRU4Rec+, whose defaults become the reference's).",
-    "hidden_size": "Hidden size d.",
-    "num_layers": "Transformer blocks (or GRU layers).",
-    "num_heads": "Attention heads.",
-    "dropout": "Dropout rate.",
-    "max_length": "Clicks per training window (the last max_length + 1 of each session).",
-    "share_embeddings": "Tie input and output item embeddings.",
-    "output_bias": "Learn a bias per item.",
-    "positions": "sasrec: right-aligned positions (TRON: the newest click is always last) or left (counted from the session's first click, so a prefix's state is what it is inside the whole session).",
-    "original_gru": "gru4rec: the embedding feeds the gates directly (3 x hidden wide).",
-    "final_activation": "ELU(0.5) on scores before the loss (the reference's GRU4Rec).",
+    "model": "The model to train; each starts from its own defaults (gru4rec: the reference's GRU4Rec+).",
     "uniform_negatives": "Uniform (or popularity) negatives drawn per batch/session/event.",
     "batch_negatives": "In-batch negatives per session, from other sessions' clicks ('auto': batch size - 1).",
     "sampling_style": "How uniform negatives are shared: per event, per session or per batch.",
@@ -50,11 +28,8 @@ HELP = {
     "reject_in_batch_items": "Never take a session's own clicks as its in-batch negatives.",
     "topk": "Keep only the k highest-scoring negatives per event (0 keeps all).",
     "mask_hits": "Mask negatives equal to the target (--no-mask-hits: the reference's behaviour).",
-    "loss": "ssm (sampled softmax), bce, bpr-max, gbce (gSASRec), ce (full softmax).",
-    "bpr_penalty": "Score regularisation of bpr-max.",
-    "gbce_t": "Calibration t of gbce (0: plain binary cross-entropy).",
+    "loss": "The training objective.",
     "logq": "LogQ correction weight for sampled softmax losses (0 off, 1 full).",
-    "ce_chunk": "Catalogue items scored at once by --loss ce (bounds its memory).",
     "epochs": "Training epochs.",
     "batch_size": "Sessions per step (per device unless --batch-size-per-device).",
     "batch_size_per_device": "Sessions per step on each device with --devices (default: --batch-size / N).",
@@ -70,17 +45,6 @@ HELP = {
     "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
     "compile": "torch.compile the model.",
 }
-CHOICES = {
-    "model": MODELS,
-    "positions": POSITIONS,
-    "loss": LOSSES,
-    "sampling_style": SAMPLING_STYLES,
-    "negative_distribution": DISTRIBUTIONS,
-    "optimizer": OPTIMIZERS,
-    "shuffle": SHUFFLES + tuple(SHUFFLE_ALIASES),
-    "device": DEVICES,
-    "precision": PRECISIONS,
-}
 
 
 class _CountOrAuto(click.ParamType):
@@ -88,7 +52,7 @@ class _CountOrAuto(click.ParamType):
 
     def convert(self, value, param, ctx):
         if value is None or value == "auto":
-            return None
+            return "auto"
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -106,41 +70,81 @@ def _load_config(ctx: click.Context, param, value):
         options, extras = load_config_file(Path(value))
     except UsageError as error:
         raise click.BadParameter(error.line(), ctx, param) from None
+    if "batch_negatives" in options and options["batch_negatives"] is None:
+        options["batch_negatives"] = "auto"  # the reference's null; a None default would mean "not given"
     ctx.default_map = {**(ctx.default_map or {}), **options}
     ctx.meta["tron.config_extras"] = extras
     ctx.meta["tron.config_file"] = str(value)
     return value
 
 
-def _options(function):
-    """One click option per TrainConfig field, typed from the field's default."""
-    defaults = TrainConfig()
-    for field in reversed(fields(TrainConfig)):
-        name, default = field.name, getattr(defaults, field.name)
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            decorator = click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=default, show_default=True, help=HELP[name])
-        elif name in CHOICES:
-            decorator = click.option(flag, name, type=click.Choice(CHOICES[name]), default=default, show_default=True, help=HELP[name])
-        elif name == "batch_negatives":
-            decorator = click.option(flag, name, type=_CountOrAuto(), default=default, show_default=True, help=HELP[name])
-        elif name == "batch_size_per_device":
-            decorator = click.option(flag, name, type=int, default=None, help=HELP[name])
-        else:
-            decorator = click.option(flag, name, type=type(default), default=default, show_default=True, help=HELP[name])
-        function = decorator(function)
-    return function
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-@click.command(short_help="Train TRON (or SASRec, GRU4Rec+ and other losses) on a dataset.", context_settings={"show_default": True})
+def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Option:
+    """An option whose value is None unless given (flag, environment, --config), so that the model's defaults
+    can fill the rest; its type follows `example` (a default value), and `help` says what the default is."""
+    flag = _flag(name)
+    if isinstance(example, bool):
+        return click.Option([f"{flag}/--no-{name.replace('_', '-')}", name], default=None, help=help)
+    if choices is not None:
+        return click.Option([flag, name], type=choices if isinstance(choices, click.ParamType) else click.Choice(choices), default=None, help=help)
+    if name == "batch_negatives":
+        return click.Option([flag, name], type=_CountOrAuto(), default=None, help=help)
+    return click.Option([flag, name], type=type(example) if example is not None else int, default=None, help=help)
+
+
+def registry_options() -> list[click.Option]:
+    """Training options; every model's settings after --model, every loss's options after --loss."""
+    from tron_cli import config
+    from tron_cli.losses import LOSSES, all_options
+    from tron_cli.models import MODELS, all_settings
+
+    choices: dict[str, Any] = {
+        "model": RegistryChoice(MODELS),
+        "loss": RegistryChoice(LOSSES),
+        "sampling_style": config.SAMPLING_STYLES,
+        "negative_distribution": config.DISTRIBUTIONS,
+        "optimizer": config.OPTIMIZERS,
+        "shuffle": config.SHUFFLES + tuple(config.SHUFFLE_ALIASES),
+        "device": config.DEVICES,
+        "precision": config.PRECISIONS,
+    }
+    out = []
+    for f in fields(config.TrainConfig):
+        if f.name not in config.TRAIN_FIELDS:
+            continue
+        shown = "auto" if f.default is None and f.name == "batch_negatives" else f.default
+        out.append(_option(f.name, f.default, HELP[f.name] + ("" if shown is None else f" [default: {shown}]"), choices.get(f.name)))
+        if f.name == "model":
+            for name, (default, help, setting_choices, models) in all_settings().items():
+                defaults = "; ".join(f"{model}: {MODELS.get(model).settings()[name]}" for model in models)
+                which = "" if len(models) == len(MODELS.names()) else f" (model {', '.join(models)} only)"
+                out.append(_option(name, default, f"{help}{which} [default {defaults}]", setting_choices))
+        if f.name == "loss":
+            for name, (option, losses) in all_options().items():
+                out.append(_option(name, option.default, f"{option.help} (--loss {', '.join(losses)}) [default: {option.default}]"))
+    return out
+
+
+class TrainCommand(click.Command):
+    """`tron train`, whose options derive from the registries each time the command is used."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if "tron.train_params" not in ctx.meta:  # one set of Option objects per invocation: click compares them
+            ctx.meta["tron.train_params"] = [*super().get_params(ctx)[:-1], *registry_options(), super().get_params(ctx)[-1]]
+        return ctx.meta["tron.train_params"]
+
+
+@click.command(cls=TrainCommand, short_help="Train TRON (or SASRec, GRU4Rec+ and other losses) on a dataset.")
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False, callback=_load_config, help="A reference TRON config (JSON) or a run's config.json; flags override it.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run dir (default: $TRON_HOME/runs/DATASET-MODEL-N).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this dir from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace an existing run dir.")
-@click.option("--devices", type=click.IntRange(min=1), default=1, help="Processes for data-parallel training (DDP) on this machine.")
+@click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True, help="Processes for data-parallel training (DDP) on this machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
-@_options
 @click.pass_context
 def train(ctx: click.Context, data, out, resume, force, devices, as_json, **values) -> None:
     """Train TRON (SASRec with shared negatives, top-k and sampled softmax) or a baseline on a dataset.
@@ -148,7 +152,8 @@ def train(ctx: click.Context, data, out, resume, force, devices, as_json, **valu
     Reads DATA (a dataset dir; default: the one named by --config's "dataset", else the newest under
     $TRON_HOME/data/). Writes a run dir: config.json (the resolved configuration), model.safetensors
     (the best epoch by validation Recall@20), history.jsonl (one line per epoch), checkpoint/ (to
-    --resume), summary.json (when finished). Defaults are TRON XL's.
+    --resume), summary.json (when finished). Defaults are TRON XL's; each model starts from its own
+    (gru4rec: the reference's GRU4Rec+ settings).
 
     \b
     Examples:
@@ -159,27 +164,30 @@ def train(ctx: click.Context, data, out, resume, force, devices, as_json, **valu
         tron train --resume runs/otto-sasrec-1 --epochs 12
     """
     from tron_cli import home
-    from tron_cli.config import SHUFFLE_ALIASES as aliases
-    from tron_cli.config import TrainConfig as Config
+    from tron_cli.config import SHUFFLE_ALIASES, TrainConfig, validate
     from tron_cli.errors import UsageError
+    from tron_cli.losses import LOSSES, all_options
     from tron_cli.train import TrainRequest
     from tron_cli.train import train as run
 
     ui: UI = ctx.find_object(UI) or UI()
     explicit = {name for name in values if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    configured = explicit | {name for name in values if ctx.get_parameter_source(name) == ParameterSource.DEFAULT_MAP}
-    values["shuffle"] = aliases.get(values["shuffle"], values["shuffle"])
-    if values["model"] == "gru4rec":
-        values.update({name: value for name, value in GRU4REC_DEFAULTS.items() if name not in configured})
+    given = {name: value for name, value in values.items() if value is not None}
+    if "batch_negatives" in given and given["batch_negatives"] == "auto":
+        given["batch_negatives"] = None
+    if "shuffle" in given:
+        given["shuffle"] = SHUFFLE_ALIASES.get(given["shuffle"], given["shuffle"])
     extras = ctx.meta.get("tron.config_extras", {})
     if data is None and "dataset" in extras and resume is None:
         data = home.datasets_root() / extras["dataset"]
     if resume is not None and (data is not None or out is not None):
         raise click.UsageError("--resume continues a run with its own dataset and dir: drop DATA and --out")
+    loss = given.get("loss", TrainConfig.loss)
+    for name in sorted(explicit & set(all_options())):
+        if loss in LOSSES and name not in {option.name for option in LOSSES.get(loss).options}:
+            raise click.UsageError(f"{_flag(name)} applies to --loss {', '.join(all_options()[name][1])}, not {loss}")
     try:
-        from tron_cli.config import validate
-
-        config = validate(Config(**values))
+        config = validate(TrainConfig.create(**given))
     except UsageError as error:
         raise click.UsageError(error.line()) from None
     reference = None
@@ -187,13 +195,8 @@ def train(ctx: click.Context, data, out, resume, force, devices, as_json, **valu
         import json
 
         reference = json.loads(Path(ctx.meta["tron.config_file"]).read_text())
-    request = TrainRequest(config, data, out, resume, force, reference, tuple(sorted(explicit)))
-    if devices > 1:
-        from tron_cli.distributed import launch
-
-        summary = launch(request, devices, ui)
-    else:
-        summary = run(request, report=ui)
+    request = TrainRequest(config, data, out, resume, force, reference, tuple(sorted(explicit)), devices)
+    summary = run(request, report=ui)
     _show(ui, summary)
     if as_json:
         ui.emit_json(summary)

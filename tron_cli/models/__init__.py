@@ -1,0 +1,97 @@
+"""The model registry: each model module declares its network, its settings and its training defaults once.
+
+    from tron_cli.models import MODELS, ModelSpec
+    MODELS.register("mymodel", ModelSpec("mymodel", MyModel, MyConfig, "One line for --help."))
+
+A model's settings are the fields of its config dataclass (`setting(default, help)` gives each its help text);
+`tron train` derives its flags from them, config.json stores them in its `model` section, and `build_model`
+turns that section back into the network. `training_defaults` are the training options a model starts from
+when it is chosen (GRU4Rec+ takes the reference's), below anything a user sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from tron_cli.errors import ArtifactError, UsageError
+from tron_cli.models.base import FEEDINGS, SessionModel
+from tron_cli.registry import Registry
+
+
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config dataclass field with its --help text (and its allowed values)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def check_settings(checks: list[tuple[bool, str]]) -> None:
+    """For a model config's `__post_init__`: the first failed check is a usage error with its message."""
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    model_class: type[SessionModel]
+    config_class: type  # a frozen dataclass whose every field has a default (`setting`)
+    summary: str  # one line for --help and docs
+    training_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """{name: default} of the model's settings."""
+        return {f.name: f.default for f in fields(self.config_class)}
+
+    def config(self, values: Mapping[str, Any]) -> Any:
+        """The config dataclass from setting values (unknown names are a usage error)."""
+        unknown = sorted(set(values) - set(self.settings()))
+        if unknown:
+            raise UsageError(f"--{unknown[0].replace('_', '-')} is not a setting of model {self.name}")
+        return self.config_class(**values)
+
+    def build(self, config: Any, n_items: int) -> SessionModel:
+        if self.model_class.feeding not in FEEDINGS:
+            raise ValueError(f"model {self.name}: feeding must be one of {FEEDINGS}")
+        return self.model_class(config, n_items=n_items)
+
+
+MODELS: Registry[ModelSpec] = Registry("model", builtins=("tron_cli.models.sasrec", "tron_cli.models.gru4rec"))
+
+
+def all_settings() -> dict[str, tuple[Any, str, tuple[str, ...] | None, list[str]]]:
+    """{setting: (default, help, choices, models that have it)} over every registered model, first one's default."""
+    out: dict[str, tuple[Any, str, tuple[str, ...] | None, list[str]]] = {}
+    for name, spec in MODELS.items():
+        for f in fields(spec.config_class):
+            if f.name in out:
+                out[f.name][3].append(name)
+            else:
+                default = f.default if f.default is not MISSING else None
+                out[f.name] = (default, f.metadata.get("help", ""), f.metadata.get("choices"), [name])
+    return out
+
+
+def model_section(name: str, config: Any, n_items: int) -> dict[str, Any]:
+    """The `model` section of a run's or bundle's config.json."""
+    return {"type": name, "n_items": n_items, **asdict(config)}
+
+
+def build_model(section: Mapping[str, Any]) -> SessionModel:
+    """The network a `model` section describes, freshly initialised."""
+    kind = section.get("type")
+    if kind not in MODELS:
+        raise ArtifactError(f"unknown model type {kind!r} in config", f"Known models: {', '.join(MODELS.names())}")
+    spec = MODELS.get(kind)
+    values = {k: v for k, v in section.items() if k not in ("type", "n_items")}
+    unknown = sorted(set(values) - set(spec.settings()))
+    if unknown:
+        raise ArtifactError(f"unknown model setting {unknown[0]!r} in config", "Re-run: tron train")
+    n_items = section.get("n_items")
+    if not isinstance(n_items, int) or isinstance(n_items, bool) or n_items < 1:
+        raise ArtifactError(f"the model section's n_items is {n_items!r}, not a positive integer", "Re-run: tron train")
+    try:
+        config = spec.config_class(**values)
+    except UsageError as error:
+        raise ArtifactError(f"the model section does not describe a valid {kind} ({error.message})", "Re-run: tron train") from None
+    return spec.build(config, n_items)

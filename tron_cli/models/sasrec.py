@@ -3,6 +3,7 @@
 Sequences are left-padded (item 0) so that the most recent click always sits in the last position; a batch
 may be shorter than `max_length` (its all-padding left columns trimmed), positions stay right-aligned.
 Attention is causal, padded keys are masked, and every position may attend to itself (no NaN rows).
+Trained on windows: the last max_length + 1 clicks of each session, every position predicting the next click.
 """
 
 from __future__ import annotations
@@ -14,20 +15,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tron_cli.models.scoring import ItemScorer
+from tron_cli.models import MODELS, ModelSpec, check_settings, setting
+from tron_cli.models.base import SessionModel
+
+POSITIONS = ("right", "left")
 
 
 @dataclass(frozen=True)
 class SASRecConfig:
-    n_items: int
-    hidden_size: int = 200
-    num_layers: int = 2
-    num_heads: int = 1
-    dropout: float = 0.05
-    max_length: int = 50
-    share_embeddings: bool = True
-    output_bias: bool = False
-    positions: str = "right"  # right: the last click gets the last position (TRON); left: the first click gets 0
+    hidden_size: int = setting(200, "Hidden size d.")
+    num_layers: int = setting(2, "Layers: transformer blocks, or GRU layers.")
+    num_heads: int = setting(1, "Attention heads.")
+    dropout: float = setting(0.05, "Dropout rate.")
+    max_length: int = setting(50, "Clicks the model reads (training windows are the last max_length + 1 of each session).")
+    share_embeddings: bool = setting(True, "Tie input and output item embeddings.")
+    output_bias: bool = setting(False, "Learn a bias per item.")
+    positions: str = setting(
+        "right",
+        "Right-aligned positions (TRON: the newest click is always last) or left (counted from the session's first click, so a prefix's state is what it is inside the whole session).",
+        POSITIONS,
+    )
+
+    def __post_init__(self) -> None:
+        check_settings(
+            [
+                (self.max_length >= 1, "--max-length must be at least 1"),
+                (self.hidden_size >= 1 and self.num_layers >= 1, "--hidden-size and --num-layers must be at least 1"),
+                (self.num_heads >= 1 and self.hidden_size % self.num_heads == 0, f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}"),
+                (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+                (self.positions in POSITIONS, f"--positions must be one of {', '.join(POSITIONS)}"),
+            ]
+        )
 
 
 class Block(nn.Module):
@@ -59,16 +77,22 @@ class Block(nn.Module):
         return x + F.dropout(h, self.dropout, self.training)
 
 
-class SASRec(ItemScorer):
-    def __init__(self, config: SASRecConfig):
+class SASRec(SessionModel):
+    feeding = "windows"
+
+    def __init__(self, config: SASRecConfig, *, n_items: int):
         d = config.hidden_size
-        super().__init__(config.n_items, d, config.share_embeddings, config.output_bias)
+        super().__init__(n_items, d, config.share_embeddings, config.output_bias)
         self.config = config
         self.position = nn.Parameter(torch.empty(config.max_length, d))
         nn.init.xavier_uniform_(self.position)
         self.blocks = nn.ModuleList(Block(d, config.num_heads, config.dropout) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(d)
         self.scale = math.sqrt(d)
+
+    @property
+    def bounded_length(self) -> bool:
+        return True  # one learned position per click: a longer window has no embedding
 
     def _positions(self, items: Tensor) -> Tensor:
         """(T, d) or (B, T, d) position embeddings of a left-padded batch."""
@@ -95,6 +119,8 @@ class SASRec(ItemScorer):
             x = block(x, allowed)
         return self.final_norm(x)
 
-    def last_hidden(self, items: Tensor) -> Tensor:
-        """(B, T) left-padded windows -> (B, d): the state after each window's last click."""
-        return self.forward(items)[:, -1]
+    def last_hidden(self, windows: Tensor) -> Tensor:
+        return self.forward(windows)[:, -1]
+
+
+MODELS.register("sasrec", ModelSpec("sasrec", SASRec, SASRecConfig, "SASRec, the transformer TRON trains (defaults: TRON XL)."))

@@ -1,15 +1,23 @@
-"""Item tables shared by every model: input embedding, output embedding (tied by default) and output bias.
+"""What every model is: item tables that score (`ItemScorer`) plus the interface the stages use (`SessionModel`).
 
 A score is `h · W[item] + b[item]`. The reference implements the bias as one more embedding column against a
-constant 1; a separate vector is the same function. Row 0 is padding: zero, and never updated.
-Lookups can produce row-sparse gradients (`sparse=True`) for the row-sparse optimisers.
+constant 1; a separate vector is the same function. Row 0 is padding: zero, and never updated. Lookups can
+produce row-sparse gradients (`sparse=True`) for the row-sparse optimisers.
+
+`SessionModel` is all that training, validation, evaluation, recommendation and export know of a model: how
+it is fed in training (`feeding`), the state after the last click of left-padded windows (`last_hidden`), and
+for models whose state after click j depends only on clicks 1..j, all states of a session in one pass.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+FEEDINGS = ("windows", "lanes")
 
 
 class ItemScorer(nn.Module):
@@ -53,6 +61,42 @@ class ItemScorer(nn.Module):
     def table_parameters(self) -> list[nn.Parameter]:
         """The (N+1)-row parameters, which the row-sparse optimisers own."""
         return [p for p in (self.item_embedding, self.output_embedding, self.output_bias) if p is not None]
+
+
+class SessionModel(ItemScorer):
+    """The interface of every model. Subclasses set `feeding` and implement `last_hidden` and their training
+    forward: `forward(items (B, T), sparse) -> (B, T, d)` for `feeding = "windows"` (every position of
+    left-padded windows predicts the next click), or `initial_state` + `step` for `feeding = "lanes"`
+    (GRU4Rec's session-parallel mini-batches, one click per lane per step)."""
+
+    feeding: ClassVar[str] = "windows"
+    # True when forward over a right-padded session gives at each click the state its prefix alone would give:
+    # evaluation then reads every target of a session from one pass instead of one window per target
+    prefix_states: ClassVar[bool] = False
+    config: Any
+
+    @property
+    def max_length(self) -> int:
+        """Clicks of a session the model reads: the most recent ones."""
+        return int(self.config.max_length)
+
+    @property
+    def bounded_length(self) -> bool:
+        """Whether inputs longer than `max_length` are impossible (learned positions), not merely unused."""
+        return False
+
+    def last_hidden(self, windows: Tensor) -> Tensor:
+        """(B, T) left-padded windows of dense ids (0 = padding), T <= max_length -> (B, d): the state after each
+        row's last click, which predicts its next click."""
+        raise NotImplementedError
+
+    def session_states(self, items: Tensor) -> Tensor:
+        """(B, T) right-padded sessions -> (B, T, d): the state after each click (models with `prefix_states`)."""
+        raise NotImplementedError
+
+    def activate(self, scores: Tensor) -> Tensor:
+        """Scores as the training loss sees them (GRU4Rec+ passes them through ELU); ranking never needs this."""
+        return scores
 
 
 def _xavier(rows: int, columns: int, gain: float) -> Tensor:

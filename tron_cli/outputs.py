@@ -1,0 +1,194 @@
+"""Where recommendations go, in the formats of the `OUTPUTS` registry: JSON lines, Parquet, OTTO's Kaggle CSV.
+
+A format is one writer class, `Writer(sink, id_type)` with `write(batch)` and `close()`, registered with its
+name and file extensions. A text format writes to a text handle (stdout or a file); a format that needs a file
+(`needs_file`, Parquet) gets the path. A file is written under a temporary name and renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tron_cli import artifacts
+from tron_cli.errors import InputFormatError, UsageError
+from tron_cli.registry import Registry
+from tron_cli.session_input import INT64_RANGE
+
+
+@dataclass
+class Recommended:
+    """One batch's answer: session s gets raw ids ids[offsets[s]:offsets[s+1]] with those scores, best first.
+
+    A `fallback` session had no known item and got the most popular items: its scores mean nothing and are
+    written as null."""
+
+    sessions: list | pa.Array
+    where: list[str]
+    offsets: np.ndarray
+    ids: np.ndarray
+    scores: np.ndarray  # float32
+    fallback: np.ndarray  # bool (S,)
+
+    def session_values(self) -> list:
+        return self.sessions.to_pylist() if isinstance(self.sessions, pa.Array) else self.sessions
+
+    def id_lists(self) -> list[list]:
+        ids, offsets = self.ids.tolist(), self.offsets.tolist()
+        return [ids[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+class JsonLines:
+    """One line per session: {"session": ..., "items": [...], "scores": [...]}, scores to 6 significant digits."""
+
+    def __init__(self, handle, id_type: pa.DataType):
+        self.handle = handle
+
+    def write(self, batch: Recommended) -> None:
+        # formatted by hand, not json.dumps of a dict: several times faster, which matters once scoring is
+        # fast (a GPU); "{:.6g}" of a finite float is a valid JSON number
+        scores, offsets = batch.scores.tolist(), batch.offsets.tolist()
+        lines = []
+        for s, (session, ids) in enumerate(zip(batch.session_values(), batch.id_lists())):
+            listed = "null" if batch.fallback[s] else "[" + ", ".join(map("{:.6g}".format, scores[offsets[s] : offsets[s + 1]])) + "]"
+            lines.append(f'{{"session": {json.dumps(session, default=str)}, "items": {json.dumps(ids)}, "scores": {listed}}}\n')
+        self.handle.write("".join(lines))
+        self.handle.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class SubmissionCsv:
+    """OTTO's Kaggle submission: `session_type,labels`, then <session>_clicks, _carts and _orders, each with the
+    same space-separated ids (the model predicts the next interaction; a submission needs all three rows)."""
+
+    TYPES = ("clicks", "carts", "orders")
+
+    def __init__(self, handle, id_type: pa.DataType):
+        self.handle = handle
+        self.writer = csv.writer(handle, lineterminator="\n")
+        self.writer.writerow(["session_type", "labels"])
+
+    def write(self, batch: Recommended) -> None:
+        rows = []
+        for session, ids in zip(batch.session_values(), batch.id_lists()):
+            name = session if isinstance(session, str) else json.dumps(session, default=str)
+            labels = " ".join(map(str, ids))
+            rows += [[f"{name}_{kind}", labels] for kind in self.TYPES]
+        self.writer.writerows(rows)
+        self.handle.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class ParquetOutput:
+    """Columns session (as given), items (list of raw ids), scores (list<float32>, null for a popular fallback).
+
+    The session column's type comes from the first batch: the input's Parquet type, else int64 when every
+    session id is a JSON integer, else string (strings as they are, other JSON values as JSON text).
+    """
+
+    def __init__(self, path: Path, id_type: pa.DataType):
+        self.path = path
+        self.id_type = id_type
+        self.writer: pq.ParquetWriter | None = None
+        self.session_type: pa.DataType | None = None
+
+    def _sessions(self, batch: Recommended) -> pa.Array:
+        if isinstance(batch.sessions, pa.Array):
+            return batch.sessions if self.session_type is None else batch.sessions.cast(self.session_type)
+        values = batch.sessions
+        integers = all(type(v) is int and INT64_RANGE[0] <= v <= INT64_RANGE[1] for v in values)
+        if self.session_type is None:
+            self.session_type = pa.int64() if integers and values else pa.string()
+        if self.session_type == pa.int64():
+            if not integers:
+                bad = next(i for i, v in enumerate(values) if not (type(v) is int and INT64_RANGE[0] <= v <= INT64_RANGE[1]))
+                raise InputFormatError(
+                    f"{batch.where[bad]}: session {json.dumps(values[bad], default=str)} is not an integer, but the Parquet output's session column is int64 (from the first sessions)",
+                    "Use one type of session id, or --format ndjson",
+                )
+            return pa.array(values, type=pa.int64())
+        return pa.array([v if isinstance(v, str) else json.dumps(v, default=str) for v in values], type=pa.string())
+
+    def write(self, batch: Recommended) -> None:
+        sessions = self._sessions(batch)
+        offsets = pa.array(batch.offsets.astype(np.int32))
+        items = pa.ListArray.from_arrays(offsets, pa.array(batch.ids, type=self.id_type))
+        scores = pa.ListArray.from_arrays(offsets, pa.array(batch.scores, type=pa.float32()), mask=pa.array(batch.fallback))
+        table = pa.table({"session": sessions, "items": items, "scores": scores})
+        if self.writer is None:
+            self.session_type = sessions.type
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is None:  # no session: an empty table of the same layout
+            schema = pa.schema([("session", self.session_type or pa.int64()), ("items", pa.list_(self.id_type)), ("scores", pa.list_(pa.float32()))])
+            self.writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+        self.writer.close()
+
+
+class Writer(Protocol):
+    def write(self, batch: Recommended) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    name: str
+    summary: str  # one line for --help and docs
+    writer: type  # Writer(sink, id_type): sink is a text handle, or a Path with `needs_file`
+    extensions: tuple[str, ...] = ()  # an --output with one of these suffixes picks this format
+    needs_file: bool = False  # binary formats cannot go to stdout
+
+
+OUTPUTS: Registry[OutputFormat] = Registry("output format")
+OUTPUTS.register("ndjson", OutputFormat("ndjson", 'one JSON line per session: {"session", "items", "scores"}', JsonLines))
+OUTPUTS.register("parquet", OutputFormat("parquet", "columns session, items (raw ids), scores", ParquetOutput, (".parquet", ".pq"), needs_file=True))
+OUTPUTS.register("csv", OutputFormat("csv", "OTTO's Kaggle submission: session_type,labels", SubmissionCsv, (".csv",)))
+
+
+def output_format(output_path: str, requested: str | None) -> OutputFormat:
+    """--format, or by the output file's extension (a registered one), else JSON lines."""
+    if requested is None:
+        suffix = Path(output_path).suffix.lower() if output_path != "-" else ""
+        requested = next((name for name, entry in OUTPUTS.items() if suffix and suffix in entry.extensions), "ndjson")
+    chosen = OUTPUTS.get(requested, "--format")
+    if chosen.needs_file and output_path == "-":
+        raise UsageError(f"{chosen.name.capitalize()} output needs a file: --output FILE{chosen.extensions[0] if chosen.extensions else ''}, not stdout")
+    return chosen
+
+
+@contextlib.contextmanager
+def open_writer(output_path: str, chosen: OutputFormat, id_type: pa.DataType) -> Iterator[Writer]:
+    """A writer for the output; a file is written under a temporary name and renamed only when complete."""
+    if output_path == "-":
+        writer = chosen.writer(sys.stdout, id_type)
+        yield writer
+        writer.close()
+        return
+    with artifacts.atomic_path(Path(output_path)) as tmp:
+        if chosen.needs_file:
+            writer = chosen.writer(tmp, id_type)
+            try:
+                yield writer
+            finally:
+                writer.close()  # on a failure too: the file is closed before its temporary name is removed
+            return
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            writer = chosen.writer(handle, id_type)
+            yield writer
+            writer.close()

@@ -1,0 +1,174 @@
+"""How a model is scored on a split: every target ranked against the whole catalogue, metrics summed per session.
+
+Protocol `all` (default): each target of the untruncated session is scored from the `max_length` clicks
+before it and the metrics are exact micro-averages over targets. A model reads those clicks as one window
+per target (the state after the window's last click, as `tron recommend` computes it), or, when its state
+after a click depends only on the clicks before (`SessionModel.prefix_states`, GRU4Rec), in one pass over
+each session. For leave-one-out datasets only each session's last item is a target.
+Protocol `tron` reproduces the reference: one pass over the last max_length + 1 clicks of each session,
+sessions in batches of the run's batch size, the last partial batch dropped, the mean of batch means.
+Shared by training's per-epoch validation and `tron evaluate`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tron_cli.artifacts import Sessions
+from tron_cli.batching import SessionStore
+from tron_cli.errors import UsageError
+from tron_cli.metrics import Accumulator
+from tron_cli.reporting import SILENT, Reporter
+from tron_cli.runtime import exact_fp32
+from tron_cli.scoring import Pairs, rank_targets
+
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    split: str = "test"
+    cutoffs: tuple[int, ...] = (5, 10, 20)
+    ties: str = "pessimistic"
+    protocol: str = "all"
+    exclude_seen: bool = False
+    bootstrap: int = 0
+    seed: int = 0
+    chunk_size: int = 65536
+    query_batch: int = 0  # 0: 1024 on CPU, 8192 on CUDA
+    limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of sessions to evaluate
+
+
+def first_sessions(sessions: Sessions, limit: float) -> Sessions:
+    """The first sessions: a fraction of them (limit <= 1) or a number (limit > 1)."""
+    n = len(sessions) if limit >= len(sessions) else (int(limit) if limit > 1 else math.ceil(limit * len(sessions)))
+    return sessions if n >= len(sessions) else sessions.select(np.arange(n))
+
+
+def seen_pairs(store: SessionStore, positions: Tensor) -> Pairs:
+    """(rows, items): every click before each target position in its session (to exclude from the ranking)."""
+    starts = store.offsets[store.session_of(positions)]
+    counts = positions - starts
+    rows = torch.repeat_interleave(torch.arange(len(positions), device=positions.device), counts)
+    ends = torch.cumsum(counts, 0)
+    offsets_in_row = torch.arange(int(ends[-1]) if len(ends) else 0, device=positions.device) - torch.repeat_interleave(ends - counts, counts)
+    return rows, store.items[starts[rows] + offsets_in_row]
+
+
+def finish(accumulator: Accumulator, options: EvalOptions) -> dict[str, Any]:
+    """The metrics of an accumulator, with bootstrap intervals when asked for."""
+    result = accumulator.result()
+    if options.bootstrap:
+        result.update(accumulator.bootstrap(options.bootstrap, options.seed))
+    return result
+
+
+def query_batch(options: EvalOptions, device: torch.device) -> int:
+    return options.query_batch or (8192 if device.type == "cuda" else 1024)
+
+
+def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None) -> Tensor:
+    hidden = hidden.float()
+    target_scores = model.score(hidden, targets[:, None]).squeeze(1).float()
+    return rank_targets(lambda a, b: model.score_all(hidden, a, b), target_scores, targets, model.n_items, options.chunk_size, options.ties, excluded)
+
+
+@torch.no_grad()
+def accumulate(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Accumulator:
+    """Per-session metric sums of `model` on the sessions in `store`, protocol `all`."""
+    with exact_fp32():
+        accumulator = Accumulator(len(store), options.cutoffs, store.device)
+        if model.prefix_states:
+            _session_passes(model, store, last_only, options, accumulator, report)
+        else:
+            _windows(model, store, last_only, options, accumulator, report)
+        return accumulator
+
+
+@torch.no_grad()
+def evaluate_model(model, store: SessionStore, last_only: bool, options: EvalOptions, batch_size: int = 128, report: Reporter = SILENT) -> dict[str, Any]:
+    """Metrics of `model` on the sessions in `store` (micro-averages, or the reference's with protocol tron)."""
+    if options.protocol == "tron":
+        with exact_fp32():
+            return _tron_protocol(model, store, options, batch_size, report)
+    return finish(accumulate(model, store, last_only, options, report), options)
+
+
+def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, accumulator: Accumulator, report: Reporter) -> None:
+    """One left-padded window of preceding clicks per target; the state after its last click predicts it."""
+    max_length = model.max_length
+    positions = store.target_positions(last_only)
+    # shortest contexts first, so that each batch of windows is only as wide as its longest context
+    context = (positions - store.offsets[store.session_of(positions)]).clamp(max=max_length)
+    positions = positions[torch.argsort(context, stable=True)]
+    sessions = store.session_of(positions)
+    starts = store.offsets[sessions]
+    step = query_batch(options, store.device)
+    with report.task("evaluating", total=len(positions)) as task:
+        for first in range(0, len(positions), step):
+            chunk = slice(first, first + step)
+            width = int((positions[chunk] - starts[chunk]).clamp(max=max_length).max())
+            windows = store.query_windows(positions[chunk], width)
+            hidden = model.last_hidden(windows)
+            excluded = seen_pairs(store, positions[chunk]) if options.exclude_seen else None
+            ranks = _rank(model, hidden, store.items[positions[chunk]], options, excluded)
+            accumulator.add(ranks, sessions[chunk])
+            task.update(advance=len(ranks))
+
+
+def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOptions, accumulator: Accumulator, report: Reporter) -> None:
+    """One pass per session over all its clicks; the state after click j predicts click j+1."""
+    step = max(1, query_batch(options, store.device) // 16)
+    with report.task("evaluating", total=len(store)) as task:
+        for first in range(0, len(store), step):
+            index = torch.arange(first, min(first + step, len(store)), device=store.device)
+            lengths = store.lengths[index]
+            width = int(lengths.max())
+            column = torch.arange(width, device=store.device)
+            real = column < lengths[:, None]  # right-padded: (B, W)
+            source = (store.offsets[index][:, None] + column).clamp(max=store.n_events - 1)
+            items = torch.where(real, store.items[source], 0)
+            hidden = model.session_states(items)  # (B, W, d)
+            is_target = real[:, 1:] & ((column[1:] == lengths[:, None] - 1) if last_only else True)
+            rows, cols = is_target.nonzero(as_tuple=True)  # target at column cols + 1, predicted by state cols
+            positions = store.offsets[index][rows] + cols + 1
+            excluded = seen_pairs(store, positions) if options.exclude_seen else None
+            ranks = _rank(model, hidden[rows, cols], items[rows, cols + 1], options, excluded)
+            accumulator.add(ranks, index[rows])
+            task.update(advance=len(index))
+
+
+def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size: int, report: Reporter) -> dict[str, Any]:
+    """The reference's evaluation, for parity checks (see the module docstring)."""
+    if options.exclude_seen or options.bootstrap:
+        raise UsageError("--protocol tron reproduces the reference: it has no --exclude-seen or --bootstrap")
+    if model.feeding != "windows":
+        raise UsageError("--protocol tron is defined for models trained on windows (sasrec)")
+    width = model.max_length + 1
+    n_batches = len(store) // batch_size
+    names: list[str] = []
+    batch_means, n_targets = [], 0
+    with report.task("evaluating (tron protocol)", total=n_batches) as task:
+        for b in range(n_batches):
+            index = torch.arange(b * batch_size, (b + 1) * batch_size, device=store.device)
+            sequence = store.tail_windows(index, width)
+            inputs, targets = sequence[:, :-1], sequence[:, 1:]
+            hidden = model(inputs)
+            mask = inputs != 0
+            ranks = _rank(model, hidden[mask], targets[mask], options)
+            accumulator = Accumulator(1, options.cutoffs, store.device)
+            accumulator.add(ranks, torch.zeros_like(targets[mask]))
+            result = accumulator.result()
+            names = [k for k in result if k != "n_targets"]
+            batch_means.append([result[k] for k in names])
+            n_targets += result["n_targets"]
+            task.update(advance=1)
+    if not batch_means:
+        raise UsageError(f"--protocol tron needs at least one full batch of {batch_size} sessions; the split has {len(store)}")
+    means = np.mean(np.array(batch_means), axis=0).tolist()
+    return {**dict(zip(names, means)), "n_targets": n_targets}

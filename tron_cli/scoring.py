@@ -1,0 +1,107 @@
+"""Scoring the whole catalogue in chunks: the top-k items of a state, and the rank of a target with a tie policy.
+
+Both walk the items 1..N in chunks of columns, so that at most (rows x chunk) scores exist at once whatever
+the catalogue's size, and both remove `excluded` (row, item) pairs (a session's own clicks) the same way.
+Scores are fp32 and exact (TF32 off, `runtime.exact_fp32`): rounded scores would create artificial ties.
+A rank is a count of comparisons, never a sort: the rank of a target (0 = first) counts the items that score
+higher than it; items that tie with it count fully (pessimistic), not at all (optimistic) or half (average).
+Shared by validation, `tron evaluate`, `tron recommend`, `tron export` and the server.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from tron_cli.runtime import exact_fp32
+
+# scores held at once (rows x catalogue chunk) by `top_items`, 64 MB on CPU and 256 MB on CUDA: memory stays
+# bounded whatever the catalogue, and each chunk's product is still large enough to run at full speed
+SCORE_BUDGET = {"cpu": 1 << 24, "cuda": 1 << 26}
+
+# score_chunk(start, stop) -> (Q, stop - start) fp32 scores of items start..stop-1 for the current rows
+ChunkScorer = Callable[[int, int], Tensor]
+Pairs = tuple[Tensor, Tensor]  # (rows, items) of a batch of rows
+
+
+def masked_chunks(score_chunk: ChunkScorer, n_items: int, chunk_size: int, excluded: Pairs | None = None, own: Tensor | None = None) -> Iterator[tuple[int, Tensor]]:
+    """(start, scores (Q, C)) of items start..start+C-1, chunk by chunk, with the `excluded` pairs and each row's
+    `own` item (Q,) set to -inf."""
+    rows = None if own is None else torch.arange(own.shape[0], device=own.device)
+    for start in range(1, n_items + 1, chunk_size):
+        stop = min(start + chunk_size, n_items + 1)
+        scores = score_chunk(start, stop)
+        if own is not None:
+            inside = (own >= start) & (own < stop)
+            scores[rows[inside], own[inside] - start] = float("-inf")
+        if excluded is not None:
+            ex_rows, ex_items = excluded
+            hit = (ex_items >= start) & (ex_items < stop)
+            scores[ex_rows[hit], ex_items[hit] - start] = float("-inf")
+        yield start, scores
+
+
+def ranks_from_scores(scores: Tensor, target_scores: Tensor, ties: str = "pessimistic") -> Tensor:
+    """(Q,) ranks of targets from (Q, N) scores of the *other* items (the target's own column already removed)."""
+    target = target_scores[:, None]
+    if ties == "optimistic":
+        return (scores > target).sum(1).double()
+    if ties == "pessimistic":
+        return (scores >= target).sum(1).double()
+    return (scores > target).sum(1).double() + 0.5 * (scores == target).sum(1).double()
+
+
+def rank_targets(
+    score_chunk: ChunkScorer,
+    target_scores: Tensor,
+    targets: Tensor,
+    n_items: int,
+    chunk_size: int = 65536,
+    ties: str = "pessimistic",
+    excluded: Pairs | None = None,
+) -> Tensor:
+    """(Q,) rank of each target among items 1..n_items (padding 0 excluded), scored chunk by chunk.
+
+    A target that is itself excluded gets rank inf (a miss). The target's own column is always removed, so its
+    score is compared only with the other items.
+    """
+    ranks = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device)
+    for _, scores in masked_chunks(score_chunk, n_items, chunk_size, excluded, own=targets):
+        ranks += ranks_from_scores(scores, target_scores, ties)
+    if excluded is not None:
+        ex_rows, ex_items = excluded
+        seen_target = torch.zeros(targets.shape[0], dtype=torch.bool, device=targets.device)
+        seen_target[ex_rows[ex_items == targets[ex_rows]]] = True
+        ranks[seen_target] = float("inf")
+    return ranks
+
+
+def top_k(score_chunk: ChunkScorer, n_items: int, k: int, chunk_size: int, excluded: Pairs | None = None) -> tuple[Tensor, Tensor]:
+    """(scores (Q, k) best first, item ids (Q, k)) among items 1..n_items, merged chunk by chunk into a running
+    top-k. With fewer than k items left after the exclusions, the last ones of a row are -inf."""
+    k = min(k, n_items)
+    best_scores = best_ids = None
+    for start, scores in masked_chunks(score_chunk, n_items, chunk_size, excluded):
+        values, index = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        index = index + start
+        if best_scores is not None:
+            values, merged = torch.topk(torch.cat([best_scores, values], 1), k, dim=1)
+            index = torch.gather(torch.cat([best_ids, index], 1), 1, merged)
+        best_scores, best_ids = values, index
+    return best_scores, best_ids
+
+
+def top_items(model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None) -> tuple[Tensor, Tensor]:
+    """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the model's catalogue for each state (Q, d)."""
+    budget = budget or SCORE_BUDGET.get(hidden.device.type, SCORE_BUDGET["cpu"])
+    chunk = max(k, budget // max(1, hidden.shape[0]))
+    with exact_fp32():
+        return top_k(lambda start, stop: model.score_all(hidden, start, stop), model.n_items, k, chunk, excluded)
+
+
+@torch.no_grad()
+def score_sessions(model, windows: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None) -> tuple[Tensor, Tensor]:
+    """(B, T) left-padded windows of dense ids -> (scores (B, k), dense ids (B, k)): what `tron recommend` answers."""
+    return top_items(model, model.last_hidden(windows), k, excluded, budget)

@@ -1,0 +1,302 @@
+"""One rank's training loop: a plain PyTorch loop over a device-resident train split, validated every epoch.
+
+Each step builds the rank's batch and negatives with tensor ops on its device (`feeds.py`, `sampling.py`)
+and updates the model. After each epoch: full-catalogue Recall@20 and MRR@20 on the validation split; the
+best epoch by Recall@20 becomes `model.safetensors` (never chosen on test). The checkpoint after every epoch
+(and on Ctrl-C or SIGTERM, mid-epoch) makes any run resumable, and resuming reproduces the uninterrupted run
+exactly on CPU. With several ranks every rank runs this loop on its share of each global batch; only rank 0
+writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tron_cli import artifacts, checkpoint
+from tron_cli.artifacts import Dataset
+from tron_cli.batching import SessionStore
+from tron_cli.config import TrainConfig
+from tron_cli.distributed import SINGLE, Ranks, average_sparse_gradients
+from tron_cli.errors import ArtifactError, Interrupted, TrainingError, UsageError
+from tron_cli.losses import LOSSES
+from tron_cli.modelio import save_weights
+from tron_cli.models import MODELS, model_section
+from tron_cli.objective import LossSpec, full_softmax_loss, sampled_loss
+from tron_cli.protocols import EvalOptions, accumulate, first_sessions
+from tron_cli.reporting import SILENT, Reporter
+from tron_cli.runtime import autocast_dtype
+from tron_cli.sampling import ItemDistribution, draw
+from tron_cli.training.feeds import EPOCHS
+from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
+from tron_cli.training.state import TrainState
+
+SELECT_ON = "recall@20"
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM set a flag that the loop checks after each step; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def build_optimizers(model: torch.nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Dense Adam/Adagrad over everything, or a row-sparse optimiser for the item tables + the dense one for the rest."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    dense_class = torch.optim.Adagrad if config.optimizer.endswith("adagrad") else torch.optim.Adam
+    if not config.optimizer.startswith("sparse"):
+        return [dense_class(trainable, lr=config.lr)]
+    tables = {id(p) for p in model.table_parameters()}
+    sparse_params = [p for p in trainable if id(p) in tables]
+    dense_params = [p for p in trainable if id(p) not in tables]
+    sparse = torch.optim.SparseAdam(sparse_params, lr=config.lr) if config.optimizer == "sparse-adam" else torch.optim.Adagrad(sparse_params, lr=config.lr, foreach=False)
+    return [sparse, dense_class(dense_params, lr=config.lr)]
+
+
+class Trainer:
+    """Everything one rank of one run needs in memory; `fit` runs the epochs."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, run_dir: Path, report: Reporter = SILENT, ranks: Ranks = SINGLE):
+        self.config, self.dataset, self.run_dir, self.ranks = config, dataset, run_dir, ranks
+        self.report = report if ranks.main else SILENT
+        self.device = ranks.device(config.device)
+        self.amp = autocast_dtype(config.precision, self.device)
+        self.n_items = dataset.n_items
+        self.local_batch = config.batch_size_per_device or config.batch_size
+        self.global_batch = self.local_batch * ranks.world
+        torch.manual_seed(config.seed)  # initialisation and dropout
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)  # epoch order, batchwise negatives
+        self.local_generator = torch.Generator(device=self.device).manual_seed(local_seed(config.seed, ranks.rank, 0))
+        self.store = SessionStore(dataset.sessions("train"), self.device, min_length=2)
+        if len(self.store) == 0:
+            raise ArtifactError(f"{dataset.path}/train.parquet has no session with two clicks", "Re-run tron preprocess on more data")
+        self.valid = None
+        if dataset.has("valid"):
+            shard = first_sessions(dataset.sessions("valid"), config.valid_limit)
+            self.valid = SessionStore(shard.select(np.arange(ranks.rank, len(shard), ranks.world)), self.device, min_length=2)
+        spec = MODELS.get(config.model)
+        self.section = model_section(config.model, config.network, self.n_items)
+        self.model = spec.build(config.network, self.n_items).to(self.device)
+        self.sparse = config.optimizer.startswith("sparse")
+        self.forward = self._wrap(self.model)
+        self.optimizers = build_optimizers(self.model, config)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
+        counts = torch.from_numpy(np.asarray(dataset.items().column("count"), dtype=np.float64))
+        counts = torch.cat([torch.zeros(1, dtype=torch.float64), counts])  # (N+1,) by dense id
+        self.distribution = ItemDistribution(self.n_items, counts if config.negative_distribution == "popularity" else None, config.alpha, self.device)
+        self.in_batch_log_prob = torch.log((counts + 1e-12) / counts.sum()).float().to(self.device) if config.logq else None
+        self.objective = LOSSES.get(config.loss)
+        self.spec = LossSpec(config.loss, config.topk, config.mask_hits, config.loss_options, config.logq, self.n_items, self.model.activate)
+        self.state = TrainState()
+        self.order: torch.Tensor | None = None
+
+    def _wrap(self, model: torch.nn.Module):
+        forward = torch.compile(model) if self.config.compile else model
+        if self.ranks.world == 1:
+            return forward
+        if model.feeding != "windows":
+            raise UsageError(f"{self.config.model} trains with session-parallel lanes on one device: drop --devices / torchrun")
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.sparse:  # their row-sparse gradients are averaged by average_sparse_gradients, not in DDP's dense buckets
+            names = [name for name, p in model.named_parameters() if any(p is t for t in model.table_parameters())]
+            # DDP matches "{module}.{param}" names, which for the root module start with a dot
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names + [f".{name}" for name in names])
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(forward, device_ids=device_ids)
+
+    # -------------------------------------------------------------------- one step (used by feeds.py)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+
+    def loss(self, hidden, inputs, targets, mask, reduction: str = "mean") -> torch.Tensor:
+        """The step's loss: hidden (B, T, d), inputs/targets (B, T) dense ids, mask (B, T) real events."""
+        if not self.objective.sampled:
+            return full_softmax_loss(self.model, hidden, mask, targets, self.config.loss_options["ce_chunk"], reduction)
+        owner = mask.reshape(-1).nonzero().squeeze(1) // mask.shape[1] if self.config.sampling_style == "eventwise" else None
+        negatives = draw(
+            self.distribution,
+            inputs,
+            owner,
+            self.config.uniform_negatives,
+            self.config.in_batch_negatives,
+            self.config.sampling_style,
+            self.config.reject_uniform_session_items,
+            self.config.reject_in_batch_items,
+            self.generator,
+            self.local_generator,
+        )
+        return sampled_loss(self.model, hidden, mask, targets, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob, reduction)
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One optimiser step on `loss` (gradients of row-sparse tables averaged across ranks)."""
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        if self.sparse and self.ranks.world > 1:
+            average_sparse_gradients(self.model.table_parameters(), self.ranks)
+        for optimizer in self.optimizers:
+            if self.scaler is not None:
+                self.scaler.step(optimizer)
+            else:
+                optimizer.step()
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def rank_slice(self, start: int) -> torch.Tensor:
+        """This rank's equal share of the global batch that starts at `start` of the order."""
+        chunk = self.order[start : start + self.global_batch]
+        n = len(chunk)
+        return chunk[n * self.ranks.rank // self.ranks.world : n * (self.ranks.rank + 1) // self.ranks.world]
+
+    def limit_steps(self, n_steps: int) -> int:
+        limit = self.config.overfit_batches
+        if limit <= 0:
+            return n_steps
+        return min(n_steps, int(limit) if limit >= 1 else max(1, math.ceil(limit * n_steps)))
+
+    def _kept(self) -> str:
+        return f"the checkpoint of epoch {self.state.epoch} is kept" if self.state.epoch else "no epoch finished, nothing was saved"
+
+    def check_finite(self, mean: torch.Tensor, epoch: int, step: int) -> float:
+        value = float(mean)
+        if not math.isfinite(value):
+            raise TrainingError(f"the loss became {value} in epoch {epoch + 1} near step {step}; {self._kept()}", "Lower --lr, or use --precision fp32")
+        return value
+
+    def _check_weights(self, epoch: int) -> None:
+        """A step can leave non-finite weights behind a finite loss (an overflowing gradient): never save those."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingError(f"the weights became NaN or infinite in epoch {epoch + 1}; {self._kept()}", "Lower --lr, or use --precision fp32")
+
+    def interrupt(self, epoch: int) -> None:
+        self._check_weights(epoch)
+        self.save_checkpoint(with_order=True)
+        raise Interrupted(f"interrupted in epoch {epoch + 1} after {self.state.done} sessions; checkpoint saved", f"Resume: tron train --resume {self.run_dir}")
+
+    # -------------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, with_order: bool) -> None:
+        """Rank 0 writes the checkpoint; every rank's local generator state goes in, for an exact resume with the same N."""
+        locals_ = self.ranks.all_gather(self.local_generator.get_state().to(self.device))
+        position = {**self.state.to_dict(), "world": self.ranks.world}
+        if self.ranks.main:
+            checkpoint.save(self.run_dir / "checkpoint", self.model, self.optimizers, self.generator, position, self.order if with_order else None, self.section, [s.cpu() for s in locals_])
+        self.ranks.barrier()
+
+    def restore(self) -> None:
+        """Continue from checkpoint/: same N restores every generator exactly; another N re-seeds the local ones."""
+        position, self.order, local_states = checkpoint.load(self.run_dir / "checkpoint", self.model, self.optimizers, self.generator)
+        self.state = TrainState.from_dict(position)
+        if self.order is not None:
+            self.order = self.order.to(self.device)
+        if position.get("world", 1) == self.ranks.world and len(local_states) == self.ranks.world:
+            self.local_generator.set_state(local_states[self.ranks.rank])
+        else:
+            self.local_generator.manual_seed(local_seed(self.config.seed, self.ranks.rank, self.state.epoch) + self.state.done)
+            self.report.warn("resuming with another number of processes: negatives differ from an uninterrupted run")
+
+    # -------------------------------------------------------------------- epochs
+
+    def validate(self) -> dict[str, float] | None:
+        if self.valid is None:
+            return None
+        self.model.eval()
+        accumulator = accumulate(self.model, self.valid, self.dataset.targets == "last", EvalOptions(cutoffs=(20,)))
+        self.model.train()
+        totals = self.ranks.all_reduce(torch.cat([accumulator.sums.sum(0), accumulator.counts.sum()[None]]))
+        if float(totals[-1]) == 0:
+            return None
+        values = dict(zip(accumulator.names, (totals[:-1] / totals[-1]).tolist()))
+        return {"recall@20": values["recall@20"], "mrr@20": values["mrr@20"], "ndcg@20": values["ndcg@20"], "n_targets": int(totals[-1])}
+
+    def fit(self) -> dict[str, Any]:
+        config, state = self.config, self.state
+        run_epoch = EPOCHS[self.model.feeding]
+        with StopRequest() as stop:
+            for epoch in range(state.epoch, config.epochs):
+                if self.order is None:
+                    self.order = epoch_order(len(self.store), config.shuffle, self.generator)
+                    if config.bucket_window:
+                        self.order = bucket_by_length(self.order, self.store.lengths, self.global_batch, config.bucket_window, self.generator)
+                    self.local_generator.manual_seed(local_seed(config.seed, self.ranks.rank, epoch))
+                self.model.train()
+                started = time.perf_counter()
+                loss, sessions, events = run_epoch(self, epoch, stop)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds = time.perf_counter() - started
+                self._check_weights(epoch)
+                metrics = self.validate()
+                record = {
+                    "epoch": epoch + 1,
+                    "step": state.global_step,
+                    "loss": loss,
+                    "valid": None if metrics is None else {k: v for k, v in metrics.items() if k != "n_targets"},
+                    "sessions_per_s": sessions / seconds,
+                    "events_per_s": events / seconds,
+                    "seconds": seconds,
+                }
+                improved = metrics is None or state.best is None or metrics[SELECT_ON] > state.best[SELECT_ON]
+                if improved and self.ranks.main:
+                    save_weights(self.model, self.run_dir / "model.safetensors", self.section)
+                if improved:
+                    state.best = {"epoch": epoch + 1, **(metrics or {})}
+                    state.bad_epochs = 0
+                else:
+                    state.bad_epochs += 1
+                state.epoch, state.done = epoch + 1, 0
+                state.history.append(record)
+                self.order = None
+                self.save_checkpoint(with_order=False)
+                if self.ranks.main:
+                    artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
+                self.report.detail(f"epoch {epoch + 1}: loss {loss:.4f}" + ("" if metrics is None else f", valid recall@20 {metrics['recall@20']:.4f} mrr@20 {metrics['mrr@20']:.4f}"))
+                if config.early_stopping and state.bad_epochs >= config.early_stopping:
+                    self.report.info(f"early stopping: no better validation {SELECT_ON} for {config.early_stopping} epochs")
+                    break
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        history = self.state.history
+        best = self.state.best or {}
+        seconds = sum(r["seconds"] for r in history)
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else str(self.device)
+        return {
+            "run": str(self.run_dir),
+            "epochs": len(history),
+            "best_epoch": best.get("epoch"),
+            "selected_by": f"valid {SELECT_ON}" if self.valid is not None else "last epoch (no validation split)",
+            "valid": {k: v for k, v in best.items() if k not in ("epoch", "n_targets")} or None,
+            "loss": history[-1]["loss"] if history else None,
+            "sessions_per_s": sum(r["sessions_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,
+            "events_per_s": sum(r["events_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,
+            "train_seconds": seconds,
+            "device": device if self.ranks.world == 1 else f"{self.ranks.world} x {device}",
+        }
