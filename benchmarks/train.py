@@ -26,7 +26,8 @@ from _data import write_dataset  # noqa: E402
 from tron_cli.artifacts import read_dataset  # noqa: E402
 from tron_cli.config import TrainConfig  # noqa: E402
 from tron_cli.training.feeds import EPOCHS  # noqa: E402
-from tron_cli.training.loop import StopRequest, Trainer  # noqa: E402
+from tron_cli.training.loop import Trainer  # noqa: E402
+from tron_cli.training.stop import StopRequest  # noqa: E402
 from tron_cli.training.order import epoch_order  # noqa: E402
 
 CONFIGS = {

@@ -13,20 +13,48 @@ Each returns (mean loss per target event, sessions, target events) of the epoch.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Protocol
 
 import torch
 
-from tron_cli.batching import Lanes
+from tron_cli.batching import Lanes, SessionStore
+from tron_cli.distributed import Ranks
 from tron_cli.errors import Interrupted
-
-if TYPE_CHECKING:
-    from tron_cli.training.loop import StopRequest, Trainer
+from tron_cli.reporting import Reporter
+from tron_cli.training.state import TrainState
+from tron_cli.training.stop import StopRequest
 
 LOG_EVERY = 20  # steps between device syncs for the progress bar and the NaN check
 
 
-def window_epoch(trainer: "Trainer", epoch: int, stop: "StopRequest") -> tuple[float, int, int]:
+class Trainer(Protocol):
+    """What an epoch needs of the loop (`training.loop.Trainer`)."""
+
+    config: Any
+    model: Any
+    forward: Callable[..., torch.Tensor]  # the model, compiled or wrapped for data-parallel training
+    ranks: Ranks
+    state: TrainState
+    store: SessionStore
+    order: torch.Tensor
+    device: torch.device
+    sparse: bool
+    global_batch: int
+    local_batch: int
+    report: Reporter
+    run_dir: Path
+
+    def autocast(self) -> ContextManager[Any]: ...
+    def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor: ...
+    def update(self, loss: torch.Tensor) -> None: ...
+    def rank_slice(self, start: int) -> torch.Tensor: ...
+    def limit_steps(self, n_steps: int) -> int: ...
+    def check_finite(self, mean: torch.Tensor, epoch: int, step: int) -> float: ...
+    def interrupt(self, epoch: int) -> None: ...
+
+
+def window_epoch(trainer: Trainer, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
     config, ranks, state = trainer.config, trainer.ranks, trainer.state
     order = trainer.order
     starts = list(range(state.done, len(order), trainer.global_batch))
@@ -66,7 +94,7 @@ def window_epoch(trainer: "Trainer", epoch: int, stop: "StopRequest") -> tuple[f
     return float(mean), sessions, int(events)
 
 
-def lane_epoch(trainer: "Trainer", epoch: int, stop: "StopRequest") -> tuple[float, int, int]:
+def lane_epoch(trainer: Trainer, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
     config, model = trainer.config, trainer.model
     lanes = Lanes(trainer.store, trainer.order, trainer.local_batch, config.max_length + 1)
     hidden_state = model.initial_state(trainer.local_batch, trainer.device)
@@ -98,4 +126,4 @@ def lane_epoch(trainer: "Trainer", epoch: int, stop: "StopRequest") -> tuple[flo
     return float(running / events.clamp(min=1)), len(trainer.order), int(events)
 
 
-EPOCHS: dict[str, Callable[["Trainer", int, "StopRequest"], tuple[float, int, int]]] = {"windows": window_epoch, "lanes": lane_epoch}
+EPOCHS: dict[str, Callable[[Trainer, int, StopRequest], tuple[float, int, int]]] = {"windows": window_epoch, "lanes": lane_epoch}

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,31 +36,9 @@ from tron_cli.sampling import ItemDistribution, draw
 from tron_cli.training.feeds import EPOCHS
 from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
 from tron_cli.training.state import TrainState
+from tron_cli.training.stop import StopRequest
 
 SELECT_ON = "recall@20"
-
-
-class StopRequest:
-    """Ctrl-C / SIGTERM set a flag that the loop checks after each step; a second Ctrl-C stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def build_optimizers(model: torch.nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
