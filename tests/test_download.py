@@ -26,6 +26,7 @@ from click.testing import CliRunner
 
 from tron_cli import download as core
 from tron_cli.cli import cli
+from tron_cli.datasets import DATASETS
 
 YOOCHOOSE_FILES = ("yoochoose-clicks.dat", "yoochoose-buys.dat", "yoochoose-test.dat")
 
@@ -127,6 +128,20 @@ def environment(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
     monkeypatch.setattr(core, "RETRY_BACKOFF_S", 0)
     monkeypatch.setattr(core, "TIMEOUT_S", 5)
+
+
+@pytest.fixture
+def repoint():
+    """`repoint(name, url)` points a registered dataset's source at `url` for one test; its declaration comes back after."""
+    originals = {}
+
+    def repoint(name: str, url: str) -> None:
+        spec = originals.setdefault(name, DATASETS.get(name))
+        DATASETS.register(name, dataclasses.replace(spec, source=dataclasses.replace(spec.source, url=url)), replace=True)
+
+    yield repoint
+    for name, spec in originals.items():
+        DATASETS.register(name, spec, replace=True)
 
 
 def tron(*args: str):
@@ -468,20 +483,20 @@ def test_another_dataset_in_out_dir_is_refused(tmp_path):
 # --------------------------------------------------------------------------------------------- Kaggle
 
 
-def test_kaggle_without_credentials_makes_no_request(tmp_path, server, monkeypatch):
-    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api")))
+def test_kaggle_without_credentials_makes_no_request(tmp_path, server, repoint):
+    repoint("otto", server.url("/api"))
     result = tron("otto")
     assert result.exit_code == 1
     assert "kaggle.json" in result.stderr and str(tmp_path / "kaggle") in result.stderr
     assert server.seen == []
 
 
-def test_kaggle_credentials_stay_with_their_host(tmp_path, server, monkeypatch):
+def test_kaggle_credentials_stay_with_their_host(tmp_path, server, repoint):
     files = payloads(["otto-recsys-train.jsonl", "otto-recsys-test.jsonl"])
     server.files["/storage/recsys-dataset.zip"] = make_zip(tmp_path / "otto.zip", files).read_bytes()
     signed = server.url("/storage/recsys-dataset.zip", host="localhost")  # another host than 127.0.0.1
     server.routes["/api/v1/datasets/download/otto/recsys-dataset"] = lambda query, headers: (302, {"Location": signed}, b"")
-    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api/v1/datasets/download/otto/recsys-dataset")))
+    repoint("otto", server.url("/api/v1/datasets/download/otto/recsys-dataset"))
     (tmp_path / "kaggle").mkdir()
     (tmp_path / "kaggle" / "kaggle.json").write_text(json.dumps({"username": "ann", "key": "s3cret"}))
 
@@ -495,9 +510,9 @@ def test_kaggle_credentials_stay_with_their_host(tmp_path, server, monkeypatch):
     assert (raw(tmp_path, "otto") / "otto-recsys-train.jsonl").read_bytes() == files["otto-recsys-train.jsonl"]
 
 
-def test_kaggle_refusal_explains_credentials_and_rules(server, monkeypatch):
+def test_kaggle_refusal_explains_credentials_and_rules(server, monkeypatch, repoint):
     server.routes["/api"] = lambda query, headers: (403, {"Content-Type": "application/json"}, b'{"message": "Forbidden"}')
-    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api")))
+    repoint("otto", server.url("/api"))
     monkeypatch.setenv("KAGGLE_USERNAME", "ann")
     monkeypatch.setenv("KAGGLE_KEY", "wrong")
     result = tron("otto")
@@ -509,10 +524,10 @@ def test_kaggle_refusal_explains_credentials_and_rules(server, monkeypatch):
 
 
 @pytest.fixture
-def drive(tmp_path, server, monkeypatch):
+def drive(tmp_path, server, repoint):
     """The diginetica source pointed at the local server; returns the zip it should end with."""
     archive = make_zip(tmp_path / "digi.zip", payloads(["train-item-views.csv"])).read_bytes()
-    monkeypatch.setitem(core.SOURCES, "diginetica", dataclasses.replace(core.SOURCES["diginetica"], url=server.url("/uc?export=download&id=ID")))
+    repoint("diginetica", server.url("/uc?export=download&id=ID"))
     return archive
 
 

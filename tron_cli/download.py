@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tron_cli import __version__
+from tron_cli.datasets import DATASETS, DatasetSpec, Source
 from tron_cli.errors import ArtifactError, DownloadError, MissingInputError, UsageError
 from tron_cli.home import raw_root
 from tron_cli.reporting import SILENT, Reporter, Task
@@ -47,47 +48,6 @@ REDIRECT_STATUS = {301, 302, 303, 307, 308}
 RETRY_STATUS = {429, 500, 502, 503, 504}  # the server's trouble, likely to pass
 USER_AGENT = f"tron/{__version__} (python-urllib)"
 
-KAGGLE_URL = "https://www.kaggle.com/api/v1/datasets/download/otto/recsys-dataset"
-DRIVE_URL = "https://drive.google.com/uc?export=download&id={id}"
-DIGINETICA_DRIVE_ID = "0B7XZSACQf0KdenRmMk8yVUU5LWc"
-SYNTHETIC_DEFAULTS = {"sessions": 20000, "items": 2000, "seed": 0}
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a real dataset comes from and what its archive must hold."""
-
-    url: str
-    archive: str  # file name of the download in the output directory
-    expected: tuple[str, ...]  # files the archive must contain (matched by base name, at any depth)
-    access: str  # "plain", "kaggle" (basic auth from kaggle.json) or "drive" (Google Drive's confirmation page)
-    page: str  # where a person can download it by hand
-
-
-SOURCES = {
-    "otto": Source(
-        KAGGLE_URL,
-        "recsys-dataset.zip",
-        ("otto-recsys-train.jsonl", "otto-recsys-test.jsonl"),
-        "kaggle",
-        "https://www.kaggle.com/datasets/otto/recsys-dataset",
-    ),
-    "yoochoose": Source(
-        "https://s3-eu-west-1.amazonaws.com/yc-rdata/yoochoose-data.7z",
-        "yoochoose-data.7z",
-        ("yoochoose-clicks.dat", "yoochoose-buys.dat", "yoochoose-test.dat"),
-        "plain",
-        "https://s3-eu-west-1.amazonaws.com/yc-rdata/yoochoose-data.7z",
-    ),
-    "diginetica": Source(
-        DRIVE_URL.format(id=DIGINETICA_DRIVE_ID),
-        "dataset-train-diginetica.zip",
-        ("train-item-views.csv",),
-        "drive",
-        f"https://drive.google.com/file/d/{DIGINETICA_DRIVE_ID}/view",
-    ),
-}
-NAMES = (*SOURCES, "synthetic")
 
 
 class Fetched(NamedTuple):
@@ -505,14 +465,27 @@ def _conflict(manifest: dict[str, Any], parameters: dict[str, Any], sha256: str 
     return None
 
 
-def _check_options(name: str, url: str | None, from_path: Path | None, sha256: str | None, synthetic_params: dict | None) -> str | None:
+def _flags(names) -> str:
+    flags = [f"--{name.replace('_', '-')}" for name in names]
+    return flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
+
+
+def _check_options(spec: DatasetSpec, url: str | None, from_path: Path | None, sha256: str | None, parameters: dict[str, Any]) -> str | None:
     """Refuse options that do not go together; returns `sha256` in lower case."""
-    if name not in NAMES:
-        raise UsageError(f"unknown dataset {name!r}", f"Choose one of: {', '.join(NAMES)}")
-    if name == "synthetic" and (url or from_path or sha256):
-        raise UsageError("--url, --from and --sha256 apply to real datasets, not synthetic", "Use --sessions, --items and --seed")
-    if name != "synthetic" and synthetic_params:
-        raise UsageError(f"--sessions, --items and --seed apply to synthetic, not {name}", "Drop them")
+    name = spec.name
+    declared = {parameter.name: parameter for parameter in spec.parameters}
+    if spec.generated and (url or from_path or sha256):
+        own = f"Use {_flags(declared)}" if declared else f"{name} takes no other options"
+        raise UsageError(f"--url, --from and --sha256 apply to real datasets, not {name}", own)
+    unknown = [key for key in parameters if key not in declared]
+    if unknown:
+        owners = [other.name for _, other in DATASETS.items() if any(p.name in unknown for p in other.parameters)]
+        verb = "applies" if len(unknown) == 1 else "apply"
+        raise UsageError(f"{_flags(unknown)} {verb} to {', '.join(owners) or 'no dataset'}, not {name}", "Drop them")
+    for key, value in parameters.items():
+        minimum = declared[key].minimum
+        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+            raise UsageError(f"{_flags([key])} {value!r} is not an integer >= {minimum}" if minimum is not None else f"{_flags([key])} {value!r} is not an integer")
     if url and from_path:
         raise UsageError("--url and --from exclude each other", "Pass one of them")
     if url and urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
@@ -532,18 +505,19 @@ def download_dataset(
     from_path: Path | None = None,
     sha256: str | None = None,
     force: bool = False,
-    synthetic_params: dict[str, int] | None = None,
+    parameters: dict[str, int] | None = None,
     report: Reporter = SILENT,
 ) -> Download:
-    """Download (or generate) dataset `name` into `out_dir` (default `$TRON_HOME/data/raw/NAME`).
+    """Download (or generate) the registered dataset `name` into `out_dir` (default `$TRON_HOME/data/raw/NAME`).
 
     A complete download is left alone unless `force`. Real datasets come from their source, from mirror
-    `url` (http, https or file) or from the local file `from_path`; `sha256` checks the archive. Synthetic
-    data takes `synthetic_params` (sessions, items, seed; SYNTHETIC_DEFAULTS fill the gaps).
+    `url` (http, https or file) or from the local file `from_path`; `sha256` (or the digest the source
+    declares) checks the archive. Generated data takes `parameters`; the declared defaults fill the gaps.
     """
-    sha256 = _check_options(name, url, from_path, sha256, synthetic_params)
+    spec = DATASETS.get(name)
+    sha256 = _check_options(spec, url, from_path, sha256, parameters or {})
     out_dir = Path(out_dir) if out_dir is not None else raw_root() / name
-    parameters = {**SYNTHETIC_DEFAULTS, **(synthetic_params or {})} if name == "synthetic" else {}
+    parameters = {**spec.defaults(), **(parameters or {})}
     try:
         existing = _read_manifest(out_dir)
         if existing is not None and not force:
@@ -560,10 +534,10 @@ def download_dataset(
         (out_dir / MANIFEST).unlink(missing_ok=True)
         for stale in out_dir.glob(".extract-*"):  # left by an extraction that was killed
             shutil.rmtree(stale, ignore_errors=True)
-        if name == "synthetic":
-            origin, archive, files = "synthetic", None, _generate(out_dir, parameters, report)
+        if spec.generated:
+            origin, archive, files = name, None, _generate(spec, out_dir, parameters, report)
         else:
-            origin, archive, files = _obtain(SOURCES[name], out_dir, url, from_path, sha256, force, report)
+            origin, archive, files = _obtain(spec.source, out_dir, url, from_path, sha256, force, report)
         manifest = {
             "name": name,
             "source": origin,
@@ -582,13 +556,11 @@ def download_dataset(
     return Download(out_dir, _read_manifest(out_dir) or manifest, False)
 
 
-def _generate(out_dir: Path, parameters: dict[str, int], report: Reporter) -> list[Path]:
-    """Synthetic data, written into a scratch directory beside `out_dir`, then moved into it."""
-    from tron_cli.datasets.synthetic import generate  # numpy and polars: only when asked for
-
+def _generate(spec: DatasetSpec, out_dir: Path, parameters: dict[str, int], report: Reporter) -> list[Path]:
+    """Generated data, written into a scratch directory beside `out_dir`, then moved into it."""
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        generate(scratch, parameters["sessions"], parameters["items"], parameters["seed"], report=report)
+        spec.generate(scratch, report=report, **parameters)
         return _move_into(scratch, out_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -609,16 +581,17 @@ def _obtain(
         origin, record_path = str(archive), str(archive)
     else:
         archive = out_dir / source.archive
+        expected = sha256 or source.sha256  # what comes over the network, from the source or a mirror of it
         if force:
             archive.unlink(missing_ok=True)
             archive.with_name(archive.name + ".part").unlink(missing_ok=True)
         # a file under the final name was verified when it was renamed there: an interrupted extraction reuses it
         digest = _hash_file(archive).hexdigest() if archive.is_file() else None
-        if digest is not None and (sha256 is None or digest == sha256):
+        if digest is not None and (expected is None or digest == expected):
             report.info(f"Reusing {archive} (pass --force to download it again)")
         else:
             archive.unlink(missing_ok=True)
-            digest = _fetch_source(source, url, archive, sha256, manual, report).sha256
+            digest = _fetch_source(source, url, archive, expected, manual, report).sha256
         origin, record_path = url or source.url, source.archive
     record = {"path": record_path, "size": archive.stat().st_size, "sha256": digest}
     if archive_kind(archive) is not None:
