@@ -24,7 +24,7 @@ import py7zr
 import pytest
 from click.testing import CliRunner
 
-from tron_cli import download as core
+from tron_cli.fetching import http as http_core
 from tron_cli.cli import cli
 from tron_cli.datasets import DATASETS
 
@@ -126,8 +126,8 @@ def environment(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
-    monkeypatch.setattr(core, "RETRY_BACKOFF_S", 0)
-    monkeypatch.setattr(core, "TIMEOUT_S", 5)
+    monkeypatch.setattr(http_core, "RETRY_BACKOFF_S", 0)
+    monkeypatch.setattr(http_core, "TIMEOUT_S", 5)
 
 
 @pytest.fixture
@@ -295,7 +295,7 @@ def test_dropped_connection_resumes_with_range(tmp_path, server):
 
 
 def test_interrupted_download_resumes_in_the_next_invocation(tmp_path, server, monkeypatch):
-    monkeypatch.setattr(core, "ATTEMPTS", 1)
+    monkeypatch.setattr(http_core, "ATTEMPTS", 1)
     archive = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"], size=100_000)).read_bytes()
     server.files["/a.zip"] = archive
     server.drop_once.add("/a.zip")
