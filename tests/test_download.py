@@ -313,6 +313,19 @@ def test_interrupted_download_resumes_in_the_next_invocation(tmp_path, server, m
     assert (out / "dataset-train-diginetica.zip").read_bytes() == archive
 
 
+def test_server_trouble_is_retried(tmp_path, server):
+    archive = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"])).read_bytes()
+    answers = iter([(503, {"Content-Type": "text/plain"}, b"busy"), (429, {"Content-Type": "text/plain"}, b"slow down")])
+    server.routes["/a.zip"] = lambda query, headers: next(answers, (200, {"Content-Type": "application/zip"}, archive))
+
+    result = tron("diginetica", "--url", server.url("/a.zip"))
+
+    assert result.exit_code == 0, result.stderr
+    assert "HTTP 503" in result.stderr and "HTTP 429" in result.stderr  # each retry is announced
+    assert len(server.requests_for("/a.zip")) == 3
+    assert (raw(tmp_path, "diginetica") / "dataset-train-diginetica.zip").read_bytes() == archive
+
+
 def test_server_ignoring_range_restarts_from_zero(tmp_path, server):
     archive = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"])).read_bytes()
     server.files["/a.zip"] = archive
@@ -443,6 +456,22 @@ def test_http_error_names_url_and_what_to_do(server):
     assert f"{server.url('/missing.7z')} answered HTTP 404" in result.stderr
     assert "--from PATH" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_redirect_to_another_scheme_is_refused(tmp_path, server):
+    server.routes["/x.7z"] = lambda query, headers: (302, {"Location": (tmp_path / "secret").as_uri()}, b"")
+    (tmp_path / "secret").write_bytes(b"not for the network")
+    result = tron("yoochoose", "--url", server.url("/x.7z"))
+    assert result.exit_code == 1
+    assert "refused a redirect" in result.stderr and "Traceback" not in result.stderr
+    assert not raw(tmp_path, "yoochoose").joinpath("yoochoose-data.7z").exists()
+
+
+def test_redirect_loop_stops(server):
+    server.routes["/loop"] = lambda query, headers: (302, {"Location": "/loop"}, b"")
+    result = tron("yoochoose", "--url", server.url("/loop"))
+    assert result.exit_code == 1 and "redirected more than 10 times" in result.stderr
+    assert len(server.requests_for("/loop")) == 11
 
 
 def test_unreachable_host(tmp_path):
@@ -576,6 +605,29 @@ def test_drive_confirmation_link(server, drive):
 
     server.routes["/uc"] = uc
     assert tron("diginetica").exit_code == 0
+
+
+def test_drive_download_url_in_page_data(tmp_path, server, drive):
+    """Newer pages carry the file's URL in their data, JSON-escaped (gdown reads it)."""
+    target = server.url("/file").replace("=", "\\u003d")
+    server.routes["/uc"] = lambda query, headers: html(f'<script>var d = {{"downloadUrl":"{target}?id\\u003dID\\u0026confirm\\u003dt"}};</script>')
+    server.routes["/file"] = lambda query, headers: (200, {"Content-Type": "application/zip"}, drive) if query == {"id": "ID", "confirm": "t"} else html("no")
+
+    result = tron("diginetica")
+
+    assert result.exit_code == 0, result.stderr
+    assert (raw(tmp_path, "diginetica") / "dataset-train-diginetica.zip").read_bytes() == drive
+
+
+def test_drive_refusal_is_reported_in_its_words(tmp_path, server, drive):
+    caption = "Too many users have viewed or downloaded this file recently."
+    server.routes["/uc"] = lambda query, headers: html(f'<html><p class="uc-error-caption">Sorry</p><p class="uc-error-subcaption">{caption}</p></html>')
+
+    result = tron("diginetica")
+
+    assert result.exit_code == 1
+    assert f"Google Drive refused the download: {caption}" in result.stderr and "--from PATH" in result.stderr
+    assert len(server.seen) == 1
 
 
 def test_drive_that_keeps_answering_html_asks_for_from(tmp_path, server, drive):
