@@ -492,6 +492,7 @@ def test_unreachable_host(tmp_path):
         ["yoochoose", "--sessions", "10"],
         ["yoochoose", "--sha256", "abc"],
         ["yoochoose", "--url", "ftp://example.invalid/x.7z"],
+        ["yoochoose", "--url", "http://[unclosed/x.7z"],
         ["yoochoose", "--url", "http://example.invalid/x.7z", "--from", "x.7z"],
     ],
 )

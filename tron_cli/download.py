@@ -9,6 +9,7 @@ files are fetched and unpacked is `tron_cli.fetching`'s job. Nothing here import
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -82,6 +83,13 @@ def _flags(names) -> str:
     return flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
 
 
+def _scheme(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).scheme
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        return None
+
+
 def _check_options(spec: DatasetSpec, url: str | None, from_path: Path | None, sha256: str | None, parameters: dict[str, Any]) -> str | None:
     """Refuse options that do not go together; returns `sha256` in lower case."""
     name = spec.name
@@ -92,15 +100,16 @@ def _check_options(spec: DatasetSpec, url: str | None, from_path: Path | None, s
     unknown = [key for key in parameters if key not in declared]
     if unknown:
         owners = [other.name for _, other in DATASETS.items() if any(p.name in unknown for p in other.parameters)]
-        verb = "applies" if len(unknown) == 1 else "apply"
-        raise UsageError(f"{_flags(unknown)} {verb} to {', '.join(owners) or 'no dataset'}, not {name}", "Drop them")
-    for key, value in parameters.items():
+        verb, pronoun = ("applies", "it") if len(unknown) == 1 else ("apply", "them")
+        raise UsageError(f"{_flags(unknown)} {verb} to {', '.join(owners) or 'no dataset'}, not {name}", f"Drop {pronoun}")
+    for key, value in parameters.items():  # click checks the flags; this is for callers of the library
         minimum = declared[key].minimum
         if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
-            raise UsageError(f"{_flags([key])} {value!r} is not an integer >= {minimum}" if minimum is not None else f"{_flags([key])} {value!r} is not an integer")
+            need = "an integer" if minimum is None else f"an integer >= {minimum}"
+            raise UsageError(f"{_flags([key])} {value!r} is not {need}")
     if url and from_path:
         raise UsageError("--url and --from exclude each other", "Pass one of them")
-    if url and urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+    if url and _scheme(url) not in ("http", "https", "file"):
         raise UsageError(f"--url {url} is not an http://, https:// or file:// URL", "Pass a full URL, e.g. file:///path/to/archive")
     if sha256 is None:
         return None
@@ -211,7 +220,9 @@ def _obtain(
     elif archive.name in source.expected:  # the user passed the data file itself, e.g. train-item-views.csv
         target = out_dir / archive.name
         if target.resolve() != archive:
-            shutil.copyfile(archive, target)
+            partial = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(archive, partial)
+            os.replace(partial, target)
         files = [target]
     else:
         raise DownloadError(f"{archive} is neither a zip, 7z or tar archive nor one of {', '.join(source.expected)}", manual)

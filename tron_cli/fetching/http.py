@@ -87,17 +87,22 @@ class HttpClient:
     def get(self, url: str, *, headers: dict[str, str] | None = None, auth: tuple[str, str] | None = None, hint: str | None = None) -> httpx.Response:
         """The streamed response to GET `url` after redirects, 2xx only (close it); raises `Transient` for what a
         retry may cure, `HttpStatusError` for another status, DownloadError for the rest. `hint` ends every message."""
+        request = None
         try:
-            response = self._client.send(self._client.build_request("GET", url, headers=headers), auth=auth, stream=True)
+            request = self._client.build_request("GET", url, headers=headers)
+            response = self._client.send(request, auth=auth, stream=True)
         except httpx.TooManyRedirects:
             raise DownloadError(f"{url} redirected more than {MAX_REDIRECTS} times", hint) from None
-        except httpx.UnsupportedProtocol as error:  # a redirect to file:, ftp:, ...: httpx sends nothing there
-            raise DownloadError(f"refused a redirect from {url} ({error})", hint) from None
+        except httpx.UnsupportedProtocol as error:
+            followed = _request_of(error)
+            if followed is not None and followed is not request:  # a redirect to file:, ftp:, ...: nothing was sent there
+                raise DownloadError(f"refused a redirect to {followed.url}", hint) from None
+            raise DownloadError(f"cannot open {url} ({error})", hint) from None
         except httpx.ConnectError as error:  # refused, unknown host: retrying will not help
             raise DownloadError(f"cannot open {url} ({error})", hint) from None
         except _TRANSIENT as error:
             raise Transient(f"{url}: {error or type(error).__name__}") from None
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             raise DownloadError(f"cannot open {url} ({error})", hint) from None
         if not response.is_success:
             response.close()
@@ -121,6 +126,13 @@ class HttpClient:
             except _TRANSIENT as error:
                 raise Transient(f"{url}: {error or type(error).__name__}") from None
         return body[:limit].decode("utf-8", "replace")
+
+
+def _request_of(error: httpx.RequestError) -> httpx.Request | None:
+    try:
+        return error.request
+    except RuntimeError:  # httpx raises when the error carries no request
+        return None
 
 
 def is_html(response: httpx.Response) -> bool:
