@@ -11,7 +11,7 @@ is one the CLI accepts:
     DATASETS.register(SPEC.name, SPEC)
 
 The registry imports every built-in dataset module to list the names (for --help and TAB completion), so a
-dataset module must be cheap to import: readers and generators import polars and friends when they run.
+dataset module must be cheap to import: readers import polars when they run (synthetic.py brings numpy, no more).
 """
 
 from __future__ import annotations
