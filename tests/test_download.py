@@ -24,8 +24,9 @@ import py7zr
 import pytest
 from click.testing import CliRunner
 
-from tron_cli import download as core
+from tron_cli.fetching import http as http_core
 from tron_cli.cli import cli
+from tron_cli.datasets import DATASETS
 
 YOOCHOOSE_FILES = ("yoochoose-clicks.dat", "yoochoose-buys.dat", "yoochoose-test.dat")
 
@@ -125,8 +126,22 @@ def environment(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
-    monkeypatch.setattr(core, "RETRY_BACKOFF_S", 0)
-    monkeypatch.setattr(core, "TIMEOUT_S", 5)
+    monkeypatch.setattr(http_core, "RETRY_BACKOFF_S", 0)
+    monkeypatch.setattr(http_core, "TIMEOUT_S", 5)
+
+
+@pytest.fixture
+def repoint():
+    """`repoint(name, url)` points a registered dataset's source at `url` for one test; its declaration comes back after."""
+    originals = {}
+
+    def repoint(name: str, url: str) -> None:
+        spec = originals.setdefault(name, DATASETS.get(name))
+        DATASETS.register(name, dataclasses.replace(spec, source=dataclasses.replace(spec.source, url=url)), replace=True)
+
+    yield repoint
+    for name, spec in originals.items():
+        DATASETS.register(name, spec, replace=True)
 
 
 def tron(*args: str):
@@ -280,7 +295,7 @@ def test_dropped_connection_resumes_with_range(tmp_path, server):
 
 
 def test_interrupted_download_resumes_in_the_next_invocation(tmp_path, server, monkeypatch):
-    monkeypatch.setattr(core, "ATTEMPTS", 1)
+    monkeypatch.setattr(http_core, "ATTEMPTS", 1)
     archive = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"], size=100_000)).read_bytes()
     server.files["/a.zip"] = archive
     server.drop_once.add("/a.zip")
@@ -296,6 +311,19 @@ def test_interrupted_download_resumes_in_the_next_invocation(tmp_path, server, m
     assert second.exit_code == 0, second.stderr
     assert server.seen[-1].headers["range"] == f"bytes={len(archive) // 2}-"
     assert (out / "dataset-train-diginetica.zip").read_bytes() == archive
+
+
+def test_server_trouble_is_retried(tmp_path, server):
+    archive = make_zip(tmp_path / "a.zip", payloads(["train-item-views.csv"])).read_bytes()
+    answers = iter([(503, {"Content-Type": "text/plain"}, b"busy"), (429, {"Content-Type": "text/plain"}, b"slow down")])
+    server.routes["/a.zip"] = lambda query, headers: next(answers, (200, {"Content-Type": "application/zip"}, archive))
+
+    result = tron("diginetica", "--url", server.url("/a.zip"))
+
+    assert result.exit_code == 0, result.stderr
+    assert "HTTP 503" in result.stderr and "HTTP 429" in result.stderr  # each retry is announced
+    assert len(server.requests_for("/a.zip")) == 3
+    assert (raw(tmp_path, "diginetica") / "dataset-train-diginetica.zip").read_bytes() == archive
 
 
 def test_server_ignoring_range_restarts_from_zero(tmp_path, server):
@@ -430,6 +458,22 @@ def test_http_error_names_url_and_what_to_do(server):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_redirect_to_another_scheme_is_refused(tmp_path, server):
+    server.routes["/x.7z"] = lambda query, headers: (302, {"Location": (tmp_path / "secret").as_uri()}, b"")
+    (tmp_path / "secret").write_bytes(b"not for the network")
+    result = tron("yoochoose", "--url", server.url("/x.7z"))
+    assert result.exit_code == 1
+    assert "refused a redirect" in result.stderr and "Traceback" not in result.stderr
+    assert not raw(tmp_path, "yoochoose").joinpath("yoochoose-data.7z").exists()
+
+
+def test_redirect_loop_stops(server):
+    server.routes["/loop"] = lambda query, headers: (302, {"Location": "/loop"}, b"")
+    result = tron("yoochoose", "--url", server.url("/loop"))
+    assert result.exit_code == 1 and "redirected more than 10 times" in result.stderr
+    assert len(server.requests_for("/loop")) == 11
+
+
 def test_unreachable_host(tmp_path):
     import socket
 
@@ -448,6 +492,7 @@ def test_unreachable_host(tmp_path):
         ["yoochoose", "--sessions", "10"],
         ["yoochoose", "--sha256", "abc"],
         ["yoochoose", "--url", "ftp://example.invalid/x.7z"],
+        ["yoochoose", "--url", "http://[unclosed/x.7z"],
         ["yoochoose", "--url", "http://example.invalid/x.7z", "--from", "x.7z"],
     ],
 )
@@ -468,20 +513,20 @@ def test_another_dataset_in_out_dir_is_refused(tmp_path):
 # --------------------------------------------------------------------------------------------- Kaggle
 
 
-def test_kaggle_without_credentials_makes_no_request(tmp_path, server, monkeypatch):
-    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api")))
+def test_kaggle_without_credentials_makes_no_request(tmp_path, server, repoint):
+    repoint("otto", server.url("/api"))
     result = tron("otto")
     assert result.exit_code == 1
     assert "kaggle.json" in result.stderr and str(tmp_path / "kaggle") in result.stderr
     assert server.seen == []
 
 
-def test_kaggle_credentials_stay_with_their_host(tmp_path, server, monkeypatch):
+def test_kaggle_credentials_stay_with_their_host(tmp_path, server, repoint):
     files = payloads(["otto-recsys-train.jsonl", "otto-recsys-test.jsonl"])
     server.files["/storage/recsys-dataset.zip"] = make_zip(tmp_path / "otto.zip", files).read_bytes()
     signed = server.url("/storage/recsys-dataset.zip", host="localhost")  # another host than 127.0.0.1
     server.routes["/api/v1/datasets/download/otto/recsys-dataset"] = lambda query, headers: (302, {"Location": signed}, b"")
-    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api/v1/datasets/download/otto/recsys-dataset")))
+    repoint("otto", server.url("/api/v1/datasets/download/otto/recsys-dataset"))
     (tmp_path / "kaggle").mkdir()
     (tmp_path / "kaggle" / "kaggle.json").write_text(json.dumps({"username": "ann", "key": "s3cret"}))
 
@@ -495,9 +540,9 @@ def test_kaggle_credentials_stay_with_their_host(tmp_path, server, monkeypatch):
     assert (raw(tmp_path, "otto") / "otto-recsys-train.jsonl").read_bytes() == files["otto-recsys-train.jsonl"]
 
 
-def test_kaggle_refusal_explains_credentials_and_rules(server, monkeypatch):
+def test_kaggle_refusal_explains_credentials_and_rules(server, monkeypatch, repoint):
     server.routes["/api"] = lambda query, headers: (403, {"Content-Type": "application/json"}, b'{"message": "Forbidden"}')
-    monkeypatch.setitem(core.SOURCES, "otto", dataclasses.replace(core.SOURCES["otto"], url=server.url("/api")))
+    repoint("otto", server.url("/api"))
     monkeypatch.setenv("KAGGLE_USERNAME", "ann")
     monkeypatch.setenv("KAGGLE_KEY", "wrong")
     result = tron("otto")
@@ -509,10 +554,10 @@ def test_kaggle_refusal_explains_credentials_and_rules(server, monkeypatch):
 
 
 @pytest.fixture
-def drive(tmp_path, server, monkeypatch):
+def drive(tmp_path, server, repoint):
     """The diginetica source pointed at the local server; returns the zip it should end with."""
     archive = make_zip(tmp_path / "digi.zip", payloads(["train-item-views.csv"])).read_bytes()
-    monkeypatch.setitem(core.SOURCES, "diginetica", dataclasses.replace(core.SOURCES["diginetica"], url=server.url("/uc?export=download&id=ID")))
+    repoint("diginetica", server.url("/uc?export=download&id=ID"))
     return archive
 
 
@@ -561,6 +606,29 @@ def test_drive_confirmation_link(server, drive):
 
     server.routes["/uc"] = uc
     assert tron("diginetica").exit_code == 0
+
+
+def test_drive_download_url_in_page_data(tmp_path, server, drive):
+    """Newer pages carry the file's URL in their data, JSON-escaped (gdown reads it)."""
+    target = server.url("/file").replace("=", "\\u003d")
+    server.routes["/uc"] = lambda query, headers: html(f'<script>var d = {{"downloadUrl":"{target}?id\\u003dID\\u0026confirm\\u003dt"}};</script>')
+    server.routes["/file"] = lambda query, headers: (200, {"Content-Type": "application/zip"}, drive) if query == {"id": "ID", "confirm": "t"} else html("no")
+
+    result = tron("diginetica")
+
+    assert result.exit_code == 0, result.stderr
+    assert (raw(tmp_path, "diginetica") / "dataset-train-diginetica.zip").read_bytes() == drive
+
+
+def test_drive_refusal_is_reported_in_its_words(tmp_path, server, drive):
+    caption = "Too many users have viewed or downloaded this file recently."
+    server.routes["/uc"] = lambda query, headers: html(f'<html><p class="uc-error-caption">Sorry</p><p class="uc-error-subcaption">{caption}</p></html>')
+
+    result = tron("diginetica")
+
+    assert result.exit_code == 1
+    assert f"Google Drive refused the download: {caption}" in result.stderr and "--from PATH" in result.stderr
+    assert len(server.seen) == 1
 
 
 def test_drive_that_keeps_answering_html_asks_for_from(tmp_path, server, drive):

@@ -120,11 +120,11 @@ def test_commands_complete(prefix):
 
 
 def test_dataset_names_complete():
-    from tron_cli.download import NAMES
+    from tron_cli.datasets import DATASETS
 
     offered = _complete("tron download ")
     assert {"otto", "synthetic"} <= set(offered)
-    assert set(offered) == set(NAMES)
+    assert set(offered) == set(DATASETS.names())
 
 
 def test_committed_bash_script_completes():

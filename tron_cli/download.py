@@ -1,101 +1,33 @@
-"""Fetch the raw datasets: resumable, checksummed downloads, safe archive extraction and `manifest.json`.
+"""The download stage: a dataset's raw files into `$TRON_HOME/data/raw/NAME/` with a `manifest.json`.
 
-A download directory (`$TRON_HOME/data/raw/NAME/` unless `--out` says otherwise) holds the archive as
-fetched, the files extracted from it and `manifest.json`, written last: the directory is complete exactly
-when its manifest exists and every file it lists is there with the recorded size.
-
-HTTP goes through the standard library only (urllib, with redirects followed by hand so that credentials
-never reach another host); archives are zip, 7z (py7zr) or tar. Nothing here imports click or rich.
+A download directory (or `--out DIR`) holds the archive as fetched, the files extracted from it and
+`manifest.json`, written last: the directory is complete exactly when its manifest exists and every file it
+lists is there with the recorded size. A complete directory is left alone (idempotence); the archive comes
+from the dataset's source, a mirror (`--url`) or a local file (`--from`), or the data is generated. How
+files are fetched and unpacked is `tron_cli.fetching`'s job. Nothing here imports click or rich.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import http.client
-import http.cookiejar
-import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from tron_cli import __version__
+from tron_cli.datasets import DATASETS, DatasetSpec, Source
 from tron_cli.errors import ArtifactError, DownloadError, MissingInputError, UsageError
+from tron_cli.fetching import hash_file
+from tron_cli.fetching.archives import archive_kind, extract, move_into
+from tron_cli.fetching.sources import fetch_source
 from tron_cli.home import raw_root
-from tron_cli.reporting import SILENT, Reporter, Task
+from tron_cli.reporting import SILENT, Reporter
 
 MANIFEST = "manifest.json"
-CHUNK_BYTES = 1 << 20
-ATTEMPTS = 5  # tries per file within one invocation; each one resumes where the last stopped
-RETRY_BACKOFF_S = 0.5  # doubled after every failed try
-TIMEOUT_S = 60
-MAX_REDIRECTS = 10
-MAX_PAGE_BYTES = 1 << 20  # a confirmation page larger than this is not one
-REDIRECT_STATUS = {301, 302, 303, 307, 308}
-RETRY_STATUS = {429, 500, 502, 503, 504}  # the server's trouble, likely to pass
-USER_AGENT = f"tron/{__version__} (python-urllib)"
-
-KAGGLE_URL = "https://www.kaggle.com/api/v1/datasets/download/otto/recsys-dataset"
-DRIVE_URL = "https://drive.google.com/uc?export=download&id={id}"
-DIGINETICA_DRIVE_ID = "0B7XZSACQf0KdenRmMk8yVUU5LWc"
-SYNTHETIC_DEFAULTS = {"sessions": 20000, "items": 2000, "seed": 0}
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a real dataset comes from and what its archive must hold."""
-
-    url: str
-    archive: str  # file name of the download in the output directory
-    expected: tuple[str, ...]  # files the archive must contain (matched by base name, at any depth)
-    access: str  # "plain", "kaggle" (basic auth from kaggle.json) or "drive" (Google Drive's confirmation page)
-    page: str  # where a person can download it by hand
-
-
-SOURCES = {
-    "otto": Source(
-        KAGGLE_URL,
-        "recsys-dataset.zip",
-        ("otto-recsys-train.jsonl", "otto-recsys-test.jsonl"),
-        "kaggle",
-        "https://www.kaggle.com/datasets/otto/recsys-dataset",
-    ),
-    "yoochoose": Source(
-        "https://s3-eu-west-1.amazonaws.com/yc-rdata/yoochoose-data.7z",
-        "yoochoose-data.7z",
-        ("yoochoose-clicks.dat", "yoochoose-buys.dat", "yoochoose-test.dat"),
-        "plain",
-        "https://s3-eu-west-1.amazonaws.com/yc-rdata/yoochoose-data.7z",
-    ),
-    "diginetica": Source(
-        DRIVE_URL.format(id=DIGINETICA_DRIVE_ID),
-        "dataset-train-diginetica.zip",
-        ("train-item-views.csv",),
-        "drive",
-        f"https://drive.google.com/file/d/{DIGINETICA_DRIVE_ID}/view",
-    ),
-}
-NAMES = (*SOURCES, "synthetic")
-
-
-class Fetched(NamedTuple):
-    """A file that `fetch` downloaded and verified."""
-
-    path: Path
-    size: int
-    sha256: str
 
 
 @dataclass
@@ -107,372 +39,13 @@ class Download:
     skipped: bool
 
 
-class HttpStatusError(DownloadError):
-    """The server answered with an HTTP error status (kept in `status`)."""
-
-    def __init__(self, url: str, status: int, hint: str | None):
-        self.status = status
-        super().__init__(f"{url} answered HTTP {status}", hint)
-
-
-class _Dropped(Exception):
-    """A transient failure (dropped connection, timeout, short body, 5xx) worth resuming."""
-
-
-# --------------------------------------------------------------------------------------------- HTTP
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Turns redirects into HTTPError so that `HttpClient.open` follows them itself."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
-class HttpClient:
-    """urllib with a cookie jar (Google Drive's confirmation) and redirects that drop Authorization off-origin."""
-
-    def __init__(self) -> None:
-        self.cookies = http.cookiejar.CookieJar()
-        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect())
-
-    def open(self, url: str, headers: dict[str, str] | None = None, hint: str | None = None):
-        """The response to GET `url` after redirects; raises `_Dropped` for what a retry may cure, else DownloadError."""
-        headers = {"User-Agent": USER_AGENT, **(headers or {})}
-        origin = _origin(url)
-        for _ in range(MAX_REDIRECTS + 1):
-            try:
-                return self._opener.open(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
-            except urllib.error.HTTPError as error:
-                location = error.headers.get("Location")
-                error.close()
-                if error.code in REDIRECT_STATUS and location:
-                    url = urllib.parse.urljoin(url, location)
-                    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-                        raise DownloadError(f"refused a redirect to {url}", hint) from None
-                    if _origin(url) != origin:
-                        # signed storage URLs need no credentials, and another host must never see them
-                        headers = {key: value for key, value in headers.items() if key.lower() != "authorization"}
-                    continue
-                if error.code in RETRY_STATUS:
-                    raise _Dropped(f"{url} answered HTTP {error.code}") from None
-                raise HttpStatusError(url, error.code, hint) from None
-            except urllib.error.URLError as error:
-                if isinstance(error.reason, (TimeoutError, ConnectionResetError, ConnectionAbortedError)):
-                    raise _Dropped(f"{url}: {error.reason}") from None
-                raise DownloadError(f"cannot open {url} ({error.reason})", hint) from None
-            except (http.client.HTTPException, ConnectionError, TimeoutError) as error:
-                raise _Dropped(f"{url}: {error!r}") from None
-        raise DownloadError(f"{url} redirected more than {MAX_REDIRECTS} times", hint)
-
-
-def _is_html(response) -> bool:
-    return (response.headers.get("Content-Type") or "").lower().startswith("text/html")
-
-
-def _content_range_start(value: str | None) -> int | None:
-    match = re.match(r"\s*bytes\s+(\d+)-", value or "")
-    return int(match.group(1)) if match else None
-
-
-def _hash_file(path: Path, digest=None, task: Task | None = None):
-    """`digest` (a new sha256 by default) updated with the bytes of `path`, advancing `task` as it reads."""
-    digest = digest or hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK_BYTES):
-            digest.update(block)
-            if task is not None:
-                task.update(advance=len(block))
-    return digest
-
-
-def fetch(
-    url: str,
-    dest: Path,
-    *,
-    expected_sha256: str | None = None,
-    headers: dict[str, str] | None = None,
-    hint: str | None = None,
-    client: HttpClient | None = None,
-    report: Reporter = SILENT,
-) -> Fetched:
-    """Download `url` (http, https or file) to `dest` through `dest.part`.
-
-    An existing `.part` is resumed with a Range request (appended on 206, restarted on 200); a dropped
-    connection is resumed up to ATTEMPTS times. `.part` becomes `dest` only when it has the announced
-    size and, with `expected_sha256`, that digest; a mismatch deletes it. `hint` ends every error message.
-    """
-    dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    client = client or HttpClient()
-    for attempt in range(ATTEMPTS):
-        try:
-            digest, size = _fetch_once(client, url, part, headers or {}, hint, report)
-            break
-        except _Dropped as error:
-            if attempt + 1 == ATTEMPTS:
-                kept = part.stat().st_size if part.exists() else 0
-                raise DownloadError(
-                    f"download of {url} failed {ATTEMPTS} times ({error}); {part} keeps the {kept} bytes received",
-                    "Run the same command again to resume it, or pass --url MIRROR",
-                ) from None
-            delay = RETRY_BACKOFF_S * 2**attempt
-            report.warn(f"{error}; resuming in {delay:g} s (try {attempt + 2} of {ATTEMPTS})")
-            time.sleep(delay)
-    if expected_sha256 and digest != expected_sha256.lower():
-        part.unlink(missing_ok=True)
-        raise DownloadError(
-            f"checksum mismatch for {dest.name}: expected sha256 {expected_sha256}, got {digest}",
-            "The download is corrupt or --sha256 is wrong; the partial file was deleted, run again or pass --url MIRROR",
-        )
-    os.replace(part, dest)
-    return Fetched(dest, size, digest)
-
-
-def _fetch_once(client: HttpClient, url: str, part: Path, headers: dict[str, str], hint: str | None, report: Reporter):
-    """One request: append to or restart `part`; returns (sha256 hex, size) or raises `_Dropped`."""
-    offset = part.stat().st_size if part.exists() else 0
-    if offset:
-        headers = {**headers, "Range": f"bytes={offset}-"}
-    try:
-        response = client.open(url, headers, hint)
-    except HttpStatusError as error:
-        if error.status != 416 or not offset:
-            raise
-        part.unlink()  # the server cannot resume from there: the next try starts from zero
-        raise _Dropped(f"{url} cannot resume at byte {offset}") from None
-    with response:
-        if _is_html(response):
-            raise DownloadError(f"{url} answered with a web page instead of the file", hint)
-        length = response.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        if getattr(response, "status", None) == 206:
-            if _content_range_start(response.headers.get("Content-Range")) != offset:
-                part.unlink()
-                raise _Dropped(f"{url} resumed at the wrong offset")
-            digest, mode = _hash_file(part), "ab"
-        else:  # 200, or a file:// URL: the whole file again
-            offset, digest, mode = 0, hashlib.sha256(), "wb"
-        total = offset + length if length is not None else None
-        received = offset
-        with report.task(f"Downloading {part.name.removesuffix('.part')}", total=total, unit="B") as task, open(part, mode) as out:
-            task.update(completed=offset)
-            while True:
-                try:
-                    chunk = response.read(CHUNK_BYTES)
-                except http.client.IncompleteRead as error:
-                    out.write(error.partial)  # keep what arrived: the next try resumes after it
-                    digest.update(error.partial)
-                    raise _Dropped(f"connection dropped after {received + len(error.partial)} bytes") from None
-                except (ConnectionError, TimeoutError, http.client.HTTPException) as error:
-                    raise _Dropped(f"connection dropped after {received} bytes ({error!r})") from None
-                if not chunk:
-                    break
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                task.update(advance=len(chunk))
-    if total is not None and received < total:
-        raise _Dropped(f"connection closed after {received} of {total} bytes")
-    return digest.hexdigest(), received
-
-
-# --------------------------------------------------------------------------------------------- Kaggle and Drive
-
-
-def kaggle_credentials() -> tuple[str, str, str]:
-    """(username, key, where they came from): KAGGLE_USERNAME/KAGGLE_KEY, else $KAGGLE_CONFIG_DIR or ~/.kaggle/kaggle.json."""
-    username, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
-    if username and key:
-        return username, key, "KAGGLE_USERNAME and KAGGLE_KEY"
-    path = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle") / "kaggle.json"
-    how = f"Create an API token on kaggle.com (Settings > API > Create New Token) and save it as {path}, or set KAGGLE_USERNAME and KAGGLE_KEY"
-    if not path.is_file():
-        raise DownloadError(f"no Kaggle credentials: {path} does not exist and KAGGLE_USERNAME/KAGGLE_KEY are unset", how)
-    try:
-        document = json.loads(path.read_text())
-        return str(document["username"]), str(document["key"]), str(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise DownloadError(f'{path} is not a JSON object with "username" and "key"', how) from None
-
-
-class _FormParser(HTMLParser):
-    """Collects every form's action and hidden fields."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[tuple[str, dict[str, str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value or "" for name, value in attrs}
-        if tag == "form":
-            self.forms.append((values.get("action", ""), {}))
-        elif tag == "input" and self.forms and values.get("name") and values.get("type", "").lower() == "hidden":
-            self.forms[-1][1][values["name"]] = values.get("value", "")
-
-
-def _drive_download_url(client: HttpClient, start_url: str, hint: str) -> str:
-    """The URL that serves the file: Google Drive first answers large files with a "can't scan for viruses" page.
-
-    Newer pages hold a form (action plus hidden id, export, confirm, uuid); older ones set a download_warning
-    cookie or link to the file with `confirm=TOKEN`.
-    """
-    try:
-        response = client.open(start_url, hint=hint)
-    except _Dropped as error:
-        raise DownloadError(f"Google Drive did not answer ({error})", hint) from None
-    with response:
-        if not _is_html(response):
-            return start_url
-        page = response.read(MAX_PAGE_BYTES).decode("utf-8", "replace")
-    parser = _FormParser()
-    parser.feed(page)
-    for action, fields in parser.forms:
-        if action and "id" in fields:
-            target = urllib.parse.urljoin(start_url, action)
-            return f"{target}{'&' if '?' in target else '?'}{urllib.parse.urlencode(fields)}"
-    token = next((cookie.value for cookie in client.cookies if cookie.name.startswith("download_warning")), None)
-    if token is None:
-        match = re.search(r"confirm=([0-9A-Za-z_-]+)", page)
-        token = match.group(1) if match else None
-    if token is None:
-        raise DownloadError("Google Drive answered with a page that offers no download", hint)
-    return f"{start_url}&confirm={urllib.parse.quote(token)}"
-
-
-# --------------------------------------------------------------------------------------------- archives
-
-
-def archive_kind(path: Path) -> str | None:
-    """"zip", "7z" or "tar" (plain or compressed) from the file's content, or None for anything else."""
-    with open(path, "rb") as handle:
-        magic = handle.read(6)
-    if magic == b"7z\xbc\xaf\x27\x1c":
-        return "7z"
-    if magic[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path):  # a cut-off zip has lost its directory, not its magic
-        return "zip"
-    if tarfile.is_tarfile(path):
-        return "tar"
-    return None
-
-
-def _members(handle, kind: str) -> list[tuple[str, str | None]]:
-    """(name, why it is not a plain file or directory, or None) for every member."""
-    if kind == "zip":
-        return [(info.filename, "is a symlink" if (info.external_attr >> 16) & 0o170000 == 0o120000 else None) for info in handle.infolist()]
-    if kind == "tar":
-        members = []
-        for info in handle.getmembers():
-            odd = "is a symlink" if info.issym() else "is a hard link" if info.islnk() else None
-            if odd is None and not (info.isfile() or info.isdir()):
-                odd = "is a device or fifo"
-            members.append((info.name, odd))
-        return members
-    return [(info.filename, "is a symlink" if info.is_symlink else None) for info in handle.list()]
-
-
-def _unsafe(name: str, odd: str | None) -> str | None:
-    """Why a member could write outside the extraction directory, or None."""
-    if odd:
-        return odd
-    if name.startswith(("/", "\\")):
-        return "has an absolute path"
-    if re.match(r"[A-Za-z]:", name):
-        return "has a drive letter"
-    if ".." in re.split(r"[\\/]", name):
-        return "has a '..' component"
-    if "\0" in name:
-        return "has a NUL byte in its name"
-    return None
-
-
-def _open_archive(path: Path, kind: str):
-    if kind == "zip":
-        return zipfile.ZipFile(path)
-    if kind == "tar":
-        return tarfile.open(path)
-    import py7zr  # imports many codecs: only when a 7z archive is opened
-
-    return py7zr.SevenZipFile(path)
-
-
-def _archive_errors() -> tuple[type[BaseException], ...]:
-    import gzip
-    import lzma
-    import zlib
-
-    import py7zr.exceptions
-
-    return (zipfile.BadZipFile, tarfile.TarError, py7zr.exceptions.ArchiveError, lzma.LZMAError, EOFError, gzip.BadGzipFile, zlib.error)
-
-
-def extract(archive: Path, out_dir: Path, report: Reporter = SILENT) -> list[Path]:
-    """Unpack a zip, 7z or tar `archive` into `out_dir`; returns the files, sorted.
-
-    The whole archive is refused, before anything is written, if a member has an absolute path, a drive
-    letter, a '..' component, or is a link or special file. Members go to a temporary directory inside
-    `out_dir` first and are moved into place once all of them are out.
-    """
-    archive, out_dir = Path(archive), Path(out_dir)
-    kind = archive_kind(archive)
-    if kind is None:
-        raise DownloadError(f"{archive} is not a zip, 7z or tar archive", "Check that it is the right file, or download it again with --force")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with _open_archive(archive, kind) as handle:
-            for name, odd in _members(handle, kind):
-                reason = _unsafe(name, odd)
-                if reason:
-                    raise DownloadError(
-                        f"{archive.name}: member {name!r} {reason}; refused the whole archive, nothing was extracted",
-                        "Get the archive from the official source (tron download NAME --force)",
-                    )
-            scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=out_dir))
-            try:
-                report.info(f"Extracting {archive.name}")
-                if kind == "tar":
-                    # the "data" filter (Python 3.11.4+) re-checks what `_unsafe` checked: defence in depth
-                    handle.extractall(scratch, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-                    # gzip checks its CRC only at the end of the stream, which extraction need not reach
-                    while handle.fileobj is not None and handle.fileobj.read(1 << 20):
-                        pass
-                else:
-                    handle.extractall(scratch)
-                return _move_into(scratch, out_dir)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-    except _archive_errors() as error:
-        raise DownloadError(f"{archive} is corrupt ({error})", "Download it again with --force, or pass --url MIRROR") from None
-
-
-def _move_into(scratch: Path, out_dir: Path) -> list[Path]:
-    """Move every file under `scratch` to the same relative place under `out_dir`."""
-    moved = []
-    for path in sorted(scratch.rglob("*")):
-        if path.is_file():
-            target = out_dir / path.relative_to(scratch)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-            moved.append(target)
-    return moved
-
-
-# --------------------------------------------------------------------------------------------- datasets
-
-
 def _file_records(out_dir: Path, files: list[Path], report: Reporter) -> list[dict[str, Any]]:
     """{path (relative to out_dir), size, sha256} of every file, with one progress bar over all of them."""
     sizes = [path.stat().st_size for path in files]
     records = []
     with report.task("Checksumming", total=sum(sizes), unit="B") as task:
         for path, size in zip(files, sizes):
-            digest = _hash_file(path, task=task).hexdigest()
+            digest = hash_file(path, task=task).hexdigest()
             records.append({"path": path.relative_to(out_dir).as_posix(), "size": size, "sha256": digest})
     return records
 
@@ -505,17 +78,38 @@ def _conflict(manifest: dict[str, Any], parameters: dict[str, Any], sha256: str 
     return None
 
 
-def _check_options(name: str, url: str | None, from_path: Path | None, sha256: str | None, synthetic_params: dict | None) -> str | None:
+def _flags(names) -> str:
+    flags = [f"--{name.replace('_', '-')}" for name in names]
+    return flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
+
+
+def _scheme(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).scheme
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        return None
+
+
+def _check_options(spec: DatasetSpec, url: str | None, from_path: Path | None, sha256: str | None, parameters: dict[str, Any]) -> str | None:
     """Refuse options that do not go together; returns `sha256` in lower case."""
-    if name not in NAMES:
-        raise UsageError(f"unknown dataset {name!r}", f"Choose one of: {', '.join(NAMES)}")
-    if name == "synthetic" and (url or from_path or sha256):
-        raise UsageError("--url, --from and --sha256 apply to real datasets, not synthetic", "Use --sessions, --items and --seed")
-    if name != "synthetic" and synthetic_params:
-        raise UsageError(f"--sessions, --items and --seed apply to synthetic, not {name}", "Drop them")
+    name = spec.name
+    declared = {parameter.name: parameter for parameter in spec.parameters}
+    if spec.generated and (url or from_path or sha256):
+        own = f"Use {_flags(declared)}" if declared else f"{name} takes no other options"
+        raise UsageError(f"--url, --from and --sha256 apply to real datasets, not {name}", own)
+    unknown = [key for key in parameters if key not in declared]
+    if unknown:
+        owners = [other.name for _, other in DATASETS.items() if any(p.name in unknown for p in other.parameters)]
+        verb, pronoun = ("applies", "it") if len(unknown) == 1 else ("apply", "them")
+        raise UsageError(f"{_flags(unknown)} {verb} to {', '.join(owners) or 'no dataset'}, not {name}", f"Drop {pronoun}")
+    for key, value in parameters.items():  # click checks the flags; this is for callers of the library
+        minimum = declared[key].minimum
+        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+            need = "an integer" if minimum is None else f"an integer >= {minimum}"
+            raise UsageError(f"{_flags([key])} {value!r} is not {need}")
     if url and from_path:
         raise UsageError("--url and --from exclude each other", "Pass one of them")
-    if url and urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+    if url and _scheme(url) not in ("http", "https", "file"):
         raise UsageError(f"--url {url} is not an http://, https:// or file:// URL", "Pass a full URL, e.g. file:///path/to/archive")
     if sha256 is None:
         return None
@@ -532,18 +126,19 @@ def download_dataset(
     from_path: Path | None = None,
     sha256: str | None = None,
     force: bool = False,
-    synthetic_params: dict[str, int] | None = None,
+    parameters: dict[str, int] | None = None,
     report: Reporter = SILENT,
 ) -> Download:
-    """Download (or generate) dataset `name` into `out_dir` (default `$TRON_HOME/data/raw/NAME`).
+    """Download (or generate) the registered dataset `name` into `out_dir` (default `$TRON_HOME/data/raw/NAME`).
 
     A complete download is left alone unless `force`. Real datasets come from their source, from mirror
-    `url` (http, https or file) or from the local file `from_path`; `sha256` checks the archive. Synthetic
-    data takes `synthetic_params` (sessions, items, seed; SYNTHETIC_DEFAULTS fill the gaps).
+    `url` (http, https or file) or from the local file `from_path`; `sha256` (or the digest the source
+    declares) checks the archive. Generated data takes `parameters`; the declared defaults fill the gaps.
     """
-    sha256 = _check_options(name, url, from_path, sha256, synthetic_params)
+    spec = DATASETS.get(name)
+    sha256 = _check_options(spec, url, from_path, sha256, parameters or {})
     out_dir = Path(out_dir) if out_dir is not None else raw_root() / name
-    parameters = {**SYNTHETIC_DEFAULTS, **(synthetic_params or {})} if name == "synthetic" else {}
+    parameters = {**spec.defaults(), **(parameters or {})}
     try:
         existing = _read_manifest(out_dir)
         if existing is not None and not force:
@@ -560,10 +155,10 @@ def download_dataset(
         (out_dir / MANIFEST).unlink(missing_ok=True)
         for stale in out_dir.glob(".extract-*"):  # left by an extraction that was killed
             shutil.rmtree(stale, ignore_errors=True)
-        if name == "synthetic":
-            origin, archive, files = "synthetic", None, _generate(out_dir, parameters, report)
+        if spec.generated:
+            origin, archive, files = name, None, _generate(spec, out_dir, parameters, report)
         else:
-            origin, archive, files = _obtain(SOURCES[name], out_dir, url, from_path, sha256, force, report)
+            origin, archive, files = _obtain(spec.source, out_dir, url, from_path, sha256, force, report)
         manifest = {
             "name": name,
             "source": origin,
@@ -582,14 +177,12 @@ def download_dataset(
     return Download(out_dir, _read_manifest(out_dir) or manifest, False)
 
 
-def _generate(out_dir: Path, parameters: dict[str, int], report: Reporter) -> list[Path]:
-    """Synthetic data, written into a scratch directory beside `out_dir`, then moved into it."""
-    from tron_cli.datasets.synthetic import generate  # numpy and polars: only when asked for
-
+def _generate(spec: DatasetSpec, out_dir: Path, parameters: dict[str, int], report: Reporter) -> list[Path]:
+    """Generated data, written into a scratch directory beside `out_dir`, then moved into it."""
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        generate(scratch, parameters["sessions"], parameters["items"], parameters["seed"], report=report)
-        return _move_into(scratch, out_dir)
+        spec.generate(scratch, report=report, **parameters)
+        return move_into(scratch, out_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -603,22 +196,23 @@ def _obtain(
         archive = Path(from_path).expanduser().resolve()
         if not archive.is_file():
             raise MissingInputError(f"--from {from_path}: no such file", f"Pass the path of the downloaded {source.archive}")
-        digest = _hash_file(archive).hexdigest()
+        digest = hash_file(archive).hexdigest()
         if sha256 and digest != sha256:
             raise DownloadError(f"checksum mismatch for {archive}: expected sha256 {sha256}, got {digest}", "Download the file again, or check --sha256")
         origin, record_path = str(archive), str(archive)
     else:
         archive = out_dir / source.archive
+        expected = sha256 or source.sha256  # what comes over the network, from the source or a mirror of it
         if force:
             archive.unlink(missing_ok=True)
             archive.with_name(archive.name + ".part").unlink(missing_ok=True)
         # a file under the final name was verified when it was renamed there: an interrupted extraction reuses it
-        digest = _hash_file(archive).hexdigest() if archive.is_file() else None
-        if digest is not None and (sha256 is None or digest == sha256):
+        digest = hash_file(archive).hexdigest() if archive.is_file() else None
+        if digest is not None and (expected is None or digest == expected):
             report.info(f"Reusing {archive} (pass --force to download it again)")
         else:
             archive.unlink(missing_ok=True)
-            digest = _fetch_source(source, url, archive, sha256, manual, report).sha256
+            digest = fetch_source(source, url, archive, expected, manual, report).sha256
         origin, record_path = url or source.url, source.archive
     record = {"path": record_path, "size": archive.stat().st_size, "sha256": digest}
     if archive_kind(archive) is not None:
@@ -626,7 +220,9 @@ def _obtain(
     elif archive.name in source.expected:  # the user passed the data file itself, e.g. train-item-views.csv
         target = out_dir / archive.name
         if target.resolve() != archive:
-            shutil.copyfile(archive, target)
+            partial = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(archive, partial)
+            os.replace(partial, target)
         files = [target]
     else:
         raise DownloadError(f"{archive} is neither a zip, 7z or tar archive nor one of {', '.join(source.expected)}", manual)
@@ -636,25 +232,3 @@ def _obtain(
     return origin, record, files
 
 
-def _fetch_source(source: Source, url: str | None, archive: Path, sha256: str | None, manual: str, report: Reporter) -> Fetched:
-    """Download the archive from mirror `url`, or from the source with its credentials or confirmation step."""
-    client = HttpClient()
-    if url is not None:
-        return fetch(url, archive, expected_sha256=sha256, hint=manual, client=client, report=report)
-    if source.access == "drive":
-        manual = f"Download {source.archive} by hand from {source.page} and pass --from PATH"
-        target = _drive_download_url(client, source.url, manual)
-        return fetch(target, archive, expected_sha256=sha256, hint=manual, client=client, report=report)
-    headers, where = {}, None
-    if source.access == "kaggle":
-        username, key, where = kaggle_credentials()
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{key}".encode()).decode()
-    try:
-        return fetch(source.url, archive, expected_sha256=sha256, headers=headers, hint=manual, client=client, report=report)
-    except HttpStatusError as error:
-        if source.access == "kaggle" and error.status in (401, 403):
-            raise DownloadError(
-                f"Kaggle refused the download of {source.page} (HTTP {error.status})",
-                f"Check the username and key in {where}, and accept the dataset's rules on {source.page} while logged in",
-            ) from None
-        raise

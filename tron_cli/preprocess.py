@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from tron_cli import artifacts, home
 from tron_cli.artifacts import Sessions
-from tron_cli.datasets import PRESETS, Preset, readers, steps
+from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
 from tron_cli.errors import InputFormatError, MissingInputError, UsageError
 from tron_cli.reporting import SILENT, Reporter
 
@@ -29,7 +29,7 @@ DAY_MS = steps.DAY_MS
 class Options:
     """Everything `tron preprocess` can be told; None means "the preset's (or the default) value"."""
 
-    preset: str | None = None
+    preset: str | None = None  # a registered dataset's name (tron_cli.datasets.DATASETS)
     input: Path | None = None  # raw file or directory instead of the download
     train: Path | None = None  # a user's own log
     test: Path | None = None
@@ -76,8 +76,8 @@ def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
     return _Source(path.resolve(), artifacts.sha256_file(path), path.stat().st_size)
 
 
-def _resolve(options: Options) -> tuple[str, Preset | None, list[_Source]]:
-    """(dataset name, preset or None for own logs, source files [train, test?])."""
+def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
+    """(dataset name, its declaration or None for own logs, source files [train, test?])."""
     if options.train is not None:
         if options.preset is not None:
             raise UsageError(f"give either a dataset NAME ({options.preset}) or --train FILE, not both")
@@ -95,9 +95,10 @@ def _resolve(options: Options) -> tuple[str, Preset | None, list[_Source]]:
     else:
         preset_name = options.preset
         raw_dir = home.raw_root() / preset_name
-    if preset_name not in PRESETS:
-        raise UsageError(f"unknown dataset {preset_name!r}", f"Use one of: {', '.join(PRESETS)}, or --train FILE for your own log")
-    preset = PRESETS[preset_name]
+    if preset_name not in DATASETS:
+        raise UsageError(f"unknown dataset {preset_name!r}", f"Use one of: {', '.join(DATASETS.names())}, or --train FILE for your own log")
+    spec = DATASETS.get(preset_name)
+    preset = spec.preset
     if options.input is not None:
         raw_dir = Path(options.input)
         if not raw_dir.exists():
@@ -116,17 +117,15 @@ def _resolve(options: Options) -> tuple[str, Preset | None, list[_Source]]:
         for path in paths:
             if not path.is_file():
                 raise MissingInputError(f"{path} not found", f"Download it with tron download {preset_name}, or point --input at the file or its directory")
-    return options.name or preset_name, preset, [_source(p, manifest) for p in paths]
+    return options.name or preset_name, spec, [_source(p, manifest) for p in paths]
 
 
-def _read(path: Path, reader: str, options: Options, report: Reporter) -> readers.RawLog:
-    if reader == "yoochoose":
-        return readers.read_yoochoose(path)
-    if reader == "diginetica":
-        return readers.read_diginetica(path)
+def _read(path: Path, spec: DatasetSpec | None, options: Options, report: Reporter) -> readers.RawLog:
+    if spec is not None:
+        return spec.read(path, options.event_types, report)
     return readers.read_log(
         path,
-        reader,
+        options.format,
         session_col=options.session_col,
         item_col=options.item_col,
         time_col=options.time_col,
@@ -145,9 +144,10 @@ def _shared_codes(raws: list[readers.RawLog]) -> tuple[list[Sessions], pa.Array]
 
 def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     """Run the stage; returns the summary that `--json` prints (dataset path, n_items, counts per split)."""
-    name, preset, sources = _resolve(options)
-    reader = preset.reader if preset else options.format
-    if reader not in ("otto-jsonl", "yoochoose", "diginetica") + readers.FORMATS:
+    name, spec, sources = _resolve(options)
+    preset = spec.preset if spec else None
+    reader = spec.format if spec else options.format
+    if spec is None and reader not in readers.FORMATS:
         raise UsageError(f"unknown format {reader!r}", f"Use one of: {', '.join(readers.FORMATS)}")
     if options.split not in ("time", "last"):
         raise UsageError(f"unknown split {options.split!r}", "Use --split time or --split last")
@@ -163,7 +163,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
 
     min_length = options.min_session_length
     min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)
-    raws = [_read(source.path, reader, options, report) for source in sources]
+    raws = [_read(source.path, spec, options, report) for source in sources]
     if raws[0].n_events == 0:
         raise InputFormatError(f"{sources[0].path} has no events of types {', '.join(options.event_types)}")
     parts, uniques = _shared_codes(raws)
@@ -242,7 +242,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         "name": name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {
-            "preset": preset.name if preset else None,
+            "preset": spec.name if spec else None,
             "format": reader,
             "files": [{"path": str(s.path), "size": s.size, "sha256": s.sha256} for s in sources],
         },

@@ -6,18 +6,13 @@ from pathlib import Path
 
 import click
 
+from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, pass_ui
-from tron_cli.datasets import PRESETS
-
-
-def _downloaded_names(ctx, param, incomplete):
-    from click.shell_completion import CompletionItem
-
-    return [CompletionItem(name) for name in PRESETS if name.startswith(incomplete)]
+from tron_cli.datasets import DATASETS
 
 
 @click.command(short_help="Turn a raw click log into a dataset (sessions, splits, catalogue).")
-@click.argument("name", required=False, type=click.Choice(sorted(PRESETS)), shell_complete=_downloaded_names)
+@click.argument("name", required=False, type=RegistryChoice(DATASETS))
 @click.option("--input", "input_path", type=click.Path(path_type=Path), help="Raw file or directory to read instead of the download.")
 @click.option("--train", "train", type=click.Path(path_type=Path), help="Your own log (one event per row, or OTTO JSON lines).")
 @click.option("--test", "test", type=click.Path(path_type=Path), help="A test log of your own: the data comes pre-split.")

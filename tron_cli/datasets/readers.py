@@ -1,8 +1,9 @@
 """Readers of raw click logs: each returns `RawLog`, events grouped by session in file order.
 
-Formats: OTTO JSON lines (also the synthetic set and yoochoose-1-64), Yoochoose `.dat`, Diginetica
-`train-item-views.csv`, and a user's own CSV or Parquet tables. Every malformed record ends in an
-`InputFormatError` naming the file and the line (or column), so the user can fix it.
+Formats shared by several datasets: OTTO JSON lines (OTTO, the synthetic set, yoochoose-1-64) and a user's own
+CSV or Parquet tables; `check_file`, `group` and `timestamps_ms` are the pieces a dataset's own reader builds
+on (tron_cli/datasets/yoochoose.py, diginetica.py). Every malformed record ends in an `InputFormatError`
+naming the file and the line (or column), so the user can fix it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class RawLog:
         return int(self.offsets[-1])
 
 
-def _check_file(path: Path) -> Path:
+def check_file(path: Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise InputFormatError(f"{path} does not exist", "Check the path, or run tron download first")
@@ -154,7 +155,7 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
 
     The file is parsed in blocks of whole lines, so memory stays near the size of the output arrays.
     """
-    path = _check_file(path)
+    path = check_file(path)
     parts = []
     line = 1
     with open(path, "rb") as handle, report.task(f"reading {path.name}", total=path.stat().st_size, unit="B") as task:
@@ -187,7 +188,7 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
 # ----------------------------------------------------------------------------------------------- tables
 
 
-def _group(path: Path, session: pl.Series, item: pl.Series, ts: np.ndarray) -> RawLog:
+def group(session: pl.Series, item: pl.Series, ts: np.ndarray) -> RawLog:
     """Group event rows by session, sessions in order of first appearance, events in row order within each."""
     frame = pl.DataFrame({"session": session, "row": np.arange(len(session), dtype=np.int64)})
     if not session.dtype.is_integer():
@@ -202,7 +203,7 @@ def _group(path: Path, session: pl.Series, item: pl.Series, ts: np.ndarray) -> R
     return RawLog(session_ids, offsets, item.to_arrow().take(pa.array(order)), ts[order])
 
 
-def _timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_offset: int) -> np.ndarray:
+def timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_offset: int) -> np.ndarray:
     """Milliseconds since the epoch from ints (`unit` s/ms/us/ns, or auto by magnitude), datetimes or ISO-8601 strings."""
     bad_hint = f"Fix column {column!r}, or choose --time-col / --time-unit"
     if values.dtype == pl.String:
@@ -232,7 +233,7 @@ def _timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_of
 
 def read_table(path: Path, fmt: str, session_col: str, item_col: str, time_col: str, time_unit: str = "auto", separator: str = ",") -> RawLog:
     """A user's own CSV or Parquet log: one row per event, with session, item and time columns."""
-    path = _check_file(path)
+    path = check_file(path)
     row_offset = 2 if fmt == "csv" else 0  # CSV: header is line 1, so row r is line r + 2
     try:
         if fmt == "csv":
@@ -255,42 +256,8 @@ def read_table(path: Path, fmt: str, session_col: str, item_col: str, time_col: 
             raise InputFormatError(f"{path}:{int(nulls.arg_max()) + row_offset}: column {column!r} is empty", "Every event needs a session and an item")
         if frame[column].dtype.is_float():
             raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
-    ts = _timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
-    return _group(path, frame[session_col], frame[item_col], ts)
-
-
-def read_yoochoose(path: Path) -> RawLog:
-    """`yoochoose-clicks.dat`: `session,ISO-8601 UTC time,item,category`, no header."""
-    path = _check_file(path)
-    try:
-        frame = pl.read_csv(
-            path,
-            has_header=False,
-            new_columns=["session", "time", "item", "category"],
-            schema_overrides={"session": pl.Int64, "time": pl.String, "item": pl.Int64, "category": pl.String},
-        )
-    except pl.exceptions.PolarsError as error:
-        raise InputFormatError(f"{path}: not a Yoochoose clicks file ({str(error).splitlines()[0]})", "Expected lines like 1,2014-04-07T10:51:09.277Z,214536502,0") from None
-    ts = _timestamps_ms(path, "time", frame["time"], "ms", 1)
-    return _group(path, frame["session"], frame["item"], ts)
-
-
-def read_diginetica(path: Path) -> RawLog:
-    """`train-item-views.csv`: `sessionId;userId;itemId;timeframe;eventdate`; time = eventdate (UTC midnight) + timeframe ms."""
-    path = _check_file(path)
-    try:
-        frame = pl.read_csv(path, separator=";", schema_overrides={"eventdate": pl.String})
-    except pl.exceptions.PolarsError as error:
-        raise InputFormatError(f"{path}: not a Diginetica views file ({str(error).splitlines()[0]})", "Expected a ;-separated file with header sessionId;userId;itemId;timeframe;eventdate") from None
-    if frame.width != 5:
-        raise InputFormatError(f"{path}: expected 5 ;-separated columns, found {frame.width}", "Expected sessionId;userId;itemId;timeframe;eventdate")
-    session, _user, item, timeframe, date = frame.columns
-    days = frame[date].str.to_date("%Y-%m-%d", strict=False)
-    if days.is_null().any() or frame[timeframe].is_null().any():
-        row = int((days.is_null() | frame[timeframe].is_null()).arg_max())
-        raise InputFormatError(f"{path}:{row + 2}: unreadable eventdate or timeframe", "Expected eventdate YYYY-MM-DD and timeframe in ms")
-    ts = days.cast(pl.Datetime("ms")).dt.epoch("ms").to_numpy().astype(np.int64) + frame[timeframe].cast(pl.Int64).to_numpy()
-    return _group(path, frame[session], frame[item], ts)
+    ts = timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
+    return group(frame[session_col], frame[item_col], ts)
 
 
 FORMATS = ("otto-jsonl", "csv", "parquet")
