@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import sessions as make_sessions  # noqa: E402
+from _data import sessions as make_sessions
 
-from tron_cli.batching import SessionStore  # noqa: E402
-from tron_cli.protocols import EvalOptions, accumulate  # noqa: E402
-from tron_cli.models.sasrec import SASRec, SASRecConfig  # noqa: E402
-from tron_cli.runtime import exact_fp32, resolve_device  # noqa: E402
+from tron_cli.batching import SessionStore
+from tron_cli.models.sasrec import SASRec, SASRecConfig
+from tron_cli.protocols import EvalOptions, accumulate
+from tron_cli.runtime import exact_fp32, resolve_device
 
 OTTO_TEST_TARGETS = 10_700_000
 

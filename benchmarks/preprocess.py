@@ -29,7 +29,7 @@ def generate(workdir: Path, scale: float, seed: int) -> Path:
     from tron_cli.datasets.synthetic import generate as make
 
     sessions = int(OTTO_TRAIN_SESSIONS * scale / TRAIN_SHARE)
-    items = max(1000, int(OTTO_ITEMS * scale ** 0.5)) if scale < 1 else OTTO_ITEMS
+    items = max(1000, int(OTTO_ITEMS * scale**0.5)) if scale < 1 else OTTO_ITEMS
     raw = workdir / f"otto-synthetic-{scale:g}"
     marker = raw / "parameters.json"
     wanted = {"sessions": sessions, "items": items, "seed": seed}

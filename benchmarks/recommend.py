@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.scoring import score_sessions
 from tron_cli.runtime import resolve_device
+from tron_cli.scoring import score_sessions
 
 
 def sessions(n_items: int, batch: int, max_length: int, generator: torch.Generator) -> torch.Tensor:
@@ -81,19 +81,37 @@ def main() -> None:
     with torch.no_grad():
         # single sessions, one at a time, after a warm-up
         one = [sessions(args.items, 1, config.max_length, generator).to(device) for _ in range(args.sessions + 5)]
-        latency = [timed(lambda window=window: score_sessions(model, window, args.k), device) for window in one]
-        latency = np.array(latency[5:]) * 1000
+        timings = [timed(lambda window=window: score_sessions(model, window, args.k), device) for window in one]
+        latency = np.array(timings[5:]) * 1000
         floor_one = floor_seconds(model.last_hidden(one[0]), table, args.floor_memory, device) * 1000
 
         flop = 2 * config.hidden_size * args.items  # of the scores of one session; the transformer adds little
         median = float(np.median(latency)) / 1000
-        rows = [["1 (latency)", f"p50 {np.percentile(latency, 50):,.1f} ms, p99 {np.percentile(latency, 99):,.1f} ms", f"{1 / median:,.1f}", f"{flop / median / 1e9:,.1f}", f"{floor_one:,.1f} ms", f"{median * 1000 / floor_one:.2f}x"]]
+        rows = [
+            [
+                "1 (latency)",
+                f"p50 {np.percentile(latency, 50):,.1f} ms, p99 {np.percentile(latency, 99):,.1f} ms",
+                f"{1 / median:,.1f}",
+                f"{flop / median / 1e9:,.1f}",
+                f"{floor_one:,.1f} ms",
+                f"{median * 1000 / floor_one:.2f}x",
+            ]
+        ]
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             windows = sessions(args.items, batch, config.max_length, generator).to(device)
             score_sessions(model, windows, args.k)  # warm-up
-            seconds = float(np.median([timed(lambda: score_sessions(model, windows, args.k), device) for _ in range(args.repeats)]))
+            seconds = float(np.median([timed(lambda windows=windows: score_sessions(model, windows, args.k), device) for _ in range(args.repeats)]))
             floor = floor_seconds(model.last_hidden(windows), table, args.floor_memory, device)
-            rows.append([str(batch), f"{seconds * 1000:,.0f} ms per batch", f"{batch / seconds:,.0f}", f"{batch * flop / seconds / 1e9:,.1f}", f"{floor * 1000:,.0f} ms", f"{seconds / floor:.2f}x"])
+            rows.append(
+                [
+                    str(batch),
+                    f"{seconds * 1000:,.0f} ms per batch",
+                    f"{batch / seconds:,.0f}",
+                    f"{batch * flop / seconds / 1e9:,.1f}",
+                    f"{floor * 1000:,.0f} ms",
+                    f"{seconds / floor:.2f}x",
+                ]
+            )
 
     header = ["sessions", "scoring core (median)", "sessions/s", "GFLOP/s", "matmul floor", "core / floor"]
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
@@ -101,8 +119,10 @@ def main() -> None:
     print("-+-".join("-" * w for w in widths))
     for row in rows:
         print(" | ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
-    print(f"The floor is hidden @ table.T alone ({flop / 1e9:.2f} GFLOP and {args.items * config.hidden_size * 4 / 1e9:.2f} GB of table read per session), "
-          f"in row blocks of at most {args.floor_memory / 1e9:.1f} GB of output; the core adds the transformer, the bias, chunking and the running top-{args.k}.")
+    print(
+        f"The floor is hidden @ table.T alone ({flop / 1e9:.2f} GFLOP and {args.items * config.hidden_size * 4 / 1e9:.2f} GB of table read per session), "
+        f"in row blocks of at most {args.floor_memory / 1e9:.1f} GB of output; the core adds the transformer, the bias, chunking and the running top-{args.k}."
+    )
 
 
 if __name__ == "__main__":

@@ -17,20 +17,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import write_dataset  # noqa: E402
+from _data import write_dataset
 
-from tron_cli.artifacts import read_dataset  # noqa: E402
-from tron_cli.config import TrainConfig  # noqa: E402
-from tron_cli.training.feeds import EPOCHS  # noqa: E402
-from tron_cli.training.loop import Trainer  # noqa: E402
-from tron_cli.training.stop import StopRequest  # noqa: E402
-from tron_cli.training.order import epoch_order  # noqa: E402
+from tron_cli.artifacts import read_dataset
+from tron_cli.config import TrainConfig
+from tron_cli.training.feeds import EPOCHS
+from tron_cli.training.loop import Trainer
+from tron_cli.training.order import epoch_order
+from tron_cli.training.stop import StopRequest
 
-CONFIGS = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "tron-xl": dict(),  # TRON XL: ssm, 16384 batchwise + 127 in-batch negatives, top-100, dense Adam
     "tron-xl-sparse-adam": dict(optimizer="sparse-adam"),
     "tron-xl-sparse-adagrad": dict(optimizer="sparse-adagrad"),
@@ -49,16 +50,17 @@ def measure(name: str, dataset, device: str, steps: int, warmup: int, precision:
         trainer.order = epoch_order(len(trainer.store), "shuffle_without_replacement", trainer.generator)
         with StopRequest() as stop:
             trainer.config = dataclasses.replace(config, overfit_batches=float(warmup))
-            run(trainer, 0, stop)
+            run(trainer, trainer.order, 0, stop)
             trainer.state.done = 0
             trainer.config = dataclasses.replace(config, overfit_batches=float(steps))
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
             started = time.perf_counter()
-            _, sessions, events = run(trainer, 0, stop)
+            _, trained, events = run(trainer, trainer.order, 0, stop)
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started
+        sessions = float(trained)
         if trainer.model.feeding == "lanes":  # lanes consume clicks, not sessions: convert at the data's targets per session
             sessions = events / float((trainer.store.lengths.clamp(max=config.max_length + 1) - 1).double().mean())
     device_name = torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu"

@@ -42,6 +42,14 @@ def invoke(*args: str, input: str | None = None):
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
+@pytest.fixture(autouse=True)
+def no_tron_environment(monkeypatch) -> None:
+    """Every test starts without TRON_* variables: a developer's own TRON_HOME or TRON_TRAIN_* must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("TRON_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """An empty $TRON_HOME, also the working directory."""
@@ -82,7 +90,22 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """(run, bundle): a small SASRec trained for two steps on `tiny_dataset`, and its export. Treat as read-only."""
     root = tmp_path_factory.mktemp("tiny-model")
     run, bundle = root / "runs" / "tiny", root / "bundles" / "tiny"
-    fast = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+    fast = [
+        "--device",
+        "cpu",
+        "--hidden-size",
+        "16",
+        "--uniform-negatives",
+        "64",
+        "--batch-size",
+        "32",
+        "--batch-negatives",
+        "31",
+        "--topk",
+        "32",
+        "--max-length",
+        "20",
+    ]
     result = invoke("train", str(tiny_dataset), *fast, "--epochs", "1", "--overfit-batches", "2", "--out", str(run))
     assert result.exit_code == 0, result.stderr
     result = invoke("export", str(run), "--out", str(bundle))

@@ -114,6 +114,10 @@ def test_no_model_type_sniffing_outside_models():
                 checked = ast.unparse(node.args[1]) if len(node.args) > 1 else ""
                 if "model" in subject.lower() or any(cls in checked for cls in ("SASRec", "GRU4Rec")):
                     offenders.append((name, ast.unparse(node)))
-            if isinstance(node, ast.Compare) and "model" in ast.unparse(node.left) and any(isinstance(c, ast.Constant) and c.value in ("sasrec", "gru4rec") for c in node.comparators):
+            if (
+                isinstance(node, ast.Compare)
+                and "model" in ast.unparse(node.left)
+                and any(isinstance(c, ast.Constant) and c.value in ("sasrec", "gru4rec") for c in node.comparators)
+            ):
                 offenders.append((name, ast.unparse(node)))
     assert offenders == []

@@ -24,7 +24,22 @@ from tron_cli.artifacts import read_dataset, read_json
 from tron_cli.errors import MissingInputError
 from tron_cli.modelio import load_model
 
-TRAIN = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+TRAIN = [
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "16",
+    "--uniform-negatives",
+    "64",
+    "--batch-size",
+    "32",
+    "--batch-negatives",
+    "31",
+    "--topk",
+    "32",
+    "--max-length",
+    "20",
+]
 TRAIN += ["--epochs", "3", "--overfit-batches", "4", "--valid-limit", "100"]
 
 # torch's OpenMP threads spin: two processes with a thread per core each slow down by orders of magnitude

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +22,22 @@ import pytest
 from tests.conftest import invoke
 from tron_cli.artifacts import Sessions, read_items, read_sessions, write_sessions
 
-FAST = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+FAST = [
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "16",
+    "--uniform-negatives",
+    "64",
+    "--batch-size",
+    "32",
+    "--batch-negatives",
+    "31",
+    "--topk",
+    "32",
+    "--max-length",
+    "20",
+]
 OTTO_LINE = '{{"session": {s}, "events": [{{"aid": {a}, "ts": {t}, "type": "clicks"}}, {{"aid": {b}, "ts": {u}, "type": "clicks"}}]}}\n'
 
 
@@ -209,38 +224,108 @@ def other_dataset(tmp: Path, world: World) -> Path:
 
 CASES = [
     # ------------------------------------------------------------------ preprocess: OTTO JSON lines
-    Case("pre-json-broken-line", log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6) + '{"session": 2, "events": [}\n'), 1, ("log.jsonl:2", "not valid JSON"), ("data/log",)),
-    Case("pre-json-truncated-last-line", log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6) + '{"session": 2, "ev'), 1, ("log.jsonl:2",), ("data/log",)),
+    Case(
+        "pre-json-broken-line",
+        log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6) + '{"session": 2, "events": [}\n'),
+        1,
+        ("log.jsonl:2", "not valid JSON"),
+        ("data/log",),
+    ),
+    Case(
+        "pre-json-truncated-last-line", log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6) + '{"session": 2, "ev'), 1, ("log.jsonl:2",), ("data/log",)
+    ),
     Case("pre-json-not-an-object", log("log.jsonl", "[1, 2]\n"), 1, ("log.jsonl:1", "JSON object"), ("data/log",)),
     Case("pre-json-no-events", log("log.jsonl", '{"session": 1}\n'), 1, ("log.jsonl:1", '"events"'), ("data/log",)),
     Case("pre-json-string-session", log("log.jsonl", '{"session": "a", "events": []}\n'), 1, ("log.jsonl:1", '"session"'), ("data/log",)),
     Case("pre-json-string-aid", log("log.jsonl", OTTO_LINE.format(s=1, a='"x"', t=5, b=2, u=6)), 1, ("log.jsonl:1", "aid"), ("data/log",)),
-    Case("pre-json-aid-beyond-64-bits", log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6) + OTTO_LINE.format(s=2, a=2**64, t=5, b=2, u=6)), 1, ("log.jsonl:2", "aid", "64 bits"), ("data/log",)),
+    Case(
+        "pre-json-aid-beyond-64-bits",
+        log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6) + OTTO_LINE.format(s=2, a=2**64, t=5, b=2, u=6)),
+        1,
+        ("log.jsonl:2", "aid", "64 bits"),
+        ("data/log",),
+    ),
     Case("pre-json-nan-ts", log("log.jsonl", OTTO_LINE.format(s=1, a=1, t="NaN", b=2, u=6)), 1, ("log.jsonl:1", "ts"), ("data/log",)),
     Case("pre-json-float-ts", log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5.5, b=2, u=6)), 1, ("log.jsonl:1", "ts"), ("data/log",)),
     Case("pre-json-negative-ts", log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=-5, b=2, u=6)), 1, ("log.jsonl:1", "negative"), ("data/log",)),
-    Case("pre-json-unknown-event-type", log("log.jsonl", '{"session": 1, "events": [{"aid": 1, "ts": 5, "type": "views"}]}\n'), 1, ("log.jsonl:1", "views"), ("data/log",)),
+    Case(
+        "pre-json-unknown-event-type",
+        log("log.jsonl", '{"session": 1, "events": [{"aid": 1, "ts": 5, "type": "views"}]}\n'),
+        1,
+        ("log.jsonl:1", "views"),
+        ("data/log",),
+    ),
     Case("pre-json-empty-file", log("log.jsonl", ""), 1, ("log.jsonl", "empty"), ("data/log",)),
     Case("pre-json-blank-lines", log("log.jsonl", "\n\n\n"), 1, ("log.jsonl", "no sessions"), ("data/log",)),
-    Case("pre-json-no-clicks", log("log.jsonl", '{"session": 1, "events": [{"aid": 1, "ts": 5, "type": "carts"}]}\n'), 1, ("log.jsonl", "clicks"), ("data/log",)),
-    Case("pre-json-sessions-of-one-click", log("log.jsonl", "".join(f'{{"session": {s}, "events": [{{"aid": {s}, "ts": {s}, "type": "clicks"}}]}}\n' for s in range(20))), 1, ("log.jsonl", "no session is left", "--min-session-length"), ("data/log",)),
-    Case("pre-json-empty-sessions", log("log.jsonl", '{"session": 1, "events": []}\n{"session": 2, "events": []}\n'), 1, ("log.jsonl", "no events"), ("data/log",)),
+    Case(
+        "pre-json-no-clicks", log("log.jsonl", '{"session": 1, "events": [{"aid": 1, "ts": 5, "type": "carts"}]}\n'), 1, ("log.jsonl", "clicks"), ("data/log",)
+    ),
+    Case(
+        "pre-json-sessions-of-one-click",
+        log("log.jsonl", "".join(f'{{"session": {s}, "events": [{{"aid": {s}, "ts": {s}, "type": "clicks"}}]}}\n' for s in range(20))),
+        1,
+        ("log.jsonl", "no session is left", "--min-session-length"),
+        ("data/log",),
+    ),
+    Case(
+        "pre-json-empty-sessions",
+        log("log.jsonl", '{"session": 1, "events": []}\n{"session": 2, "events": []}\n'),
+        1,
+        ("log.jsonl", "no events"),
+        ("data/log",),
+    ),
     # ------------------------------------------------------------------ preprocess: CSV and Parquet
     Case("pre-csv-missing-column", log("log.csv", "session,item\n1,2\n", "--format", "csv"), 1, ("log.csv", "'ts'", "not found"), ("data/log",)),
     Case("pre-csv-misnamed-column", log("log.csv", GOOD_CSV, "--format", "csv", "--session-col", "sid"), 1, ("log.csv", "'sid'"), ("data/log",)),
-    Case("pre-csv-decimal-items", log("log.csv", "session,item,ts\n1,2.5,100\n1,3.5,200\n", "--format", "csv"), 1, ("log.csv", "'item'", "decimals"), ("data/log",)),
-    Case("pre-csv-empty-session-id", log("log.csv", "session,item,ts\n1,2,100\n,3,200\n", "--format", "csv"), 1, ("log.csv:3", "'session'", "empty"), ("data/log",)),
+    Case(
+        "pre-csv-decimal-items",
+        log("log.csv", "session,item,ts\n1,2.5,100\n1,3.5,200\n", "--format", "csv"),
+        1,
+        ("log.csv", "'item'", "decimals"),
+        ("data/log",),
+    ),
+    Case(
+        "pre-csv-empty-session-id",
+        log("log.csv", "session,item,ts\n1,2,100\n,3,200\n", "--format", "csv"),
+        1,
+        ("log.csv:3", "'session'", "empty"),
+        ("data/log",),
+    ),
     Case("pre-csv-header-only", log("log.csv", "session,item,ts\n", "--format", "csv"), 1, ("log.csv", "no rows"), ("data/log",)),
     Case("pre-csv-empty-file", log("log.csv", "", "--format", "csv"), 1, ("log.csv", "empty"), ("data/log",)),
     Case("pre-csv-ragged-rows", log("log.csv", "session,item,ts\n1,2,100,5\n1,3\n", "--format", "csv"), 1, ("log.csv", "cannot be read as csv"), ("data/log",)),
     Case("pre-csv-not-utf8", log("log.csv", b"session,item,ts\n1,\xff\xfe,100\n", "--format", "csv"), 1, ("log.csv", "utf-8"), ("data/log",)),
-    Case("pre-csv-unparseable-time", log("log.csv", "session,item,ts\n1,2,2024-01-01T00:00:00Z\n1,3,yesterday\n", "--format", "csv"), 1, ("log.csv:3", "'yesterday'", "not a timestamp"), ("data/log",)),
+    Case(
+        "pre-csv-unparseable-time",
+        log("log.csv", "session,item,ts\n1,2,2024-01-01T00:00:00Z\n1,3,yesterday\n", "--format", "csv"),
+        1,
+        ("log.csv:3", "'yesterday'", "not a timestamp"),
+        ("data/log",),
+    ),
     Case("pre-csv-nan-time", log("log.csv", "session,item,ts\n1,2,100.5\n1,3,NaN\n", "--format", "csv"), 1, ("log.csv:3", "NaN"), ("data/log",)),
     Case("pre-csv-empty-time", log("log.csv", "session,item,ts\n1,2,100\n1,3,\n", "--format", "csv"), 1, ("log.csv:3", "'ts'"), ("data/log",)),
     Case("pre-csv-negative-time", log("log.csv", "session,item,ts\n1,2,100\n1,3,-5\n", "--format", "csv"), 1, ("log.csv:3", "negative"), ("data/log",)),
-    Case("pre-csv-one-session", log("log.csv", "session,item,ts\n1,2,100\n1,3,200\n1,4,300\n", "--format", "csv"), 1, ("log.csv", "the time split leaves no train session", "--test-days"), ("data/log",)),
-    Case("pre-parquet-not-parquet", log("log.parquet", "session,item,ts\n1,2,3\n", "--format", "parquet"), 1, ("log.parquet", "cannot be read as parquet"), ("data/log",)),
-    Case("pre-parquet-wrong-type", parquet_log(pa.table({"session": [1, 1], "item": [1.5, 2.5], "ts": [1, 2]})), 1, ("log.parquet", "'item'", "decimals"), ("data/log",)),
+    Case(
+        "pre-csv-one-session",
+        log("log.csv", "session,item,ts\n1,2,100\n1,3,200\n1,4,300\n", "--format", "csv"),
+        1,
+        ("log.csv", "the time split leaves no train session", "--test-days"),
+        ("data/log",),
+    ),
+    Case(
+        "pre-parquet-not-parquet",
+        log("log.parquet", "session,item,ts\n1,2,3\n", "--format", "parquet"),
+        1,
+        ("log.parquet", "cannot be read as parquet"),
+        ("data/log",),
+    ),
+    Case(
+        "pre-parquet-wrong-type",
+        parquet_log(pa.table({"session": [1, 1], "item": [1.5, 2.5], "ts": [1, 2]})),
+        1,
+        ("log.parquet", "'item'", "decimals"),
+        ("data/log",),
+    ),
     Case("pre-parquet-missing-column", parquet_log(pa.table({"session": [1, 1], "ts": [1, 2]})), 1, ("log.parquet", "'item'"), ("data/log",)),
     # ------------------------------------------------------------------ preprocess: names and options
     Case("pre-unknown-dataset", lambda t, w: ["preprocess", "nosuchdata"], 2, ("'nosuchdata'",)),
@@ -249,10 +334,28 @@ CASES = [
     Case("pre-test-without-train", lambda t, w: ["preprocess", "--test", "log.jsonl"], 2, ("--test needs --train",)),
     Case("pre-valid-fraction-out-of-range", log("log.csv", GOOD_CSV, "--format", "csv", "--valid-fraction", "1.5"), 2, ("--valid-fraction",), ("data/log",)),
     Case("pre-min-session-length-0", log("log.csv", GOOD_CSV, "--format", "csv", "--min-session-length", "0"), 2, ("--min-session-length",), ("data/log",)),
-    Case("pre-existing-dataset", lambda t, w: (shutil.copytree(w.dataset, t / "data" / "log"), log("log.csv", GOOD_CSV, "--format", "csv")(t, w))[1], 2, ("data/log", "--force"), present=("data/log/dataset.json",)),
+    Case(
+        "pre-existing-dataset",
+        lambda t, w: (shutil.copytree(w.dataset, t / "data" / "log"), log("log.csv", GOOD_CSV, "--format", "csv")(t, w))[1],
+        2,
+        ("data/log", "--force"),
+        present=("data/log/dataset.json",),
+    ),
     Case("pre-nothing-downloaded", lambda t, w: ["preprocess"], 1, ("tron download",)),
-    Case("pre-manifest-truncated", lambda t, w: (copy(w.raw, t / "data" / "raw" / "synthetic", ("manifest.json", truncate)), ["preprocess"])[1], 1, ("manifest.json", "not valid JSON"), ("data/synthetic",)),
-    Case("pre-manifest-other-version", lambda t, w: (copy(w.raw, t / "data" / "raw" / "synthetic", ("manifest.json", lambda p: set_schema(p, "manifest/2"))), ["preprocess"])[1], 1, ("manifest.json", "manifest/2"), ("data/synthetic",)),
+    Case(
+        "pre-manifest-truncated",
+        lambda t, w: (copy(w.raw, t / "data" / "raw" / "synthetic", ("manifest.json", truncate)), ["preprocess"])[1],
+        1,
+        ("manifest.json", "not valid JSON"),
+        ("data/synthetic",),
+    ),
+    Case(
+        "pre-manifest-other-version",
+        lambda t, w: (copy(w.raw, t / "data" / "raw" / "synthetic", ("manifest.json", lambda p: set_schema(p, "manifest/2"))), ["preprocess"])[1],
+        1,
+        ("manifest.json", "manifest/2"),
+        ("data/synthetic",),
+    ),
     # ------------------------------------------------------------------ download, completion
     Case("download-unknown-dataset", lambda t, w: ["download", "nosuchdata"], 2, ("'nosuchdata'",), ("data/raw/nosuchdata",)),
     Case("download-synthetic-with-url", lambda t, w: ["download", "synthetic", "--url", "http://example.invalid/x"], 2, ("--url",), ("data/raw/synthetic",)),
@@ -261,14 +364,52 @@ CASES = [
     Case("train-unknown-model", train_on(lambda t, w: w.dataset, "--model", "bert4rec"), 2, ("--model", "'bert4rec'"), ("runs/new",)),
     Case("train-unknown-loss", train_on(lambda t, w: w.dataset, "--loss", "hinge"), 2, ("--loss", "'hinge'"), ("runs/new",)),
     Case("train-topk-above-negatives", train_on(lambda t, w: w.dataset, "--topk", "1000"), 2, ("--topk 1000", "95 negatives"), ("runs/new",)),
-    Case("train-batch-negatives-not-below-batch", train_on(lambda t, w: w.dataset, "--batch-negatives", "32"), 2, ("--batch-negatives (32)", "--batch-size (32)"), ("runs/new",)),
-    Case("train-batch-negatives-not-a-number", train_on(lambda t, w: w.dataset, "--batch-negatives", "many"), 2, ("--batch-negatives", "'many'"), ("runs/new",)),
+    Case(
+        "train-batch-negatives-not-below-batch",
+        train_on(lambda t, w: w.dataset, "--batch-negatives", "32"),
+        2,
+        ("--batch-negatives (32)", "--batch-size (32)"),
+        ("runs/new",),
+    ),
+    Case(
+        "train-batch-negatives-not-a-number", train_on(lambda t, w: w.dataset, "--batch-negatives", "many"), 2, ("--batch-negatives", "'many'"), ("runs/new",)
+    ),
     Case("train-max-length-0", train_on(lambda t, w: w.dataset, "--max-length", "0"), 2, ("--max-length",), ("runs/new",)),
-    Case("train-no-negatives", train_on(lambda t, w: w.dataset, "--uniform-negatives", "0", "--batch-negatives", "0", "--topk", "0"), 2, ("needs negatives",), ("runs/new",)),
-    Case("train-config-unknown-key", lambda t, w: ((t / "cfg.json").write_text('{"hiden_size": 64}'), ["train", "--config", "cfg.json"])[1], 2, ("cfg.json", "'hiden_size'"), ("runs",)),
-    Case("train-config-mistyped-value", lambda t, w: ((t / "cfg.json").write_text('{"hidden_size": "64"}'), ["train", "--config", "cfg.json"])[1], 2, ("cfg.json", "'hidden_size'", "int"), ("runs",)),
-    Case("train-config-mistyped-choice", lambda t, w: ((t / "cfg.json").write_text('{"loss": 3}'), ["train", "--config", "cfg.json"])[1], 2, ("cfg.json", "'loss'"), ("runs",)),
-    Case("train-config-not-json", lambda t, w: ((t / "cfg.json").write_text('{"hidden_size": 64'), ["train", "--config", "cfg.json"])[1], 2, ("cfg.json:1", "not valid JSON"), ("runs",)),
+    Case(
+        "train-no-negatives",
+        train_on(lambda t, w: w.dataset, "--uniform-negatives", "0", "--batch-negatives", "0", "--topk", "0"),
+        2,
+        ("needs negatives",),
+        ("runs/new",),
+    ),
+    Case(
+        "train-config-unknown-key",
+        lambda t, w: ((t / "cfg.json").write_text('{"hiden_size": 64}'), ["train", "--config", "cfg.json"])[1],
+        2,
+        ("cfg.json", "'hiden_size'"),
+        ("runs",),
+    ),
+    Case(
+        "train-config-mistyped-value",
+        lambda t, w: ((t / "cfg.json").write_text('{"hidden_size": "64"}'), ["train", "--config", "cfg.json"])[1],
+        2,
+        ("cfg.json", "'hidden_size'", "int"),
+        ("runs",),
+    ),
+    Case(
+        "train-config-mistyped-choice",
+        lambda t, w: ((t / "cfg.json").write_text('{"loss": 3}'), ["train", "--config", "cfg.json"])[1],
+        2,
+        ("cfg.json", "'loss'"),
+        ("runs",),
+    ),
+    Case(
+        "train-config-not-json",
+        lambda t, w: ((t / "cfg.json").write_text('{"hidden_size": 64'), ["train", "--config", "cfg.json"])[1],
+        2,
+        ("cfg.json:1", "not valid JSON"),
+        ("runs",),
+    ),
     Case("train-config-missing", lambda t, w: ["train", "--config", "cfg.json"], 2, ("cfg.json", "does not exist"), ("runs",)),
     Case("train-resume-with-data", lambda t, w: ["train", "--resume", str(w.run), str(w.dataset)], 2, ("--resume",)),
     # ------------------------------------------------------------------ train: datasets
@@ -276,21 +417,65 @@ CASES = [
     Case("train-dataset-missing", train_on(lambda t, w: t / "data" / "nope"), 1, ("data/nope", "does not exist"), ("runs/new",)),
     Case("train-dataset-json-truncated", train_on(bad_dataset(("dataset.json", truncate))), 1, ("dataset.json", "not valid JSON"), ("runs/new",)),
     Case("train-dataset-json-missing", train_on(bad_dataset(("dataset.json", remove))), 1, ("dataset.json", "missing"), ("runs/new",)),
-    Case("train-dataset-json-other-version", train_on(bad_dataset(("dataset.json", lambda p: set_schema(p, "dataset/2")))), 1, ("dataset.json", "'dataset/2'"), ("runs/new",)),
+    Case(
+        "train-dataset-json-other-version",
+        train_on(bad_dataset(("dataset.json", lambda p: set_schema(p, "dataset/2")))),
+        1,
+        ("dataset.json", "'dataset/2'"),
+        ("runs/new",),
+    ),
     Case("train-parquet-truncated", train_on(bad_dataset(("train.parquet", truncate))), 1, ("train.parquet", "not a readable Parquet file"), ("runs/new",)),
     Case("train-parquet-missing", train_on(bad_dataset(("train.parquet", remove))), 1, ("train.parquet", "missing"), ("runs/new",)),
-    Case("train-parquet-other-version", train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [3, 3], schema="sessions/2"))))
-         , 1, ("train.parquet", "'sessions/2'"), ("runs/new",)),
-    Case("train-parquet-wrong-types", train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [3, 3], item_type=pa.int64()))))
-         , 1, ("train.parquet", "unexpected types"), ("runs/new",)),
-    Case("train-parquet-empty", train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, []))))
-         , 1, ("train.parquet", "no session with two clicks"), ("runs/new",)),
+    Case(
+        "train-parquet-other-version",
+        train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [3, 3], schema="sessions/2")))),
+        1,
+        ("train.parquet", "'sessions/2'"),
+        ("runs/new",),
+    ),
+    Case(
+        "train-parquet-wrong-types",
+        train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [3, 3], item_type=pa.int64())))),
+        1,
+        ("train.parquet", "unexpected types"),
+        ("runs/new",),
+    ),
+    Case(
+        "train-parquet-empty",
+        train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [])))),
+        1,
+        ("train.parquet", "no session with two clicks"),
+        ("runs/new",),
+    ),
     Case("train-sessions-of-one-click", train_on(one_click_dataset), 1, ("train.parquet", "no session with two clicks"), ("runs/new",)),
     Case("train-items-truncated", train_on(bad_dataset(("items.parquet", truncate))), 1, ("items.parquet",), ("runs/new",)),
-    Case("train-existing-run", lambda t, w: (copy(w.run, t / "runs" / "new"), train_on(lambda t, w: w.dataset)(t, w))[1], 2, ("runs/new", "--force"), present=("runs/new/summary.json",)),
-    Case("train-resume-without-checkpoint", lambda t, w: (copy(w.run, t / "runs" / "bad", ("checkpoint", shutil.rmtree)), ["train", "--resume", "runs/bad"])[1], 1, ("runs/bad", "no checkpoint"), present=("runs/bad/summary.json",)),
-    Case("train-resume-another-dataset", lambda t, w: (bad_run(("config.json", lambda p: edit_json(p, another_catalogue)))(t, w), ["train", "--resume", "runs/bad"])[1], 1, ("runs/bad", "dataset", "changed"), present=("runs/bad/summary.json",)),
-    Case("train-resume-config-other-version", lambda t, w: (bad_run(("config.json", lambda p: set_schema(p, "run/2")))(t, w), ["train", "--resume", "runs/bad"])[1], 1, ("runs/bad/config.json", "'run/2'")),
+    Case(
+        "train-existing-run",
+        lambda t, w: (copy(w.run, t / "runs" / "new"), train_on(lambda t, w: w.dataset)(t, w))[1],
+        2,
+        ("runs/new", "--force"),
+        present=("runs/new/summary.json",),
+    ),
+    Case(
+        "train-resume-without-checkpoint",
+        lambda t, w: (copy(w.run, t / "runs" / "bad", ("checkpoint", shutil.rmtree)), ["train", "--resume", "runs/bad"])[1],
+        1,
+        ("runs/bad", "no checkpoint"),
+        present=("runs/bad/summary.json",),
+    ),
+    Case(
+        "train-resume-another-dataset",
+        lambda t, w: (bad_run(("config.json", lambda p: edit_json(p, another_catalogue)))(t, w), ["train", "--resume", "runs/bad"])[1],
+        1,
+        ("runs/bad", "dataset", "changed"),
+        present=("runs/bad/summary.json",),
+    ),
+    Case(
+        "train-resume-config-other-version",
+        lambda t, w: (bad_run(("config.json", lambda p: set_schema(p, "run/2")))(t, w), ["train", "--resume", "runs/bad"])[1],
+        1,
+        ("runs/bad/config.json", "'run/2'"),
+    ),
     # ------------------------------------------------------------------ evaluate
     Case("evaluate-no-run-yet", evaluate(None), 1, ("no finished run", "tron train")),
     Case("evaluate-run-missing", evaluate(lambda t, w: t / "runs" / "nope"), 1, ("runs/nope", "does not exist")),
@@ -300,10 +485,26 @@ CASES = [
     Case("evaluate-weights-missing", evaluate(bad_run(("model.safetensors", remove))), 1, ("runs/bad", "model.safetensors")),
     Case("evaluate-weights-truncated", evaluate(bad_run(("model.safetensors", truncate))), 1, ("runs/bad/model.safetensors",)),
     Case("evaluate-another-dataset", evaluate(world_run, data=other_dataset), 1, ("runs/tiny", "trained on dataset", "--data")),
-    Case("evaluate-run-of-another-catalogue", evaluate(bad_run(("config.json", lambda p: edit_json(p, another_catalogue)))), 1, ("runs/bad", "trained on dataset"), ("runs/bad/metrics.json",)),
+    Case(
+        "evaluate-run-of-another-catalogue",
+        evaluate(bad_run(("config.json", lambda p: edit_json(p, another_catalogue)))),
+        1,
+        ("runs/bad", "trained on dataset"),
+        ("runs/bad/metrics.json",),
+    ),
     Case("evaluate-test-truncated", evaluate(world_run, data=bad_dataset(("test.parquet", truncate))), 1, ("test.parquet", "not a readable Parquet file")),
     Case("evaluate-test-one-click-sessions", evaluate(world_run, data=one_click_dataset), 1, ("test.parquet", "no session with a target")),
-    Case("evaluate-no-valid-split", evaluate(world_run, "--split", "valid", data=lambda t, w: copy(w.dataset, t / "data" / "bad", ("dataset.json", lambda p: edit_json(p, lambda d: d.update(splits=["train", "test"]))))), 1, ("no valid split",)),
+    Case(
+        "evaluate-no-valid-split",
+        evaluate(
+            world_run,
+            "--split",
+            "valid",
+            data=lambda t, w: copy(w.dataset, t / "data" / "bad", ("dataset.json", lambda p: edit_json(p, lambda d: d.update(splits=["train", "test"])))),
+        ),
+        1,
+        ("no valid split",),
+    ),
     Case("evaluate-unknown-baseline", evaluate(None, "--baseline", "random"), 2, ("--baseline", "'random'")),
     Case("evaluate-cutoff-0", evaluate(world_run, "-k", "0"), 2, ("--cutoff", "0")),
     Case("evaluate-baseline-items-truncated", evaluate(None, "--baseline", "popular", data=bad_dataset(("items.parquet", truncate))), 1, ("items.parquet",)),
@@ -312,44 +513,142 @@ CASES = [
     Case("export-run-missing", export(lambda t, w: t / "runs" / "nope"), 1, ("runs/nope", "does not exist"), ("bundles/new",)),
     Case("export-unfinished-run", export(bad_run(("summary.json", remove))), 1, ("runs/bad", "not finished"), ("bundles/new",)),
     Case("export-summary-truncated", export(bad_run(("summary.json", truncate))), 1, ("runs/bad/summary.json", "not valid JSON"), ("bundles/new",)),
-    Case("export-summary-other-version", export(bad_run(("summary.json", lambda p: set_schema(p, "summary/2")))), 1, ("runs/bad/summary.json", "'summary/2'"), ("bundles/new",)),
-    Case("export-config-other-version", export(bad_run(("config.json", lambda p: set_schema(p, "run/2")))), 1, ("runs/bad/config.json", "'run/2'"), ("bundles/new",)),
+    Case(
+        "export-summary-other-version",
+        export(bad_run(("summary.json", lambda p: set_schema(p, "summary/2")))),
+        1,
+        ("runs/bad/summary.json", "'summary/2'"),
+        ("bundles/new",),
+    ),
+    Case(
+        "export-config-other-version",
+        export(bad_run(("config.json", lambda p: set_schema(p, "run/2")))),
+        1,
+        ("runs/bad/config.json", "'run/2'"),
+        ("bundles/new",),
+    ),
     Case("export-weights-missing", export(bad_run(("model.safetensors", remove))), 1, ("runs/bad/model.safetensors", "missing"), ("bundles/new",)),
     Case("export-weights-truncated", export(bad_run(("model.safetensors", truncate))), 1, ("runs/bad/model.safetensors",), ("bundles/new",)),
-    Case("export-dataset-gone", export(bad_run(("config.json", lambda p: edit_json(p, lambda d: d["dataset"].update(path="/nonexistent/data"))))), 1, ("/nonexistent/data", "is not at"), ("bundles/new",)),
+    Case(
+        "export-dataset-gone",
+        export(bad_run(("config.json", lambda p: edit_json(p, lambda d: d["dataset"].update(path="/nonexistent/data"))))),
+        1,
+        ("/nonexistent/data", "is not at"),
+        ("bundles/new",),
+    ),
     Case("export-dataset-changed", export(bad_run(("config.json", lambda p: edit_json(p, another_catalogue)))), 1, ("runs/bad", "changed"), ("bundles/new",)),
     Case("export-a-bundle", export(world_bundle), 2, ("is a bundle already",), ("bundles/new",)),
     Case("export-unknown-format", export(world_run, "--format", "tflite"), 2, ("--format", "'tflite'"), ("bundles/new",)),
-    Case("export-existing-bundle", lambda t, w: (copy(w.bundle, t / "bundles" / "new"), export(world_run)(t, w))[1], 2, ("bundles/new", "--force"), present=("bundles/new/config.json",)),
+    Case(
+        "export-existing-bundle",
+        lambda t, w: (copy(w.bundle, t / "bundles" / "new"), export(world_run)(t, w))[1],
+        2,
+        ("bundles/new", "--force"),
+        present=("bundles/new/config.json",),
+    ),
     # ------------------------------------------------------------------ recommend
     Case("recommend-nothing-to-serve", recommend(None), 1, ("no bundle", "tron train"), input=""),
     Case("recommend-model-missing", recommend(lambda t, w: t / "bundles" / "nope"), 1, ("bundles/nope", "does not exist"), input=""),
-    Case("recommend-broken-json", recommend(world_bundle), 1, ("stdin:2", "not valid JSON"), input='{"session": 1, "items": [3]}\n{"session": 2, "items": [3\n'),
+    Case(
+        "recommend-broken-json", recommend(world_bundle), 1, ("stdin:2", "not valid JSON"), input='{"session": 1, "items": [3]}\n{"session": 2, "items": [3\n'
+    ),
     Case("recommend-items-not-a-list", recommend(world_bundle), 1, ("stdin:1", '"items"'), input='{"session": 1, "items": 3}\n'),
     Case("recommend-no-session-field", recommend(world_bundle), 1, ("stdin:1", '"session"'), input='{"items": [3]}\n'),
     Case("recommend-decimal-id", recommend(world_bundle), 1, ("stdin:1", "items[0]", "1.5"), input='{"session": 1, "items": [1.5]}\n'),
-    Case("recommend-id-beyond-64-bits", recommend(world_bundle), 1, ("stdin:1", "64-bit"), input='{"session": 1, "items": [%d]}\n' % 2**64),
+    Case("recommend-id-beyond-64-bits", recommend(world_bundle), 1, ("stdin:1", "64-bit"), input=f'{{"session": 1, "items": [{2**64}]}}\n'),
     Case("recommend-input-missing", recommend(world_bundle, "-i", "in.jsonl", "-o", "out.jsonl"), 1, ("in.jsonl", "does not exist"), ("out.jsonl",)),
-    Case("recommend-broken-file-line", recommend(world_bundle, "-i", "in.jsonl", "-o", "out.jsonl", files={"in.jsonl": '{"session": 1, "items": [3]}\n\nnot json\n'}), 1, ("in.jsonl:3", "not valid JSON"), ("out.jsonl",)),
-    Case("recommend-parquet-not-parquet", recommend(world_bundle, "-i", "in.parquet", "-o", "out.csv", files={"in.parquet": "session,items\n"}), 1, ("in.parquet", "not a readable Parquet file"), ("out.csv",)),
-    Case("recommend-parquet-no-items", recommend(world_bundle, "-i", "in.parquet", "-o", "out.parquet", files={"in.parquet": pa.table({"session": [1, 2], "clicks": [[1], [2]]})}), 1, ("in.parquet", "'items'"), ("out.parquet",)),
-    Case("recommend-parquet-float-items", recommend(world_bundle, "-i", "in.parquet", "-o", "out.parquet", files={"in.parquet": pa.table({"session": [1], "items": [[1.5]]})}), 1, ("in.parquet", "column items", "list of integer or string ids"), ("out.parquet",)),
+    Case(
+        "recommend-broken-file-line",
+        recommend(world_bundle, "-i", "in.jsonl", "-o", "out.jsonl", files={"in.jsonl": '{"session": 1, "items": [3]}\n\nnot json\n'}),
+        1,
+        ("in.jsonl:3", "not valid JSON"),
+        ("out.jsonl",),
+    ),
+    Case(
+        "recommend-parquet-not-parquet",
+        recommend(world_bundle, "-i", "in.parquet", "-o", "out.csv", files={"in.parquet": "session,items\n"}),
+        1,
+        ("in.parquet", "not a readable Parquet file"),
+        ("out.csv",),
+    ),
+    Case(
+        "recommend-parquet-no-items",
+        recommend(world_bundle, "-i", "in.parquet", "-o", "out.parquet", files={"in.parquet": pa.table({"session": [1, 2], "clicks": [[1], [2]]})}),
+        1,
+        ("in.parquet", "'items'"),
+        ("out.parquet",),
+    ),
+    Case(
+        "recommend-parquet-float-items",
+        recommend(world_bundle, "-i", "in.parquet", "-o", "out.parquet", files={"in.parquet": pa.table({"session": [1], "items": [[1.5]]})}),
+        1,
+        ("in.parquet", "column items", "list of integer or string ids"),
+        ("out.parquet",),
+    ),
     Case("recommend-parquet-to-stdout", recommend(world_bundle, "--format", "parquet"), 2, ("Parquet output needs a file",), input=""),
     Case("recommend-unknown-format", recommend(world_bundle, "--format", "xml"), 2, ("--format", "'xml'"), input=""),
     Case("recommend-k-0", recommend(world_bundle, "-k", "0"), 2, ("-k", "0"), input=""),
-    Case("recommend-bundle-config-other-version", recommend(bad_bundle(("config.json", lambda p: set_schema(p, "bundle/2")))), 1, ("bundles/bad/config.json", "'bundle/2'"), input='{"session": 1, "items": [3]}\n'),
-    Case("recommend-bundle-config-truncated", recommend(bad_bundle(("config.json", truncate))), 1, ("bundles/bad/config.json", "not valid JSON"), input='{"session": 1, "items": [3]}\n'),
-    Case("recommend-bundle-items-truncated", recommend(bad_bundle(("items.parquet", truncate))), 1, ("bundles/bad/items.parquet",), input='{"session": 1, "items": [3]}\n'),
-    Case("recommend-bundle-items-missing", recommend(bad_bundle(("items.parquet", remove))), 1, ("bundles/bad/items.parquet", "missing"), input='{"session": 1, "items": [3]}\n'),
-    Case("recommend-bundle-weights-truncated", recommend(bad_bundle(("model.safetensors", truncate))), 1, ("bundles/bad/model.safetensors",), input='{"session": 1, "items": [3]}\n'),
-    Case("recommend-run-of-another-catalogue", recommend(bad_run(("config.json", lambda p: edit_json(p, another_catalogue)))), 1, ("runs/bad", "changed"), input='{"session": 1, "items": [3]}\n'),
-    Case("recommend-run-dataset-gone", recommend(bad_run(("config.json", lambda p: edit_json(p, lambda d: d["dataset"].update(path="/nonexistent/data"))))), 1, ("/nonexistent/data", "does not exist"), input='{"session": 1, "items": [3]}\n'),
+    Case(
+        "recommend-bundle-config-other-version",
+        recommend(bad_bundle(("config.json", lambda p: set_schema(p, "bundle/2")))),
+        1,
+        ("bundles/bad/config.json", "'bundle/2'"),
+        input='{"session": 1, "items": [3]}\n',
+    ),
+    Case(
+        "recommend-bundle-config-truncated",
+        recommend(bad_bundle(("config.json", truncate))),
+        1,
+        ("bundles/bad/config.json", "not valid JSON"),
+        input='{"session": 1, "items": [3]}\n',
+    ),
+    Case(
+        "recommend-bundle-items-truncated",
+        recommend(bad_bundle(("items.parquet", truncate))),
+        1,
+        ("bundles/bad/items.parquet",),
+        input='{"session": 1, "items": [3]}\n',
+    ),
+    Case(
+        "recommend-bundle-items-missing",
+        recommend(bad_bundle(("items.parquet", remove))),
+        1,
+        ("bundles/bad/items.parquet", "missing"),
+        input='{"session": 1, "items": [3]}\n',
+    ),
+    Case(
+        "recommend-bundle-weights-truncated",
+        recommend(bad_bundle(("model.safetensors", truncate))),
+        1,
+        ("bundles/bad/model.safetensors",),
+        input='{"session": 1, "items": [3]}\n',
+    ),
+    Case(
+        "recommend-run-of-another-catalogue",
+        recommend(bad_run(("config.json", lambda p: edit_json(p, another_catalogue)))),
+        1,
+        ("runs/bad", "changed"),
+        input='{"session": 1, "items": [3]}\n',
+    ),
+    Case(
+        "recommend-run-dataset-gone",
+        recommend(bad_run(("config.json", lambda p: edit_json(p, lambda d: d["dataset"].update(path="/nonexistent/data"))))),
+        1,
+        ("/nonexistent/data", "does not exist"),
+        input='{"session": 1, "items": [3]}\n',
+    ),
     # ------------------------------------------------------------------ plot
     Case("plot-no-run-yet", plot(None), 1, ("no finished run", "tron train")),
     Case("plot-run-missing", plot(lambda t, w: t / "runs" / "nope"), 1, ("runs/nope", "does not exist")),
     Case("plot-history-missing", plot(bad_run(("history.jsonl", remove))), 1, ("runs/bad/history.jsonl", "missing"), ("runs/bad/training.png",)),
     Case("plot-history-garbage", plot(bad_run(("history.jsonl", garbage))), 1, ("runs/bad/history.jsonl",), ("runs/bad/training.png",)),
-    Case("plot-history-not-epochs", plot(bad_run(("history.jsonl", lambda p: p.write_text('{"loss": 1}\n')))), 1, ("runs/bad/history.jsonl:1", "epoch"), ("runs/bad/training.png",)),
+    Case(
+        "plot-history-not-epochs",
+        plot(bad_run(("history.jsonl", lambda p: p.write_text('{"loss": 1}\n')))),
+        1,
+        ("runs/bad/history.jsonl:1", "epoch"),
+        ("runs/bad/training.png",),
+    ),
     Case("plot-two-runs-without-output", lambda t, w: ["plot", str(w.run), str(w.run)], 2, ("-o/--output",)),
     Case("plot-output-not-png", lambda t, w: ["plot", str(w.run), "-o", "curves.jpg"], 2, ("curves.jpg", ".png"), ("curves.jpg",)),
 ]
@@ -466,7 +765,9 @@ def test_empty_and_single_click_sessions_are_dropped(home):
 
 
 def test_recommend_with_only_unknown_ids_falls_back_to_popular_items(world, home):
-    result = invoke("recommend", str(world.bundle), "-k", "5", "--device", "cpu", input='{"session": "a", "items": [-1, 99999999]}\n{"session": "b", "items": []}\n')
+    result = invoke(
+        "recommend", str(world.bundle), "-k", "5", "--device", "cpu", input='{"session": "a", "items": [-1, 99999999]}\n{"session": "b", "items": []}\n'
+    )
     assert result.exit_code == 0, result.stderr
     table = read_items(world.bundle / "items.parquet")
     counts = np.asarray(table.column("count"))

@@ -49,7 +49,14 @@ def test_the_chain_runs_with_no_arguments_in_an_empty_directory(home, monkeypatc
 
 @pytest.mark.parametrize(
     "command, first",
-    [(["preprocess"], "tron download"), (["train"], "tron preprocess"), (["evaluate"], "tron train"), (["export"], "tron train"), (["recommend"], "tron train"), (["plot"], "tron train")],
+    [
+        (["preprocess"], "tron download"),
+        (["train"], "tron preprocess"),
+        (["evaluate"], "tron train"),
+        (["export"], "tron train"),
+        (["recommend"], "tron train"),
+        (["plot"], "tron train"),
+    ],
 )
 def test_a_stage_with_nothing_to_work_on_says_what_to_run_first(home, command, first):
     result = invoke(*command, input="")
@@ -63,7 +70,29 @@ def test_every_reporting_command_prints_one_json_object(tiny_dataset, tiny_model
     commands = [
         ["download", "synthetic", "--sessions", "300", "--items", "50", "--json"],
         ["preprocess", "--json", "--name", "other"],
-        ["train", str(tiny_dataset), "--device", "cpu", "--hidden-size", "8", "--uniform-negatives", "16", "--batch-size", "16", "--batch-negatives", "15", "--topk", "8", "--epochs", "1", "--overfit-batches", "1", "--out", str(tmp_path / "r"), "--json"],
+        [
+            "train",
+            str(tiny_dataset),
+            "--device",
+            "cpu",
+            "--hidden-size",
+            "8",
+            "--uniform-negatives",
+            "16",
+            "--batch-size",
+            "16",
+            "--batch-negatives",
+            "15",
+            "--topk",
+            "8",
+            "--epochs",
+            "1",
+            "--overfit-batches",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+        ],
         ["evaluate", str(run), "--json", "-k", "20"],
         ["evaluate", "--baseline", "popular", "--data", str(tiny_dataset), "--json"],
         ["export", str(run), "--out", str(tmp_path / "b"), "--json"],
@@ -106,7 +135,26 @@ def test_flags_beat_environment_beat_config_file_beat_defaults(tiny_dataset, tmp
     monkeypatch.setenv("TRON_TRAIN_HIDDEN_SIZE", "8")
     monkeypatch.setenv("TRON_TRAIN_DROPOUT", "0.1")
     out = tmp_path / "run"
-    args = ["train", str(tiny_dataset), "--config", str(config), "--dropout", "0.2", "--device", "cpu", "--uniform-negatives", "16", "--batch-negatives", "15", "--topk", "8", "--overfit-batches", "1", "--out", str(out)]
+    args = [
+        "train",
+        str(tiny_dataset),
+        "--config",
+        str(config),
+        "--dropout",
+        "0.2",
+        "--device",
+        "cpu",
+        "--uniform-negatives",
+        "16",
+        "--batch-negatives",
+        "15",
+        "--topk",
+        "8",
+        "--overfit-batches",
+        "1",
+        "--out",
+        str(out),
+    ]
     result = invoke(*args)
     assert result.exit_code == 0, result.stderr
     document = json.loads((out / "config.json").read_text())

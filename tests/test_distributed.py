@@ -12,7 +12,30 @@ from safetensors.torch import load_file
 from tests.conftest import invoke
 
 # in-batch negatives come from each rank's own sessions, so they are off here; the batchwise set is shared
-COMMON = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "128", "--batch-negatives", "0", "--topk", "32", "--max-length", "12", "--dropout", "0", "--shuffle", "shuffle_without_replacement", "--seed", "3", "--epochs", "1", "--overfit-batches", "6"]
+COMMON = [
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "16",
+    "--uniform-negatives",
+    "128",
+    "--batch-negatives",
+    "0",
+    "--topk",
+    "32",
+    "--max-length",
+    "12",
+    "--dropout",
+    "0",
+    "--shuffle",
+    "shuffle_without_replacement",
+    "--seed",
+    "3",
+    "--epochs",
+    "1",
+    "--overfit-batches",
+    "6",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +61,13 @@ def test_two_processes_equal_one_with_the_same_global_batch(two_process_run, tin
 
 
 def test_two_process_run_has_the_single_process_layout_and_evaluates(two_process_run):
-    assert {p.name for p in two_process_run.iterdir() if not p.name.startswith(".")} == {"config.json", "model.safetensors", "history.jsonl", "checkpoint", "summary.json"}
+    assert {p.name for p in two_process_run.iterdir() if not p.name.startswith(".")} == {
+        "config.json",
+        "model.safetensors",
+        "history.jsonl",
+        "checkpoint",
+        "summary.json",
+    }
     assert json.loads((two_process_run / "config.json").read_text())["world_size"] == 2
     result = invoke("evaluate", str(two_process_run), "--json")
     assert result.exit_code == 0, result.stderr

@@ -24,9 +24,9 @@ import py7zr
 import pytest
 from click.testing import CliRunner
 
-from tron_cli.fetching import http as http_core
 from tron_cli.cli import cli
 from tron_cli.datasets import DATASETS
+from tron_cli.fetching import http as http_core
 
 YOOCHOOSE_FILES = ("yoochoose-clicks.dat", "yoochoose-buys.dat", "yoochoose-test.dat")
 
@@ -567,7 +567,7 @@ def html(text: str, headers: dict[str, str] | None = None):
 
 def test_drive_confirmation_form(tmp_path, server, drive):
     page = f"""<html><body>Google Drive can't scan this file for viruses.
-    <form id="download-form" action="{server.url('/download')}" method="get">
+    <form id="download-form" action="{server.url("/download")}" method="get">
     <input type="submit" value="Download anyway"/>
     <input type="hidden" name="id" value="ID"><input type="hidden" name="export" value="download">
     <input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="u-1&amp;2">
@@ -713,7 +713,5 @@ def test_help_has_summary_and_example():
 
 
 def test_command_module_does_not_import_torch():
-    trace = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "from tron_cli.cli import download"], capture_output=True, text=True, check=True
-    ).stderr
+    trace = subprocess.run([sys.executable, "-X", "importtime", "-c", "from tron_cli.cli import download"], capture_output=True, text=True, check=True).stderr
     assert "torch" not in trace

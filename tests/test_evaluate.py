@@ -10,7 +10,22 @@ import pytest
 
 from tests.conftest import invoke
 
-FAST = ["--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "256", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+FAST = [
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "32",
+    "--uniform-negatives",
+    "256",
+    "--batch-size",
+    "32",
+    "--batch-negatives",
+    "31",
+    "--topk",
+    "32",
+    "--max-length",
+    "20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +90,9 @@ def test_markov_baseline_beats_popularity(tiny_dataset):
 
 def test_tron_protocol_reproduces_the_reference_target_count(yoochoose_64, tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", str(yoochoose_64), *FAST, "--batch-size", "128", "--batch-negatives", "127", "--epochs", "1", "--overfit-batches", "1", "--out", str(out))
+    result = invoke(
+        "train", str(yoochoose_64), *FAST, "--batch-size", "128", "--batch-negatives", "127", "--epochs", "1", "--overfit-batches", "1", "--out", str(out)
+    )
     assert result.exit_code == 0, result.stderr
     result = invoke("evaluate", str(out), "--protocol", "tron", "--json")
     assert result.exit_code == 0, result.stderr

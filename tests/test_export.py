@@ -14,7 +14,22 @@ import torch
 
 from tests.conftest import invoke
 
-GRU = ["--model", "gru4rec", "--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "64", "--max-length", "20", "--epochs", "1", "--overfit-batches", "20"]
+GRU = [
+    "--model",
+    "gru4rec",
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "32",
+    "--uniform-negatives",
+    "64",
+    "--max-length",
+    "20",
+    "--epochs",
+    "1",
+    "--overfit-batches",
+    "20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +167,22 @@ def test_sasrec_onnx_matches_pytorch(sasrec_run, tmp_path):
 
 def test_left_position_sasrec_exports_to_onnx(tiny_dataset, tmp_path):
     run, out = tmp_path / "run", tmp_path / "bundle"
-    fast = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+    fast = [
+        "--device",
+        "cpu",
+        "--hidden-size",
+        "16",
+        "--uniform-negatives",
+        "64",
+        "--batch-size",
+        "32",
+        "--batch-negatives",
+        "31",
+        "--topk",
+        "32",
+        "--max-length",
+        "20",
+    ]
     assert invoke("train", str(tiny_dataset), *fast, "--positions", "left", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
     result = invoke("export", str(run), "--out", str(out), "--format", "onnx")
     assert result.exit_code == 0, result.stderr

@@ -16,7 +16,6 @@ from tron_cli.models import MODELS, ModelSpec, setting
 from tron_cli.models.base import SessionModel
 from tron_cli.outputs import OUTPUTS, OutputFormat
 
-
 # --------------------------------------------------------------------------------------------- a toy model
 
 
@@ -85,7 +84,37 @@ def test_a_toy_model_loss_and_output_format_work_through_the_cli(registered, tin
     help_text = invoke("train", "--help").stdout
     assert "bag" in help_text and "hinge" in help_text and "--decay" in help_text and "--margin" in help_text
     run = tmp_path / "run"
-    args = ["train", str(tiny_dataset), "--model", "bag", "--decay", "0.7", "--loss", "hinge", "--margin", "0.5", "--uniform-negatives", "64", "--batch-negatives", "15", "--batch-size", "16", "--topk", "16", "--lr", "0.01", "--epochs", "3", "--overfit-batches", "4", "--device", "cpu", "--out", str(run), "--json"]
+    args = [
+        "train",
+        str(tiny_dataset),
+        "--model",
+        "bag",
+        "--decay",
+        "0.7",
+        "--loss",
+        "hinge",
+        "--margin",
+        "0.5",
+        "--uniform-negatives",
+        "64",
+        "--batch-negatives",
+        "15",
+        "--batch-size",
+        "16",
+        "--topk",
+        "16",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "3",
+        "--overfit-batches",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+        "--json",
+    ]
     result = invoke(*args)
     assert result.exit_code == 0, result.stderr
     document = json.loads((run / "config.json").read_text())

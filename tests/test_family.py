@@ -209,7 +209,27 @@ def test_sparse_adam_updates_only_the_rows_a_step_touched(tiny_dataset, tmp_path
 
 def test_sparse_optimizer_trains_checkpoints_and_resumes(tiny_dataset, tmp_path):
     out = tmp_path / "run"
-    args = [str(tiny_dataset), "--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "16", "--batch-negatives", "15", "--topk", "16", "--max-length", "10", "--optimizer", "sparse-adam", "--overfit-batches", "5"]
+    args = [
+        str(tiny_dataset),
+        "--device",
+        "cpu",
+        "--hidden-size",
+        "16",
+        "--uniform-negatives",
+        "64",
+        "--batch-size",
+        "16",
+        "--batch-negatives",
+        "15",
+        "--topk",
+        "16",
+        "--max-length",
+        "10",
+        "--optimizer",
+        "sparse-adam",
+        "--overfit-batches",
+        "5",
+    ]
     assert invoke("train", *args, "--epochs", "1", "--out", str(out)).exit_code == 0
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert [o["type"] for o in state["optimizers"]] == ["SparseAdam", "Adam"]
@@ -267,12 +287,31 @@ def test_lanes_walk_every_session_like_the_reference():
 
 
 GRU4REC_YOOCHOOSE = {
-    "model": "gru4rec", "dataset": "yoochoose", "hidden_size": 100, "num_layers": 1, "dropout": 0.0,
-    "num_batch_negatives": None, "num_uniform_negatives": 2048, "reject_uniform_session_items": False,
-    "reject_in_batch_items": True, "sampling_style": "batchwise", "loss": "bpr-max", "bpr_penalty": 0.5,
-    "max_epochs": 3, "batch_size": 32, "max_session_length": 200, "lr": 0.2, "limit_val_batches": 1.0,
-    "accelerator": "gpu", "overfit_batches": 0, "output_bias": True, "share_embeddings": True,
-    "original_gru": False, "shuffling_style": "no_shuffling", "final_activation": True, "optimizer": "adagrad",
+    "model": "gru4rec",
+    "dataset": "yoochoose",
+    "hidden_size": 100,
+    "num_layers": 1,
+    "dropout": 0.0,
+    "num_batch_negatives": None,
+    "num_uniform_negatives": 2048,
+    "reject_uniform_session_items": False,
+    "reject_in_batch_items": True,
+    "sampling_style": "batchwise",
+    "loss": "bpr-max",
+    "bpr_penalty": 0.5,
+    "max_epochs": 3,
+    "batch_size": 32,
+    "max_session_length": 200,
+    "lr": 0.2,
+    "limit_val_batches": 1.0,
+    "accelerator": "gpu",
+    "overfit_batches": 0,
+    "output_bias": True,
+    "share_embeddings": True,
+    "original_gru": False,
+    "shuffling_style": "no_shuffling",
+    "final_activation": True,
+    "optimizer": "adagrad",
 }
 
 
@@ -280,7 +319,23 @@ def test_gru4rec_reference_config_trains(tiny_dataset, tmp_path):
     path = tmp_path / "gru4rec_yoochoose.json"
     path.write_text(json.dumps(GRU4REC_YOOCHOOSE))
     out = tmp_path / "run"
-    result = invoke("train", str(tiny_dataset), "--config", str(path), "--epochs", "1", "--hidden-size", "32", "--uniform-negatives", "256", "--device", "cpu", "--out", str(out), "--json")
+    result = invoke(
+        "train",
+        str(tiny_dataset),
+        "--config",
+        str(path),
+        "--epochs",
+        "1",
+        "--hidden-size",
+        "32",
+        "--uniform-negatives",
+        "256",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["type"] == "gru4rec" and config["model"]["output_bias"] is True
@@ -304,7 +359,23 @@ def test_gru4rec_defaults_are_the_reference_baseline(tiny_dataset, tmp_path):
 
 def test_original_gru_feeds_the_gates_directly(tiny_dataset, tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", str(tiny_dataset), "--model", "gru4rec", "--original-gru", "--hidden-size", "16", "--epochs", "1", "--overfit-batches", "10", "--device", "cpu", "--out", str(out))
+    result = invoke(
+        "train",
+        str(tiny_dataset),
+        "--model",
+        "gru4rec",
+        "--original-gru",
+        "--hidden-size",
+        "16",
+        "--epochs",
+        "1",
+        "--overfit-batches",
+        "10",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.stderr
     model = json.loads((out / "config.json").read_text())["model"]
     assert model["original_gru"] is True
@@ -318,6 +389,32 @@ def test_original_gru_feeds_the_gates_directly(tiny_dataset, tmp_path):
 @pytest.mark.parametrize("loss", ["ce", "gbce"])
 def test_new_losses_train_from_the_cli(tiny_dataset, tmp_path, loss):
     out = tmp_path / "run"
-    result = invoke("train", str(tiny_dataset), "--loss", loss, "--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "16", "--batch-negatives", "15", "--topk", "0", "--max-length", "10", "--epochs", "1", "--overfit-batches", "10", "--out", str(out), "--json")
+    result = invoke(
+        "train",
+        str(tiny_dataset),
+        "--loss",
+        loss,
+        "--device",
+        "cpu",
+        "--hidden-size",
+        "16",
+        "--uniform-negatives",
+        "64",
+        "--batch-size",
+        "16",
+        "--batch-negatives",
+        "15",
+        "--topk",
+        "0",
+        "--max-length",
+        "10",
+        "--epochs",
+        "1",
+        "--overfit-batches",
+        "10",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads((out / "config.json").read_text())["train"]["loss"] == loss

@@ -22,9 +22,41 @@ from safetensors.torch import load_file
 from tests.conftest import invoke
 from tron_cli.training import loop as train_module
 
-FAST = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20", "--valid-limit", "100"]
+FAST = [
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "16",
+    "--uniform-negatives",
+    "64",
+    "--batch-size",
+    "32",
+    "--batch-negatives",
+    "31",
+    "--topk",
+    "32",
+    "--max-length",
+    "20",
+    "--valid-limit",
+    "100",
+]
 # 200 small steps (about 2 s on one idle core), so that an interrupt half a second in lands inside the epoch
-LONG = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "4", "--batch-negatives", "3", "--topk", "16", "--max-length", "10"]
+LONG = [
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "16",
+    "--uniform-negatives",
+    "64",
+    "--batch-size",
+    "4",
+    "--batch-negatives",
+    "3",
+    "--topk",
+    "16",
+    "--max-length",
+    "10",
+]
 LONG += ["--shuffle", "shuffle_without_replacement", "--seed", "5", "--epochs", "1", "--overfit-batches", "200", "--valid-limit", "100"]
 
 
@@ -150,7 +182,9 @@ def test_interrupt_saves_a_mid_epoch_checkpoint_and_resume_equals_the_uninterrup
     assert not (interrupted / "summary.json").exists() and not (interrupted / "model.safetensors").exists()
     if reference is None:
         return
-    resumed = subprocess.run([sys.executable, "-m", "tron_cli", "train", "--resume", str(interrupted)], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tron_cli", "train", "--resume", str(interrupted)], env=_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert reference.wait(timeout=300) == 0, reference.communicate()
     _assert_same(load_file(interrupted / "checkpoint" / "weights.safetensors"), load_file(whole / "checkpoint" / "weights.safetensors"))

@@ -236,7 +236,12 @@ def test_crafted_weights_are_refused(craft, command, tiny_model, tiny_dataset, t
 
 @pytest.mark.parametrize(
     "file, craft",
-    [("weights.safetensors", wrong_shape), ("weights.safetensors", truncated_data), ("optimizer.safetensors", header_beyond_file), ("generators.safetensors", a_pickle)],
+    [
+        ("weights.safetensors", wrong_shape),
+        ("weights.safetensors", truncated_data),
+        ("optimizer.safetensors", header_beyond_file),
+        ("generators.safetensors", a_pickle),
+    ],
 )
 def test_crafted_checkpoint_is_refused_and_the_run_stays_finished(file, craft, tiny_model, tmp_path):
     run = shutil.copytree(tiny_model[0], tmp_path / "run")

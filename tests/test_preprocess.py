@@ -111,7 +111,22 @@ def test_own_csv_log_with_time_split(home):
         for step in range(3):
             rows.append(f"s{session},p{(session + step) % 7},2024-01-{1 + session % 10:02d}T10:00:{step:02d}Z")
     (home / "log.csv").write_text("\n".join(rows) + "\n")
-    result = invoke("preprocess", "--train", "log.csv", "--format", "csv", "--session-col", "sid", "--item-col", "product", "--time-col", "when", "--test-days", "2", "--json")
+    result = invoke(
+        "preprocess",
+        "--train",
+        "log.csv",
+        "--format",
+        "csv",
+        "--session-col",
+        "sid",
+        "--item-col",
+        "product",
+        "--time-col",
+        "when",
+        "--test-days",
+        "2",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["n_items"] == 7 and summary["test"]["sessions"] > 0
@@ -160,7 +175,9 @@ def test_any_json_layout_gives_the_same_dataset_as_otto_compact_lines(home):
     relaxed = []
     for line in compact:
         record = json.loads(line)
-        relaxed.append(json.dumps({"events": [{"type": e["type"], "ts": e["ts"], "aid": e["aid"]} for e in record["events"]], "session": record["session"]}, indent=None))
+        relaxed.append(
+            json.dumps({"events": [{"type": e["type"], "ts": e["ts"], "aid": e["aid"]} for e in record["events"]], "session": record["session"]}, indent=None)
+        )
     (home / "compact.jsonl").write_text("\n".join(compact) + "\n")
     (home / "relaxed.jsonl").write_text("\n".join(relaxed) + "\n\n")
     for name in ("compact", "relaxed"):

@@ -99,7 +99,7 @@ def _reference(log, options):
         valid = {s: ev for s, ev in before.items() if _start(ev) >= cut2}
         if len(valid) in (0, len(before)):
             return None
-    if options["valid_fraction"] is not None and int(round(len(before) * options["valid_fraction"])) in (0, len(before)):
+    if options["valid_fraction"] is not None and round(len(before) * options["valid_fraction"]) in (0, len(before)):
         return None
     known = {item for ev in before.values() for item, _ in ev}
     keep = options["unknown_test_items"] == "keep"
@@ -161,7 +161,7 @@ def test_preprocessing_follows_its_rules(log, options):
         if options["valid_days"] is not None:
             assert set(valid) == set(valid_by_days)
         elif options["valid_fraction"] is not None:
-            assert len(valid) == int(round(len(before) * options["valid_fraction"]))
+            assert len(valid) == round(len(before) * options["valid_fraction"])
             assert max(_start(ev) for ev in train.values()) <= min(_start(ev) for ev in valid.values())
         else:
             assert not valid
@@ -266,7 +266,18 @@ def assemblies(draw_):
     n_uniform, n_in_batch = draw_(st.integers(0, 12)), draw_(st.integers(0, 6))
     if n_uniform + n_in_batch == 0:
         n_uniform = 1
-    negatives = draw(ItemDistribution(n_items, None, 1.0, torch.device("cpu")), inputs, _owners(inputs), n_uniform, n_in_batch, style, draw_(st.booleans()), draw_(st.booleans()), generator, torch.Generator().manual_seed(seed + 1))
+    negatives = draw(
+        ItemDistribution(n_items, None, 1.0, torch.device("cpu")),
+        inputs,
+        _owners(inputs),
+        n_uniform,
+        n_in_batch,
+        style,
+        draw_(st.booleans()),
+        draw_(st.booleans()),
+        generator,
+        torch.Generator().manual_seed(seed + 1),
+    )
     return scorer, hidden, mask, targets, negatives
 
 
@@ -294,10 +305,10 @@ def test_masked_hits_are_exactly_the_columns_equal_to_the_target(assembly, mask_
     batch = Assembly(scorer, hidden, mask, targets, negatives, False)
     owners = batch.owner.tolist()
     ids, valid = batch.column_ids(), batch.column_valid(mask_hits)
-    for event, target in enumerate(targets[mask].tolist()):
-        naive_ids, slot_ok = _naive_columns(negatives, owners, event)
-        assert ids[event].tolist() == naive_ids
-        assert valid[event].tolist() == [ok and (item != target or not mask_hits) for item, ok in zip(naive_ids, slot_ok)]
+    for row, target in enumerate(targets[mask].tolist()):
+        naive_ids, slot_ok = _naive_columns(negatives, owners, row)
+        assert ids[row].tolist() == naive_ids
+        assert valid[row].tolist() == [ok and (item != target or not mask_hits) for item, ok in zip(naive_ids, slot_ok)]
 
 
 @SETTINGS
@@ -311,8 +322,8 @@ def test_topk_keeps_the_k_highest_scoring_valid_negatives(assembly, k, mask_hits
     table = scorer.output_table().detach().double()
     bias = scorer.output_bias.detach().double()[:, 0] if scorer.output_bias is not None else torch.zeros(len(table), dtype=torch.float64)
     expected = []
-    for event, (h, target) in enumerate(zip(hidden[mask].double(), targets[mask].tolist())):
-        ids, ok = _naive_columns(negatives, owners, event)
+    for row, (h, target) in enumerate(zip(hidden[mask].double(), targets[mask].tolist())):
+        ids, ok = _naive_columns(negatives, owners, row)
         scores = [float(h @ table[i] + bias[i]) for i, good in zip(ids, ok) if good and (i != target or not mask_hits)]
         kept = sorted(scores, reverse=True)[:k] if k else scores
         positive = float(h @ table[target] + bias[target])

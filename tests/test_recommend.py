@@ -14,7 +14,22 @@ import torch
 
 from tests.conftest import invoke
 
-GRU = ["--model", "gru4rec", "--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "64", "--max-length", "20", "--epochs", "1", "--overfit-batches", "20"]
+GRU = [
+    "--model",
+    "gru4rec",
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "32",
+    "--uniform-negatives",
+    "64",
+    "--max-length",
+    "20",
+    "--epochs",
+    "1",
+    "--overfit-batches",
+    "20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +159,12 @@ def test_streaming_keeps_one_line_per_session_in_order(sasrec, test_sessions):
 
 def test_otto_events_use_the_datasets_event_types_in_time_order(sasrec, catalogue):
     a, b, c, d = catalogue["raw"][[3, 8, 20, 41]].tolist()
-    events = [{"aid": a, "ts": 30, "type": "clicks"}, {"aid": b, "ts": 10, "type": "clicks"}, {"aid": c, "ts": 20, "type": "carts"}, {"aid": d, "ts": 20, "type": "clicks"}]
+    events = [
+        {"aid": a, "ts": 30, "type": "clicks"},
+        {"aid": b, "ts": 10, "type": "clicks"},
+        {"aid": c, "ts": 20, "type": "carts"},
+        {"aid": d, "ts": 20, "type": "clicks"},
+    ]
     otto = _ndjson(invoke("recommend", str(sasrec[1]), input=_lines([{"session": 7, "events": events}])))
     plain = _ndjson(invoke("recommend", str(sasrec[1]), input=_lines([{"session": 7, "items": [b, d, a]}])))
     assert otto == plain  # the dataset kept clicks only: the cart is ignored, clicks sorted by ts
@@ -152,7 +172,11 @@ def test_otto_events_use_the_datasets_event_types_in_time_order(sasrec, catalogu
 
 def test_parquet_in_and_out(sasrec, test_sessions, tmp_path):
     source = tmp_path / "sessions.parquet"
-    pq.write_table(pa.table({"session": pa.array(range(100, 100 + len(test_sessions)), pa.int64()), "items": pa.array(test_sessions, pa.list_(pa.int64()))}), source, row_group_size=4)
+    pq.write_table(
+        pa.table({"session": pa.array(range(100, 100 + len(test_sessions)), pa.int64()), "items": pa.array(test_sessions, pa.list_(pa.int64()))}),
+        source,
+        row_group_size=4,
+    )
     out = tmp_path / "recs.parquet"
     result = invoke("recommend", str(sasrec[1]), "-i", str(source), "-o", str(out), "--batch-size", "3", "-k", "5")
     assert result.exit_code == 0, result.stderr
@@ -263,5 +287,5 @@ def test_string_catalogue_lookup_and_id_spelling():
     assert catalogue.raw_ids(np.array([3, 1])).tolist() == ["10", "b"]
     assert catalogue.by_clicks.tolist() == [2, 1, 3]
     assert raw_ids(["a", 10], False, str) == ["a", "10"]  # integers by their decimal spelling
-    with pytest.raises(RecordProblem, match="items\\[1\\] is 1.5, not a string id"):
+    with pytest.raises(RecordProblem, match=r"items\[1\] is 1.5, not a string id"):
         raw_ids(["a", 1.5], False, lambda i: f"items[{i}]")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +10,45 @@ from safetensors.torch import load_file
 
 from tests.conftest import invoke
 
-FAST = ["--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "256", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32", "--max-length", "20"]
+FAST = [
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "32",
+    "--uniform-negatives",
+    "256",
+    "--batch-size",
+    "32",
+    "--batch-negatives",
+    "31",
+    "--topk",
+    "32",
+    "--max-length",
+    "20",
+]
 
 
 def test_train_writes_a_run_dir(tiny_dataset, tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", str(tiny_dataset), "--loss", "ssm", "--topk", "100", "--epochs", "1", "--device", "cpu", "--hidden-size", "32", "--uniform-negatives", "512", "--out", str(out), "--json")
+    result = invoke(
+        "train",
+        str(tiny_dataset),
+        "--loss",
+        "ssm",
+        "--topk",
+        "100",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--hidden-size",
+        "32",
+        "--uniform-negatives",
+        "512",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["epochs"] == 1 and summary["best_epoch"] == 1
@@ -33,12 +65,31 @@ def test_train_writes_a_run_dir(tiny_dataset, tmp_path):
 
 def test_reference_config_is_accepted_unchanged(tiny_dataset, tmp_path, monkeypatch):
     reference = {
-        "model": "sasrec", "dataset": tiny_dataset.name, "hidden_size": 200, "num_layers": 2, "dropout": 0.05,
-        "num_batch_negatives": 127, "num_uniform_negatives": 16384, "reject_uniform_session_items": False,
-        "reject_in_batch_items": True, "sampling_style": "batchwise", "topk_sampling": True, "topk_sampling_k": 100,
-        "loss": "ssm", "bpr_penalty": 1.0, "max_epochs": 10, "batch_size": 128, "max_session_length": 50,
-        "lr": 0.0005, "limit_val_batches": 1.0, "accelerator": "gpu", "overfit_batches": 0,
-        "share_embeddings": True, "output_bias": False, "shuffling_style": "no_shuffling", "optimizer": "adam",
+        "model": "sasrec",
+        "dataset": tiny_dataset.name,
+        "hidden_size": 200,
+        "num_layers": 2,
+        "dropout": 0.05,
+        "num_batch_negatives": 127,
+        "num_uniform_negatives": 16384,
+        "reject_uniform_session_items": False,
+        "reject_in_batch_items": True,
+        "sampling_style": "batchwise",
+        "topk_sampling": True,
+        "topk_sampling_k": 100,
+        "loss": "ssm",
+        "bpr_penalty": 1.0,
+        "max_epochs": 10,
+        "batch_size": 128,
+        "max_session_length": 50,
+        "lr": 0.0005,
+        "limit_val_batches": 1.0,
+        "accelerator": "gpu",
+        "overfit_batches": 0,
+        "share_embeddings": True,
+        "output_bias": False,
+        "shuffling_style": "no_shuffling",
+        "optimizer": "adam",
     }
     path = tmp_path / "tron-otto.json"
     path.write_text(json.dumps(reference))
@@ -123,7 +174,7 @@ def test_length_buckets_keep_each_window_and_narrow_the_batches():
     bucketed = bucket_by_length(order, lengths, batch=32, window=8, generator=generator)
     for start in range(0, 1000, 256):  # the same sessions in each window of 8 batches, just regrouped
         assert sorted(bucketed[start : start + 256].tolist()) == sorted(order[start : start + 256].tolist())
-    width = lambda o: sum(int(lengths[o[i : i + 32]].max()) for i in range(0, 1000, 32))  # noqa: E731
+    width = lambda o: sum(int(lengths[o[i : i + 32]].max()) for i in range(0, 1000, 32))
     assert width(bucketed) < 0.75 * width(order)
 
 

@@ -22,9 +22,10 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -167,7 +168,7 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
+    records: list[dict[str, Any]] = []
     if not Path(path).exists():
         return records
     for line in Path(path).read_text().splitlines():
@@ -209,7 +210,7 @@ class Sessions:
     def n_events(self) -> int:
         return int(self.offsets[-1])
 
-    def select(self, index: np.ndarray) -> "Sessions":
+    def select(self, index: np.ndarray) -> Sessions:
         """The sessions at `index` (integer positions or a boolean mask), in that order."""
         if index.dtype == bool and index.all():
             return self  # nothing dropped: no copy of the events
@@ -220,10 +221,6 @@ class Sessions:
         np.cumsum(lengths, out=offsets[1:])
         events = expand_ranges(starts, lengths)
         return Sessions(self.session[index], offsets, self.items[events], self.ts[events])
-
-    @classmethod
-    def empty(cls) -> "Sessions":
-        return cls(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
 
 
 def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -438,11 +435,3 @@ def load_tensors(path: Path, kind: str, expected: Mapping[str, tuple[tuple[int, 
                     _redo_hint(kind),
                 )
     return tensors
-
-
-def safetensors_metadata(path: Path) -> dict[str, str]:
-    """The string metadata stored in a safetensors header."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})

@@ -10,8 +10,9 @@ target positions of a `SessionStore` for a chunk scorer and the targets' own sco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -45,14 +45,6 @@ class SessionStore:
         real = column >= first[:, None]
         return torch.where(real, self.items[source.clamp(min=0)], torch.zeros((), dtype=self.items.dtype, device=self.device))
 
-    def widths_per_step(self, order: Tensor, batch_size: int, cap: int) -> list[int]:
-        """For each step's sessions order[i*B:(i+1)*B], the longest window min(length, cap): one sync per epoch."""
-        lengths = self.lengths[order].clamp(max=cap)
-        steps = math.ceil(len(order) / batch_size)
-        padded = torch.zeros(steps * batch_size, dtype=lengths.dtype, device=self.device)
-        padded[: len(lengths)] = lengths
-        return padded.view(steps, batch_size).max(dim=1).values.tolist()
-
     def target_positions(self, last_only: bool) -> Tensor:
         """(Q,) flat positions of every target: each click but the first of its session, or only the last one."""
         if last_only:

@@ -68,7 +68,7 @@ def save(
     """Write checkpoint/ atomically: weights, optimiser state, generator and RNG states (the shared generator,
     every rank's local one), the epoch order when mid-epoch, and `position`."""
     tensors, documents = _optimizer_parts(optimizers)
-    rng = {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(), "generator": _generator_state(generator)}
+    rng: dict[str, Any] = {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(), "generator": _generator_state(generator)}
     if torch.cuda.is_available():
         rng["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
     with artifacts.atomic_directory(directory, force=True) as tmp:
@@ -83,7 +83,9 @@ def save(
         artifacts.write_json(tmp / "state.json", {**position, "optimizers": documents, "rng": rng}, kind="checkpoint")
 
 
-def load(directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], generator: torch.Generator) -> tuple[dict[str, Any], torch.Tensor | None, list[torch.Tensor]]:
+def load(
+    directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], generator: torch.Generator
+) -> tuple[dict[str, Any], torch.Tensor | None, list[torch.Tensor]]:
     """Restore everything `save` wrote into the given objects; returns (position, epoch order or None, local generator states)."""
     from tron_cli.modelio import load_weights
 

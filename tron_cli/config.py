@@ -12,9 +12,10 @@ table of how a reference key maps to an option; docs/train-options.md is generat
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from tron_cli.choices import DEVICES, PRECISIONS
 from tron_cli.errors import UsageError
@@ -77,7 +78,7 @@ class TrainConfig:
         object.__setattr__(self, "loss_options", LOSSES.get(self.loss, "--loss").resolve(self.loss_options))
 
     @classmethod
-    def create(cls, **options: Any) -> "TrainConfig":
+    def create(cls, **options: Any) -> TrainConfig:
         """A config from flat options (model settings, loss options and training options by name), over the
         chosen model's training defaults. Options of another loss are ignored (reference configs always carry
         `bpr_penalty`); settings of another model and unknown names are usage errors."""
@@ -113,12 +114,8 @@ class TrainConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("network", "loss_options")}
         return {**out, **self.loss_options}
 
-    def options(self) -> dict[str, Any]:
-        """Every option by its flat name: what `create` takes to build this config again."""
-        return {**self.to_dict(), **asdict(self.network)}
-
     @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> "TrainConfig":
+    def from_document(cls, document: Mapping[str, Any]) -> TrainConfig:
         """The config of a run from its config.json (`train` and `model` sections; runs of earlier versions
         kept the model's settings in `train` too)."""
         train = dict(document.get("train") or {})
@@ -268,20 +265,38 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         (config.epochs >= 1, "--epochs must be at least 1"),
         (config.lr > 0, "--lr must be positive"),
         (config.uniform_negatives >= 0, "--uniform-negatives must be >= 0"),
-        (0 <= config.in_batch_negatives < config.batch_size, f"--batch-negatives ({config.in_batch_negatives}) must be >= 0 and smaller than --batch-size ({config.batch_size})"),
-        (not loss.sampled or config.uniform_negatives + config.in_batch_negatives > 0, "a sampled loss needs negatives: set --uniform-negatives or --batch-negatives"),
+        (
+            0 <= config.in_batch_negatives < config.batch_size,
+            f"--batch-negatives ({config.in_batch_negatives}) must be >= 0 and smaller than --batch-size ({config.batch_size})",
+        ),
+        (
+            not loss.sampled or config.uniform_negatives + config.in_batch_negatives > 0,
+            "a sampled loss needs negatives: set --uniform-negatives or --batch-negatives",
+        ),
         (config.topk >= 0, "--topk must be >= 0"),
-        (not loss.sampled or config.topk <= config.uniform_negatives + config.in_batch_negatives, f"--topk {config.topk} is larger than the {config.uniform_negatives + config.in_batch_negatives} negatives drawn per event"),
+        (
+            not loss.sampled or config.topk <= config.uniform_negatives + config.in_batch_negatives,
+            f"--topk {config.topk} is larger than the {config.uniform_negatives + config.in_batch_negatives} negatives drawn per event",
+        ),
         (config.alpha >= 0, "--alpha must be >= 0"),
         (config.logq >= 0, "--logq must be >= 0"),
-        (config.logq == 0 or loss.logq, f"--logq corrects sampled softmax losses only: use it with --loss {' or '.join(n for n, l in LOSSES.items() if l.logq)}"),
+        (
+            config.logq == 0 or loss.logq,
+            f"--logq corrects sampled softmax losses only: use it with --loss {' or '.join(name for name, entry in LOSSES.items() if entry.logq)}",
+        ),
         (config.early_stopping >= 0, "--early-stopping must be >= 0"),
         (config.bucket_window >= 0, "--bucket-window must be >= 0"),
         (config.bucket_window == 0 or feeding == "windows", f"--bucket-window groups windows of sessions; {config.model} walks sessions click by click"),
         (config.valid_limit > 0, "--valid-limit must be positive"),
         (config.overfit_batches >= 0, "--overfit-batches must be >= 0"),
-        (not config.optimizer.startswith("sparse") or loss.sampled, f"--loss {config.loss} updates every item row each step: use a dense optimizer (adam or adagrad)"),
-        (feeding != "lanes" or config.sampling_style != "eventwise", f"{config.model} feeds one event per session per step: use --sampling-style batchwise or sessionwise"),
+        (
+            not config.optimizer.startswith("sparse") or loss.sampled,
+            f"--loss {config.loss} updates every item row each step: use a dense optimizer (adam or adagrad)",
+        ),
+        (
+            feeding != "lanes" or config.sampling_style != "eventwise",
+            f"{config.model} feeds one event per session per step: use --sampling-style batchwise or sessionwise",
+        ),
         (config.batch_size_per_device is None or config.batch_size_per_device >= 1, "--batch-size-per-device must be at least 1"),
     ]
     for ok, message in checks:
@@ -290,8 +305,3 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
     if n_items is not None and loss.sampled and config.negative_distribution == "uniform" and config.reject_uniform_session_items and n_items < 2:
         raise UsageError("rejecting session items needs a catalogue of more than one item")
     return config
-
-
-def resumed(stored: TrainConfig, changes: Mapping[str, Any]) -> TrainConfig:
-    """`stored` with some training options changed (those that may change when resuming)."""
-    return validate(replace(stored, **changes))

@@ -155,11 +155,11 @@ def download_dataset(
         (out_dir / MANIFEST).unlink(missing_ok=True)
         for stale in out_dir.glob(".extract-*"):  # left by an extraction that was killed
             shutil.rmtree(stale, ignore_errors=True)
-        if spec.generated:
+        if spec.source is None:
             origin, archive, files = name, None, _generate(spec, out_dir, parameters, report)
         else:
             origin, archive, files = _obtain(spec.source, out_dir, url, from_path, sha256, force, report)
-        manifest = {
+        manifest: dict[str, Any] = {
             "name": name,
             "source": origin,
             "archive": archive,
@@ -181,6 +181,8 @@ def _generate(spec: DatasetSpec, out_dir: Path, parameters: dict[str, int], repo
     """Generated data, written into a scratch directory beside `out_dir`, then moved into it."""
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        if spec.generate is None:
+            raise ValueError(f"dataset {spec.name} is not generated")
         spec.generate(scratch, report=report, **parameters)
         return move_into(scratch, out_dir)
     finally:
@@ -230,5 +232,3 @@ def _obtain(
     if missing:
         raise DownloadError(f"{archive} holds no {', '.join(missing)}: not the expected archive", manual)
     return origin, record, files
-
-

@@ -10,13 +10,15 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tron_cli import artifacts, home
 from tron_cli.artifacts import Dataset
 from tron_cli.baselines import evaluate_baseline
 from tron_cli.batching import SessionStore
+from tron_cli.choices import PROTOCOLS, SPLITS, TIES
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
 from tron_cli.modelio import load_model
-from tron_cli.choices import PROTOCOLS, SPLITS, TIES
 from tron_cli.protocols import EvalOptions, evaluate_model, first_sessions
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
@@ -43,7 +45,9 @@ def _dataset_of(document: dict[str, Any], model_path: Path) -> Path:
     return data
 
 
-def evaluate(model_path: Path | None, data: Path | None, options: EvalOptions, baseline: str | None = None, device: str = "auto", report: Reporter = SILENT) -> dict[str, Any]:
+def evaluate(
+    model_path: Path | None, data: Path | None, options: EvalOptions, baseline: str | None = None, device: str = "auto", report: Reporter = SILENT
+) -> dict[str, Any]:
     """Run the stage: metrics as a dict (also written to the run's metrics.json when a model was evaluated)."""
     torch_device = resolve_device(device)
     if options.split not in SPLITS:
@@ -54,34 +58,39 @@ def evaluate(model_path: Path | None, data: Path | None, options: EvalOptions, b
         raise UsageError(f"unknown tie policy {options.ties!r}", f"Use one of: {', '.join(TIES)}")
     if any(k < 1 for k in options.cutoffs):
         raise UsageError("cutoffs (-k) must be at least 1")
-    model = document = None
-    kind = None
-    if baseline is None:
-        model_path = Path(model_path) if model_path else home.latest_run()
-        model, document, kind = load_model(model_path, torch_device)
-        data = data if data is not None else _dataset_of(document, model_path)
-    elif data is None:
-        data = home.latest_dataset()
-    dataset = artifacts.read_dataset(data)
-    if document is not None:
-        check_same_catalogue(document, dataset, model_path)
-    sessions = first_sessions(dataset.sessions(options.split), options.limit)
-    store = SessionStore(sessions, torch_device, min_length=2)
-    if len(store) == 0:
-        raise MissingInputError(f"{dataset.path}/{options.split}.parquet has no session with a target")
-    last_only = dataset.targets == "last"
     if baseline is not None:
-        result = evaluate_baseline(baseline, dataset, store, last_only, options, report)
-    else:
-        batch_size = int(document.get("train", {}).get("batch_size", 128))
-        result = evaluate_model(model, store, last_only, options, batch_size, report)
-    result = {**result, "split": options.split, "protocol": options.protocol, "ties": options.ties, "exclude_seen": options.exclude_seen, "dataset": str(dataset.path)}
-    if baseline is not None:
-        result["baseline"] = baseline
-    elif kind == "run":
+        return _evaluate_baseline(baseline, data, options, torch_device, report)
+    model_path = Path(model_path) if model_path else home.latest_run()
+    model, document, kind = load_model(model_path, torch_device)
+    dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
+    check_same_catalogue(document, dataset, model_path)
+    store = _store(dataset, options, torch_device)
+    batch_size = int(document.get("train", {}).get("batch_size", 128))
+    result = {**evaluate_model(model, store, dataset.targets == "last", options, batch_size, report), **_about(options, dataset)}
+    if kind == "run":
         artifacts.write_json(
             model_path / "metrics.json",
             {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
             kind="metrics",
         )
     return result
+
+
+def _evaluate_baseline(baseline: str, data: Path | None, options: EvalOptions, device: torch.device, report: Reporter) -> dict[str, Any]:
+    dataset = artifacts.read_dataset(data if data is not None else home.latest_dataset())
+    store = _store(dataset, options, device)
+    return {**evaluate_baseline(baseline, dataset, store, dataset.targets == "last", options, report), **_about(options, dataset), "baseline": baseline}
+
+
+def _store(dataset: Dataset, options: EvalOptions, device: torch.device) -> SessionStore:
+    """The sessions of the split to score, on the device."""
+    sessions = first_sessions(dataset.sessions(options.split), options.limit)
+    store = SessionStore(sessions, device, min_length=2)
+    if len(store) == 0:
+        raise MissingInputError(f"{dataset.path}/{options.split}.parquet has no session with a target")
+    return store
+
+
+def _about(options: EvalOptions, dataset: Dataset) -> dict[str, Any]:
+    """What a result was computed on, beside the metrics."""
+    return {"split": options.split, "protocol": options.protocol, "ties": options.ties, "exclude_seen": options.exclude_seen, "dataset": str(dataset.path)}

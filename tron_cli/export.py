@@ -28,6 +28,7 @@ from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
 from tron_cli.modelio import load_weights, model_of, read_model_dir
 from tron_cli.models import build_model
+from tron_cli.models.base import SessionModel
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.scoring import score_sessions
 
@@ -44,7 +45,7 @@ class TopKGraph(nn.Module):
     and scores (B, k) float32, best first: the model's state after each session's last click against items
     1..N (+ bias), then top-k."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: SessionModel):
         super().__init__()
         self.model = model
 
@@ -53,7 +54,7 @@ class TopKGraph(nn.Module):
         scores = hidden @ self.model.output_table()[1:].T
         if self.model.output_bias is not None:
             scores = scores + self.model.output_bias[1:, 0]
-        values, index = torch.topk(scores, k)
+        values, index = torch.topk(scores, k)  # type: ignore[arg-type]  # a tensor k keeps the graph's k dynamic
         return index + 1, values
 
 
@@ -71,7 +72,7 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def _example(model: nn.Module, max_length: int) -> tuple[Tensor, Tensor]:
+def _example(model: SessionModel, max_length: int) -> tuple[Tensor, Tensor]:
     # 3 x 2+ so that torch.export keeps both sizes symbolic (it specialises sizes 0 and 1)
     t = min(max_length, 8) if max_length > 1 else 1
     items = torch.randint(1, model.n_items + 1, (3, t), generator=torch.Generator().manual_seed(0))
@@ -86,14 +87,28 @@ def _export_dynamo(graph: TopKGraph, path: Path, max_length: int, external: bool
         # learned positions (SASRec) stop at max_length; a recurrent model reads sessions of any length
         length = torch.export.Dim("length", min=1, max=max_length) if graph.model.bounded_length else torch.export.Dim("length", min=1)
     shapes = ({0: torch.export.Dim("batch", min=1), **({1: length} if length is not None else {})}, None)
-    program = torch.onnx.export(graph, (items, k), None, input_names=["items", "k"], output_names=["indices", "scores"], dynamo=True, dynamic_shapes=shapes, opset_version=OPSET, verbose=False)
+    program = torch.onnx.export(
+        graph,
+        (items, k),
+        None,
+        input_names=["items", "k"],
+        output_names=["indices", "scores"],
+        dynamo=True,
+        dynamic_shapes=shapes,
+        opset_version=OPSET,
+        verbose=False,
+    )
+    if program is None:  # the dynamo exporter returns the program when no file is given
+        raise TronError("the ONNX exporter returned no program")
     program.save(str(path), external_data=external)
 
 
 def _export_torchscript(graph: TopKGraph, path: Path, max_length: int) -> None:
     items, k = _example(graph.model, max_length)
     axes = {"items": {0: "batch", 1: "length"}, "indices": {0: "batch", 1: "k"}, "scores": {0: "batch", 1: "k"}}
-    torch.onnx.export(graph, (items, k), str(path), input_names=["items", "k"], output_names=["indices", "scores"], dynamo=False, dynamic_axes=axes, opset_version=OPSET)
+    torch.onnx.export(
+        graph, (items, k), str(path), input_names=["items", "k"], output_names=["indices", "scores"], dynamo=False, dynamic_axes=axes, opset_version=OPSET
+    )
 
 
 def random_sessions(n_items: int, batch: int, width: int, seed: int) -> Tensor:
@@ -118,7 +133,7 @@ def same_top_k(expected_ids: np.ndarray, expected_scores: np.ndarray, ids: np.nd
     return bool(np.all((ids == expected_ids[:, :k]) | tied[:, :k]))
 
 
-def verify_onnx(path: Path, model: nn.Module, max_length: int) -> None:
+def verify_onnx(path: Path, model: SessionModel, max_length: int) -> None:
     """Refuse a graph whose top-k differs from `tron recommend`'s on random sessions (B = 1 and 7, several T)."""
     import onnxruntime
 
@@ -142,7 +157,7 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
-def export_onnx(model: nn.Module, path: Path, max_length: int, report: Reporter = SILENT) -> dict[str, Any]:
+def export_onnx(model: SessionModel, path: Path, max_length: int, report: Reporter = SILENT) -> dict[str, Any]:
     """Write and verify `path`; the dynamo exporter first, the TorchScript one if that fails."""
     graph = TopKGraph(model).eval()
     external = sum(p.numel() * p.element_size() for p in model.parameters()) > ONNX_LIMIT
@@ -158,7 +173,9 @@ def export_onnx(model: nn.Module, path: Path, max_length: int, report: Reporter 
             try:
                 _export_torchscript(graph, path, max_length)
             except Exception as second:
-                raise TronError(f"ONNX export failed with both exporters ({_first_line(second)})", "Export --format safetensors and serve with tron recommend") from None
+                raise TronError(
+                    f"ONNX export failed with both exporters ({_first_line(second)})", "Export --format safetensors and serve with tron recommend"
+                ) from None
     with torch.no_grad():
         verify_onnx(path, model, max_length)
     return {
@@ -203,7 +220,9 @@ def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", 
     trained = document.get("dataset", {})
     data = Path(trained.get("path", ""))
     if not (data / "dataset.json").is_file():
-        raise MissingInputError(f"the dataset of {run} is not at {data}", "The bundle needs its items.parquet: restore the dataset (tron preprocess) and export again")
+        raise MissingInputError(
+            f"the dataset of {run} is not at {data}", "The bundle needs its items.parquet: restore the dataset (tron preprocess) and export again"
+        )
     dataset = artifacts.read_dataset(data)
     if dataset.info.get("catalogue_sha256") != trained.get("catalogue_sha256"):
         raise ArtifactError(f"the dataset of {run} changed since it was trained ({data})", "Re-run tron preprocess as it was, or train again")
@@ -232,7 +251,12 @@ def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", 
                 "item_id_type": dataset.info.get("item_id_type"),
                 "event_types": dataset.info.get("parameters", {}).get("event_types", ["clicks"]),
                 "dataset": dataset.name,
-                "run": {"path": str(run.resolve()), "name": document.get("name", run.name), "best_epoch": summary.get("best_epoch"), "valid": summary.get("valid")},
+                "run": {
+                    "path": str(run.resolve()),
+                    "name": document.get("name", run.name),
+                    "best_epoch": summary.get("best_epoch"),
+                    "valid": summary.get("valid"),
+                },
                 "onnx": graph,
                 "sha256": {name: artifacts.sha256_file(tmp / name) for name in sorted(p.name for p in tmp.iterdir())},
             },
@@ -241,4 +265,3 @@ def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", 
         files = sorted(p.name for p in tmp.iterdir())
     report.info(f"Exported {run} to {out} ({', '.join(files)}).")
     return {"bundle": str(out.resolve()), "files": files, "format": fmt}
-

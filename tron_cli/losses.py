@@ -17,8 +17,9 @@ that could not be filled); such columns never contribute, whatever their score.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return (
             grad_hidden.to(hidden.dtype),
             grad_table.to(table.dtype),
-            grad_bias.to(bias.dtype) if grad_bias is not None else None,
+            grad_bias.to(table.dtype) if grad_bias is not None else None,
             None,
             None,
         )
@@ -150,7 +151,7 @@ class Loss:
 
     name: str
     summary: str  # one line for --help and docs
-    per_event: Callable[[Tensor, Tensor, Tensor, "LossContext"], Tensor] | None = None
+    per_event: Callable[[Tensor, Tensor, Tensor, LossContext], Tensor] | None = None
     options: tuple[Option, ...] = ()
     sampled: bool = True
     logq: bool = False  # whether the logQ correction of sampled scores applies (softmax-like losses)
@@ -183,7 +184,12 @@ def _finite_at_least(low: float) -> Callable[[Any], bool]:
 
 
 LOSSES: Registry[Loss] = Registry("loss")
-LOSSES.register("ssm", Loss("ssm", "sampled softmax: cross-entropy of the positive against [positive, negatives] (TRON)", lambda pos, neg, valid, c: ssm(pos, neg, valid), logq=True))
+LOSSES.register(
+    "ssm",
+    Loss(
+        "ssm", "sampled softmax: cross-entropy of the positive against [positive, negatives] (TRON)", lambda pos, neg, valid, c: ssm(pos, neg, valid), logq=True
+    ),
+)
 LOSSES.register("bce", Loss("bce", "binary cross-entropy of the positive and each negative (SASRec)", lambda pos, neg, valid, c: bce(pos, neg, valid)))
 LOSSES.register(
     "bpr-max",
@@ -201,7 +207,15 @@ LOSSES.register(
         "gbce",
         "generalised binary cross-entropy (gSASRec)",
         lambda pos, neg, valid, c: gbce(pos, neg, valid, c.options["gbce_t"], c.n_items),
-        (Option("gbce_t", 0.75, "Calibration t of gbce (0: plain binary cross-entropy).", lambda t: isinstance(t, (int, float)) and 0 <= t <= 1, "must be in [0, 1]"),),
+        (
+            Option(
+                "gbce_t",
+                0.75,
+                "Calibration t of gbce (0: plain binary cross-entropy).",
+                lambda t: isinstance(t, (int, float)) and 0 <= t <= 1,
+                "must be in [0, 1]",
+            ),
+        ),
     ),
 )
 LOSSES.register(
@@ -210,7 +224,15 @@ LOSSES.register(
         "ce",
         "full cross-entropy over the whole catalogue, chunked (no negatives)",
         None,
-        (Option("ce_chunk", 65536, "Catalogue items scored at once by --loss ce (bounds its memory).", lambda n: isinstance(n, int) and not isinstance(n, bool) and n >= 1, "must be at least 1"),),
+        (
+            Option(
+                "ce_chunk",
+                65536,
+                "Catalogue items scored at once by --loss ce (bounds its memory).",
+                lambda n: isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+                "must be at least 1",
+            ),
+        ),
         sampled=False,
     ),
 )

@@ -4,7 +4,7 @@ summed per session so that a bootstrap can resample sessions. Shared by `tron ev
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor

@@ -9,8 +9,9 @@ gradient is zero outside the kept columns anyway. Shapes: B sessions, T position
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -59,7 +60,11 @@ class Assembly:
         self.hidden = hidden.reshape(b * t, d)[self.events]  # (E, d)
         self.targets = targets.reshape(-1)[self.events]  # (E,)
         self.n_uniform = negatives.uniform.shape[-1]
-        self.n_in_batch = 0 if negatives.in_batch is None else negatives.in_batch.shape[1]
+        # (B, m) ids and validity of the in-batch negatives; m = 0 when there are none
+        none = torch.zeros(b, 0, dtype=torch.long, device=hidden.device)
+        self.in_batch = none if negatives.in_batch is None else negatives.in_batch
+        self.in_batch_valid = none.bool() if negatives.in_batch_valid is None else negatives.in_batch_valid
+        self.n_in_batch = self.in_batch.shape[1]
 
     def _per_session(self, ids: Tensor) -> Tensor:
         """Scores of per-session ids (B, K) for every event: (B, T, d) @ (B, d, K) -> (E, K)."""
@@ -83,7 +88,7 @@ class Assembly:
             else:
                 parts.append(self.scorer.score(self.hidden, uniform, self.sparse))  # uniform is (E, U)
         if self.n_in_batch:
-            parts.append(self._per_session(self.negatives.in_batch))
+            parts.append(self._per_session(self.in_batch))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def column_ids(self, columns: Tensor | None = None) -> Tensor:
@@ -102,7 +107,7 @@ class Assembly:
             else:
                 ids = uniform.gather(1, u)
         if self.n_in_batch:
-            in_batch = self.negatives.in_batch[self.owner[:, None], (columns - self.n_uniform).clamp(min=0)]
+            in_batch = self.in_batch[self.owner[:, None], (columns - self.n_uniform).clamp(min=0)]
             ids = torch.where(is_uniform, ids, in_batch)
         return ids
 
@@ -119,7 +124,7 @@ class Assembly:
                 part = part & valid
             parts.append(part & (uniform != target) if mask_hits else part)  # batchwise: (U,) against (E, 1)
         if self.n_in_batch:
-            ids, valid = self.negatives.in_batch[self.owner], self.negatives.in_batch_valid[self.owner]
+            ids, valid = self.in_batch[self.owner], self.in_batch_valid[self.owner]
             parts.append(valid & (ids != target) if mask_hits else valid)
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
@@ -153,6 +158,13 @@ def sampled_loss(
     batch = Assembly(scorer, hidden, mask, targets, negatives, sparse)
     if len(batch.events) == 0:
         return hidden.sum() * 0.0
+
+    def correction(columns: Tensor | None = None) -> Tensor:
+        """logQ of the negative columns (all, or the kept `columns`), weighted by spec.logq."""
+        if distribution is None or in_batch_log_prob is None:
+            raise ValueError("spec.logq needs the distribution and in_batch_log_prob")
+        return spec.logq * batch.log_q(distribution, in_batch_log_prob, columns)
+
     with torch.autocast(hidden.device.type, enabled=False):
         hidden32 = batch.hidden.float()
         pos = scorer.score(hidden32, batch.targets.unsqueeze(1), sparse).squeeze(1)  # (E,)
@@ -161,19 +173,19 @@ def sampled_loss(
         with torch.no_grad():
             full = batch.all_scores().float()
             if spec.logq:
-                full = full - spec.logq * batch.log_q(distribution, in_batch_log_prob)
+                full = full - correction()
             kept_scores, columns = full.masked_fill(~valid, float("-inf")).topk(spec.topk, dim=1)
             kept_valid = kept_scores > float("-inf")
             ids = batch.column_ids(columns)
         with torch.autocast(hidden.device.type, enabled=False):
             neg = scorer.score(hidden32, ids, sparse)  # (E, k): the only negative scores with autograd
             if spec.logq:
-                neg = neg - spec.logq * batch.log_q(distribution, in_batch_log_prob, columns)
+                neg = neg - correction(columns)
         valid = kept_valid
     else:
         neg = batch.all_scores().float()
         if spec.logq:
-            neg = neg - spec.logq * batch.log_q(distribution, in_batch_log_prob)
+            neg = neg - correction()
     with torch.autocast(hidden.device.type, enabled=False):
         values = per_event(spec, pos, neg.float(), valid)
         return values.sum() if reduction == "sum" else values.mean()
@@ -186,5 +198,7 @@ def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, mask: Tensor, targets:
     if len(events) == 0:
         return hidden.sum() * 0.0
     with torch.autocast(hidden.device.type, enabled=False):
-        values = losses.full_cross_entropy(hidden.reshape(b * t, d)[events].float(), scorer.output_table(), scorer.output_bias, targets.reshape(-1)[events], chunk)
+        values = losses.full_cross_entropy(
+            hidden.reshape(b * t, d)[events].float(), scorer.output_table(), scorer.output_bias, targets.reshape(-1)[events], chunk
+        )
     return values.sum() if reduction == "sum" else values.mean()

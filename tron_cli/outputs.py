@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +46,7 @@ class Recommended:
 
     def id_lists(self) -> list[list]:
         ids, offsets = self.ids.tolist(), self.offsets.tolist()
-        return [ids[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        return [ids[a:b] for a, b in itertools.pairwise(offsets)]
 
 
 class JsonLines:

@@ -55,7 +55,7 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
-def build_figure(run_dirs: list[Path]) -> "Figure":
+def build_figure(run_dirs: list[Path]) -> Figure:
     """The three-panel figure of `run_dirs`, overlaid, attached to an Agg canvas (pyplot's global state is never touched)."""
     try:
         import matplotlib  # noqa: F401  (imported first so a missing install is reported before anything else)
@@ -102,7 +102,7 @@ def build_figure(run_dirs: list[Path]) -> "Figure":
     return figure
 
 
-def legend_labels(figure: "Figure") -> list[str]:
+def legend_labels(figure: Figure) -> list[str]:
     """The run labels in the figure's legend, in plotting order."""
     return [text.get_text() for legend in figure.legends for text in legend.get_texts()]
 

@@ -91,7 +91,7 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
     if options.preset is None:
         raw_dir = home.latest_download()
         manifest = artifacts.read_json(raw_dir / "manifest.json", "manifest")
-        preset_name = manifest.get("name")
+        preset_name = str(manifest.get("name"))
     else:
         preset_name = options.preset
         raw_dir = home.raw_root() / preset_name
@@ -105,7 +105,9 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
             raise MissingInputError(f"--input {raw_dir} does not exist")
     elif manifest is None:
         if not (raw_dir / "manifest.json").is_file():
-            raise MissingInputError(f"{preset_name} is not downloaded ({raw_dir} has no manifest.json)", f"Run first: tron download {preset_name}, or pass --input PATH")
+            raise MissingInputError(
+                f"{preset_name} is not downloaded ({raw_dir} has no manifest.json)", f"Run first: tron download {preset_name}, or pass --input PATH"
+            )
         manifest = artifacts.read_json(raw_dir / "manifest.json", "manifest")
     names = [preset.train_file] + ([preset.test_file] if preset.test_file else [])
     if raw_dir.is_file():
@@ -182,7 +184,10 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         _describe(f"items with >= {min_support} events", train, history)
         train = drop_short_logged(train, min_length, history)
     if len(train) == 0:
-        raise InputFormatError(f"{sources[0].path}: no session is left after filtering (sessions >= {min_length} events, items >= {min_support} events)", "Lower --min-session-length or --min-item-support")
+        raise InputFormatError(
+            f"{sources[0].path}: no session is left after filtering (sessions >= {min_length} events, items >= {min_support} events)",
+            "Lower --min-session-length or --min-item-support",
+        )
 
     valid: Sessions | None = None
     targets = "all"
@@ -195,12 +200,14 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         targets = "last"
         _describe("leave-one-out train", train, history)
     else:
-        test_days = options.test_days if options.test_days is not None else (preset.test_days if preset else 1.0)
+        test_days = options.test_days if options.test_days is not None else (preset.test_days if preset and preset.test_days is not None else 1.0)
         train, test = steps.split_by_time(train, test_days * DAY_MS, split_on, floor)
         _describe(f"time split: train ({test_days:g} days before the latest start)", train, history)
         _describe("time split: test", test, history)
         if len(train) == 0:
-            raise InputFormatError(f"{sources[0].path}: the time split leaves no train session (every session starts within {test_days:g} days of the latest)", "Lower --test-days")
+            raise InputFormatError(
+                f"{sources[0].path}: the time split leaves no train session (every session starts within {test_days:g} days of the latest)", "Lower --test-days"
+            )
 
     if valid is None and not options.no_valid:
         valid_days = options.valid_days if options.valid_days is not None else (preset.valid_days if preset and options.valid_fraction is None else None)
@@ -211,7 +218,10 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         if valid is not None:
             _describe("validation carved from train", valid, history)
             if len(train) == 0 or len(valid) == 0:
-                raise InputFormatError(f"the validation split leaves {len(train)} train and {len(valid)} validation sessions", "Change --valid-days / --valid-fraction, or pass --no-valid")
+                raise InputFormatError(
+                    f"the validation split leaves {len(train)} train and {len(valid)} validation sessions",
+                    "Change --valid-days / --valid-fraction, or pass --no-valid",
+                )
 
     known = steps.present(n_codes, train, *([valid] if valid is not None else []))
     if options.unknown_test_items == "keep":
@@ -237,7 +247,10 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         if value is not None:
             splits[key] = steps.to_dense(steps.by_start(value), dense_of_code)
 
-    summary_counts = {key: {"sessions": len(value), "events": value.n_events, "targets": value.n_events - len(value) if targets == "all" else len(value)} for key, value in splits.items()}
+    summary_counts = {
+        key: {"sessions": len(value), "events": value.n_events, "targets": value.n_events - len(value) if targets == "all" else len(value)}
+        for key, value in splits.items()
+    }
     info = {
         "name": name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -248,10 +261,16 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         },
         "parameters": {
             "split": "files" if pre_split else options.split,
-            "test_days": None if pre_split or options.split == "last" else (options.test_days if options.test_days is not None else (preset.test_days if preset else 1.0)),
+            "test_days": None
+            if pre_split or options.split == "last"
+            else (options.test_days if options.test_days is not None else (preset.test_days if preset else 1.0)),
             "split_on": split_on,
-            "valid": "leave-one-out" if targets == "last" else (None if "valid" not in splits else (f"{options.valid_fraction} of train sessions" if options.valid_fraction is not None else "days")),
-            "valid_days": options.valid_days if options.valid_days is not None else (preset.valid_days if preset and "valid" in splits and options.valid_fraction is None else None),
+            "valid": "leave-one-out"
+            if targets == "last"
+            else (None if "valid" not in splits else (f"{options.valid_fraction} of train sessions" if options.valid_fraction is not None else "days")),
+            "valid_days": options.valid_days
+            if options.valid_days is not None
+            else (preset.valid_days if preset and "valid" in splits and options.valid_fraction is None else None),
             "min_session_length": min_length,
             "min_item_support": min_support,
             "event_types": list(options.event_types) if reader == "otto-jsonl" else ["clicks"],

@@ -29,7 +29,6 @@ from tron_cli.runtime import exact_fp32
 from tron_cli.scoring import Pairs, rank_targets
 
 
-
 @dataclass(frozen=True)
 class EvalOptions:
     split: str = "test"
@@ -152,7 +151,8 @@ def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size:
     width = model.max_length + 1
     n_batches = len(store) // batch_size
     names: list[str] = []
-    batch_means, n_targets = [], 0
+    batch_means: list[list[float]] = []
+    n_targets = 0
     with report.task("evaluating (tron protocol)", total=n_batches) as task:
         for b in range(n_batches):
             index = torch.arange(b * batch_size, (b + 1) * batch_size, device=store.device)
@@ -166,7 +166,7 @@ def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size:
             result = accumulator.result()
             names = [k for k in result if k != "n_targets"]
             batch_means.append([result[k] for k in names])
-            n_targets += result["n_targets"]
+            n_targets += int(result["n_targets"])
             task.update(advance=1)
     if not batch_means:
         raise UsageError(f"--protocol tron needs at least one full batch of {batch_size} sessions; the split has {len(store)}")

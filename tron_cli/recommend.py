@@ -20,13 +20,14 @@ import torch
 from tron_cli import home
 from tron_cli.artifacts import Sessions
 from tron_cli.batching import SessionStore
+from tron_cli.choices import INPUT_FORMATS
 from tron_cli.errors import MissingInputError, UsageError
 from tron_cli.outputs import Recommended, open_writer, output_format
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
 from tron_cli.scoring import score_sessions
 from tron_cli.servable import Servable, load_servable
-from tron_cli.session_input import INPUT_FORMATS, Batch, input_kind, read_batches
+from tron_cli.session_input import Batch, input_kind, read_batches
 
 
 def _count(n: int, noun: str) -> str:
@@ -51,7 +52,7 @@ def recommend_batch(servable: Servable, batch: Batch, k: int, exclude_seen: bool
     owner = np.repeat(np.arange(len(batch)), np.diff(batch.offsets))
     known = dense > 0
     unknown_ids = int((~known).sum())
-    unknown_sessions = int(len(np.unique(owner[~known])))
+    unknown_sessions = len(np.unique(owner[~known]))
     lengths = np.bincount(owner[known], minlength=len(batch)).astype(np.int64)
     scored = np.flatnonzero(lengths > 0)
     ids = np.zeros((len(batch), k), dtype=np.int64)
@@ -75,7 +76,9 @@ def recommend_batch(servable: Servable, batch: Batch, k: int, exclude_seen: bool
     return result, unknown_ids, unknown_sessions
 
 
-def recommend(model_path: Path | None, input_path: str = "-", output_path: str = "-", options: RecommendOptions = RecommendOptions(), report: Reporter = SILENT) -> dict[str, Any]:
+def recommend(
+    model_path: Path | None, input_path: str = "-", output_path: str = "-", options: RecommendOptions = RecommendOptions(), report: Reporter = SILENT
+) -> dict[str, Any]:
     """Run the stage: stream the input's sessions through the model into the output; returns counts."""
     if options.k < 1 or options.batch_size < 1:
         raise UsageError("-k and --batch-size must be at least 1")

@@ -13,7 +13,8 @@ Nothing here imports torch, click or rich.
 
 from __future__ import annotations
 
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from tron_cli.errors import UsageError
 
@@ -37,7 +38,9 @@ def load_plugins() -> None:
             if callable(loaded):
                 loaded()
         except Exception as error:  # a third-party module can fail in any way; say which one it was
-            raise UsageError(f"the tron plugin {entry.name!r} ({entry.value}) failed to load: {type(error).__name__}: {error}", "Fix or uninstall that package") from None
+            raise UsageError(
+                f"the tron plugin {entry.name!r} ({entry.value}) failed to load: {type(error).__name__}: {error}", "Fix or uninstall that package"
+            ) from None
 
 
 class Registry(Generic[T]):

@@ -16,7 +16,7 @@ class Task:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "Task":
+    def __enter__(self) -> Task:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,6 +12,7 @@ same on every data-parallel rank and N devices train exactly like one device wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +46,7 @@ class ItemDistribution:
         return torch.searchsorted(self.cdf, u).clamp_(1, self.n_items)
 
     def log_prob(self, items: Tensor) -> Tensor:
-        if self.uniform:
+        if self.log_prob_table is None:  # uniform
             return torch.full(items.shape, -torch.log(torch.tensor(float(self.n_items))).item(), device=items.device)
         return self.log_prob_table[items]
 
@@ -62,7 +63,9 @@ class Negatives:
     in_batch_valid: Tensor | None = None
 
 
-def _reject(draw: Tensor, forbidden: Tensor, redraw, rounds: int = MAX_REJECTION_ROUNDS) -> tuple[Tensor, Tensor]:
+def _reject(
+    draw: Tensor, forbidden: Callable[[Tensor], Tensor], redraw: Callable[[torch.Size], Tensor], rounds: int = MAX_REJECTION_ROUNDS
+) -> tuple[Tensor, Tensor]:
     """Redraw entries of `draw` for which `forbidden(draw)` holds; (ids, valid) where still-forbidden ones are invalid."""
     bad = forbidden(draw)
     for _ in range(rounds):
@@ -84,19 +87,21 @@ def uniform_negatives(
     count: int,
     style: str,
     inputs: Tensor,
-    event_owner: Tensor,
+    event_owner: Tensor | None,
     reject_session_items: bool,
     shared: torch.Generator,
     local: torch.Generator,
 ) -> tuple[Tensor, Tensor | None]:
     """(ids, valid or None) of `count` negatives per event/session/batch. inputs (B, T) left-padded clicks."""
     b = inputs.shape[0]
-    shape = {"batchwise": (count,), "sessionwise": (b, count)}.get(style) or (event_owner.numel(), count)
+    if style == "eventwise" and event_owner is None:
+        raise ValueError("eventwise negatives need the session of each event")
+    shape = {"batchwise": (count,), "sessionwise": (b, count)}.get(style) or (event_owner.numel(), count)  # type: ignore[union-attr]
     draw = distribution.sample(shape, shared if style == "batchwise" else local)
     if not reject_session_items or count == 0:
         return draw, None
     # redraws depend on the rank's own clicks, so they come from the local generator
-    redraw = lambda s: distribution.sample(s, local)  # noqa: E731 - closes over the generator
+    redraw = lambda s: distribution.sample(s, local)
     n = distribution.n_items + 1
     if style == "batchwise":
         pool = torch.unique(inputs[inputs != 0])  # sorted
@@ -104,7 +109,7 @@ def uniform_negatives(
     # per session: the key (session, item) is forbidden when that session clicked that item
     session_of_click = torch.arange(b, device=inputs.device)[:, None].expand_as(inputs)
     pool = torch.unique((session_of_click * n + inputs)[inputs != 0])
-    owner = torch.arange(b, device=inputs.device)[:, None] if style == "sessionwise" else event_owner[:, None]
+    owner = torch.arange(b, device=inputs.device)[:, None] if style == "sessionwise" else event_owner[:, None]  # type: ignore[index]
     return _reject(draw, lambda d: _member(owner * n + d, pool), redraw)
 
 
@@ -133,7 +138,7 @@ def in_batch_negatives(inputs: Tensor, count: int, reject_own: bool, generator: 
 def draw(
     distribution: ItemDistribution,
     inputs: Tensor,
-    event_owner: Tensor,
+    event_owner: Tensor | None,
     n_uniform: int,
     n_in_batch: int,
     style: str,

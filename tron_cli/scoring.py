@@ -10,7 +10,7 @@ Shared by validation, `tron evaluate`, `tron recommend`, `tron export` and the s
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -26,14 +26,16 @@ ChunkScorer = Callable[[int, int], Tensor]
 Pairs = tuple[Tensor, Tensor]  # (rows, items) of a batch of rows
 
 
-def masked_chunks(score_chunk: ChunkScorer, n_items: int, chunk_size: int, excluded: Pairs | None = None, own: Tensor | None = None) -> Iterator[tuple[int, Tensor]]:
+def masked_chunks(
+    score_chunk: ChunkScorer, n_items: int, chunk_size: int, excluded: Pairs | None = None, own: Tensor | None = None
+) -> Iterator[tuple[int, Tensor]]:
     """(start, scores (Q, C)) of items start..start+C-1, chunk by chunk, with the `excluded` pairs and each row's
     `own` item (Q,) set to -inf."""
-    rows = None if own is None else torch.arange(own.shape[0], device=own.device)
     for start in range(1, n_items + 1, chunk_size):
         stop = min(start + chunk_size, n_items + 1)
         scores = score_chunk(start, stop)
         if own is not None:
+            rows = torch.arange(own.shape[0], device=own.device)
             inside = (own >= start) & (own < stop)
             scores[rows[inside], own[inside] - start] = float("-inf")
         if excluded is not None:
@@ -82,15 +84,17 @@ def top_k(score_chunk: ChunkScorer, n_items: int, k: int, chunk_size: int, exclu
     """(scores (Q, k) best first, item ids (Q, k)) among items 1..n_items, merged chunk by chunk into a running
     top-k. With fewer than k items left after the exclusions, the last ones of a row are -inf."""
     k = min(k, n_items)
-    best_scores = best_ids = None
+    best: tuple[Tensor, Tensor] | None = None
     for start, scores in masked_chunks(score_chunk, n_items, chunk_size, excluded):
         values, index = torch.topk(scores, min(k, scores.shape[1]), dim=1)
         index = index + start
-        if best_scores is not None:
-            values, merged = torch.topk(torch.cat([best_scores, values], 1), k, dim=1)
-            index = torch.gather(torch.cat([best_ids, index], 1), 1, merged)
-        best_scores, best_ids = values, index
-    return best_scores, best_ids
+        if best is not None:
+            values, merged = torch.topk(torch.cat([best[0], values], 1), k, dim=1)
+            index = torch.gather(torch.cat([best[1], index], 1), 1, merged)
+        best = values, index
+    if best is None:
+        raise ValueError("top_k of an empty catalogue")
+    return best
 
 
 def top_items(model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None) -> tuple[Tensor, Tensor]:

@@ -49,7 +49,9 @@ def load_servable(path: Path, device: torch.device) -> Servable:
         trained = document.get("dataset", {})
         dataset = artifacts.read_dataset(Path(trained.get("path", "")))
         if dataset.info.get("catalogue_sha256") != trained.get("catalogue_sha256"):
-            raise ArtifactError(f"the dataset of {path} changed since it was trained ({dataset.path})", "Recommend from a bundle made when the run finished (tron export)")
+            raise ArtifactError(
+                f"the dataset of {path} changed since it was trained ({dataset.path})", "Recommend from a bundle made when the run finished (tron export)"
+            )
         table = dataset.items()
         event_types = tuple(dataset.info.get("parameters", {}).get("event_types", ["clicks"]))
         expected = dataset.n_items

@@ -13,16 +13,16 @@ import contextlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tron_cli.choices import INPUT_FORMATS
 from tron_cli.errors import InputFormatError, UsageError
 from tron_cli.reporting import Reporter
 
@@ -63,7 +63,9 @@ def raw_ids(values: list, numeric: bool, label) -> list:
         elif not numeric and type(value) is int:
             out.append(str(value))
         else:
-            raise RecordProblem(f"{label(index)} is {json.dumps(value)}, not {'an integer' if numeric else 'a string'} id (the catalogue's ids are {'integers' if numeric else 'strings'})")
+            raise RecordProblem(
+                f"{label(index)} is {json.dumps(value)}, not {'an integer' if numeric else 'a string'} id (the catalogue's ids are {'integers' if numeric else 'strings'})"
+            )
     return out
 
 
@@ -106,7 +108,9 @@ def _id_array(values: list, numeric: bool, where: list[str], offsets: np.ndarray
     except OverflowError:
         bad = next(i for i, value in enumerate(values) if not INT64_RANGE[0] <= value <= INT64_RANGE[1])
         session = int(np.searchsorted(offsets, bad, side="right")) - 1
-        raise InputFormatError(f"{where[session]}: item id {values[bad]} is outside the range of the catalogue's 64-bit ids", "Fix or remove that line") from None
+        raise InputFormatError(
+            f"{where[session]}: item id {values[bad]} is outside the range of the catalogue's 64-bit ids", "Fix or remove that line"
+        ) from None
 
 
 def _json_batches(stream, name: str, expect: str, numeric: bool, event_types: tuple[str, ...], batch_size: int) -> Iterator[Batch]:
@@ -141,7 +145,9 @@ def _json_batches(stream, name: str, expect: str, numeric: bool, event_types: tu
 def _parquet_values(values: pa.Array, numeric: bool, path: Path, row_of) -> np.ndarray:
     """The flat `items` values of a Parquet batch as raw ids of the catalogue's type."""
     if values.null_count:
-        raise InputFormatError(f"{path}: row {row_of(int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]))}: items holds a null id", "Remove the nulls")
+        raise InputFormatError(
+            f"{path}: row {row_of(int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]))}: items holds a null id", "Remove the nulls"
+        )
     if pa.types.is_integer(values.type):
         return values.to_numpy().astype(np.int64) if numeric else values.cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
     if not numeric:
@@ -167,7 +173,9 @@ def _parquet_batches(parquet: pq.ParquetFile, path: Path, numeric: bool, batch_s
     schema = parquet.schema_arrow
     missing = [column for column in ("session", "items") if column not in schema.names]
     if missing:
-        raise InputFormatError(f"{path} has no column {missing[0]!r} (it has {', '.join(schema.names)})", "Give a table with columns session and items (a list of item ids)")
+        raise InputFormatError(
+            f"{path} has no column {missing[0]!r} (it has {', '.join(schema.names)})", "Give a table with columns session and items (a list of item ids)"
+        )
     items_type = schema.field("items").type
     if not (pa.types.is_list(items_type) or pa.types.is_large_list(items_type)) or not (
         pa.types.is_integer(items_type.value_type) or pa.types.is_string(items_type.value_type) or pa.types.is_large_string(items_type.value_type)
@@ -204,7 +212,9 @@ def input_kind(input_path: str, input_format: str) -> str:
 
 
 @contextlib.contextmanager
-def read_batches(input_path: str, input_format: str, numeric: bool, event_types: tuple[str, ...], batch_size: int, report: Reporter) -> Iterator[tuple[Iterator[Batch], int | None]]:
+def read_batches(
+    input_path: str, input_format: str, numeric: bool, event_types: tuple[str, ...], batch_size: int, report: Reporter
+) -> Iterator[tuple[Iterator[Batch], int | None]]:
     """(batches, number of sessions when the input says so) of `input_path` ('-' = stdin)."""
     kind = input_kind(input_path, input_format)
     if kind == "parquet":

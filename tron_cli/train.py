@@ -43,7 +43,9 @@ class TrainRequest:
 def _resume_config(request: TrainRequest, document: dict[str, Any]) -> TrainConfig:
     changed = sorted(set(request.overrides) - RESUMABLE_OVERRIDES)
     if changed:
-        raise UsageError(f"--{changed[0].replace('_', '-')} cannot change when resuming", f"Only {', '.join(sorted(RESUMABLE_OVERRIDES))} can; start a new run for the rest")
+        raise UsageError(
+            f"--{changed[0].replace('_', '-')} cannot change when resuming", f"Only {', '.join(sorted(RESUMABLE_OVERRIDES))} can; start a new run for the rest"
+        )
     stored = TrainConfig.from_document({**document, "model": model_of(document)})
     return validate(replace(stored, **{name: getattr(request.config, name) for name in request.overrides}))
 
@@ -69,7 +71,9 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
         return _launch(request, report)
     ranks = distributed.from_environment(request.config.device)
     # rank 0 checks and names the run dir; the others must be told it (--out, or --resume)
-    run_dir = prepare_run_dir(request, check=ranks.main) if ranks.main or request.resume is not None or request.out else None
+    if not (ranks.main or request.resume is not None or request.out):
+        raise UsageError("with torchrun, give every rank the run dir: --out DIR")
+    run_dir = prepare_run_dir(request, check=ranks.main)
     if request.resume is not None:
         document = artifacts.read_json(run_dir / "config.json", "run")
         config = _resume_config(request, document)
@@ -79,8 +83,6 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
     else:
         config = request.config
         dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
-        if run_dir is None:
-            raise UsageError("with torchrun, give every rank the run dir: --out DIR")
     validate(config, dataset.n_items)
     lock = run_lock(run_dir) if ranks.main else contextlib.nullcontext()
     with lock:
@@ -134,9 +136,8 @@ def _rank_main(request: TrainRequest, error_path: str) -> dict[str, Any]:
 def _launch(request: TrainRequest, report: Reporter) -> dict[str, Any]:
     """Run `train` in `request.devices` local processes; returns rank 0's summary."""
     devices = request.devices
-    if request.config.device == "cuda" or (request.config.device == "auto" and torch.cuda.is_available()):
-        if torch.cuda.device_count() < devices:
-            raise UsageError(f"--devices {devices}, but only {torch.cuda.device_count()} CUDA devices are visible")
+    if (request.config.device == "cuda" or (request.config.device == "auto" and torch.cuda.is_available())) and torch.cuda.device_count() < devices:
+        raise UsageError(f"--devices {devices}, but only {torch.cuda.device_count()} CUDA devices are visible")
     run_dir = prepare_run_dir(request)
     if request.resume is None:
         request = replace(request, out=run_dir, force=True)
@@ -145,7 +146,7 @@ def _launch(request: TrainRequest, report: Reporter) -> dict[str, Any]:
         error_path = os.path.join(scratch, "error")
         if not distributed.launch(_rank_main, (request, error_path), devices):
             if os.path.exists(error_path):
-                kind, message = open(error_path).read().split("\n", 1)
+                kind, message = Path(error_path).read_text().split("\n", 1)
                 raise getattr(errors, kind, TronError)(message.rstrip("."))
             raise TronError(f"a training process failed (see its output above); the run dir {run_dir} keeps the last checkpoint")
     summary = artifacts.read_json(run_dir / "summary.json", "summary")

@@ -105,7 +105,8 @@ def _options(ctx: click.Context) -> list[str]:
         term = _option_term(ctx, param)
         if term is None:
             continue
-        help_text = " ".join(param.get_help_record(ctx)[1].split())
+        record = param.get_help_record(ctx)
+        help_text = " ".join(record[1].split()) if record else ""
         env = _envvars(ctx, param)
         if env:
             help_text += f" Environment: {', '.join(env)}."
@@ -172,7 +173,7 @@ def man_page(ctx: click.Context, all_pages: list[str]) -> str:
         ".B NO_COLOR",
         _line("When set, messages on stderr have no colour, unless --color always is given."),
         ".TP",
-        f".B {_escape(ctx.auto_envvar_prefix)}_<OPTION>",
+        f".B {_escape(ctx.auto_envvar_prefix or 'TRON')}_<OPTION>",
         _line(
             "The default of an option of this command, named after the option in capitals (each option above names its "
             "variable); a value given on the command line wins."
@@ -181,7 +182,7 @@ def man_page(ctx: click.Context, all_pages: list[str]) -> str:
     if isinstance(command, click.Group):
         lines += [
             ".TP",
-            f".B {_escape(ctx.auto_envvar_prefix)}_<COMMAND>_<OPTION>",
+            f".B {_escape(ctx.auto_envvar_prefix or 'TRON')}_<COMMAND>_<OPTION>",
             _line("The same for the options of each command (each command's page names them)."),
         ]
     lines.append(".SH EXIT STATUS")
@@ -202,8 +203,9 @@ def train_options_doc(root: click.Context) -> str:
     from tron_cli.config import REFERENCE_KEYS
 
     train = cli.get_command(root, "train")
+    assert train is not None
     train_ctx = click.Context(train, info_name="train", parent=root)
-    by_field = {}
+    by_field: dict[str, list[str]] = {}
     for key, target in REFERENCE_KEYS.items():
         field = target.split(" ")[0]
         by_field.setdefault(field, []).append(key)

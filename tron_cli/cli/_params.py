@@ -29,9 +29,10 @@ class RegistryChoice(click.Choice):
         if isinstance(self._registry, str):
             module, attribute = self._registry.split(":")
             self._registry = getattr(importlib.import_module(module), attribute)
+        assert isinstance(self._registry, Registry)
         return self._registry
 
-    @property  # type: ignore[override]
+    @property
     def choices(self) -> tuple[str, ...]:
         return (*self.registry.names(), *self.extra)
 

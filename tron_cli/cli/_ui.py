@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import click
@@ -99,10 +98,6 @@ class UI(Reporter):
     def emit_json(document: Any) -> None:
         """The one JSON object a command prints on stdout with --json."""
         click.echo(json.dumps(document, indent=None, allow_nan=False, default=str))
-
-    @staticmethod
-    def stdout_is_terminal() -> bool:
-        return sys.stdout.isatty()
 
 
 def ui_of(ctx: click.Context) -> UI:

@@ -13,7 +13,10 @@ def completion_script(shell: str) -> str:
 
     from tron_cli.cli import cli
 
-    return get_completion_class(shell)(cli, {}, "tron", "_TRON_COMPLETE").source()
+    completion_class = get_completion_class(shell)
+    if completion_class is None:
+        raise ValueError(f"click has no completion for {shell}")
+    return completion_class(cli, {}, "tron", "_TRON_COMPLETE").source()
 
 
 @click.command(short_help="Print the shell completion script for bash, zsh or fish.")

@@ -57,7 +57,7 @@ class DownloadCommand(click.Command):
         help_option = self.get_help_option(ctx)
         return [*self.params, *_parameter_options(), *([help_option] if help_option is not None else [])]
 
-    @property  # type: ignore[override]
+    @property
     def epilog(self) -> str:
         return _datasets_epilog()
 

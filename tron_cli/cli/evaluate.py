@@ -17,7 +17,13 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which split to score.")
 @click.option("-k", "--cutoff", "cutoffs", type=click.IntRange(min=1), multiple=True, default=(5, 10, 20), show_default=True, help="Cutoffs (repeatable).")
 @click.option("--ties", type=click.Choice(TIES), default="pessimistic", show_default=True, help="How items that tie with the target count in its rank.")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="all", show_default=True, help="all: every target of every session; tron: the reference's evaluation, for parity.")
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="all",
+    show_default=True,
+    help="all: every target of every session; tron: the reference's evaluation, for parity.",
+)
 @click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
 @click.option("--baseline", type=RegistryChoice("tron_cli.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, help="Add 95% confidence intervals from N resamples of sessions.")
@@ -44,7 +50,16 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
 
     if baseline is not None and run is not None:
         raise click.UsageError("give either RUN or --baseline, not both")
-    options = EvalOptions(split=split, cutoffs=tuple(sorted(set(cutoffs))), ties=ties, protocol=protocol, exclude_seen=exclude_seen, bootstrap=bootstrap, seed=seed, chunk_size=chunk_size)
+    options = EvalOptions(
+        split=split,
+        cutoffs=tuple(sorted(set(cutoffs))),
+        ties=ties,
+        protocol=protocol,
+        exclude_seen=exclude_seen,
+        bootstrap=bootstrap,
+        seed=seed,
+        chunk_size=chunk_size,
+    )
     result = run_evaluation(run, data, options, baseline=baseline, device=device, report=ui)
     rows = []
     for k in options.cutoffs:

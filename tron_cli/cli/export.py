@@ -13,7 +13,14 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.command()
 @click.argument("run", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Bundle dir (default: $TRON_HOME/bundles/RUN_NAME).")
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="safetensors", show_default=True, help="onnx also writes model.onnx (needs the onnx extra), checked against PyTorch.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(EXPORT_FORMATS),
+    default="safetensors",
+    show_default=True,
+    help="onnx also writes model.onnx (needs the onnx extra), checked against PyTorch.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"bundle": PATH, "files": [...], "format": ...} on stdout.')
 @pass_ui

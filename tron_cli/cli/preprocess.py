@@ -20,20 +20,34 @@ from tron_cli.datasets import DATASETS
 @click.option("--session-col", default="session", show_default=True, help="Session column of a CSV/Parquet log.")
 @click.option("--item-col", default="item", show_default=True, help="Item column of a CSV/Parquet log.")
 @click.option("--time-col", default="ts", show_default=True, help="Time column: ints, datetimes or ISO-8601 strings.")
-@click.option("--time-unit", type=click.Choice(["auto", "s", "ms", "us", "ns"]), default="auto", show_default=True, help="Unit of integer times (auto: by magnitude).")
+@click.option(
+    "--time-unit", type=click.Choice(["auto", "s", "ms", "us", "ns"]), default="auto", show_default=True, help="Unit of integer times (auto: by magnitude)."
+)
 @click.option("--separator", default=",", show_default=True, help="CSV field separator.")
 @click.option("--event-types", default="clicks", show_default=True, help="OTTO event types to keep, comma-separated (clicks,carts,orders).")
 @click.option("--name", "dataset_name", help="Dataset name (default: the preset, or the --train file's stem).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output directory (default: $TRON_HOME/data/NAME).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset.")
-@click.option("--split", type=click.Choice(["time", "last"]), default="time", show_default=True, help="time: the last --test-days are test; last: leave-one-out (each session's last item is its target).")
+@click.option(
+    "--split",
+    type=click.Choice(["time", "last"]),
+    default="time",
+    show_default=True,
+    help="time: the last --test-days are test; last: leave-one-out (each session's last item is its target).",
+)
 @click.option("--test-days", type=float, help="Span of the time split (default: the preset's, 1 for your own logs).")
 @click.option("--valid-days", type=float, help="Carve a validation split: train sessions of the last D days (default: the preset's).")
 @click.option("--valid-fraction", type=float, help="Carve a validation split: the last fraction of train sessions.")
 @click.option("--no-valid", is_flag=True, help="No validation split (the reference's train set).")
 @click.option("--min-session-length", type=click.IntRange(min=1), default=2, show_default=True, help="Drop sessions with fewer events.")
 @click.option("--min-item-support", type=click.IntRange(min=1), help="Drop events of items with fewer events (default: the preset's, 1 for your own logs).")
-@click.option("--unknown-test-items", type=click.Choice(["drop", "keep"]), default="drop", show_default=True, help="Test items never seen in training: drop them (reference), or keep them in the catalogue so they count as misses.")
+@click.option(
+    "--unknown-test-items",
+    type=click.Choice(["drop", "keep"]),
+    default="drop",
+    show_default=True,
+    help="Test items never seen in training: drop them (reference), or keep them in the catalogue so they count as misses.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
 def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json, **rest) -> None:
@@ -61,7 +75,9 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json
         **rest,
     )
     summary = run(options, report=ui)
-    rows = [[split, summary[split]["sessions"], summary[split]["events"], summary[split]["targets"]] for split in ("train", "valid", "test") if split in summary]
+    rows = [
+        [split, summary[split]["sessions"], summary[split]["events"], summary[split]["targets"]] for split in ("train", "valid", "test") if split in summary
+    ]
     ui.table(f"{summary['dataset']}: {summary['n_items']:,} items", ["split", "sessions", "events", "targets"], rows)
     if as_json:
         ui.emit_json(summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -19,8 +20,19 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.option("-o", "--output", "output_path", default="-", show_default=True, metavar="PATH|-", help="Where the recommendations go; - is stdout.")
 @click.option("-k", type=click.IntRange(min=1), default=20, show_default=True, help="Items per session.")
 @click.option("--exclude-seen", is_flag=True, help="Never recommend an item the session already has.")
-@click.option("--format", "output_format", type=RegistryChoice("tron_cli.outputs:OUTPUTS"), help="Output format [default: by the --output extension (.parquet, .csv), else ndjson].")
-@click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="auto", show_default=True, help="auto: .parquet files are Parquet, anything else JSON lines recognised by their keys.")
+@click.option(
+    "--format",
+    "output_format",
+    type=RegistryChoice("tron_cli.outputs:OUTPUTS"),
+    help="Output format [default: by the --output extension (.parquet, .csv), else ndjson].",
+)
+@click.option(
+    "--input-format",
+    type=click.Choice(INPUT_FORMATS),
+    default="auto",
+    show_default=True,
+    help="auto: .parquet files are Parquet, anything else JSON lines recognised by their keys.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Sessions read, scored and written at a time.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @pass_ui
@@ -52,8 +64,6 @@ def recommend(ui: UI, model, input_path, output_path, k, exclude_seen, output_fo
     except BrokenPipeError:
         # the reader went away (`tron recommend | head`): stop quietly, as other filters do, and keep Python
         # from failing again when it flushes stdout at exit
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
         raise SystemExit(141) from None

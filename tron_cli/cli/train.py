@@ -139,7 +139,15 @@ class TrainCommand(click.Command):
 
 @click.command(cls=TrainCommand, short_help="Train TRON (or SASRec, GRU4Rec+ and other losses) on a dataset.")
 @click.argument("data", required=False, type=click.Path(path_type=Path))
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False, callback=_load_config, help="A reference TRON config (JSON) or a run's config.json; flags override it.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="A reference TRON config (JSON) or a run's config.json; flags override it.",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Run dir (default: $TRON_HOME/runs/DATASET-MODEL-N).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this dir from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace an existing run dir.")

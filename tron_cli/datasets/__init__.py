@@ -16,9 +16,10 @@ dataset module must be cheap to import: readers import polars when they run (syn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from tron_cli.registry import Registry
 from tron_cli.reporting import Reporter

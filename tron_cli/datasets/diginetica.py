@@ -23,19 +23,22 @@ def read_diginetica(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
     """`train-item-views.csv`: `sessionId;userId;itemId;timeframe;eventdate`; time = eventdate (UTC midnight) + timeframe ms."""
     import polars as pl  # here, not at import: the registry imports this module to list dataset names
 
-    from tron_cli.datasets.readers import check_file, group
+    from tron_cli.datasets.readers import check_file, first_true, group
 
     path = check_file(path)
     try:
         frame = pl.read_csv(path, separator=";", schema_overrides={"eventdate": pl.String})
     except pl.exceptions.PolarsError as error:
-        raise InputFormatError(f"{path}: not a Diginetica views file ({str(error).splitlines()[0]})", "Expected a ;-separated file with header sessionId;userId;itemId;timeframe;eventdate") from None
+        raise InputFormatError(
+            f"{path}: not a Diginetica views file ({str(error).splitlines()[0]})",
+            "Expected a ;-separated file with header sessionId;userId;itemId;timeframe;eventdate",
+        ) from None
     if frame.width != 5:
         raise InputFormatError(f"{path}: expected 5 ;-separated columns, found {frame.width}", "Expected sessionId;userId;itemId;timeframe;eventdate")
     session, _user, item, timeframe, date = frame.columns
     days = frame[date].str.to_date("%Y-%m-%d", strict=False)
     if days.is_null().any() or frame[timeframe].is_null().any():
-        row = int((days.is_null() | frame[timeframe].is_null()).arg_max())
+        row = first_true(days.is_null() | frame[timeframe].is_null())
         raise InputFormatError(f"{path}:{row + 2}: unreadable eventdate or timeframe", "Expected eventdate YYYY-MM-DD and timeframe in ms")
     ts = days.cast(pl.Datetime("ms")).dt.epoch("ms").to_numpy().astype("int64") + frame[timeframe].cast(pl.Int64).to_numpy()
     return group(frame[session], frame[item], ts)

@@ -12,6 +12,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -20,7 +21,7 @@ import pyarrow as pa
 from tron_cli.errors import InputFormatError, UsageError
 from tron_cli.reporting import SILENT, Reporter
 
-OTTO_SCHEMA = {
+OTTO_SCHEMA: dict[str, Any] = {
     "session": pl.Int64,
     "events": pl.List(pl.Struct({"aid": pl.Int64, "ts": pl.Int64, "type": pl.String})),
 }
@@ -40,6 +41,11 @@ class RawLog:
     @property
     def n_events(self) -> int:
         return int(self.offsets[-1])
+
+
+def first_true(mask: pl.Series) -> int:
+    """The row of the first True of a boolean column (one that has one)."""
+    return int(mask.arg_max() or 0)
 
 
 def check_file(path: Path) -> Path:
@@ -66,7 +72,9 @@ def _otto_line_error(path: Path, first_line: int, block: bytes, event_types: tup
             return InputFormatError(f"{path}:{line}: not valid JSON ({error.args[0] if error.args else error})", "Fix or remove that line")
         problem = _otto_record_problem(record)
         if problem:
-            return InputFormatError(f"{path}:{line}: {problem}", 'Each line must be {"session": int, "events": [{"aid": int, "ts": int ms, "type": "clicks"|"carts"|"orders"}]}')
+            return InputFormatError(
+                f"{path}:{line}: {problem}", 'Each line must be {"session": int, "events": [{"aid": int, "ts": int ms, "type": "clicks"|"carts"|"orders"}]}'
+            )
     last_line = first_line + block.count(b"\n")
     return InputFormatError(f"{path}: lines {first_line}-{last_line} could not be read", "Check the file's encoding and format")
 
@@ -90,15 +98,15 @@ def _otto_record_problem(record) -> str | None:
             return f"events[{index}] is not an object"
         aid, ts, kind = event.get("aid"), event.get("ts"), event.get("type")
         if not isinstance(aid, int) or isinstance(aid, bool):
-            return f'events[{index}].aid is missing or not an integer (got {aid!r})'
+            return f"events[{index}].aid is missing or not an integer (got {aid!r})"
         if not isinstance(ts, int) or isinstance(ts, bool):
-            return f'events[{index}].ts is missing or not an integer of milliseconds (got {ts!r})'
+            return f"events[{index}].ts is missing or not an integer of milliseconds (got {ts!r})"
         if ts < 0:
             return f"events[{index}].ts is negative ({ts})"
         if not _int64(aid) or not _int64(ts):
             return f"events[{index}].{'aid' if not _int64(aid) else 'ts'} ({aid if not _int64(aid) else ts}) does not fit in 64 bits"
         if kind not in OTTO_TYPES:
-            return f'events[{index}].type is {kind!r}, expected one of {", ".join(OTTO_TYPES)}'
+            return f"events[{index}].type is {kind!r}, expected one of {', '.join(OTTO_TYPES)}"
     return None
 
 
@@ -210,7 +218,7 @@ def timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_off
         parsed = values.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
         failed = parsed.is_null() & values.is_not_null()
         if failed.any() or values.is_null().any():
-            row = int((failed | values.is_null()).arg_max())
+            row = first_true(failed | values.is_null())
             raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} value {values[row]!r} is not a timestamp", bad_hint)
         values = parsed
     if values.dtype.is_temporal():
@@ -218,10 +226,10 @@ def timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_off
     if not values.dtype.is_numeric():
         raise InputFormatError(f"{path}: column {column!r} has type {values.dtype}, not a timestamp", bad_hint)
     if values.is_null().any() or (values.dtype.is_float() and values.is_nan().any()):
-        row = int((values.is_null() | (values.is_nan() if values.dtype.is_float() else values.is_null())).arg_max())
+        row = first_true(values.is_null() | (values.is_nan() if values.dtype.is_float() else values.is_null()))
         raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} is empty or NaN", bad_hint)
     if (values < 0).any():
-        row = int((values < 0).arg_max())
+        row = first_true(values < 0)
         raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} is negative ({values[row]})", bad_hint)
     numbers = values.to_numpy().astype(np.float64)
     if unit == "auto":
@@ -253,7 +261,7 @@ def read_table(path: Path, fmt: str, session_col: str, item_col: str, time_col: 
     for column in (session_col, item_col):
         nulls = frame[column].is_null()
         if nulls.any():
-            raise InputFormatError(f"{path}:{int(nulls.arg_max()) + row_offset}: column {column!r} is empty", "Every event needs a session and an item")
+            raise InputFormatError(f"{path}:{first_true(nulls) + row_offset}: column {column!r} is empty", "Every event needs a session and an item")
         if frame[column].dtype.is_float():
             raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
     ts = timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
@@ -263,7 +271,18 @@ def read_table(path: Path, fmt: str, session_col: str, item_col: str, time_col: 
 FORMATS = ("otto-jsonl", "csv", "parquet")
 
 
-def read_log(path: Path, fmt: str, *, session_col="session", item_col="item", time_col="ts", time_unit="auto", event_types=("clicks",), separator=",", report: Reporter = SILENT) -> RawLog:
+def read_log(
+    path: Path,
+    fmt: str,
+    *,
+    session_col="session",
+    item_col="item",
+    time_col="ts",
+    time_unit="auto",
+    event_types=("clicks",),
+    separator=",",
+    report: Reporter = SILENT,
+) -> RawLog:
     """Any supported format by name."""
     if fmt == "otto-jsonl":
         return read_otto_jsonl(path, event_types, report)

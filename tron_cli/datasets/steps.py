@@ -98,7 +98,7 @@ def split_by_time(sessions: Sessions, span_ms: float, on: str, floor_to_day: boo
 def split_last_fraction(sessions: Sessions, fraction: float) -> tuple[Sessions, Sessions]:
     """(before, after): the last `fraction` of sessions by start time go after."""
     order = np.argsort(starts(sessions), kind="stable")
-    n_after = int(round(len(sessions) * fraction))
+    n_after = round(len(sessions) * fraction)
     after = np.zeros(len(sessions), dtype=bool)
     after[order[len(sessions) - n_after :]] = True
     return sessions.select(~after), sessions.select(after)

@@ -106,9 +106,7 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Report
                 chunk = slice(first, min(first + CHUNK_SESSIONS, sessions))
                 frame = _chunk_frame(catalogue, np.arange(chunk.start, chunk.stop), starts[chunk], lengths[chunk], rng)
                 is_test = frame["start"] >= boundary
-                train = frame.filter(~is_test).with_columns(
-                    pl.col("events").list.filter(pl.element().struct.field("ts") < boundary)
-                )
+                train = frame.filter(~is_test).with_columns(pl.col("events").list.filter(pl.element().struct.field("ts") < boundary))
                 for handle, part in ((handles[0], train), (handles[1], frame.filter(is_test))):
                     part.select("session", "events").write_ndjson(handle)
                 task.update(advance=chunk.stop - chunk.start)
@@ -135,9 +133,7 @@ def _chunk_frame(catalogue, session_ids, starts, lengths, rng) -> pl.DataFrame:
     types = TYPES[np.searchsorted([0.90, 0.98], rng.random(len(aids)), side="right")]
     events = pl.DataFrame({"aid": aids, "ts": ts, "type": types}).select(pl.struct("aid", "ts", "type").alias("e"))
     grouped = (
-        events.with_columns(pl.Series("session", np.repeat(session_ids, lengths)))
-        .group_by("session", maintain_order=True)
-        .agg(pl.col("e").alias("events"))
+        events.with_columns(pl.Series("session", np.repeat(session_ids, lengths))).group_by("session", maintain_order=True).agg(pl.col("e").alias("events"))
     )
     return grouped.with_columns(pl.Series("start", START_MS + starts))
 

@@ -34,7 +34,9 @@ def read_yoochoose(path: Path, event_types: tuple[str, ...] = ("clicks",), repor
             schema_overrides={"session": pl.Int64, "time": pl.String, "item": pl.Int64, "category": pl.String},
         )
     except pl.exceptions.PolarsError as error:
-        raise InputFormatError(f"{path}: not a Yoochoose clicks file ({str(error).splitlines()[0]})", "Expected lines like 1,2014-04-07T10:51:09.277Z,214536502,0") from None
+        raise InputFormatError(
+            f"{path}: not a Yoochoose clicks file ({str(error).splitlines()[0]})", "Expected lines like 1,2014-04-07T10:51:09.277Z,214536502,0"
+        ) from None
     ts = timestamps_ms(path, "time", frame["time"], "ms", 1)
     return group(frame["session"], frame["item"], ts)
 

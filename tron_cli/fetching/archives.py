@@ -19,7 +19,7 @@ from tron_cli.reporting import SILENT, Reporter
 
 
 def archive_kind(path: Path) -> str | None:
-    """"zip", "7z" or "tar" (plain or compressed) from the file's content, or None for anything else."""
+    """ "zip", "7z" or "tar" (plain or compressed) from the file's content, or None for anything else."""
     with open(path, "rb") as handle:
         magic = handle.read(6)
     if magic == b"7z\xbc\xaf\x27\x1c":

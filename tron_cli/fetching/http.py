@@ -250,7 +250,11 @@ def _copy_file_url(url: str, part: Path, hint: str | None, report: Reporter) -> 
     except OSError as error:
         raise DownloadError(f"cannot open {url} ({error.strerror or error})", hint) from None
     digest, received = hashlib.sha256(), 0
-    with source, report.task(f"Downloading {part.name.removesuffix('.part')}", total=os.fstat(source.fileno()).st_size, unit="B") as task, open(part, "wb") as out:
+    with (
+        source,
+        report.task(f"Downloading {part.name.removesuffix('.part')}", total=os.fstat(source.fileno()).st_size, unit="B") as task,
+        open(part, "wb") as out,
+    ):
         while block := source.read(CHUNK_BYTES):
             out.write(block)
             digest.update(block)

@@ -11,8 +11,9 @@ when it is chosen (GRU4Rec+ takes the reference's), below anything a user sets.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from tron_cli.errors import ArtifactError, UsageError
 from tron_cli.models.base import FEEDINGS, SessionModel
@@ -34,7 +35,7 @@ def check_settings(checks: list[tuple[bool, str]]) -> None:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    model_class: type[SessionModel]
+    model_class: Any  # a SessionModel subclass, built as model_class(config, n_items=N)
     config_class: type  # a frozen dataclass whose every field has a default (`setting`)
     summary: str  # one line for --help and docs
     training_defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -80,7 +81,7 @@ def model_section(name: str, config: Any, n_items: int) -> dict[str, Any]:
 def build_model(section: Mapping[str, Any]) -> SessionModel:
     """The network a `model` section describes, freshly initialised."""
     kind = section.get("type")
-    if kind not in MODELS:
+    if not isinstance(kind, str) or kind not in MODELS:
         raise ArtifactError(f"unknown model type {kind!r} in config", f"Known models: {', '.join(MODELS.names())}")
     spec = MODELS.get(kind)
     values = {k: v for k, v in section.items() if k not in ("type", "n_items")}

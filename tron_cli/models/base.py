@@ -35,7 +35,7 @@ class ItemScorer(nn.Module):
 
     def output_table(self) -> Tensor:
         """(N+1, d) output vectors; row 0 is padding."""
-        return self.item_embedding if self.tied else self.output_embedding
+        return self.item_embedding if self.output_embedding is None else self.output_embedding
 
     def lookup(self, items: Tensor, sparse: bool = False) -> tuple[Tensor, Tensor | None]:
         """Output vectors (..., d) and biases (...) or None of `items`, row-sparse gradients with `sparse`."""

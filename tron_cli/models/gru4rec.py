@@ -99,4 +99,7 @@ class GRU4Rec(SessionModel):
         return F.elu(scores, 0.5) if self.config.final_activation else scores
 
 
-MODELS.register("gru4rec", ModelSpec("gru4rec", GRU4Rec, GRU4RecConfig, "GRU4Rec+, the reference's RNN baseline (defaults: the reference's GRU4Rec+ settings).", TRAINING_DEFAULTS))
+MODELS.register(
+    "gru4rec",
+    ModelSpec("gru4rec", GRU4Rec, GRU4RecConfig, "GRU4Rec+, the reference's RNN baseline (defaults: the reference's GRU4Rec+ settings).", TRAINING_DEFAULTS),
+)

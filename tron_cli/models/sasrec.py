@@ -41,7 +41,10 @@ class SASRecConfig:
             [
                 (self.max_length >= 1, "--max-length must be at least 1"),
                 (self.hidden_size >= 1 and self.num_layers >= 1, "--hidden-size and --num-layers must be at least 1"),
-                (self.num_heads >= 1 and self.hidden_size % self.num_heads == 0, f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}"),
+                (
+                    self.num_heads >= 1 and self.hidden_size % self.num_heads == 0,
+                    f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}",
+                ),
                 (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
                 (self.positions in POSITIONS, f"--positions must be one of {', '.join(POSITIONS)}"),
             ]

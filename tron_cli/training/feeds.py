@@ -13,8 +13,10 @@ Each returns (mean loss per target event, sessions, target events) of the epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -32,12 +34,11 @@ class Trainer(Protocol):
     """What an epoch needs of the loop (`training.loop.Trainer`)."""
 
     config: Any
-    model: Any
+    model: Any  # a SessionModel; lanes need its initial_state and step
     forward: Callable[..., torch.Tensor]  # the model, compiled or wrapped for data-parallel training
     ranks: Ranks
     state: TrainState
     store: SessionStore
-    order: torch.Tensor
     device: torch.device
     sparse: bool
     global_batch: int
@@ -45,18 +46,23 @@ class Trainer(Protocol):
     report: Reporter
     run_dir: Path
 
-    def autocast(self) -> ContextManager[Any]: ...
+    def autocast(self) -> AbstractContextManager[Any]: ...
     def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor: ...
     def update(self, loss: torch.Tensor) -> None: ...
-    def rank_slice(self, start: int) -> torch.Tensor: ...
     def limit_steps(self, n_steps: int) -> int: ...
     def check_finite(self, mean: torch.Tensor, epoch: int, step: int) -> float: ...
     def interrupt(self, epoch: int) -> None: ...
 
 
-def window_epoch(trainer: Trainer, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
+def rank_slice(order: torch.Tensor, start: int, global_batch: int, ranks: Ranks) -> torch.Tensor:
+    """This rank's equal share of the global batch that starts at `start` of the order."""
+    chunk = order[start : start + global_batch]
+    n = len(chunk)
+    return chunk[n * ranks.rank // ranks.world : n * (ranks.rank + 1) // ranks.world]
+
+
+def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
     config, ranks, state = trainer.config, trainer.ranks, trainer.state
-    order = trainer.order
     starts = list(range(state.done, len(order), trainer.global_batch))
     starts = starts[: trainer.limit_steps(math.ceil(len(order) / trainer.global_batch)) - state.done // trainer.global_batch]
     loss_sum = torch.zeros((), device=trainer.device)
@@ -65,7 +71,7 @@ def window_epoch(trainer: Trainer, epoch: int, stop: StopRequest) -> tuple[float
     with trainer.report.task(f"epoch {epoch + 1}/{config.epochs}", total=len(order)) as task:
         task.update(completed=state.done)
         for count, start in enumerate(starts, 1):
-            index = trainer.rank_slice(start)
+            index = rank_slice(order, start, trainer.global_batch, ranks)
             empty = len(index) == 0
             if empty:  # a last global batch with fewer sessions than ranks: run one masked session
                 index = order[:1]
@@ -94,14 +100,14 @@ def window_epoch(trainer: Trainer, epoch: int, stop: StopRequest) -> tuple[float
     return float(mean), sessions, int(events)
 
 
-def lane_epoch(trainer: Trainer, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
+def lane_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
     config, model = trainer.config, trainer.model
-    lanes = Lanes(trainer.store, trainer.order, trainer.local_batch, config.max_length + 1)
+    lanes = Lanes(trainer.store, order, trainer.local_batch, config.max_length + 1)
     hidden_state = model.initial_state(trainer.local_batch, trainer.device)
     running = torch.zeros((), device=trainer.device)
     events = torch.zeros((), dtype=torch.long, device=trainer.device)
     count = 0
-    total = int((trainer.store.lengths[trainer.order].clamp(max=config.max_length + 1) - 1).sum())
+    total = int((trainer.store.lengths[order].clamp(max=config.max_length + 1) - 1).sum())
     limit = trainer.limit_steps(math.ceil(total / trainer.local_batch))
     with trainer.report.task(f"epoch {epoch + 1}/{config.epochs}", total=total) as task:
         while count < limit and not stop.requested and (safe := lanes.safe_steps()) > 0:
@@ -123,7 +129,7 @@ def lane_epoch(trainer: Trainer, epoch: int, stop: StopRequest) -> tuple[float, 
             f"interrupted in epoch {epoch + 1}; {config.model} resumes from epoch boundaries, so the checkpoint after epoch {epoch} is kept",
             f"Resume: tron train --resume {trainer.run_dir}",
         )
-    return float(running / events.clamp(min=1)), len(trainer.order), int(events)
+    return float(running / events.clamp(min=1)), len(order), int(events)
 
 
-EPOCHS: dict[str, Callable[[Trainer, int, StopRequest], tuple[float, int, int]]] = {"windows": window_epoch, "lanes": lane_epoch}
+EPOCHS: dict[str, Callable[[Trainer, torch.Tensor, int, StopRequest], tuple[float, int, int]]] = {"windows": window_epoch, "lanes": lane_epoch}

@@ -28,6 +28,7 @@ from tron_cli.errors import ArtifactError, Interrupted, TrainingError, UsageErro
 from tron_cli.losses import LOSSES
 from tron_cli.modelio import save_weights
 from tron_cli.models import MODELS, model_section
+from tron_cli.models.base import SessionModel
 from tron_cli.objective import LossSpec, full_softmax_loss, sampled_loss
 from tron_cli.protocols import EvalOptions, accumulate, first_sessions
 from tron_cli.reporting import SILENT, Reporter
@@ -41,7 +42,7 @@ from tron_cli.training.stop import StopRequest
 SELECT_ON = "recall@20"
 
 
-def build_optimizers(model: torch.nn.Module, config: TrainConfig) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: SessionModel, config: TrainConfig) -> list[torch.optim.Optimizer]:
     """Dense Adam/Adagrad over everything, or a row-sparse optimiser for the item tables + the dense one for the rest."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     dense_class = torch.optim.Adagrad if config.optimizer.endswith("adagrad") else torch.optim.Adam
@@ -50,7 +51,11 @@ def build_optimizers(model: torch.nn.Module, config: TrainConfig) -> list[torch.
     tables = {id(p) for p in model.table_parameters()}
     sparse_params = [p for p in trainable if id(p) in tables]
     dense_params = [p for p in trainable if id(p) not in tables]
-    sparse = torch.optim.SparseAdam(sparse_params, lr=config.lr) if config.optimizer == "sparse-adam" else torch.optim.Adagrad(sparse_params, lr=config.lr, foreach=False)
+    sparse = (
+        torch.optim.SparseAdam(sparse_params, lr=config.lr)
+        if config.optimizer == "sparse-adam"
+        else torch.optim.Adagrad(sparse_params, lr=config.lr, foreach=False)
+    )
     return [sparse, dense_class(dense_params, lr=config.lr)]
 
 
@@ -77,7 +82,7 @@ class Trainer:
             self.valid = SessionStore(shard.select(np.arange(ranks.rank, len(shard), ranks.world)), self.device, min_length=2)
         spec = MODELS.get(config.model)
         self.section = model_section(config.model, config.network, self.n_items)
-        self.model = spec.build(config.network, self.n_items).to(self.device)
+        self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
         self.sparse = config.optimizer.startswith("sparse")
         self.forward = self._wrap(self.model)
         self.optimizers = build_optimizers(self.model, config)
@@ -91,7 +96,7 @@ class Trainer:
         self.state = TrainState()
         self.order: torch.Tensor | None = None
 
-    def _wrap(self, model: torch.nn.Module):
+    def _wrap(self, model: SessionModel):
         forward = torch.compile(model) if self.config.compile else model
         if self.ranks.world == 1:
             return forward
@@ -145,12 +150,6 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()
 
-    def rank_slice(self, start: int) -> torch.Tensor:
-        """This rank's equal share of the global batch that starts at `start` of the order."""
-        chunk = self.order[start : start + self.global_batch]
-        n = len(chunk)
-        return chunk[n * self.ranks.rank // self.ranks.world : n * (self.ranks.rank + 1) // self.ranks.world]
-
     def limit_steps(self, n_steps: int) -> int:
         limit = self.config.overfit_batches
         if limit <= 0:
@@ -183,7 +182,16 @@ class Trainer:
         locals_ = self.ranks.all_gather(self.local_generator.get_state().to(self.device))
         position = {**self.state.to_dict(), "world": self.ranks.world}
         if self.ranks.main:
-            checkpoint.save(self.run_dir / "checkpoint", self.model, self.optimizers, self.generator, position, self.order if with_order else None, self.section, [s.cpu() for s in locals_])
+            checkpoint.save(
+                self.run_dir / "checkpoint",
+                self.model,
+                self.optimizers,
+                self.generator,
+                position,
+                self.order if with_order else None,
+                self.section,
+                [s.cpu() for s in locals_],
+            )
         self.ranks.barrier()
 
     def restore(self) -> None:
@@ -224,7 +232,7 @@ class Trainer:
                     self.local_generator.manual_seed(local_seed(config.seed, self.ranks.rank, epoch))
                 self.model.train()
                 started = time.perf_counter()
-                loss, sessions, events = run_epoch(self, epoch, stop)
+                loss, sessions, events = run_epoch(self, self.order, epoch, stop)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - started
@@ -253,7 +261,10 @@ class Trainer:
                 self.save_checkpoint(with_order=False)
                 if self.ranks.main:
                     artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
-                self.report.detail(f"epoch {epoch + 1}: loss {loss:.4f}" + ("" if metrics is None else f", valid recall@20 {metrics['recall@20']:.4f} mrr@20 {metrics['mrr@20']:.4f}"))
+                self.report.detail(
+                    f"epoch {epoch + 1}: loss {loss:.4f}"
+                    + ("" if metrics is None else f", valid recall@20 {metrics['recall@20']:.4f} mrr@20 {metrics['mrr@20']:.4f}")
+                )
                 if config.early_stopping and state.bad_epochs >= config.early_stopping:
                     self.report.info(f"early stopping: no better validation {SELECT_ON} for {config.early_stopping} epochs")
                     break

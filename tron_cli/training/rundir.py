@@ -6,8 +6,9 @@ import contextlib
 import datetime as dt
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import filelock
 

@@ -19,5 +19,5 @@ class TrainState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainState":
+    def from_dict(cls, values: dict[str, Any]) -> TrainState:
         return cls(**{key: values[key] for key in ("epoch", "done", "global_step", "best", "bad_epochs", "history") if key in values})
