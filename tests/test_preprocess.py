@@ -141,7 +141,7 @@ def test_own_csv_log_with_time_split(home):
         ('{"session": 1, "events": [{"aid": "x", "ts": 5, "type": "clicks"}]}\n', "otto-jsonl", "log.data:1"),
         ('{"session": 1, "events": [{"aid": 1, "ts": 5, "type": "views"}]}\n', "otto-jsonl", "views"),
         ("", "otto-jsonl", "empty"),
-        ("session,item\n1,2\n", "csv", "'ts'"),
+        ("session,item\n1,2\n", "csv", "--time-col"),
         ("session,item,ts\n1,2,yesterday\n", "csv", "log.data:2"),
         ("session,item,ts\n1,2,-5\n", "csv", "negative"),
     ],

@@ -210,7 +210,7 @@ def _file_schema(path: Path) -> dict[str, Any]:
 
 def _files(path: Path) -> list[dict[str, Any]]:
     files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    return [{**_file_schema(p), "name": str(p.relative_to(path))} for p in files]
+    return [{**_file_schema(p), "path": str(p.resolve())} for p in files]
 
 
 def describe(target: Path) -> dict[str, Any]:
@@ -229,7 +229,8 @@ def describe(target: Path) -> dict[str, Any]:
         out.update({key: document.get(key) for key in ("source", "parameters", "counts", "item_id_type", "catalogue_sha256", "steps")})
     elif kind == "run":
         out.update({"config": {key: document.get(key) for key in ("dataset", "model", "train", "world_size", "torch_version")}})
-        out["summary"] = _read(path / "summary.json")
+        summary = _read(path / "summary.json")
+        out["summary"] = summary and {**summary, "run": str(path.resolve())}  # where the run is now, not where it was trained from
         out["history"] = _history(path)
         out["metrics"] = (_read(path / "metrics.json") or {}).get("metrics")
     else:

@@ -13,6 +13,7 @@ choose checkpoints on it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,11 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)
     raws = [_read(source.path, spec, options, report) for source in sources]
     columns = raws[0].columns
+    notes: list[tuple[Callable[[str], None], str]] = []  # said once the dataset is written: a refusal stays one line
+    recognised = [role for role in readers.ROLES if getattr(options, f"{role}_col") is None]
+    if columns is not None and recognised:
+        picked = ", ".join(f"{columns[role]} ({role})" for role in readers.ROLES)
+        notes.append((report.info, f"{sources[0].path.name}: columns {picked}; {', '.join(readers.FLAGS[role] for role in recognised)} pick others"))
     if raws[0].n_events == 0:
         raise InputFormatError(f"{sources[0].path} has no events of types {', '.join(options.event_types)}")
     parts, uniques = _shared_codes(raws)
@@ -238,13 +244,16 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
                         f"the validation split leaves {len(train)} train and {len(valid)} validation sessions",
                         "Change --valid-days / --valid-fraction, or pass --no-valid",
                     )
-                report.warn(f"{len(whole)} train sessions are too few to carve a validation split: the last epoch will be kept")
+                notes.append((report.warn, f"{len(whole)} train sessions are too few to carve a validation split: training will keep its last epoch"))
                 train, valid, valid_days, valid_fraction = whole, None, None, None
                 history.pop()
             elif spec is None and options.valid_days is None and options.valid_fraction is None:
                 chosen = f"the last {valid_days:g} day{'s' if valid_days != 1 else ''}" if valid_days is not None else f"the last {valid_fraction:.0%}"
-                report.info(
-                    f"validation: {chosen} of train, {len(valid):,} sessions (training keeps its best epoch on it; --valid-days, --valid-fraction or --no-valid change it)"
+                notes.append(
+                    (
+                        report.info,
+                        f"validation: {chosen} of train, {len(valid):,} sessions (training keeps its best epoch on it; --valid-days, --valid-fraction or --no-valid change it)",
+                    )
                 )
 
     known = steps.present(n_codes, train, *([valid] if valid is not None else []))
@@ -312,6 +321,8 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
             artifacts.write_sessions(tmp / f"{key}.parquet", value)
         artifacts.write_items(tmp / "items.parquet", raw_ids, counts)
         artifacts.write_json(tmp / "dataset.json", info, kind="dataset")
+    for say, note in notes:
+        say(note)
     return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, **summary_counts}
 
 

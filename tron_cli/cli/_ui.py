@@ -49,7 +49,7 @@ class _RichTask(Task):
         if total is not None:
             kwargs["total"] = total
         self._progress.update(self._id, **kwargs)
-        task = self._progress.tasks[self._id]
+        task = next(task for task in self._progress.tasks if task.id == self._id)
         if task.fields["origin"] is None:  # where this run of the task starts (a resumed epoch starts part-way)
             task.fields["origin"] = (task.completed, task.get_time())
 

@@ -39,7 +39,8 @@ def _file_details(entry: dict[str, Any]) -> str:
     if "tensors" in entry:  # a summary: --json lists every tensor's shape and dtype
         tensors = entry["tensors"].values()
         values = sum(math.prod(t["shape"]) for t in tensors)
-        return f"{len(entry['tensors'])} tensors, {values:,} values ({', '.join(sorted({t['dtype'] for t in tensors}))})"
+        n = len(entry["tensors"])
+        return f"{n} tensor{'s' if n != 1 else ''}, {values:,} values ({', '.join(sorted({t['dtype'] for t in tensors}))})"
     return entry.get("schema") or ""
 
 
@@ -87,6 +88,5 @@ def info(ui: UI, target: Path, as_json: bool) -> None:
         ]
         ui.table("history", columns, [[_cell(cell) for cell in row] for row in rows], stdout=True)
     if document.get("files"):
-        ui.table(
-            "files", ["file", "size", "holds"], [[f["name"], human_size(f["size"]), _file_details(f)] for f in document["files"]], stdout=True, numbers=False
-        )
+        rows = [[str(Path(f["path"]).relative_to(document["path"])), human_size(f["size"]), _file_details(f)] for f in document["files"]]
+        ui.table("files", ["file", "size", "holds"], rows, stdout=True, numbers=False)

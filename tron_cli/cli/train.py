@@ -20,7 +20,7 @@ from tron_cli.cli._ui import UI, shown
 HELP = {
     "model": "The model to train; each starts from its own defaults (gru4rec: the reference's GRU4Rec+).",
     "uniform_negatives": "Uniform (or popularity) negatives drawn per batch/session/event.",
-    "batch_negatives": "In-batch negatives per session, from other sessions' clicks ('auto': batch size - 1).",
+    "batch_negatives": "In-batch negatives per session, from other sessions' clicks (auto: batch size - 1, TRON XL's 127 at batch 128).",
     "sampling_style": "How uniform negatives are shared: per event, per session or per batch.",
     "negative_distribution": "Draw negatives uniformly or by popularity (count ** alpha).",
     "alpha": "Popularity exponent for --negative-distribution popularity.",
@@ -105,7 +105,7 @@ def preset_option() -> click.Option:
         is_eager=True,
         expose_value=False,
         callback=_load_preset,
-        help=f"Named {PRESET_MODEL} settings under --config and flags. {listing}.",
+        help=f"Named TRON settings (--model {PRESET_MODEL}), beneath --config and flags. {listing}.",
     )
 
 
@@ -230,12 +230,13 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
     for name in sorted(explicit & set(all_options())):
         if loss in LOSSES and name not in {option.name for option in LOSSES.get(loss).options}:
             raise click.UsageError(f"{_flag(name)} applies to --loss {', '.join(all_options()[name][1])}, not {loss}")
+    if "tron.preset" in ctx.meta and given.get("model", TrainConfig.model) != PRESET_MODEL:
+        model = given.get("model", TrainConfig.model)
+        raise click.UsageError(f"--preset {ctx.meta['tron.preset']} configures {PRESET_MODEL}, not {model}: give {model}'s settings as flags")
     try:
         config = validate(TrainConfig.create(**given))
     except UsageError as error:
         raise click.UsageError(error.line()) from None
-    if "tron.preset" in ctx.meta and config.model != PRESET_MODEL:
-        raise click.UsageError(f"--preset {ctx.meta['tron.preset']} configures {PRESET_MODEL}, not {config.model}: give {config.model}'s settings as flags")
     reference = None
     if "tron.config_file" in ctx.meta:
         import json

@@ -393,19 +393,12 @@ def read_table(
     time_col: str | None = None,
     time_unit: str = "auto",
     separator: str | None = None,
-    report: Reporter = SILENT,
 ) -> RawLog:
     """A user's own table, one row per event, with session, item and time columns (given, or recognised)."""
     path = check_file(path)
     row_offset = {"csv": 2, "tsv": 2, "jsonl": 1}.get(fmt, 0)  # a text file's header is line 1, so row r is line r + 2
     frame = read_frame(path, fmt, separator)
-    columns, recognised = pick_columns(path, frame.columns, {"session": session_col, "item": item_col, "time": time_col})
-    if recognised:
-        report.info(
-            f"{path.name}: columns "
-            + ", ".join(f"{columns[role]} ({role})" for role in ROLES)
-            + f"; {', '.join(FLAGS[role] for role in recognised)} pick{'s' if len(recognised) == 1 else ''} others"
-        )
+    columns, _ = pick_columns(path, frame.columns, {"session": session_col, "item": item_col, "time": time_col})
     session_col, item_col, time_col = columns["session"], columns["item"], columns["time"]
     if frame.height == 0:
         raise InputFormatError(f"{path} has no rows", "Give a file with at least one event")
@@ -439,5 +432,5 @@ def read_log(
     if fmt == "otto-jsonl":
         return read_otto_jsonl(path, event_types, report)
     if fmt in FORMATS:
-        return read_table(path, fmt, session_col, item_col, time_col, time_unit, separator, report)
+        return read_table(path, fmt, session_col, item_col, time_col, time_unit, separator)
     raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")
