@@ -82,6 +82,7 @@ def _preprocess(*args: str):
         ("clicks.jsonl", lambda rows: _jsonl(rows), "jsonl"),
         ("clicks.ndjson.gz", lambda rows: _jsonl(rows), "jsonl"),
         ("clicks.jsonl.zst", lambda rows: _otto(rows), "otto-jsonl"),
+        ("semicolons.csv", lambda rows: _text(rows, separator=";"), "csv"),  # the separator is sniffed from the header
     ],
 )
 def test_own_log_is_read_by_its_name_with_its_columns_recognised(home, name, content, fmt):
@@ -91,7 +92,7 @@ def test_own_log_is_read_by_its_name_with_its_columns_recognised(home, name, con
     else:
         _write(home / name, content(rows))
     summary, stderr = _preprocess("--train", name)
-    assert summary["name"] == "clicks" and summary["n_items"] == 40
+    assert summary["name"] == name.split(".")[0] and summary["n_items"] == 40
     info = json.loads((Path(summary["dataset"]) / "dataset.json").read_text())
     assert info["source"]["format"] == fmt
     if fmt != "otto-jsonl":  # a table's columns are recognised by name, and the user is told which

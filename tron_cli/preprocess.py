@@ -45,7 +45,7 @@ class Options:
     item_col: str | None = None
     time_col: str | None = None
     time_unit: str = "auto"
-    separator: str | None = None  # None: "," for csv, tab for tsv
+    separator: str | None = None  # None: sniffed from a text table's header (readers.sniff_separator)
     event_types: tuple[str, ...] = ("clicks",)
     name: str | None = None
     out: Path | None = None

@@ -31,7 +31,7 @@ from tron_cli.datasets import DATASETS
 @click.option(
     "--time-unit", type=click.Choice(["auto", "s", "ms", "us", "ns"]), default="auto", show_default=True, help="Unit of integer times (auto: by magnitude)."
 )
-@click.option("--separator", help="Field separator of a text table [default: ',' for csv, tab for tsv].")
+@click.option("--separator", help="Field separator of a text table [default: the one of , tab ; | its header line has most].")
 @click.option("--event-types", default="clicks", show_default=True, help="OTTO event types to keep, comma-separated (clicks,carts,orders).")
 @click.option("--name", "dataset_name", help="Dataset name (default: the preset, or the --train file's stem).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output directory (default: $TRON_HOME/data/NAME).")

@@ -351,7 +351,7 @@ def pick_columns(path: Path, columns: list[str], given: dict[str, str | None]) -
         missing = [role for role in ROLES if role not in picked]
         raise InputFormatError(
             f"{path}: which column is the {' and the '.join(unclear)}? Its columns: {', '.join(columns)}",
-            "Pick them with " + ", ".join(f"{FLAGS[role]} COLUMN" for role in missing),
+            f"Pick {'it' if len(missing) == 1 else 'them'} with " + ", ".join(f"{FLAGS[role]} COLUMN" for role in missing),
         )
     return picked, recognised
 
@@ -362,7 +362,7 @@ def read_frame(path: Path, fmt: str, separator: str | None = None) -> pl.DataFra
     source: Path | io.BytesIO = path if compression_of(path) is None else io.BytesIO(read_bytes(path))
     try:
         if fmt in ("csv", "tsv"):
-            return pl.read_csv(source, separator=separator or ("\t" if fmt == "tsv" else ","), infer_schema_length=10000)
+            return pl.read_csv(source, separator=separator or sniff_separator(path, fmt), infer_schema_length=10000)
         if fmt == "jsonl":
             return pl.read_ndjson(source, infer_schema_length=10000)
         return pl.read_parquet(source)
@@ -383,6 +383,18 @@ def _find_bad_json_line(path: Path, data: bytes) -> None:
             raise InputFormatError(f"{path}:{line}: not valid JSON ({error.args[0] if error.args else error})", "Fix or remove that line") from None
         if not isinstance(record, dict):
             raise InputFormatError(f"{path}:{line}: a line must be a JSON object, one event with its session, item and time")
+
+
+SEPARATORS = (",", "\t", ";", "|")
+
+
+def sniff_separator(path: Path, fmt: str) -> str:
+    """The separator a text table's header line uses most (Diginetica's `.csv` is `;`), else the format's own."""
+    with open_raw(path) as (handle, _):
+        header = handle.read(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    counts = {separator: header.count(separator) for separator in SEPARATORS}
+    best = max(SEPARATORS, key=lambda separator: counts[separator])
+    return best if counts[best] else ("\t" if fmt == "tsv" else ",")
 
 
 def read_table(
