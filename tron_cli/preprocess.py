@@ -62,7 +62,7 @@ class Options:
 
 @dataclass
 class _Source:
-    path: Path
+    path: Path  # as given: messages name the file as the user typed it
     sha256: str
     size: int
 
@@ -79,8 +79,8 @@ def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
     if manifest is not None:
         for entry in manifest.get("files", []):
             if Path(entry["path"]).name == path.name and entry.get("size") == path.stat().st_size:
-                return _Source(path.resolve(), entry["sha256"], entry["size"])
-    return _Source(path.resolve(), artifacts.sha256_file(path), path.stat().st_size)
+                return _Source(path, entry["sha256"], entry["size"])
+    return _Source(path, artifacts.sha256_file(path), path.stat().st_size)
 
 
 def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
@@ -290,7 +290,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         "source": {
             "preset": spec.name if spec else None,
             "format": reader,
-            "files": [{"path": str(s.path), "size": s.size, "sha256": s.sha256} for s in sources],
+            "files": [{"path": str(s.path.resolve()), "size": s.size, "sha256": s.sha256} for s in sources],
         },
         "parameters": {
             "split": "files" if pre_split else options.split,
