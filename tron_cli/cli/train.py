@@ -96,6 +96,7 @@ def _set_defaults(ctx: click.Context) -> None:
 
 
 def preset_option() -> click.Option:
+    """--preset, its choices and help from `config.PRESETS`."""
     from tron_cli.config import PRESET_MODEL, PRESETS
 
     listing = "; ".join(f"{name}: {preset.summary}" for name, preset in PRESETS.items())
@@ -230,8 +231,8 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
     for name in sorted(explicit & set(all_options())):
         if loss in LOSSES and name not in {option.name for option in LOSSES.get(loss).options}:
             raise click.UsageError(f"{_flag(name)} applies to --loss {', '.join(all_options()[name][1])}, not {loss}")
-    if "tron.preset" in ctx.meta and given.get("model", TrainConfig.model) != PRESET_MODEL:
-        model = given.get("model", TrainConfig.model)
+    model = given.get("model", TrainConfig.model)
+    if "tron.preset" in ctx.meta and model != PRESET_MODEL:
         raise click.UsageError(f"--preset {ctx.meta['tron.preset']} configures {PRESET_MODEL}, not {model}: give {model}'s settings as flags")
     try:
         config = validate(TrainConfig.create(**given))
