@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import golden, invoke, shared
+from tests.conftest import fixture, golden, invoke, shared
 from tron_cli.artifacts import read_items, read_sessions
 
 
@@ -51,7 +51,7 @@ def test_synthetic_download_then_preprocess(home):
 @pytest.mark.parametrize("name, raw", [("yoochoose", "sample_yoochoose.dat"), ("diginetica", "sample_train-item-views.csv")])
 def test_golden_parity_without_validation(home, name, raw):
     expected = golden("preprocessing.json")[name]
-    result = invoke("preprocess", name, "--input", str(shared(f"data/raw/{raw}")), "--no-valid", "--json")
+    result = invoke("preprocess", name, "--input", str(fixture(f"data/raw/{raw}")), "--no-valid", "--json")
     assert result.exit_code == 0, result.stderr
     dataset = home / "data" / name
     assert _raw_sessions(dataset, "train") == expected["train"]
@@ -62,7 +62,7 @@ def test_golden_parity_without_validation(home, name, raw):
 @pytest.mark.parametrize("name, raw", [("yoochoose", "sample_yoochoose.dat"), ("diginetica", "sample_train-item-views.csv")])
 def test_validation_is_carved_out_of_the_reference_train_set(home, name, raw):
     expected = golden("preprocessing.json")[name]
-    result = invoke("preprocess", name, "--input", str(shared(f"data/raw/{raw}")), "--json")
+    result = invoke("preprocess", name, "--input", str(fixture(f"data/raw/{raw}")), "--json")
     assert result.exit_code == 0, result.stderr
     dataset = home / "data" / name
     train, valid = _raw_sessions(dataset, "train"), _raw_sessions(dataset, "valid")
@@ -76,7 +76,7 @@ def test_validation_is_carved_out_of_the_reference_train_set(home, name, raw):
 
 
 def test_otto_sample_keeps_clicks_only(home):
-    path = shared("data/otto-sample.jsonl")
+    path = fixture("data/otto-sample.jsonl")
     result = invoke("preprocess", "--train", str(path), "--split", "last", "--json")
     assert result.exit_code == 0, result.stderr
     raw = [json.loads(line) for line in path.read_text().splitlines()]
@@ -100,7 +100,7 @@ def test_yoochoose_1_64_ingests_with_the_published_counts(yoochoose_64):
 
 def test_yoochoose_1_64_dropping_unknown_test_items(home):
     train, test = shared("data/yoochoose-1-64/train.jsonl"), shared("data/yoochoose-1-64/test.jsonl")
-    summary = json.loads(invoke("preprocess", "--train", str(train), "--test", str(test), "--json").stdout)
+    summary = json.loads(invoke("preprocess", "--train", str(train), "--test", str(test), "--no-valid", "--json").stdout)
     assert summary["n_items"] == 17_376 and summary["train"]["sessions"] == 116_167
     assert summary["test"]["targets"] < 55_898
 
@@ -141,7 +141,7 @@ def test_own_csv_log_with_time_split(home):
         ('{"session": 1, "events": [{"aid": "x", "ts": 5, "type": "clicks"}]}\n', "otto-jsonl", "log.data:1"),
         ('{"session": 1, "events": [{"aid": 1, "ts": 5, "type": "views"}]}\n', "otto-jsonl", "views"),
         ("", "otto-jsonl", "empty"),
-        ("session,item\n1,2\n", "csv", "'ts'"),
+        ("session,item\n1,2\n", "csv", "--time-col"),
         ("session,item,ts\n1,2,yesterday\n", "csv", "log.data:2"),
         ("session,item,ts\n1,2,-5\n", "csv", "negative"),
     ],
@@ -162,7 +162,7 @@ def test_nothing_downloaded_says_what_to_run(home):
 
 
 def test_existing_dataset_needs_force(home):
-    path = str(shared("data/raw/sample_yoochoose.dat"))
+    path = str(fixture("data/raw/sample_yoochoose.dat"))
     assert invoke("preprocess", "yoochoose", "--input", path).exit_code == 0
     again = invoke("preprocess", "yoochoose", "--input", path)
     assert again.exit_code == 2 and "--force" in again.stderr
@@ -171,7 +171,7 @@ def test_existing_dataset_needs_force(home):
 
 def test_any_json_layout_gives_the_same_dataset_as_otto_compact_lines(home):
     """OTTO's compact lines take a fast path; spaced-out or reordered JSON must give the identical result."""
-    compact = shared("data/otto-sample.jsonl").read_text().splitlines()
+    compact = fixture("data/otto-sample.jsonl").read_text().splitlines()
     relaxed = []
     for line in compact:
         record = json.loads(line)

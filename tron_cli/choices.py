@@ -10,3 +10,11 @@ PROTOCOLS = ("all", "tron")  # every target of every session, or the reference's
 SPLITS = ("test", "valid")  # what `tron evaluate` scores
 INPUT_FORMATS = ("auto", "ndjson", "otto", "parquet")  # what `tron recommend` reads
 EXPORT_FORMATS = ("safetensors", "onnx")  # what `tron export` writes beside the weights
+LOG_FORMATS = ("auto", "otto-jsonl", "jsonl", "csv", "tsv", "parquet")  # what `tron preprocess --train` reads (auto: by the name)
+# the common names of a log's columns, recognised when the flags do not name them; compared without case, "_",
+# "-", "." and spaces (sessionId, session_id, SessionID)
+COLUMN_NAMES = {
+    "session": ("session", "session_id", "session_key", "sid", "user_session", "visit_id"),
+    "item": ("item", "item_id", "aid", "product", "product_id", "sku", "article_id", "content_id"),
+    "time": ("ts", "timestamp", "time", "datetime", "event_time", "time_stamp", "created_at"),
+}

@@ -41,7 +41,7 @@ class TrainConfig:
     network: Any = None  # the model's config dataclass (models/<model>.py); None: the model's defaults
     # negatives
     uniform_negatives: int = 16384
-    batch_negatives: int | None = 127  # None: batch size - 1 (the reference's `null`)
+    batch_negatives: int | None = None  # None: batch size - 1 (the reference's `null`; TRON XL's 127 at batch 128)
     sampling_style: str = "batchwise"
     negative_distribution: str = "uniform"
     alpha: float = 1.0  # popularity draws are proportional to count ** alpha
@@ -128,6 +128,48 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"network", "loss_options"}
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """Named settings of `tron train --preset NAME`, under --config, TRON_* variables and flags."""
+
+    summary: str  # one line for --help and docs/train-options.md
+    options: Mapping[str, Any]  # flat option names, as TrainConfig.create takes them
+
+
+# TRON (SASRec) configurations by name; `tron train --help` and docs/train-options.md list them from here.
+PRESETS: dict[str, TrainPreset] = {
+    "small": TrainPreset(
+        "a CPU-sized TRON: d 64, 1,024 uniform negatives, length buckets of 32 batches",
+        {"hidden_size": 64, "uniform_negatives": 1024, "bucket_window": 32},
+    ),
+    "xl": TrainPreset("TRON XL, the defaults: d 200, 16,384 batchwise uniform + batch size - 1 in-batch negatives, top-100, sampled softmax", {}),
+    "reference": TrainPreset("TRON XL as the reference code trains it: accidental hits stay among the negatives", {"mask_hits": False}),
+}
+PRESET_MODEL = "sasrec"  # the model the presets configure
+
+
+def fit_hints(config: TrainConfig, n_items: int, device: str, threads: int) -> list[str]:
+    """What to say once before training when the settings do not fit the catalogue or the machine."""
+    hints = []
+    sampled = LOSSES.get(config.loss).sampled
+    if sampled and config.negative_distribution == "uniform" and config.uniform_negatives > n_items:
+        fewer = 1 << max(0, (n_items // 2).bit_length() - 1)  # a power of two at most half the catalogue
+        hints.append(
+            f"{config.uniform_negatives:,} uniform negatives are drawn from a catalogue of {n_items:,} items, so most repeat:"
+            f" --uniform-negatives {fewer} (or --loss ce, a full softmax over {n_items:,} items) fits it"
+        )
+    hidden = getattr(config.network, "hidden_size", 0)
+    small = PRESETS["small"].options
+    if device == "cpu" and config.model == PRESET_MODEL and (hidden > small["hidden_size"] or config.uniform_negatives > small["uniform_negatives"]):
+        flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in small.items())
+        hints.append(
+            f"training on the CPU ({threads} thread{'s' if threads != 1 else ''}) with d {hidden} and {config.uniform_negatives:,} uniform negatives,"
+            " settings sized for a GPU (TRON XL takes about an hour on 2 cores for the default synthetic set):"
+            f" --preset small ({flags}) trains in minutes"
+        )
+    return hints
 
 
 def option_defaults() -> dict[str, Any]:

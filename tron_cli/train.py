@@ -18,7 +18,7 @@ import torch
 
 from tron_cli import artifacts, distributed, errors, home
 from tron_cli.artifacts import Dataset
-from tron_cli.config import TrainConfig, validate
+from tron_cli.config import TrainConfig, fit_hints, validate
 from tron_cli.errors import ArtifactError, TronError, UsageError
 from tron_cli.modelio import model_of
 from tron_cli.reporting import SILENT, Reporter
@@ -96,6 +96,8 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
                 start_resumed(run_dir, config.to_dict(), trainer.state.history)
             else:
                 start_new(run_dir, _run_document(request, run_dir, trainer, dataset, config))
+                for hint in fit_hints(config, dataset.n_items, trainer.device.type, torch.get_num_threads()):
+                    report.warn(hint)
         ranks.barrier()
         summary = trainer.fit()
         if ranks.main:

@@ -8,7 +8,7 @@ import click
 
 from tron_cli.choices import DEVICES, PROTOCOLS, SPLITS, TIES
 from tron_cli.cli._params import RegistryChoice
-from tron_cli.cli._ui import UI, pass_ui
+from tron_cli.cli._ui import UI, pass_ui, shown
 
 
 @click.command(short_help="Full-catalogue Recall, MRR and NDCG at k of a run, bundle or baseline.")
@@ -35,9 +35,10 @@ from tron_cli.cli._ui import UI, pass_ui
 def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, baseline, bootstrap, seed, device, chunk_size, as_json) -> None:
     """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
 
-    Reads RUN (a run dir or a bundle; default: the newest finished run) and a dataset split. Writes
-    metrics.json into the run, a table on stderr, and with --json one object on stdout with
-    recall@K, mrr@K, ndcg@K for every cutoff and n_targets (plus _low/_high with --bootstrap).
+    Reads RUN (a run dir or a bundle, or a run's name under $TRON_HOME/runs/; default: the newest
+    finished run) and a dataset split. Writes metrics.json into the run, a table naming the run on
+    stderr, and with --json one object on stdout with recall@K, mrr@K, ndcg@K for every cutoff,
+    n_targets (plus _low/_high with --bootstrap), and the absolute paths of run and dataset.
 
     \b
     Examples:
@@ -45,11 +46,14 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
         tron evaluate runs/otto-sasrec-1 --split valid -k 20 --bootstrap 200
         tron evaluate --baseline popular --data data/yoochoose
     """
+    from tron_cli import home
     from tron_cli.evaluate import EvalOptions
     from tron_cli.evaluate import evaluate as run_evaluation
 
     if baseline is not None and run is not None:
         raise click.UsageError("give either RUN or --baseline, not both")
+    if baseline is None:
+        run = home.resolve_run(run)  # named in the table: the newest finished run when none is given
     options = EvalOptions(
         split=split,
         cutoffs=tuple(sorted(set(cutoffs))),
@@ -71,7 +75,10 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
             else:
                 row.append(f"{value:.4f}")
         rows.append(row)
-    title = f"{baseline or run or 'latest run'} on {split} ({result['n_targets']:,} targets, protocol {protocol}, ties {ties})"
+    title = f"{baseline or shown(run)} on {split} ({result['n_targets']:,} targets, protocol {protocol}, ties {ties})"
     ui.table(title, ["cutoff", "Recall", "MRR", "NDCG"], rows)
     if as_json:
-        ui.emit_json(result)
+        where = (
+            {"dataset": str(Path(result["dataset"]).resolve())} if baseline else {"run": str(run.resolve()), "dataset": str(Path(result["dataset"]).resolve())}
+        )
+        ui.emit_json({**result, **where})
