@@ -108,4 +108,7 @@ def _store(dataset: Dataset, options: EvalOptions, device: torch.device) -> Sess
 
 def _about(options: EvalOptions, dataset: Dataset) -> dict[str, Any]:
     """What a result was computed on, beside the metrics."""
-    return {"split": options.split, "protocol": options.protocol, "ties": options.ties, "exclude_seen": options.exclude_seen, "dataset": str(dataset.path)}
+    about = {"split": options.split, "protocol": options.protocol, "ties": options.ties, "exclude_seen": options.exclude_seen, "dataset": str(dataset.path)}
+    if options.split == "test" and "unknown_test_targets" in dataset.info:
+        about["unknown_test_targets"] = dataset.info["unknown_test_targets"]
+    return about

@@ -91,7 +91,9 @@ def evaluate(
             else:
                 row.append(f"{value:.4f}")
         rows.append(row)
-    title = f"{baseline or run or 'latest run'} on {split} ({result['n_targets']:,} targets, protocol {protocol}, ties {ties})"
+    unknown = result.get("unknown_test_targets")
+    unseen = f", {unknown['count']:,} unknown to train {'as misses' if unknown['policy'] == 'keep' else 'dropped'}" if unknown and unknown["count"] else ""
+    title = f"{baseline or run or 'latest run'} on {split} ({result['n_targets']:,} targets{unseen}, protocol {protocol}, ties {ties})"
     ui.table(title, ["cutoff", "Recall", "MRR", "NDCG"], rows)
     if as_json:
         ui.emit_json(result)
