@@ -151,7 +151,7 @@ def rank_by_counting(base: Tensor, sorted_base: Tensor, bonus: Bonus, targets: T
 
 
 def _popularity(dataset: Dataset, device: torch.device) -> Tensor:
-    counts = torch.from_numpy(np.asarray(dataset.items().column("count"), dtype=np.int64)).to(device)
+    counts = torch.from_numpy(np.array(dataset.items().column("count"), dtype=np.int64)).to(device)
     return torch.cat([torch.zeros(1, dtype=torch.int64, device=device), counts])  # (N+1,), index = dense id
 
 
