@@ -216,12 +216,7 @@ def tune(request: TuneRequest, report: Reporter = SILENT) -> dict[str, Any]:
     out = study_dir(study_name)
     out.mkdir(parents=True, exist_ok=True)
     storage_url = request.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    storage = optuna.storages.RDBStorage(
-        storage_url,
-        heartbeat_interval=60,  # a trial whose process died is marked failed after the grace period, and retried once
-        grace_period=180,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-    )
+    storage = optuna.storages.RDBStorage(storage_url)
     try:
         earlier = len(optuna.load_study(study_name=study_name, storage=storage).trials)
     except KeyError:
@@ -304,7 +299,9 @@ def _summarise(study: Any, name: str, storage_url: str, out: Path, dataset: Data
     summary: dict[str, Any] = {"study": name, "storage": storage_url, "metric": f"valid {metric}", "dataset": str(dataset.path), "trials": trials}
     if complete:
         best = max(complete, key=lambda t: t.value)
-        config = {"dataset": dataset.name, **space.fixed, **best.params, "select_on": metric}
+        # the dataset by name when it lives under $TRON_HOME/data (as a reference config names it), else by path
+        under_home = dataset.path.resolve() == (home.datasets_root() / dataset.name).resolve()
+        config = {"dataset": dataset.name if under_home else str(dataset.path.resolve()), **space.fixed, **best.params, "select_on": metric}
         artifacts.write_json(out / "best.json", config)
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params, "run": best.user_attrs.get("run")}
         summary["config"] = str(out / "best.json")
