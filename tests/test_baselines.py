@@ -81,7 +81,9 @@ def test_session_knn_scores_equal_its_definition(tiny_dataset, name, decay):
 def test_knn_baselines_through_the_cli_with_their_options(tiny_dataset):
     popular = json.loads(invoke("evaluate", "--baseline", "popular", "--data", str(tiny_dataset), "--json").stdout)
     for name in ("sknn", "vsknn"):
-        result = invoke("evaluate", "--baseline", name, "--data", str(tiny_dataset), "--baseline-option", "k=50", "--baseline-option", "sample-size=200", "--json")
+        result = invoke(
+            "evaluate", "--baseline", name, "--data", str(tiny_dataset), "--baseline-option", "k=50", "--baseline-option", "sample-size=200", "--json"
+        )
         assert result.exit_code == 0, result.stderr
         metrics = json.loads(result.stdout)
         assert metrics["baseline_options"]["k"] == 50 and metrics["baseline_options"]["sample_size"] == 200

@@ -22,7 +22,9 @@ def tracked_run(tiny_dataset, tmp_path_factory):
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:
         run = home / "runs" / "tracked"
-        result = invoke("train", str(tiny_dataset), *FAST, "--epochs", "2", "--overfit-batches", "4", "--track", "mlflow", "--track", "tensorboard", "--out", str(run))
+        result = invoke(
+            "train", str(tiny_dataset), *FAST, "--epochs", "2", "--overfit-batches", "4", "--track", "mlflow", "--track", "tensorboard", "--out", str(run)
+        )
         assert result.exit_code == 0, result.stderr
         evaluated = invoke("evaluate", str(run), "--json", "-k", "20")
         assert evaluated.exit_code == 0, evaluated.stderr

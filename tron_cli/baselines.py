@@ -304,7 +304,13 @@ BASELINES.register(
         vsknn,
         (
             *KNN_OPTIONS,
-            Option("decay", "div", "Weight of the i-th most recent click: div (1/i) or linear (1 - 0.1 (i - 1)).", lambda v: v in ("div", "linear"), "must be div or linear"),
+            Option(
+                "decay",
+                "div",
+                "Weight of the i-th most recent click: div (1/i) or linear (1 - 0.1 (i - 1)).",
+                lambda v: v in ("div", "linear"),
+                "must be div or linear",
+            ),
         ),
     ),
 )

@@ -17,14 +17,13 @@ from typing import Any
 import torch
 
 from tron_cli import artifacts, distributed, errors, home, tracking
-from tron_cli.artifacts import Dataset
 from tron_cli.config import TrainConfig, validate
 from tron_cli.errors import ArtifactError, TronError, UsageError
 from tron_cli.modelio import model_of
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.training.loop import Trainer
-from tron_cli.training.rundir import run_lock
 from tron_cli.training.run import execute, run_document
+from tron_cli.training.rundir import run_lock
 
 RESUMABLE_OVERRIDES = {"epochs", "device", "early_stopping", "valid_limit", "precision", "compile", "track"}
 
@@ -93,8 +92,8 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
             if not (run_dir / "checkpoint" / "state.json").is_file():
                 raise ArtifactError(f"{run_dir} has no checkpoint to resume from", "Start it again without --resume")
             trainer.restore()
-        document = None if request.resume is not None else run_document(run_dir, trainer, dataset, config, request.reference_config)
-        summary = execute(trainer, document)
+        new = None if request.resume is not None else run_document(run_dir, trainer, dataset, config, request.reference_config)
+        summary = execute(trainer, new)
     return summary
 
 

@@ -27,7 +27,9 @@ def _setting(value: str) -> tuple[str, object]:
 @click.command(short_help="Search training options with Optuna on the validation split.")
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--space", type=click.Path(dir_okay=False, path_type=Path), help="Search space, JSON or TOML (docs/tuning.md) [default: TRON's].")
-@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Finished trials the study should have in all (resuming counts earlier ones).")
+@click.option(
+    "--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Finished trials the study should have in all (resuming counts earlier ones)."
+)
 @click.option("--timeout", type=click.FloatRange(min=1), help="Seconds for this process; a running trial stops at its next epoch end.")
 @click.option("--metric", default="recall@20", show_default=True, help="Validation metric to maximise and prune on: recall@K, mrr@K or ndcg@K.")
 @click.option("--study", "study_name", help="Study name [default: tune-DATASET].")
@@ -66,7 +68,9 @@ def tune(ui: UI, data, space, trials, timeout, metric, study_name, storage, sett
         rows.append([trial["number"], trial["state"].lower(), value, epochs, params])
     ui.table(f"study {summary['study']}: {summary['metric']}", ["trial", "state", "value", "best/epochs", "options"], rows)
     if "best" in summary:
-        ui.info(f"best: trial {summary['best']['number']} ({summary['best']['value']:.4f}); config {summary['config']} (tron train --config {summary['config']})")
+        ui.info(
+            f"best: trial {summary['best']['number']} ({summary['best']['value']:.4f}); config {summary['config']} (tron train --config {summary['config']})"
+        )
     if importlib.util.find_spec("matplotlib") is not None and "best" in summary:
         from tron_cli.errors import TronError
         from tron_cli.plot import plot_study

@@ -228,7 +228,9 @@ class Trainer:
         config, state = self.config, self.state
         run_epoch = EPOCHS[self.model.feeding]
         select_on = config.select_on
-        schedule.attach(self.optimizers, config.lr, config.lr_schedule, config.warmup_steps, config.epochs * self.steps_per_epoch(), lambda: self.state.global_step)
+        schedule.attach(
+            self.optimizers, config.lr, config.lr_schedule, config.warmup_steps, config.epochs * self.steps_per_epoch(), lambda: self.state.global_step
+        )
         with StopRequest() as stop:
             for epoch in range(state.epoch, config.epochs):
                 if self.order is None:
