@@ -92,3 +92,18 @@ def test_a_bad_search_space_is_refused_before_any_trial(tiny_dataset, home, spac
     result = invoke("tune", str(tiny_dataset), "--space", "space.json", "--trials", "1")
     assert result.exit_code in (1, 2) and message in result.stderr and "Traceback" not in result.stderr
     assert not (home / "runs").exists()
+
+
+def test_the_shipped_configs_and_search_spaces_are_valid():
+    from pathlib import Path
+
+    from tron_cli.config import TrainConfig, load_config_file, validate
+    from tron_cli.tune import load_space
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(configs.glob("*.json")):
+        options, extras = load_config_file(path)
+        validate(TrainConfig.create(**options))
+        assert extras["dataset"]
+    spaces = sorted(configs.glob("*.toml"))
+    assert spaces and all(load_space(path).search for path in spaces)
