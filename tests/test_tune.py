@@ -107,3 +107,12 @@ def test_the_shipped_configs_and_search_spaces_are_valid():
         assert extras["dataset"]
     spaces = sorted(configs.glob("*.toml"))
     assert spaces and all(load_space(path).search for path in spaces)
+
+
+def test_a_combination_train_refuses_fails_that_trial_with_its_reason(tiny_dataset, home):
+    (home / "space.json").write_text('{"search": {"num_heads": [3]}}')
+    result = invoke("tune", str(tiny_dataset), "--space", "space.json", "--trials", "1", "--set", "hidden_size=8", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [t["state"] for t in summary["trials"]] == ["FAIL"] and "best" not in summary
+    assert "must be divisible by --num-heads 3" in summary["trials"][0]["error"] and "fail" in result.stderr

@@ -84,6 +84,8 @@ class TrainConfig:
         elif not isinstance(self.network, spec.config_class):
             raise UsageError(f"the network config of model {self.model} must be a {spec.config_class.__name__}, not {type(self.network).__name__}")
         object.__setattr__(self, "loss_options", LOSSES.get(self.loss, "--loss").resolve(self.loss_options))
+        object.__setattr__(self, "track", tuple(self.track))  # config.json stores a list
+        object.__setattr__(self, "select_on", str(self.select_on).lower())  # NDCG@10 names the metric ndcg@10
 
     @classmethod
     def create(cls, **options: Any) -> TrainConfig:

@@ -257,20 +257,22 @@ def tracked(names: tuple[str, ...], run_dir: Path) -> Iterator[list[TrackedRun]]
 
 
 def log_evaluation(run_dir: Path, names: tuple[str, ...], metrics: dict[str, Any], split: str) -> list[str]:
-    """Add an evaluation's metrics (`test/recall_at_20`, ...) to the trackers that recorded `run_dir`, or to
-    `names` when given; returns the trackers written to."""
+    """Add an evaluation's metrics (`test/recall_at_20`, ...; `evaluate_valid/...` for the validation split) to
+    the trackers that recorded `run_dir`, or to `names` when given; returns the trackers written to."""
     try:
         kept = _kept(run_dir)
     except ArtifactError:
         kept = {}
     chosen = names or tuple(name for name in kept if name in TRACKERS)
+    if not chosen:
+        return []
     check(chosen)
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     document = artifacts.read_json(run_dir / "config.json", "run")
     for name in chosen:
         run, keep = TRACKERS.get(name).open(run_dir, document, kept.get(name))
         kept[name] = keep
-        run.log_evaluation(numbers, f"{split}/")
+        run.log_evaluation(numbers, "test/" if split == "test" else f"evaluate_{split}/")  # valid/ is the per-epoch series
         run.close(False)
     if chosen:
         artifacts.write_json(run_dir / RECORD, {k: v for k, v in kept.items() if k not in ("schema", "tron_version")}, kind="tracking")

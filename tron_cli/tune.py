@@ -242,7 +242,12 @@ def tune(request: TuneRequest, report: Reporter = SILENT) -> dict[str, Any]:
     space = Space({**space.fixed, **overrides}, tuple(d for d in space.search if d.name not in overrides))
 
     def objective(trial: Any) -> float:
-        config = _trial_config(space, request.metric, trial)
+        try:
+            config = _trial_config(space, request.metric, trial)
+        except UsageError as error:  # a combination tron train refuses: this trial fails, the study goes on
+            trial.set_user_attr("error", error.line())
+            report.warn(f"trial {trial.number}: {error.line()}")
+            raise
         run_dir = home.runs_root() / f"{study_name}-trial-{trial.number}"
         trial.set_user_attr("run", str(run_dir.resolve()))
         pruning = _Pruning(trial, request.metric, deadline)
@@ -292,6 +297,7 @@ def _summarise(study: Any, name: str, storage_url: str, out: Path, dataset: Data
             "epochs": t.user_attrs.get("epochs"),
             "train_seconds": t.user_attrs.get("train_seconds"),
             "run": t.user_attrs.get("run"),
+            "error": t.user_attrs.get("error"),
         }
         for t in study.get_trials(deepcopy=False)
     ]

@@ -65,7 +65,7 @@ def tune(ui: UI, data, space, trials, timeout, metric, study_name, storage, sett
         value = "-" if trial["value"] is None else f"{trial['value']:.4f}"
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial["params"].items())
         epochs = "-" if trial["epochs"] is None else f"{trial['best_epoch']}/{trial['epochs']}"
-        rows.append([trial["number"], trial["state"].lower(), value, epochs, params])
+        rows.append([trial["number"], trial["state"].lower(), value, epochs, params + (f" ({trial['error']})" if trial["error"] else "")])
     ui.table(f"study {summary['study']}: {summary['metric']}", ["trial", "state", "value", "best/epochs", "options"], rows)
     if "best" in summary:
         ui.info(
