@@ -90,7 +90,7 @@ class TuneRequest:
     data: Path | None = None
     space: Path | None = None  # None: DEFAULT_SPACE
     trials: int = 20  # finished trials the study should have in all
-    timeout: float | None = None  # seconds for this process; a running trial stops at its next epoch end
+    timeout: float | None = None  # seconds for this process; a running trial stops at its next epoch end (and keeps its best epoch)
     metric: str = "recall@20"  # validation metric to maximise (and prune on)
     study: str | None = None  # default: tune-DATASET
     storage: str | None = None  # default: sqlite under $TRON_HOME/tune/STUDY/
@@ -259,11 +259,14 @@ def tune(request: TuneRequest, report: Reporter = SILENT) -> dict[str, Any]:
         trial.set_user_attr("epochs", summary["epochs"])
         trial.set_user_attr("train_seconds", summary["train_seconds"])
         value = float((summary.get("valid") or {}).get(request.metric, math.nan))
-        if pruning.pruned or pruning.out_of_time:
-            trial.set_user_attr("stopped", "pruned" if pruning.pruned else "timeout")
-            report.info(f"trial {trial.number}: {'pruned' if pruning.pruned else 'stopped by --timeout'} after epoch {summary['epochs']}")
+        if pruning.pruned:
+            trial.set_user_attr("stopped", "pruned")
+            report.info(f"trial {trial.number}: pruned after epoch {summary['epochs']}")
             raise optuna.TrialPruned()
-        report.info(f"trial {trial.number}: valid {request.metric} {value:.4f} (epoch {summary['best_epoch']})")
+        if pruning.out_of_time:  # its best epoch so far is a measured value of these options: kept, and marked
+            trial.set_user_attr("stopped", "timeout")
+        stopped = f", stopped by --timeout after epoch {summary['epochs']}" if pruning.out_of_time else ""
+        report.info(f"trial {trial.number}: valid {request.metric} {value:.4f} (epoch {summary['best_epoch']}{stopped})")
         return value
 
     def enough(study: Any, trial: Any) -> None:
@@ -298,6 +301,7 @@ def _summarise(study: Any, name: str, storage_url: str, out: Path, dataset: Data
             "train_seconds": t.user_attrs.get("train_seconds"),
             "run": t.user_attrs.get("run"),
             "error": t.user_attrs.get("error"),
+            "stopped": t.user_attrs.get("stopped"),
         }
         for t in study.get_trials(deepcopy=False)
     ]

@@ -30,7 +30,9 @@ def _setting(value: str) -> tuple[str, object]:
 @click.option(
     "--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Finished trials the study should have in all (resuming counts earlier ones)."
 )
-@click.option("--timeout", type=click.FloatRange(min=1), help="Seconds for this process; a running trial stops at its next epoch end.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=1), help="Seconds for this process: no trial starts after them, and a running one stops at its next epoch end."
+)
 @click.option("--metric", default="recall@20", show_default=True, help="Validation metric to maximise and prune on: recall@K, mrr@K or ndcg@K.")
 @click.option("--study", "study_name", help="Study name [default: tune-DATASET].")
 @click.option("--storage", help="Optuna database URL shared by several processes [default: sqlite:///$TRON_HOME/tune/STUDY/study.db].")
@@ -65,7 +67,8 @@ def tune(ui: UI, data, space, trials, timeout, metric, study_name, storage, sett
         value = "-" if trial["value"] is None else f"{trial['value']:.4f}"
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial["params"].items())
         epochs = "-" if trial["epochs"] is None else f"{trial['best_epoch']}/{trial['epochs']}"
-        rows.append([trial["number"], trial["state"].lower(), value, epochs, params + (f" ({trial['error']})" if trial["error"] else "")])
+        state = trial["state"].lower() + (" (timeout)" if trial["stopped"] == "timeout" else "")
+        rows.append([trial["number"], state, value, epochs, params + (f" ({trial['error']})" if trial["error"] else "")])
     ui.table(f"study {summary['study']}: {summary['metric']}", ["trial", "state", "value", "best/epochs", "options"], rows)
     if "best" in summary:
         ui.info(
