@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -100,9 +101,20 @@ def test_yoochoose_1_64_ingests_with_the_published_counts(yoochoose_64):
 
 def test_yoochoose_1_64_dropping_unknown_test_items(home):
     train, test = shared("data/yoochoose-1-64/train.jsonl"), shared("data/yoochoose-1-64/test.jsonl")
-    summary = json.loads(invoke("preprocess", "--train", str(train), "--test", str(test), "--no-valid", "--json").stdout)
+    summary = json.loads(invoke("preprocess", "--train", str(train), "--test", str(test), "--no-valid", "--unknown-test-items", "drop", "--json").stdout)
     assert summary["n_items"] == 17_376 and summary["train"]["sessions"] == 116_167
     assert summary["test"]["targets"] < 55_898
+    assert summary["unknown_test_targets"] == {"count": 412, "fraction": 412 / 55_898, "of_targets": 55_898, "policy": "drop"}
+
+
+def test_own_logs_keep_unknown_test_targets_as_misses_by_default_and_say_how_many(home):
+    train, test = shared("data/yoochoose-1-64/train.jsonl"), shared("data/yoochoose-1-64/test.jsonl")
+    result = invoke("preprocess", "--train", str(train), "--test", str(test), "--json")
+    summary = json.loads(result.stdout)
+    assert summary["test"]["targets"] == 55_898 and summary["unknown_test_targets"]["policy"] == "keep"
+    assert "412 of 55,898 test targets (0.7%) are items unknown to train: kept as misses" in result.stderr
+    info = json.loads((Path(summary["dataset"]) / "dataset.json").read_text())
+    assert info["unknown_test_targets"]["count"] == 412 and info["parameters"]["unknown_test_items"] == "keep"
 
 
 def test_own_csv_log_with_time_split(home):

@@ -48,6 +48,8 @@ MADE_BY = {
     "checkpoint": "tron train",
     "bundle": "tron export",
     "metrics": "tron evaluate",
+    "tracking": "tron train --track",
+    "study": "tron tune",
 }
 
 SESSIONS_SCHEMA = pa.schema(

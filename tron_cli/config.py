@@ -21,6 +21,9 @@ from tron_cli.choices import DEVICES, PRECISIONS
 from tron_cli.errors import UsageError
 from tron_cli.losses import LOSSES, all_options
 from tron_cli.models import MODELS, all_settings
+from tron_cli.protocols import parse_metric
+from tron_cli.tracking import TRACKERS
+from tron_cli.training.schedule import SCHEDULES
 
 SAMPLING_STYLES = ("eventwise", "sessionwise", "batchwise")
 DISTRIBUTIONS = ("uniform", "popularity")
@@ -58,16 +61,21 @@ class TrainConfig:
     batch_size: int = 128
     batch_size_per_device: int | None = None
     lr: float = 5e-4
+    lr_schedule: str = "constant"  # training/schedule.py: constant, or cosine / linear decay to zero over all epochs
+    warmup_steps: int = 0  # linear warmup from 0 over this many steps, before the schedule
     optimizer: str = "adam"
     shuffle: str = "no_shuffling"
     bucket_window: int = 0  # group sessions of similar length within windows of this many batches; 0 = off
     seed: int = 0
-    early_stopping: int = 0  # stop after this many epochs without a better validation Recall@20; 0 = never
+    early_stopping: int = 0  # stop after this many epochs without a better validation `select_on`; 0 = never
+    select_on: str = "recall@20"  # the validation metric that picks the best epoch (protocols.parse_metric)
+    exclude_seen: bool = False  # validation ranks without the session's own clicks (as tron evaluate --exclude-seen)
     valid_limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of validation sessions scored per epoch
     overfit_batches: float = 0.0  # > 0: train on only this many batches (or this fraction) per epoch
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    track: tuple[str, ...] = ()  # experiment trackers (tracking.TRACKERS) that record the run
 
     def __post_init__(self) -> None:
         spec = MODELS.get(self.model, "--model")
@@ -76,6 +84,8 @@ class TrainConfig:
         elif not isinstance(self.network, spec.config_class):
             raise UsageError(f"the network config of model {self.model} must be a {spec.config_class.__name__}, not {type(self.network).__name__}")
         object.__setattr__(self, "loss_options", LOSSES.get(self.loss, "--loss").resolve(self.loss_options))
+        object.__setattr__(self, "track", tuple(self.track))  # config.json stores a list
+        object.__setattr__(self, "select_on", str(self.select_on).lower())  # NDCG@10 names the metric ndcg@10
 
     @classmethod
     def create(cls, **options: Any) -> TrainConfig:
@@ -215,7 +225,7 @@ REFERENCE_KEYS: dict[str, str] = {
     "topk_sampling_k": "topk (when topk_sampling is true)",
     "accelerator": "device (gpu: auto, cpu: cpu)",
 }
-STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle")
+STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle", "lr_schedule", "select_on")
 
 
 def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
@@ -223,6 +233,8 @@ def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
     default = option_defaults()[name]
     if name in ("batch_negatives", "batch_size_per_device") and value is None:
         return None
+    if isinstance(default, tuple) and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
     expected = type(default) if default is not None else int
     if expected is bool:
         ok = isinstance(value, bool)
@@ -327,6 +339,9 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
             f"--logq corrects sampled softmax losses only: use it with --loss {' or '.join(name for name, entry in LOSSES.items() if entry.logq)}",
         ),
         (config.early_stopping >= 0, "--early-stopping must be >= 0"),
+        (config.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
+        (config.warmup_steps >= 0, "--warmup-steps must be >= 0"),
+        (all(name in TRACKERS for name in config.track), f"--track must be one of {', '.join(TRACKERS.names())}"),
         (config.bucket_window >= 0, "--bucket-window must be >= 0"),
         (config.bucket_window == 0 or feeding == "windows", f"--bucket-window groups windows of sessions; {config.model} walks sessions click by click"),
         (config.valid_limit > 0, "--valid-limit must be positive"),
@@ -344,6 +359,7 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    parse_metric(config.select_on, "--select-on")
     if n_items is not None and loss.sampled and config.negative_distribution == "uniform" and config.reject_uniform_session_items and n_items < 2:
         raise UsageError("rejecting session items needs a catalogue of more than one item")
     return config

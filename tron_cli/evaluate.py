@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from tron_cli import artifacts, home
+from tron_cli import artifacts, home, tracking
 from tron_cli.artifacts import Dataset
-from tron_cli.baselines import evaluate_baseline
+from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
 from tron_cli.choices import PROTOCOLS, SPLITS, TIES
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
@@ -46,9 +46,17 @@ def _dataset_of(document: dict[str, Any], model_path: Path) -> Path:
 
 
 def evaluate(
-    model_path: Path | None, data: Path | None, options: EvalOptions, baseline: str | None = None, device: str = "auto", report: Reporter = SILENT
+    model_path: Path | None,
+    data: Path | None,
+    options: EvalOptions,
+    baseline: str | None = None,
+    device: str = "auto",
+    report: Reporter = SILENT,
+    baseline_options: dict[str, Any] | None = None,
+    track: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Run the stage: metrics as a dict (also written to the run's metrics.json when a model was evaluated)."""
+    """Run the stage: metrics as a dict (also written to the run's metrics.json when a model was evaluated, and
+    to the run's trackers: those it was trained with, or `track`)."""
     torch_device = resolve_device(device)
     if options.split not in SPLITS:
         raise UsageError(f"unknown split {options.split!r}", f"Use one of: {', '.join(SPLITS)}")
@@ -59,7 +67,10 @@ def evaluate(
     if any(k < 1 for k in options.cutoffs):
         raise UsageError("cutoffs (-k) must be at least 1")
     if baseline is not None:
-        return _evaluate_baseline(baseline, data, options, torch_device, report)
+        return _evaluate_baseline(baseline, data, options, torch_device, report, baseline_options or {})
+    if baseline_options:
+        raise UsageError("--baseline-option needs --baseline")
+    tracking.check(track)
     model_path = Path(model_path) if model_path else home.latest_run()
     model, document, kind = load_model(model_path, torch_device)
     dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
@@ -73,13 +84,17 @@ def evaluate(
             {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
             kind="metrics",
         )
+        tracking.log_evaluation(model_path, track, {k: v for k, v in result.items() if "@" in k or k == "n_targets"}, options.split)
     return result
 
 
-def _evaluate_baseline(baseline: str, data: Path | None, options: EvalOptions, device: torch.device, report: Reporter) -> dict[str, Any]:
+def _evaluate_baseline(
+    baseline: str, data: Path | None, options: EvalOptions, device: torch.device, report: Reporter, baseline_options: dict[str, Any]
+) -> dict[str, Any]:
     dataset = artifacts.read_dataset(data if data is not None else home.latest_dataset())
     store = _store(dataset, options, device)
-    return {**evaluate_baseline(baseline, dataset, store, dataset.targets == "last", options, report), **_about(options, dataset), "baseline": baseline}
+    metrics = evaluate_baseline(baseline, dataset, store, dataset.targets == "last", options, report, baseline_options)
+    return {**metrics, **_about(options, dataset), "baseline": baseline, "baseline_options": BASELINES.get(baseline).resolve(baseline_options)}
 
 
 def _store(dataset: Dataset, options: EvalOptions, device: torch.device) -> SessionStore:
@@ -93,4 +108,7 @@ def _store(dataset: Dataset, options: EvalOptions, device: torch.device) -> Sess
 
 def _about(options: EvalOptions, dataset: Dataset) -> dict[str, Any]:
     """What a result was computed on, beside the metrics."""
-    return {"split": options.split, "protocol": options.protocol, "ties": options.ties, "exclude_seen": options.exclude_seen, "dataset": str(dataset.path)}
+    about = {"split": options.split, "protocol": options.protocol, "ties": options.ties, "exclude_seen": options.exclude_seen, "dataset": str(dataset.path)}
+    if options.split == "test" and "unknown_test_targets" in dataset.info:
+        about["unknown_test_targets"] = dataset.info["unknown_test_targets"]
+    return about

@@ -57,7 +57,7 @@ class Options:
     no_valid: bool = False
     min_session_length: int = 2
     min_item_support: int | None = None
-    unknown_test_items: str = "drop"
+    unknown_test_items: str | None = None  # keep (as misses) or drop; None: drop for the reference's datasets, keep for own logs
 
 
 @dataclass
@@ -257,7 +257,12 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
                 )
 
     known = steps.present(n_codes, train, *([valid] if valid is not None else []))
-    if options.unknown_test_items == "keep":
+    # the reference's datasets drop them, as its numbers were made; everything else keeps them, as misses
+    unknown_policy = options.unknown_test_items or ("drop" if spec is not None else "keep")
+    if unknown_policy not in ("drop", "keep"):
+        raise UsageError(f"--unknown-test-items must be drop or keep, not {unknown_policy!r}")
+    unknown = {**unknown_targets(test, known, targets), "policy": unknown_policy}
+    if unknown_policy == "keep":
         catalogue = known | steps.present(n_codes, test)
     else:
         catalogue = known
@@ -306,8 +311,9 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
             "min_session_length": min_length,
             "min_item_support": min_support,
             "event_types": list(options.event_types) if reader == "otto-jsonl" else ["clicks"],
-            "unknown_test_items": options.unknown_test_items,
+            "unknown_test_items": unknown_policy,
         },
+        "unknown_test_targets": unknown,
         "n_items": int(catalogue.sum()),
         "item_id_type": str(uniques.type),
         "catalogue_sha256": artifacts.catalogue_fingerprint(raw_ids),
@@ -323,7 +329,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         artifacts.write_json(tmp / "dataset.json", info, kind="dataset")
     for say, note in notes:
         say(note)
-    return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, **summary_counts}
+    return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, "unknown_test_targets": unknown, **summary_counts}
 
 
 def own_validation(train: Sessions, test_span_days: float) -> tuple[float | None, float | None]:
@@ -334,6 +340,20 @@ def own_validation(train: Sessions, test_span_days: float) -> tuple[float | None
     if span_days >= OWN_VALID_SPANS * test_span_days:
         return test_span_days, None
     return None, OWN_VALID_FRACTION
+
+
+def unknown_targets(test: Sessions, known: np.ndarray, targets: str) -> dict[str, Any]:
+    """How many test targets are items that train (+ valid) never saw, before any is dropped: a model cannot
+    rank those, so keeping them (as misses) or dropping them moves every metric by about their fraction."""
+    if targets == "last":
+        n_targets = len(test)
+        count = int((~known[test.items[test.offsets[1:] - 1]]).sum()) if n_targets else 0
+    else:
+        is_target = np.ones(test.n_events, dtype=bool)
+        is_target[test.offsets[:-1][test.offsets[:-1] < test.n_events]] = False  # a session's first click is no target
+        n_targets = int(is_target.sum())
+        count = int((~known[test.items] & is_target).sum())
+    return {"count": count, "fraction": count / n_targets if n_targets else 0.0, "of_targets": n_targets}
 
 
 def drop_short_logged(sessions: Sessions, min_length: int, history: list[dict[str, Any]]) -> Sessions:

@@ -23,7 +23,7 @@ from torch import Tensor
 from tron_cli.artifacts import Sessions
 from tron_cli.batching import SessionStore
 from tron_cli.errors import UsageError
-from tron_cli.metrics import Accumulator
+from tron_cli.metrics import METRICS, Accumulator
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
 from tron_cli.scoring import Pairs, rank_targets
@@ -41,6 +41,14 @@ class EvalOptions:
     chunk_size: int = 65536
     query_batch: int = 0  # 0: 1024 on CPU, 8192 on CUDA
     limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of sessions to evaluate
+
+
+def parse_metric(name: str, option: str = "--select-on") -> tuple[str, int]:
+    """("recall", 20) from "recall@20": a metric of `metrics.METRICS` at a cutoff >= 1, as `tron evaluate` reports them."""
+    metric, _, cutoff = str(name).lower().partition("@")
+    if metric not in METRICS or not cutoff.isdigit() or int(cutoff) < 1:
+        raise UsageError(f"{option} {name!r} is not a metric at a cutoff", f"Use METRIC@K with METRIC one of {', '.join(METRICS)}, e.g. recall@20 or ndcg@10")
+    return metric, int(cutoff)
 
 
 def first_sessions(sessions: Sessions, limit: float) -> Sessions:

@@ -20,6 +20,7 @@ COMMANDS = {
     "export": "tron_cli.cli.export:export",
     "recommend": "tron_cli.cli.recommend:recommend",
     "plot": "tron_cli.cli.plot:plot",
+    "tune": "tron_cli.cli.tune:tune",
     "completion": "tron_cli.cli.completion:completion",
     "ls": "tron_cli.cli.ls:ls",
     "info": "tron_cli.cli.info:info",

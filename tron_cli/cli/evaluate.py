@@ -26,13 +26,29 @@ from tron_cli.cli._ui import UI, pass_ui, shown
 )
 @click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
 @click.option("--baseline", type=RegistryChoice("tron_cli.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
+@click.option(
+    "--baseline-option",
+    "baseline_options",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="An option of the --baseline (repeatable); `tron evaluate --baseline NAME --baseline-option help` lists them.",
+)
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, help="Add 95% confidence intervals from N resamples of sessions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True, help="Catalogue items scored at once.")
+@click.option(
+    "--track",
+    type=RegistryChoice("tron_cli.tracking:TRACKERS"),
+    multiple=True,
+    envvar="TRON_TRACK",
+    help="Add the metrics to the run's record in this tracker (repeatable; default: the trackers the run was trained with).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
-def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, baseline, bootstrap, seed, device, chunk_size, as_json) -> None:
+def evaluate(
+    ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, baseline, baseline_options, bootstrap, seed, device, chunk_size, track, as_json
+) -> None:
     """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
 
     Reads RUN (a run dir or a bundle, or a run's name under $TRON_HOME/runs/; default: the newest
@@ -45,6 +61,7 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
         tron evaluate --json | jq '."recall@20"'
         tron evaluate runs/otto-sasrec-1 --split valid -k 20 --bootstrap 200
         tron evaluate --baseline popular --data data/yoochoose
+        tron evaluate --baseline vsknn --baseline-option k=200 --baseline-option sample_size=1000
     """
     from tron_cli import home
     from tron_cli.evaluate import EvalOptions
@@ -52,6 +69,9 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
 
     if baseline is not None and run is not None:
         raise click.UsageError("give either RUN or --baseline, not both")
+    parsed = _baseline_options(ui, baseline, baseline_options)
+    if parsed is None:
+        return
     if baseline is None:
         run = home.resolve_run(run)  # named in the table: the newest finished run when none is given
     options = EvalOptions(
@@ -64,7 +84,7 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
         seed=seed,
         chunk_size=chunk_size,
     )
-    result = run_evaluation(run, data, options, baseline=baseline, device=device, report=ui)
+    result = run_evaluation(run, data, options, baseline=baseline, device=device, report=ui, baseline_options=parsed, track=track)
     rows = []
     for k in options.cutoffs:
         row = [f"@{k}"]
@@ -75,10 +95,39 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
             else:
                 row.append(f"{value:.4f}")
         rows.append(row)
-    title = f"{baseline or shown(run)} on {split} ({result['n_targets']:,} targets, protocol {protocol}, ties {ties})"
+    unknown = result.get("unknown_test_targets")
+    unseen = f", {unknown['count']:,} unknown to train {'as misses' if unknown['policy'] == 'keep' else 'dropped'}" if unknown and unknown["count"] else ""
+    title = f"{baseline or shown(run)} on {split} ({result['n_targets']:,} targets{unseen}, protocol {protocol}, ties {ties})"
     ui.table(title, ["cutoff", "Recall", "MRR", "NDCG"], rows)
     if as_json:
         where = (
             {"dataset": str(Path(result["dataset"]).resolve())} if baseline else {"run": str(run.resolve()), "dataset": str(Path(result["dataset"]).resolve())}
         )
         ui.emit_json({**result, **where})
+
+
+def _baseline_options(ui: UI, baseline: str | None, raw: tuple[str, ...]) -> dict | None:
+    """NAME=VALUE pairs typed as the baseline declares each option; None after listing them for `help`."""
+    if not raw:
+        return {}
+    if baseline is None:
+        raise click.UsageError("--baseline-option needs --baseline")
+    from tron_cli.baselines import BASELINES
+
+    declared = {option.name: option for option in BASELINES.get(baseline, "--baseline").options}
+    if raw == ("help",):
+        rows = [[option.name, str(option.default), option.help] for option in declared.values()]
+        ui.table(f"options of baseline {baseline}", ["option", "default", "meaning"], rows)
+        return None
+    out: dict = {}
+    for pair in raw:
+        name, equals, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not equals or not name:
+            raise click.UsageError(f"--baseline-option {pair!r} is not NAME=VALUE")
+        kind = type(declared[name].default) if name in declared else str
+        try:
+            out[name] = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise click.UsageError(f"--baseline-option {name} takes a {kind.__name__}, not {value!r}") from None
+    return out

@@ -56,9 +56,7 @@ from tron_cli.datasets import DATASETS
 @click.option(
     "--unknown-test-items",
     type=click.Choice(["drop", "keep"]),
-    default="drop",
-    show_default=True,
-    help="Test items never seen in training: drop them (reference), or keep them in the catalogue so they count as misses.",
+    help="Test targets never seen in training: keep them in the catalogue as misses (default for your own logs), or drop them (default for yoochoose, diginetica and otto, as the reference does).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
@@ -93,5 +91,9 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json
         [split, summary[split]["sessions"], summary[split]["events"], summary[split]["targets"]] for split in ("train", "valid", "test") if split in summary
     ]
     ui.table(f"{shown(summary['dataset'])}: {summary['n_items']:,} items", ["split", "sessions", "events", "targets"], rows)
+    unknown = summary["unknown_test_targets"]
+    if unknown["count"]:
+        kept = "kept as misses" if unknown["policy"] == "keep" else "dropped (--unknown-test-items keep counts them as misses)"
+        ui.info(f"{unknown['count']:,} of {unknown['of_targets']:,} test targets ({unknown['fraction']:.1%}) are items unknown to train: {kept}")
     if as_json:
         ui.emit_json(summary)

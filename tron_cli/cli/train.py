@@ -33,17 +33,22 @@ HELP = {
     "epochs": "Training epochs.",
     "batch_size": "Sessions per step (per device unless --batch-size-per-device).",
     "batch_size_per_device": "Sessions per step on each device with --devices (default: --batch-size / N).",
-    "lr": "Learning rate (constant).",
+    "lr": "Learning rate (the peak, under --lr-schedule).",
+    "lr_schedule": "Learning rate over the run: constant, or cosine / linear decay to zero over all --epochs.",
+    "warmup_steps": "Raise the learning rate linearly from 0 over this many first steps.",
     "optimizer": "adam, adagrad, or a row-sparse variant that updates only the item rows a step touched.",
     "shuffle": "Session order per epoch (reference names; 'shuffling_*' spellings accepted).",
     "bucket_window": "Put sessions of similar length in the same batch, within windows of N batches (less padding; 0: off).",
     "seed": "Seed of every random draw (initialisation, dropout, order, negatives).",
-    "early_stopping": "Stop after N epochs without a better validation Recall@20 (0: never).",
+    "early_stopping": "Stop after N epochs without a better validation --select-on metric (0: never).",
+    "select_on": "Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K.",
+    "exclude_seen": "Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen; leave-one-out data).",
     "valid_limit": "Validation sessions per epoch: a fraction (<= 1) or a number.",
     "overfit_batches": "Train on only this many batches (or this fraction) per epoch, for debugging.",
     "device": "auto (CUDA when present), cpu or cuda.",
     "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
     "compile": "torch.compile the model.",
+    "track": "Record the run with an experiment tracker (repeatable; also TRON_TRACK): mlflow, tensorboard.",
 }
 
 
@@ -120,6 +125,8 @@ def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Op
     flag = _flag(name)
     if isinstance(example, bool):
         return click.Option([f"{flag}/--no-{name.replace('_', '-')}", name], default=None, help=help)
+    if isinstance(example, tuple):  # a list of names (--track): repeatable, and one environment variable for every command
+        return click.Option([flag, name], type=choices, multiple=True, default=None, envvar=f"TRON_{name.upper()}", help=help)
     if choices is not None:
         return click.Option([flag, name], type=choices if isinstance(choices, click.ParamType) else click.Choice(choices), default=None, help=help)
     if name == "batch_negatives":
@@ -132,6 +139,7 @@ def registry_options() -> list[click.Option]:
     from tron_cli import config
     from tron_cli.losses import LOSSES, all_options
     from tron_cli.models import MODELS, all_settings
+    from tron_cli.training.schedule import SCHEDULES
 
     choices: dict[str, Any] = {
         "model": RegistryChoice(MODELS),
@@ -142,12 +150,14 @@ def registry_options() -> list[click.Option]:
         "shuffle": config.SHUFFLES + tuple(config.SHUFFLE_ALIASES),
         "device": config.DEVICES,
         "precision": config.PRECISIONS,
+        "lr_schedule": SCHEDULES,
+        "track": RegistryChoice("tron_cli.tracking:TRACKERS"),
     }
     out = [preset_option()]
     for f in fields(config.TrainConfig):
         if f.name not in config.TRAIN_FIELDS:
             continue
-        shown = "auto" if f.default is None and f.name == "batch_negatives" else f.default
+        shown = "auto" if f.default is None and f.name == "batch_negatives" else ("none" if f.default == () else f.default)
         out.append(_option(f.name, f.default, HELP[f.name] + ("" if shown is None else f" [default: {shown}]"), choices.get(f.name)))
         if f.name == "model":
             for name, (default, help, setting_choices, models) in all_settings().items():
@@ -217,7 +227,7 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
         raise click.UsageError(f"give the dataset once: DATA ({data}) or --data ({data_option})")
     data = data or data_option
     explicit = {name for name in values if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    given = {name: value for name, value in values.items() if value is not None}
+    given = {name: value for name, value in values.items() if value is not None and value != ()}
     if "batch_negatives" in given and given["batch_negatives"] == "auto":
         given["batch_negatives"] = None
     if "shuffle" in given:
