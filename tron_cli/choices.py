@@ -10,3 +10,4 @@ PROTOCOLS = ("all", "tron")  # every target of every session, or the reference's
 SPLITS = ("test", "valid")  # what `tron evaluate` scores
 INPUT_FORMATS = ("auto", "ndjson", "otto", "parquet")  # what `tron recommend` reads
 EXPORT_FORMATS = ("safetensors", "onnx")  # what `tron export` writes beside the weights
+RETRIEVALS = ("exact", "index")  # how `tron evaluate` finds a model's top-k: every item scored, or through the bundle's item index

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tron_cli.choices import DEVICES, PROTOCOLS, SPLITS, TIES
+from tron_cli.choices import DEVICES, PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, pass_ui
 
@@ -30,20 +30,41 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True, help="Catalogue items scored at once.")
+@click.option(
+    "--retrieval",
+    type=click.Choice(RETRIEVALS),
+    default="exact",
+    show_default=True,
+    help="index: a bundle's top-k through its item index next to exact scoring's, and their overlap.",
+)
+@click.option(
+    "--index-param",
+    "index_params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="With --retrieval index: a search parameter, the speed/recall knob (ef_search for hnsw, nprobe for ivf).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
-def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, baseline, bootstrap, seed, device, chunk_size, as_json) -> None:
+def evaluate(
+    ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, baseline, bootstrap, seed, device, chunk_size, retrieval, index_params, as_json
+) -> None:
     """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
 
     Reads RUN (a run dir or a bundle; default: the newest finished run) and a dataset split. Writes
     metrics.json into the run, a table on stderr, and with --json one object on stdout with
     recall@K, mrr@K, ndcg@K for every cutoff and n_targets (plus _low/_high with --bootstrap).
 
+    With --retrieval index (a bundle exported with --index), each target's top-K list (K = the largest
+    cutoff) through the item index is compared with exact scoring's: Recall and MRR of both, ranked by
+    position in the list, and the overlap of the two top-K lists; nothing is written.
+
     \b
     Examples:
         tron evaluate --json | jq '."recall@20"'
         tron evaluate runs/otto-sasrec-1 --split valid -k 20 --bootstrap 200
         tron evaluate --baseline popular --data data/yoochoose
+        tron evaluate bundles/otto --retrieval index --index-param ef_search=64
     """
     from tron_cli.evaluate import EvalOptions
     from tron_cli.evaluate import evaluate as run_evaluation
@@ -60,7 +81,12 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
         seed=seed,
         chunk_size=chunk_size,
     )
-    result = run_evaluation(run, data, options, baseline=baseline, device=device, report=ui)
+    result = run_evaluation(run, data, options, baseline=baseline, device=device, report=ui, retrieval=retrieval, index_params=tuple(index_params))
+    if retrieval == "index":
+        _index_table(ui, run, result, options.cutoffs)
+        if as_json:
+            ui.emit_json(result)
+        return
     rows = []
     for k in options.cutoffs:
         row = [f"@{k}"]
@@ -75,3 +101,17 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
     ui.table(title, ["cutoff", "Recall", "MRR", "NDCG"], rows)
     if as_json:
         ui.emit_json(result)
+
+
+def _index_table(ui: UI, run, result: dict, cutoffs: tuple[int, ...]) -> None:
+    exact, index = result["exact"], result["index"]
+    rows = [
+        [f"@{k}", f"{exact[f'recall@{k}']:.4f}", f"{index[f'recall@{k}']:.4f}", f"{exact[f'mrr@{k}']:.4f}", f"{index[f'mrr@{k}']:.4f}"] for k in cutoffs
+    ]
+    k = max(cutoffs)
+    knobs = ", ".join(f"{name}={value}" for name, value in index["search"].items())
+    title = (
+        f"{run or 'latest run'}: {index['kind']} index{f' ({knobs})' if knobs else ''} vs exact on {result['split']} ({exact['n_targets']:,} targets); "
+        f"top-{k} overlap {result[f'overlap@{k}']:.4f}; {result['seconds']['index']:.2f} s vs {result['seconds']['exact']:.2f} s"
+    )
+    ui.table(title, ["cutoff", "Recall exact", "Recall index", "MRR exact", "MRR index"], rows)
