@@ -116,7 +116,7 @@ def test_recommend_allow_and_deny_files(indexed, tmp_path):
     first = invoke("recommend", str(indexed["hnsw"]), "-k", "5", input='{"session": 1, "items": [3, 4]}\n')
     top = json.loads(first.stdout)["items"]
     deny.write_text("\n".join(map(str, top[:2])) + "\n\n")
-    allow.write_text("\n".join(map(str, top[2:] + [999999])) + "\n")
+    allow.write_text("\n".join(map(str, [*top[2:], 999999])) + "\n")
     denied = json.loads(invoke("recommend", str(indexed["hnsw"]), "-k", "5", "--deny", str(deny), input='{"session": 1, "items": [3, 4]}\n').stdout)
     assert not set(denied["items"]) & set(top[:2]) and len(denied["items"]) == 5
     allowed = json.loads(invoke("recommend", str(indexed["hnsw"]), "-k", "5", "--allow", str(allow), input='{"session": 1, "items": [3, 4]}\n').stdout)
@@ -166,7 +166,9 @@ def test_evaluate_reports_the_index_next_to_exact_scoring(indexed, tiny_dataset)
     report = json.loads(result.stdout)
     assert report["overlap@20"] == pytest.approx(1.0) and report["index"]["recall@20"] == pytest.approx(report["exact"]["recall@20"])
     assert "overlap 1.0000" in result.stderr
-    coarse = json.loads(invoke("evaluate", str(indexed["hnsw"]), "--data", str(tiny_dataset), "--retrieval", "index", "--index-param", "ef_search=1", "--json").stdout)
+    coarse = json.loads(
+        invoke("evaluate", str(indexed["hnsw"]), "--data", str(tiny_dataset), "--retrieval", "index", "--index-param", "ef_search=1", "--json").stdout
+    )
     assert 0 < coarse["overlap@20"] <= 1 and coarse["index"]["search"] == {"ef_search": 1}
     assert coarse["exact"]["recall@20"] == pytest.approx(report["exact"]["recall@20"])
     plain = invoke("evaluate", str(indexed["exact"]), "--data", str(tiny_dataset), "--json")

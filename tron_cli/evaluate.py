@@ -94,7 +94,9 @@ def evaluate(
     return result
 
 
-def _evaluate_index(model_path: Path, data: Path | None, options: EvalOptions, device: torch.device, index_params: tuple[str, ...], report: Reporter) -> dict[str, Any]:
+def _evaluate_index(
+    model_path: Path, data: Path | None, options: EvalOptions, device: torch.device, index_params: tuple[str, ...], report: Reporter
+) -> dict[str, Any]:
     if options.protocol != "all" or options.bootstrap:
         raise UsageError("--retrieval index compares top-k lists with protocol all, without --bootstrap")
     document, kind = read_model_dir(model_path)

@@ -196,7 +196,7 @@ def load_index(bundle: Path, section: Mapping[str, Any], n_items: int, d: int, s
     """The bundle's index (its file already checked against its sha256), tuned with the config's search
     parameters overridden by `search`."""
     faiss = require_faiss()
-    kind = section.get("kind")
+    kind = str(section.get("kind"))
     if kind not in INDEXES:
         raise ArtifactError(f"{bundle}/config.json: unknown index kind {kind!r}", "Re-run: tron export --index KIND --force with this version of tron")
     path = bundle / str(section.get("file", INDEX_FILE))
@@ -210,6 +210,6 @@ def load_index(bundle: Path, section: Mapping[str, Any], n_items: int, d: int, s
             f"{path} holds {index.ntotal} items of dimension {index.d}, the model {n_items} of dimension {d + 1} (and inner products)",
             "Re-run: tron export --index KIND --force",
         )
-    spec = INDEXES.get(kind)
+    spec = INDEXES.get(str(kind))
     tuned = {**spec.search, **{k: int(v) for k, v in dict(section.get("search") or {}).items() if k in spec.search}, **dict(search or {})}
     return ItemIndex(index, dict(section), tuned)

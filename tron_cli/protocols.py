@@ -99,7 +99,9 @@ def evaluate_model(model, store: SessionStore, last_only: bool, options: EvalOpt
     return finish(accumulate(model, store, last_only, options, report), options)
 
 
-def target_states(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+def target_states(
+    model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """(states (Q, d), targets (Q,), their sessions (Q,), their flat positions (Q,)) of every target, batch by batch:
     one pass per session for models with `prefix_states`, else one window per target."""
     if model.prefix_states:

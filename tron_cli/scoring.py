@@ -113,9 +113,7 @@ def _chunk(k: int, rows: int, device: torch.device, budget: int | None) -> int:
     return max(k, budget // max(1, rows))
 
 
-def top_items(
-    model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, banned: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
+def top_items(model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, banned: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the model's catalogue for each state (Q, d)."""
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():

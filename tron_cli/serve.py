@@ -151,12 +151,12 @@ def parse_request(body: bytes, servable: Servable, options: ServeOptions) -> Job
     filters = NO_FILTERS
     if request.allow is not None or request.deny is not None:
         lists = {}
-        for name, ids in (("allow", request.allow), ("deny", request.deny)):
-            if ids is None:
+        for name, given in (("allow", request.allow), ("deny", request.deny)):
+            if given is None:
                 continue
-            if len(ids) > options.max_filter_items:
-                raise BadRequest(422, f"{name} holds {len(ids)} ids, more than the limit of {options.max_filter_items}")
-            lists[name] = _id_array(_raw(ids, numeric, name), numeric)
+            if len(given) > options.max_filter_items:
+                raise BadRequest(422, f"{name} holds {len(given)} ids, more than the limit of {options.max_filter_items}")
+            lists[name] = _id_array(_raw(given, numeric, name), numeric)
         filters = servable.filters(lists.get("allow"), lists.get("deny"))
     return Job(sessions, items, request.k, request.exclude_seen, filters, request.items is not None)
 
@@ -289,7 +289,12 @@ def answer_jobs(servable: Servable, jobs: list[Job], metrics: Metrics) -> None:
                 ids, scores = lists[position]
                 row = first[j] + s
                 job.answer.append(
-                    {"session": job.sessions[s], "items": ids[: job.k], "scores": None if scores is None else scores[: job.k], "unknown_items": int(encoded.unknown[row])}
+                    {
+                        "session": job.sessions[s],
+                        "items": ids[: job.k],
+                        "scores": None if scores is None else scores[: job.k],
+                        "unknown_items": int(encoded.unknown[row]),
+                    }
                 )
                 position += 1
     metrics.sessions.inc(len(lengths))
@@ -367,7 +372,12 @@ def metadata(servable: Servable, options: ServeOptions) -> dict[str, Any]:
     index = servable.index
     return {
         "tron_version": __version__,
-        "model": {"path": str(servable.path.resolve()), "kind": servable.kind, "type": document.get("model", {}).get("type"), "max_length": servable.max_length},
+        "model": {
+            "path": str(servable.path.resolve()),
+            "kind": servable.kind,
+            "type": document.get("model", {}).get("type"),
+            "max_length": servable.max_length,
+        },
         "dataset": document.get("dataset") if servable.kind == "bundle" else (document.get("dataset") or {}).get("name"),
         "n_items": len(servable.catalogue),
         "item_id_type": "integer" if servable.catalogue.numeric else "string",

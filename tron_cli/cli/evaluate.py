@@ -105,9 +105,7 @@ def evaluate(
 
 def _index_table(ui: UI, run, result: dict, cutoffs: tuple[int, ...]) -> None:
     exact, index = result["exact"], result["index"]
-    rows = [
-        [f"@{k}", f"{exact[f'recall@{k}']:.4f}", f"{index[f'recall@{k}']:.4f}", f"{exact[f'mrr@{k}']:.4f}", f"{index[f'mrr@{k}']:.4f}"] for k in cutoffs
-    ]
+    rows = [[f"@{k}", f"{exact[f'recall@{k}']:.4f}", f"{index[f'recall@{k}']:.4f}", f"{exact[f'mrr@{k}']:.4f}", f"{index[f'mrr@{k}']:.4f}"] for k in cutoffs]
     k = max(cutoffs)
     knobs = ", ".join(f"{name}={value}" for name, value in index["search"].items())
     title = (

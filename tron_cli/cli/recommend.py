@@ -51,23 +51,23 @@ def recommend(
 ) -> None:
     """Recommend the top-k items for every session of the input, streaming batch by batch.
 
-    Reads MODEL (a bundle from tron export, its name under $TRON_HOME/bundles/, or a run dir; default:
-    the newest bundle, else the newest finished run) and sessions from --input: JSON lines
-    {"session": ID, "items": [ITEM, ...]} (raw item ids, oldest first), OTTO lines {"session": ID,
-    "events": [{"aid", "ts", "type"}, ...]} (the event types the model's dataset kept, in time
-    order), or a Parquet file with columns session and items. Writes one record per input session,
-    in input order: JSON lines {"session": ID, "items": [...], "scores": [...]}, Parquet (session,
-    items, scores) or OTTO's submission CSV (session_type,labels). Unknown item ids are skipped; a
-    session without a known item gets the most popular items (scores null). stdout carries only the
-    records; messages go to stderr. A bundle exported with --index is searched through its item index
-(candidates scored exactly; --exact scores the whole catalogue). See docs/serving.md.
+        Reads MODEL (a bundle from tron export, its name under $TRON_HOME/bundles/, or a run dir; default:
+        the newest bundle, else the newest finished run) and sessions from --input: JSON lines
+        {"session": ID, "items": [ITEM, ...]} (raw item ids, oldest first), OTTO lines {"session": ID,
+        "events": [{"aid", "ts", "type"}, ...]} (the event types the model's dataset kept, in time
+        order), or a Parquet file with columns session and items. Writes one record per input session,
+        in input order: JSON lines {"session": ID, "items": [...], "scores": [...]}, Parquet (session,
+        items, scores) or OTTO's submission CSV (session_type,labels). Unknown item ids are skipped; a
+        session without a known item gets the most popular items (scores null). stdout carries only the
+        records; messages go to stderr. A bundle exported with --index is searched through its item index
+    (candidates scored exactly; --exact scores the whole catalogue). See docs/serving.md.
 
-    \b
-    Examples:
-        echo '{"session": 1, "items": [12, 7, 12]}' | tron recommend -k 10
-        tron recommend bundles/otto -i otto-test.jsonl -o submission.csv --exclude-seen
-        tron recommend runs/otto-sasrec-1 -i sessions.parquet -o recs.parquet --batch-size 4096
-        tron recommend bundles/otto -i s.jsonl --deny sold-out.txt --index-param ef_search=256
+        \b
+        Examples:
+            echo '{"session": 1, "items": [12, 7, 12]}' | tron recommend -k 10
+            tron recommend bundles/otto -i otto-test.jsonl -o submission.csv --exclude-seen
+            tron recommend runs/otto-sasrec-1 -i sessions.parquet -o recs.parquet --batch-size 4096
+            tron recommend bundles/otto -i s.jsonl --deny sold-out.txt --index-param ef_search=256
     """
     from tron_cli.recommend import RecommendOptions
     from tron_cli.recommend import recommend as run

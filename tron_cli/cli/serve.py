@@ -58,9 +58,9 @@ def serve(ui: UI, model: Path | None, host: str, port: int, exact: bool, index_p
         raise TronError("tron serve needs fastapi, uvicorn and prometheus-client", "pip install 'tron-cli[serve]'") from None
     from tron_cli import home
     from tron_cli.runtime import resolve_device
+    from tron_cli.servable import load_servable
     from tron_cli.serve import ServeOptions
     from tron_cli.serve import serve as run_server
-    from tron_cli.servable import load_servable
 
     options = ServeOptions(host=host, port=port, **limits)
     model = home.resolve_model(model)
