@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -143,6 +144,14 @@ def test_unknown_paths_and_methods(client):
 def test_string_catalogue_takes_integers_by_their_spelling(client):
     # the tiny catalogue has integer ids: strings of an integer are accepted, as tron recommend accepts them
     assert client.post("/recommend", json={"items": ["3", 4], "k": 2}).status_code == 200
+
+
+def test_a_port_in_use_is_one_line(bundle):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = invoke("serve", str(bundle), "--port", str(taken.getsockname()[1]), "--device", "cpu")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1" in result.stderr, result.stderr
 
 
 # ------------------------------------------------------------------------------------------------ the real command

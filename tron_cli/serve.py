@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
 
 from tron_cli import __version__
+from tron_cli.errors import UsageError
 from tron_cli.retrieval import NO_FILTERS, Filters
 from tron_cli.servable import Servable
 from tron_cli.session_input import INT64_RANGE, Batch, RecordProblem, raw_ids
@@ -450,29 +453,39 @@ def create_app(servable: Servable, options: ServeOptions = ServeOptions()) -> An
     return Guard(app, options.max_body_bytes, metrics)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A bound socket, or a one-line error when the address is taken or wrong (port 0: a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port} ({error.strerror or error})", "Choose another --port (0 takes a free one) or --host") from None
+    return sock
+
+
 def serve(servable: Servable, options: ServeOptions, log_level: str = "warning", on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; in-flight requests are answered before it returns."""
     import uvicorn
 
-    config = uvicorn.Config(
-        create_app(servable, options), host=options.host, port=options.port, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30
-    )
+    sock = listen(options.host, options.port)
+    config = uvicorn.Config(create_app(servable, options), log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     if on_ready is not None:
         started = server.startup
+        host, port = sock.getsockname()[:2]
 
         async def startup(sockets=None):
             await started(sockets)
             if server.started:
-                on_ready(f"http://{options.host}:{_bound_port(server, options.port)}")
+                on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
 
         server.startup = startup  # type: ignore[method-assign]
-    server.run()
-
-
-def _bound_port(server, default: int) -> int:
-    """The port actually bound (port 0 asks the system for a free one)."""
-    for listener in getattr(server, "servers", []):
-        for sock in listener.sockets:
-            return int(sock.getsockname()[1])
-    return default
+    # uvicorn re-raises the SIGTERM it handled once it has drained; a handler of our own lets the process exit 0
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

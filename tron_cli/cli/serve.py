@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import click
@@ -65,8 +64,6 @@ def serve(ui: UI, model: Path | None, host: str, port: int, exact: bool, index_p
     options = ServeOptions(host=host, port=port, **limits)
     model = home.resolve_model(model)
     servable = load_servable(model, resolve_device(device), exact, tuple(index_params))
-    # uvicorn re-raises the SIGTERM it handled once it has drained; a handler of our own lets the process exit 0
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     run_server(
         servable,
         options,
