@@ -45,7 +45,7 @@ def test_health_and_metadata(client):
     about = client.get("/metadata").json()
     assert about["n_items"] == 300 and about["model"]["type"] == "sasrec" and about["scoring"] == "index"
     assert about["index"]["kind"] == "hnsw" and about["index"]["search"] == {"ef_search": 128}
-    assert about["limits"]["max_k"] == 50 and about["batching"] == {"window_ms": 2.0, "max_batch": 64}
+    assert about["limits"]["max_k"] == 50 and about["batching"]["window_ms"] == 2.0 and about["batching"]["max_batch"] == 64
     assert about["tron_version"] and about["item_id_type"] == "integer"
 
 
