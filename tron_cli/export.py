@@ -273,7 +273,7 @@ def export(
     report: Reporter = SILENT,
     index: IndexRequest | None = None,
 ) -> dict[str, Any]:
-    """Run the stage: returns {"bundle": path, "files": [...], "format": fmt, "index": kind or None}."""
+    """Run the stage: returns {"bundle": path, "files": [...], "format": fmt} (and "index": kind with an index)."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(EXPORT_FORMATS)}")
     if index is not None:
@@ -324,4 +324,4 @@ def export(
     }
     files = write_bundle(out, model, run / "model.safetensors", data / "items.parquet", fields, fmt, index, force, report)
     report.info(f"Exported {run} to {out} ({', '.join(files)}).")
-    return {"bundle": str(out.resolve()), "files": files, "format": fmt, "index": None if index is None else index.kind}
+    return {"bundle": str(out.resolve()), "files": files, "format": fmt, **({"index": index.kind} if index is not None else {})}

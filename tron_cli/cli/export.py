@@ -36,7 +36,7 @@ from tron_cli.cli._ui import UI, pass_ui
     help="An index parameter: m, ef_construction, ef_search (hnsw); nlist, nprobe (ivf). Repeatable.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"bundle": PATH, "files": [...], "format": ..., "index": ...} on stdout.')
+@click.option("--json", "as_json", is_flag=True, help='Print {"bundle": PATH, "files": [...], "format": ...} (and "index": KIND) on stdout.')
 @pass_ui
 def export(ui: UI, run: Path | None, out: Path | None, fmt: str, index_kind: str | None, index_params: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Package a finished run as a bundle that tron recommend (or a server) can load on its own.
