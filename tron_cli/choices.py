@@ -18,3 +18,4 @@ COLUMN_NAMES = {
     "item": ("item", "item_id", "aid", "product", "product_id", "sku", "article_id", "content_id"),
     "time": ("ts", "timestamp", "time", "datetime", "event_time", "time_stamp", "created_at"),
 }
+RETRIEVALS = ("exact", "index")  # how `tron evaluate` finds a model's top-k: every item scored, or through the bundle's item index

@@ -2,6 +2,7 @@
 
 The protocols are in `protocols.py` (every target of every untruncated session by default; `tron` for parity
 with the reference), the baselines in `baselines.py`. A run's metrics are also written to its metrics.json.
+`--retrieval index` measures a bundle's item index against exact scoring instead (`protocols.compare_retrieval`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from tron_cli import artifacts, home, tracking
 from tron_cli.artifacts import Dataset
 from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
-from tron_cli.choices import PROTOCOLS, SPLITS, TIES
+from tron_cli.choices import PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
-from tron_cli.modelio import load_model
-from tron_cli.protocols import EvalOptions, evaluate_model, first_sessions
+from tron_cli.modelio import load_model, read_model_dir
+from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
+from tron_cli.servable import load_servable
 
 
 def check_same_catalogue(document: dict[str, Any], dataset: Dataset, where: Path) -> None:
@@ -54,9 +56,14 @@ def evaluate(
     report: Reporter = SILENT,
     baseline_options: dict[str, Any] | None = None,
     track: tuple[str, ...] = (),
+    retrieval: str = "exact",
+    index_params: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run the stage: metrics as a dict (also written to the run's metrics.json when a model was evaluated, and
-    to the run's trackers: those it was trained with, or `track`)."""
+    to the run's trackers: those it was trained with, or `track`).
+
+    With `retrieval="index"`, a bundle's top-K lists through its item index next to exact scoring's, and their
+    overlap (`protocols.compare_retrieval`); nothing is written."""
     torch_device = resolve_device(device)
     if options.split not in SPLITS:
         raise UsageError(f"unknown split {options.split!r}", f"Use one of: {', '.join(SPLITS)}")
@@ -70,8 +77,14 @@ def evaluate(
         return _evaluate_baseline(baseline, data, options, torch_device, report, baseline_options or {})
     if baseline_options:
         raise UsageError("--baseline-option needs --baseline")
+    if retrieval not in RETRIEVALS:
+        raise UsageError(f"unknown retrieval {retrieval!r}", f"Use one of: {', '.join(RETRIEVALS)}")
     tracking.check(track)
     model_path = Path(model_path) if model_path else home.latest_run()
+    if retrieval == "index":
+        return _evaluate_index(model_path, data, options, torch_device, index_params, report)
+    if index_params:
+        raise UsageError("--index-param tunes the index of --retrieval index")
     model, document, kind = load_model(model_path, torch_device)
     dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
@@ -86,6 +99,24 @@ def evaluate(
         )
         tracking.log_evaluation(model_path, track, {k: v for k, v in result.items() if "@" in k or k == "n_targets"}, options.split)
     return result
+
+
+def _evaluate_index(
+    model_path: Path, data: Path | None, options: EvalOptions, device: torch.device, index_params: tuple[str, ...], report: Reporter
+) -> dict[str, Any]:
+    if options.protocol != "all" or options.bootstrap:
+        raise UsageError("--retrieval index compares top-k lists with protocol all, without --bootstrap")
+    document, kind = read_model_dir(model_path)
+    if kind != "bundle" or not isinstance(document.get("index"), dict):
+        raise UsageError(f"{model_path} has no item index", "Export one: tron export --index hnsw (or ivf, exact), then evaluate the bundle")
+    servable = load_servable(model_path, device, index_params=index_params)
+    dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
+    check_same_catalogue(document, dataset, model_path)
+    store = _store(dataset, options, device)
+    assert servable.index is not None
+    report.detail(f"{model_path}: {servable.index.describe()}")
+    result = compare_retrieval(servable.model, servable.retriever, store, dataset.targets == "last", options, report)
+    return {**result, "index": {**result["index"], "kind": servable.index.kind, "search": servable.index.search_params}, **_about(options, dataset)}
 
 
 def _evaluate_baseline(

@@ -13,6 +13,8 @@ Shared by training's per-epoch validation and `tron evaluate`.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,10 +92,9 @@ def accumulate(model, store: SessionStore, last_only: bool, options: EvalOptions
     """Per-session metric sums of `model` on the sessions in `store`, protocol `all`."""
     with exact_fp32():
         accumulator = Accumulator(len(store), options.cutoffs, store.device)
-        if model.prefix_states:
-            _session_passes(model, store, last_only, options, accumulator, report)
-        else:
-            _windows(model, store, last_only, options, accumulator, report)
+        for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
+            excluded = seen_pairs(store, positions) if options.exclude_seen else None
+            accumulator.add(_rank(model, hidden, targets, options, excluded), sessions)
         return accumulator
 
 
@@ -106,7 +107,18 @@ def evaluate_model(model, store: SessionStore, last_only: bool, options: EvalOpt
     return finish(accumulate(model, store, last_only, options, report), options)
 
 
-def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, accumulator: Accumulator, report: Reporter) -> None:
+def target_states(
+    model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """(states (Q, d), targets (Q,), their sessions (Q,), their flat positions (Q,)) of every target, batch by batch:
+    one pass per session for models with `prefix_states`, else one window per target."""
+    if model.prefix_states:
+        yield from _session_passes(model, store, last_only, options, report)
+    else:
+        yield from _windows(model, store, last_only, options, report)
+
+
+def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """One left-padded window of preceding clicks per target; the state after its last click predicts it."""
     max_length = model.max_length
     positions = store.target_positions(last_only)
@@ -121,14 +133,11 @@ def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, 
             chunk = slice(first, first + step)
             width = int((positions[chunk] - starts[chunk]).clamp(max=max_length).max())
             windows = store.query_windows(positions[chunk], width)
-            hidden = model.last_hidden(windows)
-            excluded = seen_pairs(store, positions[chunk]) if options.exclude_seen else None
-            ranks = _rank(model, hidden, store.items[positions[chunk]], options, excluded)
-            accumulator.add(ranks, sessions[chunk])
-            task.update(advance=len(ranks))
+            yield model.last_hidden(windows).float(), store.items[positions[chunk]], sessions[chunk], positions[chunk]
+            task.update(advance=len(windows))
 
 
-def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOptions, accumulator: Accumulator, report: Reporter) -> None:
+def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """One pass per session over all its clicks; the state after click j predicts click j+1."""
     step = max(1, query_batch(options, store.device) // 16)
     with report.task("evaluating", total=len(store)) as task:
@@ -144,10 +153,47 @@ def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOp
             is_target = real[:, 1:] & ((column[1:] == lengths[:, None] - 1) if last_only else True)
             rows, cols = is_target.nonzero(as_tuple=True)  # target at column cols + 1, predicted by state cols
             positions = store.offsets[index][rows] + cols + 1
-            excluded = seen_pairs(store, positions) if options.exclude_seen else None
-            ranks = _rank(model, hidden[rows, cols], items[rows, cols + 1], options, excluded)
-            accumulator.add(ranks, index[rows])
+            yield hidden[rows, cols].float(), items[rows, cols + 1], index[rows], positions
             task.update(advance=len(index))
+
+
+def list_ranks(ids: Tensor, targets: Tensor) -> Tensor:
+    """(Q,) position of each target in its row of a top-k list `ids` (Q, k), inf where it is absent."""
+    hit = ids == targets[:, None]
+    first = hit.int().argmax(1).double()
+    return torch.where(hit.any(1), first, torch.full_like(first, float("inf")))
+
+
+@torch.no_grad()
+def compare_retrieval(model, retriever, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
+    """Metrics of the top-K lists (K = the largest cutoff) that exact scoring and `retriever` (an index) answer for
+    every target, their overlap (mean share of the exact top-K that the index's top-K holds) and the seconds each
+    spent. Both lists are ranked alike: a target's rank is its position in the list, so the two differ only by
+    what the index misses."""
+    k = max(options.cutoffs)
+    exact, approximate = Accumulator(len(store), options.cutoffs, store.device), Accumulator(len(store), options.cutoffs, store.device)
+    overlap, n, seconds = 0.0, 0, {"exact": 0.0, "index": 0.0}
+    with exact_fp32():
+        for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
+            excluded = seen_pairs(store, positions) if options.exclude_seen else None
+            started = time.perf_counter()
+            _, exact_ids = retriever.exact(hidden, min(k, model.n_items), excluded)
+            seconds["exact"] += time.perf_counter() - started
+            started = time.perf_counter()
+            _, index_ids = retriever.top(hidden, k, excluded)
+            seconds["index"] += time.perf_counter() - started
+            exact.add(list_ranks(exact_ids, targets), sessions)
+            approximate.add(list_ranks(index_ids, targets), sessions)
+            shared = ((index_ids[:, :, None] == exact_ids[:, None, :]) & (exact_ids[:, None, :] > 0)).any(2).sum(1)
+            overlap += float((shared.double() / (exact_ids > 0).sum(1).clamp(min=1)).sum())
+            n += len(targets)
+    return {
+        "exact": finish(exact, options),
+        "index": finish(approximate, options),
+        f"overlap@{k}": overlap / max(n, 1),
+        "seconds": {name: round(value, 3) for name, value in seconds.items()},
+        "index_fallbacks": retriever.fallbacks,
+    }
 
 
 def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size: int, report: Reporter) -> dict[str, Any]:

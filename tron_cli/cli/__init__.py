@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": "tron_cli.cli.evaluate:evaluate",
     "export": "tron_cli.cli.export:export",
     "recommend": "tron_cli.cli.recommend:recommend",
+    "serve": "tron_cli.cli.serve:serve",
     "plot": "tron_cli.cli.plot:plot",
     "tune": "tron_cli.cli.tune:tune",
     "completion": "tron_cli.cli.completion:completion",

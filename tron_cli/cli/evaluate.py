@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tron_cli.choices import DEVICES, PROTOCOLS, SPLITS, TIES
+from tron_cli.choices import DEVICES, PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, pass_ui, shown
 
@@ -44,10 +44,41 @@ from tron_cli.cli._ui import UI, pass_ui, shown
     envvar="TRON_TRACK",
     help="Add the metrics to the run's record in this tracker (repeatable; default: the trackers the run was trained with).",
 )
+@click.option(
+    "--retrieval",
+    type=click.Choice(RETRIEVALS),
+    default="exact",
+    show_default=True,
+    help="index: a bundle's top-k through its item index next to exact scoring's, and their overlap.",
+)
+@click.option(
+    "--index-param",
+    "index_params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="With --retrieval index: a search parameter, the speed/recall knob (ef_search for hnsw, nprobe for ivf).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
 def evaluate(
-    ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, baseline, baseline_options, bootstrap, seed, device, chunk_size, track, as_json
+    ui: UI,
+    run,
+    data,
+    split,
+    cutoffs,
+    ties,
+    protocol,
+    exclude_seen,
+    baseline,
+    baseline_options,
+    bootstrap,
+    seed,
+    device,
+    chunk_size,
+    track,
+    retrieval,
+    index_params,
+    as_json,
 ) -> None:
     """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
 
@@ -56,12 +87,17 @@ def evaluate(
     stderr, and with --json one object on stdout with recall@K, mrr@K, ndcg@K for every cutoff,
     n_targets (plus _low/_high with --bootstrap), and the absolute paths of run and dataset.
 
+    With --retrieval index (a bundle exported with --index), each target's top-K list (K = the largest
+    cutoff) through the item index is compared with exact scoring's: Recall and MRR of both, ranked by
+    position in the list, and the overlap of the two top-K lists; nothing is written.
+
     \b
     Examples:
         tron evaluate --json | jq '."recall@20"'
         tron evaluate runs/otto-sasrec-1 --split valid -k 20 --bootstrap 200
         tron evaluate --baseline popular --data data/yoochoose
         tron evaluate --baseline vsknn --baseline-option k=200 --baseline-option sample_size=1000
+        tron evaluate bundles/otto --retrieval index --index-param ef_search=64
     """
     from tron_cli import home
     from tron_cli.evaluate import EvalOptions
@@ -84,7 +120,23 @@ def evaluate(
         seed=seed,
         chunk_size=chunk_size,
     )
-    result = run_evaluation(run, data, options, baseline=baseline, device=device, report=ui, baseline_options=parsed, track=track)
+    result = run_evaluation(
+        run,
+        data,
+        options,
+        baseline=baseline,
+        device=device,
+        report=ui,
+        baseline_options=parsed,
+        track=track,
+        retrieval=retrieval,
+        index_params=tuple(index_params),
+    )
+    if retrieval == "index":
+        _index_table(ui, run, result, options.cutoffs)
+        if as_json:
+            ui.emit_json(result)
+        return
     rows = []
     for k in options.cutoffs:
         row = [f"@{k}"]
@@ -131,3 +183,15 @@ def _baseline_options(ui: UI, baseline: str | None, raw: tuple[str, ...]) -> dic
         except ValueError:
             raise click.UsageError(f"--baseline-option {name} takes a {kind.__name__}, not {value!r}") from None
     return out
+
+
+def _index_table(ui: UI, run, result: dict, cutoffs: tuple[int, ...]) -> None:
+    exact, index = result["exact"], result["index"]
+    rows = [[f"@{k}", f"{exact[f'recall@{k}']:.4f}", f"{index[f'recall@{k}']:.4f}", f"{exact[f'mrr@{k}']:.4f}", f"{index[f'mrr@{k}']:.4f}"] for k in cutoffs]
+    k = max(cutoffs)
+    knobs = ", ".join(f"{name}={value}" for name, value in index["search"].items())
+    title = (
+        f"{run or 'latest run'}: {index['kind']} index{f' ({knobs})' if knobs else ''} vs exact on {result['split']} ({exact['n_targets']:,} targets); "
+        f"top-{k} overlap {result[f'overlap@{k}']:.4f}; {result['seconds']['index']:.2f} s vs {result['seconds']['exact']:.2f} s"
+    )
+    ui.table(title, ["cutoff", "Recall exact", "Recall index", "MRR exact", "MRR index"], rows)
