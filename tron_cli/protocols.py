@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tron_cli import otto_task
 from tron_cli.artifacts import Sessions
 from tron_cli.batching import SessionStore
 from tron_cli.errors import UsageError
 from tron_cli.metrics import METRICS, Accumulator
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, rank_targets
+from tron_cli.scoring import Pairs, rank_targets, top_items
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class EvalOptions:
     cutoffs: tuple[int, ...] = (5, 10, 20)
     ties: str = "pessimistic"
     protocol: str = "all"
+    cut_seed: int = 42  # protocol otto: the seed of the organisers' random cuts (theirs is 42)
     exclude_seen: bool = False
     bootstrap: int = 0
     seed: int = 0
@@ -91,11 +93,16 @@ def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded
 def accumulate(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Accumulator:
     """Per-session metric sums of `model` on the sessions in `store`, protocol `all`."""
     with exact_fp32():
-        accumulator = Accumulator(len(store), options.cutoffs, store.device)
+        accumulator = Accumulator(len(store), options.cutoffs, store.device, orders=store.ordered is not None)
         for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
-            accumulator.add(_rank(model, hidden, targets, options, excluded), sessions)
+            accumulator.add(_rank(model, hidden, targets, options, excluded), sessions, ordered_at(store, positions))
         return accumulator
+
+
+def ordered_at(store: SessionStore, positions: Tensor) -> Tensor | None:
+    """Whether the targets at flat `positions` are ordered later in their sessions (None without orders)."""
+    return None if store.ordered is None else store.ordered[positions]
 
 
 @torch.no_grad()
@@ -226,3 +233,30 @@ def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size:
         raise UsageError(f"--protocol tron needs at least one full batch of {batch_size} sessions; the split has {len(store)}")
     means = np.mean(np.array(batch_means), axis=0).tolist()
     return {**dict(zip(names, means)), "n_targets": n_targets}
+
+
+@torch.no_grad()
+def otto_protocol(model, sessions: Sessions, popular: Tensor, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
+    """OTTO's own task (`otto_task.py`): every session cut as the organisers cut test sessions, the model's
+    top-20 from the clicks before the cut (the most clicked items when there is none), scored per event type.
+    `popular` (N,) holds the dense ids by train clicks."""
+    if options.exclude_seen or options.bootstrap:
+        raise UsageError("--protocol otto scores as the organisers do: it has no --exclude-seen or --bootstrap")
+    sequence = otto_task.merged(sessions)
+    labels = otto_task.cut(sequence, otto_task.draw_cuts(np.diff(sequence.offsets), options.cut_seed))
+    device = popular.device
+    store = SessionStore(sessions, device)
+    k = otto_task.K
+    top = popular[:k].expand(len(sessions), -1).clone()  # (S, k)
+    read = np.flatnonzero(labels.labelled & (labels.context_clicks > 0))
+    step = query_batch(options, device)
+    with exact_fp32(), report.task("evaluating (OTTO's task)", total=len(read)) as task:
+        for first in range(0, len(read), step):
+            index = torch.from_numpy(read[first : first + step]).to(device)
+            clicks = torch.from_numpy(labels.context_clicks[read[first : first + step]]).to(device)
+            width = int(clicks.clamp(max=model.max_length).max())
+            windows = store.query_windows(store.offsets[index] + clicks, width, sessions=index)
+            top[index] = top_items(model, model.last_hidden(windows), k)[1]
+            task.update(advance=len(index))
+    ids = top.cpu().numpy()
+    return otto_task.score(dict.fromkeys(otto_task.TYPES, ids), labels)
