@@ -71,7 +71,7 @@ class ReferenceStep(nn.Module):
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr)
 
     def forward(self, clicks: Tensor, mask: Tensor) -> Tensor:
-        b, t = clicks.shape
+        t = clicks.shape[1]
         future = torch.ones(t, t, dtype=torch.bool, device=clicks.device).triu(1)  # True: not allowed
         blocked = (~mask[:, None, :]) | future  # (B, T, T)
         blocked = blocked & ~torch.eye(t, dtype=torch.bool, device=clicks.device)  # a position always sees itself
@@ -122,7 +122,8 @@ class TronSide:
         self.trainer = Trainer(config, dataset, workdir)
         self.trainer.valid = None
         self.run_epoch = EPOCHS[self.trainer.model.feeding]
-        self.trainer.order = epoch_order(len(self.trainer.store), "shuffle_without_replacement", torch.Generator().manual_seed(order_seed))
+        self.order = epoch_order(len(self.trainer.store), "shuffle_without_replacement", torch.Generator().manual_seed(order_seed))
+        self.trainer.order = self.order
         self.config = config
 
     def run(self, steps: int) -> tuple[float, int]:
@@ -131,7 +132,7 @@ class TronSide:
         trainer.config = dataclasses.replace(self.config, overfit_batches=float(steps))
         with StopRequest() as stop:
             started = time.perf_counter()
-            _, _, events = self.run_epoch(trainer, trainer.order, 0, stop)
+            _, _, events = self.run_epoch(trainer, self.order, 0, stop)
             return time.perf_counter() - started, events
 
 
@@ -166,21 +167,21 @@ def main() -> None:
         config = TrainConfig.create(**{**CONFIGS[name], **extra, "device": "cpu", "precision": "fp32", "epochs": 1})
         with tempfile.TemporaryDirectory() as run_dir:
             tron = TronSide(dataset, config, order_seed=1, workdir=Path(run_dir))
-            reference = ReferenceSide(tron.trainer.store, tron.trainer.order, dataset.n_items, config, seed=0)
+            reference = ReferenceSide(tron.trainer.store, tron.order, dataset.n_items, config, seed=0)
             if args.profile:
-                side = tron if args.profile == "tron" else reference
+                side: TronSide | ReferenceSide = tron if args.profile == "tron" else reference
                 side.run(args.warmup)
                 print(f"{name}: {args.profile} side, {args.steps} steps")
                 profile(side, args.steps, args.rows)
                 continue
-            sides = {"reference stand-in": reference, "tron": tron}
-            for side in sides.values():
-                side.run(args.warmup)
+            sides: dict[str, TronSide | ReferenceSide] = {"reference stand-in": reference, "tron": tron}
+            for each in sides.values():
+                each.run(args.warmup)
             rates: dict[str, list[float]] = {label: [] for label in sides}
             times: dict[str, list[float]] = {label: [] for label in sides}
             for _ in range(args.rounds):
-                for label, side in sides.items():
-                    seconds, events = side.run(args.steps)
+                for label, each in sides.items():
+                    seconds, events = each.run(args.steps)
                     rates[label].append(events / seconds)
                     times[label].append(1000 * seconds / args.steps)
             base = statistics.median(rates["reference stand-in"])

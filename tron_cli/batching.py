@@ -51,7 +51,7 @@ class SessionStore:
             return self.offsets[1:] - 1
         is_first = torch.zeros(self.n_events, dtype=torch.bool, device=self.device)
         is_first[self.offsets[:-1]] = True
-        return (~is_first).nonzero().squeeze(1)
+        return torch.nonzero_static(~is_first, size=self.n_events - len(self)).squeeze(1)  # the count is known: no sync
 
     def session_of(self, positions: Tensor) -> Tensor:
         """(Q,) the session index that owns each flat position."""

@@ -24,6 +24,7 @@ from torch import Tensor
 from tron_cli import losses
 from tron_cli.losses import LOSSES, LossContext
 from tron_cli.models.base import ItemScorer
+from tron_cli.runtime import autocast_off
 from tron_cli.sampling import ItemDistribution, Negatives
 
 NEG_INF = float("-inf")
@@ -83,7 +84,7 @@ class Events:
         positions = torch.full((slots + 1,), b * w, dtype=torch.long, device=mask.device)
         positions = positions.scatter(0, slot, torch.arange(b * w, device=mask.device))[:slots]
         real = positions < b * w
-        return cls(positions, real, _with_zero_row(targets.reshape(-1))[positions], flat.sum(), b, w)
+        return cls(positions, real, _with_zero_row(targets.reshape(-1)).index_select(0, positions), flat.sum(), b, w)
 
     @property
     def slots(self) -> int:
@@ -96,16 +97,23 @@ class Events:
 
     def gather(self, padded: Tensor) -> Tensor:
         """(B, W, ...) -> (E, ...); empty slots read zeros."""
-        return _with_zero_row(padded.reshape(self.batch * self.width, *padded.shape[2:]))[self.positions]
+        return _with_zero_row(padded.reshape(self.batch * self.width, *padded.shape[2:])).index_select(0, self.positions)
 
     def scatter(self, values: Tensor) -> Tensor:
         """(E, ...) -> (B, W, ...) with zeros where no event is; empty slots are dropped."""
-        out = values.new_zeros(self.batch * self.width + 1, *values.shape[1:]).index_copy(0, self.positions, values)
+        index = self.positions.view(-1, *[1] * (values.dim() - 1)).expand_as(values)
+        out = values.new_zeros(self.batch * self.width + 1, *values.shape[1:]).scatter(0, index, values)
         return out[:-1].reshape(self.batch, self.width, *values.shape[1:])
 
 
 def _with_zero_row(rows: Tensor) -> Tensor:
     return torch.cat([rows, rows.new_zeros(1, *rows.shape[1:])])
+
+
+def take(table: Tensor, index: Tensor) -> Tensor:
+    """table[index] for an index of any shape: rows (*index.shape, ...) by `index_select` (which every device
+    and torch's fake tensors implement alike)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
 
 
 class KeptScores(torch.autograd.Function):
@@ -130,19 +138,19 @@ class KeptScores(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             # bag q holds the (event, weight) pairs that kept pool row q: sort the pairs by row, count each row's
             order = _grouping_order(flat)
-            counts = torch.zeros(pool.shape[0], dtype=torch.long, device=flat.device).index_add_(0, flat, torch.ones_like(flat))
+            counts = torch.zeros(pool.shape[0], dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
             offsets = torch.cumsum(counts, 0) - counts
-            weights = grad.reshape(-1)[order]
+            weights = grad.reshape(-1).index_select(0, order)
             grad_pool = F.embedding_bag(order // index.shape[1], hidden.to(pool.dtype), offsets, mode="sum", per_sample_weights=weights)
         if ctx.bias_rows is not None and ctx.needs_input_grad[3]:
-            grad_bias = torch.zeros(ctx.bias_rows, dtype=grad.dtype, device=grad.device).index_add_(0, flat, grad.reshape(-1))
+            grad_bias = torch.zeros(ctx.bias_rows, dtype=grad.dtype, device=grad.device).scatter_add_(0, flat, grad.reshape(-1))
         return None, grad_hidden, grad_pool, grad_bias, None
 
 
 def _grouping_order(keys: Tensor) -> Tensor:
     """A stable argsort of `keys`. On CPU it runs on one thread: torch's parallel sort takes several times longer
     than one thread at the size of a step's kept negatives (about 10^5 keys)."""
-    if keys.device.type != "cpu":
+    if keys.device.type != "cpu" or torch.compiler.is_compiling():
         return torch.argsort(keys, stable=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -179,7 +187,7 @@ class Assembly:
     def _per_session(self, hidden: Tensor, vectors: Tensor, bias: Tensor | None) -> Tensor:
         """Scores of per-session rows (B, K, d) for every event: (B, W, d) @ (B, d, K) -> (E, K)."""
         scores = self.events.gather(self.events.scatter(hidden) @ vectors.to(hidden.dtype).transpose(1, 2))
-        return scores if bias is None else scores + bias[self.owner].to(scores.dtype)
+        return scores if bias is None else scores + bias.index_select(0, self.owner).to(scores.dtype)
 
     def block_scores(self, hidden: Tensor, pool: Tensor, pool_bias: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         """(uniform (E, U), in-batch (E, m)) scores, None for an empty block; autograd as the inputs have it."""
@@ -209,7 +217,7 @@ class Assembly:
         """Uniform slots that hold no negative, broadcastable to (E, U), or None when all hold one."""
         uniform, valid = self.negatives.uniform, self.negatives.uniform_valid
         if self.negatives.style == "sessionwise":
-            uniform, valid = uniform[self.owner], None if valid is None else valid[self.owner]
+            uniform, valid = uniform.index_select(0, self.owner), None if valid is None else valid.index_select(0, self.owner)
         invalid = uniform == self.targets[:, None] if mask_hits else None  # batchwise: (U,) against (E, 1)
         if valid is not None:
             invalid = ~valid if invalid is None else invalid | ~valid
@@ -217,8 +225,8 @@ class Assembly:
 
     def in_batch_invalid(self, mask_hits: bool) -> Tensor:
         """(E, m) in-batch slots that hold no negative."""
-        invalid = ~self.in_batch_valid[self.owner]
-        return invalid | (self.in_batch[self.owner] == self.targets[:, None]) if mask_hits else invalid
+        invalid = ~self.in_batch_valid.index_select(0, self.owner)
+        return invalid | (self.in_batch.index_select(0, self.owner) == self.targets[:, None]) if mask_hits else invalid
 
     def column_valid(self, mask_hits: bool) -> Tensor:
         """(E, U + m) bool: slots holding a real negative (and, with `mask_hits`, not the event's own target)."""
@@ -240,13 +248,13 @@ class Assembly:
             u = columns.clamp(max=self.n_uniform - 1)
             uniform = self.negatives.uniform
             if self.negatives.style == "batchwise":
-                ids = uniform[u]
+                ids = take(uniform, u)
             elif self.negatives.style == "sessionwise":
-                ids = uniform[self.owner[:, None], u]
+                ids = uniform.index_select(0, self.owner).gather(1, u)
             else:
                 ids = uniform.gather(1, u)
         if self.n_in_batch:
-            in_batch = self.in_batch[self.owner[:, None], (columns - self.n_uniform).clamp(min=0)]
+            in_batch = self.in_batch.index_select(0, self.owner).gather(1, (columns - self.n_uniform).clamp(min=0))
             ids = torch.where(columns < self.n_uniform, ids, in_batch)
         return ids
 
@@ -266,7 +274,7 @@ class Assembly:
         if columns is None:
             columns = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         uniform = distribution.log_prob(ids) + math.log(max(self.n_uniform, 1))
-        in_batch = in_batch_log_prob[ids] + math.log(max(self.n_in_batch, 1))
+        in_batch = take(in_batch_log_prob, ids) + math.log(max(self.n_in_batch, 1))
         return torch.where(columns < self.n_uniform, uniform, in_batch)
 
     def top_k(self, k: int, mask_hits: bool, correction: Callable[[Tensor | None], Tensor] | None) -> tuple[Tensor, Tensor, Tensor, bool]:
@@ -310,8 +318,8 @@ class Assembly:
             if exact:
                 values = kept if correction is None else kept + correction
             else:
-                values = torch.bmm(pool.detach()[index], hidden.detach().unsqueeze(-1)).squeeze(-1)
-                values = values if bias is None else values + bias.detach()[index]
+                values = torch.bmm(take(pool.detach(), index), hidden.detach().unsqueeze(-1)).squeeze(-1)
+                values = values if bias is None else values + take(bias.detach(), index)
             values = torch.where(valid, values, 0.0)  # finite everywhere: the losses mask invalid slots
         return KeptScores.apply(values, hidden, pool, bias, index)
 
@@ -342,12 +350,12 @@ def event_loss(
             raise ValueError("spec.logq needs the distribution and in_batch_log_prob")
         return spec.logq * batch.log_q(distribution, in_batch_log_prob, columns)
 
-    with torch.autocast(hidden.device.type, enabled=False):
+    with autocast_off(hidden.device.type):
         pos = scorer.score(hidden.float(), events.targets.unsqueeze(1), sparse).squeeze(1)  # (E,)
     if spec.topk:
         columns, kept, valid, exact = batch.top_k(spec.topk, spec.mask_hits, correction if spec.logq else None)
         shift = correction(columns) if spec.logq else None
-        with torch.autocast(hidden.device.type, enabled=False):
+        with autocast_off(hidden.device.type):
             neg = batch.kept_scores(columns, kept, valid, exact, shift)  # (E, k): the only negative scores with autograd
             if shift is not None:
                 neg = neg - shift
@@ -356,7 +364,7 @@ def event_loss(
         valid = batch.column_valid(spec.mask_hits)
         if spec.logq:
             neg = neg - correction()
-    with torch.autocast(hidden.device.type, enabled=False):
+    with autocast_off(hidden.device.type):
         values = torch.where(events.real, per_event(spec, pos, neg.float(), valid), 0.0)
         total = values.sum()
         return total if reduction == "sum" else total / events.count.clamp(min=1)
@@ -384,7 +392,7 @@ def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, events: Events, chunk:
     """Cross-entropy over the whole catalogue at every real event (the 'enhanced loss' of Li et al.); hidden (E, d)."""
     if events.slots == 0:
         return hidden.sum() * 0.0
-    with torch.autocast(hidden.device.type, enabled=False):
+    with autocast_off(hidden.device.type):
         values = losses.full_cross_entropy(hidden.float(), scorer.output_table(), scorer.output_bias, events.targets, chunk)
         total = torch.where(events.real, values, 0.0).sum()
     return total if reduction == "sum" else total / events.count.clamp(min=1)

@@ -57,6 +57,7 @@ class ItemDistribution:
         f = forbidden.sort(dim=1).values  # (R, P)
         first = torch.ones_like(f, dtype=torch.bool)
         first[:, 1:] = f[:, 1:] != f[:, :-1]
+        total: int | Tensor
         if self.uniform:  # integer masses: item i has mass 1, the mass below it is i - 1
             mass, below, total = (f != 0).long(), (f - 1).clamp(min=0), self.n_items
         else:
@@ -80,7 +81,7 @@ class ItemDistribution:
     def log_prob(self, items: Tensor) -> Tensor:
         if self.log_prob_table is None:
             return torch.full(items.shape, self.log_uniform, device=items.device)
-        return self.log_prob_table[items]
+        return self.log_prob_table.index_select(0, items.reshape(-1)).view(items.shape)
 
 
 @dataclass
@@ -120,9 +121,7 @@ def uniform_negatives(
     return distribution.sample_outside(forbidden, count, local)
 
 
-def in_batch_negatives(
-    inputs: Tensor, count: int, reject_own: bool, generator: torch.Generator, positions: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
+def in_batch_negatives(inputs: Tensor, count: int, reject_own: bool, generator: torch.Generator, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(ids (B, m), valid (B, m)): m clicks of the batch per session, without replacement, by random keys.
 
     The candidates are the flat `positions` into inputs (B, T) (B * T: none), by default all B * T of them;

@@ -65,16 +65,18 @@ class ItemScorer(nn.Module):
 
 
 def table_rows(table: Tensor, items: Tensor, sparse: bool, padding_idx: int | None = None) -> Tensor:
-    """table[items] (..., d), with a row-sparse gradient (`sparse`) or a dense one."""
+    """table[items] (..., d), with a row-sparse gradient (`sparse`) or a dense one. The row-sparse gradient keeps
+    the padding row's entries (dropping them is a boolean selection, which waits for the device): the
+    optimisers never update row 0 (`training/optim.py`)."""
     if sparse:
-        return _sparse_rows(table, items, padding_idx)
+        return _sparse_rows(table, items)
     return F.embedding(items, table, padding_idx=padding_idx)
 
 
 @torch.compiler.disable
-def _sparse_rows(table: Tensor, items: Tensor, padding_idx: int | None) -> Tensor:
+def _sparse_rows(table: Tensor, items: Tensor) -> Tensor:
     # a compiled graph cannot produce a sparse gradient: under --compile the lookup runs eagerly between graphs
-    return F.embedding(items, table, padding_idx=padding_idx, sparse=True)
+    return F.embedding(items, table, sparse=True)
 
 
 class SessionModel(ItemScorer):

@@ -78,12 +78,12 @@ class Block(nn.Module):
         d = x.shape[-1]
         qkv = self.qkv(self.norm1(x))  # (B, T, 3d) or (E, 3d)
         if events is not None:  # into the window (padding: zeros, which no real position attends to); empty slots dropped
-            qkv = qkv.new_zeros(b * t + 1, 3 * d).index_copy(0, events, qkv)[:-1]
+            qkv = qkv.new_zeros(b * t + 1, 3 * d).scatter(0, events[:, None].expand(-1, 3 * d), qkv)[:-1]
         q, k, v = qkv.view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, d/H)
         attention = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
         attention = attention.transpose(1, 2).reshape(b, t, d)
         if events is not None:
-            attention = torch.cat([attention.reshape(b * t, d), attention.new_zeros(1, d)])[events]  # (E, d)
+            attention = torch.cat([attention.reshape(b * t, d), attention.new_zeros(1, d)]).index_select(0, events)  # (E, d)
         x = x + F.dropout(self.out(attention), self.dropout, self.training)
         h = self.norm2(x)
         h = self.ff2(F.dropout(F.relu(self.ff1(h)), self.dropout, self.training))
@@ -128,7 +128,7 @@ class SASRec(SessionModel):
             x = self.embed(items, sparse) * self.scale + positions
         else:
             rows = torch.cat([positions.expand(b, t, -1).reshape(b * t, -1), positions.new_zeros(1, positions.shape[-1])])
-            x = self.embed(torch.cat([items.reshape(-1), items.new_zeros(1)])[events], sparse) * self.scale + rows[events]
+            x = self.embed(torch.cat([items.reshape(-1), items.new_zeros(1)]).index_select(0, events), sparse) * self.scale + rows.index_select(0, events)
         x = F.dropout(x, self.config.dropout, self.training)
         column = torch.arange(t, device=items.device)
         # (B, 1, T, T): query i sees key j <= i when j is a real click; it always sees itself (no NaN rows).

@@ -33,7 +33,7 @@ from tron_cli.objective import Events, LossSpec, event_loss, full_softmax_loss
 from tron_cli.protocols import EvalOptions, accumulate, first_sessions
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import autocast_dtype
-from tron_cli.sampling import ItemDistribution, draw
+from tron_cli.sampling import ItemDistribution, Negatives, draw
 from tron_cli.training.feeds import EPOCHS
 from tron_cli.training.optim import build_optimizers, dense_table_gradients
 from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
@@ -110,11 +110,9 @@ class Trainer:
             return self.forward(inputs, self.sparse, events.positions)
         return events.gather(self.forward(inputs, self.sparse))
 
-    def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, events: Events, reduction: str = "mean") -> torch.Tensor:
-        """The step's loss: hidden (E, d) states of the event slots, inputs (B, W) dense ids, events their slots."""
-        if not self.objective.sampled:
-            return full_softmax_loss(self.model, hidden, events, self.config.loss_options["ce_chunk"], reduction)
-        negatives = draw(
+    def negatives(self, inputs: torch.Tensor, events: Events) -> Negatives:
+        """This step's negatives for inputs (B, W) and their event slots, from the run's generators."""
+        return draw(
             self.distribution,
             inputs,
             events.owner if self.config.sampling_style == "eventwise" else None,
@@ -127,6 +125,12 @@ class Trainer:
             self.local_generator,
             events.positions,  # the batch's clicks are exactly its events
         )
+
+    def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, events: Events, reduction: str = "mean") -> torch.Tensor:
+        """The step's loss: hidden (E, d) states of the event slots, inputs (B, W) dense ids, events their slots."""
+        if not self.objective.sampled:
+            return full_softmax_loss(self.model, hidden, events, self.config.loss_options["ce_chunk"], reduction)
+        negatives = self.negatives(inputs, events)
         return self.event_loss(self.model, hidden, events, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob, reduction)
 
     def update(self, loss: torch.Tensor) -> None:

@@ -35,14 +35,14 @@ def build_optimizers(model: SessionModel, config: TrainConfig, scaled: bool) -> 
     the rest. Fused (one kernel per step) unless gradients are loss-scaled (fp16)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     dense_class = torch.optim.Adagrad if config.optimizer.endswith("adagrad") else torch.optim.Adam
-    fused = {} if scaled else {"fused": True}
+    fused = not scaled
     if not config.optimizer.startswith("sparse"):
-        return [dense_class(trainable, lr=config.lr, **fused)]
+        return [dense_class(trainable, lr=config.lr, fused=fused)]
     tables = {id(p) for p in model.table_parameters()}
     sparse_params = [p for p in trainable if id(p) in tables]
     dense_params = [p for p in trainable if id(p) not in tables]
     sparse = SparseAdam(sparse_params, lr=config.lr) if config.optimizer == "sparse-adam" else Adagrad(sparse_params, lr=config.lr)
-    return [sparse, dense_class(dense_params, lr=config.lr, **fused)]
+    return [sparse, dense_class(dense_params, lr=config.lr, fused=fused)]
 
 
 @contextlib.contextmanager
@@ -59,6 +59,7 @@ def dense_table_gradients(tables: list[torch.nn.Parameter], buffers: dict[torch.
             buffer = buffers[table] = torch.zeros_like(table)
         rows = grad._indices()[0]
         buffer.index_add_(0, rows, grad._values())
+        buffer[0] = 0.0  # the padding row never moves
         table.grad = buffer
         swapped.append((table, grad, buffer, rows))
     try:
@@ -69,64 +70,72 @@ def dense_table_gradients(tables: list[torch.nn.Parameter], buffers: dict[torch.
             table.grad = grad
 
 
-def _entries(grad: Tensor) -> tuple[Tensor, Tensor]:
-    """(rows (n,), summed gradient of each entry's row (n, ...)) of an uncoalesced sparse gradient: every
-    entry of a row carries the row's whole gradient, so updates computed per entry agree."""
-    rows, values = grad._indices()[0], grad._values()
+def _entries(rows: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows (n,), the summed gradient of each entry's row (n, d)) of the entries (rows, values) of an uncoalesced
+    row-sparse gradient, sorted by row: every entry of a row carries the row's whole gradient, so that updates
+    computed per entry agree and can all be written."""
     order = torch.argsort(rows, stable=True)
-    rows, values = rows[order], values[order]
+    rows, values = rows.index_select(0, order), values.index_select(0, order)
     first = torch.ones_like(rows, dtype=torch.bool)
     first[1:] = rows[1:] != rows[:-1]
     segment = torch.cumsum(first, 0) - 1  # (n,) run of equal rows
-    sums = torch.zeros_like(values).index_add_(0, segment, values)
-    return rows, sums[segment]
+    sums = torch.zeros_like(values).scatter_add_(0, segment[:, None].expand_as(values), values)
+    return rows, sums.index_select(0, segment)
 
 
-class SparseAdam(torch.optim.SparseAdam):
+def _write(table: Tensor, rows: Tensor, values: Tensor) -> None:
+    """table[rows] = values (rows repeat with equal values)."""
+    table.scatter_(0, rows[:, None].expand_as(values), values)
+
+
+class _RowOptimizer(torch.optim.Optimizer):
+    """A row-sparse optimiser: each parameter's step from the (rows, values) of its sparse gradient."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if not p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} takes row-sparse gradients only")
+                rows, values = p.grad._indices()[0], p.grad._values()
+                values = values * (rows != 0)[:, None]  # the padding row never moves
+                self.step_rows(p, group, *_entries(rows, values))
+
+    def step_rows(self, p: Tensor, group: dict, rows: Tensor, grad: Tensor) -> None:
+        raise NotImplementedError
+
+
+class SparseAdam(_RowOptimizer, torch.optim.SparseAdam):
     """torch's lazy SparseAdam (same state, same update of the touched rows), on uncoalesced gradients."""
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if not p.grad.is_sparse:
-                    raise RuntimeError("SparseAdam takes row-sparse gradients only")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                rows, grad = _entries(p.grad)
-                exp_avg = state["exp_avg"][rows]
-                exp_avg_sq = state["exp_avg_sq"][rows]
-                exp_avg = exp_avg + (grad - exp_avg) * (1 - beta1)
-                exp_avg_sq = exp_avg_sq + (grad * grad - exp_avg_sq) * (1 - beta2)
-                step_size = group["lr"] * math.sqrt(1 - beta2 ** state["step"]) / (1 - beta1 ** state["step"])
-                state["exp_avg"].index_put_((rows,), exp_avg)
-                state["exp_avg_sq"].index_put_((rows,), exp_avg_sq)
-                p.index_put_((rows,), p[rows] - step_size * exp_avg / (exp_avg_sq.sqrt() + group["eps"]))
+    def step_rows(self, p: Tensor, group: dict, rows: Tensor, grad: Tensor) -> None:
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        exp_avg = state["exp_avg"].index_select(0, rows)
+        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
+        exp_avg = exp_avg + (grad - exp_avg) * (1 - beta1)
+        exp_avg_sq = exp_avg_sq + (grad * grad - exp_avg_sq) * (1 - beta2)
+        step_size = group["lr"] * math.sqrt(1 - beta2 ** state["step"]) / (1 - beta1 ** state["step"])
+        _write(state["exp_avg"], rows, exp_avg)
+        _write(state["exp_avg_sq"], rows, exp_avg_sq)
+        _write(p, rows, p.index_select(0, rows) - step_size * exp_avg / (exp_avg_sq.sqrt() + group["eps"]))
 
 
-class Adagrad(torch.optim.Adagrad):
+class Adagrad(_RowOptimizer, torch.optim.Adagrad):
     """torch's Adagrad on row-sparse gradients (same state, same update of the touched rows; untouched rows
-    do not move, exactly as with a dense gradient), on uncoalesced gradients. Named `Adagrad` in checkpoints."""
+    do not move, exactly as with a dense gradient), on uncoalesced gradients."""
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if not p.grad.is_sparse:
-                    raise RuntimeError("Adagrad takes row-sparse gradients only")
-                state = self.state[p]
-                state["step"] += 1
-                rate = group["lr"] / (1 + (float(state["step"]) - 1) * group["lr_decay"])
-                rows, grad = _entries(p.grad)
-                total = state["sum"][rows] + grad * grad
-                state["sum"].index_put_((rows,), total)
-                p.index_put_((rows,), p[rows] - rate * grad / (total.sqrt() + group["eps"]))
+    def step_rows(self, p: Tensor, group: dict, rows: Tensor, grad: Tensor) -> None:
+        state = self.state[p]
+        state["step"] += 1  # a CPU tensor, as torch keeps it: the rate below never reads it back to the host
+        rate = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        total = state["sum"].index_select(0, rows) + grad * grad
+        _write(state["sum"], rows, total)
+        _write(p, rows, p.index_select(0, rows) - rate * grad / (total.sqrt() + group["eps"]))
