@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,6 +166,29 @@ def test_validation_reads_from_the_device_once_whatever_its_batches(tiny_dataset
         assert reads.calls == ["tolist"]  # the width of every batch, at once
 
 
+@pytest.mark.parametrize("last_only", [False, True])
+def test_targets_are_enumerated_without_reading_their_number_from_the_device(last_only):
+    from tron_cli.artifacts import Sessions
+    from tron_cli.batching import SessionStore
+    from tron_cli.protocols import _targets
+
+    lengths = torch.tensor([1, 4, 2, 1, 7, 3])
+    width = int(lengths.max())
+    expected = ((torch.arange(1, width)[None, :] < lengths[:, None]) & ((torch.arange(width - 1)[None, :] == lengths[:, None] - 2) | (not last_only))).nonzero()
+    rows, cols = _targets(lengths, last_only, len(expected))
+    assert torch.equal(torch.stack([rows, cols], 1), expected)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]).numpy()
+    store = SessionStore(
+        Sessions(
+            torch.arange(6).numpy(), offsets, torch.arange(1, int(offsets[-1]) + 1).int().numpy(), torch.zeros(int(offsets[-1]), dtype=torch.long).numpy()
+        ),
+        torch.device("cpu"),
+    )
+    first = torch.zeros(store.n_events, dtype=torch.bool)
+    first[store.offsets[:-1]] = True
+    assert torch.equal(store.target_positions(False), (~first).nonzero().squeeze(1))
+
+
 def test_sampling_outside_forbidden_items_follows_the_restricted_distribution():
     """Rejecting items and drawing again converges to the proposal restricted to the other items: the one-round
     draw must have exactly that distribution (chi-square), and never a forbidden item."""
@@ -195,7 +221,7 @@ def test_bf16_autocast_on_cpu_gives_a_finite_loss_close_to_fp32(tiny_dataset, tm
     exact = trainer.loss(trainer.hidden(inputs, events), inputs, events)
     with trainer.autocast():
         reduced = trainer.loss(trainer.hidden(inputs, events), inputs, events)
-    assert math.isfinite(float(reduced)) and float(reduced) == pytest.approx(float(exact), rel=0.02)
+    assert math.isfinite(float(reduced.detach())) and float(reduced.detach()) == pytest.approx(float(exact.detach()), rel=0.02)
     with trainer.autocast():
         trainer.update(trainer.loss(trainer.hidden(inputs, events), inputs, events))
     assert all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
@@ -236,3 +262,18 @@ def test_compiled_training_on_cpu_end_to_end_equals_eager(tiny_dataset, tmp_path
         assert result.exit_code == 0, result.stderr
         losses.append(json.loads(result.stdout)["loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_the_gpu_script_runs_dry_on_the_cpu(tmp_path):
+    """benchmarks/gpu.sh --dry-run: every benchmark of the GPU run at tiny sizes on the CPU, so that the script
+    cannot rot between the rare runs on a GPU."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry-run"], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {row["what"]: row for row in json.loads((out / "gpu.json").read_text())["rows"]}
+    measured = [row for row in rows.values() if "skipped" not in row]
+    assert {"TRON XL, dense Adam, bf16", "TRON XL, row-sparse Adam, fp32", "OTTO test set (10.7M targets) ranked"} <= rows.keys()
+    assert len(measured) >= 8 and all(row["value"] > 0 for row in measured)
+    assert "TRON XL, dense Adam, bf16" in result.stdout and "torch.profiler" in (out / "gpu.md").read_text()

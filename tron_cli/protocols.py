@@ -141,13 +141,24 @@ def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOp
             source = (store.offsets[index][:, None] + column).clamp(max=store.n_events - 1)
             items = torch.where(real, store.items[source], 0)
             hidden = model.session_states(items)  # (B, W, d)
-            is_target = real[:, 1:] & ((column[1:] == lengths[:, None] - 1) if last_only else True)
-            rows, cols = torch.nonzero_static(is_target, size=count).unbind(1)  # target at column cols + 1, predicted by state cols
+            rows, cols = _targets(lengths, last_only, count)  # target at column cols + 1, predicted by state cols
             positions = store.offsets[index][rows] + cols + 1
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             ranks = _rank(model, hidden[rows, cols], items[rows, cols + 1], options, excluded)
             accumulator.add(ranks, index[rows])
             task.update(advance=len(index))
+
+
+def _targets(lengths: Tensor, last_only: bool, count: int) -> tuple[Tensor, Tensor]:
+    """(rows, columns) of the `count` targets of right-padded sessions of `lengths`, row by row: the state at
+    column c predicts the click at c + 1, for every c < length - 1 (or only the last)."""
+    per_row = (lengths >= 2).long() if last_only else (lengths - 1).clamp(min=0)
+    ends = torch.cumsum(per_row, 0)
+    target = torch.arange(count, device=lengths.device)
+    rows = torch.searchsorted(ends, target, right=True)
+    if last_only:
+        return rows, lengths[rows] - 2
+    return rows, target - (ends - per_row)[rows]
 
 
 def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size: int, report: Reporter) -> dict[str, Any]:
