@@ -102,7 +102,7 @@ class Events:
     def scatter(self, values: Tensor) -> Tensor:
         """(E, ...) -> (B, W, ...) with zeros where no event is; empty slots are dropped."""
         index = self.positions.view(-1, *[1] * (values.dim() - 1)).expand_as(values)
-        out = values.new_zeros(self.batch * self.width + 1, *values.shape[1:]).scatter(0, index, values)
+        out = values.new_zeros(self.batch * self.width + 1, *values.shape[1:]).scatter_(0, index, values)
         return out[:-1].reshape(self.batch, self.width, *values.shape[1:])
 
 
@@ -295,7 +295,7 @@ class Assembly:
                     uniform.masked_fill_(invalid, NEG_INF)
                 if shift is not None:
                     uniform = uniform.float() - shift[:, : self.n_uniform]
-                top, top_columns = uniform.topk(min(k, self.n_uniform), dim=1)
+                top, top_columns = uniform.topk(min(k, self.n_uniform), dim=1, sorted=False)
                 candidates.append(top.float())
                 columns.append(top_columns)
             if in_batch is not None:
@@ -304,7 +304,7 @@ class Assembly:
                     in_batch = in_batch - shift[:, self.n_uniform :]
                 candidates.append(in_batch)
                 columns.append(torch.arange(self.n_uniform, self.n_uniform + self.n_in_batch, device=hidden.device).expand(in_batch.shape[0], -1))
-            kept, pick = torch.cat(candidates, 1).topk(k, dim=1)
+            kept, pick = torch.cat(candidates, 1).topk(k, dim=1, sorted=False)
             return torch.cat(columns, 1).gather(1, pick), kept, kept > NEG_INF, exact
 
     def kept_scores(self, columns: Tensor, kept: Tensor, valid: Tensor, exact: bool, correction: Tensor | None) -> Tensor:
