@@ -1,6 +1,8 @@
 """Benchmark one training step: `tron`'s step against a stand-in of the reference's step, interleaved.
 
     python benchmarks/step.py                         # TRON XL and the small config, medians of five rounds
+    python benchmarks/step.py --threads 1             # the same with one thread (a shared machine's other load
+                                                      # makes every parallel region wait for a core)
     python benchmarks/step.py --profile tron --configs xl   # a torch.profiler table of tron's step instead
 
 **The reference stand-in is not the reference code.** otto-de/TRON (PyTorch Lightning) cannot run here, so
@@ -155,10 +157,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--profile", choices=["tron", "reference"], help="print a torch.profiler table of that side's steps instead")
     parser.add_argument("--rows", type=int, default=25, help="rows of the profiler table")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--tron", nargs="*", default=[], metavar="KEY=VALUE", help="extra tron train options for tron's side (e.g. optimizer=sparse-adam)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tron-bench")
     args = parser.parse_args()
     extra = {key: _value(value) for key, value in (option.split("=", 1) for option in args.tron)}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dataset = read_dataset(write_dataset(args.workdir / f"train-{args.sessions}-{args.items}", args.sessions, args.items))
     print(f"training step on cpu ({torch.get_num_threads()} threads), {args.sessions:,} OTTO-shaped sessions, {args.items:,} items, batch 128, ")
     print(f"{args.rounds} interleaved rounds of {args.steps} steps per side after {args.warmup} warm-up; medians of target events/s")

@@ -111,8 +111,8 @@ def _with_zero_row(rows: Tensor) -> Tensor:
 
 
 def take(table: Tensor, index: Tensor) -> Tensor:
-    """table[index] for an index of any shape: rows (*index.shape, ...) by `index_select` (which every device
-    and torch's fake tensors implement alike)."""
+    """table[index] for an index of any shape: rows (*index.shape, ...) by `index_select`, the one indexing op
+    that every device (and torch's fake tensors) implements alike."""
     return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
 
 
@@ -136,7 +136,8 @@ class KeptScores(torch.autograd.Function):
         flat = index.reshape(-1)  # (E k,)
         grad_pool = grad_bias = None
         if ctx.needs_input_grad[2]:
-            # bag q holds the (event, weight) pairs that kept pool row q: sort the pairs by row, count each row's
+            # bag q holds the (event, weight) pairs that kept pool row q: the pairs sorted by row, and each row's bag
+            # starting where the bags of the rows before it end
             order = _grouping_order(flat)
             counts = torch.zeros(pool.shape[0], dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
             offsets = torch.cumsum(counts, 0) - counts

@@ -38,7 +38,6 @@ class Trainer(Protocol):
 
     config: Any
     model: Any  # a SessionModel; lanes need its initial_state and step
-    forward: Callable[..., torch.Tensor]  # the model, compiled or wrapped for data-parallel training
     ranks: Ranks
     state: TrainState
     store: SessionStore
