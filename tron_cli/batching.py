@@ -52,9 +52,10 @@ class SessionStore:
         """(Q,) flat positions of every target: each click but the first of its session, or only the last one."""
         if last_only:
             return self.offsets[1:] - 1
-        is_first = torch.zeros(self.n_events, dtype=torch.bool, device=self.device)
-        is_first[self.offsets[:-1]] = True
-        return (~is_first).nonzero().squeeze(1)
+        # target j skips the first clicks of the sessions whose first click comes before it; the number of targets
+        # before session k's first click is offsets[k] - k (a count known beforehand: nothing waits for the device)
+        target = torch.arange(self.n_events - len(self), device=self.device)
+        return target + torch.searchsorted(self.offsets[:-1] - torch.arange(len(self), device=self.device), target, right=True)
 
     def session_of(self, positions: Tensor) -> Tensor:
         """(Q,) the session index that owns each flat position."""

@@ -131,14 +131,16 @@ def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, 
     positions = store.target_positions(last_only)
     # shortest contexts first, so that each batch of windows is only as wide as its longest context
     context = (positions - store.offsets[store.session_of(positions)]).clamp(max=max_length)
-    positions = positions[torch.argsort(context, stable=True)]
+    order = torch.argsort(context, stable=True)
+    positions, context = positions[order], context[order]
     sessions = store.session_of(positions)
-    starts = store.offsets[sessions]
     step = query_batch(options, store.device)
+    firsts = range(0, len(positions), step)
+    # each batch is as wide as its last (longest) context: every width read from the device at once
+    widths = context[[min(first + step, len(positions)) - 1 for first in firsts]].tolist()
     with report.task("evaluating", total=len(positions)) as task:
-        for first in range(0, len(positions), step):
+        for first, width in zip(firsts, widths):
             chunk = slice(first, first + step)
-            width = int((positions[chunk] - starts[chunk]).clamp(max=max_length).max())
             windows = store.query_windows(positions[chunk], width)
             yield model.last_hidden(windows).float(), store.items[positions[chunk]], sessions[chunk], positions[chunk]
             task.update(advance=len(windows))
@@ -147,18 +149,23 @@ def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, 
 def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """One pass per session over all its clicks; the state after click j predicts click j+1."""
     step = max(1, query_batch(options, store.device) // 16)
+    # each batch's width and number of targets, read from the device at once
+    batch_of = torch.arange(len(store), device=store.device) // step
+    n_batches = -(-len(store) // step)
+    width = torch.zeros(n_batches, dtype=torch.long, device=store.device).scatter_reduce_(0, batch_of, store.lengths, "amax")
+    targets = (store.lengths >= 2).long() if last_only else (store.lengths - 1).clamp(min=0)
+    n_targets = torch.zeros(n_batches, dtype=torch.long, device=store.device).index_add_(0, batch_of, targets)
+    shapes = torch.stack([width, n_targets], 1).tolist()
     with report.task("evaluating", total=len(store)) as task:
-        for first in range(0, len(store), step):
+        for first, (width, count) in zip(range(0, len(store), step), shapes):
             index = torch.arange(first, min(first + step, len(store)), device=store.device)
             lengths = store.lengths[index]
-            width = int(lengths.max())
             column = torch.arange(width, device=store.device)
             real = column < lengths[:, None]  # right-padded: (B, W)
             source = (store.offsets[index][:, None] + column).clamp(max=store.n_events - 1)
             items = torch.where(real, store.items[source], 0)
             hidden = model.session_states(items)  # (B, W, d)
-            is_target = real[:, 1:] & ((column[1:] == lengths[:, None] - 1) if last_only else True)
-            rows, cols = is_target.nonzero(as_tuple=True)  # target at column cols + 1, predicted by state cols
+            rows, cols = _targets(lengths, last_only, count)  # target at column cols + 1, predicted by state cols
             positions = store.offsets[index][rows] + cols + 1
             yield hidden[rows, cols].float(), items[rows, cols + 1], index[rows], positions
             task.update(advance=len(index))
@@ -201,6 +208,18 @@ def compare_retrieval(model, retriever, store: SessionStore, last_only: bool, op
         "seconds": {name: round(value, 3) for name, value in seconds.items()},
         "index_fallbacks": retriever.fallbacks,
     }
+
+
+def _targets(lengths: Tensor, last_only: bool, count: int) -> tuple[Tensor, Tensor]:
+    """(rows, columns) of the `count` targets of right-padded sessions of `lengths`, row by row: the state at
+    column c predicts the click at c + 1, for every c < length - 1 (or only the last)."""
+    per_row = (lengths >= 2).long() if last_only else (lengths - 1).clamp(min=0)
+    ends = torch.cumsum(per_row, 0)
+    target = torch.arange(count, device=lengths.device)
+    rows = torch.searchsorted(ends, target, right=True)
+    if last_only:
+        return rows, lengths[rows] - 2
+    return rows, target - (ends - per_row)[rows]
 
 
 def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size: int, report: Reporter) -> dict[str, Any]:
