@@ -53,6 +53,7 @@ MADE_BY = {
     "metrics": "tron evaluate",
     "tracking": "tron train --track",
     "study": "tron tune",
+    "pareto": "tron pareto",
 }
 
 SESSIONS_V1 = pa.schema(

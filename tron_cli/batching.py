@@ -40,13 +40,23 @@ class SessionStore:
 
     def tail_windows(self, index: Tensor, width: int) -> Tensor:
         """(B, width) the last `width` clicks of sessions `index`, left-padded with 0."""
+        return self._tail(self.items, index, width)
+
+    def tail_labels(self, index: Tensor, width: int) -> Tensor:
+        """(B, width) bool: the order labels (`ordered`) of the clicks `tail_windows` gives, False on padding."""
+        if self.ordered is None:
+            raise ValueError("the sessions have no order events")
+        return self._tail(self.ordered, index, width)
+
+    def _tail(self, values: Tensor, index: Tensor, width: int) -> Tensor:
+        """(B, width) the per-click `values` (E,) of the last `width` clicks of sessions `index`, left-padded with 0."""
         ends = self.offsets[index + 1]  # (B,)
         lengths = self.lengths[index].clamp(max=width)  # (B,)
         column = torch.arange(width, device=self.device)
         first = width - lengths  # first real column of each row
         source = ends[:, None] - width + column  # (B, width) flat positions, valid from `first` on
         real = column >= first[:, None]
-        return torch.where(real, self.items[source.clamp(min=0)], torch.zeros((), dtype=self.items.dtype, device=self.device))
+        return torch.where(real, values[source.clamp(min=0)], torch.zeros((), dtype=values.dtype, device=self.device))
 
     def target_positions(self, last_only: bool) -> Tensor:
         """(Q,) flat positions of every target: each click but the first of its session, or only the last one."""

@@ -22,3 +22,8 @@ RETRIEVALS = ("exact", "index")  # how `tron evaluate` finds a model's top-k: ev
 # the values of a log's type column that mean an order or a cart, unless --order-types / --cart-types say
 ORDER_NAMES = ("orders", "order", "purchase", "purchases", "buy", "buys", "transaction", "checkout")
 CART_NAMES = ("carts", "cart", "addtocart", "add_to_cart", "basket")
+OBJECTIVES = ("click", "multitron")  # what `tron train` optimises: the next click, or clicks and orders traded off by a preference
+# MultiTRON: the order weight pi_o of the preference [1 - pi_o, pi_o] that a run is evaluated and recommends at, unless told
+DEFAULT_ORDER_WEIGHT = 0.5
+# `tron recommend --format kaggle` (OTTO's submission): the order weight behind each event type's list
+KAGGLE_ORDER_WEIGHTS = {"clicks": 0.0, "carts": 0.5, "orders": 1.0}

@@ -12,12 +12,13 @@ table of how a reference key maps to an option; docs/train-options.md is generat
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tron_cli.choices import DEVICES, PRECISIONS
+from tron_cli.choices import DEVICES, OBJECTIVES, PRECISIONS
 from tron_cli.errors import UsageError
 from tron_cli.losses import LOSSES, all_options
 from tron_cli.models import MODELS, all_settings
@@ -56,6 +57,9 @@ class TrainConfig:
     loss: str = "ssm"
     loss_options: Mapping[str, Any] = field(default_factory=dict)  # the loss's own options (losses.LOSSES); missing ones take their defaults
     logq: float = 0.0
+    # MultiTRON: a preference vector [click weight, order weight] ~ Dirichlet(beta) per step, read by the model
+    objective: str = "click"
+    beta: tuple[float, ...] = (1.0, 1.0)  # one value a: Dirichlet(a, a)
     # optimisation
     epochs: int = 10
     batch_size: int = 128
@@ -85,6 +89,7 @@ class TrainConfig:
             raise UsageError(f"the network config of model {self.model} must be a {spec.config_class.__name__}, not {type(self.network).__name__}")
         object.__setattr__(self, "loss_options", LOSSES.get(self.loss, "--loss").resolve(self.loss_options))
         object.__setattr__(self, "track", tuple(self.track))  # config.json stores a list
+        object.__setattr__(self, "beta", tuple(self.beta) * (2 if len(tuple(self.beta)) == 1 else 1))  # a -> (a, a)
         object.__setattr__(self, "select_on", str(self.select_on).lower())  # NDCG@10 names the metric ndcg@10
 
     @classmethod
@@ -96,6 +101,13 @@ class TrainConfig:
         spec = MODELS.get(model, "--model")
         values = {**spec.training_defaults, **options}
         settings = spec.settings()
+        loss_name = values.get("loss", cls.loss)
+        if "objective" not in values and loss_name in LOSSES and len(LOSSES.get(loss_name).objectives) > 1:
+            values["objective"] = "multitron"  # a reference MultiTRON config names only its loss
+        if values.get("objective") == "multitron":
+            values.setdefault("loss", MULTITRON_LOSS)
+            if "preference" in settings:  # the model's own setting: only the model knows how it reads the vector
+                values.setdefault("preference", True)
         network = {name: values.pop(name) for name in list(values) if name in settings}
         losses = all_options()
         loss = values.get("loss", cls.loss)
@@ -138,6 +150,7 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"network", "loss_options"}
+MULTITRON_LOSS = "ssm_and_be"  # what --objective multitron trains unless --loss says
 
 
 @dataclass(frozen=True)
@@ -214,6 +227,8 @@ _DIRECT = {
     "shuffling_style": "shuffle",
     "optimizer": "optimizer",
     "original_gru": "original_gru",
+    "beta": "beta",
+    "regularization_penalty": "regularization",
     "final_activation": "final_activation",
 }
 
@@ -225,7 +240,7 @@ REFERENCE_KEYS: dict[str, str] = {
     "topk_sampling_k": "topk (when topk_sampling is true)",
     "accelerator": "device (gpu: auto, cpu: cpu)",
 }
-STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle", "lr_schedule", "select_on")
+STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle", "lr_schedule", "select_on", "objective")
 
 
 def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
@@ -233,6 +248,11 @@ def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
     default = option_defaults()[name]
     if name in ("batch_negatives", "batch_size_per_device") and value is None:
         return None
+    if name == "beta":
+        numbers = value if isinstance(value, list) else [value]
+        if not (1 <= len(numbers) <= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)):
+            raise UsageError(f"{path}: key {key!r} must be one or two numbers, got {value!r}", "Fix the config file")
+        return tuple(float(v) for v in numbers)
     if isinstance(default, tuple) and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     expected = type(default) if default is not None else int
@@ -304,6 +324,26 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return options, extras
 
 
+def _multitron_checks(config: TrainConfig, loss: Any) -> list[tuple[bool, str]]:
+    """The objective, its loss and the model's preference input agree; beta is a Dirichlet concentration."""
+    multi = config.objective == "multitron"
+    reads = bool(getattr(config.network, "preference", False))
+    two = [name for name, entry in LOSSES.items() if len(entry.objectives) > 1]
+    return [
+        (config.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}"),
+        (
+            not multi or "preference" in MODELS.get(config.model).settings(),
+            f"model {config.model} has no preference input: --objective multitron trains a model that reads one (sasrec)",
+        ),
+        (not multi or len(loss.objectives) > 1, f"--objective multitron trains a two-objective loss: --loss {' or '.join(two)}"),
+        (multi or len(loss.objectives) == 1, f"--loss {config.loss} has two objectives: add --objective multitron"),
+        (not multi or reads, "--no-preference: --objective multitron trains a model that reads the preference vector"),
+        (multi or not reads, "--preference is set by --objective multitron"),
+        (len(config.beta) == 2 and all(math.isfinite(a) and a > 0 for a in config.beta), "--beta must be one or two positive numbers"),
+        (not multi or config.logq == 0, "--logq is not defined for MultiTRON's losses"),
+    ]
+
+
 def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
     """Reject inconsistent options with a message naming them (exit 2); the model's config checks its own."""
     loss = LOSSES.get(config.loss, "--loss")
@@ -355,6 +395,7 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
             f"{config.model} feeds one event per session per step: use --sampling-style batchwise or sessionwise",
         ),
         (config.batch_size_per_device is None or config.batch_size_per_device >= 1, "--batch-size-per-device must be at least 1"),
+        *_multitron_checks(config, loss),
     ]
     for ok, message in checks:
         if not ok:

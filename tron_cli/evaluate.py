@@ -19,33 +19,12 @@ from tron_cli.artifacts import Dataset
 from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
 from tron_cli.choices import PROTOCOLS, RETRIEVALS, SPLITS, TIES
-from tron_cli.errors import ArtifactError, MissingInputError, UsageError
-from tron_cli.modelio import load_model, read_model_dir
+from tron_cli.errors import MissingInputError, UsageError
+from tron_cli.modelio import check_same_catalogue, dataset_of, load_model, read_model_dir
 from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions, otto_protocol
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
 from tron_cli.servable import load_servable
-
-
-def check_same_catalogue(document: dict[str, Any], dataset: Dataset, where: Path) -> None:
-    """A model scores its own catalogue: refuse a dataset whose items differ from the run's."""
-    trained = document.get("dataset", {})
-    if not isinstance(trained, dict):  # a bundle names its dataset and carries the fingerprint itself
-        trained = {"name": trained, "catalogue_sha256": document.get("catalogue_sha256")}
-    if trained.get("catalogue_sha256") != dataset.info.get("catalogue_sha256") or document["model"]["n_items"] != dataset.n_items:
-        raise ArtifactError(
-            f"{where} was trained on dataset {trained.get('name')!r} ({document['model']['n_items']} items), not on {dataset.path} ({dataset.n_items} items)",
-            "Pass --data with the run's own dataset",
-        )
-
-
-def _dataset_of(document: dict[str, Any], model_path: Path) -> Path:
-    """A run records its dataset's path; a bundle only its name, looked up under $TRON_HOME/data/."""
-    trained = document.get("dataset")
-    data = Path(trained["path"]) if isinstance(trained, dict) else home.datasets_root() / trained if isinstance(trained, str) else None
-    if data is None or not data.exists():
-        raise MissingInputError(f"the dataset of {model_path} is not at {data}", "Pass --data DIR")
-    return data
 
 
 def evaluate(
@@ -87,7 +66,7 @@ def evaluate(
     if index_params:
         raise UsageError("--index-param tunes the index of --retrieval index")
     model, document, kind = load_model(model_path, torch_device)
-    dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
+    dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
     if options.protocol == "otto":
         metrics = _otto(model, dataset, options, torch_device, report)
@@ -126,7 +105,7 @@ def _evaluate_index(
     if kind != "bundle" or not isinstance(document.get("index"), dict):
         raise UsageError(f"{model_path} has no item index", "Export one: tron export --index hnsw (or ivf, exact), then evaluate the bundle")
     servable = load_servable(model_path, device, index_params=index_params)
-    dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
+    dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
     store = _store(dataset, options, device)
     assert servable.index is not None

@@ -12,6 +12,9 @@ that could not be filled); such columns never contribute, whatever their score.
   raised to beta = 1 - t (1 - alpha), alpha = K / (N - 1); computed as beta * softplus(-pos), which is exact
   and cannot overflow. t = 0 gives plain binary cross-entropy;
 - `full_cross_entropy`: softmax over the whole catalogue, chunked, never materialising [E, N].
+
+Two-objective losses (MultiTRON's `ssm_and_be`, `ssm_and_distortion`) are registered by `multiobjective.py`:
+their `per_event` reads the step's preference vector and the events' order labels from the `LossContext`.
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ class Loss:
     options: tuple[Option, ...] = ()
     sampled: bool = True
     logq: bool = False  # whether the logQ correction of sampled scores applies (softmax-like losses)
+    objectives: tuple[str, ...] = ("click",)  # two for MultiTRON's losses: the click and a second objective
+    needs_orders: bool = False  # whether `per_event` reads the events' order labels (`LossContext.ordered`)
 
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """This loss's option values: the given ones over the defaults, each checked."""
@@ -171,6 +176,8 @@ class LossContext:
 
     options: Mapping[str, Any] = field(default_factory=dict)
     n_items: int = 0
+    ordered: Tensor | None = None  # (E,) whether each event's target is ordered later in its session
+    preference: Tensor | None = None  # (2,) the step's [click weight, second weight] (two-objective losses)
 
 
 def raise_usage(message: str) -> None:
@@ -183,7 +190,7 @@ def _finite_at_least(low: float) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, (int, float)) and math.isfinite(value) and value >= low
 
 
-LOSSES: Registry[Loss] = Registry("loss")
+LOSSES: Registry[Loss] = Registry("loss", builtins=("tron_cli.multiobjective",))
 LOSSES.register(
     "ssm",
     Loss(

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts
+from tron_cli import artifacts, home
+from tron_cli.artifacts import Dataset
 from tron_cli.errors import ArtifactError, MissingInputError
 from tron_cli.models import build_model
 
@@ -88,3 +89,24 @@ def load_model(path: Path, device=None):
     if device is not None:
         model = model.to(device)
     return model.eval(), document, kind
+
+
+def check_same_catalogue(document: dict[str, Any], dataset: Dataset, where: Path) -> None:
+    """A model scores its own catalogue: refuse a dataset whose items differ from the run's."""
+    trained = document.get("dataset", {})
+    if not isinstance(trained, dict):  # a bundle names its dataset and carries the fingerprint itself
+        trained = {"name": trained, "catalogue_sha256": document.get("catalogue_sha256")}
+    if trained.get("catalogue_sha256") != dataset.info.get("catalogue_sha256") or document["model"]["n_items"] != dataset.n_items:
+        raise ArtifactError(
+            f"{where} was trained on dataset {trained.get('name')!r} ({document['model']['n_items']} items), not on {dataset.path} ({dataset.n_items} items)",
+            "Pass --data with the run's own dataset",
+        )
+
+
+def dataset_of(document: dict[str, Any], model_path: Path) -> Path:
+    """A run records its dataset's path; a bundle only its name, looked up under $TRON_HOME/data/."""
+    trained = document.get("dataset")
+    data = Path(trained["path"]) if isinstance(trained, dict) else home.datasets_root() / trained if isinstance(trained, str) else None
+    if data is None or not data.exists():
+        raise MissingInputError(f"the dataset of {model_path} is not at {data}", "Pass --data DIR")
+    return data

@@ -9,6 +9,10 @@ Per event, with pos (E,) the positive score, neg (E, K) the kept negative scores
   equal shares: p = beta * l / max(sum(beta * l), 1e-6), then cross-entropy of softmax(p) against [1/2, 1/2]
   (so its floor is ln 2, not 0: a quirk kept for parity, see ../shared/docs/multitron-reference.md).
 The reference reduces each as sum over real events / number of real events; so do the callers here.
+
+Both are registered as two-objective losses (`losses.LOSSES`): per event, beta . losses + regularization *
+approx_epo, whose mean over events is the reference's total. Also here: the hypervolume of a front, which
+picks a MultiTRON run's checkpoint (`training/loop.py`) and summarises `tron pareto`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tron_cli.losses import ssm
+from tron_cli.losses import LOSSES, Loss, LossContext, Option, ssm
 
 EPO_FLOOR = 1e-6  # the reference's clip of the weighted sum
 
@@ -47,3 +51,59 @@ def total(losses: Tensor, beta: Tensor, regularization: float) -> tuple[Tensor, 
     means = losses.mean(0)  # (2,)
     epo = approx_epo(losses, beta).mean()
     return (means * beta).sum() + regularization * epo, means, epo
+
+
+def combined(losses: Tensor, context: LossContext) -> Tensor:
+    """(E,): beta . losses + regularization * approx_epo per event, beta the step's preference (2,)."""
+    if context.preference is None:
+        raise ValueError("a two-objective loss needs the step's preference vector")
+    beta = context.preference.to(losses.dtype)
+    return (losses * beta).sum(-1) + context.options["regularization"] * approx_epo(losses, beta)
+
+
+def _order_loss(pos: Tensor, neg: Tensor, valid: Tensor, context: LossContext) -> Tensor:
+    if context.ordered is None:
+        raise ValueError("ssm_and_be needs the order label of each event")
+    return combined(click_and_order(pos, neg, valid, context.ordered), context)
+
+
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float] = (0.0, 0.0)) -> float:
+    """Area dominated by `points` (both coordinates maximised) and bounded below by `reference`: the union of
+    the rectangles [reference, point]. Points not above the reference in both coordinates add nothing."""
+    kept = sorted(((x, y) for x, y in points if x > reference[0] and y > reference[1]), reverse=True)
+    area, height = 0.0, reference[1]
+    for x, y in kept:  # by x descending: each point adds the strip above the best y seen so far
+        if y > height:
+            area += (x - reference[0]) * (y - height)
+            height = y
+    return area
+
+
+_REGULARIZATION = Option(
+    "regularization",
+    0.5,
+    "Weight of the approximate-EPO regulariser of MultiTRON's losses (reference key regularization_penalty).",
+    lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+    "must be a number >= 0",
+)
+LOSSES.register(
+    "ssm_and_be",
+    Loss(
+        "ssm_and_be",
+        "MultiTRON: sampled softmax of the click and binary cross-entropy of the same score against the order label",
+        _order_loss,
+        (_REGULARIZATION,),
+        objectives=("click", "order"),
+        needs_orders=True,
+    ),
+)
+LOSSES.register(
+    "ssm_and_distortion",
+    Loss(
+        "ssm_and_distortion",
+        "MultiTRON: sampled softmax and the distortion of softmax([positive, negatives]) from uniform",
+        lambda pos, neg, valid, c: combined(click_and_distortion(pos, neg, valid), c),
+        (_REGULARIZATION,),
+        objectives=("click", "distortion"),
+    ),
+)

@@ -46,14 +46,15 @@ class LossSpec:
         object.__setattr__(self, "options", LOSSES.get(self.loss, "--loss").resolve(self.options))
 
 
-def per_event(spec: LossSpec, pos: Tensor, neg: Tensor, valid: Tensor) -> Tensor:
-    """(E,) loss of each event, by the registered loss of that name."""
+def per_event(spec: LossSpec, pos: Tensor, neg: Tensor, valid: Tensor, ordered: Tensor | None = None, preference: Tensor | None = None) -> Tensor:
+    """(E,) loss of each event, by the registered loss of that name (two-objective losses: weighted by the
+    step's `preference` (2,), with the events' order labels `ordered` (E,))."""
     loss = LOSSES.get(spec.loss)
     if loss.per_event is None:
         raise ValueError(f"not a sampled loss: {spec.loss}")
     if spec.activation is not None:
         pos, neg = spec.activation(pos), spec.activation(neg)
-    return loss.per_event(pos, neg, valid, LossContext(spec.options, spec.n_items))
+    return loss.per_event(pos, neg, valid, LossContext(spec.options, spec.n_items, ordered, preference))
 
 
 @dataclass(frozen=True)
@@ -335,11 +336,14 @@ def event_loss(
     distribution: ItemDistribution | None = None,
     in_batch_log_prob: Tensor | None = None,
     reduction: str = "mean",
+    ordered: Tensor | None = None,
+    preference: Tensor | None = None,
 ) -> Tensor:
     """Loss over the real events: "mean", or "sum" for callers that normalise across ranks.
     hidden (E, d) states of the event slots, negatives as drawn for them.
 
-    `distribution` and `in_batch_log_prob` (log click frequency per item) are needed only with `spec.logq`.
+    `distribution` and `in_batch_log_prob` (log click frequency per item) are needed only with `spec.logq`;
+    `ordered` (E,) order labels of the events and `preference` (2,) only with a two-objective loss.
     """
     if events.slots == 0:
         return hidden.sum() * 0.0
@@ -366,7 +370,7 @@ def event_loss(
         if spec.logq:
             neg = neg - correction()
     with autocast_off(hidden.device.type):
-        values = torch.where(events.real, per_event(spec, pos, neg.float(), valid), 0.0)
+        values = torch.where(events.real, per_event(spec, pos, neg.float(), valid, ordered, preference), 0.0)
         total = values.sum()
         return total if reduction == "sum" else total / events.count.clamp(min=1)
 

@@ -2,6 +2,8 @@
 
 Three panels share the epoch axis: training loss, validation Recall@20 and validation MRR@20; each run has
 one colour in all three, and the legend names the run directory with its loss and model from config.json.
+A MultiTRON run's front (`tron pareto`'s pareto.json) is drawn as click Recall@20 against order recall@20,
+one point per order weight coloured by it (cmap "cool", as the reference's plots), joined in weight order.
 """
 
 from __future__ import annotations
@@ -101,6 +103,50 @@ def build_figure(run_dirs: list[Path]) -> Figure:
         axes.grid(True, alpha=0.3)
     figure.legend(*loss_axes.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(runs), 3), frameon=False)
     return figure
+
+
+def _matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise TronError("tron plot needs matplotlib, which is not installed", "Run: pip install 'tron-cli[plot]'") from None
+
+
+def build_front_figure(run_dir: Path) -> Figure:
+    """The front in RUN/pareto.json: click Recall@20 (x) against order recall@20 (y), coloured by the order weight."""
+    _matplotlib()
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    front = read_json(Path(run_dir) / "pareto.json", "pareto")
+    points = sorted(front["points"], key=lambda point: point["order_weight"])
+    x_key, y_key = front["axes"]
+    xs, ys, weights = [_number(p[x_key]) for p in points], [_number(p[y_key]) for p in points], [p["order_weight"] for p in points]
+    figure = Figure(figsize=(6.4, 5.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    axes.plot(xs, ys, color="0.7", linewidth=1, zorder=1)
+    colours = ScalarMappable(Normalize(0.0, 1.0), colormaps["cool"])
+    axes.scatter(xs, ys, c=weights, cmap=colours.cmap, norm=colours.norm, s=36, zorder=2, edgecolors="0.3", linewidths=0.4)
+    bar = figure.colorbar(colours, ax=axes, ticks=[0.0, 0.5, 1.0])
+    bar.set_label("order weight (preference [1 - w, w])")
+    axes.set_xlabel(f"click {x_key.replace('recall', 'Recall')}")
+    axes.set_ylabel(y_key)
+    axes.set_title(f"{Path(run_dir).name}: front on {front['split']}, hypervolume {front['hypervolume']:.4f}", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    return figure
+
+
+def plot_front(run_dir: Path, out: Path) -> Path:
+    """Draw the front of `run_dir` (its pareto.json) into the PNG `out` (written atomically) and return `out`."""
+    figure = build_front_figure(run_dir)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, format="png")
+    return out
 
 
 def legend_labels(figure: Figure) -> list[str]:

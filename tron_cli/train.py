@@ -84,6 +84,11 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
         config = request.config
         dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
     validate(config, dataset.n_items)
+    if config.objective == "multitron" and "orders" not in dataset.extra_types:
+        raise UsageError(
+            f"--objective multitron learns from orders, and {dataset.path} has none (dataset.json extra_types: {list(dataset.extra_types)})",
+            "Preprocess a log with orders: OTTO, yoochoose-buys.dat, train-purchases.csv, or --type-col with --order-types",
+        )
     tracking.check(config.track)
     lock = run_lock(run_dir) if ranks.main else contextlib.nullcontext()
     with lock:

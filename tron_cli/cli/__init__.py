@@ -21,6 +21,7 @@ COMMANDS = {
     "recommend": "tron_cli.cli.recommend:recommend",
     "serve": "tron_cli.cli.serve:serve",
     "plot": "tron_cli.cli.plot:plot",
+    "pareto": "tron_cli.cli.pareto:pareto",
     "tune": "tron_cli.cli.tune:tune",
     "completion": "tron_cli.cli.completion:completion",
     "ls": "tron_cli.cli.ls:ls",

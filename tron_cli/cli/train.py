@@ -30,6 +30,8 @@ HELP = {
     "mask_hits": "Mask negatives equal to the target (--no-mask-hits: the reference's behaviour).",
     "loss": "The training objective.",
     "logq": "LogQ correction weight for sampled softmax losses (0 off, 1 full).",
+    "objective": "click: the next click; multitron: clicks and orders, one model for every trade-off, read as a preference vector (MultiTRON).",
+    "beta": "MultiTRON: the Dirichlet concentration of each step's preference vector: A (for A,A) or A,B.",
     "epochs": "Training epochs.",
     "batch_size": "Sessions per step (per device unless --batch-size-per-device).",
     "batch_size_per_device": "Sessions per step on each device with --devices (default: --batch-size / N).",
@@ -62,6 +64,23 @@ class _CountOrAuto(click.ParamType):
             return int(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not an integer or 'auto'", param, ctx)
+
+
+class _Concentration(click.ParamType):
+    """--beta A or A,B: a Dirichlet concentration, as a tuple of one or two numbers."""
+
+    name = "A[,B]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (tuple, list)):
+            return tuple(value)
+        try:
+            numbers = tuple(float(part) for part in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not one number or two separated by a comma", param, ctx)
+        if not 1 <= len(numbers) <= 2:
+            self.fail(f"{value!r} is not one number or two separated by a comma", param, ctx)
+        return numbers
 
 
 def _load_config(ctx: click.Context, param, value):
@@ -123,6 +142,8 @@ def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Op
     """An option whose value is None unless given (flag, environment, --config), so that the model's defaults
     can fill the rest; its type follows `example` (a default value), and `help` says what the default is."""
     flag = _flag(name)
+    if name == "beta":
+        return click.Option([flag, name], type=_Concentration(), default=None, help=help)
     if isinstance(example, bool):
         return click.Option([f"{flag}/--no-{name.replace('_', '-')}", name], default=None, help=help)
     if isinstance(example, tuple):  # a list of names (--track): repeatable, and one environment variable for every command
@@ -137,6 +158,7 @@ def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Op
 def registry_options() -> list[click.Option]:
     """Training options; every model's settings after --model, every loss's options after --loss."""
     from tron_cli import config
+    from tron_cli.choices import OBJECTIVES
     from tron_cli.losses import LOSSES, all_options
     from tron_cli.models import MODELS, all_settings
     from tron_cli.training.schedule import SCHEDULES
@@ -152,12 +174,14 @@ def registry_options() -> list[click.Option]:
         "precision": config.PRECISIONS,
         "lr_schedule": SCHEDULES,
         "track": RegistryChoice("tron_cli.tracking:TRACKERS"),
+        "objective": OBJECTIVES,
     }
     out = [preset_option()]
     for f in fields(config.TrainConfig):
         if f.name not in config.TRAIN_FIELDS:
             continue
         shown = "auto" if f.default is None and f.name == "batch_negatives" else ("none" if f.default == () else f.default)
+        shown = ",".join(f"{a:g}" for a in config.TrainConfig.beta) if f.name == "beta" else shown
         out.append(_option(f.name, f.default, HELP[f.name] + ("" if shown is None else f" [default: {shown}]"), choices.get(f.name)))
         if f.name == "model":
             for name, (default, help, setting_choices, models) in all_settings().items():
@@ -216,7 +240,7 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
         tron train --resume runs/otto-sasrec-1 --epochs 12
     """
     from tron_cli import home
-    from tron_cli.config import PRESET_MODEL, SHUFFLE_ALIASES, TrainConfig, validate
+    from tron_cli.config import MULTITRON_LOSS, PRESET_MODEL, SHUFFLE_ALIASES, TrainConfig, validate
     from tron_cli.errors import UsageError
     from tron_cli.losses import LOSSES, all_options
     from tron_cli.train import TrainRequest
@@ -237,7 +261,7 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
         data = home.datasets_root() / extras["dataset"]
     if resume is not None and (data is not None or out is not None):
         raise click.UsageError("--resume continues a run with its own dataset and dir: drop DATA and --out")
-    loss = given.get("loss", TrainConfig.loss)
+    loss = given.get("loss", MULTITRON_LOSS if given.get("objective") == "multitron" else TrainConfig.loss)
     for name in sorted(explicit & set(all_options())):
         if loss in LOSSES and name not in {option.name for option in LOSSES.get(loss).options}:
             raise click.UsageError(f"{_flag(name)} applies to --loss {', '.join(all_options()[name][1])}, not {loss}")
@@ -267,8 +291,9 @@ def _show(ui: UI, summary: dict) -> None:
         ["run", shown(summary["run"])],
         ["epochs", summary["epochs"]],
         ["best epoch", f"{summary['best_epoch']} ({summary['selected_by']})"],
-        ["valid Recall@20", valid.get("recall@20", "-")],
-        ["valid MRR@20", valid.get("mrr@20", "-")],
+        *([["valid hypervolume", valid["hypervolume"]]] if "hypervolume" in valid else []),
+        ["valid Recall@20", valid.get("recall@20", valid.get("order_weight_0/recall@20", "-"))],
+        ["valid MRR@20", valid.get("mrr@20", valid.get("order_weight_0/mrr@20", "-"))],
         ["final train loss", summary["loss"]],
         ["sessions/s", summary["sessions_per_s"]],
         ["events/s", summary["events_per_s"]],

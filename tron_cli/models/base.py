@@ -113,6 +113,15 @@ class SessionModel(ItemScorer):
         """(B, T) right-padded sessions -> (B, T, d): the state after each click (models with `prefix_states`)."""
         raise NotImplementedError
 
+    @property
+    def preference_input(self) -> bool:
+        """Whether the model reads a preference vector [click weight, order weight] (MultiTRON)."""
+        return False
+
+    def use_order_weight(self, weight: float) -> None:
+        """Read the preference [1 - weight, weight] from now on when none is given (models with `preference_input`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no preference input")
+
     def activate(self, scores: Tensor) -> Tensor:
         """Scores as the training loss sees them (GRU4Rec+ passes them through ELU); ranking never needs this."""
         return scores

@@ -7,6 +7,11 @@ Trained on windows: the last max_length + 1 clicks of each session, every positi
 In training only the real positions are computed (`forward(..., events)`): every layer but attention works on
 the (E, d) events alone, and attention scatters them into the (B, T) window, whose padding no real position
 attends to; short sessions leave most of a window empty, so this skips most of the work.
+
+With the `preference` setting (MultiTRON, `tron train --objective multitron`) the model also reads a preference
+vector beta = [pi_click, pi_order] as the reference does: beta is joined to every item embedding, a Linear
+(d + 2 -> d) maps the result back to d, scaled by sqrt(d / 2), then positions are added. Without the setting
+the network and its initial weights are exactly TRON's.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.models import MODELS, ModelSpec, check_settings, setting
 from tron_cli.models.base import SessionModel
 
 POSITIONS = ("right", "left")
+PREFERENCE_SIZE = 2  # [click weight, order weight]
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class SASRecConfig:
         "Right-aligned positions (TRON: the newest click is always last) or left (counted from the session's first click, so a prefix's state is what it is inside the whole session).",
         POSITIONS,
     )
+    preference: bool = setting(False, "Read a preference vector [click weight, order weight] beside every click (MultiTRON; set by --objective multitron).")
 
     def __post_init__(self) -> None:
         check_settings(
@@ -103,6 +111,34 @@ class SASRec(SessionModel):
         self.blocks = nn.ModuleList(Block(d, config.num_heads, config.dropout) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(d)
         self.scale = math.sqrt(d)
+        # created last, so that a model without it draws the very same initial weights as before it existed
+        self.preference_projection: nn.Linear | None = nn.Linear(d + PREFERENCE_SIZE, d) if config.preference else None
+        # the vector used when forward is given none (evaluation, recommendation): set by `use_order_weight`
+        self.register_buffer("fixed_preference", torch.tensor([1.0 - DEFAULT_ORDER_WEIGHT, DEFAULT_ORDER_WEIGHT]), persistent=False)
+
+    fixed_preference: Tensor
+
+    @property
+    def preference_input(self) -> bool:
+        return self.preference_projection is not None
+
+    def use_order_weight(self, weight: float) -> None:
+        self.fixed_preference.copy_(torch.tensor([1.0 - weight, weight]))
+
+    def _embed(self, items: Tensor, sparse: bool, preference: Tensor | None, events: Tensor | None, b: int, t: int) -> Tensor:
+        """Scaled embeddings of `items`: (B, T) ids, or with `events` the (E,) ids at those flat positions of the
+        (B, T) window. With a preference input each is joined with its row's vector of `preference` ((2,) or
+        (B, 2); None: `fixed_preference`), padding included as in the reference, and projected back to d."""
+        rows = self.embed(items, sparse)  # (B, T, d) or (E, d)
+        if self.preference_projection is None:
+            return rows * self.scale
+        vectors = (self.fixed_preference if preference is None else preference).to(rows.dtype).expand(b, PREFERENCE_SIZE)  # (B, 2)
+        if events is None:
+            vectors = vectors[:, None, :].expand(b, t, PREFERENCE_SIZE)
+        else:
+            vectors = vectors.index_select(0, (events // t).clamp(max=b - 1))  # (E, 2): empty slots read the last row
+        # the reference scales by sqrt(d / 2) after this projection (not TRON's sqrt(d))
+        return self.preference_projection(torch.cat([rows, vectors], dim=-1)) * math.sqrt(rows.shape[-1] / 2)
 
     @property
     def bounded_length(self) -> bool:
@@ -118,17 +154,20 @@ class SASRec(SessionModel):
         start = (items == 0).sum(1, keepdim=True)  # (B, 1) padding columns
         return self.position[(torch.arange(t, device=items.device)[None, :] - start).clamp(min=0)]
 
-    def forward(self, items: Tensor, sparse: bool = False, events: Tensor | None = None) -> Tensor:
+    def forward(self, items: Tensor, sparse: bool = False, events: Tensor | None = None, preference: Tensor | None = None) -> Tensor:
         """(B, T) left-padded item ids, T <= max_length -> (B, T, d) hidden states; position t predicts the next
-        click. With `events` (E,) flat positions into B * T (B * T: an empty slot), only their states (E, d)."""
+        click. With `events` (E,) flat positions into B * T (B * T: an empty slot), only their states (E, d).
+        `preference` (2,) or (B, 2) is read by a model with a preference input (None: `fixed_preference`)."""
         b, t = items.shape
         real = items != 0  # (B, T)
         positions = self._positions(items)  # (T, d) or (B, T, d)
         if events is None:
-            x = self.embed(items, sparse) * self.scale + positions
+            x = self._embed(items, sparse, preference, None, b, t) + positions
         else:
             rows = torch.cat([positions.expand(b, t, -1).reshape(b * t, -1), positions.new_zeros(1, positions.shape[-1])])
-            x = self.embed(torch.cat([items.reshape(-1), items.new_zeros(1)]).index_select(0, events), sparse) * self.scale + rows.index_select(0, events)
+            x = self._embed(torch.cat([items.reshape(-1), items.new_zeros(1)]).index_select(0, events), sparse, preference, events, b, t) + rows.index_select(
+                0, events
+            )
         x = F.dropout(x, self.config.dropout, self.training)
         column = torch.arange(t, device=items.device)
         # (B, 1, T, T): query i sees key j <= i when j is a real click; it always sees itself (no NaN rows).
@@ -139,8 +178,8 @@ class SASRec(SessionModel):
             x = block(x, allowed, events)
         return self.final_norm(x)
 
-    def last_hidden(self, windows: Tensor) -> Tensor:
-        return self.forward(windows)[:, -1]
+    def last_hidden(self, windows: Tensor, preference: Tensor | None = None) -> Tensor:
+        return self.forward(windows, preference=preference)[:, -1]
 
 
 MODELS.register("sasrec", ModelSpec("sasrec", SASRec, SASRecConfig, "SASRec, the transformer TRON trains (defaults: TRON XL)."))

@@ -50,8 +50,20 @@ class Trainer(Protocol):
     run_dir: Path
 
     def autocast(self) -> AbstractContextManager[Any]: ...
-    def hidden(self, inputs: torch.Tensor, events: Events) -> torch.Tensor: ...
-    def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, events: Events, reduction: str = "mean") -> torch.Tensor: ...
+
+    needs_orders: bool
+
+    def preference(self) -> torch.Tensor | None: ...
+    def hidden(self, inputs: torch.Tensor, events: Events, preference: torch.Tensor | None = None) -> torch.Tensor: ...
+    def loss(
+        self,
+        hidden: torch.Tensor,
+        inputs: torch.Tensor,
+        events: Events,
+        reduction: str = "mean",
+        ordered: torch.Tensor | None = None,
+        preference: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
     def update(self, loss: torch.Tensor) -> None: ...
     def limit_steps(self, n_steps: int) -> int: ...
     def check_finite(self, mean: torch.Tensor, epoch: int, step: int) -> float: ...
@@ -87,14 +99,25 @@ def batch_shapes(store: SessionStore, order: torch.Tensor, window: int, global_b
     return [(w, e) for w, e in torch.stack([width, events], 1)[steps.start : steps.stop].tolist()]
 
 
-def window_step(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, slots: int, normaliser: torch.Tensor) -> torch.Tensor:
+def window_step(
+    trainer: Trainer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    slots: int,
+    normaliser: torch.Tensor,
+    ordered: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One optimiser step on a (B, W) batch of windows whose `mask` holds at most `slots` events; the loss is
     the sum over them divided by `normaliser` / world (the events of the global batch). Returns it, detached.
-    Nothing here waits for the device."""
+    `ordered` (B, W): the order labels of the targets, for losses that read them. With MultiTRON the step's
+    preference vector is drawn first. Nothing here waits for the device."""
     events = Events.select(mask, targets, slots)
+    preference = trainer.preference()
     with trainer.autocast():
-        hidden = trainer.hidden(inputs, events)
-        loss = trainer.loss(hidden, inputs, events, "sum") * (trainer.ranks.world / normaliser.clamp(min=1))
+        hidden = trainer.hidden(inputs, events, preference)
+        labels = None if ordered is None else events.gather(ordered)
+        loss = trainer.loss(hidden, inputs, events, "sum", labels, preference) * (trainer.ranks.world / normaliser.clamp(min=1))
     trainer.update(loss)
     return loss.detach()
 
@@ -118,6 +141,7 @@ def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRe
                 width, n_events = min(bucket(width), config.max_length + 1), bucket(n_events)
             sequence = trainer.store.tail_windows(index, width)  # (B, W+1), left-padded
             inputs, targets = sequence[:, :-1], sequence[:, 1:]
+            ordered = trainer.store.tail_labels(index, width)[:, 1:] if trainer.needs_orders else None  # (B, W) of the targets
             mask = inputs != 0  # (B, W): a real click, whose next click is its target
             if n_events == 0:
                 mask = torch.zeros_like(mask)
@@ -127,7 +151,7 @@ def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRe
             if ranks.world > 1:  # normalise by the events of the whole global batch; every rank stops at the same step
                 shared = ranks.all_reduce(torch.stack([total, torch.tensor(int(stop.requested), device=trainer.device)]))
                 total, stopping = shared[0], logging and bool(shared[1])  # whether any rank was stopped, read when logging
-            loss = window_step(trainer, inputs, targets, mask, n_events, total)
+            loss = window_step(trainer, inputs, targets, mask, n_events, total, ordered)
             loss_sum += loss * total / ranks.world
             events += total
             sessions += min(trainer.global_batch, len(order) - start)

@@ -22,6 +22,7 @@ import torch
 from tron_cli import artifacts, checkpoint
 from tron_cli.artifacts import Dataset
 from tron_cli.batching import SessionStore
+from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.config import TrainConfig
 from tron_cli.distributed import SINGLE, Ranks, average_sparse_gradients
 from tron_cli.errors import ArtifactError, Interrupted, TrainingError, UsageError
@@ -29,6 +30,7 @@ from tron_cli.losses import LOSSES
 from tron_cli.modelio import save_weights
 from tron_cli.models import MODELS, model_section
 from tron_cli.models.base import SessionModel
+from tron_cli.multiobjective import hypervolume
 from tron_cli.objective import Events, LossSpec, event_loss, full_softmax_loss
 from tron_cli.protocols import EvalOptions, accumulate, first_sessions, parse_metric
 from tron_cli.reporting import SILENT, Reporter
@@ -41,6 +43,10 @@ from tron_cli.training.optim import build_optimizers, dense_table_gradients
 from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
 from tron_cli.training.state import TrainState
 from tron_cli.training.stop import StopRequest
+
+# MultiTRON: the order weights whose validation front picks the checkpoint (its hypervolume against (0, 0))
+VALIDATION_WEIGHTS = (0.0, 0.5, 1.0)
+PREFERENCE_STREAM = 1  # keys the preference draws apart from any other stream seeded by (seed, step)
 
 
 class Trainer:
@@ -68,6 +74,10 @@ class Trainer:
         self.section = model_section(config.model, config.network, self.n_items)
         self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
         self.objective = LOSSES.get(config.loss)
+        self.multi = config.objective == "multitron"
+        self.needs_orders = self.objective.needs_orders
+        if self.needs_orders and self.store.ordered is None:
+            raise ArtifactError(f"--loss {config.loss} reads order labels, and {dataset.path} has no orders", "Train on a dataset with orders")
         # a sampled loss touches few item rows per step: their gradients are row-sparse (training/optim.py)
         self.sparse = self.objective.sampled
         self.static_shapes = config.compile or self.device.type == "cuda"
@@ -104,11 +114,20 @@ class Trainer:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
 
-    def hidden(self, inputs: torch.Tensor, events: Events) -> torch.Tensor:
+    def preference(self) -> torch.Tensor | None:
+        """MultiTRON: this step's preference vector (2,) ~ Dirichlet(beta), one per step as in the reference, from a
+        generator keyed by (seed, global step), so that a resumed run and every rank draw the same; else None."""
+        if not self.multi:
+            return None
+        draw = np.random.default_rng([self.config.seed, self.state.global_step, PREFERENCE_STREAM]).dirichlet(self.config.beta)
+        return torch.tensor(draw, dtype=torch.float32).to(self.device, non_blocking=True)
+
+    def hidden(self, inputs: torch.Tensor, events: Events, preference: torch.Tensor | None = None) -> torch.Tensor:
         """(E, d) states of the event slots of inputs (B, W); models that can skip padding compute only those."""
+        extra = {} if preference is None else {"preference": preference}
         if self.model.forward_events:
-            return self.forward(inputs, self.sparse, events.positions)
-        return events.gather(self.forward(inputs, self.sparse))
+            return self.forward(inputs, self.sparse, events.positions, **extra)
+        return events.gather(self.forward(inputs, self.sparse, **extra))
 
     def negatives(self, inputs: torch.Tensor, events: Events) -> Negatives:
         """This step's negatives for inputs (B, W) and their event slots, from the run's generators."""
@@ -126,12 +145,23 @@ class Trainer:
             events.positions,  # the batch's clicks are exactly its events
         )
 
-    def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, events: Events, reduction: str = "mean") -> torch.Tensor:
-        """The step's loss: hidden (E, d) states of the event slots, inputs (B, W) dense ids, events their slots."""
+    def loss(
+        self,
+        hidden: torch.Tensor,
+        inputs: torch.Tensor,
+        events: Events,
+        reduction: str = "mean",
+        ordered: torch.Tensor | None = None,
+        preference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The step's loss: hidden (E, d) states of the event slots, inputs (B, W) dense ids, events their slots;
+        MultiTRON's losses also read the events' order labels `ordered` (E,) and the step's `preference` (2,)."""
         if not self.objective.sampled:
             return full_softmax_loss(self.model, hidden, events, self.config.loss_options["ce_chunk"], reduction)
         negatives = self.negatives(inputs, events)
-        return self.event_loss(self.model, hidden, events, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob, reduction)
+        return self.event_loss(
+            self.model, hidden, events, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob, reduction, ordered, preference
+        )
 
     def update(self, loss: torch.Tensor) -> None:
         """One optimiser step on `loss` (row-sparse gradients of the item tables averaged across ranks, and made
@@ -213,26 +243,61 @@ class Trainer:
 
     # -------------------------------------------------------------------- epochs
 
+    @property
+    def select_on(self) -> str:
+        """The validation value that picks the best epoch: --select-on, or MultiTRON's hypervolume."""
+        return "hypervolume" if self.multi else self.config.select_on
+
+    def _valid_scores(self, cutoffs: tuple[int, ...]) -> dict[str, float] | None:
+        """Validation metrics over every rank's sessions (order metrics too when the split has orders)."""
+        assert self.valid is not None
+        self.model.eval()
+        accumulator = accumulate(self.model, self.valid, self.dataset.targets == "last", EvalOptions(cutoffs=cutoffs, exclude_seen=self.config.exclude_seen))
+        self.model.train()
+        parts = [accumulator.sums.sum(0, keepdim=True), accumulator.counts.sum().reshape(1, 1)]
+        parts += [] if accumulator.orders is None else [accumulator.orders.sum(0, keepdim=True)]
+        totals = self.ranks.all_reduce(torch.cat(parts, 1))  # (1, all): every rank's sums, one exchange
+        widths = [part.shape[1] for part in parts]
+        accumulator.sums, counts, *orders = totals.split(widths, 1)
+        accumulator.counts = counts.reshape(1)
+        accumulator.orders = orders[0] if orders else None
+        values = accumulator.result()
+        return None if values["n_targets"] == 0 else values
+
     def validate(self) -> dict[str, float] | None:
         if self.valid is None:
             return None
-        self.model.eval()
-        cutoffs = (20, parse_metric(self.config.select_on)[1])
-        accumulator = accumulate(self.model, self.valid, self.dataset.targets == "last", EvalOptions(cutoffs=cutoffs, exclude_seen=self.config.exclude_seen))
-        self.model.train()
-        totals = self.ranks.all_reduce(torch.cat([accumulator.sums.sum(0), accumulator.counts.sum()[None]]))
-        if float(totals[-1]) == 0:
+        if self.multi:
+            return self._validate_front()
+        values = self._valid_scores((20, parse_metric(self.config.select_on)[1]))
+        if values is None:
             return None
-        values = dict(zip(accumulator.names, (totals[:-1] / totals[-1]).tolist()))
-        kept = {"recall@20", "mrr@20", "ndcg@20", self.config.select_on}
-        return {**{name: value for name, value in values.items() if name in kept}, "n_targets": int(totals[-1])}
+        kept = {"recall@20", "mrr@20", "ndcg@20", self.config.select_on, "n_targets"}
+        return {name: value for name, value in values.items() if name in kept}
+
+    def _validate_front(self) -> dict[str, float] | None:
+        """MultiTRON: click Recall@20 and order recall@20 at each of `VALIDATION_WEIGHTS`, and the hypervolume of
+        those points against (0, 0) (`multiobjective.hypervolume`), the value that picks the best epoch."""
+        out: dict[str, float] = {}
+        points = []
+        for weight in VALIDATION_WEIGHTS:
+            self.model.use_order_weight(weight)
+            values = self._valid_scores((20,))
+            if values is None:
+                return None
+            points.append((values["recall@20"], values["order_recall@20"]))
+            for name in ("recall@20", "mrr@20", "order_recall@20", "order_density@20"):
+                out[f"order_weight_{weight:g}/{name}"] = values[name]
+            out["n_targets"] = values["n_targets"]
+        self.model.use_order_weight(DEFAULT_ORDER_WEIGHT)
+        return {"hypervolume": hypervolume(points), **out}
 
     callbacks: tuple[Callback, ...] = ()  # told of every epoch's end and of the run's end (training/callbacks.py)
 
     def fit(self) -> dict[str, Any]:
         config, state = self.config, self.state
         run_epoch = EPOCHS[self.model.feeding]
-        select_on = config.select_on
+        select_on = self.select_on
         schedule.attach(
             self.optimizers, config.lr, config.lr_schedule, config.warmup_steps, config.epochs * self.steps_per_epoch(), lambda: self.state.global_step
         )
@@ -276,7 +341,7 @@ class Trainer:
                     artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
                 self.report.detail(
                     f"epoch {epoch + 1}: loss {loss:.4f}"
-                    + ("" if metrics is None else f", valid recall@20 {metrics['recall@20']:.4f} mrr@20 {metrics['mrr@20']:.4f}")
+                    + ("" if metrics is None else ", valid " + " ".join(f"{name} {metrics[name]:.4f}" for name in self._shown(metrics)))
                 )
                 stop_asked = [callback.epoch_end(record) for callback in self.callbacks]
                 if config.early_stopping and state.bad_epochs >= config.early_stopping:
@@ -288,6 +353,9 @@ class Trainer:
         for callback in self.callbacks:
             callback.finish(summary)
         return summary
+
+    def _shown(self, metrics: dict[str, float]) -> list[str]:
+        return ["hypervolume", "order_weight_0/recall@20", "order_weight_1/order_recall@20"] if self.multi else ["recall@20", "mrr@20"]
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one epoch: global batches of sessions, or lane steps of clicks (an estimate: lanes
@@ -306,7 +374,7 @@ class Trainer:
             "run": str(self.run_dir),
             "epochs": len(history),
             "best_epoch": best.get("epoch"),
-            "selected_by": f"valid {self.config.select_on}" if self.valid is not None else "last epoch (no validation split)",
+            "selected_by": f"valid {self.select_on}" if self.valid is not None else "last epoch (no validation split)",
             "valid": {k: v for k, v in best.items() if k not in ("epoch", "n_targets")} or None,
             "loss": history[-1]["loss"] if history else None,
             "sessions_per_s": sum(r["sessions_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,
