@@ -129,8 +129,9 @@ def build_front_figure(run_dir: Path) -> Figure:
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     axes.plot(xs, ys, color="0.7", linewidth=1, zorder=1)
-    colours = ScalarMappable(Normalize(0.0, 1.0), colormaps["cool"])
-    axes.scatter(xs, ys, c=weights, cmap=colours.cmap, norm=colours.norm, s=36, zorder=2, edgecolors="0.3", linewidths=0.4)
+    norm, cmap = Normalize(0.0, 1.0), colormaps["cool"]
+    colours = ScalarMappable(norm, cmap)
+    axes.scatter(xs, ys, c=weights, cmap=cmap, norm=norm, s=36, zorder=2, edgecolors="0.3", linewidths=0.4)
     bar = figure.colorbar(colours, ax=axes, ticks=[0.0, 0.5, 1.0])
     bar.set_label("order weight (preference [1 - w, w])")
     axes.set_xlabel(f"click {x_key.replace('recall', 'Recall')}")
