@@ -251,3 +251,70 @@ def test_pareto_refuses_a_click_run(tiny_model):
     run, _ = tiny_model
     result = invoke("pareto", str(run), "--points", "2")
     assert result.exit_code != 0 and "reads no preference vector" in result.stderr
+
+
+def test_evaluate_at_an_order_weight_is_that_point_of_the_front(multitron_run):
+    result = invoke("evaluate", str(multitron_run), "--order-weight", "1", "--split", "valid", "-k", "20", "--json")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    front = json.loads(invoke("pareto", str(multitron_run), "--points", "1", "--split", "valid", "--json").stdout)
+    assert metrics["order_weight"] == 1.0
+    assert metrics["recall@20"] == pytest.approx(front["points"][1]["recall@20"])
+    assert metrics["order_recall@20"] == pytest.approx(front["points"][1]["order_recall@20"])
+
+
+def test_evaluate_and_recommend_refuse_an_order_weight_for_a_click_model(tiny_model):
+    run, bundle = tiny_model
+    result = invoke("evaluate", str(run), "--order-weight", "0.5")
+    assert result.exit_code != 0 and "reads no preference vector" in result.stderr
+    result = invoke("recommend", str(bundle), input='{"session": 1, "items": [1, 2], "order_weight": 0.3}\n')
+    assert result.exit_code != 0 and "reads no preference vector" in result.stderr
+
+
+def _catalogue_ids(run: Path, n: int) -> list[int]:
+    import pyarrow.parquet as pq
+
+    config = json.loads((run / "config.json").read_text())
+    return pq.read_table(Path(config["dataset"]["path"]) / "items.parquet").column("item").to_pylist()[:n]
+
+
+def test_recommend_reads_the_order_weight_of_each_line_and_writes_a_list_per_event_type(multitron_run, tmp_path):
+    items = _catalogue_ids(multitron_run, 4)
+    lines = "".join(
+        json.dumps({"session": s, "items": items, **({"order_weight": w} if w is not None else {})}) + "\n" for s, w in ((1, 0.0), (2, 1.0), (3, None))
+    )
+    result = invoke("recommend", str(multitron_run), "-k", "10", input=lines)
+    assert result.exit_code == 0, result.stderr
+    answers = [json.loads(line)["items"] for line in result.stdout.splitlines()]
+    assert answers[0] != answers[1]
+    at_one = json.loads(invoke("recommend", str(multitron_run), "-k", "10", "--order-weight", "1", input=lines.splitlines()[2] + "\n").stdout)["items"]
+    assert at_one == answers[1]  # a line without its own weight takes --order-weight
+    out = tmp_path / "submission.csv"
+    assert invoke("recommend", str(multitron_run), "-k", "10", "-o", str(out), input=lines).exit_code == 0
+    rows = dict(line.split(",") for line in out.read_text().splitlines()[1:])
+    # clicks at order weight 0 and orders at 1: the answers of lines 1 and 2
+    assert rows["1_clicks"] == " ".join(map(str, answers[0])) and rows["1_orders"] == " ".join(map(str, answers[1]))
+    assert rows["2_clicks"] == rows["1_clicks"] and rows["2_orders"] == rows["1_orders"]  # each type at its own weight, whatever the line's
+
+
+def test_onnx_export_keeps_the_preference_input(multitron_run, tmp_path):
+    import numpy as np
+    import onnxruntime
+
+    from tron_cli.modelio import load_model
+    from tron_cli.scoring import score_sessions
+
+    out = tmp_path / "bundle"
+    result = invoke("export", str(multitron_run), "--out", str(out), "--format", "onnx")
+    assert result.exit_code == 0, result.stderr
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()] == [("items", "tensor(int64)"), ("preference", "tensor(float)"), ("k", "tensor(int64)")]
+    model, _, _ = load_model(multitron_run)
+    items = torch.tensor([[0, 0, 3, 4, 5], [6, 7, 8, 9, 10], [0, 0, 0, 0, 11]])
+    preference = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
+    ids, scores = session.run(None, {"items": items.numpy(), "preference": preference.numpy(), "k": np.array(10, dtype=np.int64)})
+    expected_scores, expected_ids = score_sessions(model, items, 10, preference=preference)
+    np.testing.assert_allclose(scores, expected_scores.numpy(), atol=1e-4, rtol=1e-5)
+    assert (ids == expected_ids.numpy()).mean() > 0.9  # near-ties may swap
+    other, _ = session.run(None, {"items": items.numpy(), "preference": preference.flip(1).numpy(), "k": np.array(10, dtype=np.int64)})
+    assert not np.array_equal(other, ids)

@@ -18,7 +18,7 @@ from tron_cli import artifacts, home, tracking
 from tron_cli.artifacts import Dataset
 from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
-from tron_cli.choices import PROTOCOLS, RETRIEVALS, SPLITS, TIES
+from tron_cli.choices import DEFAULT_ORDER_WEIGHT, PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.errors import MissingInputError, UsageError
 from tron_cli.modelio import check_same_catalogue, dataset_of, load_model, read_model_dir
 from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions, otto_protocol
@@ -38,6 +38,7 @@ def evaluate(
     track: tuple[str, ...] = (),
     retrieval: str = "exact",
     index_params: tuple[str, ...] = (),
+    order_weight: float | None = None,
 ) -> dict[str, Any]:
     """Run the stage: metrics as a dict (also written to the run's metrics.json when a model was evaluated, and
     to the run's trackers: those it was trained with, or `track`).
@@ -66,6 +67,10 @@ def evaluate(
     if index_params:
         raise UsageError("--index-param tunes the index of --retrieval index")
     model, document, kind = load_model(model_path, torch_device)
+    if order_weight is not None and not model.preference_input:
+        raise UsageError(f"{model_path} reads no preference vector: --order-weight needs a model trained with --objective multitron")
+    if model.preference_input:
+        model.use_order_weight(DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight)
     dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
     if options.protocol == "otto":
@@ -74,6 +79,8 @@ def evaluate(
         batch_size = int(document.get("train", {}).get("batch_size", 128))
         metrics = evaluate_model(model, _store(dataset, options, torch_device), dataset.targets == "last", options, batch_size, report)
     result = {**metrics, **_about(options, dataset)}
+    if model.preference_input:
+        result["order_weight"] = DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight
     if kind == "run":
         artifacts.write_json(
             model_path / "metrics.json",

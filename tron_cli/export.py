@@ -48,14 +48,16 @@ TOLERANCE = 1e-4  # scores of onnxruntime and PyTorch may differ by this much (f
 class TopKGraph(nn.Module):
     """items (B, T) int64 left-padded (0 = padding), k int64 scalar -> indices (B, k) int64 dense ids (never 0)
     and scores (B, k) float32, best first: the model's state after each session's last click against items
-    1..N (+ bias), then top-k."""
+    1..N (+ bias), then top-k. A model with a preference input (MultiTRON) also takes preference (B, 2)
+    float32, each row's [click weight, order weight], between items and k."""
 
     def __init__(self, model: SessionModel):
         super().__init__()
         self.model = model
 
-    def forward(self, items: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.model.last_hidden(items)
+    def forward(self, items: Tensor, *rest: Tensor) -> tuple[Tensor, Tensor]:
+        *preference, k = rest
+        hidden = self.model.last_hidden(items, *preference)
         scores = hidden @ self.model.output_table()[1:].T
         if self.model.output_bias is not None:
             scores = scores + self.model.output_bias[1:, 0]
@@ -77,26 +79,40 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def _example(model: SessionModel, max_length: int) -> tuple[Tensor, Tensor]:
+def _example(model: SessionModel, max_length: int) -> tuple[Tensor, ...]:
+    """Example inputs (items, [preference,] k) of the graph."""
     # 3 x 2+ so that torch.export keeps both sizes symbolic (it specialises sizes 0 and 1)
     t = min(max_length, 8) if max_length > 1 else 1
     items = torch.randint(1, model.n_items + 1, (3, t), generator=torch.Generator().manual_seed(0))
     items[0, : t // 2] = 0
-    return items, torch.tensor(min(20, model.n_items))
+    k = torch.tensor(min(20, model.n_items))
+    return (items, _preferences(3, 0), k) if model.preference_input else (items, k)
+
+
+def _preferences(batch: int, seed: int) -> Tensor:
+    """(batch, 2) random preference vectors [1 - w, w]."""
+    weight = torch.rand(batch, 1, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([1 - weight, weight], 1)
+
+
+def input_names(model: SessionModel) -> list[str]:
+    return ["items", "preference", "k"] if model.preference_input else ["items", "k"]
 
 
 def _export_dynamo(graph: TopKGraph, path: Path, max_length: int, external: bool) -> None:
-    items, k = _example(graph.model, max_length)
+    example = _example(graph.model, max_length)
+    items = example[0]
     length = None
     if items.shape[1] > 1:
         # learned positions (SASRec) stop at max_length; a recurrent model reads sessions of any length
         length = torch.export.Dim("length", min=1, max=max_length) if graph.model.bounded_length else torch.export.Dim("length", min=1)
-    shapes = ({0: torch.export.Dim("batch", min=1), **({1: length} if length is not None else {})}, None)
+    batch = torch.export.Dim("batch", min=1)
+    shapes: tuple[Any, ...] = ({0: batch, **({1: length} if length is not None else {})}, *([{0: batch}] if len(example) == 3 else []), None)
     program = torch.onnx.export(
         graph,
-        (items, k),
+        example,
         None,
-        input_names=["items", "k"],
+        input_names=input_names(graph.model),
         output_names=["indices", "scores"],
         dynamo=True,
         dynamic_shapes=shapes,
@@ -109,10 +125,18 @@ def _export_dynamo(graph: TopKGraph, path: Path, max_length: int, external: bool
 
 
 def _export_torchscript(graph: TopKGraph, path: Path, max_length: int) -> None:
-    items, k = _example(graph.model, max_length)
-    axes = {"items": {0: "batch", 1: "length"}, "indices": {0: "batch", 1: "k"}, "scores": {0: "batch", 1: "k"}}
+    example = _example(graph.model, max_length)
+    axes = {"items": {0: "batch", 1: "length"}, "preference": {0: "batch"}, "indices": {0: "batch", 1: "k"}, "scores": {0: "batch", 1: "k"}}
+    names = input_names(graph.model)
     torch.onnx.export(
-        graph, (items, k), str(path), input_names=["items", "k"], output_names=["indices", "scores"], dynamo=False, dynamic_axes=axes, opset_version=OPSET
+        graph,
+        example,
+        str(path),
+        input_names=names,
+        output_names=["indices", "scores"],
+        dynamo=False,
+        dynamic_axes={name: value for name, value in axes.items() if name in names or name in ("indices", "scores")},
+        opset_version=OPSET,
     )
 
 
@@ -148,8 +172,10 @@ def verify_onnx(path: Path, model: SessionModel, max_length: int) -> None:
     k = min(20, model.n_items)
     for seed, (batch, width) in enumerate([(1, max_length), (7, max(1, min(max_length, 5))), (7, max_length)]):
         items = random_sessions(model.n_items, batch, width, seed)
-        ids, scores = session.run(["indices", "scores"], {"items": items.numpy(), "k": np.array(k, dtype=np.int64)})
-        expected_scores, expected_ids = score_sessions(model, items, min(k + 1, model.n_items))
+        preference = _preferences(batch, seed) if model.preference_input else None
+        feed = {"items": items.numpy(), "k": np.array(k, dtype=np.int64), **({} if preference is None else {"preference": preference.numpy()})}
+        ids, scores = session.run(["indices", "scores"], feed)
+        expected_scores, expected_ids = score_sessions(model, items, min(k + 1, model.n_items), preference=preference)
         if ids.shape != (batch, k) or not same_top_k(expected_ids.numpy(), expected_scores.numpy(), ids, scores):
             raise TronError(
                 f"the ONNX graph's top-{k} differs from PyTorch's on {batch} random sessions of {width} clicks (largest score difference {np.abs(scores - expected_scores.numpy()[:, :k]).max():.2g})",
@@ -187,7 +213,11 @@ def export_onnx(model: SessionModel, path: Path, max_length: int, report: Report
         "file": path.name,
         "exporter": exporter,
         "opset": OPSET,
-        "inputs": {"items": "int64 [batch, length] left-padded dense ids, 0 = padding", "k": "int64 scalar, 1..n_items"},
+        "inputs": {
+            "items": "int64 [batch, length] left-padded dense ids, 0 = padding",
+            **({"preference": "float32 [batch, 2] [click weight, order weight] of each row, summing to 1"} if model.preference_input else {}),
+            "k": "int64 scalar, 1..n_items",
+        },
         "outputs": {"indices": "int64 [batch, k] dense ids 1..n_items, best first", "scores": "float32 [batch, k]"},
     }
 

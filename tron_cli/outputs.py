@@ -40,13 +40,19 @@ class Recommended:
     ids: np.ndarray
     scores: np.ndarray  # float32
     fallback: np.ndarray  # bool (S,)
+    # formats with `per_event_type`: (offsets, ids) of the lists answered for each OTTO event type, when they differ
+    typed: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     def session_values(self) -> list:
         return self.sessions.to_pylist() if isinstance(self.sessions, pa.Array) else self.sessions
 
     def id_lists(self) -> list[list]:
-        ids, offsets = self.ids.tolist(), self.offsets.tolist()
-        return [ids[a:b] for a, b in itertools.pairwise(offsets)]
+        return _lists(self.offsets, self.ids)
+
+
+def _lists(offsets: np.ndarray, ids: np.ndarray) -> list[list]:
+    flat, bounds = ids.tolist(), offsets.tolist()
+    return [flat[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 class JsonLines:
@@ -71,8 +77,9 @@ class JsonLines:
 
 
 class SubmissionCsv:
-    """OTTO's Kaggle submission: `session_type,labels`, then <session>_clicks, _carts and _orders, each with the
-    same space-separated ids (the model predicts the next interaction; a submission needs all three rows)."""
+    """OTTO's Kaggle submission: `session_type,labels`, then <session>_clicks, _carts and _orders. A MultiTRON
+    model answers each type at its own order weight (`choices.KAGGLE_ORDER_WEIGHTS`: clicks 0, carts 0.5,
+    orders 1); any other model's single list (the next click) fills all three rows."""
 
     TYPES = ("clicks", "carts", "orders")
 
@@ -83,10 +90,10 @@ class SubmissionCsv:
 
     def write(self, batch: Recommended) -> None:
         rows = []
-        for session, ids in zip(batch.session_values(), batch.id_lists()):
+        lists = {kind: _lists(*batch.typed[kind]) if batch.typed else batch.id_lists() for kind in self.TYPES}
+        for s, session in enumerate(batch.session_values()):
             name = session if isinstance(session, str) else json.dumps(session, default=str)
-            labels = " ".join(map(str, ids))
-            rows += [[f"{name}_{kind}", labels] for kind in self.TYPES]
+            rows += [[f"{name}_{kind}", " ".join(map(str, lists[kind][s]))] for kind in self.TYPES]
         self.writer.writerows(rows)
         self.handle.flush()
 
@@ -155,12 +162,13 @@ class OutputFormat:
     writer: type  # Writer(sink, id_type): sink is a text handle, or a Path with `needs_file`
     extensions: tuple[str, ...] = ()  # an --output with one of these suffixes picks this format
     needs_file: bool = False  # binary formats cannot go to stdout
+    per_event_type: bool = False  # writes a list per OTTO event type (`Recommended.typed`) when the model has them
 
 
 OUTPUTS: Registry[OutputFormat] = Registry("output format")
 OUTPUTS.register("ndjson", OutputFormat("ndjson", 'one JSON line per session: {"session", "items", "scores"}', JsonLines))
 OUTPUTS.register("parquet", OutputFormat("parquet", "columns session, items (raw ids), scores", ParquetOutput, (".parquet", ".pq"), needs_file=True))
-OUTPUTS.register("csv", OutputFormat("csv", "OTTO's Kaggle submission: session_type,labels", SubmissionCsv, (".csv",)))
+OUTPUTS.register("csv", OutputFormat("csv", "OTTO's Kaggle submission: session_type,labels", SubmissionCsv, (".csv",), per_event_type=True))
 
 
 def output_format(output_path: str, requested: str | None) -> OutputFormat:

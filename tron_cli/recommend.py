@@ -11,14 +11,14 @@ catalogue in chunks while a running top-k is kept (`scoring.py`), or through the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tron_cli import home
-from tron_cli.choices import INPUT_FORMATS
+from tron_cli.choices import INPUT_FORMATS, KAGGLE_ORDER_WEIGHTS
 from tron_cli.errors import InputFormatError, MissingInputError, UsageError
 from tron_cli.outputs import Recommended, open_writer, output_format
 from tron_cli.reporting import SILENT, Reporter
@@ -44,6 +44,7 @@ class RecommendOptions:
     index_params: tuple[str, ...] = ()  # NAME=VALUE search parameters of the index (ef_search, nprobe)
     allow: Path | None = None  # a file of raw ids: recommend only these
     deny: Path | None = None  # a file of raw ids: never recommend these
+    order_weight: float | None = None  # MultiTRON: the preference [1 - w, w] (None: a line's own, else DEFAULT_ORDER_WEIGHT)
 
 
 def read_id_list(path: Path, numeric: bool) -> np.ndarray:
@@ -63,11 +64,28 @@ def read_id_list(path: Path, numeric: bool) -> np.ndarray:
         raise InputFormatError(f"{path}: an item id is outside the range of the catalogue's 64-bit ids") from None
 
 
-def recommend_batch(servable: Servable, batch: Batch, k: int, exclude_seen: bool, filters: Filters = NO_FILTERS) -> tuple[Recommended, int, int]:
-    """One batch's recommendations, the number of unknown ids skipped and the sessions that had some."""
-    encoded = servable.encode(batch)
-    answer = servable.answer(encoded, np.arange(len(batch)), k, exclude_seen, filters)
-    return servable.recommended(batch, answer), int(encoded.unknown.sum()), int((encoded.unknown > 0).sum())
+def recommend_batch(
+    servable: Servable,
+    batch: Batch,
+    k: int,
+    exclude_seen: bool,
+    filters: Filters = NO_FILTERS,
+    order_weight: float | None = None,
+    per_event_type: bool = False,
+) -> tuple[Recommended, int, int]:
+    """One batch's recommendations, the number of unknown ids skipped and the sessions that had some. With
+    `per_event_type` a MultiTRON model also answers each OTTO event type at its order weight (KAGGLE_ORDER_WEIGHTS)."""
+    encoded = servable.encode(batch, order_weight)
+    result = servable.recommended(batch, servable.answer(encoded, np.arange(len(batch)), k, exclude_seen, filters))
+    if per_event_type and servable.model.preference_input:
+        typed = {}
+        for kind, weight in KAGGLE_ORDER_WEIGHTS.items():
+            answer = servable.recommended(
+                batch, servable.answer(servable.encode(replace(batch, order_weights=None), weight), np.arange(len(batch)), k, exclude_seen, filters)
+            )
+            typed[kind] = (answer.offsets, answer.ids)
+        result.typed = typed
+    return result, int(encoded.unknown.sum()), int((encoded.unknown > 0).sum())
 
 
 def recommend(
@@ -76,6 +94,8 @@ def recommend(
     """Run the stage: stream the input's sessions through the model into the output; returns counts."""
     if options.k < 1 or options.batch_size < 1:
         raise UsageError("-k and --batch-size must be at least 1")
+    if options.order_weight is not None and not 0 <= options.order_weight <= 1:
+        raise UsageError("--order-weight must be from 0 to 1")
     if options.input_format not in INPUT_FORMATS:
         raise UsageError(f"unknown input format {options.input_format!r}", f"Use one of: {', '.join(INPUT_FORMATS)}")
     chosen = output_format(output_path, options.output_format)
@@ -98,7 +118,9 @@ def recommend(
     with read_batches(input_path, options.input_format, numeric, servable.event_types, options.batch_size, report) as (batches, total):
         with open_writer(output_path, chosen, servable.catalogue.id_type) as writer, report.task("recommending", total=total) as task:
             for batch in batches:
-                result, unknown_ids, unknown_sessions = recommend_batch(servable, batch, options.k, options.exclude_seen, filters)
+                result, unknown_ids, unknown_sessions = recommend_batch(
+                    servable, batch, options.k, options.exclude_seen, filters, options.order_weight, chosen.per_event_type
+                )
                 writer.write(result)
                 totals["sessions"] += len(batch)
                 totals["fallback"] += int(result.fallback.sum())

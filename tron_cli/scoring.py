@@ -153,6 +153,10 @@ def top_among(model, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | No
 
 
 @torch.no_grad()
-def score_sessions(model, windows: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None) -> tuple[Tensor, Tensor]:
-    """(B, T) left-padded windows of dense ids -> (scores (B, k), dense ids (B, k)): what `tron recommend` answers."""
-    return top_items(model, model.last_hidden(windows), k, excluded, budget)
+def score_sessions(
+    model, windows: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, preference: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """(B, T) left-padded windows of dense ids -> (scores (B, k), dense ids (B, k)): what `tron recommend` answers.
+    `preference` (B, 2): each row's [click weight, order weight], for a model with a preference input."""
+    hidden = model.last_hidden(windows) if preference is None else model.last_hidden(windows, preference)
+    return top_items(model, hidden, k, excluded, budget)

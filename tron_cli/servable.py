@@ -22,6 +22,7 @@ from tron_cli import artifacts
 from tron_cli.artifacts import Sessions
 from tron_cli.batching import SessionStore
 from tron_cli.catalogue import Catalogue
+from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
 from tron_cli.index import INDEXES, ItemIndex, load_index, parse_params
 from tron_cli.modelio import load_model
@@ -89,9 +90,24 @@ class Servable:
         dense = self.catalogue.dense
         return filters_from_dense(None if allow is None else dense(allow), None if deny is None else dense(deny))
 
+    def preferences(self, batch: Batch, order_weight: float | None) -> np.ndarray | None:
+        """(S, 2) the preference [1 - w, w] each session is answered at: its own "order_weight", else
+        `order_weight`, else DEFAULT_ORDER_WEIGHT; None for a model without a preference input."""
+        asked = order_weight is not None or (batch.order_weights is not None and not np.isnan(batch.order_weights).all())
+        if not self.model.preference_input:
+            if asked:
+                raise UsageError(f"{self.path} reads no preference vector: an order weight needs a model trained with --objective multitron")
+            return None
+        weights = np.full(len(batch), DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight, dtype=np.float64)
+        if batch.order_weights is not None:
+            weights = np.where(np.isnan(batch.order_weights), weights, batch.order_weights)
+        return np.stack([1 - weights, weights], 1)
+
     @torch.no_grad()
-    def encode(self, batch: Batch) -> Encoded:
-        """Each session's last `max_length` known clicks, left-padded, through the model in one batch."""
+    def encode(self, batch: Batch, order_weight: float | None = None) -> Encoded:
+        """Each session's last `max_length` known clicks, left-padded, through the model in one batch; a model
+        with a preference input reads each session's (`preferences`)."""
+        preferences = self.preferences(batch, order_weight)
         dense = self.catalogue.dense(batch.items)
         owner = np.repeat(np.arange(len(batch)), np.diff(batch.offsets))
         known = dense > 0
@@ -106,7 +122,10 @@ class Servable:
         np.cumsum(lengths[scored], out=offsets[1:])
         store = SessionStore(Sessions(scored, offsets, dense[known].astype(np.int32), np.zeros(int(offsets[-1]), dtype=np.int64)), device)
         windows = store.tail_windows(torch.arange(len(scored), device=device), int(min(self.max_length, lengths.max())))
-        hidden = self.model.last_hidden(windows).float()
+        if preferences is None:
+            hidden = self.model.last_hidden(windows).float()
+        else:
+            hidden = self.model.last_hidden(windows, torch.from_numpy(preferences[scored]).float().to(device)).float()
         clicks = (torch.repeat_interleave(torch.arange(len(scored), device=device), store.lengths), store.items)
         return Encoded(lengths, unknown, scored, hidden, clicks)
 

@@ -39,6 +39,7 @@ class Batch:
     where: list[str]  # "FILE:LINE" (or "FILE: row N") of each session, for messages
     offsets: np.ndarray  # int64 (S+1,)
     items: np.ndarray  # raw ids in the catalogue's type (int64 or str)
+    order_weights: np.ndarray | None = None  # float64 (S,): a JSON line's "order_weight", NaN where it has none
 
     def __len__(self) -> int:
         return len(self.where)
@@ -117,9 +118,10 @@ def _json_batches(stream, name: str, expect: str, numeric: bool, event_types: tu
     def batch() -> Batch:
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        return Batch(sessions, where, offsets, _id_array(flat, numeric, where, offsets))
+        given = np.array(weights, dtype=np.float64) if any(not np.isnan(w) for w in weights) else None
+        return Batch(sessions, where, offsets, _id_array(flat, numeric, where, offsets), given)
 
-    sessions, where, lengths, flat = [], [], [], []
+    sessions, where, lengths, flat, weights = [], [], [], [], []
     for number, line in enumerate(stream, 1):
         if not line.strip():
             continue
@@ -131,13 +133,19 @@ def _json_batches(stream, name: str, expect: str, numeric: bool, event_types: tu
             ids = record_items(record, expect, numeric, event_types)
         except RecordProblem as problem:
             raise InputFormatError(f"{name}:{number}: {problem}", LINE_HINT) from None
+        weight = record.get("order_weight")
+        if weight is not None and not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1):
+            raise InputFormatError(
+                f"{name}:{number}: order_weight is {json.dumps(weight)}, not a number from 0 to 1", "Give the order weight of the preference [1 - w, w]"
+            )
         sessions.append(record["session"])
         where.append(f"{name}:{number}")
         lengths.append(len(ids))
         flat.extend(ids)
+        weights.append(np.nan if weight is None else float(weight))
         if len(sessions) == batch_size:
             yield batch()
-            sessions, where, lengths, flat = [], [], [], []
+            sessions, where, lengths, flat, weights = [], [], [], [], []
     if sessions:
         yield batch()
 

@@ -59,6 +59,11 @@ from tron_cli.cli._ui import UI, pass_ui, shown
     metavar="NAME=VALUE",
     help="With --retrieval index: a search parameter, the speed/recall knob (ef_search for hnsw, nprobe for ivf).",
 )
+@click.option(
+    "--order-weight",
+    type=click.FloatRange(0, 1),
+    help="A MultiTRON run (tron train --objective multitron): evaluate at the preference [1 - W, W]; order recall/density come with the click metrics [default: 0.5].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
 def evaluate(
@@ -80,6 +85,7 @@ def evaluate(
     retrieval,
     index_params,
     cut_seed,
+    order_weight,
     as_json,
 ) -> None:
     """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
@@ -134,6 +140,7 @@ def evaluate(
         track=track,
         retrieval=retrieval,
         index_params=tuple(index_params),
+        order_weight=order_weight,
     )
     if retrieval == "index":
         _index_table(ui, run, result, options.cutoffs)

@@ -45,9 +45,14 @@ from tron_cli.cli._ui import UI, pass_ui
     metavar="NAME=VALUE",
     help="A search parameter of the bundle's index, the speed/recall knob: ef_search (hnsw), nprobe (ivf). Repeatable.",
 )
+@click.option(
+    "--order-weight",
+    type=click.FloatRange(0, 1),
+    help="A MultiTRON model (tron train --objective multitron): the preference [1 - W, W] between the next click and orders; a JSON line's own order_weight wins [default: 0.5].",
+)
 @pass_ui
 def recommend(
-    ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device, allow, deny, exact, index_params
+    ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device, allow, deny, exact, index_params, order_weight
 ) -> None:
     """Recommend the top-k items for every session of the input, streaming batch by batch.
 
@@ -60,7 +65,9 @@ def recommend(
         items, scores) or OTTO's submission CSV (session_type,labels). Unknown item ids are skipped; a
         session without a known item gets the most popular items (scores null). stdout carries only the
         records; messages go to stderr. A bundle exported with --index is searched through its item index
-    (candidates scored exactly; --exact scores the whole catalogue). See docs/serving.md.
+    (candidates scored exactly; --exact scores the whole catalogue). A MultiTRON model answers at
+        --order-weight (or a JSON line's "order_weight"), and its submission CSV takes the clicks row at
+        order weight 0, carts at 0.5 and orders at 1. See docs/serving.md.
 
         \b
         Examples:
@@ -83,6 +90,7 @@ def recommend(
         index_params=tuple(index_params),
         allow=allow,
         deny=deny,
+        order_weight=order_weight,
     )
     try:
         run(model, input_path, output_path, options, report=ui)
