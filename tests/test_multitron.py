@@ -318,3 +318,16 @@ def test_onnx_export_keeps_the_preference_input(multitron_run, tmp_path):
     assert (ids == expected_ids.numpy()).mean() > 0.9  # near-ties may swap
     other, _ = session.run(None, {"items": items.numpy(), "preference": preference.flip(1).numpy(), "k": np.array(10, dtype=np.int64)})
     assert not np.array_equal(other, ids)
+
+
+def test_multitron_on_two_processes_equals_one(tiny_dataset, tmp_path):
+    from tests.test_distributed import COMMON
+
+    records = []
+    for devices, batch in (("2", "8"), ("1", "16")):
+        out = tmp_path / f"run{devices}"
+        result = invoke("train", str(tiny_dataset), *COMMON, "--objective", "multitron", "--valid-limit", "200", "--batch-size", batch, "--devices", devices, "--out", str(out))
+        assert result.exit_code == 0, result.stderr
+        records.append(json.loads((out / "history.jsonl").read_text().splitlines()[0]))
+    assert records[0]["loss"] == pytest.approx(records[1]["loss"], abs=1e-5)  # every rank drew the same preference per step
+    assert records[0]["valid"]["hypervolume"] == pytest.approx(records[1]["valid"]["hypervolume"], abs=1e-4)

@@ -68,7 +68,8 @@ def _created(document: dict[str, Any] | None, marker: Path) -> str:
 
 
 def _valid_recall(valid: Any) -> float | None:
-    return valid.get("recall@20") if isinstance(valid, dict) else None
+    """Validation Recall@20 (a MultiTRON run's at order weight 0, its click-only point)."""
+    return valid.get("recall@20", valid.get("order_weight_0/recall@20")) if isinstance(valid, dict) else None
 
 
 def _figures(kind: str, path: Path, document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
