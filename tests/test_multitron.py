@@ -326,7 +326,21 @@ def test_multitron_on_two_processes_equals_one(tiny_dataset, tmp_path):
     records = []
     for devices, batch in (("2", "8"), ("1", "16")):
         out = tmp_path / f"run{devices}"
-        result = invoke("train", str(tiny_dataset), *COMMON, "--objective", "multitron", "--valid-limit", "200", "--batch-size", batch, "--devices", devices, "--out", str(out))
+        result = invoke(
+            "train",
+            str(tiny_dataset),
+            *COMMON,
+            "--objective",
+            "multitron",
+            "--valid-limit",
+            "200",
+            "--batch-size",
+            batch,
+            "--devices",
+            devices,
+            "--out",
+            str(out),
+        )
         assert result.exit_code == 0, result.stderr
         records.append(json.loads((out / "history.jsonl").read_text().splitlines()[0]))
     assert records[0]["loss"] == pytest.approx(records[1]["loss"], abs=1e-5)  # every rank drew the same preference per step
