@@ -75,6 +75,7 @@ class Trainer:
         self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
         self.objective = LOSSES.get(config.loss)
         self.multi = config.objective == "multitron"
+        self.warned_no_orders = False
         self.needs_orders = self.objective.needs_orders
         if self.needs_orders and self.store.ordered is None:
             raise ArtifactError(f"--loss {config.loss} reads order labels, and {dataset.path} has no orders", "Train on a dataset with orders")
@@ -285,6 +286,9 @@ class Trainer:
             values = self._valid_scores((20,))
             if values is None:
                 return None
+            if values.get("n_ordered", 0) == 0 and not self.warned_no_orders:
+                self.report.warn("the validation split has no ordered target: the hypervolume stays 0, and the first epoch is kept")
+                self.warned_no_orders = True
             points.append((values["recall@20"], values["order_recall@20"]))
             for name in ("recall@20", "mrr@20", "order_recall@20", "order_density@20"):
                 out[f"order_weight_{weight:g}/{name}"] = values[name]
