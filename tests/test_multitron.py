@@ -204,12 +204,11 @@ def test_multitron_needs_orders_and_a_model_with_a_preference_input(tiny_dataset
     assert result.exit_code == 2 and "--regularization applies to --loss ssm_and_be, ssm_and_distortion" in result.stderr
 
 
-def test_a_click_run_reads_the_same_as_before(tiny_dataset, tmp_path):
-    trainer = Trainer(
-        TrainConfig.create(hidden_size=16, uniform_negatives=64, batch_size=32, topk=32, max_length=20, device="cpu"), read_dataset(tiny_dataset), tmp_path
-    )
-    assert not trainer.multi and trainer.model.preference_projection is None and trainer.select_on == "recall@20"
-    assert Path(tmp_path).is_dir()
+def test_a_click_trainer_has_no_preference_and_selects_on_its_metric(tiny_dataset, tmp_path):
+    config = TrainConfig.create(hidden_size=16, uniform_negatives=64, batch_size=32, topk=32, max_length=20, device="cpu")
+    trainer = Trainer(config, read_dataset(tiny_dataset), tmp_path)
+    assert not trainer.multi and trainer.model.preference_projection is None and trainer.preference() is None
+    assert trainer.select_on == "recall@20" and not config.network.preference
 
 
 @pytest.fixture(scope="session")
@@ -307,8 +306,9 @@ def test_onnx_export_keeps_the_preference_input(multitron_run, tmp_path):
     out = tmp_path / "bundle"
     result = invoke("export", str(multitron_run), "--out", str(out), "--format", "onnx")
     assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["onnx"]["exporter"] == "dynamo"
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [(i.name, i.type) for i in session.get_inputs()] == [("items", "tensor(int64)"), ("preference", "tensor(float)"), ("k", "tensor(int64)")]
+    assert [(i.name, i.type) for i in session.get_inputs()] == [("items", "tensor(int64)"), ("k", "tensor(int64)"), ("preference", "tensor(float)")]
     model, _, _ = load_model(multitron_run)
     items = torch.tensor([[0, 0, 3, 4, 5], [6, 7, 8, 9, 10], [0, 0, 0, 0, 11]])
     preference = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])

@@ -49,15 +49,15 @@ class TopKGraph(nn.Module):
     """items (B, T) int64 left-padded (0 = padding), k int64 scalar -> indices (B, k) int64 dense ids (never 0)
     and scores (B, k) float32, best first: the model's state after each session's last click against items
     1..N (+ bias), then top-k. A model with a preference input (MultiTRON) also takes preference (B, 2)
-    float32, each row's [click weight, order weight], between items and k."""
+    float32, each row's [click weight, order weight], after k."""
 
     def __init__(self, model: SessionModel):
         super().__init__()
         self.model = model
 
-    def forward(self, items: Tensor, *rest: Tensor) -> tuple[Tensor, Tensor]:
-        *preference, k = rest
-        hidden = self.model.last_hidden(items, *preference)
+    def forward(self, items: Tensor, k: Tensor, preference: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        model: Any = self.model  # a model with a preference input takes it as last_hidden's second argument
+        hidden = model.last_hidden(items) if preference is None else model.last_hidden(items, preference)
         scores = hidden @ self.model.output_table()[1:].T
         if self.model.output_bias is not None:
             scores = scores + self.model.output_bias[1:, 0]
@@ -80,13 +80,13 @@ def _quiet_exporter():
 
 
 def _example(model: SessionModel, max_length: int) -> tuple[Tensor, ...]:
-    """Example inputs (items, [preference,] k) of the graph."""
+    """Example inputs (items, k[, preference]) of the graph."""
     # 3 x 2+ so that torch.export keeps both sizes symbolic (it specialises sizes 0 and 1)
     t = min(max_length, 8) if max_length > 1 else 1
     items = torch.randint(1, model.n_items + 1, (3, t), generator=torch.Generator().manual_seed(0))
     items[0, : t // 2] = 0
     k = torch.tensor(min(20, model.n_items))
-    return (items, _preferences(3, 0), k) if model.preference_input else (items, k)
+    return (items, k, _preferences(3, 0)) if model.preference_input else (items, k)
 
 
 def _preferences(batch: int, seed: int) -> Tensor:
@@ -96,7 +96,7 @@ def _preferences(batch: int, seed: int) -> Tensor:
 
 
 def input_names(model: SessionModel) -> list[str]:
-    return ["items", "preference", "k"] if model.preference_input else ["items", "k"]
+    return ["items", "k", "preference"] if model.preference_input else ["items", "k"]
 
 
 def _export_dynamo(graph: TopKGraph, path: Path, max_length: int, external: bool) -> None:
@@ -107,7 +107,7 @@ def _export_dynamo(graph: TopKGraph, path: Path, max_length: int, external: bool
         # learned positions (SASRec) stop at max_length; a recurrent model reads sessions of any length
         length = torch.export.Dim("length", min=1, max=max_length) if graph.model.bounded_length else torch.export.Dim("length", min=1)
     batch = torch.export.Dim("batch", min=1)
-    shapes: tuple[Any, ...] = ({0: batch, **({1: length} if length is not None else {})}, *([{0: batch}] if len(example) == 3 else []), None)
+    shapes: tuple[Any, ...] = ({0: batch, **({1: length} if length is not None else {})}, None, *([{0: batch}] if len(example) == 3 else []))
     program = torch.onnx.export(
         graph,
         example,
@@ -215,8 +215,8 @@ def export_onnx(model: SessionModel, path: Path, max_length: int, report: Report
         "opset": OPSET,
         "inputs": {
             "items": "int64 [batch, length] left-padded dense ids, 0 = padding",
-            **({"preference": "float32 [batch, 2] [click weight, order weight] of each row, summing to 1"} if model.preference_input else {}),
             "k": "int64 scalar, 1..n_items",
+            **({"preference": "float32 [batch, 2] [click weight, order weight] of each row, summing to 1"} if model.preference_input else {}),
         },
         "outputs": {"indices": "int64 [batch, k] dense ids 1..n_items, best first", "scores": "float32 [batch, k]"},
     }
