@@ -18,7 +18,7 @@ from tron_cli.artifacts import Dataset
 from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
 from tron_cli.choices import PROTOCOLS, RETRIEVALS, SPLITS, TIES
-from tron_cli.errors import ArtifactError, MissingInputError, UsageError
+from tron_cli.errors import ArtifactError, MissingInputError, OutputError, UsageError
 from tron_cli.modelio import load_model, read_model_dir
 from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions
 from tron_cli.reporting import SILENT, Reporter
@@ -92,11 +92,17 @@ def evaluate(
     batch_size = int(document.get("train", {}).get("batch_size", 128))
     result = {**evaluate_model(model, store, dataset.targets == "last", options, batch_size, report), **_about(options, dataset)}
     if kind == "run":
-        artifacts.write_json(
-            model_path / "metrics.json",
-            {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
-            kind="metrics",
-        )
+        # what was computed is the result: a run dir that cannot be written into (read-only, a full disk) costs
+        # the record, not the metrics, which are still printed
+        try:
+            artifacts.write_json(
+                model_path / "metrics.json",
+                {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
+                kind="metrics",
+            )
+        except OutputError as error:
+            report.warn(f"metrics.json was not saved ({error.message}); the metrics are printed only")
+            return result
         tracking.log_evaluation(model_path, track, {k: v for k, v in result.items() if "@" in k or k == "n_targets"}, options.split)
     return result
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from pathlib import Path
 
 import click
@@ -84,11 +81,4 @@ def recommend(
         allow=allow,
         deny=deny,
     )
-    try:
-        run(model, input_path, output_path, options, report=ui)
-    except BrokenPipeError:
-        # the reader went away (`tron recommend | head`): stop quietly, as other filters do, and keep Python
-        # from failing again when it flushes stdout at exit
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(141) from None
+    run(model, input_path, output_path, options, report=ui)  # a reader that went away (`| head`) ends it quietly: cli/__init__.py
