@@ -331,8 +331,10 @@ DOCUMENT_FIELDS: dict[str, Mapping[str, Field]] = {
         "name": _NAME,
         "files": Field(
             "a list of {path, size, sha256}",
-            lambda v: isinstance(v, list)
-            and all(isinstance(e, dict) and isinstance(e.get("path"), str) and _integer(0)(e.get("size")) and isinstance(e.get("sha256"), str) for e in v),
+            lambda v: (
+                isinstance(v, list)
+                and all(isinstance(e, dict) and isinstance(e.get("path"), str) and _integer(0)(e.get("size")) and isinstance(e.get("sha256"), str) for e in v)
+            ),
         ),
     },
     "metrics": {"metrics": _object({})},
@@ -529,7 +531,6 @@ def read_items(path: Path) -> pa.Table:
 
 
 # --------------------------------------------------------------------------------------------- datasets
-
 
 
 @dataclass

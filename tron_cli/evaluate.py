@@ -85,9 +85,10 @@ def evaluate(
         return _evaluate_index(model_path, data, options, torch_device, index_params, report)
     if index_params:
         raise UsageError("--index-param tunes the index of --retrieval index")
-    model, document, kind = load_model(model_path, torch_device)
+    document, _ = read_model_dir(model_path)  # the dataset is compared first: its message says what to pass
     dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
+    model, document, kind = load_model(model_path, torch_device)
     store = _store(dataset, options, torch_device)
     batch_size = int(document.get("train", {}).get("batch_size", 128))
     result = {**evaluate_model(model, store, dataset.targets == "last", options, batch_size, report), **_about(options, dataset)}

@@ -2,7 +2,8 @@
 
 A format is one writer class, `Writer(sink, id_type)` with `write(batch)` and `close()`, registered with its
 name and file extensions. A text format writes to a text handle (stdout or a file); a format that needs a file
-(`needs_file`, Parquet) gets the path. A file is written under a temporary name and renamed only when complete.
+(`needs_file`, Parquet) gets the path. A file is written under a temporary name and renamed only when complete;
+stdout gets the records from a temporary file once they are all written, so a failure writes nothing there either.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import contextlib
 import csv
 import itertools
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,9 +181,14 @@ def output_format(output_path: str, requested: str | None) -> OutputFormat:
 def open_writer(output_path: str, chosen: OutputFormat, id_type: pa.DataType) -> Iterator[Writer]:
     """A writer for the output; a file is written under a temporary name and renamed only when complete."""
     if output_path == "-":
-        writer = chosen.writer(sys.stdout, id_type)
-        yield writer
-        writer.close()
+        # spooled, and copied to stdout only when complete: a failure (a malformed line) leaves stdout empty
+        with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
+            writer = chosen.writer(spool, id_type)
+            yield writer
+            writer.close()
+            spool.seek(0)
+            shutil.copyfileobj(spool, sys.stdout)
+            sys.stdout.flush()
         return
     with artifacts.atomic_path(Path(output_path)) as tmp:
         if chosen.needs_file:

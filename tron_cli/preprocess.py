@@ -13,10 +13,14 @@ choose checkpoints on it.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +28,7 @@ import pyarrow as pa
 from tron_cli import artifacts, home
 from tron_cli.artifacts import Sessions
 from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
-from tron_cli.errors import InputFormatError, MissingInputError, UsageError
+from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
 from tron_cli.reporting import SILENT, Reporter
 
 DAY_MS = steps.DAY_MS
@@ -60,11 +64,30 @@ class Options:
     unknown_test_items: str | None = None  # keep (as misses) or drop; None: drop for the reference's datasets, keep for own logs
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class _Source:
     path: Path  # as given: messages name the file as the user typed it
     sha256: str
     size: int
+    spool: Any = None  # a named pipe's (/dev/stdin's, <(...)'s) content, copied once: a pipe cannot be read twice
+
+
+def _readable(source: _Source) -> Path:
+    """Where a source's bytes are read from: the file itself, or its spooled copy."""
+    return Path(source.spool.name) if source.spool is not None else source.path
+
+
+def _spool(path: Path) -> Any:
+    """A temporary copy of a named pipe or character device (deleted when closed, or with the copy's last reference),
+    named with the pipe's suffixes so that `.csv.gz` still says what it holds."""
+    spool = tempfile.NamedTemporaryFile(prefix=".tron-input.", suffix="".join(path.suffixes[-2:]))
+    with open(path, "rb") as stream:
+        shutil.copyfileobj(stream, spool, 1 << 20)
+    spool.flush()
+    return spool
 
 
 def _describe(step: str, sessions: Sessions, log: list[dict[str, Any]]) -> None:
@@ -74,6 +97,9 @@ def _describe(step: str, sessions: Sessions, log: list[dict[str, Any]]) -> None:
 def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
     """A raw file with its checksum, taken from the download's manifest when it is there (no rehashing 11 GB)."""
     path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():  # a named pipe, /dev/stdin, <(...)
+        spool = _spool(path)
+        return _Source(path, artifacts.sha256_file(Path(spool.name)), Path(spool.name).stat().st_size, spool)
     if not path.is_file():
         raise MissingInputError(f"{path} does not exist", "Check the path given to --train or --test")
     if manifest is not None:
@@ -129,6 +155,33 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
     return options.name or preset_name, spec, [_source(p, manifest) for p in paths]
 
 
+def _check_values(options: Options, name: str) -> None:
+    """Refuse option values that make no sense (usage errors naming the option), and a dataset name that is not one
+    plain directory name under $TRON_HOME/data (`../../x` would write elsewhere, `.x` would be hidden from later stages)."""
+    if options.separator is not None and len(options.separator) != 1:
+        raise UsageError(f"--separator must be one character, not {options.separator!r}", "Give , or ; or | (or a tab), or leave it out to sniff it")
+    for flag, days in (("--test-days", options.test_days), ("--valid-days", options.valid_days)):
+        if days is not None and not (0 < days < math.inf):
+            raise UsageError(f"{flag} must be a positive number of days, not {days}")
+    if options.out is None and (not name or name in (".", "..") or name.startswith(".") or any(sep in name for sep in ("/", "\\", os.sep))):
+        raise UsageError(f"dataset name {name!r} is not a plain name: it must not hold a path separator or start with '.'", "Pass --name NAME, or --out DIR")
+
+
+def _named(source: _Source, work: Callable[[], T]) -> T:
+    """`work()`, whose errors name a spooled pipe by the path the user gave."""
+    try:
+        return work()
+    except TronError as error:
+        if source.spool is not None:
+            error.message = error.message.replace(source.spool.name, str(source.path))
+            error.args = (error.line(),)
+        raise
+
+
+def _read_source(source: _Source, spec: DatasetSpec | None, options: Options, report: Reporter) -> readers.RawLog:
+    return _named(source, lambda: _read(_readable(source), spec, options, report))
+
+
 def _read(path: Path, spec: DatasetSpec | None, options: Options, report: Reporter) -> readers.RawLog:
     if spec is not None:
         return spec.read(path, options.event_types, report)
@@ -157,7 +210,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     preset = spec.preset if spec else None
     if spec is None and options.format not in readers.FORMATS:
         raise UsageError(f"unknown format {options.format!r}", f"Use one of: {', '.join(readers.FORMATS)}")
-    reader = spec.format if spec else options.format if options.format != "auto" else readers.infer_format(sources[0].path)
+    reader = spec.format if spec else options.format if options.format != "auto" else _named(sources[0], lambda: readers.infer_format(_readable(sources[0])))
     if options.split not in ("time", "last"):
         raise UsageError(f"unknown split {options.split!r}", "Use --split time or --split last")
     if options.min_session_length < 1:
@@ -166,13 +219,14 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         raise UsageError("--valid-fraction must be between 0 and 1")
     if sum(x is not None for x in (options.valid_days, options.valid_fraction)) + options.no_valid > 1:
         raise UsageError("give at most one of --valid-days, --valid-fraction and --no-valid")
+    _check_values(options, name)
     out = Path(options.out) if options.out else home.datasets_root() / name
     if out.exists() and not options.force:
         raise UsageError(f"{out} exists already", "Pass --force to replace it, or --name to write another dataset")
 
     min_length = options.min_session_length
     min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)
-    raws = [_read(source.path, spec, options, report) for source in sources]
+    raws = [_read_source(source, spec, options, report) for source in sources]
     columns = raws[0].columns
     notes: list[tuple[Callable[[str], None], str]] = []  # said once the dataset is written: a refusal stays one line
     recognised = [role for role in readers.ROLES if getattr(options, f"{role}_col") is None]
@@ -295,7 +349,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         "source": {
             "preset": spec.name if spec else None,
             "format": reader,
-            "files": [{"path": str(s.path.resolve()), "size": s.size, "sha256": s.sha256} for s in sources],
+            "files": [{"path": str(s.path.resolve() if s.spool is None else s.path), "size": s.size, "sha256": s.sha256} for s in sources],
         },
         "parameters": {
             "split": "files" if pre_split else options.split,

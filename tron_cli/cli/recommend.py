@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tron_cli.choices import DEVICES, INPUT_FORMATS
+from tron_cli.choices import DEVICES, INPUT_FORMATS, ON_ERROR
 from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, pass_ui
 
@@ -34,6 +34,13 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option("--allow", type=click.Path(dir_okay=False, path_type=Path), help="Recommend only these items: a file of raw ids, one a line.")
 @click.option("--deny", type=click.Path(dir_okay=False, path_type=Path), help="Never recommend these items: a file of raw ids, one a line.")
+@click.option(
+    "--on-error",
+    type=click.Choice(ON_ERROR),
+    default="fail",
+    show_default=True,
+    help="A malformed input line: fail naming it, before anything is written (stdout too), or skip it, report it on stderr and go on.",
+)
 @click.option("--exact", is_flag=True, help="Score the whole catalogue even when the bundle has an item index (tron export --index).")
 @click.option(
     "--index-param",
@@ -44,7 +51,7 @@ from tron_cli.cli._ui import UI, pass_ui
 )
 @pass_ui
 def recommend(
-    ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device, allow, deny, exact, index_params
+    ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device, allow, deny, on_error, exact, index_params
 ) -> None:
     """Recommend the top-k items for every session of the input, streaming batch by batch.
 
@@ -56,7 +63,8 @@ def recommend(
         in input order: JSON lines {"session": ID, "items": [...], "scores": [...]}, Parquet (session,
         items, scores) or OTTO's submission CSV (session_type,labels). Unknown item ids are skipped; a
         session without a known item gets the most popular items (scores null). stdout carries only the
-        records; messages go to stderr. A bundle exported with --index is searched through its item index
+        records, written when the whole input was read (a malformed line fails the command before any is
+        written, unless --on-error skip); messages go to stderr. A bundle exported with --index is searched through its item index
     (candidates scored exactly; --exact scores the whole catalogue). See docs/serving.md.
 
         \b
@@ -80,5 +88,6 @@ def recommend(
         index_params=tuple(index_params),
         allow=allow,
         deny=deny,
+        on_error=on_error,
     )
     run(model, input_path, output_path, options, report=ui)  # a reader that went away (`| head`) ends it quietly: cli/__init__.py

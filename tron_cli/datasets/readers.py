@@ -420,10 +420,28 @@ def read_table(
             raise InputFormatError(f"{path}:{first_true(nulls) + row_offset}: column {column!r} is empty", "Every event needs a session and an item")
         if frame[column].dtype.is_float():
             raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
+    session, item = (id_column(path, frame[column], flag) for column, flag in ((session_col, "--session-col"), (item_col, "--item-col")))
     ts = timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
-    raw = group(frame[session_col], frame[item_col], ts)
+    raw = group(session, item, ts)
     raw.columns = columns
     return raw
+
+
+INT64_MAX = (1 << 63) - 1
+
+
+def id_column(path: Path, values: pl.Series, flag: str) -> pl.Series:
+    """Ids as tron keeps them: integers that fit in 64 signed bits as Int64; wider ones (uint64 ids of 2^63 and
+    above) as their decimal spelling, a string id that `tron recommend` also matches when given as a number;
+    strings as they are. Booleans, lists and other types are refused, naming the flag that picks another column."""
+    dtype = values.dtype
+    if dtype.is_integer():
+        if values.max() > INT64_MAX or values.min() < -INT64_MAX - 1:  # type: ignore[operator]
+            return values.cast(pl.String)
+        return values.cast(pl.Int64)
+    if dtype in (pl.String, pl.Categorical, pl.Enum):
+        return values.cast(pl.String)
+    raise InputFormatError(f"{path}: column {values.name!r} has type {dtype}; ids must be integers or strings", f"Fix the column, or pick another with {flag}")
 
 
 def read_log(
