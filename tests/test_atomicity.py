@@ -195,7 +195,7 @@ UNWRITABLE = [
 def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(env_home, tiny_dataset, tiny_model, monkeypatch, case, fault):
     from tests.unwritable import full_disk, read_only
 
-    name, where, command = case
+    _, where, command = case
     run, bundle = tiny_model
     (env_home / where).mkdir(exist_ok=True)
     args = command(env_home, tiny_dataset, run, bundle)

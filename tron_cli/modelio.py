@@ -46,6 +46,7 @@ def check_weights(path: Path, kind: str, section: dict[str, Any], catalogue: str
     catalogue fingerprint and model section the file records (weights written before they were recorded have
     none: then the config's fingerprint, checked by the caller, decides) must be these."""
     path = Path(path)
+    expected = expected_tensors(section)  # the section's own values are checked first (a string where a size belongs)
     header = artifacts.read_tensor_header(path, kind)
     recorded = header.metadata.get(CATALOGUE_KEY)
     if recorded is not None and catalogue is not None and recorded != catalogue:
@@ -65,7 +66,7 @@ def check_weights(path: Path, kind: str, section: dict[str, Any], catalogue: str
                 f"{path} holds weights of another model ({differ[0]} {their.get(differ[0]) if isinstance(their, dict) else their!r}, not {section.get(differ[0])!r})",
                 "Use the weights that were trained with this config.json",
             )
-    artifacts.check_tensor_header(header, path, kind, expected_tensors(section))
+    artifacts.check_tensor_header(header, path, kind, expected)
     return header
 
 
