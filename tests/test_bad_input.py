@@ -329,6 +329,13 @@ CASES = [
         ("log.csv:3", "'yesterday'", "not a timestamp"),
         ("data/log",),
     ),
+    Case(
+        "pre-csv-mixed-time-formats",
+        log("log.csv", "session,item,ts\n1,2,2024-01-01T00:00:00Z\n1,3,2024-01-01T00:01:00Z\n2,3,01/02/2024 10:00\n", "--format", "csv"),
+        1,
+        ("log.csv:4", "'01/02/2024 10:00'", "the format of its first good value '2024-01-01T00:00:00Z'"),
+        ("data/log",),
+    ),
     Case("pre-csv-nan-time", log("log.csv", "session,item,ts\n1,2,100.5\n1,3,NaN\n", "--format", "csv"), 1, ("log.csv:3", "NaN"), ("data/log",)),
     Case("pre-csv-empty-time", log("log.csv", "session,item,ts\n1,2,100\n1,3,\n", "--format", "csv"), 1, ("log.csv:3", "'ts'"), ("data/log",)),
     Case("pre-csv-negative-time", log("log.csv", "session,item,ts\n1,2,100\n1,3,-5\n", "--format", "csv"), 1, ("log.csv:3", "negative"), ("data/log",)),
@@ -1131,3 +1138,24 @@ def test_an_archive_with_a_name_twice_or_too_much_inside_is_refused_whole(home, 
     assert "refused the whole archive, nothing was extracted" in line
     assert ("appears twice" if hostile == "duplicate-member" else "times its size") in line, line
     assert all_files(home) == before
+
+
+@pytest.mark.parametrize("surprise", ["year-56000", "outlier-test-split"])
+def test_implausible_times_and_a_thin_test_split_are_warned_with_the_numbers(home, surprise):
+    """Kept, but said: times past the year 2100 as read with --time-unit (seconds read as ms), and a time split whose
+    test holds a tiny share of the sessions because one session starts far after the others."""
+    rows = [f"{s},{(s + k) % 9 + 1},{1_700_000_000 + s * 600 + k}" for s in range(400) for k in range(3)]
+    if surprise == "year-56000":
+        rows = [f"{s},{(s + k) % 9 + 1},{(1_700_000_000 + s * 600 + k) * 1000}" for s in range(400) for k in range(3)]  # ms
+        args = ["--time-unit", "s", "--test-days", "0.5"]
+    else:
+        rows += ["999,1,1900000000", "999,2,1900000001"]  # six years after the others
+        args = ["--time-unit", "s"]
+    (home / "log.csv").write_text("session,item,ts\n" + "\n".join(rows) + "\n")
+    result = invoke("preprocess", "--train", "log.csv", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    if surprise == "year-56000":
+        assert any("the year 55,8" in line and "--time-unit s" in line and "1,200 of 1,200 events" in line for line in warnings), warnings
+    else:
+        assert any("the test split holds 1 of 401 sessions" in line and "--test-days" in line for line in warnings), warnings

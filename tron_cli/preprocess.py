@@ -245,6 +245,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
 
     train = parts.pop(0)
     _describe("read train" if pre_split else "read", train, history)
+    notes += [(report.warn, note) for note in implausible_times(train, options.time_unit if spec is None else "ms")]
     train = drop_short_logged(train, min_length, history)
     if min_support > 1:
         train = steps.drop_rare_items(train, min_support, n_codes)
@@ -271,6 +272,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         train, test = steps.split_by_time(train, test_days * DAY_MS, split_on, floor)
         _describe(f"time split: train ({test_days:g} days before the latest start)", train, history)
         _describe("time split: test", test, history)
+        notes += [(report.warn, note) for note in thin_test_split(train, test, test_days)]
         if len(train) == 0:
             raise InputFormatError(
                 f"{sources[0].path}: the time split leaves no train session (every session starts within {test_days:g} days of the latest)", "Lower --test-days"
@@ -384,6 +386,44 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     for say, note in notes:
         say(note)
     return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, "unknown_test_targets": unknown, **summary_counts}
+
+
+LATEST_PLAUSIBLE_YEAR = 2100  # a log's time after this is a unit read wrongly (ms as s) or an outlier
+THIN_TEST = (10, 0.01)  # a time split's test under this many sessions and this share of them is worth a warning
+
+
+def implausible_times(sessions: Sessions, time_unit: str) -> list[str]:
+    """A warning, with the numbers, when the log's times run past `LATEST_PLAUSIBLE_YEAR` as read with `time_unit`."""
+    if not len(sessions.ts):
+        return []
+    latest = int(sessions.ts.max())
+    limit = int(dt.datetime(LATEST_PLAUSIBLE_YEAR, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    if latest < limit:
+        return []
+    late = int((sessions.ts >= limit).sum())
+    year = 1970 + latest / (365.2425 * DAY_MS)
+    return [
+        f"the log's times run to the year {year:,.0f} as read with --time-unit {time_unit} ({late:,} of {len(sessions.ts):,} events after "
+        f"{LATEST_PLAUSIBLE_YEAR}): check the unit (s, ms, us, ns: --time-unit) or the log for outliers"
+    ]
+
+
+def thin_test_split(train: Sessions, test: Sessions, test_days: float) -> list[str]:
+    """A warning, with the numbers, when the time split's test holds a tiny share of the sessions: the latest
+    session starts far after the others (an outlier time), so the last --test-days hold almost nothing."""
+    total = len(train) + len(test)
+    if not len(test) or len(test) >= THIN_TEST[0] or len(test) >= THIN_TEST[1] * total:
+        return []
+    latest, before = int(steps.starts(test).max()), int(steps.starts(train).max()) if len(train) else None
+    gap = "" if before is None else f", {(latest - before) / DAY_MS:,.1f} days after the latest train session's"
+    try:
+        when = dt.datetime.fromtimestamp(latest / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, OverflowError):  # past the year 9999
+        when = f"the year {1970 + latest / (365.2425 * DAY_MS):,.0f}"
+    return [
+        f"the test split holds {len(test):,} of {total:,} sessions ({100 * len(test) / total:.2g}%): the last {test_days:g} days before the latest "
+        f"session start ({when}{gap}); an outlier time does this. Check the log's times, or set --test-days"
+    ]
 
 
 def own_validation(train: Sessions, test_span_days: float) -> tuple[float | None, float | None]:

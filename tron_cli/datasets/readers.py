@@ -297,7 +297,13 @@ def timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_off
         failed = parsed.is_null() & values.is_not_null()
         if failed.any() or values.is_null().any():
             row = first_true(failed | values.is_null())
-            raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} value {values[row]!r} is not a timestamp", bad_hint)
+            good = first_true(~(failed | values.is_null()))
+            expected = f"the format of its first good value {values[good]!r}" if not (failed | values.is_null())[good] else "ISO 8601"
+            raise InputFormatError(
+                f"{path}:{row + row_offset}: column {column!r} value {values[row]!r} is not a timestamp in {expected} "
+                "(one format a column; e.g. 2024-05-01T12:00:00Z)",
+                bad_hint,
+            )
         values = parsed
     if values.dtype.is_temporal():
         return values.dt.epoch("ms").to_numpy().astype(np.int64)
