@@ -289,3 +289,29 @@ def test_a_run_killed_before_its_first_epoch_restarts_by_following_its_message(t
     assert "training it again from the start" in result.stderr
     assert (killed / "summary.json").exists()
     _assert_same(load_file(killed / "model.safetensors"), load_file(done / "model.safetensors"))
+
+
+@pytest.mark.parametrize("fault", ["full-disk", "read-only"])
+def test_training_that_cannot_write_an_epoch_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path, monkeypatch, fault):
+    """The disk fills up (or turns read-only) while epoch 2 is saved: one line, exit 1, and the run dir still holds
+    epoch 1's checkpoint and weights, whole; once the disk has room, --resume finishes the run."""
+    from tests.unwritable import full_disk, read_only
+
+    out = tmp_path / "run"
+    real = train_module.Trainer._save_epoch
+
+    def save_epoch(self, record, improved):
+        if self.state.epoch == 2:
+            (full_disk if fault == "full-disk" else read_only)(monkeypatch, out)
+        return real(self, record, improved)
+
+    monkeypatch.setattr(train_module.Trainer, "_save_epoch", save_epoch)
+    line = _one_error_line(invoke("train", str(tiny_dataset), *FAST, "--epochs", "3", "--overfit-batches", "2", "--out", str(out)))
+    monkeypatch.undo()
+    assert "training stopped after epoch 2" in line and "the checkpoint of epoch 1 is kept" in line and f"tron train --resume {out}" in line, line
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1
+    assert _finite(load_file(out / "checkpoint" / "weights.safetensors")) and _finite(load_file(out / "model.safetensors"))
+    assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1]
+    resumed = invoke("train", "--resume", str(out))
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1, 2, 3]
