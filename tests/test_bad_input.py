@@ -1159,3 +1159,45 @@ def test_implausible_times_and_a_thin_test_split_are_warned_with_the_numbers(hom
         assert any("the year 55,8" in line and "--time-unit s" in line and "1,200 of 1,200 events" in line for line in warnings), warnings
     else:
         assert any("the test split holds 1 of 401 sessions" in line and "--test-days" in line for line in warnings), warnings
+
+
+def _strict_json(text: str):
+    """Parse as JSON proper: NaN, Infinity and -Infinity (which Python's json would accept) are refused."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("writer", ["write_json", "append_jsonl", "cli-json", "recommend-scores"])
+def test_every_json_record_written_is_valid_json(tmp_path, writer, capsys):
+    """A NaN or infinite value becomes null wherever tron writes JSON: documents, history lines, --json output and
+    recommendations' scores."""
+    from tron_cli import artifacts
+    from tron_cli.outputs import JsonLines, Recommended
+
+    odd = {"loss": float("nan"), "recall@20": float("inf"), "nested": [1.5, float("-inf")]}
+    if writer == "write_json":
+        artifacts.write_json(tmp_path / "doc.json", odd)
+        text = (tmp_path / "doc.json").read_text()
+    elif writer == "append_jsonl":
+        artifacts.append_jsonl(tmp_path / "history.jsonl", odd)
+        text = (tmp_path / "history.jsonl").read_text()
+    elif writer == "cli-json":
+        from tron_cli.cli._ui import UI
+
+        UI.emit_json(odd)
+        text = capsys.readouterr().out
+    else:
+        import io
+
+        handle = io.StringIO()
+        recommended = Recommended([1], ["stdin:1"], np.array([0, 3]), np.array([4, 5, 6]), np.array([1.0, np.inf, np.nan], dtype=np.float32), np.array([False]))
+        JsonLines(handle, pa.int64()).write(recommended)
+        text = handle.getvalue()
+        assert _strict_json(text)["scores"] == [1.0, None, None]
+        return
+    for line in text.splitlines() if writer == "append_jsonl" else [text]:
+        parsed = _strict_json(line)
+        assert parsed["loss"] is None and parsed["recall@20"] is None and parsed["nested"] == [1.5, None]

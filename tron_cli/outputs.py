@@ -12,6 +12,7 @@ import contextlib
 import csv
 import itertools
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -52,6 +53,10 @@ class Recommended:
         return [ids[a:b] for a, b in itertools.pairwise(offsets)]
 
 
+def _json_number(value: float) -> str:
+    return f"{value:.6g}" if math.isfinite(value) else "null"
+
+
 class JsonLines:
     """One line per session: {"session": ..., "items": [...], "scores": [...]}, scores to 6 significant digits."""
 
@@ -62,9 +67,11 @@ class JsonLines:
         # formatted by hand, not json.dumps of a dict: several times faster, which matters once scoring is
         # fast (a GPU); "{:.6g}" of a finite float is a valid JSON number
         scores, offsets = batch.scores.tolist(), batch.offsets.tolist()
+        # JSON has no NaN or infinity: a score that overflowed is written as null (checked once per batch: rare)
+        number = "{:.6g}".format if np.isfinite(batch.scores).all() else _json_number
         lines = []
         for s, (session, ids) in enumerate(zip(batch.session_values(), batch.id_lists())):
-            listed = "null" if batch.fallback[s] else "[" + ", ".join(map("{:.6g}".format, scores[offsets[s] : offsets[s + 1]])) + "]"
+            listed = "null" if batch.fallback[s] else "[" + ", ".join(map(number, scores[offsets[s] : offsets[s + 1]])) + "]"
             lines.append(f'{{"session": {json.dumps(session, default=str)}, "items": {json.dumps(ids)}, "scores": {listed}}}\n')
         self.handle.write("".join(lines))
         self.handle.flush()
