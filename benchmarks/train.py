@@ -41,30 +41,43 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def measure(name: str, dataset, device: str, steps: int, warmup: int, precision: str) -> dict:
-    config = TrainConfig.create(**{**CONFIGS[name], "device": device, "precision": precision, "epochs": 1})
+def measure(label: str, options: dict[str, Any], dataset, steps: int, warmup: int) -> dict[str, Any]:
+    """One configuration (`tron train` options, device and precision included): `warmup` steps, then `steps`
+    timed steps of the epoch function `tron train` runs. Peak memory is the device's (CUDA only)."""
+    config = TrainConfig.create(**{**options, "epochs": 1})
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, dataset, Path(run_dir))
         trainer.valid = None
         run = EPOCHS[trainer.model.feeding]
-        trainer.order = epoch_order(len(trainer.store), "shuffle_without_replacement", trainer.generator)
+        order = epoch_order(len(trainer.store), "shuffle_without_replacement", trainer.generator)
+        trainer.order = order
+        cuda = trainer.device.type == "cuda"
         with StopRequest() as stop:
             trainer.config = dataclasses.replace(config, overfit_batches=float(warmup))
-            run(trainer, trainer.order, 0, stop)
+            run(trainer, order, 0, stop)
             trainer.state.done = 0
             trainer.config = dataclasses.replace(config, overfit_batches=float(steps))
-            if trainer.device.type == "cuda":
+            if cuda:
                 torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             started = time.perf_counter()
-            _, trained, events = run(trainer, trainer.order, 0, stop)
-            if trainer.device.type == "cuda":
+            _, trained, events = run(trainer, order, 0, stop)
+            if cuda:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started
         sessions = float(trained)
         if trainer.model.feeding == "lanes":  # lanes consume clicks, not sessions: convert at the data's targets per session
             sessions = events / float((trainer.store.lengths.clamp(max=config.max_length + 1) - 1).double().mean())
-    device_name = torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu"
-    return {"config": name, "device": device_name, "ms/step": 1000 * seconds / steps, "sessions/s": sessions / seconds, "events/s": events / seconds}
+        device_name = torch.cuda.get_device_name() if cuda else "cpu"
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    return {
+        "config": label,
+        "device": device_name,
+        "ms/step": 1000 * seconds / steps,
+        "sessions/s": sessions / seconds,
+        "events/s": events / seconds,
+        "peak GiB": peak,
+    }
 
 
 def main() -> None:
@@ -84,7 +97,8 @@ def main() -> None:
     print(f"training step, {args.sessions:,} OTTO-shaped sessions, {items:,} items, {args.steps} timed steps after {args.warmup} warm-up")
     print(f"{'config':<24} {'device':<28} {'ms/step':>9} {'sessions/s':>12} {'events/s':>12}")
     for name in args.configs:
-        row = measure(name, dataset, "cuda" if cuda else "cpu", args.steps, args.warmup, args.precision)
+        options = {**CONFIGS[name], "device": "cuda" if cuda else "cpu", "precision": args.precision}
+        row = measure(name, options, dataset, args.steps, args.warmup)
         print(f"{row['config']:<24} {row['device']:<28} {row['ms/step']:>9.1f} {row['sessions/s']:>12,.0f} {row['events/s']:>12,.0f}", flush=True)
 
 

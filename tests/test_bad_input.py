@@ -491,18 +491,18 @@ CASES = [
     Case("train-dataset-json-missing", train_on(bad_dataset(("dataset.json", remove))), 1, ("dataset.json", "missing"), ("runs/new",)),
     Case(
         "train-dataset-json-other-version",
-        train_on(bad_dataset(("dataset.json", lambda p: set_schema(p, "dataset/2")))),
+        train_on(bad_dataset(("dataset.json", lambda p: set_schema(p, "dataset/3")))),
         1,
-        ("dataset.json", "'dataset/2'"),
+        ("dataset.json", "'dataset/3'"),
         ("runs/new",),
     ),
     Case("train-parquet-truncated", train_on(bad_dataset(("train.parquet", truncate))), 1, ("train.parquet", "not a readable Parquet file"), ("runs/new",)),
     Case("train-parquet-missing", train_on(bad_dataset(("train.parquet", remove))), 1, ("train.parquet", "missing"), ("runs/new",)),
     Case(
         "train-parquet-other-version",
-        train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [3, 3], schema="sessions/2")))),
+        train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [3, 3], schema="sessions/3")))),
         1,
-        ("train.parquet", "'sessions/2'"),
+        ("train.parquet", "'sessions/3'"),
         ("runs/new",),
     ),
     Case(

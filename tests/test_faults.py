@@ -94,14 +94,14 @@ def test_nan_loss_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path, monkeyp
     """Epoch 1 trains normally, epoch 2's loss is NaN (and so are the weights it updates): the run stops, and
     model.safetensors and checkpoint/ are still epoch 1's, finite, and resumable."""
     out = tmp_path / "run"
-    real, calls = train_module.sampled_loss, {"n": 0}
+    real, calls = train_module.event_loss, {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] > 3 else loss  # 3 steps an epoch
 
-    monkeypatch.setattr(train_module, "sampled_loss", poisoned)
+    monkeypatch.setattr(train_module, "event_loss", poisoned)
     line = _one_error_line(invoke("train", str(tiny_dataset), *FAST, "--epochs", "3", "--overfit-batches", "3", "--out", str(out), "--json"))
     assert "the loss became nan in epoch 2" in line and "the checkpoint of epoch 1 is kept" in line
     assert not (out / "summary.json").exists()

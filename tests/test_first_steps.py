@@ -314,7 +314,14 @@ def test_info_describes_one_artifact_with_its_schema(filled_home):
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     files = {Path(entry["path"]).name: entry for entry in document["files"]}
-    assert files["train.parquet"]["columns"] == {"session": "int64", "items": "list<element: int32>", "ts": "list<element: int64>"}
+    assert files["train.parquet"]["columns"] == {
+        "session": "int64",
+        "items": "list<element: int32>",
+        "ts": "list<element: int64>",
+        "extra_items": "list<element: int32>",
+        "extra_ts": "list<element: int64>",
+        "extra_types": "list<element: int8>",
+    }
     assert files["items.parquet"]["rows"] == document["items"] and document["counts"]["test"]["sessions"] > 0
     run = json.loads(invoke("info", "tiny-sasrec-1", "--json").stdout)  # a name: the run before its bundle
     assert run["kind"] == "run" and run["config"]["train"]["epochs"] == 1 and run["summary"]["best_epoch"] == 1

@@ -123,3 +123,28 @@ def test_gbce_is_finite_for_extreme_scores():
     out = losses.gbce(pos, neg, torch.ones_like(neg, dtype=torch.bool), t=0.9, n_items=10)
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(pos.grad).all()
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_kept_scores_have_the_gradients_of_the_plain_product(with_bias):
+    """KeptScores gives hidden, pool rows and biases the gradients of (hidden[e] * pool[index[e, j]]).sum() + bias,
+    rows kept by several events (and twice by one) included, without materialising the kept rows."""
+    from tron_cli.objective import KeptScores
+
+    generator = torch.Generator().manual_seed(4)
+    hidden = torch.randn(7, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    pool = torch.randn(11, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    bias = torch.randn(11, dtype=torch.float64, generator=generator, requires_grad=True) if with_bias else None
+    index = torch.randint(0, 11, (7, 4), generator=generator)
+    weight = torch.randn(7, 4, dtype=torch.float64, generator=generator)
+    plain = (hidden[:, None] * pool[index]).sum(-1) + (bias[index] if bias is not None else 0)
+    (plain * weight).sum().backward()
+    expected = [t.grad.clone() for t in (hidden, pool, bias) if t is not None]
+    for t in (hidden, pool, bias):
+        if t is not None:
+            t.grad = None
+    kept = KeptScores.apply(plain.detach(), hidden, pool, bias, index)
+    torch.testing.assert_close(kept, plain.detach())
+    (kept * weight).sum().backward()
+    for got, want in zip([t.grad for t in (hidden, pool, bias) if t is not None], expected):
+        torch.testing.assert_close(got, want)

@@ -44,7 +44,7 @@ def test_synthetic_download_then_preprocess(home):
     assert catalogue.column_names == ["item", "id", "count"]
     assert catalogue.column("item").to_pylist() == list(range(1, summary["n_items"] + 1))
     info = json.loads((dataset / "dataset.json").read_text())
-    assert info["schema"] == "dataset/1" and info["targets"] == "all" and info["splits"] == ["train", "valid", "test"]
+    assert info["schema"] == "dataset/2" and info["targets"] == "all" and info["splits"] == ["train", "valid", "test"]
     assert all(len(f["sha256"]) == 64 for f in info["source"]["files"])
     assert "sessions" in result.stderr  # the human summary goes to stderr
 

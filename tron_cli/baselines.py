@@ -34,7 +34,7 @@ from tron_cli.batching import SessionStore
 from tron_cli.errors import UsageError
 from tron_cli.losses import Option
 from tron_cli.metrics import Accumulator
-from tron_cli.protocols import EvalOptions, finish, query_batch, seen_pairs
+from tron_cli.protocols import EvalOptions, finish, ordered_at, query_batch, seen_pairs
 from tron_cli.registry import Registry
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.scoring import Pairs
@@ -151,7 +151,7 @@ def rank_by_counting(base: Tensor, sorted_base: Tensor, bonus: Bonus, targets: T
 
 
 def _popularity(dataset: Dataset, device: torch.device) -> Tensor:
-    counts = torch.from_numpy(np.array(dataset.items().column("count"), dtype=np.int64)).to(device)
+    counts = torch.from_numpy(np.array(dataset.items().column("count"), dtype=np.int64).copy()).to(device)
     return torch.cat([torch.zeros(1, dtype=torch.int64, device=device), counts])  # (N+1,), index = dense id
 
 
@@ -336,13 +336,13 @@ def evaluate_baseline(
     sorted_base = torch.sort(prepared.base[1:]).values
     positions = store.target_positions(last_only)
     sessions = store.session_of(positions)
-    accumulator = Accumulator(len(store), options.cutoffs, device)
+    accumulator = Accumulator(len(store), options.cutoffs, device, orders=store.ordered is not None)
     step = query_batch(options, device)
     with report.task(f"evaluating the {name} baseline", total=len(positions)) as task:
         for first in range(0, len(positions), step):
             chunk = positions[first : first + step]
             excluded = seen_pairs(store, chunk) if options.exclude_seen else None
             ranks = rank_by_counting(prepared.base, sorted_base, prepared.scorer(store, chunk), store.items[chunk], options.ties, excluded)
-            accumulator.add(ranks, sessions[first : first + step])
+            accumulator.add(ranks, sessions[first : first + step], ordered_at(store, chunk))
             task.update(advance=len(chunk))
     return finish(accumulator, options)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tron_cli.artifacts import Sessions
+from tron_cli.labels import order_labels
 
 
 class SessionStore:
@@ -27,6 +28,8 @@ class SessionStore:
         self.items = torch.from_numpy(sessions.items.astype(np.int64)).to(self.device)  # (E,)
         self.offsets = torch.from_numpy(sessions.offsets).to(self.device)  # (S+1,)
         self.lengths = self.offsets[1:] - self.offsets[:-1]  # (S,)
+        # (E,) whether each click's item is ordered later in its session; None without order events
+        self.ordered = torch.from_numpy(order_labels(sessions)).to(self.device) if sessions.extra is not None else None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -49,17 +52,19 @@ class SessionStore:
         """(Q,) flat positions of every target: each click but the first of its session, or only the last one."""
         if last_only:
             return self.offsets[1:] - 1
-        is_first = torch.zeros(self.n_events, dtype=torch.bool, device=self.device)
-        is_first[self.offsets[:-1]] = True
-        return (~is_first).nonzero().squeeze(1)
+        # target j skips the first clicks of the sessions whose first click comes before it; the number of targets
+        # before session k's first click is offsets[k] - k (a count known beforehand: nothing waits for the device)
+        target = torch.arange(self.n_events - len(self), device=self.device)
+        return target + torch.searchsorted(self.offsets[:-1] - torch.arange(len(self), device=self.device), target, right=True)
 
     def session_of(self, positions: Tensor) -> Tensor:
         """(Q,) the session index that owns each flat position."""
         return torch.searchsorted(self.offsets, positions, right=True) - 1
 
-    def query_windows(self, positions: Tensor, width: int) -> Tensor:
-        """(Q, width): the (at most `width`) clicks before each flat position in its own session, left-padded."""
-        starts = self.offsets[self.session_of(positions)]
+    def query_windows(self, positions: Tensor, width: int, sessions: Tensor | None = None) -> Tensor:
+        """(Q, width): the (at most `width`) clicks before each flat position in its own session, left-padded.
+        `sessions` names each position's session when a position may be its session's end."""
+        starts = self.offsets[self.session_of(positions) if sessions is None else sessions]
         available = (positions - starts).clamp(max=width)  # (Q,)
         column = torch.arange(width, device=self.device)
         source = positions[:, None] - width + column

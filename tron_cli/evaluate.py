@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tron_cli import artifacts, home, tracking
@@ -20,7 +21,7 @@ from tron_cli.batching import SessionStore
 from tron_cli.choices import PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.errors import ArtifactError, MissingInputError, OutputError, UsageError
 from tron_cli.modelio import load_model, read_model_dir
-from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions
+from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions, otto_protocol
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
 from tron_cli.servable import load_servable
@@ -89,9 +90,12 @@ def evaluate(
     dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
     model, document, kind = load_model(model_path, torch_device)
-    store = _store(dataset, options, torch_device)
-    batch_size = int(document.get("train", {}).get("batch_size", 128))
-    result = {**evaluate_model(model, store, dataset.targets == "last", options, batch_size, report), **_about(options, dataset)}
+    if options.protocol == "otto":
+        metrics = _otto(model, dataset, options, torch_device, report)
+    else:
+        batch_size = int(document.get("train", {}).get("batch_size", 128))
+        metrics = evaluate_model(model, _store(dataset, options, torch_device), dataset.targets == "last", options, batch_size, report)
+    result = {**metrics, **_about(options, dataset)}
     if kind == "run":
         # what was computed is the result: a run dir that cannot be written into (read-only, a full disk) costs
         # the record, not the metrics, which are still printed
@@ -106,6 +110,18 @@ def evaluate(
             return result
         tracking.log_evaluation(model_path, track, {k: v for k, v in result.items() if "@" in k or k == "n_targets"}, options.split)
     return result
+
+
+def _otto(model, dataset: Dataset, options: EvalOptions, device: torch.device, report: Reporter) -> dict[str, Any]:
+    """OTTO's own task on the split (`protocols.otto_protocol`): it needs the split's carts and orders."""
+    if not dataset.extra_types:
+        raise UsageError(
+            f"--protocol otto scores carts and orders, and {dataset.path} keeps none",
+            "Preprocess an OTTO-format log again (tron preprocess keeps carts and orders since sessions schema 2)",
+        )
+    counts = np.asarray(dataset.items().column("count"), dtype=np.int64)
+    popular = torch.from_numpy(np.argsort(-counts, kind="stable") + 1).to(device)  # dense ids, most clicked first
+    return otto_protocol(model, first_sessions(dataset.sessions(options.split), options.limit), popular, options, report)
 
 
 def _evaluate_index(

@@ -78,7 +78,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(scores - new_max[:, None]).sum(1)
             running_max = new_max
         lse = running_max + torch.log(running_sum)
-        target_scores = (h * table[targets].to(dtype)).sum(-1)
+        target_scores = (h * table.index_select(0, targets).to(dtype)).sum(-1)
         if bias is not None:
             target_scores = target_scores + bias[targets, 0].to(dtype)
         ctx.save_for_backward(hidden, table, bias if bias is not None else torch.empty(0), targets, lse)

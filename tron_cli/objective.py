@@ -1,9 +1,13 @@
 """From hidden states and negative ids to one training loss: TRON's negative assembly, top-k and the losses.
 
-Negative scores per event are [uniform scores, in-batch scores] (E, U + m). With top-k, they are computed
-once without autograd, the k best columns per event are chosen, and only those k scores are recomputed with
-autograd (a gather of k rows per event): the backward pass never touches the [E, U + m] matrix, whose
-gradient is zero outside the kept columns anyway. Shapes: B sessions, T positions, E real events, d hidden.
+A step's events are a fixed number of slots (`Events`): the real positions of the batch first, then empty
+slots that count for nothing, so that every shape of a step is known before it runs (no host sync; the step
+can be compiled or captured). Negative scores per event are [uniform scores, in-batch scores] (E, U + m).
+With top-k they are computed once without autograd and masked once, in place; the k best columns per event
+are the top-k of the top-k of the uniform block joined with the in-batch block; and the kept scores get their
+gradients through `KeptScores`, which never materialises the (E, k, d) vectors of the kept items. The item
+rows of a step's negatives are looked up once (the "pool", Q rows) and serve both the selection and the
+gradients. Shapes: B sessions, W window positions, E event slots, d hidden.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from tron_cli import losses
 from tron_cli.losses import LOSSES, LossContext
 from tron_cli.models.base import ItemScorer
+from tron_cli.runtime import autocast_off
 from tron_cli.sampling import ItemDistribution, Negatives
+
+NEG_INF = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -48,85 +56,218 @@ def per_event(spec: LossSpec, pos: Tensor, neg: Tensor, valid: Tensor) -> Tensor
     return loss.per_event(pos, neg, valid, LossContext(spec.options, spec.n_items))
 
 
-class Assembly:
-    """The events of one batch and their negatives: scores of every negative column, their ids and validity."""
+@dataclass(frozen=True)
+class Events:
+    """The events of a (B, W) batch as E slots: real positions in row-major order, then empty slots.
 
-    def __init__(self, scorer: ItemScorer, hidden: Tensor, mask: Tensor, targets: Tensor, negatives: Negatives, sparse: bool):
-        b, t, d = hidden.shape
-        self.scorer, self.negatives, self.sparse = scorer, negatives, sparse
-        self.events = mask.reshape(-1).nonzero().squeeze(1)  # (E,) flat positions of real events
-        self.owner = self.events // t  # (E,) session of each event
-        self.hidden_padded = hidden  # (B, T, d)
-        self.hidden = hidden.reshape(b * t, d)[self.events]  # (E, d)
-        self.targets = targets.reshape(-1)[self.events]  # (E,)
-        self.n_uniform = negatives.uniform.shape[-1]
+    `positions` are flat positions into B * W; an empty slot holds B * W, a position past the batch, which
+    `gather` reads as zeros and `scatter` drops. Empty slots have target 0 (padding) and `real` False."""
+
+    positions: Tensor  # (E,) int64
+    real: Tensor  # (E,) bool
+    targets: Tensor  # (E,) target item of each slot
+    count: Tensor  # () real events, on the device
+    batch: int
+    width: int
+
+    @classmethod
+    def select(cls, mask: Tensor, targets: Tensor, slots: int | None = None) -> Events:
+        """The events of `mask` (B, W) in `slots` slots. Without `slots` the count is read from the device
+        (a sync); the training loop knows it beforehand. Events beyond `slots` would be dropped."""
+        b, w = mask.shape
+        flat = mask.reshape(-1)
+        if slots is None:
+            slots = int(flat.sum())
+        # each real position goes to its rank among the real ones, every other position to a spare slot past the end
+        rank = torch.cumsum(flat, 0) - 1
+        slot = torch.where(flat, rank.clamp(max=slots), slots)
+        positions = torch.full((slots + 1,), b * w, dtype=torch.long, device=mask.device)
+        positions = positions.scatter(0, slot, torch.arange(b * w, device=mask.device))[:slots]
+        real = positions < b * w
+        return cls(positions, real, _with_zero_row(targets.reshape(-1)).index_select(0, positions), flat.sum(), b, w)
+
+    @property
+    def slots(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def owner(self) -> Tensor:
+        """(E,) session of each slot (empty slots: the last one)."""
+        return (self.positions // self.width).clamp(max=self.batch - 1)
+
+    def gather(self, padded: Tensor) -> Tensor:
+        """(B, W, ...) -> (E, ...); empty slots read zeros."""
+        return _with_zero_row(padded.reshape(self.batch * self.width, *padded.shape[2:])).index_select(0, self.positions)
+
+    def scatter(self, values: Tensor) -> Tensor:
+        """(E, ...) -> (B, W, ...) with zeros where no event is; empty slots are dropped."""
+        index = self.positions.view(-1, *[1] * (values.dim() - 1)).expand_as(values)
+        out = values.new_zeros(self.batch * self.width + 1, *values.shape[1:]).scatter_(0, index, values)
+        return out[:-1].reshape(self.batch, self.width, *values.shape[1:])
+
+
+def _with_zero_row(rows: Tensor) -> Tensor:
+    return torch.cat([rows, rows.new_zeros(1, *rows.shape[1:])])
+
+
+def take(table: Tensor, index: Tensor) -> Tensor:
+    """table[index] for an index of any shape: rows (*index.shape, ...) by `index_select`, the one indexing op
+    that every device (and torch's fake tensors) implements alike."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, *table.shape[1:])
+
+
+class KeptScores(torch.autograd.Function):
+    """Scores `hidden[e] · pool[index[e, j]] (+ bias)` (E, k) whose values were computed without autograd, with
+    their gradients: for the hidden state a weighted sum of the k kept rows, for each pool row a weighted sum
+    of the hidden states of the events that kept it (both `embedding_bag`, a fused gather-and-sum). The naive
+    recomputation would materialise (E, k, d) rows twice and their product again in backward."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, hidden: Tensor, pool: Tensor, bias: Tensor | None, index: Tensor) -> Tensor:
+        ctx.save_for_backward(hidden, pool, index)
+        ctx.bias_rows = None if bias is None else bias.shape[0]
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor | None, Tensor | None, Tensor | None, None]:
+        hidden, pool, index = ctx.saved_tensors
+        grad = grad.to(pool.dtype).contiguous()
+        grad_hidden = F.embedding_bag(index, pool, mode="sum", per_sample_weights=grad).to(hidden.dtype) if ctx.needs_input_grad[1] else None
+        flat = index.reshape(-1)  # (E k,)
+        grad_pool = grad_bias = None
+        if ctx.needs_input_grad[2]:
+            # bag q holds the (event, weight) pairs that kept pool row q: the pairs sorted by row, and each row's bag
+            # starting where the bags of the rows before it end
+            order = _grouping_order(flat)
+            counts = torch.zeros(pool.shape[0], dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
+            offsets = torch.cumsum(counts, 0) - counts
+            weights = grad.reshape(-1).index_select(0, order)
+            grad_pool = F.embedding_bag(order // index.shape[1], hidden.to(pool.dtype), offsets, mode="sum", per_sample_weights=weights)
+        if ctx.bias_rows is not None and ctx.needs_input_grad[3]:
+            grad_bias = torch.zeros(ctx.bias_rows, dtype=grad.dtype, device=grad.device).scatter_add_(0, flat, grad.reshape(-1))
+        return None, grad_hidden, grad_pool, grad_bias, None
+
+
+def _grouping_order(keys: Tensor) -> Tensor:
+    """A stable argsort of `keys`. On CPU it runs on one thread: torch's parallel sort takes several times longer
+    than one thread at the size of a step's kept negatives (about 10^5 keys)."""
+    if keys.device.type != "cpu" or torch.compiler.is_compiling():
+        return torch.argsort(keys, stable=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.argsort(keys, stable=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+class Assembly:
+    """The events of one batch and their negatives: the pool of negative rows, scores of every negative column,
+    their ids and validity. hidden (E, d) are the states of the event slots."""
+
+    def __init__(self, scorer: ItemScorer, hidden: Tensor, events: Events, negatives: Negatives, sparse: bool):
+        self.scorer, self.hidden, self.events, self.negatives = scorer, hidden, events, negatives
+        self.owner = events.owner  # (E,)
+        self.targets = events.targets  # (E,)
+        uniform = negatives.uniform
+        self.n_uniform = uniform.shape[-1]
         # (B, m) ids and validity of the in-batch negatives; m = 0 when there are none
-        none = torch.zeros(b, 0, dtype=torch.long, device=hidden.device)
+        none = torch.zeros(events.batch, 0, dtype=torch.long, device=hidden.device)
         self.in_batch = none if negatives.in_batch is None else negatives.in_batch
         self.in_batch_valid = none.bool() if negatives.in_batch_valid is None else negatives.in_batch_valid
         self.n_in_batch = self.in_batch.shape[1]
+        # one lookup for every negative row of the step: (Q, d) and (Q,), Q = uniform ids + B m
+        self.uniform_rows = uniform.numel()
+        self.pool, self.pool_bias = scorer.lookup(torch.cat([uniform.reshape(-1), self.in_batch.reshape(-1)]), sparse)
 
-    def _per_session(self, ids: Tensor) -> Tensor:
-        """Scores of per-session ids (B, K) for every event: (B, T, d) @ (B, d, K) -> (E, K)."""
-        vectors, bias = self.scorer.lookup(ids, self.sparse)  # (B, K, d), (B, K)
-        scores = self.hidden_padded @ vectors.to(self.hidden_padded.dtype).transpose(1, 2)  # (B, T, K)
-        if bias is not None:
-            scores = scores + bias.to(scores.dtype).unsqueeze(1)
-        return scores.reshape(-1, ids.shape[1])[self.events]
+    def _split(self, pool: Tensor) -> tuple[Tensor, Tensor]:
+        """A pool-shaped tensor (Q, ...) as (uniform-shaped (U,)/(B, U)/(E, U) ..., in-batch (B, m) ...)."""
+        tail = pool.shape[1:]
+        return pool[: self.uniform_rows].reshape(*self.negatives.uniform.shape, *tail), pool[self.uniform_rows :].reshape(*self.in_batch.shape, *tail)
+
+    def _per_session(self, hidden: Tensor, vectors: Tensor, bias: Tensor | None) -> Tensor:
+        """Scores of per-session rows (B, K, d) for every event: (B, W, d) @ (B, d, K) -> (E, K)."""
+        scores = self.events.gather(self.events.scatter(hidden) @ vectors.to(hidden.dtype).transpose(1, 2))
+        return scores if bias is None else scores + bias.index_select(0, self.owner).to(scores.dtype)
+
+    def block_scores(self, hidden: Tensor, pool: Tensor, pool_bias: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """(uniform (E, U), in-batch (E, m)) scores, None for an empty block; autograd as the inputs have it."""
+        uniform_vectors, in_batch_vectors = self._split(pool)
+        uniform_bias, in_batch_bias = self._split(pool_bias) if pool_bias is not None else (None, None)
+        uniform = in_batch = None
+        if self.n_uniform:
+            style = self.negatives.style
+            if style == "batchwise":
+                uniform = hidden @ uniform_vectors.to(hidden.dtype).T  # (E, U): one GEMM, shared by the batch
+                uniform = uniform if uniform_bias is None else uniform + uniform_bias.to(uniform.dtype)
+            elif style == "sessionwise":
+                uniform = self._per_session(hidden, uniform_vectors, uniform_bias)
+            else:  # eventwise: (E, U, d) rows of each event's own negatives
+                uniform = torch.bmm(uniform_vectors.to(hidden.dtype), hidden.unsqueeze(-1)).squeeze(-1)
+                uniform = uniform if uniform_bias is None else uniform + uniform_bias.to(uniform.dtype)
+        if self.n_in_batch:
+            in_batch = self._per_session(hidden, in_batch_vectors, in_batch_bias)
+        return uniform, in_batch
 
     def all_scores(self) -> Tensor:
-        """(E, U + m) scores of every negative column (with autograd, unless called under no_grad)."""
+        """(E, U + m) scores of every negative column, with autograd."""
+        parts = [part for part in self.block_scores(self.hidden, self.pool, self.pool_bias) if part is not None]
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def uniform_invalid(self, mask_hits: bool) -> Tensor | None:
+        """Uniform slots that hold no negative, broadcastable to (E, U), or None when all hold one."""
+        uniform, valid = self.negatives.uniform, self.negatives.uniform_valid
+        if self.negatives.style == "sessionwise":
+            uniform, valid = uniform.index_select(0, self.owner), None if valid is None else valid.index_select(0, self.owner)
+        invalid = uniform == self.targets[:, None] if mask_hits else None  # batchwise: (U,) against (E, 1)
+        if valid is not None:
+            invalid = ~valid if invalid is None else invalid | ~valid
+        return invalid
+
+    def in_batch_invalid(self, mask_hits: bool) -> Tensor:
+        """(E, m) in-batch slots that hold no negative."""
+        invalid = ~self.in_batch_valid.index_select(0, self.owner)
+        return invalid | (self.in_batch.index_select(0, self.owner) == self.targets[:, None]) if mask_hits else invalid
+
+    def column_valid(self, mask_hits: bool) -> Tensor:
+        """(E, U + m) bool: slots holding a real negative (and, with `mask_hits`, not the event's own target)."""
+        e = self.events.slots
         parts = []
-        uniform = self.negatives.uniform
         if self.n_uniform:
-            if self.negatives.style == "batchwise":
-                vectors, bias = self.scorer.lookup(uniform, self.sparse)  # (U, d)
-                scores = self.hidden @ vectors.to(self.hidden.dtype).T  # (E, U): one GEMM, shared by the batch
-                parts.append(scores if bias is None else scores + bias.to(scores.dtype))
-            elif self.negatives.style == "sessionwise":
-                parts.append(self._per_session(uniform))
-            else:
-                parts.append(self.scorer.score(self.hidden, uniform, self.sparse))  # uniform is (E, U)
+            invalid = self.uniform_invalid(mask_hits)
+            parts.append(torch.ones(e, self.n_uniform, dtype=torch.bool, device=self.hidden.device) if invalid is None else ~invalid.expand(e, -1))
         if self.n_in_batch:
-            parts.append(self._per_session(self.in_batch))
+            parts.append(~self.in_batch_invalid(mask_hits))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def column_ids(self, columns: Tensor | None = None) -> Tensor:
         """Item ids of negative `columns` (E, K) per event, or of all columns when None."""
         if columns is None:
-            columns = torch.arange(self.n_uniform + self.n_in_batch, device=self.events.device).expand(len(self.events), -1)
-        is_uniform = columns < self.n_uniform
+            columns = torch.arange(self.n_uniform + self.n_in_batch, device=self.hidden.device).expand(self.events.slots, -1)
         ids = torch.zeros_like(columns)
         if self.n_uniform:
             u = columns.clamp(max=self.n_uniform - 1)
             uniform = self.negatives.uniform
             if self.negatives.style == "batchwise":
-                ids = uniform[u]
+                ids = take(uniform, u)
             elif self.negatives.style == "sessionwise":
-                ids = uniform[self.owner[:, None], u]
+                ids = uniform.index_select(0, self.owner).gather(1, u)
             else:
                 ids = uniform.gather(1, u)
         if self.n_in_batch:
-            in_batch = self.in_batch[self.owner[:, None], (columns - self.n_uniform).clamp(min=0)]
-            ids = torch.where(is_uniform, ids, in_batch)
+            in_batch = self.in_batch.index_select(0, self.owner).gather(1, (columns - self.n_uniform).clamp(min=0))
+            ids = torch.where(columns < self.n_uniform, ids, in_batch)
         return ids
 
-    def column_valid(self, mask_hits: bool) -> Tensor:
-        """(E, U + m) bool: slots holding a real negative (and, with `mask_hits`, not the event's own target)."""
-        parts = []
-        target = self.targets[:, None]
-        if self.n_uniform:
-            uniform, valid = self.negatives.uniform, self.negatives.uniform_valid
-            if self.negatives.style == "sessionwise":
-                uniform, valid = uniform[self.owner], None if valid is None else valid[self.owner]
-            part = torch.ones(len(self.events), self.n_uniform, dtype=torch.bool, device=target.device)
-            if valid is not None:
-                part = part & valid
-            parts.append(part & (uniform != target) if mask_hits else part)  # batchwise: (U,) against (E, 1)
-        if self.n_in_batch:
-            ids, valid = self.in_batch[self.owner], self.in_batch_valid[self.owner]
-            parts.append(valid & (ids != target) if mask_hits else valid)
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    def pool_index(self, columns: Tensor) -> Tensor:
+        """(E, K) pool rows of negative `columns`."""
+        rows = columns
+        if self.negatives.style == "sessionwise":
+            rows = self.owner[:, None] * self.n_uniform + columns
+        elif self.negatives.style == "eventwise":
+            rows = torch.arange(columns.shape[0], device=columns.device)[:, None] * self.n_uniform + columns
+        in_batch = self.uniform_rows + self.owner[:, None] * self.n_in_batch + (columns - self.n_uniform)
+        return torch.where(columns < self.n_uniform, rows, in_batch)
 
     def log_q(self, distribution: ItemDistribution, in_batch_log_prob: Tensor, columns: Tensor | None = None) -> Tensor:
         """log(K q) of each negative column: q is the proposal that drew it (K draws of its kind)."""
@@ -134,8 +275,100 @@ class Assembly:
         if columns is None:
             columns = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         uniform = distribution.log_prob(ids) + math.log(max(self.n_uniform, 1))
-        in_batch = in_batch_log_prob[ids] + math.log(max(self.n_in_batch, 1))
+        in_batch = take(in_batch_log_prob, ids) + math.log(max(self.n_in_batch, 1))
         return torch.where(columns < self.n_uniform, uniform, in_batch)
+
+    def top_k(self, k: int, mask_hits: bool, correction: Callable[[Tensor | None], Tensor] | None) -> tuple[Tensor, Tensor, Tensor, bool]:
+        """(columns (E, k), their scores less the correction (E, k) fp32, valid (E, k), whether the scores were
+        computed in fp32) of the k highest-scoring valid negatives of each event, without autograd. Invalid
+        slots are masked once, in place; the uniform block's own top-k is taken first, so that the (E, U + m)
+        matrix is never joined."""
+        with torch.no_grad():
+            hidden = self.hidden.detach()
+            blocks = self.block_scores(hidden, self.pool.detach(), None if self.pool_bias is None else self.pool_bias.detach())
+            exact = all(block.dtype == torch.float32 for block in blocks if block is not None)
+            uniform, in_batch = blocks
+            shift = correction(None) if correction is not None else None  # (E, U + m)
+            candidates, columns = [], []
+            if uniform is not None:
+                invalid = self.uniform_invalid(mask_hits)
+                if invalid is not None:
+                    uniform.masked_fill_(invalid, NEG_INF)
+                if shift is not None:
+                    uniform = uniform.float() - shift[:, : self.n_uniform]
+                top, top_columns = uniform.topk(min(k, self.n_uniform), dim=1, sorted=False)
+                candidates.append(top.float())
+                columns.append(top_columns)
+            if in_batch is not None:
+                in_batch = in_batch.float().masked_fill_(self.in_batch_invalid(mask_hits), NEG_INF)
+                if shift is not None:
+                    in_batch = in_batch - shift[:, self.n_uniform :]
+                candidates.append(in_batch)
+                columns.append(torch.arange(self.n_uniform, self.n_uniform + self.n_in_batch, device=hidden.device).expand(in_batch.shape[0], -1))
+            kept, pick = torch.cat(candidates, 1).topk(k, dim=1, sorted=False)
+            return torch.cat(columns, 1).gather(1, pick), kept, kept > NEG_INF, exact
+
+    def kept_scores(self, columns: Tensor, kept: Tensor, valid: Tensor, exact: bool, correction: Tensor | None) -> Tensor:
+        """(E, k) fp32 scores of the kept `columns` with autograd (`KeptScores`). `kept` are their scores from
+        the selection, less `correction`: the values themselves when the selection ran in fp32 (`exact`), else
+        the k scores are recomputed in fp32 (reduced precision ranks well enough, but the loss wants fp32)."""
+        index = self.pool_index(columns)
+        hidden, pool = self.hidden.float(), self.pool.float()
+        bias = None if self.pool_bias is None else self.pool_bias.float()
+        with torch.no_grad():
+            if exact:
+                values = kept if correction is None else kept + correction
+            else:
+                values = torch.bmm(take(pool.detach(), index), hidden.detach().unsqueeze(-1)).squeeze(-1)
+                values = values if bias is None else values + take(bias.detach(), index)
+            values = torch.where(valid, values, 0.0)  # finite everywhere: the losses mask invalid slots
+        return KeptScores.apply(values, hidden, pool, bias, index)
+
+
+def event_loss(
+    scorer: ItemScorer,
+    hidden: Tensor,
+    events: Events,
+    negatives: Negatives,
+    spec: LossSpec,
+    sparse: bool = False,
+    distribution: ItemDistribution | None = None,
+    in_batch_log_prob: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Loss over the real events: "mean", or "sum" for callers that normalise across ranks.
+    hidden (E, d) states of the event slots, negatives as drawn for them.
+
+    `distribution` and `in_batch_log_prob` (log click frequency per item) are needed only with `spec.logq`.
+    """
+    if events.slots == 0:
+        return hidden.sum() * 0.0
+    batch = Assembly(scorer, hidden, events, negatives, sparse)
+
+    def correction(columns: Tensor | None = None) -> Tensor:
+        """logQ of the negative columns (all, or the kept `columns`), weighted by spec.logq."""
+        if distribution is None or in_batch_log_prob is None:
+            raise ValueError("spec.logq needs the distribution and in_batch_log_prob")
+        return spec.logq * batch.log_q(distribution, in_batch_log_prob, columns)
+
+    with autocast_off(hidden.device.type):
+        pos = scorer.score(hidden.float(), events.targets.unsqueeze(1), sparse).squeeze(1)  # (E,)
+    if spec.topk:
+        columns, kept, valid, exact = batch.top_k(spec.topk, spec.mask_hits, correction if spec.logq else None)
+        shift = correction(columns) if spec.logq else None
+        with autocast_off(hidden.device.type):
+            neg = batch.kept_scores(columns, kept, valid, exact, shift)  # (E, k): the only negative scores with autograd
+            if shift is not None:
+                neg = neg - shift
+    else:
+        neg = batch.all_scores().float()
+        valid = batch.column_valid(spec.mask_hits)
+        if spec.logq:
+            neg = neg - correction()
+    with autocast_off(hidden.device.type):
+        values = torch.where(events.real, per_event(spec, pos, neg.float(), valid), 0.0)
+        total = values.sum()
+        return total if reduction == "sum" else total / events.count.clamp(min=1)
 
 
 def sampled_loss(
@@ -150,55 +383,17 @@ def sampled_loss(
     in_batch_log_prob: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    """Loss over real events ("mean", or "sum" for callers that normalise across ranks).
-    hidden (B, T, d), mask (B, T) bool, targets (B, T), negatives as drawn.
+    """`event_loss` from the padded layout: hidden (B, T, d), mask (B, T) bool, targets (B, T) (reads the
+    number of events from the device)."""
+    events = Events.select(mask, targets)
+    return event_loss(scorer, events.gather(hidden), events, negatives, spec, sparse, distribution, in_batch_log_prob, reduction)
 
-    `distribution` and `in_batch_log_prob` (log click frequency per item) are needed only with `spec.logq`.
-    """
-    batch = Assembly(scorer, hidden, mask, targets, negatives, sparse)
-    if len(batch.events) == 0:
+
+def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, events: Events, chunk: int, reduction: str = "mean") -> Tensor:
+    """Cross-entropy over the whole catalogue at every real event (the 'enhanced loss' of Li et al.); hidden (E, d)."""
+    if events.slots == 0:
         return hidden.sum() * 0.0
-
-    def correction(columns: Tensor | None = None) -> Tensor:
-        """logQ of the negative columns (all, or the kept `columns`), weighted by spec.logq."""
-        if distribution is None or in_batch_log_prob is None:
-            raise ValueError("spec.logq needs the distribution and in_batch_log_prob")
-        return spec.logq * batch.log_q(distribution, in_batch_log_prob, columns)
-
-    with torch.autocast(hidden.device.type, enabled=False):
-        hidden32 = batch.hidden.float()
-        pos = scorer.score(hidden32, batch.targets.unsqueeze(1), sparse).squeeze(1)  # (E,)
-    valid = batch.column_valid(spec.mask_hits)
-    if spec.topk:
-        with torch.no_grad():
-            full = batch.all_scores().float()
-            if spec.logq:
-                full = full - correction()
-            kept_scores, columns = full.masked_fill(~valid, float("-inf")).topk(spec.topk, dim=1)
-            kept_valid = kept_scores > float("-inf")
-            ids = batch.column_ids(columns)
-        with torch.autocast(hidden.device.type, enabled=False):
-            neg = scorer.score(hidden32, ids, sparse)  # (E, k): the only negative scores with autograd
-            if spec.logq:
-                neg = neg - correction(columns)
-        valid = kept_valid
-    else:
-        neg = batch.all_scores().float()
-        if spec.logq:
-            neg = neg - correction()
-    with torch.autocast(hidden.device.type, enabled=False):
-        values = per_event(spec, pos, neg.float(), valid)
-        return values.sum() if reduction == "sum" else values.mean()
-
-
-def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, mask: Tensor, targets: Tensor, chunk: int, reduction: str = "mean") -> Tensor:
-    """Cross-entropy over the whole catalogue at every real position (the 'enhanced loss' of Li et al.)."""
-    b, t, d = hidden.shape
-    events = mask.reshape(-1).nonzero().squeeze(1)
-    if len(events) == 0:
-        return hidden.sum() * 0.0
-    with torch.autocast(hidden.device.type, enabled=False):
-        values = losses.full_cross_entropy(
-            hidden.reshape(b * t, d)[events].float(), scorer.output_table(), scorer.output_bias, targets.reshape(-1)[events], chunk
-        )
-    return values.sum() if reduction == "sum" else values.mean()
+    with autocast_off(hidden.device.type):
+        values = losses.full_cross_entropy(hidden.float(), scorer.output_table(), scorer.output_bias, events.targets, chunk)
+        total = torch.where(events.real, values, 0.0).sum()
+    return total if reduction == "sum" else total / events.count.clamp(min=1)

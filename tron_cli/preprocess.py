@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from tron_cli import artifacts, home
-from tron_cli.artifacts import Sessions
+from tron_cli.artifacts import EXTRA_TYPES, Events, Sessions
+from tron_cli.choices import CART_NAMES, ORDER_NAMES
 from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
 from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
 from tron_cli.reporting import SILENT, Reporter
@@ -51,6 +52,9 @@ class Options:
     time_unit: str = "auto"
     separator: str | None = None  # None: sniffed from a text table's header (readers.sniff_separator)
     event_types: tuple[str, ...] = ("clicks",)
+    type_col: str | None = None  # a table's event type column: its orders and carts are kept beside the clicks
+    order_types: tuple[str, ...] = ORDER_NAMES
+    cart_types: tuple[str, ...] = CART_NAMES
     name: str | None = None
     out: Path | None = None
     force: bool = False
@@ -194,14 +198,24 @@ def _read(path: Path, spec: DatasetSpec | None, options: Options, report: Report
         time_unit=options.time_unit,
         event_types=options.event_types,
         separator=options.separator,
+        type_col=options.type_col,
+        order_types=options.order_types,
+        cart_types=options.cart_types,
         report=report,
     )
 
 
 def _shared_codes(raws: list[readers.RawLog]) -> tuple[list[Sessions], pa.Array]:
-    """Factorise the items of several files together, so that codes mean the same item in each."""
-    codes, uniques = steps.factorize([raw.item for raw in raws])
-    return [steps.sort_events(Sessions(raw.session, raw.offsets, part, raw.ts)) for raw, part in zip(raws, codes)], uniques
+    """Factorise the items of several files (clicks and other events) together, so that codes mean the same
+    item in each."""
+    extras = [raw.extra for raw in raws if raw.extra is not None]
+    codes, uniques = steps.factorize([raw.item for raw in raws] + [extra.item for extra in extras])
+    extra_codes = iter(codes[len(raws) :])
+    out = []
+    for raw, part in zip(raws, codes):
+        extra = None if raw.extra is None else Events(raw.extra.offsets, next(extra_codes), raw.extra.ts, raw.extra.types)
+        out.append(steps.sort_events(Sessions(raw.session, raw.offsets, part, raw.ts, extra)))
+    return out, uniques
 
 
 def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
@@ -341,10 +355,8 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         if value is not None:
             splits[key] = steps.to_dense(steps.by_start(value), dense_of_code)
 
-    summary_counts = {
-        key: {"sessions": len(value), "events": value.n_events, "targets": value.n_events - len(value) if targets == "all" else len(value)}
-        for key, value in splits.items()
-    }
+    summary_counts = {key: _counts(value, targets) for key, value in splits.items()}
+    extra_types = [name for name, code in EXTRA_TYPES.items() if any(value.extra is not None and value.extra.count(code) for value in splits.values())]
     info = {
         "name": name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -375,6 +387,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         "catalogue_sha256": artifacts.catalogue_fingerprint(raw_ids),
         "targets": targets,
         "splits": list(splits),
+        "extra_types": extra_types,
         "counts": summary_counts,
         "steps": history,
     }
@@ -448,6 +461,14 @@ def unknown_targets(test: Sessions, known: np.ndarray, targets: str) -> dict[str
         n_targets = int(is_target.sum())
         count = int((~known[test.items] & is_target).sum())
     return {"count": count, "fraction": count / n_targets if n_targets else 0.0, "of_targets": n_targets}
+
+
+def _counts(sessions: Sessions, targets: str) -> dict[str, int]:
+    """Sessions, clicks and targets of a split, and its other events by type when it has any."""
+    out = {"sessions": len(sessions), "events": sessions.n_events, "targets": sessions.n_events - len(sessions) if targets == "all" else len(sessions)}
+    if sessions.extra is not None and len(sessions.extra.items):
+        out.update({name: sessions.extra.count(code) for name, code in EXTRA_TYPES.items()})
+    return out
 
 
 def drop_short_logged(sessions: Sessions, min_length: int, history: list[dict[str, Any]]) -> Sessions:

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tron_cli import otto_task
 from tron_cli.artifacts import Sessions
 from tron_cli.batching import SessionStore
 from tron_cli.errors import UsageError
 from tron_cli.metrics import METRICS, Accumulator
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, rank_targets
+from tron_cli.scoring import Pairs, rank_targets, top_items
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class EvalOptions:
     cutoffs: tuple[int, ...] = (5, 10, 20)
     ties: str = "pessimistic"
     protocol: str = "all"
+    cut_seed: int = 42  # protocol otto: the seed of the organisers' random cuts (theirs is 42)
     exclude_seen: bool = False
     bootstrap: int = 0
     seed: int = 0
@@ -91,11 +93,16 @@ def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded
 def accumulate(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Accumulator:
     """Per-session metric sums of `model` on the sessions in `store`, protocol `all`."""
     with exact_fp32():
-        accumulator = Accumulator(len(store), options.cutoffs, store.device)
+        accumulator = Accumulator(len(store), options.cutoffs, store.device, orders=store.ordered is not None)
         for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
-            accumulator.add(_rank(model, hidden, targets, options, excluded), sessions)
+            accumulator.add(_rank(model, hidden, targets, options, excluded), sessions, ordered_at(store, positions))
         return accumulator
+
+
+def ordered_at(store: SessionStore, positions: Tensor) -> Tensor | None:
+    """Whether the targets at flat `positions` are ordered later in their sessions (None without orders)."""
+    return None if store.ordered is None else store.ordered[positions]
 
 
 @torch.no_grad()
@@ -124,14 +131,16 @@ def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, 
     positions = store.target_positions(last_only)
     # shortest contexts first, so that each batch of windows is only as wide as its longest context
     context = (positions - store.offsets[store.session_of(positions)]).clamp(max=max_length)
-    positions = positions[torch.argsort(context, stable=True)]
+    order = torch.argsort(context, stable=True)
+    positions, context = positions[order], context[order]
     sessions = store.session_of(positions)
-    starts = store.offsets[sessions]
     step = query_batch(options, store.device)
+    firsts = range(0, len(positions), step)
+    # each batch is as wide as its last (longest) context: every width read from the device at once
+    widths = context[[min(first + step, len(positions)) - 1 for first in firsts]].tolist()
     with report.task("evaluating", total=len(positions)) as task:
-        for first in range(0, len(positions), step):
+        for first, width in zip(firsts, widths):
             chunk = slice(first, first + step)
-            width = int((positions[chunk] - starts[chunk]).clamp(max=max_length).max())
             windows = store.query_windows(positions[chunk], width)
             yield model.last_hidden(windows).float(), store.items[positions[chunk]], sessions[chunk], positions[chunk]
             task.update(advance=len(windows))
@@ -140,18 +149,23 @@ def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, 
 def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """One pass per session over all its clicks; the state after click j predicts click j+1."""
     step = max(1, query_batch(options, store.device) // 16)
+    # each batch's width and number of targets, read from the device at once
+    batch_of = torch.arange(len(store), device=store.device) // step
+    n_batches = -(-len(store) // step)
+    width = torch.zeros(n_batches, dtype=torch.long, device=store.device).scatter_reduce_(0, batch_of, store.lengths, "amax")
+    targets = (store.lengths >= 2).long() if last_only else (store.lengths - 1).clamp(min=0)
+    n_targets = torch.zeros(n_batches, dtype=torch.long, device=store.device).index_add_(0, batch_of, targets)
+    shapes = torch.stack([width, n_targets], 1).tolist()
     with report.task("evaluating", total=len(store)) as task:
-        for first in range(0, len(store), step):
+        for first, (width, count) in zip(range(0, len(store), step), shapes):
             index = torch.arange(first, min(first + step, len(store)), device=store.device)
             lengths = store.lengths[index]
-            width = int(lengths.max())
             column = torch.arange(width, device=store.device)
             real = column < lengths[:, None]  # right-padded: (B, W)
             source = (store.offsets[index][:, None] + column).clamp(max=store.n_events - 1)
             items = torch.where(real, store.items[source], 0)
             hidden = model.session_states(items)  # (B, W, d)
-            is_target = real[:, 1:] & ((column[1:] == lengths[:, None] - 1) if last_only else True)
-            rows, cols = is_target.nonzero(as_tuple=True)  # target at column cols + 1, predicted by state cols
+            rows, cols = _targets(lengths, last_only, count)  # target at column cols + 1, predicted by state cols
             positions = store.offsets[index][rows] + cols + 1
             yield hidden[rows, cols].float(), items[rows, cols + 1], index[rows], positions
             task.update(advance=len(index))
@@ -196,6 +210,18 @@ def compare_retrieval(model, retriever, store: SessionStore, last_only: bool, op
     }
 
 
+def _targets(lengths: Tensor, last_only: bool, count: int) -> tuple[Tensor, Tensor]:
+    """(rows, columns) of the `count` targets of right-padded sessions of `lengths`, row by row: the state at
+    column c predicts the click at c + 1, for every c < length - 1 (or only the last)."""
+    per_row = (lengths >= 2).long() if last_only else (lengths - 1).clamp(min=0)
+    ends = torch.cumsum(per_row, 0)
+    target = torch.arange(count, device=lengths.device)
+    rows = torch.searchsorted(ends, target, right=True)
+    if last_only:
+        return rows, lengths[rows] - 2
+    return rows, target - (ends - per_row)[rows]
+
+
 def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size: int, report: Reporter) -> dict[str, Any]:
     """The reference's evaluation, for parity checks (see the module docstring)."""
     if options.exclude_seen or options.bootstrap:
@@ -226,3 +252,30 @@ def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size:
         raise UsageError(f"--protocol tron needs at least one full batch of {batch_size} sessions; the split has {len(store)}")
     means = np.mean(np.array(batch_means), axis=0).tolist()
     return {**dict(zip(names, means)), "n_targets": n_targets}
+
+
+@torch.no_grad()
+def otto_protocol(model, sessions: Sessions, popular: Tensor, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
+    """OTTO's own task (`otto_task.py`): every session cut as the organisers cut test sessions, the model's
+    top-20 from the clicks before the cut (the most clicked items when there is none), scored per event type.
+    `popular` (N,) holds the dense ids by train clicks."""
+    if options.exclude_seen or options.bootstrap:
+        raise UsageError("--protocol otto scores as the organisers do: it has no --exclude-seen or --bootstrap")
+    sequence = otto_task.merged(sessions)
+    labels = otto_task.cut(sequence, otto_task.draw_cuts(np.diff(sequence.offsets), options.cut_seed))
+    device = popular.device
+    store = SessionStore(sessions, device)
+    k = otto_task.K
+    top = popular[:k].expand(len(sessions), -1).clone()  # (S, k)
+    read = np.flatnonzero(labels.labelled & (labels.context_clicks > 0))
+    step = query_batch(options, device)
+    with exact_fp32(), report.task("evaluating (OTTO's task)", total=len(read)) as task:
+        for first in range(0, len(read), step):
+            index = torch.from_numpy(read[first : first + step]).to(device)
+            clicks = torch.from_numpy(labels.context_clicks[read[first : first + step]]).to(device)
+            width = int(clicks.clamp(max=model.max_length).max())
+            windows = store.query_windows(store.offsets[index] + clicks, width, sessions=index)
+            top[index] = top_items(model, model.last_hidden(windows), k)[1]
+            task.update(advance=len(index))
+    ids = top.cpu().numpy()
+    return otto_task.score(dict.fromkeys(otto_task.TYPES, ids), labels)

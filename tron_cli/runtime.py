@@ -32,6 +32,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A block computed in full precision under an enclosing autocast (on devices that have one)."""
+    return torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def exact_fp32():
     """Disable TF32 in matmuls while ranking: rounded scores would create artificial ties and swaps."""

@@ -37,21 +37,26 @@ def masked_chunks(
     banned: Tensor | None = None,
 ) -> Iterator[tuple[int, Tensor]]:
     """(start, scores (Q, C)) of items start..start+C-1, chunk by chunk, with the `excluded` pairs, each row's
-    `own` item (Q,) and the `banned` items ((N + 1,) bool, every row) set to -inf."""
+    `own` item (Q,) and the `banned` items ((N + 1,) bool, every row) set to -inf. Pairs are removed by adding
+    -inf (or 0 outside the chunk): no boolean indexing, so nothing waits for the device."""
     for start in range(1, n_items + 1, chunk_size):
         stop = min(start + chunk_size, n_items + 1)
-        scores = score_chunk(start, stop)
+        scores = score_chunk(start, stop).contiguous()
         if banned is not None:
-            scores[:, banned[start:stop]] = float("-inf")
+            scores.masked_fill_(banned[start:stop], float("-inf"))
         if own is not None:
-            rows = torch.arange(own.shape[0], device=own.device)
-            inside = (own >= start) & (own < stop)
-            scores[rows[inside], own[inside] - start] = float("-inf")
+            _remove(scores, torch.arange(own.shape[0], device=own.device), own, start, stop)
         if excluded is not None:
-            ex_rows, ex_items = excluded
-            hit = (ex_items >= start) & (ex_items < stop)
-            scores[ex_rows[hit], ex_items[hit] - start] = float("-inf")
+            _remove(scores, *excluded, start, stop)
         yield start, scores
+
+
+def _remove(scores: Tensor, rows: Tensor, items: Tensor, start: int, stop: int) -> None:
+    """Set scores[row, item - start] to -inf for the (row, item) pairs with start <= item < stop."""
+    width = stop - start
+    inside = (items >= start) & (items < stop)
+    flat = rows * width + (items - start).clamp(0, width - 1)
+    scores.view(-1).scatter_add_(0, flat, torch.where(inside, float("-inf"), 0.0).to(scores.dtype))
 
 
 def ranks_from_scores(scores: Tensor, target_scores: Tensor, ties: str = "pessimistic") -> Tensor:
@@ -83,9 +88,10 @@ def rank_targets(
         ranks += ranks_from_scores(scores, target_scores, ties)
     if excluded is not None:
         ex_rows, ex_items = excluded
-        seen_target = torch.zeros(targets.shape[0], dtype=torch.bool, device=targets.device)
-        seen_target[ex_rows[ex_items == targets[ex_rows]]] = True
-        ranks[seen_target] = float("inf")
+        seen_target = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device).scatter_add_(
+            0, ex_rows, (ex_items == targets.index_select(0, ex_rows)).double()
+        )
+        ranks = torch.where(seen_target > 0, float("inf"), ranks)
     return ranks
 
 

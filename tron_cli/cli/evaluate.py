@@ -22,8 +22,9 @@ from tron_cli.cli._ui import UI, pass_ui, shown
     type=click.Choice(PROTOCOLS),
     default="all",
     show_default=True,
-    help="all: every target of every session; tron: the reference's evaluation, for parity.",
+    help="all: every target of every session; tron: the reference's evaluation, for parity; otto: OTTO's Kaggle task (each session cut at random, Recall@20 of the next click, later carts and orders, weighted 0.1/0.3/0.6).",
 )
+@click.option("--cut-seed", type=int, default=42, show_default=True, help="--protocol otto: the seed of the random cuts (the organisers' is 42).")
 @click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
 @click.option("--baseline", type=RegistryChoice("tron_cli.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
 @click.option(
@@ -78,6 +79,7 @@ def evaluate(
     track,
     retrieval,
     index_params,
+    cut_seed,
     as_json,
 ) -> None:
     """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
@@ -119,6 +121,7 @@ def evaluate(
         bootstrap=bootstrap,
         seed=seed,
         chunk_size=chunk_size,
+        cut_seed=cut_seed,
     )
     result = run_evaluation(
         run,
@@ -137,6 +140,21 @@ def evaluate(
         if as_json:
             ui.emit_json(result)
         return
+    where = {"dataset": str(Path(result["dataset"]).resolve())} if baseline else {"run": str(run.resolve()), "dataset": str(Path(result["dataset"]).resolve())}
+    if protocol == "otto":
+        rows = [
+            [kind, f"{result[f'otto_{kind}']:.4f}", f"{result[f'n_{kind}']:,}", f"{weight:.2f}"]
+            for kind, weight in (("clicks", 0.1), ("carts", 0.3), ("orders", 0.6))
+        ]
+        rows.append(["total", f"{result['otto_total']:.4f}", "", ""])
+        ui.table(
+            f"{shown(run)} on {split}: OTTO's task ({result['n_sessions']:,} sessions cut with seed {cut_seed})",
+            ["type", "Recall@20", "labels", "weight"],
+            rows,
+        )
+        if as_json:
+            ui.emit_json({**result, **where})
+        return
     rows = []
     for k in options.cutoffs:
         row = [f"@{k}"]
@@ -146,15 +164,15 @@ def evaluate(
                 row.append(f"{value:.4f} [{result[f'{metric}@{k}_low']:.4f}, {result[f'{metric}@{k}_high']:.4f}]")
             else:
                 row.append(f"{value:.4f}")
+        if f"order_recall@{k}" in result:
+            row += [f"{result[f'order_recall@{k}']:.4f}", f"{result[f'order_density@{k}']:.4f}"]
         rows.append(row)
     unknown = result.get("unknown_test_targets")
     unseen = f", {unknown['count']:,} unknown to train {'as misses' if unknown['policy'] == 'keep' else 'dropped'}" if unknown and unknown["count"] else ""
     title = f"{baseline or shown(run)} on {split} ({result['n_targets']:,} targets{unseen}, protocol {protocol}, ties {ties})"
-    ui.table(title, ["cutoff", "Recall", "MRR", "NDCG"], rows)
+    orders = ["Order recall", "Order density"] if "order_recall@20" in result or any(f"order_recall@{k}" in result for k in options.cutoffs) else []
+    ui.table(title, ["cutoff", "Recall", "MRR", "NDCG", *orders], rows)
     if as_json:
-        where = (
-            {"dataset": str(Path(result["dataset"]).resolve())} if baseline else {"run": str(run.resolve()), "dataset": str(Path(result["dataset"]).resolve())}
-        )
         ui.emit_json({**result, **where})
 
 

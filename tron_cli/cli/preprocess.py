@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tron_cli.choices import COLUMN_NAMES, LOG_FORMATS
+from tron_cli.choices import CART_NAMES, COLUMN_NAMES, LOG_FORMATS, ORDER_NAMES
 from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, pass_ui, shown
 from tron_cli.datasets import DATASETS
@@ -32,7 +32,15 @@ from tron_cli.datasets import DATASETS
     "--time-unit", type=click.Choice(["auto", "s", "ms", "us", "ns"]), default="auto", show_default=True, help="Unit of integer times (auto: by magnitude)."
 )
 @click.option("--separator", help="Field separator of a text table [default: the one of , tab ; | its header line has most].")
-@click.option("--event-types", default="clicks", show_default=True, help="OTTO event types to keep, comma-separated (clicks,carts,orders).")
+@click.option(
+    "--event-types",
+    default="clicks",
+    show_default=True,
+    help="OTTO event types that form the click sequence, comma-separated (clicks,carts,orders); the other carts and orders are kept beside it.",
+)
+@click.option("--type-col", help="Event type column of a table: rows of --order-types are orders, of --cart-types carts, the rest clicks.")
+@click.option("--order-types", default=",".join(ORDER_NAMES), show_default=True, help="Values of --type-col that are orders (comma-separated, any case).")
+@click.option("--cart-types", default=",".join(CART_NAMES), show_default=True, help="Values of --type-col that are carts (comma-separated, any case).")
 @click.option("--name", "dataset_name", help="Dataset name (default: the preset, or the --train file's stem).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output directory (default: $TRON_HOME/data/NAME).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset.")
@@ -60,7 +68,7 @@ from tron_cli.datasets import DATASETS
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
-def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json, **rest) -> None:
+def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_types, dataset_name, as_json, **rest) -> None:
     """Turn a raw click log into a dataset: sessions, splits and a dense item catalogue.
 
     Reads a download (NAME, or the newest under data/raw/), a file given with --input, or your own log
@@ -82,7 +90,9 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json
         preset=name,
         input=input_path,
         format=fmt,
-        event_types=tuple(t.strip() for t in event_types.split(",") if t.strip()),
+        event_types=_names(event_types),
+        order_types=_names(order_types),
+        cart_types=_names(cart_types),
         name=dataset_name,
         **rest,
     )
@@ -97,3 +107,8 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json
         ui.info(f"{unknown['count']:,} of {unknown['of_targets']:,} test targets ({unknown['fraction']:.1%}) are items unknown to train: {kept}")
     if as_json:
         ui.emit_json(summary)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated option as its names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())

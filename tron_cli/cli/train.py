@@ -47,7 +47,7 @@ HELP = {
     "overfit_batches": "Train on only this many batches (or this fraction) per epoch, for debugging.",
     "device": "auto (CUDA when present), cpu or cuda.",
     "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
-    "compile": "torch.compile the model.",
+    "compile": "torch.compile the model and the loss (batch widths and event counts rounded up to a few static shapes).",
     "track": "Record the run with an experiment tracker (repeatable; also TRON_TRACK): mlflow, tensorboard.",
 }
 

@@ -23,7 +23,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from tron_cli.choices import COLUMN_NAMES, LOG_FORMATS
+from tron_cli.artifacts import EXTRA_TYPES
+from tron_cli.choices import CART_NAMES, COLUMN_NAMES, LOG_FORMATS, ORDER_NAMES
 from tron_cli.errors import InputFormatError, UsageError
 from tron_cli.reporting import SILENT, Reporter
 
@@ -36,18 +37,50 @@ BLOCK_BYTES = 16 << 20  # a block's parse holds ~20x its size in transient strin
 
 
 @dataclass
+class RawExtra:
+    """A log's events beside its clicks (carts, orders), grouped by the same sessions as the clicks."""
+
+    offsets: np.ndarray  # (S+1,) int64, aligned with the RawLog's sessions
+    item: pa.Array  # (X,) raw item ids in the clicks' source type
+    ts: np.ndarray  # (X,) int64 milliseconds
+    types: np.ndarray  # (X,) int8: artifacts.CART or artifacts.ORDER
+
+
+@dataclass
 class RawLog:
-    """Events grouped by session: session s owns events offsets[s]:offsets[s+1] (in file order, not yet sorted)."""
+    """Events grouped by session: session s owns events offsets[s]:offsets[s+1] (in file order, not yet sorted).
+
+    These are the clicks, the sequence a model learns; `extra` holds the other events of the same sessions
+    (carts, orders) when the source has them."""
 
     session: np.ndarray  # (S,) int64 session ids, in order of first appearance
     offsets: np.ndarray  # (S+1,) int64
     item: pa.Array  # (E,) raw item ids in their source type
     ts: np.ndarray  # (E,) int64 milliseconds
     columns: dict[str, str] | None = None  # a table's column of each role (session, item, time)
+    extra: RawExtra | None = None
 
     @property
     def n_events(self) -> int:
         return int(self.offsets[-1])
+
+
+def attach_extra(log: RawLog, session: np.ndarray, item: pa.Array, ts: np.ndarray, types: np.ndarray) -> RawLog:
+    """`log` with other events (one row each: session id, raw item, ts, type code) grouped under its sessions.
+
+    Events of sessions without a click in `log` are dropped: the clicks decide which sessions exist (MultiTRON
+    merges orders into the sessions that survive)."""
+    order = np.argsort(log.session, kind="stable")
+    position = np.searchsorted(log.session, session, sorter=order).clip(max=max(len(order) - 1, 0))
+    owner = order[position] if len(order) else position
+    found = log.session[owner] == session if len(order) else np.zeros(len(session), dtype=bool)
+    owner, rows = owner[found], np.flatnonzero(found)
+    arranged = rows[np.lexsort((ts[rows], owner))]  # by session, then time (stable: ties keep file order)
+    offsets = np.zeros(len(log.session) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=len(log.session)), out=offsets[1:])
+    item = item.cast(log.item.type) if item.type != log.item.type else item
+    extra = RawExtra(offsets, item.take(pa.array(arranged)), ts[arranged], types[arranged].astype(np.int8))
+    return RawLog(log.session, log.offsets, log.item, log.ts, log.columns, extra)
 
 
 def first_true(mask: pl.Series) -> int:
@@ -196,8 +229,22 @@ CANONICAL_LINE = rf'^\{{"session":\d{{1,18}},"events":\[(?:{_EVENT}(?:,{_EVENT})
 TYPE_CODES = {"clicks": "cl", "carts": "ca", "orders": "or"}
 
 
-def _canonical_block(block: bytes, event_types: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(sessions, kept events per session, aids, ts) of a block of canonical lines, or None if a line is not canonical."""
+Block = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _extra_codes(types: np.ndarray, event_types: tuple[str, ...], spelling: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, type codes) of the carts and orders that are not part of the click sequence; `types` holds the
+    type names, or their `spelling` (the canonical parser's two-letter codes)."""
+    codes = np.zeros(len(types), dtype=np.int8)
+    for name, code in EXTRA_TYPES.items():
+        if name not in event_types:
+            codes[types == (spelling[name] if spelling else name)] = code
+    return codes > 0, codes
+
+
+def _canonical_block(block: bytes, event_types: tuple[str, ...]) -> Block | None:
+    """(sessions, kept events per session, aids, ts, other events per session, their aids, ts, type codes) of a
+    block of canonical lines, or None if a line is not canonical."""
     lines = pl.read_csv(io.BytesIO(block), has_header=False, separator="\x01", quote_char=None, new_columns=["line"], schema={"line": pl.String})["line"]
     if lines.null_count() or not lines.str.contains(CANONICAL_LINE).all():
         return None
@@ -208,14 +255,25 @@ def _canonical_block(block: bytes, event_types: tuple[str, ...]) -> tuple[np.nda
     index_in_line = np.arange(len(flat)) - np.repeat(line_start, per_line)
     codes = lines.str.extract_all(r'"type":"[a-z]{2}').explode().str.slice(8).to_numpy()
     keep = np.isin(codes, [TYPE_CODES[t] for t in event_types])
-    aids = flat[index_in_line % 2 == 1][keep]
-    ts = flat[(index_in_line % 2 == 0) & (index_in_line > 0)][keep]
+    all_aids = flat[index_in_line % 2 == 1]
+    all_ts = flat[(index_in_line % 2 == 0) & (index_in_line > 0)]
     events = (per_line - 1) // 2
     owner = np.repeat(np.arange(len(per_line)), events)
-    return flat[line_start], np.bincount(owner[keep], minlength=len(per_line)).astype(np.int64), aids, ts
+    other, types = _extra_codes(codes, event_types, TYPE_CODES)
+    n = len(per_line)
+    return (
+        flat[line_start],
+        np.bincount(owner[keep], minlength=n).astype(np.int64),
+        all_aids[keep],
+        all_ts[keep],
+        np.bincount(owner[other], minlength=n).astype(np.int64),
+        all_aids[other],
+        all_ts[other],
+        types[other],
+    )
 
 
-def _json_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _json_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...]) -> Block:
     """The same as `_canonical_block` for any valid JSON layout; a malformed line raises, naming it."""
     try:
         frame = pl.read_ndjson(io.BytesIO(block), schema=OTTO_SCHEMA)
@@ -233,7 +291,20 @@ def _json_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...
         raise _otto_line_error(path, line, block, event_types)
     kept = frame["events"].list.filter(pl.element().struct.field("type").is_in(list(event_types)))
     flat = kept.explode(empty_as_null=False).struct.unnest()
-    return frame["session"].to_numpy(), kept.list.len().to_numpy().astype(np.int64), flat["aid"].to_numpy(), flat["ts"].to_numpy()
+    others = [name for name in EXTRA_TYPES if name not in event_types]
+    rest = frame["events"].list.filter(pl.element().struct.field("type").is_in(others))
+    rest_flat = rest.explode(empty_as_null=False).struct.unnest().drop_nulls("aid")
+    _, types = _extra_codes(rest_flat["type"].to_numpy().astype(str), event_types)
+    return (
+        frame["session"].to_numpy(),
+        kept.list.len().to_numpy().astype(np.int64),
+        flat["aid"].to_numpy(),
+        flat["ts"].to_numpy(),
+        rest.list.len().to_numpy().astype(np.int64),
+        rest_flat["aid"].to_numpy(),
+        rest_flat["ts"].to_numpy(),
+        types,
+    )
 
 
 def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), report: Reporter = SILENT) -> RawLog:
@@ -256,19 +327,29 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
                 block, remainder = block[:cut], block[cut:]
             if block.strip():
                 parsed = _canonical_block(block.rstrip(b"\n"), event_types) if b"\r" not in block else None
-                sessions, lengths, aids, ts = parsed if parsed is not None else _json_block(path, line, block, event_types)
-                if len(aids) and aids.min() >= np.iinfo(np.int32).min and aids.max() <= np.iinfo(np.int32).max:
-                    aids = aids.astype(np.int32)  # half the memory for OTTO's 200M aids; the catalogue keeps int64
-                parts.append((sessions, lengths, aids, ts))
+                sessions, lengths, aids, ts, extra_lengths, extra_aids, extra_ts, extra_types = (
+                    parsed if parsed is not None else _json_block(path, line, block, event_types)
+                )
+                parts.append((sessions, lengths, _narrow(aids), ts, extra_lengths, _narrow(extra_aids), extra_ts, extra_types))
             line += block.count(b"\n")
             task.update(completed=position())
             if not chunk:
                 break
     if not parts:
         raise InputFormatError(f"{path} has no sessions", "Give a file with at least one JSON line")
-    sessions, lengths, aids, stamps = (np.concatenate(column) for column in zip(*parts))
+    sessions, lengths, aids, stamps, extra_lengths, extra_aids, extra_ts, extra_types = (np.concatenate(column) for column in zip(*parts))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return RawLog(sessions, offsets, pa.array(aids), stamps)
+    extra_offsets = np.concatenate([[0], np.cumsum(extra_lengths)]).astype(np.int64)
+    item_type = pa.int32() if aids.dtype == np.int32 and extra_aids.dtype == np.int32 else pa.int64()
+    extra = RawExtra(extra_offsets, pa.array(extra_aids, type=item_type), extra_ts.astype(np.int64), extra_types.astype(np.int8)) if extra_offsets[-1] else None
+    return RawLog(sessions, offsets, pa.array(aids, type=item_type), stamps, extra=extra)
+
+
+def _narrow(aids: np.ndarray) -> np.ndarray:
+    """int32 when every aid fits: half the memory for OTTO's 200M aids (the catalogue keeps int64)."""
+    if not len(aids) or (aids.min() >= np.iinfo(np.int32).min and aids.max() <= np.iinfo(np.int32).max):
+        return aids.astype(np.int32)
+    return aids
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -411,8 +492,14 @@ def read_table(
     time_col: str | None = None,
     time_unit: str = "auto",
     separator: str | None = None,
+    type_col: str | None = None,
+    order_types: tuple[str, ...] = ORDER_NAMES,
+    cart_types: tuple[str, ...] = CART_NAMES,
 ) -> RawLog:
-    """A user's own table, one row per event, with session, item and time columns (given, or recognised)."""
+    """A user's own table, one row per event, with session, item and time columns (given, or recognised).
+
+    With `type_col`, rows whose type is one of `order_types` are orders, of `cart_types` carts (compared without
+    case), and every other row a click."""
     path = check_file(path)
     row_offset = {"csv": 2, "tsv": 2, "jsonl": 1}.get(fmt, 0)  # a text file's header is line 1, so row r is line r + 2
     frame = read_frame(path, fmt, separator)
@@ -428,7 +515,12 @@ def read_table(
             raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
     session, item = (id_column(path, frame[column], flag) for column, flag in ((session_col, "--session-col"), (item_col, "--item-col")))
     ts = timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
-    raw = group(session, item, ts)
+    if type_col is None:
+        raw = group(session, item, ts)
+    else:
+        frame = frame.with_columns(session.alias(session_col), item.alias(item_col))  # the ids as kept (`id_column`)
+        raw = _typed(path, frame, session_col, item_col, type_col, ts, order_types, cart_types)
+        columns = {**columns, "type": type_col}
     raw.columns = columns
     return raw
 
@@ -450,6 +542,25 @@ def id_column(path: Path, values: pl.Series, flag: str) -> pl.Series:
     raise InputFormatError(f"{path}: column {values.name!r} has type {dtype}; ids must be integers or strings", f"Fix the column, or pick another with {flag}")
 
 
+def _typed(path: Path, frame: pl.DataFrame, session_col: str, item_col: str, type_col: str, ts: np.ndarray, order_types, cart_types) -> RawLog:
+    """Clicks grouped by session, and the orders and carts of the same sessions beside them."""
+    if type_col not in frame.columns:
+        raise InputFormatError(f"{path}: column {type_col!r} not found (columns: {', '.join(frame.columns)})", "Pick the event type column with --type-col")
+    kinds = frame[type_col].cast(pl.String).str.to_lowercase().fill_null("")
+    codes = np.zeros(frame.height, dtype=np.int8)
+    codes[kinds.is_in([t.lower() for t in cart_types]).to_numpy()] = EXTRA_TYPES["carts"]
+    codes[kinds.is_in([t.lower() for t in order_types]).to_numpy()] = EXTRA_TYPES["orders"]
+    session = frame[session_col]
+    if not session.dtype.is_integer():  # one integer key per session for clicks and other events alike
+        session = session.cast(pl.String).rank("dense").cast(pl.Int64)
+    clicks = codes == 0
+    if not clicks.any():
+        raise InputFormatError(f"{path}: every row is an order or a cart (column {type_col!r})", "A log needs clicks: check --order-types and --cart-types")
+    log = group(session.filter(pl.Series(clicks)), frame[item_col].filter(pl.Series(clicks)), ts[clicks])
+    other = ~clicks
+    return attach_extra(log, session.filter(pl.Series(other)).to_numpy(), frame[item_col].filter(pl.Series(other)).to_arrow(), ts[other], codes[other])
+
+
 def read_log(
     path: Path,
     fmt: str = "auto",
@@ -460,6 +571,9 @@ def read_log(
     time_unit="auto",
     event_types=("clicks",),
     separator: str | None = None,
+    type_col: str | None = None,
+    order_types: tuple[str, ...] = ORDER_NAMES,
+    cart_types: tuple[str, ...] = CART_NAMES,
     report: Reporter = SILENT,
 ) -> RawLog:
     """Any supported format by name ("auto": by the file's name, `infer_format`)."""
@@ -468,5 +582,5 @@ def read_log(
     if fmt == "otto-jsonl":
         return read_otto_jsonl(path, event_types, report)
     if fmt in FORMATS:
-        return read_table(path, fmt, session_col, item_col, time_col, time_unit, separator)
+        return read_table(path, fmt, session_col, item_col, time_col, time_unit, separator, type_col, order_types, cart_types)
     raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")

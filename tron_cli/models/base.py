@@ -2,7 +2,8 @@
 
 A score is `h · W[item] + b[item]`. The reference implements the bias as one more embedding column against a
 constant 1; a separate vector is the same function. Row 0 is padding: zero, and never updated. Lookups can
-produce row-sparse gradients (`sparse=True`) for the row-sparse optimisers.
+produce row-sparse gradients (`sparse=True`): training does, so that a step never writes a gradient over the
+whole table (`training/optim.py` hands them to the optimisers).
 
 `SessionModel` is all that training, validation, evaluation, recommendation and export know of a model: how
 it is fed in training (`feeding`), the state after the last click of left-padded windows (`last_hidden`), and
@@ -31,7 +32,7 @@ class ItemScorer(nn.Module):
         self.output_bias = nn.Parameter(torch.zeros(n_items + 1, 1)) if output_bias else None  # (N+1, 1): a one-column table, so lookups can be row-sparse
 
     def embed(self, items: Tensor, sparse: bool = False) -> Tensor:
-        return F.embedding(items, self.item_embedding, padding_idx=0, sparse=sparse)
+        return table_rows(self.item_embedding, items, sparse, padding_idx=0)
 
     def output_table(self) -> Tensor:
         """(N+1, d) output vectors; row 0 is padding."""
@@ -39,8 +40,8 @@ class ItemScorer(nn.Module):
 
     def lookup(self, items: Tensor, sparse: bool = False) -> tuple[Tensor, Tensor | None]:
         """Output vectors (..., d) and biases (...) or None of `items`, row-sparse gradients with `sparse`."""
-        vectors = F.embedding(items, self.output_table(), padding_idx=0, sparse=sparse)
-        bias = F.embedding(items, self.output_bias, sparse=sparse).squeeze(-1) if self.output_bias is not None else None
+        vectors = table_rows(self.output_table(), items, sparse, padding_idx=0)
+        bias = table_rows(self.output_bias, items, sparse).squeeze(-1) if self.output_bias is not None else None
         return vectors, bias
 
     def score(self, hidden: Tensor, items: Tensor, sparse: bool = False) -> Tensor:
@@ -63,6 +64,21 @@ class ItemScorer(nn.Module):
         return [p for p in (self.item_embedding, self.output_embedding, self.output_bias) if p is not None]
 
 
+def table_rows(table: Tensor, items: Tensor, sparse: bool, padding_idx: int | None = None) -> Tensor:
+    """table[items] (..., d), with a row-sparse gradient (`sparse`) or a dense one. The row-sparse gradient keeps
+    the padding row's entries (dropping them is a boolean selection, which waits for the device): the
+    optimisers never update row 0 (`training/optim.py`)."""
+    if sparse:
+        return _sparse_rows(table, items)
+    return F.embedding(items, table, padding_idx=padding_idx)
+
+
+@torch.compiler.disable
+def _sparse_rows(table: Tensor, items: Tensor) -> Tensor:
+    # a compiled graph cannot produce a sparse gradient: under --compile the lookup runs eagerly between graphs
+    return F.embedding(items, table, sparse=True)
+
+
 class SessionModel(ItemScorer):
     """The interface of every model. Subclasses set `feeding` and implement `last_hidden` and their training
     forward: `forward(items (B, T), sparse) -> (B, T, d)` for `feeding = "windows"` (every position of
@@ -70,6 +86,9 @@ class SessionModel(ItemScorer):
     (GRU4Rec's session-parallel mini-batches, one click per lane per step)."""
 
     feeding: ClassVar[str] = "windows"
+    # True when `forward(items, sparse, events)` accepts flat positions `events` (E,) into the (B, T) window
+    # (B * T for an empty slot) and returns only their states (E, d): training then computes nothing for padding
+    forward_events: ClassVar[bool] = False
     # True when forward over a right-padded session gives at each click the state its prefix alone would give:
     # evaluation then reads every target of a session from one pass instead of one window per target
     prefix_states: ClassVar[bool] = False

@@ -4,6 +4,9 @@ Sequences are left-padded (item 0) so that the most recent click always sits in 
 may be shorter than `max_length` (its all-padding left columns trimmed), positions stay right-aligned.
 Attention is causal, padded keys are masked, and every position may attend to itself (no NaN rows).
 Trained on windows: the last max_length + 1 clicks of each session, every position predicting the next click.
+In training only the real positions are computed (`forward(..., events)`): every layer but attention works on
+the (E, d) events alone, and attention scatters them into the (B, T) window, whose padding no real position
+attends to; short sessions leave most of a window empty, so this skips most of the work.
 """
 
 from __future__ import annotations
@@ -69,12 +72,19 @@ class Block(nn.Module):
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
-        b, t, d = x.shape
-        h = self.norm1(x)
-        q, k, v = self.qkv(h).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, d/H)
+    def forward(self, x: Tensor, allowed: Tensor, events: Tensor | None = None) -> Tensor:
+        """x (B, T, d), or with `events` the (E, d) rows at those flat positions of the (B, T) window."""
+        b, t = allowed.shape[0], allowed.shape[-1]
+        d = x.shape[-1]
+        qkv = self.qkv(self.norm1(x))  # (B, T, 3d) or (E, 3d)
+        if events is not None:  # into the window (padding: zeros, which no real position attends to); empty slots dropped
+            qkv = qkv.new_zeros(b * t + 1, 3 * d).scatter_(0, events[:, None].expand(-1, 3 * d), qkv)[:-1]
+        q, k, v = qkv.view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, d/H)
         attention = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
-        x = x + F.dropout(self.out(attention.transpose(1, 2).reshape(b, t, d)), self.dropout, self.training)
+        attention = attention.transpose(1, 2).reshape(b, t, d)
+        if events is not None:
+            attention = torch.cat([attention.reshape(b * t, d), attention.new_zeros(1, d)]).index_select(0, events)  # (E, d)
+        x = x + F.dropout(self.out(attention), self.dropout, self.training)
         h = self.norm2(x)
         h = self.ff2(F.dropout(F.relu(self.ff1(h)), self.dropout, self.training))
         return x + F.dropout(h, self.dropout, self.training)
@@ -82,6 +92,7 @@ class Block(nn.Module):
 
 class SASRec(SessionModel):
     feeding = "windows"
+    forward_events = True
 
     def __init__(self, config: SASRecConfig, *, n_items: int):
         d = config.hidden_size
@@ -107,11 +118,17 @@ class SASRec(SessionModel):
         start = (items == 0).sum(1, keepdim=True)  # (B, 1) padding columns
         return self.position[(torch.arange(t, device=items.device)[None, :] - start).clamp(min=0)]
 
-    def forward(self, items: Tensor, sparse: bool = False) -> Tensor:
-        """(B, T) left-padded item ids, T <= max_length -> (B, T, d) hidden states; position t predicts the next click."""
-        t = items.shape[1]
+    def forward(self, items: Tensor, sparse: bool = False, events: Tensor | None = None) -> Tensor:
+        """(B, T) left-padded item ids, T <= max_length -> (B, T, d) hidden states; position t predicts the next
+        click. With `events` (E,) flat positions into B * T (B * T: an empty slot), only their states (E, d)."""
+        b, t = items.shape
         real = items != 0  # (B, T)
-        x = self.embed(items, sparse) * self.scale + self._positions(items)
+        positions = self._positions(items)  # (T, d) or (B, T, d)
+        if events is None:
+            x = self.embed(items, sparse) * self.scale + positions
+        else:
+            rows = torch.cat([positions.expand(b, t, -1).reshape(b * t, -1), positions.new_zeros(1, positions.shape[-1])])
+            x = self.embed(torch.cat([items.reshape(-1), items.new_zeros(1)]).index_select(0, events), sparse) * self.scale + rows.index_select(0, events)
         x = F.dropout(x, self.config.dropout, self.training)
         column = torch.arange(t, device=items.device)
         # (B, 1, T, T): query i sees key j <= i when j is a real click; it always sees itself (no NaN rows).
@@ -119,7 +136,7 @@ class SASRec(SessionModel):
         allowed = ((column[:, None] >= column[None, :]) & real[:, None, :]) | (column[:, None] == column[None, :])
         allowed = allowed[:, None]
         for block in self.blocks:
-            x = block(x, allowed)
+            x = block(x, allowed, events)
         return self.final_norm(x)
 
     def last_hidden(self, windows: Tensor) -> Tensor:

@@ -3,7 +3,9 @@
 - `windows` (SASRec): each step takes the next global batch of the epoch's order, the last max_length + 1
   clicks of each session left-padded, and every real position predicts the next click. Data-parallel ranks
   take equal shares of each global batch; the loss is normalised by the events of the whole global batch.
-  An epoch can stop after any step and resume there (`TrainState.done`).
+  An epoch can stop after any step and resume there (`TrainState.done`). The width and the number of
+  events of every batch are read from the device once per epoch (`batch_shapes`), so that a step never
+  waits for the device: with static shapes (CUDA, --compile) both are rounded up to a few buckets.
 - `lanes` (GRU4Rec+): session-parallel mini-batches, one click per lane per step, the hidden state carried
   between steps without backpropagation through time; one device, resumable at epoch boundaries.
 
@@ -23,6 +25,7 @@ import torch
 from tron_cli.batching import Lanes, SessionStore
 from tron_cli.distributed import Ranks
 from tron_cli.errors import Interrupted
+from tron_cli.objective import Events
 from tron_cli.reporting import Reporter
 from tron_cli.training.state import TrainState
 from tron_cli.training.stop import StopRequest
@@ -35,19 +38,20 @@ class Trainer(Protocol):
 
     config: Any
     model: Any  # a SessionModel; lanes need its initial_state and step
-    forward: Callable[..., torch.Tensor]  # the model, compiled or wrapped for data-parallel training
     ranks: Ranks
     state: TrainState
     store: SessionStore
     device: torch.device
     sparse: bool
+    static_shapes: bool  # round batch widths and event counts up to buckets (compiled or captured steps)
     global_batch: int
     local_batch: int
     report: Reporter
     run_dir: Path
 
     def autocast(self) -> AbstractContextManager[Any]: ...
-    def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor: ...
+    def hidden(self, inputs: torch.Tensor, events: Events) -> torch.Tensor: ...
+    def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, events: Events, reduction: str = "mean") -> torch.Tensor: ...
     def update(self, loss: torch.Tensor) -> None: ...
     def limit_steps(self, n_steps: int) -> int: ...
     def check_finite(self, mean: torch.Tensor, epoch: int, step: int) -> float: ...
@@ -61,10 +65,45 @@ def rank_slice(order: torch.Tensor, start: int, global_batch: int, ranks: Ranks)
     return chunk[n * ranks.rank // ranks.world : n * (ranks.rank + 1) // ranks.world]
 
 
+def bucket(n: int) -> int:
+    """n rounded up to a multiple of 1/8 of its power of two (at least 8): few distinct sizes, under 1/8 waste."""
+    step = max(8, 1 << max(n.bit_length() - 4, 0))
+    return -(-n // step) * step
+
+
+def batch_shapes(store: SessionStore, order: torch.Tensor, window: int, global_batch: int, ranks: Ranks, steps: range) -> list[tuple[int, int]]:
+    """(window width, target events) of this rank's share of the global batches `steps` of the epoch's order,
+    read from the device at once (one sync per epoch instead of one per step). Width 0: an empty share."""
+    n = len(order)
+    clicks = store.lengths[order].clamp(max=window)  # (S,) clicks of each session's window
+    position = torch.arange(n, device=order.device)
+    step = position // global_batch
+    within = position - step * global_batch
+    size = (n - step * global_batch).clamp(max=global_batch)  # sessions in the global batch (the last may be short)
+    mine = (within >= size * ranks.rank // ranks.world) & (within < size * (ranks.rank + 1) // ranks.world)  # as rank_slice
+    n_steps = -(-n // global_batch)
+    width = torch.zeros(n_steps, dtype=torch.long, device=order.device).scatter_reduce_(0, step, torch.where(mine, clicks, 0), "amax")
+    events = torch.zeros(n_steps, dtype=torch.long, device=order.device).index_add_(0, step, torch.where(mine, clicks - 1, 0))
+    return [(w, e) for w, e in torch.stack([width, events], 1)[steps.start : steps.stop].tolist()]
+
+
+def window_step(trainer: Trainer, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, slots: int, normaliser: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on a (B, W) batch of windows whose `mask` holds at most `slots` events; the loss is
+    the sum over them divided by `normaliser` / world (the events of the global batch). Returns it, detached.
+    Nothing here waits for the device."""
+    events = Events.select(mask, targets, slots)
+    with trainer.autocast():
+        hidden = trainer.hidden(inputs, events)
+        loss = trainer.loss(hidden, inputs, events, "sum") * (trainer.ranks.world / normaliser.clamp(min=1))
+    trainer.update(loss)
+    return loss.detach()
+
+
 def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRequest) -> tuple[float, int, int]:
     config, ranks, state = trainer.config, trainer.ranks, trainer.state
-    starts = list(range(state.done, len(order), trainer.global_batch))
-    starts = starts[: trainer.limit_steps(math.ceil(len(order) / trainer.global_batch)) - state.done // trainer.global_batch]
+    first = state.done // trainer.global_batch
+    steps = range(first, trainer.limit_steps(math.ceil(len(order) / trainer.global_batch)))
+    shapes = batch_shapes(trainer.store, order, config.max_length + 1, trainer.global_batch, ranks, steps)
     # an interrupted epoch goes on from its figures so far (rank 0 carries the global sum), so that its loss and
     # throughput cover the whole epoch
     partial = state.partial or {}
@@ -73,28 +112,31 @@ def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRe
     sessions = int(partial.get("sessions", 0))
     with trainer.report.task(f"epoch {epoch + 1}/{config.epochs}", total=len(order)) as task:
         task.update(completed=state.done)
-        for count, start in enumerate(starts, 1):
+        for count, (step, (width, n_events)) in enumerate(zip(steps, shapes), 1):
+            start = step * trainer.global_batch
             index = rank_slice(order, start, trainer.global_batch, ranks)
-            empty = len(index) == 0
-            if empty:  # a last global batch with fewer sessions than ranks: run one masked session
-                index = order[:1]
-            width = int(trainer.store.lengths[index].clamp(max=config.max_length + 1).max())
-            sequence = trainer.store.tail_windows(index, width)  # (B, T+1), left-padded
+            if width == 0:  # a last global batch with fewer sessions than ranks: run one masked session
+                index, width = order[:1], 2
+            if trainer.static_shapes:
+                width, n_events = min(bucket(width), config.max_length + 1), bucket(n_events)
+            sequence = trainer.store.tail_windows(index, width)  # (B, W+1), left-padded
             inputs, targets = sequence[:, :-1], sequence[:, 1:]
-            mask = (inputs != 0) & (not empty)  # (B, T): a real click, whose next click is its target
-            # normalise by the events of the whole global batch (and learn whether any rank was stopped)
-            shared = ranks.all_reduce(torch.stack([mask.sum(), torch.tensor(int(stop.requested), device=trainer.device)]))
-            with trainer.autocast():
-                hidden = trainer.forward(inputs, trainer.sparse)
-                loss = trainer.loss(hidden, inputs, targets, mask, "sum") * (ranks.world / shared[0].clamp(min=1))
-            trainer.update(loss)
-            loss_sum += loss.detach() * shared[0] / ranks.world
-            events += shared[0]
+            mask = inputs != 0  # (B, W): a real click, whose next click is its target
+            if n_events == 0:
+                mask = torch.zeros_like(mask)
+            total = mask.sum()
+            logging = count % LOG_EVERY == 0 or count == len(steps)
+            stopping = stop.requested
+            if ranks.world > 1:  # normalise by the events of the whole global batch; every rank stops at the same step
+                shared = ranks.all_reduce(torch.stack([total, torch.tensor(int(stop.requested), device=trainer.device)]))
+                total, stopping = shared[0], logging and bool(shared[1])  # whether any rank was stopped, read when logging
+            loss = window_step(trainer, inputs, targets, mask, n_events, total)
+            loss_sum += loss * total / ranks.world
+            events += total
             sessions += min(trainer.global_batch, len(order) - start)
             state.done = min(start + trainer.global_batch, len(order))
             state.global_step += 1
-            stopping = bool(shared[1]) if ranks.world > 1 else stop.requested
-            if count % LOG_EVERY == 0 or count == len(starts) or stopping:
+            if logging or stopping:
                 mean = ranks.all_reduce(loss_sum.clone()) / events.clamp(min=1)
                 task.update(completed=state.done, loss=trainer.check_finite(mean, epoch, state.global_step))
             if stopping:
@@ -117,9 +159,10 @@ def lane_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRequ
         while count < limit and not stop.requested and (safe := lanes.safe_steps()) > 0:
             for _ in range(min(safe, limit - count)):
                 inputs, targets, active, reset = lanes.step()
+                slots = Events.select(active.unsqueeze(1), targets.unsqueeze(1), trainer.local_batch)  # every lane a slot
                 with trainer.autocast():
                     output, hidden_state = model.step(inputs, hidden_state.detach(), reset, trainer.sparse)
-                    loss = trainer.loss(output.unsqueeze(1), inputs.unsqueeze(1), targets.unsqueeze(1), active.unsqueeze(1))
+                    loss = trainer.loss(slots.gather(output.unsqueeze(1)), inputs.unsqueeze(1), slots)
                 trainer.update(loss)
                 running += loss.detach() * active.sum()
                 events += active.sum()

@@ -29,34 +29,18 @@ from tron_cli.losses import LOSSES
 from tron_cli.modelio import EPOCH_KEY, save_weights
 from tron_cli.models import MODELS, model_section
 from tron_cli.models.base import SessionModel
-from tron_cli.objective import LossSpec, full_softmax_loss, sampled_loss
+from tron_cli.objective import Events, LossSpec, event_loss, full_softmax_loss
 from tron_cli.protocols import EvalOptions, accumulate, first_sessions, parse_metric
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import autocast_dtype
-from tron_cli.sampling import ItemDistribution, draw
+from tron_cli.sampling import ItemDistribution, Negatives, draw
 from tron_cli.training import schedule
 from tron_cli.training.callbacks import Callback
 from tron_cli.training.feeds import EPOCHS
+from tron_cli.training.optim import build_optimizers, dense_table_gradients
 from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
 from tron_cli.training.state import TrainState
 from tron_cli.training.stop import StopRequest
-
-
-def build_optimizers(model: SessionModel, config: TrainConfig) -> list[torch.optim.Optimizer]:
-    """Dense Adam/Adagrad over everything, or a row-sparse optimiser for the item tables + the dense one for the rest."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    dense_class = torch.optim.Adagrad if config.optimizer.endswith("adagrad") else torch.optim.Adam
-    if not config.optimizer.startswith("sparse"):
-        return [dense_class(trainable, lr=config.lr)]
-    tables = {id(p) for p in model.table_parameters()}
-    sparse_params = [p for p in trainable if id(p) in tables]
-    dense_params = [p for p in trainable if id(p) not in tables]
-    sparse = (
-        torch.optim.SparseAdam(sparse_params, lr=config.lr)
-        if config.optimizer == "sparse-adam"
-        else torch.optim.Adagrad(sparse_params, lr=config.lr, foreach=False)
-    )
-    return [sparse, dense_class(dense_params, lr=config.lr)]
 
 
 class Trainer:
@@ -83,15 +67,19 @@ class Trainer:
         spec = MODELS.get(config.model)
         self.section = model_section(config.model, config.network, self.n_items)
         self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
-        self.sparse = config.optimizer.startswith("sparse")
+        self.objective = LOSSES.get(config.loss)
+        # a sampled loss touches few item rows per step: their gradients are row-sparse (training/optim.py)
+        self.sparse = self.objective.sampled
+        self.static_shapes = config.compile or self.device.type == "cuda"
         self.forward = self._wrap(self.model)
-        self.optimizers = build_optimizers(self.model, config)
+        self.event_loss = torch.compile(event_loss) if config.compile else event_loss
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
+        self.optimizers = build_optimizers(self.model, config, scaled=self.scaler is not None)
+        self.table_buffers: dict[torch.nn.Parameter, torch.Tensor] = {}  # dense optimisers' gradient buffers of the item tables
         counts = torch.from_numpy(np.asarray(dataset.items().column("count"), dtype=np.float64))
         counts = torch.cat([torch.zeros(1, dtype=torch.float64), counts])  # (N+1,) by dense id
         self.distribution = ItemDistribution(self.n_items, counts if config.negative_distribution == "popularity" else None, config.alpha, self.device)
         self.in_batch_log_prob = torch.log((counts + 1e-12) / counts.sum()).float().to(self.device) if config.logq else None
-        self.objective = LOSSES.get(config.loss)
         self.spec = LossSpec(config.loss, config.topk, config.mask_hits, config.loss_options, config.logq, self.n_items, self.model.activate)
         self.state = TrainState()
         self.order: torch.Tensor | None = None
@@ -117,15 +105,18 @@ class Trainer:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
 
-    def loss(self, hidden, inputs, targets, mask, reduction: str = "mean") -> torch.Tensor:
-        """The step's loss: hidden (B, T, d), inputs/targets (B, T) dense ids, mask (B, T) real events."""
-        if not self.objective.sampled:
-            return full_softmax_loss(self.model, hidden, mask, targets, self.config.loss_options["ce_chunk"], reduction)
-        owner = mask.reshape(-1).nonzero().squeeze(1) // mask.shape[1] if self.config.sampling_style == "eventwise" else None
-        negatives = draw(
+    def hidden(self, inputs: torch.Tensor, events: Events) -> torch.Tensor:
+        """(E, d) states of the event slots of inputs (B, W); models that can skip padding compute only those."""
+        if self.model.forward_events:
+            return self.forward(inputs, self.sparse, events.positions)
+        return events.gather(self.forward(inputs, self.sparse))
+
+    def negatives(self, inputs: torch.Tensor, events: Events) -> Negatives:
+        """This step's negatives for inputs (B, W) and their event slots, from the run's generators."""
+        return draw(
             self.distribution,
             inputs,
-            owner,
+            events.owner if self.config.sampling_style == "eventwise" else None,
             self.config.uniform_negatives,
             self.config.in_batch_negatives,
             self.config.sampling_style,
@@ -133,21 +124,35 @@ class Trainer:
             self.config.reject_in_batch_items,
             self.generator,
             self.local_generator,
+            events.positions,  # the batch's clicks are exactly its events
         )
-        return sampled_loss(self.model, hidden, mask, targets, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob, reduction)
+
+    def loss(self, hidden: torch.Tensor, inputs: torch.Tensor, events: Events, reduction: str = "mean") -> torch.Tensor:
+        """The step's loss: hidden (E, d) states of the event slots, inputs (B, W) dense ids, events their slots."""
+        if not self.objective.sampled:
+            return full_softmax_loss(self.model, hidden, events, self.config.loss_options["ce_chunk"], reduction)
+        negatives = self.negatives(inputs, events)
+        return self.event_loss(self.model, hidden, events, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob, reduction)
 
     def update(self, loss: torch.Tensor) -> None:
-        """One optimiser step on `loss` (gradients of row-sparse tables averaged across ranks)."""
+        """One optimiser step on `loss` (row-sparse gradients of the item tables averaged across ranks, and made
+        dense in place for the dense optimisers)."""
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        tables = self.model.table_parameters()
         if self.sparse and self.ranks.world > 1:
-            average_sparse_gradients(self.model.table_parameters(), self.ranks)
-        for optimizer in self.optimizers:
-            if self.scaler is not None:
-                self.scaler.step(optimizer)
-            else:
-                optimizer.step()
+            average_sparse_gradients(tables, self.ranks)
+        if self.scaler is not None:
+            for optimizer in self.optimizers:
+                self.scaler.unscale_(optimizer)
+        dense = not self.config.optimizer.startswith("sparse")
+        with dense_table_gradients(tables if dense else [], self.table_buffers):
+            for optimizer in self.optimizers:
+                if self.scaler is not None:
+                    self.scaler.step(optimizer)
+                else:
+                    optimizer.step()
         if self.scaler is not None:
             self.scaler.update()
 
