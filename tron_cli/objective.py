@@ -102,9 +102,9 @@ class Events:
         return torch.where(self.real.view(-1, *[1] * (rows.dim() - 1)), rows, 0)
 
     def scatter(self, values: Tensor) -> Tensor:
-        """(E, ...) -> (B, W, ...) with zeros where no event is; empty slots are dropped."""
-        index = self.positions.view(-1, *[1] * (values.dim() - 1)).expand_as(values)
-        out = values.new_zeros(self.batch * self.width + 1, *values.shape[1:]).scatter_(0, index, values)
+        """(E, ...) -> (B, W, ...) with zeros where no event is; empty slots are dropped. A row copy
+        (`index_copy_`): `scatter_` with an expanded index takes a path 10-20x slower on CPU."""
+        out = values.new_zeros(self.batch * self.width + 1, *values.shape[1:]).index_copy_(0, self.positions, values)
         return out[:-1].reshape(self.batch, self.width, *values.shape[1:])
 
 
