@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # small golden values and raw samples, kept in the repo (see its README)
 
 
 def pytest_configure(config):
@@ -24,15 +25,22 @@ def pytest_configure(config):
 
 
 def shared(relative: str) -> Path:
-    """A file of ../shared, or skip the test with a reason when the reference material is absent."""
+    """A large file of ../shared (Yoochoose 1/64), or skip the test saying so when it is absent."""
     path = SHARED / relative
     if not path.exists():
-        pytest.skip(f"{path} is not present (the reference material lives in ../shared beside the checkout)")
+        pytest.skip(f"{path} is not present: the large datasets live in ../shared beside the checkout, not in the repository")
     return path
 
 
+def fixture(relative: str) -> Path:
+    """A small sample of tests/fixtures (copied from ../shared/data, source and licence in its README)."""
+    return FIXTURES / relative
+
+
 def golden(name: str) -> dict:
-    return json.loads(shared(f"golden/{name}").read_text())
+    """Values computed with the reference code: tests/fixtures/golden/NAME, else ../shared/golden/NAME."""
+    path = FIXTURES / "golden" / name
+    return json.loads((path if path.is_file() else shared(f"golden/{name}")).read_text())
 
 
 def invoke(*args: str, input: str | None = None):
@@ -80,7 +88,7 @@ def yoochoose_64(tmp_path_factory) -> Path:
     test items unknown to this train slice in the catalogue, as the published results on this split do."""
     train, test = shared("data/yoochoose-1-64/train.jsonl"), shared("data/yoochoose-1-64/test.jsonl")
     out = tmp_path_factory.mktemp("yc64") / "yoochoose-1-64"
-    result = invoke("preprocess", "--train", str(train), "--test", str(test), "--unknown-test-items", "keep", "--out", str(out), "--json")
+    result = invoke("preprocess", "--train", str(train), "--test", str(test), "--unknown-test-items", "keep", "--no-valid", "--out", str(out), "--json")
     assert result.exit_code == 0, result.stderr
     return out
 

@@ -235,7 +235,8 @@ CASES = [
         "pre-json-truncated-last-line", log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6) + '{"session": 2, "ev'), 1, ("log.jsonl:2",), ("data/log",)
     ),
     Case("pre-json-not-an-object", log("log.jsonl", "[1, 2]\n"), 1, ("log.jsonl:1", "JSON object"), ("data/log",)),
-    Case("pre-json-no-events", log("log.jsonl", '{"session": 1}\n'), 1, ("log.jsonl:1", '"events"'), ("data/log",)),
+    Case("pre-json-no-events", log("log.jsonl", '{"session": 1}\n', "--format", "otto-jsonl"), 1, ("log.jsonl:1", '"events"'), ("data/log",)),
+    Case("pre-jsonl-event-without-item-or-time", log("log.jsonl", '{"session": 1}\n'), 1, ("log.jsonl", "--item-col", "--time-col"), ("data/log",)),
     Case("pre-json-string-session", log("log.jsonl", '{"session": "a", "events": []}\n'), 1, ("log.jsonl:1", '"session"'), ("data/log",)),
     Case("pre-json-string-aid", log("log.jsonl", OTTO_LINE.format(s=1, a='"x"', t=5, b=2, u=6)), 1, ("log.jsonl:1", "aid"), ("data/log",)),
     Case(
@@ -275,7 +276,13 @@ CASES = [
         ("data/log",),
     ),
     # ------------------------------------------------------------------ preprocess: CSV and Parquet
-    Case("pre-csv-missing-column", log("log.csv", "session,item\n1,2\n", "--format", "csv"), 1, ("log.csv", "'ts'", "not found"), ("data/log",)),
+    Case(
+        "pre-csv-missing-column",
+        log("log.csv", "session,item\n1,2\n", "--format", "csv"),
+        1,
+        ("log.csv", "columns: session, item", "--time-col"),
+        ("data/log",),
+    ),
     Case("pre-csv-misnamed-column", log("log.csv", GOOD_CSV, "--format", "csv", "--session-col", "sid"), 1, ("log.csv", "'sid'"), ("data/log",)),
     Case(
         "pre-csv-decimal-items",
@@ -326,7 +333,7 @@ CASES = [
         ("log.parquet", "'item'", "decimals"),
         ("data/log",),
     ),
-    Case("pre-parquet-missing-column", parquet_log(pa.table({"session": [1, 1], "ts": [1, 2]})), 1, ("log.parquet", "'item'"), ("data/log",)),
+    Case("pre-parquet-missing-column", parquet_log(pa.table({"session": [1, 1], "ts": [1, 2]})), 1, ("log.parquet", "item", "--item-col"), ("data/log",)),
     # ------------------------------------------------------------------ preprocess: names and options
     Case("pre-unknown-dataset", lambda t, w: ["preprocess", "nosuchdata"], 2, ("'nosuchdata'",)),
     Case("pre-unknown-format", log("log.csv", GOOD_CSV, "--format", "xml"), 2, ("--format", "'xml'"), ("data/log",)),
@@ -419,18 +426,18 @@ CASES = [
     Case("train-dataset-json-missing", train_on(bad_dataset(("dataset.json", remove))), 1, ("dataset.json", "missing"), ("runs/new",)),
     Case(
         "train-dataset-json-other-version",
-        train_on(bad_dataset(("dataset.json", lambda p: set_schema(p, "dataset/2")))),
+        train_on(bad_dataset(("dataset.json", lambda p: set_schema(p, "dataset/3")))),
         1,
-        ("dataset.json", "'dataset/2'"),
+        ("dataset.json", "'dataset/3'"),
         ("runs/new",),
     ),
     Case("train-parquet-truncated", train_on(bad_dataset(("train.parquet", truncate))), 1, ("train.parquet", "not a readable Parquet file"), ("runs/new",)),
     Case("train-parquet-missing", train_on(bad_dataset(("train.parquet", remove))), 1, ("train.parquet", "missing"), ("runs/new",)),
     Case(
         "train-parquet-other-version",
-        train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [3, 3], schema="sessions/2")))),
+        train_on(bad_dataset(("train.parquet", lambda p: sessions_parquet(p, [3, 3], schema="sessions/3")))),
         1,
-        ("train.parquet", "'sessions/2'"),
+        ("train.parquet", "'sessions/3'"),
         ("runs/new",),
     ),
     Case(
@@ -759,7 +766,7 @@ def test_empty_and_single_click_sessions_are_dropped(home):
     result = invoke("preprocess", "--train", "log.jsonl", "--test-days", "0.0001", "--json")
     assert result.exit_code == 0, result.stderr
     sessions = set()
-    for split in ("train", "test"):
+    for split in ("train", "valid", "test"):  # own logs get a validation split by default
         sessions |= set(read_sessions(home / "data" / "log" / f"{split}.parquet").session.tolist())
     assert sessions == set(range(20))
 

@@ -117,9 +117,10 @@ def test_version_and_help_mention_exit_codes():
         assert "Example" in text or "eval " in text, command  # every command shows how it is used
 
 
-def test_quiet_hides_the_table(run):
+def test_quiet_keeps_the_result_and_quieter_hides_it(run):
     assert "Recall" in invoke("evaluate", str(run)).stderr
-    assert invoke("-q", "evaluate", str(run)).stderr == ""
+    assert "Recall" in invoke("-q", "evaluate", str(run)).stderr  # -q hides progress and chatter, never the metrics
+    assert invoke("-qq", "evaluate", str(run)).stderr == ""  # -qq: only errors
 
 
 def test_colour_follows_the_flag_and_no_color(run, monkeypatch):

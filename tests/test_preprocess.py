@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import golden, invoke, shared
+from tests.conftest import fixture, golden, invoke, shared
 from tron_cli.artifacts import read_items, read_sessions
 
 
@@ -43,7 +44,7 @@ def test_synthetic_download_then_preprocess(home):
     assert catalogue.column_names == ["item", "id", "count"]
     assert catalogue.column("item").to_pylist() == list(range(1, summary["n_items"] + 1))
     info = json.loads((dataset / "dataset.json").read_text())
-    assert info["schema"] == "dataset/1" and info["targets"] == "all" and info["splits"] == ["train", "valid", "test"]
+    assert info["schema"] == "dataset/2" and info["targets"] == "all" and info["splits"] == ["train", "valid", "test"]
     assert all(len(f["sha256"]) == 64 for f in info["source"]["files"])
     assert "sessions" in result.stderr  # the human summary goes to stderr
 
@@ -51,7 +52,7 @@ def test_synthetic_download_then_preprocess(home):
 @pytest.mark.parametrize("name, raw", [("yoochoose", "sample_yoochoose.dat"), ("diginetica", "sample_train-item-views.csv")])
 def test_golden_parity_without_validation(home, name, raw):
     expected = golden("preprocessing.json")[name]
-    result = invoke("preprocess", name, "--input", str(shared(f"data/raw/{raw}")), "--no-valid", "--json")
+    result = invoke("preprocess", name, "--input", str(fixture(f"data/raw/{raw}")), "--no-valid", "--json")
     assert result.exit_code == 0, result.stderr
     dataset = home / "data" / name
     assert _raw_sessions(dataset, "train") == expected["train"]
@@ -62,7 +63,7 @@ def test_golden_parity_without_validation(home, name, raw):
 @pytest.mark.parametrize("name, raw", [("yoochoose", "sample_yoochoose.dat"), ("diginetica", "sample_train-item-views.csv")])
 def test_validation_is_carved_out_of_the_reference_train_set(home, name, raw):
     expected = golden("preprocessing.json")[name]
-    result = invoke("preprocess", name, "--input", str(shared(f"data/raw/{raw}")), "--json")
+    result = invoke("preprocess", name, "--input", str(fixture(f"data/raw/{raw}")), "--json")
     assert result.exit_code == 0, result.stderr
     dataset = home / "data" / name
     train, valid = _raw_sessions(dataset, "train"), _raw_sessions(dataset, "valid")
@@ -76,7 +77,7 @@ def test_validation_is_carved_out_of_the_reference_train_set(home, name, raw):
 
 
 def test_otto_sample_keeps_clicks_only(home):
-    path = shared("data/otto-sample.jsonl")
+    path = fixture("data/otto-sample.jsonl")
     result = invoke("preprocess", "--train", str(path), "--split", "last", "--json")
     assert result.exit_code == 0, result.stderr
     raw = [json.loads(line) for line in path.read_text().splitlines()]
@@ -100,9 +101,20 @@ def test_yoochoose_1_64_ingests_with_the_published_counts(yoochoose_64):
 
 def test_yoochoose_1_64_dropping_unknown_test_items(home):
     train, test = shared("data/yoochoose-1-64/train.jsonl"), shared("data/yoochoose-1-64/test.jsonl")
-    summary = json.loads(invoke("preprocess", "--train", str(train), "--test", str(test), "--json").stdout)
+    summary = json.loads(invoke("preprocess", "--train", str(train), "--test", str(test), "--no-valid", "--unknown-test-items", "drop", "--json").stdout)
     assert summary["n_items"] == 17_376 and summary["train"]["sessions"] == 116_167
     assert summary["test"]["targets"] < 55_898
+    assert summary["unknown_test_targets"] == {"count": 412, "fraction": 412 / 55_898, "of_targets": 55_898, "policy": "drop"}
+
+
+def test_own_logs_keep_unknown_test_targets_as_misses_by_default_and_say_how_many(home):
+    train, test = shared("data/yoochoose-1-64/train.jsonl"), shared("data/yoochoose-1-64/test.jsonl")
+    result = invoke("preprocess", "--train", str(train), "--test", str(test), "--json")
+    summary = json.loads(result.stdout)
+    assert summary["test"]["targets"] == 55_898 and summary["unknown_test_targets"]["policy"] == "keep"
+    assert "412 of 55,898 test targets (0.7%) are items unknown to train: kept as misses" in result.stderr
+    info = json.loads((Path(summary["dataset"]) / "dataset.json").read_text())
+    assert info["unknown_test_targets"]["count"] == 412 and info["parameters"]["unknown_test_items"] == "keep"
 
 
 def test_own_csv_log_with_time_split(home):
@@ -141,7 +153,7 @@ def test_own_csv_log_with_time_split(home):
         ('{"session": 1, "events": [{"aid": "x", "ts": 5, "type": "clicks"}]}\n', "otto-jsonl", "log.data:1"),
         ('{"session": 1, "events": [{"aid": 1, "ts": 5, "type": "views"}]}\n', "otto-jsonl", "views"),
         ("", "otto-jsonl", "empty"),
-        ("session,item\n1,2\n", "csv", "'ts'"),
+        ("session,item\n1,2\n", "csv", "--time-col"),
         ("session,item,ts\n1,2,yesterday\n", "csv", "log.data:2"),
         ("session,item,ts\n1,2,-5\n", "csv", "negative"),
     ],
@@ -162,7 +174,7 @@ def test_nothing_downloaded_says_what_to_run(home):
 
 
 def test_existing_dataset_needs_force(home):
-    path = str(shared("data/raw/sample_yoochoose.dat"))
+    path = str(fixture("data/raw/sample_yoochoose.dat"))
     assert invoke("preprocess", "yoochoose", "--input", path).exit_code == 0
     again = invoke("preprocess", "yoochoose", "--input", path)
     assert again.exit_code == 2 and "--force" in again.stderr
@@ -171,7 +183,7 @@ def test_existing_dataset_needs_force(home):
 
 def test_any_json_layout_gives_the_same_dataset_as_otto_compact_lines(home):
     """OTTO's compact lines take a fast path; spaced-out or reordered JSON must give the identical result."""
-    compact = shared("data/otto-sample.jsonl").read_text().splitlines()
+    compact = fixture("data/otto-sample.jsonl").read_text().splitlines()
     relaxed = []
     for line in compact:
         record = json.loads(line)

@@ -35,6 +35,9 @@ from tron_cli import __version__
 from tron_cli.errors import ArtifactError
 
 SCHEMA_VERSION = 1
+# kinds whose current version is not 1, and the earlier versions their readers still accept
+VERSIONS = {"sessions": 2, "dataset": 2}
+READABLE = {"sessions": (1, 2), "dataset": (1, 2)}
 SCHEMA_KEY = b"tron.schema"
 
 # Which command makes each kind of artifact: readers name it when a file is missing or outdated.
@@ -48,15 +51,28 @@ MADE_BY = {
     "checkpoint": "tron train",
     "bundle": "tron export",
     "metrics": "tron evaluate",
+    "tracking": "tron train --track",
+    "study": "tron tune",
 }
 
-SESSIONS_SCHEMA = pa.schema(
+SESSIONS_V1 = pa.schema(
     [
         pa.field("session", pa.int64(), nullable=False),
         pa.field("items", pa.list_(pa.int32()), nullable=False),
         pa.field("ts", pa.list_(pa.int64()), nullable=False),
     ]
 )
+# version 2 adds the session's other events (carts, orders), in time order, beside its clicks
+SESSIONS_SCHEMA = pa.schema(
+    [
+        *SESSIONS_V1,
+        pa.field("extra_items", pa.list_(pa.int32()), nullable=False),
+        pa.field("extra_ts", pa.list_(pa.int64()), nullable=False),
+        pa.field("extra_types", pa.list_(pa.int8()), nullable=False),
+    ]
+)
+CART, ORDER = 1, 2  # type codes of `extra_types`
+EXTRA_TYPES = {"carts": CART, "orders": ORDER}
 
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # a header larger than this is hostile or corrupt
 
@@ -68,7 +84,13 @@ def _umask() -> int:
 
 
 def schema_tag(kind: str) -> str:
-    return f"{kind}/{SCHEMA_VERSION}"
+    """The tag written into a new artifact of `kind`: its current version."""
+    return f"{kind}/{VERSIONS.get(kind, SCHEMA_VERSION)}"
+
+
+def readable(kind: str, found: object) -> bool:
+    """Whether a file tagged `found` is of a version of `kind` that this tron reads."""
+    return found in {f"{kind}/{version}" for version in READABLE.get(kind, (VERSIONS.get(kind, SCHEMA_VERSION),))}
 
 
 def _redo_hint(kind: str) -> str:
@@ -154,7 +176,7 @@ def read_json(path: Path, kind: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ArtifactError(f"{path} is not a JSON object", _redo_hint(kind))
     found = document.get("schema")
-    if found != schema_tag(kind):
+    if not readable(kind, found):
         raise ArtifactError(f"{path} has schema {found!r}, expected {schema_tag(kind)!r}", _redo_hint(kind))
     return document
 
@@ -191,13 +213,51 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 @dataclass
+class Events:
+    """A session's events beside its clicks (carts and orders), as flat arrays: session s owns
+    offsets[s]:offsets[s+1] of items/ts/types, in time order."""
+
+    offsets: np.ndarray  # int64 (S+1,)
+    items: np.ndarray  # int32 (X,)
+    ts: np.ndarray  # int64 (X,)
+    types: np.ndarray  # int8 (X,): CART or ORDER
+
+    @classmethod
+    def none(cls, n_sessions: int) -> Events:
+        """No such event in any of `n_sessions` sessions."""
+        return cls(np.zeros(n_sessions + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int8))
+
+    def select(self, index: np.ndarray) -> Events:
+        """The events of sessions `index` (integer positions), in that order."""
+        lengths = np.diff(self.offsets)[index]
+        offsets = np.zeros(len(index) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        events = expand_ranges(self.offsets[:-1][index], lengths)
+        return Events(offsets, self.items[events], self.ts[events], self.types[events])
+
+    def keep(self, mask: np.ndarray) -> Events:
+        """Only the events where `mask` holds; sessions keep their place."""
+        owner = np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
+        offsets = np.zeros(len(self.offsets), dtype=np.int64)
+        np.cumsum(np.bincount(owner[mask], minlength=len(self.offsets) - 1), out=offsets[1:])
+        return Events(offsets, self.items[mask], self.ts[mask], self.types[mask])
+
+    def count(self, kind: int) -> int:
+        return int((self.types == kind).sum())
+
+
+@dataclass
 class Sessions:
-    """Sessions as flat arrays: ids (S,), offsets (S+1,) into items/ts (E,). Session s is items[offsets[s]:offsets[s+1]]."""
+    """Sessions as flat arrays: ids (S,), offsets (S+1,) into items/ts (E,). Session s is items[offsets[s]:offsets[s+1]].
+
+    `items` are the clicks, the sequence a model reads and predicts; `extra` holds the session's other events
+    (carts, orders) when the data has them (sessions schema version 2), None otherwise."""
 
     session: np.ndarray  # int64 (S,)
     offsets: np.ndarray  # int64 (S+1,)
     items: np.ndarray  # int32 (E,)
     ts: np.ndarray  # int64 (E,)
+    extra: Events | None = None
 
     def __len__(self) -> int:
         return len(self.session)
@@ -220,7 +280,8 @@ class Sessions:
         offsets = np.zeros(len(index) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         events = expand_ranges(starts, lengths)
-        return Sessions(self.session[index], offsets, self.items[events], self.ts[events])
+        extra = None if self.extra is None else self.extra.select(index)
+        return Sessions(self.session[index], offsets, self.items[events], self.ts[events], extra)
 
 
 def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -238,12 +299,16 @@ def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
 
 
 def write_sessions(path: Path, sessions: Sessions, row_group_size: int = 1 << 20) -> None:
-    """Write sessions Parquet (schema sessions/1) atomically."""
+    """Write sessions Parquet (schema sessions/2) atomically; sessions without other events get empty lists."""
+    extra = sessions.extra if sessions.extra is not None else Events.none(len(sessions))
     table = pa.Table.from_arrays(
         [
             pa.array(np.asarray(sessions.session, dtype=np.int64)),  # asarray: no copy when the type is right already
             _list_array(sessions.offsets, np.asarray(sessions.items, dtype=np.int32)),
             _list_array(sessions.offsets, np.asarray(sessions.ts, dtype=np.int64)),
+            _list_array(extra.offsets, np.asarray(extra.items, dtype=np.int32)),
+            _list_array(extra.offsets, np.asarray(extra.ts, dtype=np.int64)),
+            _list_array(extra.offsets, np.asarray(extra.types, dtype=np.int8)),
         ],
         schema=SESSIONS_SCHEMA.with_metadata({SCHEMA_KEY: schema_tag("sessions").encode()}),
     )
@@ -260,7 +325,7 @@ def _open_parquet(path: Path, kind: str) -> pq.ParquetFile:
     except (pa.ArrowException, OSError) as error:
         raise ArtifactError(f"{path} is not a readable Parquet file ({error})", _redo_hint(kind)) from None
     found = (parquet.schema_arrow.metadata or {}).get(SCHEMA_KEY, b"none").decode()
-    if found != schema_tag(kind):
+    if not readable(kind, found):
         raise ArtifactError(f"{path} has schema {found!r}, expected {schema_tag(kind)!r}", _redo_hint(kind))
     return parquet
 
@@ -274,9 +339,10 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_sessions(path: Path) -> Sessions:
-    """Read sessions Parquet written by `write_sessions`, checking schema version and column types."""
+    """Read sessions Parquet written by `write_sessions` (version 2, or 1: clicks only), checking column types."""
     parquet = _open_parquet(path, "sessions")
-    if parquet.schema_arrow.remove_metadata() != SESSIONS_SCHEMA:
+    version = (parquet.schema_arrow.metadata or {}).get(SCHEMA_KEY, b"").decode()
+    if parquet.schema_arrow.remove_metadata() != (SESSIONS_V1 if version == "sessions/1" else SESSIONS_SCHEMA):
         raise ArtifactError(f"{path} has columns {parquet.schema_arrow.names} of unexpected types", _redo_hint("sessions"))
     try:
         table = parquet.read()
@@ -286,11 +352,22 @@ def read_sessions(path: Path) -> Sessions:
     ts_offsets, ts = _flat(table.column("ts"))
     if not np.array_equal(offsets, ts_offsets):
         raise ArtifactError(f"{path}: items and ts lists differ in length", _redo_hint("sessions"))
+    extra = None
+    if version != "sessions/1":
+        extra_offsets, extra_items = _flat(table.column("extra_items"))
+        lists = [_flat(table.column(name)) for name in ("extra_ts", "extra_types")]
+        if any(not np.array_equal(extra_offsets, other) for other, _ in lists):
+            raise ArtifactError(f"{path}: extra_items, extra_ts and extra_types lists differ in length", _redo_hint("sessions"))
+        types = lists[1][1].astype(np.int8, copy=False)
+        if len(types) and not np.isin(types, list(EXTRA_TYPES.values())).all():
+            raise ArtifactError(f"{path}: extra_types holds codes other than {sorted(EXTRA_TYPES.values())}", _redo_hint("sessions"))
+        extra = Events(extra_offsets, extra_items.astype(np.int32, copy=False), lists[0][1].astype(np.int64, copy=False), types)
     return Sessions(
         np.asarray(table.column("session").combine_chunks(), dtype=np.int64),
         offsets,
         items.astype(np.int32, copy=False),
         ts.astype(np.int64, copy=False),
+        extra,
     )
 
 
@@ -362,6 +439,12 @@ class Dataset:
         """'all' (every position after the first is a target) or 'last' (leave-one-out)."""
         return self.info["targets"]
 
+    @property
+    def extra_types(self) -> tuple[str, ...]:
+        """The other event types its sessions hold beside clicks ("carts", "orders"); none for datasets of
+        version 1 or sources without them."""
+        return tuple(self.info.get("extra_types", ()))
+
     def has(self, split: str) -> bool:
         return split in self.info["splits"]
 
@@ -372,8 +455,9 @@ class Dataset:
                 "Re-run tron preprocess with a validation split (--valid-days or --valid-fraction)" if split == "valid" else None,
             )
         sessions = read_sessions(self.path / f"{split}.parquet")
-        if len(sessions.items) and (sessions.items.min() < 1 or sessions.items.max() > self.n_items):
-            raise ArtifactError(f"{self.path / split}.parquet has item ids outside 1..{self.n_items}", _redo_hint("dataset"))
+        for items in (sessions.items, np.zeros(0, np.int32) if sessions.extra is None else sessions.extra.items):
+            if len(items) and (items.min() < 1 or items.max() > self.n_items):
+                raise ArtifactError(f"{self.path / split}.parquet has item ids outside 1..{self.n_items}", _redo_hint("dataset"))
         return sessions
 
     def items(self) -> pa.Table:

@@ -1,16 +1,27 @@
-"""Baselines that need no training, declared in the `BASELINES` registry and ranked as models are.
+"""Baselines that need no training, declared in the `BASELINES` registry with their options, ranked exactly.
 
 - `popular`: score = train clicks of the item;
 - `markov`: score = (train transitions from the session's previous click to the item, train clicks), the
-  transition count first and popularity breaking its ties (exact in float64).
+  transition count first and popularity breaking its ties;
+- `sknn`: session-based kNN (Jannach & Ludewig, RecSys 2017): among the `sample_size` most recent train
+  sessions that share an item with the session so far, the `k` most similar by cosine similarity of their
+  item sets; an item scores the summed similarity of the neighbours that contain it;
+- `vsknn`: the same with the session's items weighted by recency (Ludewig & Jannach, UMUAI 2018): the i-th
+  most recent click weighs 1/i (`decay div`) or 1 - 0.1 (i - 1), at least 0.1 (`decay linear`), and the
+  similarity is the weighted overlap.
 
-A baseline is prepared once from the dataset (`prepare(dataset, device)`), then asked for each chunk of
-target positions of a `SessionStore` for a chunk scorer and the targets' own scores.
+Every baseline scores an item as `base[item] + bonus[row, item]`, with an integer or float `base` over the
+catalogue (popularity, or zero) and a sparse `bonus` per target row (transitions, or neighbour votes). A
+target's rank is then counted exactly without any (rows x catalogue) score matrix: the items whose base beats
+the target's score come from the sorted bases (a binary search), corrected by the few items of the row that
+carry a bonus or are excluded. The kNN neighbourhoods are sparse products over the session x item incidence
+of the train split, all tensor operations on the evaluation device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,45 +29,142 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli.artifacts import Dataset
+from tron_cli.artifacts import Dataset, Sessions
 from tron_cli.batching import SessionStore
 from tron_cli.errors import UsageError
+from tron_cli.losses import Option
 from tron_cli.metrics import Accumulator
-from tron_cli.protocols import EvalOptions, finish, query_batch, seen_pairs
+from tron_cli.protocols import EvalOptions, finish, ordered_at, query_batch, seen_pairs
 from tron_cli.registry import Registry
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.scoring import ChunkScorer, rank_targets
+from tron_cli.scoring import Pairs
 
-# scorer(store, positions (Q,)) -> (score_chunk over catalogue columns, target scores (Q,))
-Scorer = Callable[[SessionStore, Tensor], tuple[ChunkScorer, Tensor]]
+
+@dataclass(frozen=True)
+class Bonus:
+    """Sparse per-row additions to the base scores: unique (row, item) pairs with their bonus."""
+
+    rows: Tensor  # (P,)
+    items: Tensor  # (P,)
+    values: Tensor  # (P,), the base's dtype
+
+
+# scorer(store, positions (Q,)) -> the rows' bonuses over the base
+Scorer = Callable[[SessionStore, Tensor], Bonus]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    base: Tensor  # (N+1,) score of every item before any bonus, by dense id (row 0 unused)
+    scorer: Scorer
 
 
 @dataclass(frozen=True)
 class Baseline:
     name: str
     summary: str  # one line for --help and docs
-    prepare: Callable[[Dataset, torch.device], Scorer]
+    prepare: Callable[[Dataset, torch.device, Mapping[str, Any]], Prepared]
+    options: tuple[Option, ...] = ()
+
+    def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """This baseline's option values: the given ones over the defaults, each checked; unknown names refused."""
+        known = {option.name for option in self.options}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(
+                f"--baseline-option {unknown[0]} is not an option of baseline {self.name}",
+                f"Its options: {', '.join(sorted(known))}" if known else "It takes none",
+            )
+        out = {option.name: values.get(option.name, option.default) for option in self.options}
+        for option in self.options:
+            if not option.valid(out[option.name]):
+                raise UsageError(f"--baseline-option {option.name} {option.requirement}")
+        return out
 
 
 BASELINES: Registry[Baseline] = Registry("baseline")
 
 
+# ------------------------------------------------------------------------------------------------ exact ranks
+
+
+def _keys(rows: Tensor, items: Tensor, n_items: int) -> Tensor:
+    return rows * (n_items + 1) + items
+
+
+def _lookup(keys: Tensor, values: Tensor, query: Tensor) -> Tensor:
+    """values[keys == query], or 0 where `query` is not among the sorted `keys`."""
+    if len(keys) == 0:
+        return torch.zeros(query.shape, dtype=values.dtype, device=query.device)
+    found = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+    return torch.where(keys[found] == query, values[found], torch.zeros((), dtype=values.dtype, device=query.device))
+
+
+def _count(rows: Tensor, items: Tensor, scores: Tensor, targets: Tensor, target_score: Tensor) -> tuple[Tensor, Tensor]:
+    """(above, tying) (Q,): per row, how many of the given (row, item) scores beat or tie the row's target
+    score, its own target left out."""
+    other = items != targets[rows]
+    reference = target_score[rows]
+    zeros = torch.zeros(len(targets), dtype=torch.long, device=targets.device)
+    above = zeros.index_add(0, rows, ((scores > reference) & other).long())
+    tying = zeros.index_add(0, rows, ((scores == reference) & other).long())
+    return above, tying
+
+
+def rank_by_counting(base: Tensor, sorted_base: Tensor, bonus: Bonus, targets: Tensor, ties: str, excluded: Pairs | None) -> Tensor:
+    """(Q,) float64 ranks of `targets` among items 1..N scored `base + bonus`, as `scoring.rank_targets`
+    ranks them (items tying with the target count by `ties`; excluded items removed; an excluded target is a
+    miss), counted in O(Q log N + bonus + excluded) without a score matrix. `sorted_base` = sort(base[1:])."""
+    q, n_items = len(targets), len(base) - 1
+    rows = torch.arange(q, device=targets.device)
+    keys = _keys(bonus.rows, bonus.items, n_items)
+    order = torch.argsort(keys)
+    keys, values = keys[order], bonus.values[order]
+    target_score = base[targets] + _lookup(keys, values, _keys(rows, targets, n_items))  # (Q,)
+    # every item by its base (a binary search in the sorted bases), less the target itself ...
+    high = torch.searchsorted(sorted_base, target_score, right=True)
+    above = n_items - high - (base[targets] > target_score).long()
+    tying = high - torch.searchsorted(sorted_base, target_score, right=False) - (base[targets] == target_score).long()
+    # ... then the items with a bonus counted by their full score instead of their base ...
+    bonus_rows, bonus_items = keys // (n_items + 1), keys % (n_items + 1)
+    by_base = _count(bonus_rows, bonus_items, base[bonus_items], targets, target_score)
+    by_score = _count(bonus_rows, bonus_items, base[bonus_items] + values, targets, target_score)
+    above, tying = above - by_base[0] + by_score[0], tying - by_base[1] + by_score[1]
+    # ... and the excluded items (a session's own clicks, each once) not at all
+    miss = torch.zeros(q, dtype=torch.bool, device=targets.device)
+    if excluded is not None:
+        unique = torch.unique(_keys(excluded[0], excluded[1], n_items))
+        ex_rows, ex_items = unique // (n_items + 1), unique % (n_items + 1)
+        removed = _count(ex_rows, ex_items, base[ex_items] + _lookup(keys, values, unique), targets, target_score)
+        above, tying = above - removed[0], tying - removed[1]
+        miss[ex_rows[ex_items == targets[ex_rows]]] = True
+    if ties == "optimistic":
+        ranks = above.double()
+    elif ties == "pessimistic":
+        ranks = (above + tying).double()
+    else:
+        ranks = above.double() + 0.5 * tying.double()
+    return torch.where(miss, torch.full_like(ranks, math.inf), ranks)
+
+
+# ------------------------------------------------------------------------------------------------ popular and markov
+
+
 def _popularity(dataset: Dataset, device: torch.device) -> Tensor:
-    counts = torch.from_numpy(np.asarray(dataset.items().column("count"), dtype=np.float64)).to(device)
-    return torch.cat([torch.zeros(1, dtype=torch.float64, device=device), counts])  # (N+1,), index = dense id
+    counts = torch.from_numpy(np.array(dataset.items().column("count"), dtype=np.int64).copy()).to(device)
+    return torch.cat([torch.zeros(1, dtype=torch.int64, device=device), counts])  # (N+1,), index = dense id
 
 
-def popular(dataset: Dataset, device: torch.device) -> Scorer:
-    popularity = _popularity(dataset, device)
-
-    def scorer(store: SessionStore, positions: Tensor) -> tuple[ChunkScorer, Tensor]:
-        q = len(positions)
-        return (lambda a, b: popularity[a:b].expand(q, -1).clone()), popularity[store.items[positions]]
-
-    return scorer
+def _no_bonus(device: torch.device, dtype: torch.dtype) -> Bonus:
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    return Bonus(empty, empty, torch.zeros(0, dtype=dtype, device=device))
 
 
-def markov(dataset: Dataset, device: torch.device) -> Scorer:
+def popular(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -> Prepared:
+    return Prepared(_popularity(dataset, device), lambda store, positions: _no_bonus(device, torch.int64))
+
+
+def markov(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -> Prepared:
     popularity = _popularity(dataset, device)
     n = dataset.n_items
     train = dataset.sessions("train")
@@ -65,56 +173,176 @@ def markov(dataset: Dataset, device: torch.device) -> Scorer:
     follows[torch.from_numpy(train.offsets[:-1]).to(device)] = False  # a session's first click follows nothing
     pair = flat[:-1][follows[1:]] * (n + 1) + flat[1:][follows[1:]]
     keys, transition_counts = torch.unique(pair, return_counts=True)  # sorted (prev, next) pairs
-    weight = float(popularity.max()) + 1.0  # transitions first, popularity breaks ties: exact in float64
+    weight = int(popularity.max()) + 1  # transitions first, popularity breaks ties: exact in int64
 
-    def scorer(store: SessionStore, positions: Tensor) -> tuple[ChunkScorer, Tensor]:
-        targets, previous = store.items[positions], store.items[positions - 1]
-        q = len(positions)
-        # every (row, next item, count) transition out of each row's previous click
+    def scorer(store: SessionStore, positions: Tensor) -> Bonus:
+        previous = store.items[positions - 1]
+        # every transition out of each row's previous click
         lo = torch.searchsorted(keys, previous * (n + 1))
         hi = torch.searchsorted(keys, previous * (n + 1) + n + 1)
-        row_counts = hi - lo
-        rows = torch.repeat_interleave(torch.arange(q, device=device), row_counts)
-        ends = torch.cumsum(row_counts, 0)
-        entry = lo[rows] + torch.arange(int(ends[-1]) if len(ends) else 0, device=device) - torch.repeat_interleave(ends - row_counts, row_counts)
-        nexts, bonus = keys[entry] % (n + 1), transition_counts[entry].double() * weight
-        key = previous * (n + 1) + targets
-        found = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
-        target_scores = popularity[targets] + torch.where(keys[found] == key, transition_counts[found].double() * weight, 0.0)
+        rows, entry = _expand(lo, hi - lo)
+        return Bonus(rows, keys[entry] % (n + 1), transition_counts[entry] * weight)
 
-        def score_chunk(a: int, b: int) -> Tensor:
-            scores = popularity[a:b].expand(q, -1).clone()
-            inside = (nexts >= a) & (nexts < b)
-            scores.index_put_((rows[inside], nexts[inside] - a), bonus[inside], accumulate=True)
-            return scores
+    return Prepared(popularity, scorer)
 
-        return score_chunk, target_scores
 
-    return scorer
+def _expand(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """(owner (P,), index (P,)): for each row r, the indices starts[r] .. starts[r] + counts[r] - 1."""
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    ends = torch.cumsum(counts, 0)
+    within = torch.arange(int(ends[-1]) if len(ends) else 0, device=counts.device) - torch.repeat_interleave(ends - counts, counts)
+    return owner, starts[owner] + within
 
+
+# ------------------------------------------------------------------------------------------------ session kNN
+
+
+def _incidence(train: Sessions, n_items: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The train sessions' distinct items both ways: (session offsets, their items, item offsets, their
+    sessions in time order, distinct items per session)."""
+    lengths = torch.from_numpy(np.diff(train.offsets)).to(device)
+    session = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
+    pairs = torch.unique(session * (n_items + 1) + torch.from_numpy(train.items.astype(np.int64)).to(device))  # sorted by session, item
+    session, items = pairs // (n_items + 1), pairs % (n_items + 1)
+    sizes = torch.bincount(session, minlength=len(lengths))
+    session_offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.cumsum(sizes, 0)])
+    by_item = torch.argsort(items * len(lengths) + session)  # sessions of each item, oldest first
+    item_offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.cumsum(torch.bincount(items, minlength=n_items + 1), 0)])
+    return session_offsets, items, item_offsets, session[by_item], sizes
+
+
+def _knn(dataset: Dataset, device: torch.device, options: Mapping[str, Any], decay: str | None) -> Prepared:
+    n = dataset.n_items
+    k, sample_size = int(options["k"]), int(options["sample_size"])
+    session_offsets, session_items, item_offsets, item_sessions, sizes = _incidence(dataset.sessions("train"), n, device)
+    n_sessions = len(sizes)
+
+    def scorer(store: SessionStore, positions: Tensor) -> Bonus:
+        q = len(positions)
+        # the session so far of each row: every click before its target, with its recency (1 = the last click)
+        starts = store.offsets[store.session_of(positions)]
+        rows, index = _expand(starts, positions - starts)
+        items, weight = store.items[index], _recency_weight(positions[rows] - index, decay)
+        # distinct items per row, each with the weight of its most recent click
+        keys = _keys(rows, items, n)
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        item_weight = torch.zeros(len(unique), dtype=torch.float64, device=device).scatter_reduce(0, inverse, weight, "amax", include_self=False)
+        rows, items = unique // (n + 1), unique % (n + 1)
+        distinct = torch.bincount(rows, minlength=q)
+        # candidates: the most recent `sample_size` train sessions of each item (the most recent sessions that
+        # share any item of the row are among them), with the row's weight of that item
+        counts = (item_offsets[items + 1] - item_offsets[items]).clamp(max=sample_size)
+        owner, index = _expand(item_offsets[items + 1] - counts, counts)
+        candidate = _keys(rows[owner], item_sessions[index], n_sessions - 1)
+        pairs, inverse = torch.unique(candidate, return_inverse=True)  # sorted by row, then session (time)
+        overlap = torch.zeros(len(pairs), dtype=torch.float64, device=device).index_add_(0, inverse, item_weight[owner])
+        pair_rows, pair_sessions = pairs // n_sessions, pairs % n_sessions
+        # keep each row's `sample_size` most recent candidates (the last ones of its run)
+        row_end = torch.searchsorted(pairs, (pair_rows + 1) * n_sessions)
+        recent = row_end - torch.arange(len(pairs), device=device) <= sample_size
+        pair_rows, pair_sessions, overlap = pair_rows[recent], pair_sessions[recent], overlap[recent]
+        if decay is None:  # cosine of two item sets
+            similarity = overlap / torch.sqrt(distinct[pair_rows].double() * sizes[pair_sessions].double())
+        else:  # the recency-weighted overlap
+            similarity = overlap
+        # the k most similar per row: a (Q, sample_size) table of each row's candidates
+        row_start = torch.searchsorted(pair_rows, torch.arange(q, device=device))
+        slot = torch.arange(len(pair_rows), device=device) - row_start[pair_rows]
+        table = torch.full((q, sample_size), -1.0, dtype=torch.float64, device=device)
+        table[pair_rows, slot] = similarity
+        best, where = torch.topk(table, min(k, sample_size), dim=1)
+        chosen = best > 0
+        neighbour_rows = torch.arange(q, device=device)[:, None].expand_as(where)[chosen]
+        neighbours = torch.full((q, sample_size), -1, dtype=torch.long, device=device)
+        neighbours[pair_rows, slot] = pair_sessions
+        neighbour_sessions, neighbour_similarity = torch.gather(neighbours, 1, where)[chosen], best[chosen]
+        # each neighbour votes its similarity for each of its items
+        owner, index = _expand(session_offsets[neighbour_sessions], session_offsets[neighbour_sessions + 1] - session_offsets[neighbour_sessions])
+        votes = _keys(neighbour_rows[owner], session_items[index], n)
+        voted, inverse = torch.unique(votes, return_inverse=True)
+        values = torch.zeros(len(voted), dtype=torch.float64, device=device).index_add_(0, inverse, neighbour_similarity[owner])
+        return Bonus(voted // (n + 1), voted % (n + 1), values)
+
+    return Prepared(torch.zeros(n + 1, dtype=torch.float64, device=device), scorer)
+
+
+def _recency_weight(recency: Tensor, decay: str | None) -> Tensor:
+    """Weight of a click that is the `recency`-th most recent (1 = the last one)."""
+    recency = recency.double()
+    if decay is None:
+        return torch.ones_like(recency)
+    if decay == "div":
+        return 1.0 / recency
+    return (1.0 - 0.1 * (recency - 1.0)).clamp(min=0.1)
+
+
+def sknn(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -> Prepared:
+    return _knn(dataset, device, options, None)
+
+
+def vsknn(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -> Prepared:
+    return _knn(dataset, device, options, str(options["decay"]))
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+KNN_OPTIONS = (
+    Option("k", 100, "Neighbours: the most similar train sessions that vote.", _positive_int, "must be an integer >= 1"),
+    Option("sample_size", 500, "Candidates: the most recent train sessions sharing an item with the session.", _positive_int, "must be an integer >= 1"),
+)
 
 BASELINES.register("popular", Baseline("popular", "the most clicked items in train", popular))
 BASELINES.register("markov", Baseline("markov", "first-order transitions from the previous click, ties by popularity", markov))
+BASELINES.register("sknn", Baseline("sknn", "session-based kNN: summed cosine similarity of recent train sessions sharing items", sknn, KNN_OPTIONS))
+BASELINES.register(
+    "vsknn",
+    Baseline(
+        "vsknn",
+        "session-based kNN with the session's clicks weighted by recency",
+        vsknn,
+        (
+            *KNN_OPTIONS,
+            Option(
+                "decay",
+                "div",
+                "Weight of the i-th most recent click: div (1/i) or linear (1 - 0.1 (i - 1)).",
+                lambda v: v in ("div", "linear"),
+                "must be div or linear",
+            ),
+        ),
+    ),
+)
 
 
 @torch.no_grad()
-def evaluate_baseline(name: str, dataset: Dataset, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
-    """Metrics of baseline `name` on the sessions in `store` (protocol all)."""
+def evaluate_baseline(
+    name: str,
+    dataset: Dataset,
+    store: SessionStore,
+    last_only: bool,
+    options: EvalOptions,
+    report: Reporter = SILENT,
+    baseline_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Metrics of baseline `name` (with its `baseline_options`) on the sessions in `store` (protocol all)."""
     baseline = BASELINES.get(name, "--baseline")
+    resolved = baseline.resolve(baseline_options or {})
     if options.protocol != "all":
         raise UsageError("baselines are evaluated with --protocol all")
     device = store.device
-    scorer = baseline.prepare(dataset, device)
+    prepared = baseline.prepare(dataset, device, resolved)
+    sorted_base = torch.sort(prepared.base[1:]).values
     positions = store.target_positions(last_only)
     sessions = store.session_of(positions)
-    accumulator = Accumulator(len(store), options.cutoffs, device)
+    accumulator = Accumulator(len(store), options.cutoffs, device, orders=store.ordered is not None)
     step = query_batch(options, device)
     with report.task(f"evaluating the {name} baseline", total=len(positions)) as task:
         for first in range(0, len(positions), step):
             chunk = positions[first : first + step]
-            score_chunk, target_scores = scorer(store, chunk)
             excluded = seen_pairs(store, chunk) if options.exclude_seen else None
-            ranks = rank_targets(score_chunk, target_scores, store.items[chunk], dataset.n_items, options.chunk_size, options.ties, excluded)
-            accumulator.add(ranks, sessions[first : first + step])
+            ranks = rank_by_counting(prepared.base, sorted_base, prepared.scorer(store, chunk), store.items[chunk], options.ties, excluded)
+            accumulator.add(ranks, sessions[first : first + step], ordered_at(store, chunk))
             task.update(advance=len(chunk))
     return finish(accumulator, options)

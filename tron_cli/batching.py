@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tron_cli.artifacts import Sessions
+from tron_cli.labels import order_labels
 
 
 class SessionStore:
@@ -27,6 +28,8 @@ class SessionStore:
         self.items = torch.from_numpy(sessions.items.astype(np.int64)).to(self.device)  # (E,)
         self.offsets = torch.from_numpy(sessions.offsets).to(self.device)  # (S+1,)
         self.lengths = self.offsets[1:] - self.offsets[:-1]  # (S,)
+        # (E,) whether each click's item is ordered later in its session; None without order events
+        self.ordered = torch.from_numpy(order_labels(sessions)).to(self.device) if sessions.extra is not None else None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -58,9 +61,10 @@ class SessionStore:
         """(Q,) the session index that owns each flat position."""
         return torch.searchsorted(self.offsets, positions, right=True) - 1
 
-    def query_windows(self, positions: Tensor, width: int) -> Tensor:
-        """(Q, width): the (at most `width`) clicks before each flat position in its own session, left-padded."""
-        starts = self.offsets[self.session_of(positions)]
+    def query_windows(self, positions: Tensor, width: int, sessions: Tensor | None = None) -> Tensor:
+        """(Q, width): the (at most `width`) clicks before each flat position in its own session, left-padded.
+        `sessions` names each position's session when a position may be its session's end."""
+        starts = self.offsets[self.session_of(positions) if sessions is None else sessions]
         available = (positions - starts).clamp(max=width)  # (Q,)
         column = torch.arange(width, device=self.device)
         source = positions[:, None] - width + column

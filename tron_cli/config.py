@@ -21,6 +21,9 @@ from tron_cli.choices import DEVICES, PRECISIONS
 from tron_cli.errors import UsageError
 from tron_cli.losses import LOSSES, all_options
 from tron_cli.models import MODELS, all_settings
+from tron_cli.protocols import parse_metric
+from tron_cli.tracking import TRACKERS
+from tron_cli.training.schedule import SCHEDULES
 
 SAMPLING_STYLES = ("eventwise", "sessionwise", "batchwise")
 DISTRIBUTIONS = ("uniform", "popularity")
@@ -41,7 +44,7 @@ class TrainConfig:
     network: Any = None  # the model's config dataclass (models/<model>.py); None: the model's defaults
     # negatives
     uniform_negatives: int = 16384
-    batch_negatives: int | None = 127  # None: batch size - 1 (the reference's `null`)
+    batch_negatives: int | None = None  # None: batch size - 1 (the reference's `null`; TRON XL's 127 at batch 128)
     sampling_style: str = "batchwise"
     negative_distribution: str = "uniform"
     alpha: float = 1.0  # popularity draws are proportional to count ** alpha
@@ -58,16 +61,21 @@ class TrainConfig:
     batch_size: int = 128
     batch_size_per_device: int | None = None
     lr: float = 5e-4
+    lr_schedule: str = "constant"  # training/schedule.py: constant, or cosine / linear decay to zero over all epochs
+    warmup_steps: int = 0  # linear warmup from 0 over this many steps, before the schedule
     optimizer: str = "adam"
     shuffle: str = "no_shuffling"
     bucket_window: int = 0  # group sessions of similar length within windows of this many batches; 0 = off
     seed: int = 0
-    early_stopping: int = 0  # stop after this many epochs without a better validation Recall@20; 0 = never
+    early_stopping: int = 0  # stop after this many epochs without a better validation `select_on`; 0 = never
+    select_on: str = "recall@20"  # the validation metric that picks the best epoch (protocols.parse_metric)
+    exclude_seen: bool = False  # validation ranks without the session's own clicks (as tron evaluate --exclude-seen)
     valid_limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of validation sessions scored per epoch
     overfit_batches: float = 0.0  # > 0: train on only this many batches (or this fraction) per epoch
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    track: tuple[str, ...] = ()  # experiment trackers (tracking.TRACKERS) that record the run
 
     def __post_init__(self) -> None:
         spec = MODELS.get(self.model, "--model")
@@ -76,6 +84,8 @@ class TrainConfig:
         elif not isinstance(self.network, spec.config_class):
             raise UsageError(f"the network config of model {self.model} must be a {spec.config_class.__name__}, not {type(self.network).__name__}")
         object.__setattr__(self, "loss_options", LOSSES.get(self.loss, "--loss").resolve(self.loss_options))
+        object.__setattr__(self, "track", tuple(self.track))  # config.json stores a list
+        object.__setattr__(self, "select_on", str(self.select_on).lower())  # NDCG@10 names the metric ndcg@10
 
     @classmethod
     def create(cls, **options: Any) -> TrainConfig:
@@ -130,6 +140,48 @@ class TrainConfig:
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"network", "loss_options"}
 
 
+@dataclass(frozen=True)
+class TrainPreset:
+    """Named settings of `tron train --preset NAME`, under --config, TRON_* variables and flags."""
+
+    summary: str  # one line for --help and docs/train-options.md
+    options: Mapping[str, Any]  # flat option names, as TrainConfig.create takes them
+
+
+# TRON (SASRec) configurations by name; `tron train --help` and docs/train-options.md list them from here.
+PRESETS: dict[str, TrainPreset] = {
+    "small": TrainPreset(
+        "a CPU-sized TRON: d 64, 1,024 uniform negatives, length buckets of 32 batches",
+        {"hidden_size": 64, "uniform_negatives": 1024, "bucket_window": 32},
+    ),
+    "xl": TrainPreset("TRON XL, the defaults: d 200, 16,384 batchwise uniform + batch size - 1 in-batch negatives, top-100, sampled softmax", {}),
+    "reference": TrainPreset("TRON XL as the reference code trains it: accidental hits stay among the negatives", {"mask_hits": False}),
+}
+PRESET_MODEL = "sasrec"  # the model the presets configure
+
+
+def fit_hints(config: TrainConfig, n_items: int, device: str, threads: int) -> list[str]:
+    """What to say once before training when the settings do not fit the catalogue or the machine."""
+    hints = []
+    sampled = LOSSES.get(config.loss).sampled
+    if sampled and config.negative_distribution == "uniform" and config.uniform_negatives > n_items:
+        fewer = 1 << max(0, (n_items // 2).bit_length() - 1)  # a power of two at most half the catalogue
+        hints.append(
+            f"{config.uniform_negatives:,} uniform negatives are drawn from a catalogue of {n_items:,} items, so most repeat:"
+            f" --uniform-negatives {fewer} (or --loss ce, a full softmax over {n_items:,} items) fits it"
+        )
+    hidden = getattr(config.network, "hidden_size", 0)
+    small = PRESETS["small"].options
+    if device == "cpu" and config.model == PRESET_MODEL and (hidden > small["hidden_size"] or config.uniform_negatives > small["uniform_negatives"]):
+        flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in small.items())
+        hints.append(
+            f"training on the CPU ({threads} thread{'s' if threads != 1 else ''}) with d {hidden} and {config.uniform_negatives:,} uniform negatives,"
+            " settings sized for a GPU (TRON XL takes about an hour on 2 cores for the default synthetic set):"
+            f" --preset small ({flags}) trains in minutes"
+        )
+    return hints
+
+
 def option_defaults() -> dict[str, Any]:
     """{flat option name: default} of everything `create` takes (model settings: the first model's default)."""
     out = {f.name: f.default for f in fields(TrainConfig) if f.name in TRAIN_FIELDS}
@@ -173,7 +225,7 @@ REFERENCE_KEYS: dict[str, str] = {
     "topk_sampling_k": "topk (when topk_sampling is true)",
     "accelerator": "device (gpu: auto, cpu: cpu)",
 }
-STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle")
+STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle", "lr_schedule", "select_on")
 
 
 def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
@@ -181,6 +233,8 @@ def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
     default = option_defaults()[name]
     if name in ("batch_negatives", "batch_size_per_device") and value is None:
         return None
+    if isinstance(default, tuple) and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
     expected = type(default) if default is not None else int
     if expected is bool:
         ok = isinstance(value, bool)
@@ -285,6 +339,9 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
             f"--logq corrects sampled softmax losses only: use it with --loss {' or '.join(name for name, entry in LOSSES.items() if entry.logq)}",
         ),
         (config.early_stopping >= 0, "--early-stopping must be >= 0"),
+        (config.lr_schedule in SCHEDULES, f"--lr-schedule must be one of {', '.join(SCHEDULES)}"),
+        (config.warmup_steps >= 0, "--warmup-steps must be >= 0"),
+        (all(name in TRACKERS for name in config.track), f"--track must be one of {', '.join(TRACKERS.names())}"),
         (config.bucket_window >= 0, "--bucket-window must be >= 0"),
         (config.bucket_window == 0 or feeding == "windows", f"--bucket-window groups windows of sessions; {config.model} walks sessions click by click"),
         (config.valid_limit > 0, "--valid-limit must be positive"),
@@ -302,6 +359,7 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    parse_metric(config.select_on, "--select-on")
     if n_items is not None and loss.sampled and config.negative_distribution == "uniform" and config.reject_uniform_session_items and n_items < 2:
         raise UsageError("rejecting session items needs a catalogue of more than one item")
     return config

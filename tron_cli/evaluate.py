@@ -2,6 +2,7 @@
 
 The protocols are in `protocols.py` (every target of every untruncated session by default; `tron` for parity
 with the reference), the baselines in `baselines.py`. A run's metrics are also written to its metrics.json.
+`--retrieval index` measures a bundle's item index against exact scoring instead (`protocols.compare_retrieval`).
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from tron_cli import artifacts, home
+from tron_cli import artifacts, home, tracking
 from tron_cli.artifacts import Dataset
-from tron_cli.baselines import evaluate_baseline
+from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
-from tron_cli.choices import PROTOCOLS, SPLITS, TIES
+from tron_cli.choices import PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
-from tron_cli.modelio import load_model
-from tron_cli.protocols import EvalOptions, evaluate_model, first_sessions
+from tron_cli.modelio import load_model, read_model_dir
+from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions, otto_protocol
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
+from tron_cli.servable import load_servable
 
 
 def check_same_catalogue(document: dict[str, Any], dataset: Dataset, where: Path) -> None:
@@ -46,9 +49,22 @@ def _dataset_of(document: dict[str, Any], model_path: Path) -> Path:
 
 
 def evaluate(
-    model_path: Path | None, data: Path | None, options: EvalOptions, baseline: str | None = None, device: str = "auto", report: Reporter = SILENT
+    model_path: Path | None,
+    data: Path | None,
+    options: EvalOptions,
+    baseline: str | None = None,
+    device: str = "auto",
+    report: Reporter = SILENT,
+    baseline_options: dict[str, Any] | None = None,
+    track: tuple[str, ...] = (),
+    retrieval: str = "exact",
+    index_params: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Run the stage: metrics as a dict (also written to the run's metrics.json when a model was evaluated)."""
+    """Run the stage: metrics as a dict (also written to the run's metrics.json when a model was evaluated, and
+    to the run's trackers: those it was trained with, or `track`).
+
+    With `retrieval="index"`, a bundle's top-K lists through its item index next to exact scoring's, and their
+    overlap (`protocols.compare_retrieval`); nothing is written."""
     torch_device = resolve_device(device)
     if options.split not in SPLITS:
         raise UsageError(f"unknown split {options.split!r}", f"Use one of: {', '.join(SPLITS)}")
@@ -59,27 +75,73 @@ def evaluate(
     if any(k < 1 for k in options.cutoffs):
         raise UsageError("cutoffs (-k) must be at least 1")
     if baseline is not None:
-        return _evaluate_baseline(baseline, data, options, torch_device, report)
+        return _evaluate_baseline(baseline, data, options, torch_device, report, baseline_options or {})
+    if baseline_options:
+        raise UsageError("--baseline-option needs --baseline")
+    if retrieval not in RETRIEVALS:
+        raise UsageError(f"unknown retrieval {retrieval!r}", f"Use one of: {', '.join(RETRIEVALS)}")
+    tracking.check(track)
     model_path = Path(model_path) if model_path else home.latest_run()
+    if retrieval == "index":
+        return _evaluate_index(model_path, data, options, torch_device, index_params, report)
+    if index_params:
+        raise UsageError("--index-param tunes the index of --retrieval index")
     model, document, kind = load_model(model_path, torch_device)
     dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
-    store = _store(dataset, options, torch_device)
-    batch_size = int(document.get("train", {}).get("batch_size", 128))
-    result = {**evaluate_model(model, store, dataset.targets == "last", options, batch_size, report), **_about(options, dataset)}
+    if options.protocol == "otto":
+        metrics = _otto(model, dataset, options, torch_device, report)
+    else:
+        batch_size = int(document.get("train", {}).get("batch_size", 128))
+        metrics = evaluate_model(model, _store(dataset, options, torch_device), dataset.targets == "last", options, batch_size, report)
+    result = {**metrics, **_about(options, dataset)}
     if kind == "run":
         artifacts.write_json(
             model_path / "metrics.json",
             {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
             kind="metrics",
         )
+        tracking.log_evaluation(model_path, track, {k: v for k, v in result.items() if "@" in k or k == "n_targets"}, options.split)
     return result
 
 
-def _evaluate_baseline(baseline: str, data: Path | None, options: EvalOptions, device: torch.device, report: Reporter) -> dict[str, Any]:
+def _otto(model, dataset: Dataset, options: EvalOptions, device: torch.device, report: Reporter) -> dict[str, Any]:
+    """OTTO's own task on the split (`protocols.otto_protocol`): it needs the split's carts and orders."""
+    if not dataset.extra_types:
+        raise UsageError(
+            f"--protocol otto scores carts and orders, and {dataset.path} keeps none",
+            "Preprocess an OTTO-format log again (tron preprocess keeps carts and orders since sessions schema 2)",
+        )
+    counts = np.asarray(dataset.items().column("count"), dtype=np.int64)
+    popular = torch.from_numpy(np.argsort(-counts, kind="stable") + 1).to(device)  # dense ids, most clicked first
+    return otto_protocol(model, first_sessions(dataset.sessions(options.split), options.limit), popular, options, report)
+
+
+def _evaluate_index(
+    model_path: Path, data: Path | None, options: EvalOptions, device: torch.device, index_params: tuple[str, ...], report: Reporter
+) -> dict[str, Any]:
+    if options.protocol != "all" or options.bootstrap:
+        raise UsageError("--retrieval index compares top-k lists with protocol all, without --bootstrap")
+    document, kind = read_model_dir(model_path)
+    if kind != "bundle" or not isinstance(document.get("index"), dict):
+        raise UsageError(f"{model_path} has no item index", "Export one: tron export --index hnsw (or ivf, exact), then evaluate the bundle")
+    servable = load_servable(model_path, device, index_params=index_params)
+    dataset = artifacts.read_dataset(data if data is not None else _dataset_of(document, model_path))
+    check_same_catalogue(document, dataset, model_path)
+    store = _store(dataset, options, device)
+    assert servable.index is not None
+    report.detail(f"{model_path}: {servable.index.describe()}")
+    result = compare_retrieval(servable.model, servable.retriever, store, dataset.targets == "last", options, report)
+    return {**result, "index": {**result["index"], "kind": servable.index.kind, "search": servable.index.search_params}, **_about(options, dataset)}
+
+
+def _evaluate_baseline(
+    baseline: str, data: Path | None, options: EvalOptions, device: torch.device, report: Reporter, baseline_options: dict[str, Any]
+) -> dict[str, Any]:
     dataset = artifacts.read_dataset(data if data is not None else home.latest_dataset())
     store = _store(dataset, options, device)
-    return {**evaluate_baseline(baseline, dataset, store, dataset.targets == "last", options, report), **_about(options, dataset), "baseline": baseline}
+    metrics = evaluate_baseline(baseline, dataset, store, dataset.targets == "last", options, report, baseline_options)
+    return {**metrics, **_about(options, dataset), "baseline": baseline, "baseline_options": BASELINES.get(baseline).resolve(baseline_options)}
 
 
 def _store(dataset: Dataset, options: EvalOptions, device: torch.device) -> SessionStore:
@@ -93,4 +155,7 @@ def _store(dataset: Dataset, options: EvalOptions, device: torch.device) -> Sess
 
 def _about(options: EvalOptions, dataset: Dataset) -> dict[str, Any]:
     """What a result was computed on, beside the metrics."""
-    return {"split": options.split, "protocol": options.protocol, "ties": options.ties, "exclude_seen": options.exclude_seen, "dataset": str(dataset.path)}
+    about = {"split": options.split, "protocol": options.protocol, "ties": options.ties, "exclude_seen": options.exclude_seen, "dataset": str(dataset.path)}
+    if options.split == "test" and "unknown_test_targets" in dataset.info:
+        about["unknown_test_targets"] = dataset.info["unknown_test_targets"]
+    return about

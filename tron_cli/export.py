@@ -4,8 +4,11 @@ A bundle (`$TRON_HOME/bundles/NAME/`, schema bundle/1) holds `model.safetensors`
 weights, byte for byte), `items.parquet` (the dataset's catalogue: dense id <-> raw id, train clicks),
 `config.json` (the model section, max_length, catalogue fingerprint, where it came from) and, with
 `--format onnx`, `model.onnx`: a graph from left-padded sessions to their top-k items, checked against
-PyTorch with onnxruntime before the bundle is written. The directory is built under a temporary name and
-renamed when complete, so a killed export leaves nothing that looks like a bundle.
+PyTorch with onnxruntime before the bundle is written, and, with `--index KIND`, `index.faiss`: an item index
+(`index.py`) that `tron recommend`, `tron evaluate --retrieval index` and `tron serve` search instead of
+scoring the whole catalogue. config.json records every other file's sha256, which loading checks. The
+directory is built under a temporary name and renamed when complete, so a killed export leaves nothing that
+looks like a bundle.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import io
 import logging
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from torch import Tensor, nn
 from tron_cli import artifacts, home
 from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
+from tron_cli.index import INDEX_FILE, INDEXES, build_index, parse_params, require_faiss, write_index
 from tron_cli.modelio import load_weights, model_of, read_model_dir
 from tron_cli.models import build_model
 from tron_cli.models.base import SessionModel
@@ -199,10 +204,81 @@ def _require_onnx() -> None:
         raise TronError("--format onnx needs onnx, onnxscript and onnxruntime", "pip install 'tron-cli[onnx]'") from None
 
 
-def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", force: bool = False, report: Reporter = SILENT) -> dict[str, Any]:
-    """Run the stage: returns {"bundle": path, "files": [...], "format": fmt}."""
+@dataclass(frozen=True)
+class IndexRequest:
+    """An item index to build into the bundle: its kind (`index.INDEXES`) and NAME=VALUE parameters."""
+
+    kind: str
+    params: tuple[str, ...] = ()
+    seed: int = 0
+
+
+def write_item_index(model: SessionModel, request: IndexRequest, path: Path, report: Reporter = SILENT) -> dict[str, Any]:
+    """Write the model's item index to `path`; returns its config.json section."""
+    spec = INDEXES.get(request.kind, "--index")
+    build = parse_params(request.params, {**spec.build, **spec.search}, request.kind, "--index-param")
+    search = {name: value for name, value in build.items() if name in spec.search}
+    if any(value < 1 for value in search.values()):
+        raise UsageError("--index-param: search parameters must be at least 1")
+    table = model.output_table()[1:].detach().float().cpu().numpy()
+    bias = None if model.output_bias is None else model.output_bias[1:, 0].detach().float().cpu().numpy()
+    with report.task(f"building the {request.kind} index of {model.n_items:,} items"):
+        index, section = build_index(table, bias, request.kind, {n: v for n, v in build.items() if n in spec.build}, search, request.seed)
+        write_index(index, path)
+    report.detail(f"{request.kind} index built in {section['build_seconds']:.1f} s")
+    return section
+
+
+def write_bundle(
+    out: Path,
+    model: SessionModel,
+    weights: Path,
+    items: Path,
+    fields: dict[str, Any],
+    fmt: str = "safetensors",
+    index: IndexRequest | None = None,
+    force: bool = False,
+    report: Reporter = SILENT,
+) -> list[str]:
+    """Build the bundle `out` atomically: `weights` and `items` copied, model.onnx and the item index when asked
+    for, config.json (`fields` plus onnx, index and every file's sha256) last. Returns the file names."""
+    with artifacts.atomic_directory(out, force) as tmp:
+        shutil.copyfile(weights, tmp / "model.safetensors")
+        shutil.copyfile(items, tmp / "items.parquet")
+        graph = None
+        if fmt == "onnx":
+            with report.task("exporting to ONNX and checking it with onnxruntime"):
+                graph = export_onnx(model, tmp / "model.onnx", model.max_length, report)
+        section = write_item_index(model, index, tmp / INDEX_FILE, report) if index is not None else None
+        artifacts.write_json(
+            tmp / "config.json",
+            {
+                "name": out.name,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                **fields,
+                "onnx": graph,
+                "index": section,
+                "sha256": {name: artifacts.sha256_file(tmp / name) for name in sorted(p.name for p in tmp.iterdir())},
+            },
+            kind="bundle",
+        )
+        return sorted(p.name for p in tmp.iterdir())
+
+
+def export(
+    run: Path | None,
+    out: Path | None = None,
+    fmt: str = "safetensors",
+    force: bool = False,
+    report: Reporter = SILENT,
+    index: IndexRequest | None = None,
+) -> dict[str, Any]:
+    """Run the stage: returns {"bundle": path, "files": [...], "format": fmt} (and "index": kind with an index)."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(EXPORT_FORMATS)}")
+    if index is not None:
+        INDEXES.get(index.kind, "--index")
+        require_faiss()
     run = home.resolve_run(run)
     if not run.is_dir():
         raise MissingInputError(f"run {run} does not exist", "Give a run dir made by tron train")
@@ -229,39 +305,23 @@ def export(run: Path | None, out: Path | None = None, fmt: str = "safetensors", 
     dataset.items()  # the catalogue reads and has n_items rows
     section = model_of(document)
     model = build_model(section)
-    max_length = model.max_length
     load_weights(model, run / "model.safetensors", "run")  # names, shapes, dtypes checked; a bad file is named as it is
     model.eval()
-    with artifacts.atomic_directory(out, force) as tmp:
-        shutil.copyfile(run / "model.safetensors", tmp / "model.safetensors")
-        shutil.copyfile(data / "items.parquet", tmp / "items.parquet")
-        graph = None
-        if fmt == "onnx":
-            with report.task("exporting to ONNX and checking it with onnxruntime"):
-                graph = export_onnx(model, tmp / "model.onnx", max_length, report)
-        artifacts.write_json(
-            tmp / "config.json",
-            {
-                "name": out.name,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "model": section,
-                "max_length": max_length,
-                "n_items": dataset.n_items,
-                "catalogue_sha256": dataset.info.get("catalogue_sha256"),
-                "item_id_type": dataset.info.get("item_id_type"),
-                "event_types": dataset.info.get("parameters", {}).get("event_types", ["clicks"]),
-                "dataset": dataset.name,
-                "run": {
-                    "path": str(run.resolve()),
-                    "name": document.get("name", run.name),
-                    "best_epoch": summary.get("best_epoch"),
-                    "valid": summary.get("valid"),
-                },
-                "onnx": graph,
-                "sha256": {name: artifacts.sha256_file(tmp / name) for name in sorted(p.name for p in tmp.iterdir())},
-            },
-            kind="bundle",
-        )
-        files = sorted(p.name for p in tmp.iterdir())
+    fields = {
+        "model": section,
+        "max_length": model.max_length,
+        "n_items": dataset.n_items,
+        "catalogue_sha256": dataset.info.get("catalogue_sha256"),
+        "item_id_type": dataset.info.get("item_id_type"),
+        "event_types": dataset.info.get("parameters", {}).get("event_types", ["clicks"]),
+        "dataset": dataset.name,
+        "run": {
+            "path": str(run.resolve()),
+            "name": document.get("name", run.name),
+            "best_epoch": summary.get("best_epoch"),
+            "valid": summary.get("valid"),
+        },
+    }
+    files = write_bundle(out, model, run / "model.safetensors", data / "items.parquet", fields, fmt, index, force, report)
     report.info(f"Exported {run} to {out} ({', '.join(files)}).")
-    return {"bundle": str(out.resolve()), "files": files, "format": fmt}
+    return {"bundle": str(out.resolve()), "files": files, "format": fmt, **({"index": index.kind} if index is not None else {})}

@@ -55,9 +55,32 @@ def model_of(document: dict[str, Any]) -> dict[str, Any]:
     return section
 
 
+def verify_bundle(path: Path, document: dict[str, Any]) -> None:
+    """Refuse a bundle whose files are missing or differ from the sha256 values that `tron export` recorded in its
+    config.json; checked before any of them is parsed."""
+    path = Path(path)
+    redo = "Re-run: tron export --force (the bundle changed or was damaged since it was exported)"
+    recorded = document.get("sha256")
+    index = document.get("index")
+    required = {"model.safetensors", "items.parquet", *([str(index.get("file"))] if isinstance(index, dict) else [])}
+    if not isinstance(recorded, dict) or not required <= set(recorded):
+        raise ArtifactError(f"{path / 'config.json'} does not record the sha256 of {', '.join(sorted(required))}", redo)
+    for name, digest in sorted(recorded.items()):
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise ArtifactError(f"{path / 'config.json'}: sha256 names {name!r}, not a file of the bundle", redo)
+        file = path / name
+        if not file.is_file():
+            raise ArtifactError(f"{file} is missing", redo)
+        if artifacts.sha256_file(file) != digest:
+            raise ArtifactError(f"{file} does not match the sha256 recorded in {path / 'config.json'}", redo)
+
+
 def load_model(path: Path, device=None):
-    """(model in eval mode, config document, kind) from a run dir (its selected model.safetensors) or a bundle."""
+    """(model in eval mode, config document, kind) from a run dir (its selected model.safetensors) or a bundle
+    (whose files are first checked against their recorded sha256)."""
     document, kind = read_model_dir(path)
+    if kind == "bundle":
+        verify_bundle(path, document)
     if kind == "run" and not (Path(path) / "model.safetensors").is_file():
         raise ArtifactError(f"{path} has no model.safetensors yet (training has not finished an epoch)", f"Resume it: tron train --resume {path}")
     model = build_model(model_of(document))

@@ -7,6 +7,7 @@ one colour in all three, and the legend names the run directory with its loss an
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,3 +115,42 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     with atomic_path(out) as tmp:
         figure.savefig(tmp, format="png")  # the temporary name ends in .tmp, so the format is given, not guessed
     return out
+
+
+STUDY_PLOTS = (("optimization_history.png", "plot_optimization_history"), ("param_importances.png", "plot_param_importances"))
+
+
+def plot_study(storage: str, study_name: str, out_dir: Path) -> list[Path]:
+    """A `tron tune` study's optimisation history and parameter importances (Optuna's matplotlib plots) as
+    PNGs in `out_dir`; importances need two finished trials, and are left out before that."""
+    try:
+        import matplotlib  # noqa: F401
+        import optuna
+    except ImportError:
+        raise TronError("plotting a study needs optuna and matplotlib", "Run: pip install 'tron-cli[tune,plot]'") from None
+    import optuna.visualization.matplotlib as views
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise ArtifactError(f"no study {study_name!r} in {storage}", "Run first: tron tune") from None
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    written = []
+    for name, view in STUDY_PLOTS:
+        if view == "plot_param_importances" and (len(complete) < 2 or not complete[0].params):
+            continue
+        with warnings.catch_warnings():  # Optuna marks its matplotlib views experimental; they are what we want
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            axes = getattr(views, view)(study)
+        figure = axes.figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        out = Path(out_dir) / name
+        with atomic_path(out) as tmp:
+            figure.savefig(tmp, format="png")
+        import matplotlib.pyplot as pyplot  # optuna draws through pyplot: close its figure so none accumulate
+
+        pyplot.close(figure)
+        written.append(out)
+    return written

@@ -4,11 +4,16 @@ Public datasets follow the reference exactly (docs/tron-reference.md): sessions 
 >= 5 events, sessions of >= 2 again, a time split, test events of items unknown to train dropped, test
 sessions of >= 2, items numbered 1..N, sessions ordered by start. A validation split is then carved from the
 end of that train set, so test and train + valid still equal the reference's output.
+
+A user's own log (`--train`) is read by its file name's format (readers.infer_format) with its columns
+recognised by name, and gets a validation split too unless told otherwise (`own_validation`): the stages
+choose checkpoints on it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +22,15 @@ import numpy as np
 import pyarrow as pa
 
 from tron_cli import artifacts, home
-from tron_cli.artifacts import Sessions
+from tron_cli.artifacts import EXTRA_TYPES, Events, Sessions
+from tron_cli.choices import CART_NAMES, ORDER_NAMES
 from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
 from tron_cli.errors import InputFormatError, MissingInputError, UsageError
 from tron_cli.reporting import SILENT, Reporter
 
 DAY_MS = steps.DAY_MS
+OWN_VALID_SPANS = 7  # an own log whose train part spans 7 test spans gives its last test span to validation ...
+OWN_VALID_FRACTION = 0.1  # ... a shorter one its last 10 % of train sessions
 
 
 @dataclass
@@ -33,13 +41,16 @@ class Options:
     input: Path | None = None  # raw file or directory instead of the download
     train: Path | None = None  # a user's own log
     test: Path | None = None
-    format: str = "otto-jsonl"
-    session_col: str = "session"
-    item_col: str = "item"
-    time_col: str = "ts"
+    format: str = "auto"  # by the file name (readers.infer_format), or one of readers.FORMATS
+    session_col: str | None = None  # None: recognised by name (readers.pick_columns)
+    item_col: str | None = None
+    time_col: str | None = None
     time_unit: str = "auto"
-    separator: str = ","
+    separator: str | None = None  # None: sniffed from a text table's header (readers.sniff_separator)
     event_types: tuple[str, ...] = ("clicks",)
+    type_col: str | None = None  # a table's event type column: its orders and carts are kept beside the clicks
+    order_types: tuple[str, ...] = ORDER_NAMES
+    cart_types: tuple[str, ...] = CART_NAMES
     name: str | None = None
     out: Path | None = None
     force: bool = False
@@ -50,12 +61,12 @@ class Options:
     no_valid: bool = False
     min_session_length: int = 2
     min_item_support: int | None = None
-    unknown_test_items: str = "drop"
+    unknown_test_items: str | None = None  # keep (as misses) or drop; None: drop for the reference's datasets, keep for own logs
 
 
 @dataclass
 class _Source:
-    path: Path
+    path: Path  # as given: messages name the file as the user typed it
     sha256: str
     size: int
 
@@ -72,8 +83,8 @@ def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
     if manifest is not None:
         for entry in manifest.get("files", []):
             if Path(entry["path"]).name == path.name and entry.get("size") == path.stat().st_size:
-                return _Source(path.resolve(), entry["sha256"], entry["size"])
-    return _Source(path.resolve(), artifacts.sha256_file(path), path.stat().st_size)
+                return _Source(path, entry["sha256"], entry["size"])
+    return _Source(path, artifacts.sha256_file(path), path.stat().st_size)
 
 
 def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
@@ -84,7 +95,7 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
         if options.input is not None:
             raise UsageError("--input is for the public datasets; with your own logs use --train and --test")
         files = [options.train] + ([options.test] if options.test is not None else [])
-        return options.name or Path(options.train).stem, None, [_source(f, None) for f in files]
+        return options.name or readers.log_name(options.train), None, [_source(f, None) for f in files]
     if options.test is not None:
         raise UsageError("--test needs --train")
     manifest = None
@@ -134,23 +145,33 @@ def _read(path: Path, spec: DatasetSpec | None, options: Options, report: Report
         time_unit=options.time_unit,
         event_types=options.event_types,
         separator=options.separator,
+        type_col=options.type_col,
+        order_types=options.order_types,
+        cart_types=options.cart_types,
         report=report,
     )
 
 
 def _shared_codes(raws: list[readers.RawLog]) -> tuple[list[Sessions], pa.Array]:
-    """Factorise the items of several files together, so that codes mean the same item in each."""
-    codes, uniques = steps.factorize([raw.item for raw in raws])
-    return [steps.sort_events(Sessions(raw.session, raw.offsets, part, raw.ts)) for raw, part in zip(raws, codes)], uniques
+    """Factorise the items of several files (clicks and other events) together, so that codes mean the same
+    item in each."""
+    extras = [raw.extra for raw in raws if raw.extra is not None]
+    codes, uniques = steps.factorize([raw.item for raw in raws] + [extra.item for extra in extras])
+    extra_codes = iter(codes[len(raws) :])
+    out = []
+    for raw, part in zip(raws, codes):
+        extra = None if raw.extra is None else Events(raw.extra.offsets, next(extra_codes), raw.extra.ts, raw.extra.types)
+        out.append(steps.sort_events(Sessions(raw.session, raw.offsets, part, raw.ts, extra)))
+    return out, uniques
 
 
 def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     """Run the stage; returns the summary that `--json` prints (dataset path, n_items, counts per split)."""
     name, spec, sources = _resolve(options)
     preset = spec.preset if spec else None
-    reader = spec.format if spec else options.format
-    if spec is None and reader not in readers.FORMATS:
-        raise UsageError(f"unknown format {reader!r}", f"Use one of: {', '.join(readers.FORMATS)}")
+    if spec is None and options.format not in readers.FORMATS:
+        raise UsageError(f"unknown format {options.format!r}", f"Use one of: {', '.join(readers.FORMATS)}")
+    reader = spec.format if spec else options.format if options.format != "auto" else readers.infer_format(sources[0].path)
     if options.split not in ("time", "last"):
         raise UsageError(f"unknown split {options.split!r}", "Use --split time or --split last")
     if options.min_session_length < 1:
@@ -166,6 +187,12 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     min_length = options.min_session_length
     min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)
     raws = [_read(source.path, spec, options, report) for source in sources]
+    columns = raws[0].columns
+    notes: list[tuple[Callable[[str], None], str]] = []  # said once the dataset is written: a refusal stays one line
+    recognised = [role for role in readers.ROLES if getattr(options, f"{role}_col") is None]
+    if columns is not None and recognised:
+        picked = ", ".join(f"{columns[role]} ({role})" for role in readers.ROLES)
+        notes.append((report.info, f"{sources[0].path.name}: columns {picked}; {', '.join(readers.FLAGS[role] for role in recognised)} pick others"))
     if raws[0].n_events == 0:
         raise InputFormatError(f"{sources[0].path} has no events of types {', '.join(options.event_types)}")
     parts, uniques = _shared_codes(raws)
@@ -209,22 +236,47 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
                 f"{sources[0].path}: the time split leaves no train session (every session starts within {test_days:g} days of the latest)", "Lower --test-days"
             )
 
+    valid_days, valid_fraction = options.valid_days, options.valid_fraction
     if valid is None and not options.no_valid:
-        valid_days = options.valid_days if options.valid_days is not None else (preset.valid_days if preset and options.valid_fraction is None else None)
+        if valid_days is None and valid_fraction is None:
+            if preset is not None:
+                valid_days = preset.valid_days
+            else:
+                span = options.test_days if options.test_days is not None and not pre_split else 1.0
+                valid_days, valid_fraction = own_validation(train, span)
+        whole = train
         if valid_days is not None:
             train, valid = steps.split_by_time(train, valid_days * DAY_MS, split_on, floor)
-        elif options.valid_fraction is not None:
-            train, valid = steps.split_last_fraction(train, options.valid_fraction)
+        elif valid_fraction is not None:
+            train, valid = steps.split_last_fraction(train, valid_fraction)
         if valid is not None:
             _describe("validation carved from train", valid, history)
             if len(train) == 0 or len(valid) == 0:
-                raise InputFormatError(
-                    f"the validation split leaves {len(train)} train and {len(valid)} validation sessions",
-                    "Change --valid-days / --valid-fraction, or pass --no-valid",
+                told = options.valid_days is not None or options.valid_fraction is not None
+                if told or preset is not None:
+                    raise InputFormatError(
+                        f"the validation split leaves {len(train)} train and {len(valid)} validation sessions",
+                        "Change --valid-days / --valid-fraction, or pass --no-valid",
+                    )
+                notes.append((report.warn, f"{len(whole)} train sessions are too few to carve a validation split: training will keep its last epoch"))
+                train, valid, valid_days, valid_fraction = whole, None, None, None
+                history.pop()
+            elif spec is None and options.valid_days is None and options.valid_fraction is None:
+                chosen = f"the last {valid_days:g} day{'s' if valid_days != 1 else ''}" if valid_days is not None else f"the last {valid_fraction:.0%}"
+                notes.append(
+                    (
+                        report.info,
+                        f"validation: {chosen} of train, {len(valid):,} sessions (training keeps its best epoch on it; --valid-days, --valid-fraction or --no-valid change it)",
+                    )
                 )
 
     known = steps.present(n_codes, train, *([valid] if valid is not None else []))
-    if options.unknown_test_items == "keep":
+    # the reference's datasets drop them, as its numbers were made; everything else keeps them, as misses
+    unknown_policy = options.unknown_test_items or ("drop" if spec is not None else "keep")
+    if unknown_policy not in ("drop", "keep"):
+        raise UsageError(f"--unknown-test-items must be drop or keep, not {unknown_policy!r}")
+    unknown = {**unknown_targets(test, known, targets), "policy": unknown_policy}
+    if unknown_policy == "keep":
         catalogue = known | steps.present(n_codes, test)
     else:
         catalogue = known
@@ -247,17 +299,15 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         if value is not None:
             splits[key] = steps.to_dense(steps.by_start(value), dense_of_code)
 
-    summary_counts = {
-        key: {"sessions": len(value), "events": value.n_events, "targets": value.n_events - len(value) if targets == "all" else len(value)}
-        for key, value in splits.items()
-    }
+    summary_counts = {key: _counts(value, targets) for key, value in splits.items()}
+    extra_types = [name for name, code in EXTRA_TYPES.items() if any(value.extra is not None and value.extra.count(code) for value in splits.values())]
     info = {
         "name": name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {
             "preset": spec.name if spec else None,
             "format": reader,
-            "files": [{"path": str(s.path), "size": s.size, "sha256": s.sha256} for s in sources],
+            "files": [{"path": str(s.path.resolve()), "size": s.size, "sha256": s.sha256} for s in sources],
         },
         "parameters": {
             "split": "files" if pre_split else options.split,
@@ -267,20 +317,21 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
             "split_on": split_on,
             "valid": "leave-one-out"
             if targets == "last"
-            else (None if "valid" not in splits else (f"{options.valid_fraction} of train sessions" if options.valid_fraction is not None else "days")),
-            "valid_days": options.valid_days
-            if options.valid_days is not None
-            else (preset.valid_days if preset and "valid" in splits and options.valid_fraction is None else None),
+            else (None if "valid" not in splits else (f"{valid_fraction} of train sessions" if valid_fraction is not None else "days")),
+            "valid_days": valid_days if targets != "last" and "valid" in splits else None,
+            "columns": columns,
             "min_session_length": min_length,
             "min_item_support": min_support,
             "event_types": list(options.event_types) if reader == "otto-jsonl" else ["clicks"],
-            "unknown_test_items": options.unknown_test_items,
+            "unknown_test_items": unknown_policy,
         },
+        "unknown_test_targets": unknown,
         "n_items": int(catalogue.sum()),
         "item_id_type": str(uniques.type),
         "catalogue_sha256": artifacts.catalogue_fingerprint(raw_ids),
         "targets": targets,
         "splits": list(splits),
+        "extra_types": extra_types,
         "counts": summary_counts,
         "steps": history,
     }
@@ -289,7 +340,41 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
             artifacts.write_sessions(tmp / f"{key}.parquet", value)
         artifacts.write_items(tmp / "items.parquet", raw_ids, counts)
         artifacts.write_json(tmp / "dataset.json", info, kind="dataset")
-    return {"dataset": str(out), "name": name, "n_items": info["n_items"], "targets": targets, **summary_counts}
+    for say, note in notes:
+        say(note)
+    return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, "unknown_test_targets": unknown, **summary_counts}
+
+
+def own_validation(train: Sessions, test_span_days: float) -> tuple[float | None, float | None]:
+    """(valid days, valid fraction) for a user's own log, one of them None: the test split's span again, taken
+    from the end of train, when train spans at least `OWN_VALID_SPANS` of them; else the last tenth of train."""
+    starts = steps.starts(train)
+    span_days = float(starts.max() - starts.min()) / DAY_MS if len(train) else 0.0
+    if span_days >= OWN_VALID_SPANS * test_span_days:
+        return test_span_days, None
+    return None, OWN_VALID_FRACTION
+
+
+def unknown_targets(test: Sessions, known: np.ndarray, targets: str) -> dict[str, Any]:
+    """How many test targets are items that train (+ valid) never saw, before any is dropped: a model cannot
+    rank those, so keeping them (as misses) or dropping them moves every metric by about their fraction."""
+    if targets == "last":
+        n_targets = len(test)
+        count = int((~known[test.items[test.offsets[1:] - 1]]).sum()) if n_targets else 0
+    else:
+        is_target = np.ones(test.n_events, dtype=bool)
+        is_target[test.offsets[:-1][test.offsets[:-1] < test.n_events]] = False  # a session's first click is no target
+        n_targets = int(is_target.sum())
+        count = int((~known[test.items] & is_target).sum())
+    return {"count": count, "fraction": count / n_targets if n_targets else 0.0, "of_targets": n_targets}
+
+
+def _counts(sessions: Sessions, targets: str) -> dict[str, int]:
+    """Sessions, clicks and targets of a split, and its other events by type when it has any."""
+    out = {"sessions": len(sessions), "events": sessions.n_events, "targets": sessions.n_events - len(sessions) if targets == "all" else len(sessions)}
+    if sessions.extra is not None and len(sessions.extra.items):
+        out.update({name: sessions.extra.count(code) for name, code in EXTRA_TYPES.items()})
+    return out
 
 
 def drop_short_logged(sessions: Sessions, min_length: int, history: list[dict[str, Any]]) -> Sessions:

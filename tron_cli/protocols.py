@@ -13,6 +13,8 @@ Shared by training's per-epoch validation and `tron evaluate`.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tron_cli import otto_task
 from tron_cli.artifacts import Sessions
 from tron_cli.batching import SessionStore
 from tron_cli.errors import UsageError
-from tron_cli.metrics import Accumulator
+from tron_cli.metrics import METRICS, Accumulator
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, rank_targets
+from tron_cli.scoring import Pairs, rank_targets, top_items
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,21 @@ class EvalOptions:
     cutoffs: tuple[int, ...] = (5, 10, 20)
     ties: str = "pessimistic"
     protocol: str = "all"
+    cut_seed: int = 42  # protocol otto: the seed of the organisers' random cuts (theirs is 42)
     exclude_seen: bool = False
     bootstrap: int = 0
     seed: int = 0
     chunk_size: int = 65536
     query_batch: int = 0  # 0: 1024 on CPU, 8192 on CUDA
     limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of sessions to evaluate
+
+
+def parse_metric(name: str, option: str = "--select-on") -> tuple[str, int]:
+    """("recall", 20) from "recall@20": a metric of `metrics.METRICS` at a cutoff >= 1, as `tron evaluate` reports them."""
+    metric, _, cutoff = str(name).lower().partition("@")
+    if metric not in METRICS or not cutoff.isdigit() or int(cutoff) < 1:
+        raise UsageError(f"{option} {name!r} is not a metric at a cutoff", f"Use METRIC@K with METRIC one of {', '.join(METRICS)}, e.g. recall@20 or ndcg@10")
+    return metric, int(cutoff)
 
 
 def first_sessions(sessions: Sessions, limit: float) -> Sessions:
@@ -81,12 +93,16 @@ def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded
 def accumulate(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Accumulator:
     """Per-session metric sums of `model` on the sessions in `store`, protocol `all`."""
     with exact_fp32():
-        accumulator = Accumulator(len(store), options.cutoffs, store.device)
-        if model.prefix_states:
-            _session_passes(model, store, last_only, options, accumulator, report)
-        else:
-            _windows(model, store, last_only, options, accumulator, report)
+        accumulator = Accumulator(len(store), options.cutoffs, store.device, orders=store.ordered is not None)
+        for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
+            excluded = seen_pairs(store, positions) if options.exclude_seen else None
+            accumulator.add(_rank(model, hidden, targets, options, excluded), sessions, ordered_at(store, positions))
         return accumulator
+
+
+def ordered_at(store: SessionStore, positions: Tensor) -> Tensor | None:
+    """Whether the targets at flat `positions` are ordered later in their sessions (None without orders)."""
+    return None if store.ordered is None else store.ordered[positions]
 
 
 @torch.no_grad()
@@ -98,7 +114,18 @@ def evaluate_model(model, store: SessionStore, last_only: bool, options: EvalOpt
     return finish(accumulate(model, store, last_only, options, report), options)
 
 
-def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, accumulator: Accumulator, report: Reporter) -> None:
+def target_states(
+    model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """(states (Q, d), targets (Q,), their sessions (Q,), their flat positions (Q,)) of every target, batch by batch:
+    one pass per session for models with `prefix_states`, else one window per target."""
+    if model.prefix_states:
+        yield from _session_passes(model, store, last_only, options, report)
+    else:
+        yield from _windows(model, store, last_only, options, report)
+
+
+def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """One left-padded window of preceding clicks per target; the state after its last click predicts it."""
     max_length = model.max_length
     positions = store.target_positions(last_only)
@@ -115,14 +142,11 @@ def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, 
         for first, width in zip(firsts, widths):
             chunk = slice(first, first + step)
             windows = store.query_windows(positions[chunk], width)
-            hidden = model.last_hidden(windows)
-            excluded = seen_pairs(store, positions[chunk]) if options.exclude_seen else None
-            ranks = _rank(model, hidden, store.items[positions[chunk]], options, excluded)
-            accumulator.add(ranks, sessions[chunk])
-            task.update(advance=len(ranks))
+            yield model.last_hidden(windows).float(), store.items[positions[chunk]], sessions[chunk], positions[chunk]
+            task.update(advance=len(windows))
 
 
-def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOptions, accumulator: Accumulator, report: Reporter) -> None:
+def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """One pass per session over all its clicks; the state after click j predicts click j+1."""
     step = max(1, query_batch(options, store.device) // 16)
     # each batch's width and number of targets, read from the device at once
@@ -143,10 +167,47 @@ def _session_passes(model, store: SessionStore, last_only: bool, options: EvalOp
             hidden = model.session_states(items)  # (B, W, d)
             rows, cols = _targets(lengths, last_only, count)  # target at column cols + 1, predicted by state cols
             positions = store.offsets[index][rows] + cols + 1
-            excluded = seen_pairs(store, positions) if options.exclude_seen else None
-            ranks = _rank(model, hidden[rows, cols], items[rows, cols + 1], options, excluded)
-            accumulator.add(ranks, index[rows])
+            yield hidden[rows, cols].float(), items[rows, cols + 1], index[rows], positions
             task.update(advance=len(index))
+
+
+def list_ranks(ids: Tensor, targets: Tensor) -> Tensor:
+    """(Q,) position of each target in its row of a top-k list `ids` (Q, k), inf where it is absent."""
+    hit = ids == targets[:, None]
+    first = hit.int().argmax(1).double()
+    return torch.where(hit.any(1), first, torch.full_like(first, float("inf")))
+
+
+@torch.no_grad()
+def compare_retrieval(model, retriever, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
+    """Metrics of the top-K lists (K = the largest cutoff) that exact scoring and `retriever` (an index) answer for
+    every target, their overlap (mean share of the exact top-K that the index's top-K holds) and the seconds each
+    spent. Both lists are ranked alike: a target's rank is its position in the list, so the two differ only by
+    what the index misses."""
+    k = max(options.cutoffs)
+    exact, approximate = Accumulator(len(store), options.cutoffs, store.device), Accumulator(len(store), options.cutoffs, store.device)
+    overlap, n, seconds = 0.0, 0, {"exact": 0.0, "index": 0.0}
+    with exact_fp32():
+        for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
+            excluded = seen_pairs(store, positions) if options.exclude_seen else None
+            started = time.perf_counter()
+            _, exact_ids = retriever.exact(hidden, min(k, model.n_items), excluded)
+            seconds["exact"] += time.perf_counter() - started
+            started = time.perf_counter()
+            _, index_ids = retriever.top(hidden, k, excluded)
+            seconds["index"] += time.perf_counter() - started
+            exact.add(list_ranks(exact_ids, targets), sessions)
+            approximate.add(list_ranks(index_ids, targets), sessions)
+            shared = ((index_ids[:, :, None] == exact_ids[:, None, :]) & (exact_ids[:, None, :] > 0)).any(2).sum(1)
+            overlap += float((shared.double() / (exact_ids > 0).sum(1).clamp(min=1)).sum())
+            n += len(targets)
+    return {
+        "exact": finish(exact, options),
+        "index": finish(approximate, options),
+        f"overlap@{k}": overlap / max(n, 1),
+        "seconds": {name: round(value, 3) for name, value in seconds.items()},
+        "index_fallbacks": retriever.fallbacks,
+    }
 
 
 def _targets(lengths: Tensor, last_only: bool, count: int) -> tuple[Tensor, Tensor]:
@@ -191,3 +252,30 @@ def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size:
         raise UsageError(f"--protocol tron needs at least one full batch of {batch_size} sessions; the split has {len(store)}")
     means = np.mean(np.array(batch_means), axis=0).tolist()
     return {**dict(zip(names, means)), "n_targets": n_targets}
+
+
+@torch.no_grad()
+def otto_protocol(model, sessions: Sessions, popular: Tensor, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
+    """OTTO's own task (`otto_task.py`): every session cut as the organisers cut test sessions, the model's
+    top-20 from the clicks before the cut (the most clicked items when there is none), scored per event type.
+    `popular` (N,) holds the dense ids by train clicks."""
+    if options.exclude_seen or options.bootstrap:
+        raise UsageError("--protocol otto scores as the organisers do: it has no --exclude-seen or --bootstrap")
+    sequence = otto_task.merged(sessions)
+    labels = otto_task.cut(sequence, otto_task.draw_cuts(np.diff(sequence.offsets), options.cut_seed))
+    device = popular.device
+    store = SessionStore(sessions, device)
+    k = otto_task.K
+    top = popular[:k].expand(len(sessions), -1).clone()  # (S, k)
+    read = np.flatnonzero(labels.labelled & (labels.context_clicks > 0))
+    step = query_batch(options, device)
+    with exact_fp32(), report.task("evaluating (OTTO's task)", total=len(read)) as task:
+        for first in range(0, len(read), step):
+            index = torch.from_numpy(read[first : first + step]).to(device)
+            clicks = torch.from_numpy(labels.context_clicks[read[first : first + step]]).to(device)
+            width = int(clicks.clamp(max=model.max_length).max())
+            windows = store.query_windows(store.offsets[index] + clicks, width, sessions=index)
+            top[index] = top_items(model, model.last_hidden(windows), k)[1]
+            task.update(advance=len(index))
+    ids = top.cpu().numpy()
+    return otto_task.score(dict.fromkeys(otto_task.TYPES, ids), labels)

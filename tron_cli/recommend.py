@@ -4,7 +4,8 @@ A model is a bundle (`tron export`) or a run dir (`servable.py`); its catalogue 
 back. Input is read `batch_size` sessions at a time (`session_input.py`) and each batch's output is written
 (`outputs.py`) before the next is read, so an input larger than memory streams through. Scoring: the last
 `max_length` known clicks of a session, left-padded, give its state, scored in fp32 against the whole
-catalogue in chunks while a running top-k is kept (`scoring.py`). docs/serving.md describes the formats.
+catalogue in chunks while a running top-k is kept (`scoring.py`), or through the bundle's item index
+(`retrieval.py`), with the seen items, an allow list and a deny list left out. docs/serving.md describes the formats.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tron_cli import home
-from tron_cli.artifacts import Sessions
-from tron_cli.batching import SessionStore
 from tron_cli.choices import INPUT_FORMATS
-from tron_cli.errors import MissingInputError, UsageError
+from tron_cli.errors import InputFormatError, MissingInputError, UsageError
 from tron_cli.outputs import Recommended, open_writer, output_format
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.retrieval import NO_FILTERS, Filters
 from tron_cli.runtime import resolve_device
-from tron_cli.scoring import score_sessions
 from tron_cli.servable import Servable, load_servable
-from tron_cli.session_input import Batch, input_kind, read_batches
+from tron_cli.session_input import Batch, RecordProblem, input_kind, raw_ids, read_batches
 
 
 def _count(n: int, noun: str) -> str:
@@ -42,38 +40,34 @@ class RecommendOptions:
     input_format: str = "auto"
     output_format: str | None = None  # None: by the output's extension
     device: str = "auto"
+    exact: bool = False  # score the whole catalogue even when the bundle has an item index
+    index_params: tuple[str, ...] = ()  # NAME=VALUE search parameters of the index (ef_search, nprobe)
+    allow: Path | None = None  # a file of raw ids: recommend only these
+    deny: Path | None = None  # a file of raw ids: never recommend these
 
 
-def recommend_batch(servable: Servable, batch: Batch, k: int, exclude_seen: bool, device: torch.device) -> tuple[Recommended, int, int]:
+def read_id_list(path: Path, numeric: bool) -> np.ndarray:
+    """Raw ids of an allow or deny list: one a line (blank lines skipped), in the catalogue's type."""
+    if not Path(path).is_file():
+        raise MissingInputError(f"id list {path} does not exist", "Give a file with one raw item id a line")
+    lines = Path(path).read_text(errors="replace").splitlines()
+    numbers = [number for number, line in enumerate(lines, 1) if line.strip()]
+    values = [lines[number - 1].strip() for number in numbers]
+    try:
+        ids = raw_ids(values, numeric, lambda i: f"line {numbers[i]}")
+    except RecordProblem as problem:
+        raise InputFormatError(f"{path}: {problem}", "Give one raw item id a line") from None
+    try:
+        return np.array(ids, dtype=np.int64) if numeric else np.array(ids, dtype=str)
+    except OverflowError:
+        raise InputFormatError(f"{path}: an item id is outside the range of the catalogue's 64-bit ids") from None
+
+
+def recommend_batch(servable: Servable, batch: Batch, k: int, exclude_seen: bool, filters: Filters = NO_FILTERS) -> tuple[Recommended, int, int]:
     """One batch's recommendations, the number of unknown ids skipped and the sessions that had some."""
-    catalogue = servable.catalogue
-    k = min(k, len(catalogue))
-    dense = catalogue.dense(batch.items)
-    owner = np.repeat(np.arange(len(batch)), np.diff(batch.offsets))
-    known = dense > 0
-    unknown_ids = int((~known).sum())
-    unknown_sessions = len(np.unique(owner[~known]))
-    lengths = np.bincount(owner[known], minlength=len(batch)).astype(np.int64)
-    scored = np.flatnonzero(lengths > 0)
-    ids = np.zeros((len(batch), k), dtype=np.int64)
-    scores = np.full((len(batch), k), -np.inf, dtype=np.float32)
-    ids[lengths == 0] = catalogue.by_clicks[:k]  # no known item: the most popular ones
-    if len(scored):
-        offsets = np.zeros(len(scored) + 1, dtype=np.int64)
-        np.cumsum(lengths[scored], out=offsets[1:])
-        store = SessionStore(Sessions(scored, offsets, dense[known].astype(np.int32), np.zeros(int(offsets[-1]), dtype=np.int64)), device)
-        windows = store.tail_windows(torch.arange(len(scored), device=device), int(min(servable.max_length, lengths.max())))
-        excluded = None
-        if exclude_seen:  # every known click of the session, not only those in the window
-            excluded = (torch.repeat_interleave(torch.arange(len(scored), device=device), store.lengths), store.items)
-        best_scores, best_ids = score_sessions(servable.model, windows, k, excluded)
-        ids[scored] = best_ids.cpu().numpy()
-        scores[scored] = best_scores.cpu().numpy()
-    keep = np.isfinite(scores) | (lengths == 0)[:, None]  # excluded items end a short row with -inf: drop them
-    counts = keep.sum(1)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    result = Recommended(batch.sessions, batch.where, offsets, catalogue.raw_ids(ids[keep]), scores[keep], lengths == 0)
-    return result, unknown_ids, unknown_sessions
+    encoded = servable.encode(batch)
+    answer = servable.answer(encoded, np.arange(len(batch)), k, exclude_seen, filters)
+    return servable.recommended(batch, answer), int(encoded.unknown.sum()), int((encoded.unknown > 0).sum())
 
 
 def recommend(
@@ -90,15 +84,21 @@ def recommend(
         raise MissingInputError(f"input {input_path} does not exist")
     device = resolve_device(options.device)
     model_path = home.resolve_model(model_path)
-    servable = load_servable(model_path, device)
-    report.detail(f"{model_path}: {servable.model.__class__.__name__}, {len(servable.catalogue):,} items, the last {servable.max_length} clicks of a session")
+    servable = load_servable(model_path, device, options.exact, options.index_params)
+    numeric = servable.catalogue.numeric
+    filters = servable.filters(
+        None if options.allow is None else read_id_list(options.allow, numeric), None if options.deny is None else read_id_list(options.deny, numeric)
+    )
+    report.detail(
+        f"{model_path}: {servable.model.__class__.__name__}, {len(servable.catalogue):,} items, the last {servable.max_length} clicks of a session, "
+        f"{servable.retriever.mode} scoring"
+    )
     totals = {"sessions": 0, "fallback": 0, "unknown_ids": 0, "unknown_sessions": 0}
     started = time.perf_counter()
-    numeric = servable.catalogue.numeric
     with read_batches(input_path, options.input_format, numeric, servable.event_types, options.batch_size, report) as (batches, total):
         with open_writer(output_path, chosen, servable.catalogue.id_type) as writer, report.task("recommending", total=total) as task:
             for batch in batches:
-                result, unknown_ids, unknown_sessions = recommend_batch(servable, batch, options.k, options.exclude_seen, device)
+                result, unknown_ids, unknown_sessions = recommend_batch(servable, batch, options.k, options.exclude_seen, filters)
                 writer.write(result)
                 totals["sessions"] += len(batch)
                 totals["fallback"] += int(result.fallback.sum())
@@ -112,5 +112,7 @@ def recommend(
         report.warn(f"{_count(totals['fallback'], 'session')} had no known item: {'they' if totals['fallback'] > 1 else 'it'} got the most popular items")
     if totals["sessions"] == 0:
         report.info(f"{'stdin' if input_path == '-' else input_path} holds no session: nothing to recommend")
+    if servable.retriever.fallbacks:
+        report.detail(f"{_count(servable.retriever.fallbacks, 'session')} scored exactly: the index's candidates left fewer than k items after the filters")
     report.detail(f"{totals['sessions']:,} sessions in {seconds:.2f} s ({totals['sessions'] / max(seconds, 1e-9):,.0f} sessions/s)")
-    return {**totals, "seconds": seconds, "model": str(model_path), "output_format": chosen.name}
+    return {**totals, "seconds": seconds, "model": str(model_path), "output_format": chosen.name, "scoring": servable.retriever.mode}

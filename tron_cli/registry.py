@@ -59,7 +59,7 @@ class Registry(Generic[T]):
 
             for module in self._builtins:
                 importlib.import_module(module)
-            load_plugins()
+        load_plugins()
 
     def register(self, name: str, entry: T, *, replace: bool = False) -> T:
         """Add `entry` under `name`; a second entry of the same name is refused unless `replace`."""

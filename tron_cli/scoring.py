@@ -1,7 +1,9 @@
 """Scoring the whole catalogue in chunks: the top-k items of a state, and the rank of a target with a tie policy.
 
 Both walk the items 1..N in chunks of columns, so that at most (rows x chunk) scores exist at once whatever
-the catalogue's size, and both remove `excluded` (row, item) pairs (a session's own clicks) the same way.
+the catalogue's size, and both remove `excluded` (row, item) pairs (a session's own clicks) the same way;
+`top_k` also removes `banned` items from every row (a deny list). `top_among` scores only a given subset of the
+catalogue (an allow list), which costs that subset's size instead of the catalogue's.
 Scores are fp32 and exact (TF32 off, `runtime.exact_fp32`): rounded scores would create artificial ties.
 A rank is a count of comparisons, never a sort: the rank of a target (0 = first) counts the items that score
 higher than it; items that tie with it count fully (pessimistic), not at all (optimistic) or half (average).
@@ -27,14 +29,21 @@ Pairs = tuple[Tensor, Tensor]  # (rows, items) of a batch of rows
 
 
 def masked_chunks(
-    score_chunk: ChunkScorer, n_items: int, chunk_size: int, excluded: Pairs | None = None, own: Tensor | None = None
+    score_chunk: ChunkScorer,
+    n_items: int,
+    chunk_size: int,
+    excluded: Pairs | None = None,
+    own: Tensor | None = None,
+    banned: Tensor | None = None,
 ) -> Iterator[tuple[int, Tensor]]:
-    """(start, scores (Q, C)) of items start..start+C-1, chunk by chunk, with the `excluded` pairs and each row's
-    `own` item (Q,) set to -inf. Pairs are removed by adding -inf (or 0 outside the chunk): no boolean indexing,
-    so nothing waits for the device."""
+    """(start, scores (Q, C)) of items start..start+C-1, chunk by chunk, with the `excluded` pairs, each row's
+    `own` item (Q,) and the `banned` items ((N + 1,) bool, every row) set to -inf. Pairs are removed by adding
+    -inf (or 0 outside the chunk): no boolean indexing, so nothing waits for the device."""
     for start in range(1, n_items + 1, chunk_size):
         stop = min(start + chunk_size, n_items + 1)
         scores = score_chunk(start, stop).contiguous()
+        if banned is not None:
+            scores.masked_fill_(banned[start:stop], float("-inf"))
         if own is not None:
             _remove(scores, torch.arange(own.shape[0], device=own.device), own, start, stop)
         if excluded is not None:
@@ -86,12 +95,14 @@ def rank_targets(
     return ranks
 
 
-def top_k(score_chunk: ChunkScorer, n_items: int, k: int, chunk_size: int, excluded: Pairs | None = None) -> tuple[Tensor, Tensor]:
+def top_k(
+    score_chunk: ChunkScorer, n_items: int, k: int, chunk_size: int, excluded: Pairs | None = None, banned: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """(scores (Q, k) best first, item ids (Q, k)) among items 1..n_items, merged chunk by chunk into a running
     top-k. With fewer than k items left after the exclusions, the last ones of a row are -inf."""
     k = min(k, n_items)
     best: tuple[Tensor, Tensor] | None = None
-    for start, scores in masked_chunks(score_chunk, n_items, chunk_size, excluded):
+    for start, scores in masked_chunks(score_chunk, n_items, chunk_size, excluded, banned=banned):
         values, index = torch.topk(scores, min(k, scores.shape[1]), dim=1)
         index = index + start
         if best is not None:
@@ -103,12 +114,42 @@ def top_k(score_chunk: ChunkScorer, n_items: int, k: int, chunk_size: int, exclu
     return best
 
 
-def top_items(model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None) -> tuple[Tensor, Tensor]:
+def _chunk(k: int, rows: int, device: torch.device, budget: int | None) -> int:
+    budget = budget or SCORE_BUDGET.get(device.type, SCORE_BUDGET["cpu"])
+    return max(k, budget // max(1, rows))
+
+
+def top_items(model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, banned: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the model's catalogue for each state (Q, d)."""
-    budget = budget or SCORE_BUDGET.get(hidden.device.type, SCORE_BUDGET["cpu"])
-    chunk = max(k, budget // max(1, hidden.shape[0]))
+    chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
-        return top_k(lambda start, stop: model.score_all(hidden, start, stop), model.n_items, k, chunk, excluded)
+        return top_k(lambda start, stop: model.score_all(hidden, start, stop), model.n_items, k, chunk, excluded, banned)
+
+
+def top_among(model, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | None = None, budget: int | None = None) -> tuple[Tensor, Tensor]:
+    """(scores (Q, k) fp32 best first, dense ids (Q, k)) among `items` (M,) sorted distinct dense ids only.
+
+    The same scores as `top_items` (h · W[item] + b[item] in fp32); rows with fewer than k items left end in -inf
+    (their ids are then meaningless)."""
+    if len(items) == 0:
+        q = hidden.shape[0]
+        return torch.full((q, 0), float("-inf"), device=hidden.device), torch.zeros((q, 0), dtype=torch.long, device=hidden.device)
+    position_excluded = None
+    if excluded is not None:  # (row, item) pairs -> (row, position in `items`) for the items of the subset
+        rows, excluded_items = excluded
+        position = torch.searchsorted(items, excluded_items).clamp(max=len(items) - 1)
+        inside = items[position] == excluded_items
+        position_excluded = (rows[inside], position[inside] + 1)  # positions 1..M, as `top_k` counts items
+
+    def score_chunk(start: int, stop: int) -> Tensor:
+        chosen = items[start - 1 : stop - 1]
+        scores = hidden.float() @ model.output_table()[chosen].float().T
+        return scores if model.output_bias is None else scores + model.output_bias[chosen, 0].float()
+
+    chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
+    with exact_fp32():
+        scores, positions = top_k(score_chunk, len(items), k, chunk, position_excluded)
+    return scores, items[positions - 1]
 
 
 @torch.no_grad()

@@ -1,7 +1,11 @@
-"""A trained model ready to answer: the network in eval mode, its catalogue, and how it reads sessions.
+"""A trained model ready to answer: the network in eval mode, its catalogue, how it reads sessions, and how it
+finds each session's top-k (exactly, or through the bundle's item index).
 
-Loaded from a bundle (`tron export`: its own items.parquet) or a run dir (the items.parquet of the dataset it
-was trained on, which must not have changed since). Used by `tron recommend` and the server.
+Loaded from a bundle (`tron export`: its own items.parquet, every file checked against its recorded sha256) or
+a run dir (the items.parquet of the dataset it was trained on, which must not have changed since). Answering
+is two steps, so that a server can run the model once over sessions of many requests and then answer each
+request with its own k and filters: `encode` (raw ids -> the state after each session's last known click) and
+`answer` (states -> top-k). Used by `tron recommend` and the server.
 """
 
 from __future__ import annotations
@@ -10,12 +14,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
 
 from tron_cli import artifacts
+from tron_cli.artifacts import Sessions
+from tron_cli.batching import SessionStore
 from tron_cli.catalogue import Catalogue
-from tron_cli.errors import ArtifactError, MissingInputError
+from tron_cli.errors import ArtifactError, MissingInputError, UsageError
+from tron_cli.index import INDEXES, ItemIndex, load_index, parse_params
 from tron_cli.modelio import load_model
+from tron_cli.outputs import Recommended
+from tron_cli.retrieval import NO_FILTERS, Filters, Retriever, filters_from_dense
+from tron_cli.scoring import Pairs
+from tron_cli.session_input import Batch
+
+
+@dataclass
+class Encoded:
+    """The sessions of a batch as the model read them."""
+
+    lengths: np.ndarray  # (S,) known clicks of each session
+    unknown: np.ndarray  # (S,) unknown ids skipped in each session
+    scored: np.ndarray  # (R,) the sessions with a known click, whose states follow
+    hidden: Tensor  # (R, d) the state after each scored session's last known click
+    clicks: Pairs  # (row of `scored`, dense id): every known click of the scored sessions
+
+
+@dataclass
+class Answer:
+    """Top-k of some sessions of a batch: dense ids (0 = empty slot), fp32 scores (-inf there), best first."""
+
+    sessions: np.ndarray  # (A,) positions in the batch
+    ids: np.ndarray  # (A, k) int64
+    scores: np.ndarray  # (A, k) float32
+    fallback: np.ndarray  # (A,) bool: no known item, the most popular items instead
+
+    def lists(self, catalogue: Catalogue) -> list[tuple[list, list[float] | None]]:
+        """(raw ids, scores or None for a fallback) of each answered session, empty slots dropped."""
+        out = []
+        for ids, scores, fallback in zip(self.ids, self.scores, self.fallback):
+            keep = ids > 0
+            out.append((catalogue.raw_ids(ids[keep]).tolist(), None if fallback else scores[keep].tolist()))
+        return out
 
 
 @dataclass
@@ -28,15 +70,89 @@ class Servable:
     path: Path
     kind: str  # "bundle" or "run"
     document: dict[str, Any]  # the bundle's or run's config.json
+    retriever: Retriever
+    device: torch.device
 
     @property
     def max_length(self) -> int:
         """Clicks of a session the model reads (the most recent ones)."""
         return self.model.max_length
 
+    @property
+    def index(self) -> ItemIndex | None:
+        return self.retriever.index
 
-def load_servable(path: Path, device: torch.device) -> Servable:
-    """A bundle (its own items.parquet) or a run dir (the items.parquet of the dataset it was trained on)."""
+    def filters(self, allow: np.ndarray | None = None, deny: np.ndarray | None = None) -> Filters:
+        """Filters from raw ids of the catalogue's type (unknown ones are ignored)."""
+        if allow is None and deny is None:
+            return NO_FILTERS
+        dense = self.catalogue.dense
+        return filters_from_dense(None if allow is None else dense(allow), None if deny is None else dense(deny))
+
+    @torch.no_grad()
+    def encode(self, batch: Batch) -> Encoded:
+        """Each session's last `max_length` known clicks, left-padded, through the model in one batch."""
+        dense = self.catalogue.dense(batch.items)
+        owner = np.repeat(np.arange(len(batch)), np.diff(batch.offsets))
+        known = dense > 0
+        unknown = np.bincount(owner[~known], minlength=len(batch)).astype(np.int64)
+        lengths = np.bincount(owner[known], minlength=len(batch)).astype(np.int64)
+        scored = np.flatnonzero(lengths > 0)
+        device = self.device
+        if not len(scored):
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return Encoded(lengths, unknown, scored, torch.zeros((0, self.model.output_table().shape[1]), device=device), (empty, empty))
+        offsets = np.zeros(len(scored) + 1, dtype=np.int64)
+        np.cumsum(lengths[scored], out=offsets[1:])
+        store = SessionStore(Sessions(scored, offsets, dense[known].astype(np.int32), np.zeros(int(offsets[-1]), dtype=np.int64)), device)
+        windows = store.tail_windows(torch.arange(len(scored), device=device), int(min(self.max_length, lengths.max())))
+        hidden = self.model.last_hidden(windows).float()
+        clicks = (torch.repeat_interleave(torch.arange(len(scored), device=device), store.lengths), store.items)
+        return Encoded(lengths, unknown, scored, hidden, clicks)
+
+    def answer(self, encoded: Encoded, sessions: np.ndarray, k: int, exclude_seen: bool = False, filters: Filters = NO_FILTERS) -> Answer:
+        """Top-k of `sessions` (positions in the encoded batch): the model's for sessions with a known click (with
+        `exclude_seen`, none of the session's own known clicks), the most popular items for the others; allow and
+        deny lists apply to both."""
+        k = min(k, len(self.catalogue))
+        sessions = np.asarray(sessions, dtype=np.int64)
+        ids = np.zeros((len(sessions), k), dtype=np.int64)
+        scores = np.full((len(sessions), k), -np.inf, dtype=np.float32)
+        fallback = encoded.lengths[sessions] == 0
+        if fallback.any():
+            popular = self.catalogue.by_clicks
+            if filters.allow is not None:
+                popular = popular[np.isin(popular, filters.allow)]
+            if filters.deny is not None and len(filters.deny):
+                popular = popular[~np.isin(popular, filters.deny)]
+            ids[fallback, : min(k, len(popular))] = popular[:k]
+        row_of = np.full(len(encoded.lengths), -1, dtype=np.int64)
+        row_of[encoded.scored] = np.arange(len(encoded.scored))
+        answered = np.flatnonzero(~fallback)
+        if len(answered):
+            device = self.device
+            rows = torch.from_numpy(row_of[sessions[answered]]).to(device)
+            excluded = None
+            if exclude_seen:  # every known click of the session, not only those in the window
+                where = torch.full((len(encoded.scored),), -1, dtype=torch.long, device=device)
+                where[rows] = torch.arange(len(rows), device=device)
+                keep = where[encoded.clicks[0]] >= 0
+                excluded = (where[encoded.clicks[0][keep]], encoded.clicks[1][keep])
+            best_scores, best_ids = self.retriever.top(encoded.hidden[rows], k, excluded, filters)
+            ids[answered] = best_ids.cpu().numpy()
+            scores[answered] = best_scores.cpu().numpy()
+        return Answer(sessions, ids, scores, fallback)
+
+    def recommended(self, batch: Batch, answer: Answer) -> Recommended:
+        """The answer of a whole batch (in batch order) as output writers take it."""
+        keep = answer.ids > 0
+        offsets = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64)
+        return Recommended(batch.sessions, batch.where, offsets, self.catalogue.raw_ids(answer.ids[keep]), answer.scores[keep], answer.fallback)
+
+
+def load_servable(path: Path, device: torch.device, exact: bool = False, index_params: tuple[str, ...] = ()) -> Servable:
+    """A bundle (its own items.parquet, and its item index unless `exact`) or a run dir (the items.parquet of the
+    dataset it was trained on; exact scoring). `index_params` are NAME=VALUE search parameters of the index."""
     path = Path(path)
     if not path.is_dir():
         raise MissingInputError(f"model {path} does not exist", "Give a bundle (tron export) or a run dir (tron train)")
@@ -57,4 +173,14 @@ def load_servable(path: Path, device: torch.device) -> Servable:
         expected = dataset.n_items
     if table.num_rows != model.n_items or expected != model.n_items:
         raise ArtifactError(f"{path}: the model scores {model.n_items} items but its catalogue has {table.num_rows}", "Re-run: tron export")
-    return Servable(model, Catalogue(table), event_types, path, kind, document)
+    section = document.get("index") if kind == "bundle" else None
+    index = None
+    if index_params and (exact or not isinstance(section, dict)):
+        raise UsageError("--index-param tunes an item index, but " + ("--exact scores without one" if exact else f"{path} has none"), "Drop --index-param")
+    if isinstance(section, dict) and not exact:
+        kind_name = str(section.get("kind"))
+        search = parse_params(index_params, INDEXES.get(kind_name).search if kind_name in INDEXES else {}, kind_name, "--index-param")
+        if any(value < 1 for value in search.values()):
+            raise UsageError("--index-param: search parameters must be at least 1")
+        index = load_index(path, section, model.n_items, model.output_table().shape[1], search)
+    return Servable(model, Catalogue(table), event_types, path, kind, document, Retriever(model, index), torch.device(device))

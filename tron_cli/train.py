@@ -16,16 +16,16 @@ from typing import Any
 
 import torch
 
-from tron_cli import artifacts, distributed, errors, home
-from tron_cli.artifacts import Dataset
-from tron_cli.config import TrainConfig, validate
+from tron_cli import artifacts, distributed, errors, home, tracking
+from tron_cli.config import TrainConfig, fit_hints, validate
 from tron_cli.errors import ArtifactError, TronError, UsageError
 from tron_cli.modelio import model_of
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.training.loop import Trainer
-from tron_cli.training.rundir import dataset_record, run_lock, start_new, start_resumed
+from tron_cli.training.run import execute, run_document
+from tron_cli.training.rundir import run_lock
 
-RESUMABLE_OVERRIDES = {"epochs", "device", "early_stopping", "valid_limit", "precision", "compile"}
+RESUMABLE_OVERRIDES = {"epochs", "device", "early_stopping", "valid_limit", "precision", "compile", "track"}
 
 
 @dataclass
@@ -84,6 +84,7 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
         config = request.config
         dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
     validate(config, dataset.n_items)
+    tracking.check(config.track)
     lock = run_lock(run_dir) if ranks.main else contextlib.nullcontext()
     with lock:
         trainer = Trainer(config, dataset, run_dir, report, ranks)
@@ -91,29 +92,12 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
             if not (run_dir / "checkpoint" / "state.json").is_file():
                 raise ArtifactError(f"{run_dir} has no checkpoint to resume from", "Start it again without --resume")
             trainer.restore()
-        if ranks.main:
-            if request.resume is not None:
-                start_resumed(run_dir, config.to_dict(), trainer.state.history)
-            else:
-                start_new(run_dir, _run_document(request, run_dir, trainer, dataset, config))
-        ranks.barrier()
-        summary = trainer.fit()
-        if ranks.main:
-            artifacts.write_json(run_dir / "summary.json", summary, kind="summary")
-        ranks.barrier()
+        if request.resume is None and ranks.main:
+            for hint in fit_hints(config, dataset.n_items, trainer.device.type, torch.get_num_threads()):
+                report.warn(hint)
+        new = None if request.resume is not None else run_document(run_dir, trainer, dataset, config, request.reference_config)
+        summary = execute(trainer, new)
     return summary
-
-
-def _run_document(request: TrainRequest, run_dir: Path, trainer: Trainer, dataset: Dataset, config: TrainConfig) -> dict[str, Any]:
-    return {
-        "name": run_dir.name,
-        "dataset": dataset_record(dataset),
-        "model": trainer.section,
-        "train": config.to_dict(),
-        "reference_config": request.reference_config,
-        "world_size": trainer.ranks.world,
-        "torch_version": torch.__version__,
-    }
 
 
 # ------------------------------------------------------------------------------------------------ N local processes

@@ -8,7 +8,7 @@ import click
 
 from tron_cli import __version__
 from tron_cli.cli._ui import UI
-from tron_cli.errors import TronError
+from tron_cli.errors import Interrupted, TronError
 
 # name -> "module:attribute"; modules are imported only when the command runs, is helped or completed,
 # and none of them imports torch at module level, so `tron --help` and TAB completion stay fast.
@@ -19,9 +19,18 @@ COMMANDS = {
     "evaluate": "tron_cli.cli.evaluate:evaluate",
     "export": "tron_cli.cli.export:export",
     "recommend": "tron_cli.cli.recommend:recommend",
+    "serve": "tron_cli.cli.serve:serve",
     "plot": "tron_cli.cli.plot:plot",
+    "tune": "tron_cli.cli.tune:tune",
     "completion": "tron_cli.cli.completion:completion",
+    "ls": "tron_cli.cli.ls:ls",
+    "info": "tron_cli.cli.info:info",
 }
+
+VERBOSE_HELP = "More detail on stderr (repeatable)."
+QUIET_HELP = "Less on stderr: -q hides messages and progress (results stay), -qq everything but errors."
+NO_PROGRESS_HELP = "Never draw progress bars."
+COLOR_HELP = "Colour on stderr (auto honours NO_COLOR and terminals)."
 
 EPILOG = """\b
 Pipeline (each stage finds the newest output of the one before under $TRON_HOME):
@@ -30,7 +39,24 @@ Pipeline (each stage finds the newest output of the one before under $TRON_HOME)
 \b
 Exit codes: 0 success, 1 runtime failure (bad or missing input, failed download, NaN loss),
             2 usage error, 130 interrupted (training leaves a resumable checkpoint).
-Options can also come from TRON_<COMMAND>_<OPTION> environment variables (flags win)."""
+Options can also come from TRON_<COMMAND>_<OPTION> environment variables (flags win).
+-v, -q, --no-progress and --color work before or after the command (tron train -q)."""
+
+
+def _adjust_ui(ctx: click.Context, param: click.Parameter, value) -> None:
+    """A global option given after the subcommand: change the UI the root made from those given before it."""
+    if value:
+        ctx.ensure_object(UI).adjust(**{str(param.name): value})
+
+
+def global_options() -> list[click.Option]:
+    """-v, -q, --no-progress and --color as options of a subcommand, for those who type them last."""
+    return [
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_adjust_ui, help=VERBOSE_HELP),
+        click.Option(["-q", "--quiet"], count=True, expose_value=False, callback=_adjust_ui, help=QUIET_HELP),
+        click.Option(["--no-progress"], is_flag=True, expose_value=False, callback=_adjust_ui, help=NO_PROGRESS_HELP),
+        click.Option(["--color"], type=click.Choice(["auto", "always", "never"]), expose_value=False, callback=_adjust_ui, help=COLOR_HELP),
+    ]
 
 
 class LazyGroup(click.Group):
@@ -44,11 +70,19 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attribute = target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        if not any(param.name == "quiet" for param in command.params):
+            command.params.extend(global_options())
+        return command
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Interrupted as error:
+            # a Ctrl-C that did its job (a checkpoint saved) is no error: say so, and how to go on
+            line = error.line()
+            click.echo(f"Interrupted{line.removeprefix('interrupted')}" if line.startswith("interrupted") else f"Interrupted: {line}", err=True)
+            ctx.exit(error.exit_code)
         except TronError as error:
             click.echo(f"Error: {error.line()}", err=True)
             ctx.exit(error.exit_code)
@@ -59,16 +93,10 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TRON"}, epilog=EPILOG)
 @click.version_option(__version__, "--version", prog_name="tron")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
-@click.option("-q", "--quiet", count=True, help="Less on stderr: -q hides messages and progress, -qq warnings too.")
-@click.option("--no-progress", is_flag=True, help="Never draw progress bars.")
-@click.option(
-    "--color",
-    type=click.Choice(["auto", "always", "never"]),
-    default="auto",
-    show_default=True,
-    help="Colour on stderr (auto honours NO_COLOR and terminals).",
-)
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.option("-q", "--quiet", count=True, help=QUIET_HELP)
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True, help=COLOR_HELP)
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: int, no_progress: bool, color: str) -> None:
     """Session-based recommendation with TRON: from click log to trained, evaluated, served model.

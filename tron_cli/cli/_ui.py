@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Task as ProgressTask
 from rich.table import Table
+from rich.text import Text
 
 from tron_cli.reporting import Reporter, Task
+
+# verbosity at which each kind of output still shows: -q (-1) keeps results and warnings, -qq (-2) only errors
+RESULTS, WARNINGS, MESSAGES, DETAILS = -1, -1, 0, 1
+
+
+class _Remaining(ProgressColumn):
+    """Time left, from the mean rate since the task's first update. rich's own estimate needs two updates within
+    its 30-second window, which a training epoch that reports every 20 slow CPU steps never gives."""
+
+    def render(self, task: ProgressTask) -> Text:
+        origin = task.fields.get("origin")  # (completed, time) at the first update
+        if task.total is None or origin is None or task.finished:
+            return Text("")
+        done, elapsed = task.completed - origin[0], task.get_time() - origin[1]
+        if done <= 0 or elapsed <= 0:
+            return Text("ETA -:--:--", style="progress.remaining")
+        left = dt.timedelta(seconds=round(elapsed / done * max(task.total - task.completed, 0)))
+        return Text(f"ETA {left}", style="progress.remaining")
 
 
 class _RichTask(Task):
     def __init__(self, progress: Progress, description: str, total: float | None):
         self._progress = progress
-        self._id = progress.add_task(description, total=total, fields="")
+        self._id = progress.add_task(description, total=total, fields="", origin=None)
         progress.start()
 
     def update(self, advance: float = 0, completed: float | None = None, total: float | None = None, **fields) -> None:
@@ -28,6 +49,9 @@ class _RichTask(Task):
         if total is not None:
             kwargs["total"] = total
         self._progress.update(self._id, **kwargs)
+        task = next(task for task in self._progress.tasks if task.id == self._id)
+        if task.fields["origin"] is None:  # where this run of the task starts (a resumed epoch starts part-way)
+            task.fields["origin"] = (task.completed, task.get_time())
 
     def close(self) -> None:
         self._progress.stop()
@@ -44,15 +68,24 @@ class UI(Reporter):
 
     def __init__(self, verbosity: int = 0, progress: bool = True, color: str = "auto"):
         self.verbosity = verbosity
-        no_color = color == "never" or (color == "auto" and "NO_COLOR" in os.environ)
-        self.console = Console(
-            stderr=True,
-            no_color=no_color,
-            force_terminal=True if color == "always" else None,
-            highlight=False,
-            soft_wrap=True,
-        )
-        self.show_progress = progress and verbosity >= 0 and self.console.is_terminal
+        self.progress = progress
+        self.color = color
+        self._build()
+
+    def _build(self) -> None:
+        no_color = self.color == "never" or (self.color == "auto" and "NO_COLOR" in os.environ)
+        self.console = self._console(stderr=True, no_color=no_color)
+        self.show_progress = self.progress and self.verbosity >= MESSAGES and self.console.is_terminal
+
+    def _console(self, stderr: bool, no_color: bool, width: int | None = None) -> Console:
+        return Console(stderr=stderr, no_color=no_color, force_terminal=True if self.color == "always" else None, highlight=False, soft_wrap=True, width=width)
+
+    def adjust(self, verbose: int = 0, quiet: int = 0, no_progress: bool = False, color: str | None = None) -> None:
+        """The global options given after the subcommand (`tron train ... -q`) add to those given before it."""
+        self.verbosity += verbose - quiet
+        self.progress = self.progress and not no_progress
+        self.color = color or self.color
+        self._build()
 
     # ------------------------------------------------------------------ Reporter
 
@@ -66,38 +99,72 @@ class UI(Reporter):
             columns += [DownloadColumn(), TransferSpeedColumn()]
         else:
             columns += [MofNCompleteColumn()]
-        columns += [TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[fields]}")]
+        columns += [TimeElapsedColumn(), _Remaining(), TextColumn("{task.fields[fields]}")]
         return _RichTask(Progress(*columns, console=self.console, transient=True), description, total)
 
     def info(self, message: str) -> None:
-        if self.verbosity >= 0:
+        if self.verbosity >= MESSAGES:
             self.console.print(message, markup=False)
 
     def detail(self, message: str) -> None:
-        if self.verbosity >= 1:
+        if self.verbosity >= DETAILS:
             self.console.print(message, markup=False, style="dim")
 
     def warn(self, message: str) -> None:
-        if self.verbosity >= -1:
+        if self.verbosity >= WARNINGS:
             self.console.print(f"Warning: {message}", markup=False, style="yellow")
 
     # ------------------------------------------------------------------ output
 
-    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
-        """A table for people, on stderr (unless -q)."""
-        if self.verbosity < 0:
+    def result(self, message: str) -> None:
+        """The one line a command exists to report, on stderr: shown with -q, hidden by -qq."""
+        if self.verbosity >= RESULTS:
+            self.console.print(message, markup=False)
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]], stdout: bool = False, numbers: bool = True) -> None:
+        """A table of results for people: on stderr (shown with -q, hidden by -qq), or on stdout where the
+        table is the data itself (`tron ls`, `tron info`), always shown there; columns after the first are
+        right-aligned `numbers`, or left-aligned text."""
+        if not stdout and self.verbosity < RESULTS:
             return
         table = Table(title=title, title_justify="left")
         for index, column in enumerate(columns):
-            table.add_column(column, justify="left" if index == 0 else "right")
+            table.add_column(column, justify="right" if index and numbers else "left")
         for row in rows:
             table.add_row(*[_fmt(cell) for cell in row])
-        self.console.print(table)
+        console = self.console if not stdout else self._console(stderr=False, no_color=self.console.no_color)
+        if stdout and not console.is_terminal:  # piped (`tron ls | grep x`): one line a row, not wrapped at 80 columns
+            console = self._console(stderr=False, no_color=self.console.no_color, width=1000)
+        console.print(table)
 
     @staticmethod
     def emit_json(document: Any) -> None:
         """The one JSON object a command prints on stdout with --json."""
         click.echo(json.dumps(document, indent=None, allow_nan=False, default=str))
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path for people: relative to the working directory when it lies under it (`--json` keeps it absolute)."""
+    absolute = os.path.abspath(path)
+    here = os.getcwd()
+    return os.path.relpath(absolute, here) if absolute.startswith(here.rstrip(os.sep) + os.sep) else absolute
+
+
+def human_size(size: int) -> str:
+    """Bytes for people, in powers of 1000 as `ls -h --si` and `du --si` count them: 1.2 MB."""
+    if size < 1000:
+        return f"{size} B"
+    value, unit = float(size), "B"
+    for unit in ("kB", "MB", "GB"):  # noqa: B007 (the unit the loop stops at is the one to print)
+        value /= 1000
+        if value < 1000:
+            break
+    return f"{value:,.1f} {unit}"
+
+
+def when(created: str | None) -> str:
+    """An ISO time as `2026-11-30 16:04` (UTC, as written)."""
+    return created[:16].replace("T", " ") if created else "-"
 
 
 def ui_of(ctx: click.Context) -> UI:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from tron_cli.choices import DEVICES, PROTOCOLS, SPLITS, TIES
+from tron_cli.choices import DEVICES, PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.cli._params import RegistryChoice
-from tron_cli.cli._ui import UI, pass_ui
+from tron_cli.cli._ui import UI, pass_ui, shown
 
 
 @click.command(short_help="Full-catalogue Recall, MRR and NDCG at k of a run, bundle or baseline.")
@@ -22,34 +22,96 @@ from tron_cli.cli._ui import UI, pass_ui
     type=click.Choice(PROTOCOLS),
     default="all",
     show_default=True,
-    help="all: every target of every session; tron: the reference's evaluation, for parity.",
+    help="all: every target of every session; tron: the reference's evaluation, for parity; otto: OTTO's Kaggle task (each session cut at random, Recall@20 of the next click, later carts and orders, weighted 0.1/0.3/0.6).",
 )
+@click.option("--cut-seed", type=int, default=42, show_default=True, help="--protocol otto: the seed of the random cuts (the organisers' is 42).")
 @click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
 @click.option("--baseline", type=RegistryChoice("tron_cli.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
+@click.option(
+    "--baseline-option",
+    "baseline_options",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="An option of the --baseline (repeatable); `tron evaluate --baseline NAME --baseline-option help` lists them.",
+)
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0, help="Add 95% confidence intervals from N resamples of sessions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True, help="Catalogue items scored at once.")
+@click.option(
+    "--track",
+    type=RegistryChoice("tron_cli.tracking:TRACKERS"),
+    multiple=True,
+    envvar="TRON_TRACK",
+    help="Add the metrics to the run's record in this tracker (repeatable; default: the trackers the run was trained with).",
+)
+@click.option(
+    "--retrieval",
+    type=click.Choice(RETRIEVALS),
+    default="exact",
+    show_default=True,
+    help="index: a bundle's top-k through its item index next to exact scoring's, and their overlap.",
+)
+@click.option(
+    "--index-param",
+    "index_params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="With --retrieval index: a search parameter, the speed/recall knob (ef_search for hnsw, nprobe for ivf).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
-def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, baseline, bootstrap, seed, device, chunk_size, as_json) -> None:
+def evaluate(
+    ui: UI,
+    run,
+    data,
+    split,
+    cutoffs,
+    ties,
+    protocol,
+    exclude_seen,
+    baseline,
+    baseline_options,
+    bootstrap,
+    seed,
+    device,
+    chunk_size,
+    track,
+    retrieval,
+    index_params,
+    cut_seed,
+    as_json,
+) -> None:
     """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
 
-    Reads RUN (a run dir or a bundle; default: the newest finished run) and a dataset split. Writes
-    metrics.json into the run, a table on stderr, and with --json one object on stdout with
-    recall@K, mrr@K, ndcg@K for every cutoff and n_targets (plus _low/_high with --bootstrap).
+    Reads RUN (a run dir or a bundle, or a run's name under $TRON_HOME/runs/; default: the newest
+    finished run) and a dataset split. Writes metrics.json into the run, a table naming the run on
+    stderr, and with --json one object on stdout with recall@K, mrr@K, ndcg@K for every cutoff,
+    n_targets (plus _low/_high with --bootstrap), and the absolute paths of run and dataset.
+
+    With --retrieval index (a bundle exported with --index), each target's top-K list (K = the largest
+    cutoff) through the item index is compared with exact scoring's: Recall and MRR of both, ranked by
+    position in the list, and the overlap of the two top-K lists; nothing is written.
 
     \b
     Examples:
         tron evaluate --json | jq '."recall@20"'
         tron evaluate runs/otto-sasrec-1 --split valid -k 20 --bootstrap 200
         tron evaluate --baseline popular --data data/yoochoose
+        tron evaluate --baseline vsknn --baseline-option k=200 --baseline-option sample_size=1000
+        tron evaluate bundles/otto --retrieval index --index-param ef_search=64
     """
+    from tron_cli import home
     from tron_cli.evaluate import EvalOptions
     from tron_cli.evaluate import evaluate as run_evaluation
 
     if baseline is not None and run is not None:
         raise click.UsageError("give either RUN or --baseline, not both")
+    parsed = _baseline_options(ui, baseline, baseline_options)
+    if parsed is None:
+        return
+    if baseline is None:
+        run = home.resolve_run(run)  # named in the table: the newest finished run when none is given
     options = EvalOptions(
         split=split,
         cutoffs=tuple(sorted(set(cutoffs))),
@@ -59,8 +121,40 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
         bootstrap=bootstrap,
         seed=seed,
         chunk_size=chunk_size,
+        cut_seed=cut_seed,
     )
-    result = run_evaluation(run, data, options, baseline=baseline, device=device, report=ui)
+    result = run_evaluation(
+        run,
+        data,
+        options,
+        baseline=baseline,
+        device=device,
+        report=ui,
+        baseline_options=parsed,
+        track=track,
+        retrieval=retrieval,
+        index_params=tuple(index_params),
+    )
+    if retrieval == "index":
+        _index_table(ui, run, result, options.cutoffs)
+        if as_json:
+            ui.emit_json(result)
+        return
+    where = {"dataset": str(Path(result["dataset"]).resolve())} if baseline else {"run": str(run.resolve()), "dataset": str(Path(result["dataset"]).resolve())}
+    if protocol == "otto":
+        rows = [
+            [kind, f"{result[f'otto_{kind}']:.4f}", f"{result[f'n_{kind}']:,}", f"{weight:.2f}"]
+            for kind, weight in (("clicks", 0.1), ("carts", 0.3), ("orders", 0.6))
+        ]
+        rows.append(["total", f"{result['otto_total']:.4f}", "", ""])
+        ui.table(
+            f"{shown(run)} on {split}: OTTO's task ({result['n_sessions']:,} sessions cut with seed {cut_seed})",
+            ["type", "Recall@20", "labels", "weight"],
+            rows,
+        )
+        if as_json:
+            ui.emit_json({**result, **where})
+        return
     rows = []
     for k in options.cutoffs:
         row = [f"@{k}"]
@@ -70,8 +164,52 @@ def evaluate(ui: UI, run, data, split, cutoffs, ties, protocol, exclude_seen, ba
                 row.append(f"{value:.4f} [{result[f'{metric}@{k}_low']:.4f}, {result[f'{metric}@{k}_high']:.4f}]")
             else:
                 row.append(f"{value:.4f}")
+        if f"order_recall@{k}" in result:
+            row += [f"{result[f'order_recall@{k}']:.4f}", f"{result[f'order_density@{k}']:.4f}"]
         rows.append(row)
-    title = f"{baseline or run or 'latest run'} on {split} ({result['n_targets']:,} targets, protocol {protocol}, ties {ties})"
-    ui.table(title, ["cutoff", "Recall", "MRR", "NDCG"], rows)
+    unknown = result.get("unknown_test_targets")
+    unseen = f", {unknown['count']:,} unknown to train {'as misses' if unknown['policy'] == 'keep' else 'dropped'}" if unknown and unknown["count"] else ""
+    title = f"{baseline or shown(run)} on {split} ({result['n_targets']:,} targets{unseen}, protocol {protocol}, ties {ties})"
+    orders = ["Order recall", "Order density"] if "order_recall@20" in result or any(f"order_recall@{k}" in result for k in options.cutoffs) else []
+    ui.table(title, ["cutoff", "Recall", "MRR", "NDCG", *orders], rows)
     if as_json:
-        ui.emit_json(result)
+        ui.emit_json({**result, **where})
+
+
+def _baseline_options(ui: UI, baseline: str | None, raw: tuple[str, ...]) -> dict | None:
+    """NAME=VALUE pairs typed as the baseline declares each option; None after listing them for `help`."""
+    if not raw:
+        return {}
+    if baseline is None:
+        raise click.UsageError("--baseline-option needs --baseline")
+    from tron_cli.baselines import BASELINES
+
+    declared = {option.name: option for option in BASELINES.get(baseline, "--baseline").options}
+    if raw == ("help",):
+        rows = [[option.name, str(option.default), option.help] for option in declared.values()]
+        ui.table(f"options of baseline {baseline}", ["option", "default", "meaning"], rows)
+        return None
+    out: dict = {}
+    for pair in raw:
+        name, equals, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not equals or not name:
+            raise click.UsageError(f"--baseline-option {pair!r} is not NAME=VALUE")
+        kind = type(declared[name].default) if name in declared else str
+        try:
+            out[name] = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise click.UsageError(f"--baseline-option {name} takes a {kind.__name__}, not {value!r}") from None
+    return out
+
+
+def _index_table(ui: UI, run, result: dict, cutoffs: tuple[int, ...]) -> None:
+    exact, index = result["exact"], result["index"]
+    rows = [[f"@{k}", f"{exact[f'recall@{k}']:.4f}", f"{index[f'recall@{k}']:.4f}", f"{exact[f'mrr@{k}']:.4f}", f"{index[f'mrr@{k}']:.4f}"] for k in cutoffs]
+    k = max(cutoffs)
+    knobs = ", ".join(f"{name}={value}" for name, value in index["search"].items())
+    title = (
+        f"{run or 'latest run'}: {index['kind']} index{f' ({knobs})' if knobs else ''} vs exact on {result['split']} ({exact['n_targets']:,} targets); "
+        f"top-{k} overlap {result[f'overlap@{k}']:.4f}; {result['seconds']['index']:.2f} s vs {result['seconds']['exact']:.2f} s"
+    )
+    ui.table(title, ["cutoff", "Recall exact", "Recall index", "MRR exact", "MRR index"], rows)

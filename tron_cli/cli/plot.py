@@ -20,9 +20,14 @@ from tron_cli.home import resolve_run
     metavar="FILE.png",
     help="The PNG to write [default: RUN/training.png for one run; required for several].",
 )
+@click.option(
+    "--study",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Plot a tron tune study instead: its directory (tune/STUDY) -> optimization_history.png, param_importances.png there.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"output": PATH, "runs": [PATH, ...]} on stdout.')
 @pass_ui
-def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, as_json: bool) -> None:
+def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, study: Path | None, as_json: bool) -> None:
     """Plot the training curves of one or more runs into one PNG.
 
     Reads history.jsonl and config.json of each RUN: a run directory, or the name of one under
@@ -35,8 +40,13 @@ def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, as_json: bool) -> 
     Examples:
       tron plot                                   # the newest run: runs/NAME/training.png
       tron plot runs/tron-1 runs/sasrec-1 -o compare.png
+      tron plot --study tune/tune-yc64            # the study's optimisation history and importances
     """
     from tron_cli.plot import plot_runs  # matplotlib and the artifact readers load only when a plot is drawn
+
+    if study is not None:
+        _plot_study(ui, study, runs, as_json)
+        return
 
     run_dirs = [resolve_run(run) for run in runs] or [resolve_run(None)]
     if output is None:
@@ -49,3 +59,17 @@ def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, as_json: bool) -> 
     ui.info(f"Wrote {written} ({len(run_dirs)} run{'s' if len(run_dirs) > 1 else ''}).")
     if as_json:
         ui.emit_json({"output": str(written.resolve()), "runs": [str(run_dir.resolve()) for run_dir in run_dirs]})
+
+
+def _plot_study(ui: UI, study: Path, runs: tuple[Path, ...], as_json: bool) -> None:
+    """The plots of the study recorded in STUDY/study.json (its storage URL and name), written beside it."""
+    from tron_cli.artifacts import read_json
+    from tron_cli.plot import plot_study
+
+    if runs:
+        raise UsageError("give either RUN... or --study, not both")
+    record = read_json(study / "study.json", "study")
+    written = plot_study(record["storage"], record["study"], study)
+    ui.info(f"Wrote {', '.join(str(path) for path in written)}.")
+    if as_json:
+        ui.emit_json({"outputs": [str(path.resolve()) for path in written], "study": record["study"]})

@@ -6,25 +6,41 @@ from pathlib import Path
 
 import click
 
+from tron_cli.choices import CART_NAMES, COLUMN_NAMES, LOG_FORMATS, ORDER_NAMES
 from tron_cli.cli._params import RegistryChoice
-from tron_cli.cli._ui import UI, pass_ui
+from tron_cli.cli._ui import UI, pass_ui, shown
 from tron_cli.datasets import DATASETS
 
 
 @click.command(short_help="Turn a raw click log into a dataset (sessions, splits, catalogue).")
 @click.argument("name", required=False, type=RegistryChoice(DATASETS))
 @click.option("--input", "input_path", type=click.Path(path_type=Path), help="Raw file or directory to read instead of the download.")
-@click.option("--train", "train", type=click.Path(path_type=Path), help="Your own log (one event per row, or OTTO JSON lines).")
+@click.option("--train", "train", type=click.Path(path_type=Path), help="Your own log: one event a row (CSV, TSV, Parquet, JSON lines) or OTTO JSON lines.")
 @click.option("--test", "test", type=click.Path(path_type=Path), help="A test log of your own: the data comes pre-split.")
-@click.option("--format", "fmt", type=click.Choice(["otto-jsonl", "csv", "parquet"]), default="otto-jsonl", show_default=True, help="Format of --train/--test.")
-@click.option("--session-col", default="session", show_default=True, help="Session column of a CSV/Parquet log.")
-@click.option("--item-col", default="item", show_default=True, help="Item column of a CSV/Parquet log.")
-@click.option("--time-col", default="ts", show_default=True, help="Time column: ints, datetimes or ISO-8601 strings.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(LOG_FORMATS),
+    default="auto",
+    show_default=True,
+    help="Format of --train/--test; auto: by the name (.csv, .tsv, .parquet, .jsonl/.ndjson, each maybe .gz/.zst).",
+)
+@click.option("--session-col", help=f"Session column of a table [default: recognised: {', '.join(COLUMN_NAMES['session'])}, ...].")
+@click.option("--item-col", help=f"Item column of a table [default: recognised: {', '.join(COLUMN_NAMES['item'])}, ...].")
+@click.option("--time-col", help=f"Time column (ints, datetimes or ISO-8601) [default: recognised: {', '.join(COLUMN_NAMES['time'])}, ...].")
 @click.option(
     "--time-unit", type=click.Choice(["auto", "s", "ms", "us", "ns"]), default="auto", show_default=True, help="Unit of integer times (auto: by magnitude)."
 )
-@click.option("--separator", default=",", show_default=True, help="CSV field separator.")
-@click.option("--event-types", default="clicks", show_default=True, help="OTTO event types to keep, comma-separated (clicks,carts,orders).")
+@click.option("--separator", help="Field separator of a text table [default: the one of , tab ; | its header line has most].")
+@click.option(
+    "--event-types",
+    default="clicks",
+    show_default=True,
+    help="OTTO event types that form the click sequence, comma-separated (clicks,carts,orders); the other carts and orders are kept beside it.",
+)
+@click.option("--type-col", help="Event type column of a table: rows of --order-types are orders, of --cart-types carts, the rest clicks.")
+@click.option("--order-types", default=",".join(ORDER_NAMES), show_default=True, help="Values of --type-col that are orders (comma-separated, any case).")
+@click.option("--cart-types", default=",".join(CART_NAMES), show_default=True, help="Values of --type-col that are carts (comma-separated, any case).")
 @click.option("--name", "dataset_name", help="Dataset name (default: the preset, or the --train file's stem).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output directory (default: $TRON_HOME/data/NAME).")
 @click.option("--force", is_flag=True, help="Replace an existing dataset.")
@@ -36,32 +52,36 @@ from tron_cli.datasets import DATASETS
     help="time: the last --test-days are test; last: leave-one-out (each session's last item is its target).",
 )
 @click.option("--test-days", type=float, help="Span of the time split (default: the preset's, 1 for your own logs).")
-@click.option("--valid-days", type=float, help="Carve a validation split: train sessions of the last D days (default: the preset's).")
+@click.option(
+    "--valid-days",
+    type=float,
+    help="Carve a validation split: train sessions of the last D days [default: the preset's; own logs: the test span when train spans 7 of them, else --valid-fraction 0.1].",
+)
 @click.option("--valid-fraction", type=float, help="Carve a validation split: the last fraction of train sessions.")
-@click.option("--no-valid", is_flag=True, help="No validation split (the reference's train set).")
+@click.option("--no-valid", is_flag=True, help="No validation split (the reference's train set; training keeps the last epoch).")
 @click.option("--min-session-length", type=click.IntRange(min=1), default=2, show_default=True, help="Drop sessions with fewer events.")
 @click.option("--min-item-support", type=click.IntRange(min=1), help="Drop events of items with fewer events (default: the preset's, 1 for your own logs).")
 @click.option(
     "--unknown-test-items",
     type=click.Choice(["drop", "keep"]),
-    default="drop",
-    show_default=True,
-    help="Test items never seen in training: drop them (reference), or keep them in the catalogue so they count as misses.",
+    help="Test targets never seen in training: keep them in the catalogue as misses (default for your own logs), or drop them (default for yoochoose, diginetica and otto, as the reference does).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
-def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json, **rest) -> None:
+def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_types, dataset_name, as_json, **rest) -> None:
     """Turn a raw click log into a dataset: sessions, splits and a dense item catalogue.
 
     Reads a download (NAME, or the newest under data/raw/), a file given with --input, or your own log
-    (--train, --test). Writes $TRON_HOME/data/NAME/: train.parquet, valid.parquet, test.parquet,
-    items.parquet and dataset.json (see docs/artifacts.md).
+    (--train, --test: its format by the file name, its session, item and time columns recognised by
+    their common names or given by flags). Writes $TRON_HOME/data/NAME/: train.parquet, valid.parquet,
+    test.parquet, items.parquet and dataset.json (see docs/artifacts.md).
 
     \b
     Examples:
         tron preprocess                       # the newest download
         tron preprocess yoochoose --input yoochoose-clicks.dat
-        tron preprocess --train log.csv --format csv --session-col sid --item-col item --time-col time
+        tron preprocess --train clicks.csv.gz # columns session_id, item_id, timestamp: recognised
+        tron preprocess --train log.tsv --session-col visit --item-col sku --time-col when
     """
     from tron_cli.preprocess import Options
     from tron_cli.preprocess import preprocess as run
@@ -70,7 +90,9 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json
         preset=name,
         input=input_path,
         format=fmt,
-        event_types=tuple(t.strip() for t in event_types.split(",") if t.strip()),
+        event_types=_names(event_types),
+        order_types=_names(order_types),
+        cart_types=_names(cart_types),
         name=dataset_name,
         **rest,
     )
@@ -78,6 +100,15 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, dataset_name, as_json
     rows = [
         [split, summary[split]["sessions"], summary[split]["events"], summary[split]["targets"]] for split in ("train", "valid", "test") if split in summary
     ]
-    ui.table(f"{summary['dataset']}: {summary['n_items']:,} items", ["split", "sessions", "events", "targets"], rows)
+    ui.table(f"{shown(summary['dataset'])}: {summary['n_items']:,} items", ["split", "sessions", "events", "targets"], rows)
+    unknown = summary["unknown_test_targets"]
+    if unknown["count"]:
+        kept = "kept as misses" if unknown["policy"] == "keep" else "dropped (--unknown-test-items keep counts them as misses)"
+        ui.info(f"{unknown['count']:,} of {unknown['of_targets']:,} test targets ({unknown['fraction']:.1%}) are items unknown to train: {kept}")
     if as_json:
         ui.emit_json(summary)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated option as its names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())

@@ -35,30 +35,55 @@ from tron_cli.cli._ui import UI, pass_ui
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Sessions read, scored and written at a time.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
+@click.option("--allow", type=click.Path(dir_okay=False, path_type=Path), help="Recommend only these items: a file of raw ids, one a line.")
+@click.option("--deny", type=click.Path(dir_okay=False, path_type=Path), help="Never recommend these items: a file of raw ids, one a line.")
+@click.option("--exact", is_flag=True, help="Score the whole catalogue even when the bundle has an item index (tron export --index).")
+@click.option(
+    "--index-param",
+    "index_params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A search parameter of the bundle's index, the speed/recall knob: ef_search (hnsw), nprobe (ivf). Repeatable.",
+)
 @pass_ui
-def recommend(ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device) -> None:
+def recommend(
+    ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device, allow, deny, exact, index_params
+) -> None:
     """Recommend the top-k items for every session of the input, streaming batch by batch.
 
-    Reads MODEL (a bundle from tron export, its name under $TRON_HOME/bundles/, or a run dir; default:
-    the newest bundle, else the newest finished run) and sessions from --input: JSON lines
-    {"session": ID, "items": [ITEM, ...]} (raw item ids, oldest first), OTTO lines {"session": ID,
-    "events": [{"aid", "ts", "type"}, ...]} (the event types the model's dataset kept, in time
-    order), or a Parquet file with columns session and items. Writes one record per input session,
-    in input order: JSON lines {"session": ID, "items": [...], "scores": [...]}, Parquet (session,
-    items, scores) or OTTO's submission CSV (session_type,labels). Unknown item ids are skipped; a
-    session without a known item gets the most popular items (scores null). stdout carries only the
-    records; messages go to stderr. See docs/serving.md.
+        Reads MODEL (a bundle from tron export, its name under $TRON_HOME/bundles/, or a run dir; default:
+        the newest bundle, else the newest finished run) and sessions from --input: JSON lines
+        {"session": ID, "items": [ITEM, ...]} (raw item ids, oldest first), OTTO lines {"session": ID,
+        "events": [{"aid", "ts", "type"}, ...]} (the event types the model's dataset kept, in time
+        order), or a Parquet file with columns session and items. Writes one record per input session,
+        in input order: JSON lines {"session": ID, "items": [...], "scores": [...]}, Parquet (session,
+        items, scores) or OTTO's submission CSV (session_type,labels). Unknown item ids are skipped; a
+        session without a known item gets the most popular items (scores null). stdout carries only the
+        records; messages go to stderr. A bundle exported with --index is searched through its item index
+    (candidates scored exactly; --exact scores the whole catalogue). See docs/serving.md.
 
-    \b
-    Examples:
-        echo '{"session": 1, "items": [12, 7, 12]}' | tron recommend -k 10
-        tron recommend bundles/otto -i otto-test.jsonl -o submission.csv --exclude-seen
-        tron recommend runs/otto-sasrec-1 -i sessions.parquet -o recs.parquet --batch-size 4096
+        \b
+        Examples:
+            echo '{"session": 1, "items": [12, 7, 12]}' | tron recommend -k 10
+            tron recommend bundles/otto -i otto-test.jsonl -o submission.csv --exclude-seen
+            tron recommend runs/otto-sasrec-1 -i sessions.parquet -o recs.parquet --batch-size 4096
+            tron recommend bundles/otto -i s.jsonl --deny sold-out.txt --index-param ef_search=256
     """
     from tron_cli.recommend import RecommendOptions
     from tron_cli.recommend import recommend as run
 
-    options = RecommendOptions(k=k, exclude_seen=exclude_seen, batch_size=batch_size, input_format=input_format, output_format=output_format, device=device)
+    options = RecommendOptions(
+        k=k,
+        exclude_seen=exclude_seen,
+        batch_size=batch_size,
+        input_format=input_format,
+        output_format=output_format,
+        device=device,
+        exact=exact,
+        index_params=tuple(index_params),
+        allow=allow,
+        deny=deny,
+    )
     try:
         run(model, input_path, output_path, options, report=ui)
     except BrokenPipeError:

@@ -15,12 +15,12 @@ import click
 from click.core import ParameterSource
 
 from tron_cli.cli._params import RegistryChoice
-from tron_cli.cli._ui import UI
+from tron_cli.cli._ui import UI, shown
 
 HELP = {
     "model": "The model to train; each starts from its own defaults (gru4rec: the reference's GRU4Rec+).",
     "uniform_negatives": "Uniform (or popularity) negatives drawn per batch/session/event.",
-    "batch_negatives": "In-batch negatives per session, from other sessions' clicks ('auto': batch size - 1).",
+    "batch_negatives": "In-batch negatives per session, from other sessions' clicks (auto: batch size - 1, TRON XL's 127 at batch 128).",
     "sampling_style": "How uniform negatives are shared: per event, per session or per batch.",
     "negative_distribution": "Draw negatives uniformly or by popularity (count ** alpha).",
     "alpha": "Popularity exponent for --negative-distribution popularity.",
@@ -33,17 +33,22 @@ HELP = {
     "epochs": "Training epochs.",
     "batch_size": "Sessions per step (per device unless --batch-size-per-device).",
     "batch_size_per_device": "Sessions per step on each device with --devices (default: --batch-size / N).",
-    "lr": "Learning rate (constant).",
+    "lr": "Learning rate (the peak, under --lr-schedule).",
+    "lr_schedule": "Learning rate over the run: constant, or cosine / linear decay to zero over all --epochs.",
+    "warmup_steps": "Raise the learning rate linearly from 0 over this many first steps.",
     "optimizer": "adam, adagrad, or a row-sparse variant that updates only the item rows a step touched.",
     "shuffle": "Session order per epoch (reference names; 'shuffling_*' spellings accepted).",
     "bucket_window": "Put sessions of similar length in the same batch, within windows of N batches (less padding; 0: off).",
     "seed": "Seed of every random draw (initialisation, dropout, order, negatives).",
-    "early_stopping": "Stop after N epochs without a better validation Recall@20 (0: never).",
+    "early_stopping": "Stop after N epochs without a better validation --select-on metric (0: never).",
+    "select_on": "Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K.",
+    "exclude_seen": "Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen; leave-one-out data).",
     "valid_limit": "Validation sessions per epoch: a fraction (<= 1) or a number.",
     "overfit_batches": "Train on only this many batches (or this fraction) per epoch, for debugging.",
     "device": "auto (CUDA when present), cpu or cuda.",
     "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
     "compile": "torch.compile the model and the loss (batch widths and event counts rounded up to a few static shapes).",
+    "track": "Record the run with an experiment tracker (repeatable; also TRON_TRACK): mlflow, tensorboard.",
 }
 
 
@@ -72,10 +77,42 @@ def _load_config(ctx: click.Context, param, value):
         raise click.BadParameter(error.line(), ctx, param) from None
     if "batch_negatives" in options and options["batch_negatives"] is None:
         options["batch_negatives"] = "auto"  # the reference's null; a None default would mean "not given"
-    ctx.default_map = {**(ctx.default_map or {}), **options}
+    ctx.meta["tron.config_options"] = options
+    _set_defaults(ctx)
     ctx.meta["tron.config_extras"] = extras
     ctx.meta["tron.config_file"] = str(value)
     return value
+
+
+def _load_preset(ctx: click.Context, param, value):
+    """--preset NAME: its settings become defaults beneath --config's, so the file, TRON_* and flags still win."""
+    if value is not None:
+        from tron_cli.config import PRESETS
+
+        ctx.meta["tron.preset"] = value
+        ctx.meta["tron.preset_options"] = dict(PRESETS[value].options)
+        _set_defaults(ctx)
+    return value
+
+
+def _set_defaults(ctx: click.Context) -> None:
+    """Defaults from the preset, then the config file over them, whatever order the two flags came in."""
+    ctx.default_map = {**ctx.meta.get("tron.preset_options", {}), **ctx.meta.get("tron.config_options", {})}
+
+
+def preset_option() -> click.Option:
+    """--preset, its choices and help from `config.PRESETS`."""
+    from tron_cli.config import PRESET_MODEL, PRESETS
+
+    listing = "; ".join(f"{name}: {preset.summary}" for name, preset in PRESETS.items())
+    return click.Option(
+        ["--preset"],
+        type=click.Choice(list(PRESETS)),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_preset,
+        help=f"Named TRON settings (--model {PRESET_MODEL}), beneath --config and flags. {listing}.",
+    )
 
 
 def _flag(name: str) -> str:
@@ -88,6 +125,8 @@ def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Op
     flag = _flag(name)
     if isinstance(example, bool):
         return click.Option([f"{flag}/--no-{name.replace('_', '-')}", name], default=None, help=help)
+    if isinstance(example, tuple):  # a list of names (--track): repeatable, and one environment variable for every command
+        return click.Option([flag, name], type=choices, multiple=True, default=None, envvar=f"TRON_{name.upper()}", help=help)
     if choices is not None:
         return click.Option([flag, name], type=choices if isinstance(choices, click.ParamType) else click.Choice(choices), default=None, help=help)
     if name == "batch_negatives":
@@ -100,6 +139,7 @@ def registry_options() -> list[click.Option]:
     from tron_cli import config
     from tron_cli.losses import LOSSES, all_options
     from tron_cli.models import MODELS, all_settings
+    from tron_cli.training.schedule import SCHEDULES
 
     choices: dict[str, Any] = {
         "model": RegistryChoice(MODELS),
@@ -110,12 +150,14 @@ def registry_options() -> list[click.Option]:
         "shuffle": config.SHUFFLES + tuple(config.SHUFFLE_ALIASES),
         "device": config.DEVICES,
         "precision": config.PRECISIONS,
+        "lr_schedule": SCHEDULES,
+        "track": RegistryChoice("tron_cli.tracking:TRACKERS"),
     }
-    out = []
+    out = [preset_option()]
     for f in fields(config.TrainConfig):
         if f.name not in config.TRAIN_FIELDS:
             continue
-        shown = "auto" if f.default is None and f.name == "batch_negatives" else f.default
+        shown = "auto" if f.default is None and f.name == "batch_negatives" else ("none" if f.default == () else f.default)
         out.append(_option(f.name, f.default, HELP[f.name] + ("" if shown is None else f" [default: {shown}]"), choices.get(f.name)))
         if f.name == "model":
             for name, (default, help, setting_choices, models) in all_settings().items():
@@ -139,6 +181,7 @@ class TrainCommand(click.Command):
 
 @click.command(cls=TrainCommand, short_help="Train TRON (or SASRec, GRU4Rec+ and other losses) on a dataset.")
 @click.argument("data", required=False, type=click.Path(path_type=Path))
+@click.option("--data", "data_option", type=click.Path(path_type=Path), help="The dataset dir, as DATA (as tron evaluate --data).")
 @click.option(
     "--config",
     "config_file",
@@ -154,33 +197,37 @@ class TrainCommand(click.Command):
 @click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True, help="Processes for data-parallel training (DDP) on this machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 @click.pass_context
-def train(ctx: click.Context, data, out, resume, force, devices, as_json, **values) -> None:
+def train(ctx: click.Context, data, data_option, out, resume, force, devices, as_json, **values) -> None:
     """Train TRON (SASRec with shared negatives, top-k and sampled softmax) or a baseline on a dataset.
 
-    Reads DATA (a dataset dir; default: the one named by --config's "dataset", else the newest under
-    $TRON_HOME/data/). Writes a run dir: config.json (the resolved configuration), model.safetensors
-    (the best epoch by validation Recall@20), history.jsonl (one line per epoch), checkpoint/ (to
-    --resume), summary.json (when finished). Defaults are TRON XL's; each model starts from its own
-    (gru4rec: the reference's GRU4Rec+ settings).
+    Reads DATA or --data (a dataset dir; default: the one named by --config's "dataset", else the
+    newest under $TRON_HOME/data/). Writes a run dir: config.json (the resolved configuration),
+    model.safetensors (the best epoch by validation Recall@20), history.jsonl (one line per epoch),
+    checkpoint/ (to --resume), summary.json (when finished). Defaults are TRON XL's, sized for a GPU
+    (--preset small fits a CPU); each model starts from its own (gru4rec: the reference's GRU4Rec+).
 
     \b
     Examples:
         tron train                                   # TRON XL on the newest dataset
+        tron train --preset small --epochs 3         # a CPU-sized TRON
         tron train data/yoochoose --loss ssm --topk 100 --epochs 5
         tron train --config configs/tron/otto.json --epochs 1
         tron train --model gru4rec                   # GRU4Rec+ with the reference's settings
         tron train --resume runs/otto-sasrec-1 --epochs 12
     """
     from tron_cli import home
-    from tron_cli.config import SHUFFLE_ALIASES, TrainConfig, validate
+    from tron_cli.config import PRESET_MODEL, SHUFFLE_ALIASES, TrainConfig, validate
     from tron_cli.errors import UsageError
     from tron_cli.losses import LOSSES, all_options
     from tron_cli.train import TrainRequest
     from tron_cli.train import train as run
 
     ui: UI = ctx.find_object(UI) or UI()
+    if data is not None and data_option is not None and data != data_option:
+        raise click.UsageError(f"give the dataset once: DATA ({data}) or --data ({data_option})")
+    data = data or data_option
     explicit = {name for name in values if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    given = {name: value for name, value in values.items() if value is not None}
+    given = {name: value for name, value in values.items() if value is not None and value != ()}
     if "batch_negatives" in given and given["batch_negatives"] == "auto":
         given["batch_negatives"] = None
     if "shuffle" in given:
@@ -194,6 +241,9 @@ def train(ctx: click.Context, data, out, resume, force, devices, as_json, **valu
     for name in sorted(explicit & set(all_options())):
         if loss in LOSSES and name not in {option.name for option in LOSSES.get(loss).options}:
             raise click.UsageError(f"{_flag(name)} applies to --loss {', '.join(all_options()[name][1])}, not {loss}")
+    model = given.get("model", TrainConfig.model)
+    if "tron.preset" in ctx.meta and model != PRESET_MODEL:
+        raise click.UsageError(f"--preset {ctx.meta['tron.preset']} configures {PRESET_MODEL}, not {model}: give {model}'s settings as flags")
     try:
         config = validate(TrainConfig.create(**given))
     except UsageError as error:
@@ -205,6 +255,7 @@ def train(ctx: click.Context, data, out, resume, force, devices, as_json, **valu
         reference = json.loads(Path(ctx.meta["tron.config_file"]).read_text())
     request = TrainRequest(config, data, out, resume, force, reference, tuple(sorted(explicit)), devices)
     summary = run(request, report=ui)
+    summary["run"] = str(Path(summary["run"]).resolve())
     _show(ui, summary)
     if as_json:
         ui.emit_json(summary)
@@ -213,7 +264,7 @@ def train(ctx: click.Context, data, out, resume, force, devices, as_json, **valu
 def _show(ui: UI, summary: dict) -> None:
     valid = summary.get("valid") or {}
     rows = [
-        ["run", summary["run"]],
+        ["run", shown(summary["run"])],
         ["epochs", summary["epochs"]],
         ["best epoch", f"{summary['best_epoch']} ({summary['selected_by']})"],
         ["valid Recall@20", valid.get("recall@20", "-")],

@@ -1,23 +1,30 @@
 """Readers of raw click logs: each returns `RawLog`, events grouped by session in file order.
 
 Formats shared by several datasets: OTTO JSON lines (OTTO, the synthetic set, yoochoose-1-64) and a user's own
-CSV or Parquet tables; `check_file`, `group` and `timestamps_ms` are the pieces a dataset's own reader builds
-on (tron_cli/datasets/yoochoose.py, diginetica.py). Every malformed record ends in an `InputFormatError`
-naming the file and the line (or column), so the user can fix it.
+tables, one event a row (CSV, TSV, Parquet, JSON lines), each also gzip- or zstd-compressed (`.gz`, `.zst`); the
+format follows the file name (`infer_format`), and a table's session, item and time columns are recognised by
+their common names (`pick_columns`). `check_file`, `group` and `timestamps_ms` are the pieces a dataset's own
+reader builds on (tron_cli/datasets/yoochoose.py, diginetica.py). Every malformed record ends in an
+`InputFormatError` naming the file and the line (or column), so the user can fix it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from tron_cli.artifacts import EXTRA_TYPES
+from tron_cli.choices import CART_NAMES, COLUMN_NAMES, LOG_FORMATS, ORDER_NAMES
 from tron_cli.errors import InputFormatError, UsageError
 from tron_cli.reporting import SILENT, Reporter
 
@@ -30,17 +37,50 @@ BLOCK_BYTES = 16 << 20  # a block's parse holds ~20x its size in transient strin
 
 
 @dataclass
+class RawExtra:
+    """A log's events beside its clicks (carts, orders), grouped by the same sessions as the clicks."""
+
+    offsets: np.ndarray  # (S+1,) int64, aligned with the RawLog's sessions
+    item: pa.Array  # (X,) raw item ids in the clicks' source type
+    ts: np.ndarray  # (X,) int64 milliseconds
+    types: np.ndarray  # (X,) int8: artifacts.CART or artifacts.ORDER
+
+
+@dataclass
 class RawLog:
-    """Events grouped by session: session s owns events offsets[s]:offsets[s+1] (in file order, not yet sorted)."""
+    """Events grouped by session: session s owns events offsets[s]:offsets[s+1] (in file order, not yet sorted).
+
+    These are the clicks, the sequence a model learns; `extra` holds the other events of the same sessions
+    (carts, orders) when the source has them."""
 
     session: np.ndarray  # (S,) int64 session ids, in order of first appearance
     offsets: np.ndarray  # (S+1,) int64
     item: pa.Array  # (E,) raw item ids in their source type
     ts: np.ndarray  # (E,) int64 milliseconds
+    columns: dict[str, str] | None = None  # a table's column of each role (session, item, time)
+    extra: RawExtra | None = None
 
     @property
     def n_events(self) -> int:
         return int(self.offsets[-1])
+
+
+def attach_extra(log: RawLog, session: np.ndarray, item: pa.Array, ts: np.ndarray, types: np.ndarray) -> RawLog:
+    """`log` with other events (one row each: session id, raw item, ts, type code) grouped under its sessions.
+
+    Events of sessions without a click in `log` are dropped: the clicks decide which sessions exist (MultiTRON
+    merges orders into the sessions that survive)."""
+    order = np.argsort(log.session, kind="stable")
+    position = np.searchsorted(log.session, session, sorter=order).clip(max=max(len(order) - 1, 0))
+    owner = order[position] if len(order) else position
+    found = log.session[owner] == session if len(order) else np.zeros(len(session), dtype=bool)
+    owner, rows = owner[found], np.flatnonzero(found)
+    arranged = rows[np.lexsort((ts[rows], owner))]  # by session, then time (stable: ties keep file order)
+    offsets = np.zeros(len(log.session) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=len(log.session)), out=offsets[1:])
+    item = item.cast(log.item.type) if item.type != log.item.type else item
+    extra = RawExtra(offsets, item.take(pa.array(arranged)), ts[arranged], types[arranged].astype(np.int8))
+    return RawLog(log.session, log.offsets, log.item, log.ts, log.columns, extra)
 
 
 def first_true(mask: pl.Series) -> int:
@@ -55,6 +95,77 @@ def check_file(path: Path) -> Path:
     if path.stat().st_size == 0:
         raise InputFormatError(f"{path} is empty", "Give a file with at least one event")
     return path
+
+
+# ----------------------------------------------------------------------------------------------- files by name
+
+FORMATS = LOG_FORMATS
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}  # decompressed by pyarrow, already a dependency
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+FORMAT_HINT = "Pass --format " + "|".join(FORMATS[1:])
+
+
+def compression_of(path: Path) -> str | None:
+    """The codec a file name asks for (`clicks.csv.gz`: gzip), or None."""
+    return COMPRESSIONS.get(Path(path).suffix.lower())
+
+
+def log_name(path: Path) -> str:
+    """A log's name without its extensions: `clicks.csv.gz` is clicks."""
+    path = Path(path)
+    stem = path.stem if compression_of(path) else path.name
+    return Path(stem).stem if Path(stem).suffix.lower() in EXTENSIONS else stem
+
+
+def infer_format(path: Path) -> str:
+    """The format of a user's log from its name (`.csv`, `.tsv`, `.parquet`, `.jsonl`/`.ndjson`, each maybe
+    `.gz`/`.zst`); JSON lines are OTTO's sessions, or one event a line when the first record has no "events"."""
+    path = Path(path)
+    name = path.name.lower()
+    stem = name[: -len(path.suffix)] if compression_of(path) else name
+    extension = Path(stem).suffix
+    fmt = EXTENSIONS.get(extension)
+    if fmt is None:
+        raise UsageError(f"{path}: cannot tell the format from the name ({extension or 'no extension'})", FORMAT_HINT)
+    if fmt == "jsonl" and _otto_lines(check_file(path)):
+        return "otto-jsonl"
+    return fmt
+
+
+def _otto_lines(path: Path) -> bool:
+    """JSON lines are OTTO's unless the first record is an object without "events" (then: one event a line);
+    a first line that is no JSON object goes to OTTO's reader, which names what is wrong with it."""
+    with open_raw(path) as (handle, _):
+        head = handle.read(1 << 20)
+    for raw in head.split(b"\n"):
+        if raw.strip():
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return True
+            return not isinstance(record, dict) or "events" in record
+    return True
+
+
+@contextlib.contextmanager
+def open_raw(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
+    """(the file's bytes, decompressed when its name says so; how many bytes of the file on disk are read)."""
+    codec = compression_of(path)
+    if codec is None:
+        with open(path, "rb") as handle:
+            yield handle, handle.tell
+        return
+    try:
+        with pa.OSFile(str(path), "rb") as raw, pa.CompressedInputStream(raw, codec) as stream:
+            yield stream, raw.tell
+    except (OSError, pa.ArrowException) as error:
+        raise InputFormatError(f"{path}: cannot be decompressed as {codec} ({str(error).splitlines()[0]})", "Check the file, or its extension") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The whole file, decompressed when its name says so."""
+    with open_raw(path) as (handle, _):
+        return handle.read()
 
 
 # ----------------------------------------------------------------------------------------------- OTTO JSONL
@@ -118,8 +229,22 @@ CANONICAL_LINE = rf'^\{{"session":\d{{1,18}},"events":\[(?:{_EVENT}(?:,{_EVENT})
 TYPE_CODES = {"clicks": "cl", "carts": "ca", "orders": "or"}
 
 
-def _canonical_block(block: bytes, event_types: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(sessions, kept events per session, aids, ts) of a block of canonical lines, or None if a line is not canonical."""
+Block = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _extra_codes(types: np.ndarray, event_types: tuple[str, ...], spelling: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, type codes) of the carts and orders that are not part of the click sequence; `types` holds the
+    type names, or their `spelling` (the canonical parser's two-letter codes)."""
+    codes = np.zeros(len(types), dtype=np.int8)
+    for name, code in EXTRA_TYPES.items():
+        if name not in event_types:
+            codes[types == (spelling[name] if spelling else name)] = code
+    return codes > 0, codes
+
+
+def _canonical_block(block: bytes, event_types: tuple[str, ...]) -> Block | None:
+    """(sessions, kept events per session, aids, ts, other events per session, their aids, ts, type codes) of a
+    block of canonical lines, or None if a line is not canonical."""
     lines = pl.read_csv(io.BytesIO(block), has_header=False, separator="\x01", quote_char=None, new_columns=["line"], schema={"line": pl.String})["line"]
     if lines.null_count() or not lines.str.contains(CANONICAL_LINE).all():
         return None
@@ -130,14 +255,25 @@ def _canonical_block(block: bytes, event_types: tuple[str, ...]) -> tuple[np.nda
     index_in_line = np.arange(len(flat)) - np.repeat(line_start, per_line)
     codes = lines.str.extract_all(r'"type":"[a-z]{2}').explode().str.slice(8).to_numpy()
     keep = np.isin(codes, [TYPE_CODES[t] for t in event_types])
-    aids = flat[index_in_line % 2 == 1][keep]
-    ts = flat[(index_in_line % 2 == 0) & (index_in_line > 0)][keep]
+    all_aids = flat[index_in_line % 2 == 1]
+    all_ts = flat[(index_in_line % 2 == 0) & (index_in_line > 0)]
     events = (per_line - 1) // 2
     owner = np.repeat(np.arange(len(per_line)), events)
-    return flat[line_start], np.bincount(owner[keep], minlength=len(per_line)).astype(np.int64), aids, ts
+    other, types = _extra_codes(codes, event_types, TYPE_CODES)
+    n = len(per_line)
+    return (
+        flat[line_start],
+        np.bincount(owner[keep], minlength=n).astype(np.int64),
+        all_aids[keep],
+        all_ts[keep],
+        np.bincount(owner[other], minlength=n).astype(np.int64),
+        all_aids[other],
+        all_ts[other],
+        types[other],
+    )
 
 
-def _json_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _json_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...]) -> Block:
     """The same as `_canonical_block` for any valid JSON layout; a malformed line raises, naming it."""
     try:
         frame = pl.read_ndjson(io.BytesIO(block), schema=OTTO_SCHEMA)
@@ -155,7 +291,20 @@ def _json_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...
         raise _otto_line_error(path, line, block, event_types)
     kept = frame["events"].list.filter(pl.element().struct.field("type").is_in(list(event_types)))
     flat = kept.explode(empty_as_null=False).struct.unnest()
-    return frame["session"].to_numpy(), kept.list.len().to_numpy().astype(np.int64), flat["aid"].to_numpy(), flat["ts"].to_numpy()
+    others = [name for name in EXTRA_TYPES if name not in event_types]
+    rest = frame["events"].list.filter(pl.element().struct.field("type").is_in(others))
+    rest_flat = rest.explode(empty_as_null=False).struct.unnest().drop_nulls("aid")
+    _, types = _extra_codes(rest_flat["type"].to_numpy().astype(str), event_types)
+    return (
+        frame["session"].to_numpy(),
+        kept.list.len().to_numpy().astype(np.int64),
+        flat["aid"].to_numpy(),
+        flat["ts"].to_numpy(),
+        rest.list.len().to_numpy().astype(np.int64),
+        rest_flat["aid"].to_numpy(),
+        rest_flat["ts"].to_numpy(),
+        types,
+    )
 
 
 def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), report: Reporter = SILENT) -> RawLog:
@@ -166,7 +315,7 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
     path = check_file(path)
     parts = []
     line = 1
-    with open(path, "rb") as handle, report.task(f"reading {path.name}", total=path.stat().st_size, unit="B") as task:
+    with open_raw(path) as (handle, position), report.task(f"reading {path.name}", total=path.stat().st_size, unit="B") as task:
         remainder = b""
         while True:
             chunk = handle.read(BLOCK_BYTES)
@@ -178,19 +327,29 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
                 block, remainder = block[:cut], block[cut:]
             if block.strip():
                 parsed = _canonical_block(block.rstrip(b"\n"), event_types) if b"\r" not in block else None
-                sessions, lengths, aids, ts = parsed if parsed is not None else _json_block(path, line, block, event_types)
-                if len(aids) and aids.min() >= np.iinfo(np.int32).min and aids.max() <= np.iinfo(np.int32).max:
-                    aids = aids.astype(np.int32)  # half the memory for OTTO's 200M aids; the catalogue keeps int64
-                parts.append((sessions, lengths, aids, ts))
+                sessions, lengths, aids, ts, extra_lengths, extra_aids, extra_ts, extra_types = (
+                    parsed if parsed is not None else _json_block(path, line, block, event_types)
+                )
+                parts.append((sessions, lengths, _narrow(aids), ts, extra_lengths, _narrow(extra_aids), extra_ts, extra_types))
             line += block.count(b"\n")
-            task.update(advance=len(chunk))
+            task.update(completed=position())
             if not chunk:
                 break
     if not parts:
         raise InputFormatError(f"{path} has no sessions", "Give a file with at least one JSON line")
-    sessions, lengths, aids, stamps = (np.concatenate(column) for column in zip(*parts))
+    sessions, lengths, aids, stamps, extra_lengths, extra_aids, extra_ts, extra_types = (np.concatenate(column) for column in zip(*parts))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return RawLog(sessions, offsets, pa.array(aids), stamps)
+    extra_offsets = np.concatenate([[0], np.cumsum(extra_lengths)]).astype(np.int64)
+    item_type = pa.int32() if aids.dtype == np.int32 and extra_aids.dtype == np.int32 else pa.int64()
+    extra = RawExtra(extra_offsets, pa.array(extra_aids, type=item_type), extra_ts.astype(np.int64), extra_types.astype(np.int8)) if extra_offsets[-1] else None
+    return RawLog(sessions, offsets, pa.array(aids, type=item_type), stamps, extra=extra)
+
+
+def _narrow(aids: np.ndarray) -> np.ndarray:
+    """int32 when every aid fits: half the memory for OTTO's 200M aids (the catalogue keeps int64)."""
+    if not len(aids) or (aids.min() >= np.iinfo(np.int32).min and aids.max() <= np.iinfo(np.int32).max):
+        return aids.astype(np.int32)
+    return aids
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -239,23 +398,107 @@ def timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_off
     return np.round(numbers * scale).astype(np.int64)
 
 
-def read_table(path: Path, fmt: str, session_col: str, item_col: str, time_col: str, time_unit: str = "auto", separator: str = ",") -> RawLog:
-    """A user's own CSV or Parquet log: one row per event, with session, item and time columns."""
-    path = check_file(path)
-    row_offset = 2 if fmt == "csv" else 0  # CSV: header is line 1, so row r is line r + 2
-    try:
-        if fmt == "csv":
-            frame = pl.read_csv(path, separator=separator, infer_schema_length=10000)
+ROLES = ("session", "item", "time")
+FLAGS = {"session": "--session-col", "item": "--item-col", "time": "--time-col"}
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[\s_.\-]", "", name).lower()
+
+
+def pick_columns(path: Path, columns: list[str], given: dict[str, str | None]) -> tuple[dict[str, str], list[str]]:
+    """({role: column}, the roles recognised by name rather than given): a column given (`given[role]`) must
+    exist; a role not given takes the one column whose name is a common name for it, else the user is shown
+    the columns there are and the flags that pick them."""
+    picked: dict[str, str] = {}
+    for role in ROLES:
+        name = given.get(role)
+        if name is not None:
+            if name not in columns:
+                raise InputFormatError(f"{path}: column {name!r} not found (columns: {', '.join(columns)})", f"Pick the {role} column with {FLAGS[role]}")
+            picked[role] = name
+    recognised, unclear = [], []
+    for role in ROLES:
+        if role in picked:
+            continue
+        known = {_plain(name) for name in COLUMN_NAMES[role]}
+        candidates = [column for column in columns if _plain(column) in known and column not in picked.values()]
+        if len(candidates) == 1:
+            picked[role] = candidates[0]
+            recognised.append(role)
         else:
-            frame = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError, pa.ArrowException) as error:
-        raise InputFormatError(f"{path}: cannot be read as {fmt} ({str(error).splitlines()[0]})", f"Check the file is {fmt}, or pass --format") from None
-    missing = [c for c in (session_col, item_col, time_col) if c not in frame.columns]
-    if missing:
+            unclear.append(f"{role} ({'several could be: ' + ', '.join(candidates) if candidates else 'none recognised'})")
+    if unclear:
+        missing = [role for role in ROLES if role not in picked]
         raise InputFormatError(
-            f"{path}: column {missing[0]!r} not found (columns: {', '.join(frame.columns)})",
-            "Name the columns with --session-col, --item-col and --time-col",
+            f"{path}: which column is the {' and the '.join(unclear)}? Its columns: {', '.join(columns)}",
+            f"Pick {'it' if len(missing) == 1 else 'them'} with " + ", ".join(f"{FLAGS[role]} COLUMN" for role in missing),
         )
+    return picked, recognised
+
+
+def read_frame(path: Path, fmt: str, separator: str | None = None) -> pl.DataFrame:
+    """A user's table (csv, tsv, parquet, or jsonl of one event a line), decompressed when its name says so."""
+    path = check_file(path)
+    source: Path | io.BytesIO = path if compression_of(path) is None else io.BytesIO(read_bytes(path))
+    try:
+        if fmt in ("csv", "tsv"):
+            return pl.read_csv(source, separator=separator or sniff_separator(path, fmt), infer_schema_length=10000)
+        if fmt == "jsonl":
+            return pl.read_ndjson(source, infer_schema_length=10000)
+        return pl.read_parquet(source)
+    except (pl.exceptions.PolarsError, OSError, pa.ArrowException) as error:
+        if fmt == "jsonl":
+            _find_bad_json_line(path, source.getvalue() if isinstance(source, io.BytesIO) else path.read_bytes())
+        raise InputFormatError(f"{path}: cannot be read as {fmt} ({str(error).splitlines()[0]})", f"Check the file is {fmt}, or {FORMAT_HINT}") from None
+
+
+def _find_bad_json_line(path: Path, data: bytes) -> None:
+    """Raise naming the first line of `data` that is not a JSON object, if there is one."""
+    for line, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InputFormatError(f"{path}:{line}: not valid JSON ({error.args[0] if error.args else error})", "Fix or remove that line") from None
+        if not isinstance(record, dict):
+            raise InputFormatError(f"{path}:{line}: a line must be a JSON object, one event with its session, item and time")
+
+
+SEPARATORS = (",", "\t", ";", "|")
+
+
+def sniff_separator(path: Path, fmt: str) -> str:
+    """The separator a text table's header line uses most (Diginetica's `.csv` is `;`), else the format's own."""
+    with open_raw(path) as (handle, _):
+        header = handle.read(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    counts = {separator: header.count(separator) for separator in SEPARATORS}
+    best = max(SEPARATORS, key=lambda separator: counts[separator])
+    return best if counts[best] else ("\t" if fmt == "tsv" else ",")
+
+
+def read_table(
+    path: Path,
+    fmt: str,
+    session_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
+    time_unit: str = "auto",
+    separator: str | None = None,
+    type_col: str | None = None,
+    order_types: tuple[str, ...] = ORDER_NAMES,
+    cart_types: tuple[str, ...] = CART_NAMES,
+) -> RawLog:
+    """A user's own table, one row per event, with session, item and time columns (given, or recognised).
+
+    With `type_col`, rows whose type is one of `order_types` are orders, of `cart_types` carts (compared without
+    case), and every other row a click."""
+    path = check_file(path)
+    row_offset = {"csv": 2, "tsv": 2, "jsonl": 1}.get(fmt, 0)  # a text file's header is line 1, so row r is line r + 2
+    frame = read_frame(path, fmt, separator)
+    columns, _ = pick_columns(path, frame.columns, {"session": session_col, "item": item_col, "time": time_col})
+    session_col, item_col, time_col = columns["session"], columns["item"], columns["time"]
     if frame.height == 0:
         raise InputFormatError(f"{path} has no rows", "Give a file with at least one event")
     for column in (session_col, item_col):
@@ -265,27 +508,54 @@ def read_table(path: Path, fmt: str, session_col: str, item_col: str, time_col: 
         if frame[column].dtype.is_float():
             raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
     ts = timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
-    return group(frame[session_col], frame[item_col], ts)
+    if type_col is None:
+        raw = group(frame[session_col], frame[item_col], ts)
+    else:
+        raw = _typed(path, frame, session_col, item_col, type_col, ts, order_types, cart_types)
+        columns = {**columns, "type": type_col}
+    raw.columns = columns
+    return raw
 
 
-FORMATS = ("otto-jsonl", "csv", "parquet")
+def _typed(path: Path, frame: pl.DataFrame, session_col: str, item_col: str, type_col: str, ts: np.ndarray, order_types, cart_types) -> RawLog:
+    """Clicks grouped by session, and the orders and carts of the same sessions beside them."""
+    if type_col not in frame.columns:
+        raise InputFormatError(f"{path}: column {type_col!r} not found (columns: {', '.join(frame.columns)})", "Pick the event type column with --type-col")
+    kinds = frame[type_col].cast(pl.String).str.to_lowercase().fill_null("")
+    codes = np.zeros(frame.height, dtype=np.int8)
+    codes[kinds.is_in([t.lower() for t in cart_types]).to_numpy()] = EXTRA_TYPES["carts"]
+    codes[kinds.is_in([t.lower() for t in order_types]).to_numpy()] = EXTRA_TYPES["orders"]
+    session = frame[session_col]
+    if not session.dtype.is_integer():  # one integer key per session for clicks and other events alike
+        session = session.cast(pl.String).rank("dense").cast(pl.Int64)
+    clicks = codes == 0
+    if not clicks.any():
+        raise InputFormatError(f"{path}: every row is an order or a cart (column {type_col!r})", "A log needs clicks: check --order-types and --cart-types")
+    log = group(session.filter(pl.Series(clicks)), frame[item_col].filter(pl.Series(clicks)), ts[clicks])
+    other = ~clicks
+    return attach_extra(log, session.filter(pl.Series(other)).to_numpy(), frame[item_col].filter(pl.Series(other)).to_arrow(), ts[other], codes[other])
 
 
 def read_log(
     path: Path,
-    fmt: str,
+    fmt: str = "auto",
     *,
-    session_col="session",
-    item_col="item",
-    time_col="ts",
+    session_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
     time_unit="auto",
     event_types=("clicks",),
-    separator=",",
+    separator: str | None = None,
+    type_col: str | None = None,
+    order_types: tuple[str, ...] = ORDER_NAMES,
+    cart_types: tuple[str, ...] = CART_NAMES,
     report: Reporter = SILENT,
 ) -> RawLog:
-    """Any supported format by name."""
+    """Any supported format by name ("auto": by the file's name, `infer_format`)."""
+    if fmt == "auto":
+        fmt = infer_format(path)
     if fmt == "otto-jsonl":
         return read_otto_jsonl(path, event_types, report)
-    if fmt in ("csv", "parquet"):
-        return read_table(path, fmt, session_col, item_col, time_col, time_unit, separator)
+    if fmt in FORMATS:
+        return read_table(path, fmt, session_col, item_col, time_col, time_unit, separator, type_col, order_types, cart_types)
     raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tron_cli.artifacts import Sessions, expand_ranges
+from tron_cli.artifacts import Events, Sessions, expand_ranges
 
 DAY_MS = 86_400_000
 
@@ -44,23 +44,34 @@ def session_index(sessions: Sessions) -> np.ndarray:
     return np.repeat(np.arange(len(sessions), dtype=np.int32), sessions.lengths)
 
 
+def _time_order(offsets: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
+    """The stable order that sorts events by time within each session, or None when they are sorted already."""
+    if len(ts) < 2:
+        return None
+    owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    if not ((np.diff(ts) < 0) & (owner[1:] == owner[:-1])).any():
+        return None
+    return np.lexsort((ts, owner))  # lexsort is stable
+
+
 def sort_events(sessions: Sessions) -> Sessions:
-    """Events sorted by time within each session (stable: ties keep file order, as Python's sorted does)."""
-    if sessions.n_events > 1:
-        owner = session_index(sessions)
-        backwards = (np.diff(sessions.ts) < 0) & (owner[1:] == owner[:-1])
-        if backwards.any():
-            order = np.lexsort((sessions.ts, owner))  # lexsort is stable
-            return Sessions(sessions.session, sessions.offsets, sessions.items[order], sessions.ts[order])
-    return sessions
+    """Events sorted by time within each session (stable: ties keep file order, as Python's sorted does); the
+    other events (carts, orders) likewise."""
+    extra = sessions.extra
+    if extra is not None and (order := _time_order(extra.offsets, extra.ts)) is not None:
+        extra = Events(extra.offsets, extra.items[order], extra.ts[order], extra.types[order])
+    order = _time_order(sessions.offsets, sessions.ts)
+    if order is None:
+        return Sessions(sessions.session, sessions.offsets, sessions.items, sessions.ts, extra)
+    return Sessions(sessions.session, sessions.offsets, sessions.items[order], sessions.ts[order], extra)
 
 
 def keep_events(sessions: Sessions, mask: np.ndarray) -> Sessions:
-    """Only the events where `mask` holds; sessions keep their place (possibly empty)."""
+    """Only the clicks where `mask` holds; sessions keep their place (possibly empty), and their other events."""
     lengths = np.bincount(session_index(sessions)[mask], minlength=len(sessions))
     offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return Sessions(sessions.session, offsets, sessions.items[mask], sessions.ts[mask])
+    return Sessions(sessions.session, offsets, sessions.items[mask], sessions.ts[mask], sessions.extra)
 
 
 def drop_short(sessions: Sessions, min_length: int) -> Sessions:
@@ -105,11 +116,16 @@ def split_last_fraction(sessions: Sessions, fraction: float) -> tuple[Sessions, 
 
 
 def head(sessions: Sessions, lengths: np.ndarray) -> Sessions:
-    """The first `lengths[s]` events of each session s."""
+    """The first `lengths[s]` clicks of each session s, and its other events up to the last of those clicks."""
     offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     events = expand_ranges(sessions.offsets[:-1], lengths)
-    return Sessions(sessions.session, offsets, sessions.items[events], sessions.ts[events])
+    extra = sessions.extra
+    if extra is not None:
+        last = np.where(lengths > 0, sessions.ts[np.maximum(sessions.offsets[:-1] + lengths - 1, 0)], np.iinfo(np.int64).min)
+        owner = np.repeat(np.arange(len(sessions)), np.diff(extra.offsets))
+        extra = extra.keep(extra.ts <= last[owner])
+    return Sessions(sessions.session, offsets, sessions.items[events], sessions.ts[events], extra)
 
 
 def leave_one_out(sessions: Sessions) -> tuple[Sessions, Sessions, Sessions]:
@@ -135,4 +151,9 @@ def present(n_codes: int, *parts: Sessions) -> np.ndarray:
 
 
 def to_dense(sessions: Sessions, dense_of_code: np.ndarray) -> Sessions:
-    return Sessions(sessions.session, sessions.offsets, dense_of_code[sessions.items].astype(np.int32), sessions.ts)
+    """Codes replaced by dense ids; other events of items outside the catalogue (0) are dropped."""
+    extra = sessions.extra
+    if extra is not None:
+        dense = dense_of_code[extra.items].astype(np.int32)
+        extra = Events(extra.offsets, dense, extra.ts, extra.types).keep(dense > 0)
+    return Sessions(sessions.session, sessions.offsets, dense_of_code[sessions.items].astype(np.int32), sessions.ts, extra)

@@ -9,7 +9,10 @@
   item of the session's theme (the first item's cluster) by popularity, 15 % a re-click of an earlier item
   of the session, 15 % a globally popular item. So order matters (successors), so does context (theme,
   re-clicks), and popularity alone is a weak predictor;
-- event types: 90 % clicks, 8 % carts, 2 % orders.
+- event types: 90 % clicks, the rest carts and orders of items clicked earlier in the session: each item has
+  a fixed buy propensity (most items low, a few high), and an event that is not a click turns a random earlier
+  click's item into an order with that item's propensity, else into a cart (about 8 % carts, 2 % orders). So
+  which clicked items get ordered depends on the items, and a second objective has something to learn.
 
 The same arguments give the same bytes: every draw comes from one numpy generator seeded with `seed`.
 The files are OTTO's format, so `tron preprocess synthetic` reads them with the OTTO reader and preset.
@@ -93,6 +96,9 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Report
 
     rng = np.random.default_rng(seed)
     catalogue = _Catalogue(items, rng)
+    # carts and orders draw from a generator of their own, so that the clicks are what they always were
+    buys = np.random.default_rng([seed, 1])
+    propensity = buys.beta(0.3, 1.2, items)  # mean 0.2: most items rarely bought, a few often
     starts = np.sort(rng.integers(0, 5 * WEEK_MS, sessions))
     lengths = np.minimum(2 + np.floor(np.exp(rng.normal(np.log(4.4), 1.6, sessions))), MAX_LENGTH).astype(np.int64)
     boundary = START_MS + 4 * WEEK_MS
@@ -104,7 +110,7 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Report
         with report.task("generating sessions", total=sessions) as task:
             for first in range(0, sessions, CHUNK_SESSIONS):
                 chunk = slice(first, min(first + CHUNK_SESSIONS, sessions))
-                frame = _chunk_frame(catalogue, np.arange(chunk.start, chunk.stop), starts[chunk], lengths[chunk], rng)
+                frame = _chunk_frame(catalogue, np.arange(chunk.start, chunk.stop), starts[chunk], lengths[chunk], rng, propensity, buys)
                 is_test = frame["start"] >= boundary
                 train = frame.filter(~is_test).with_columns(pl.col("events").list.filter(pl.element().struct.field("ts") < boundary))
                 for handle, part in ((handles[0], train), (handles[1], frame.filter(is_test))):
@@ -116,7 +122,7 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Report
     return paths
 
 
-def _chunk_frame(catalogue, session_ids, starts, lengths, rng) -> pl.DataFrame:
+def _chunk_frame(catalogue, session_ids, starts, lengths, rng, propensity, buys) -> pl.DataFrame:
     """One chunk of sessions as a frame (session, start, events: list of {aid, ts, type})."""
     import polars as pl
 
@@ -131,11 +137,30 @@ def _chunk_frame(catalogue, session_ids, starts, lengths, rng) -> pl.DataFrame:
     ts = np.cumsum(gaps)
     ts = ts - np.repeat(ts[offsets[:-1]], lengths) + np.repeat(START_MS + starts, lengths)
     types = TYPES[np.searchsorted([0.90, 0.98], rng.random(len(aids)), side="right")]
+    aids, types = _buys(aids, types, offsets, propensity, buys)
     events = pl.DataFrame({"aid": aids, "ts": ts, "type": types}).select(pl.struct("aid", "ts", "type").alias("e"))
     grouped = (
         events.with_columns(pl.Series("session", np.repeat(session_ids, lengths))).group_by("session", maintain_order=True).agg(pl.col("e").alias("events"))
     )
     return grouped.with_columns(pl.Series("start", START_MS + starts))
+
+
+def _buys(aids: np.ndarray, types: np.ndarray, offsets: np.ndarray, propensity: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each event that is not a click takes the item of a random earlier click of its session, and becomes an
+    order with that item's propensity, else a cart; one without an earlier click keeps its item and type."""
+    lengths = np.diff(offsets)
+    position = np.arange(len(aids)) - np.repeat(offsets[:-1], lengths)  # index in the session
+    is_click = types == "clicks"
+    clicks_before = np.cumsum(is_click) - is_click - np.repeat((np.cumsum(is_click) - is_click)[offsets[:-1]], lengths)
+    other = np.flatnonzero(~is_click & (clicks_before > 0) & (position > 0))
+    pick = (rng.random(len(other)) * clicks_before[other]).astype(np.int64)  # the pick-th click before it
+    click_positions = np.flatnonzero(is_click)
+    first_click = np.searchsorted(click_positions, np.repeat(offsets[:-1], lengths)[other])
+    chosen = aids[click_positions[first_click + pick]]
+    aids, types = aids.copy(), types.copy()
+    aids[other] = chosen
+    types[other] = np.where(rng.random(len(other)) < propensity[chosen], "orders", "carts")
+    return aids, types
 
 
 SYNTHETIC = DatasetSpec(

@@ -30,17 +30,17 @@ from tron_cli.modelio import save_weights
 from tron_cli.models import MODELS, model_section
 from tron_cli.models.base import SessionModel
 from tron_cli.objective import Events, LossSpec, event_loss, full_softmax_loss
-from tron_cli.protocols import EvalOptions, accumulate, first_sessions
+from tron_cli.protocols import EvalOptions, accumulate, first_sessions, parse_metric
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import autocast_dtype
 from tron_cli.sampling import ItemDistribution, Negatives, draw
+from tron_cli.training import schedule
+from tron_cli.training.callbacks import Callback
 from tron_cli.training.feeds import EPOCHS
 from tron_cli.training.optim import build_optimizers, dense_table_gradients
 from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
 from tron_cli.training.state import TrainState
 from tron_cli.training.stop import StopRequest
-
-SELECT_ON = "recall@20"
 
 
 class Trainer:
@@ -217,17 +217,25 @@ class Trainer:
         if self.valid is None:
             return None
         self.model.eval()
-        accumulator = accumulate(self.model, self.valid, self.dataset.targets == "last", EvalOptions(cutoffs=(20,)))
+        cutoffs = (20, parse_metric(self.config.select_on)[1])
+        accumulator = accumulate(self.model, self.valid, self.dataset.targets == "last", EvalOptions(cutoffs=cutoffs, exclude_seen=self.config.exclude_seen))
         self.model.train()
         totals = self.ranks.all_reduce(torch.cat([accumulator.sums.sum(0), accumulator.counts.sum()[None]]))
         if float(totals[-1]) == 0:
             return None
         values = dict(zip(accumulator.names, (totals[:-1] / totals[-1]).tolist()))
-        return {"recall@20": values["recall@20"], "mrr@20": values["mrr@20"], "ndcg@20": values["ndcg@20"], "n_targets": int(totals[-1])}
+        kept = {"recall@20", "mrr@20", "ndcg@20", self.config.select_on}
+        return {**{name: value for name, value in values.items() if name in kept}, "n_targets": int(totals[-1])}
+
+    callbacks: tuple[Callback, ...] = ()  # told of every epoch's end and of the run's end (training/callbacks.py)
 
     def fit(self) -> dict[str, Any]:
         config, state = self.config, self.state
         run_epoch = EPOCHS[self.model.feeding]
+        select_on = config.select_on
+        schedule.attach(
+            self.optimizers, config.lr, config.lr_schedule, config.warmup_steps, config.epochs * self.steps_per_epoch(), lambda: self.state.global_step
+        )
         with StopRequest() as stop:
             for epoch in range(state.epoch, config.epochs):
                 if self.order is None:
@@ -252,7 +260,7 @@ class Trainer:
                     "events_per_s": events / seconds,
                     "seconds": seconds,
                 }
-                improved = metrics is None or state.best is None or metrics[SELECT_ON] > state.best[SELECT_ON]
+                improved = metrics is None or state.best is None or metrics[select_on] > state.best[select_on]
                 if improved and self.ranks.main:
                     save_weights(self.model, self.run_dir / "model.safetensors", self.section)
                 if improved:
@@ -270,10 +278,24 @@ class Trainer:
                     f"epoch {epoch + 1}: loss {loss:.4f}"
                     + ("" if metrics is None else f", valid recall@20 {metrics['recall@20']:.4f} mrr@20 {metrics['mrr@20']:.4f}")
                 )
+                stop_asked = [callback.epoch_end(record) for callback in self.callbacks]
                 if config.early_stopping and state.bad_epochs >= config.early_stopping:
-                    self.report.info(f"early stopping: no better validation {SELECT_ON} for {config.early_stopping} epochs")
+                    self.report.info(f"early stopping: no better validation {select_on} for {config.early_stopping} epochs")
                     break
-        return self.summary()
+                if any(stop_asked):
+                    break
+        summary = self.summary()
+        for callback in self.callbacks:
+            callback.finish(summary)
+        return summary
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch: global batches of sessions, or lane steps of clicks (an estimate: lanes
+        finish unevenly)."""
+        if self.model.feeding == "windows":
+            return self.limit_steps(math.ceil(len(self.store) / self.global_batch))
+        targets = int((self.store.lengths.clamp(max=self.config.max_length + 1) - 1).sum())
+        return self.limit_steps(math.ceil(targets / self.local_batch))
 
     def summary(self) -> dict[str, Any]:
         history = self.state.history
@@ -284,7 +306,7 @@ class Trainer:
             "run": str(self.run_dir),
             "epochs": len(history),
             "best_epoch": best.get("epoch"),
-            "selected_by": f"valid {SELECT_ON}" if self.valid is not None else "last epoch (no validation split)",
+            "selected_by": f"valid {self.config.select_on}" if self.valid is not None else "last epoch (no validation split)",
             "valid": {k: v for k, v in best.items() if k not in ("epoch", "n_targets")} or None,
             "loss": history[-1]["loss"] if history else None,
             "sessions_per_s": sum(r["sessions_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,

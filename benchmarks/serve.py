@@ -1,0 +1,174 @@
+"""How fast `tron serve` answers over HTTP: wrk against 127.0.0.1, with the item index and exactly, side by side.
+
+    python benchmarks/serve.py                                      # 1.8M and 20k items, concurrency 1, 8, 64
+    python benchmarks/serve.py --items 20000 --concurrency 1,64 --duration 5
+
+For each catalogue size a synthetic bundle is built straight through the library (`export.write_bundle`): a
+SASRec (d=200, 2 blocks, max_length 50) with random weights, never trained, and an item index of --index
+(default ivf: its query cost does not depend on the weights, and it builds over 1.8M items in minutes where
+HNSW takes over an hour on 2 cores). Bundles are kept under --workdir and reused. For each bundle the real
+command `tron serve` is started twice, with its index and with --exact, and wrk (a C load generator:
+`apt-get install wrk`; it costs the 2 cores far less than a Python one would) sends POST /recommend of random
+sessions (1..20 random items, k=20) over --duration seconds at each concurrency (one connection per
+concurrent client). Printed: requests/s, p50/p95/p99 latency and errors (socket errors + non-2xx), which must
+be 0. The server is stopped with SIGTERM and must exit 0. A benchmark prints numbers and never asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from tron_cli import artifacts
+from tron_cli.export import IndexRequest, write_bundle
+from tron_cli.modelio import save_weights
+from tron_cli.models import build_model
+
+LUA = """
+local bodies = {%s}
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/recommend", {["Content-Type"] = "application/json"}, bodies[(counter %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests": %%d, "seconds": %%f, "socket_errors": %%d, "non_2xx": %%d, "p50": %%d, "p95": %%d, "p99": %%d}\\n',
+    summary.requests, summary.duration / 1e6, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def synthetic_bundle(workdir: Path, n_items: int, index: str, index_params: tuple[str, ...], seed: int = 0) -> Path:
+    """A bundle of a random SASRec over `n_items` items with an item index, reused when it exists."""
+    out = workdir / f"random-{n_items}-{index}{'-' + '-'.join(index_params) if index_params else ''}"
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(seed)
+    section = {"type": "sasrec", "n_items": n_items, "hidden_size": 200, "num_layers": 2, "max_length": 50}
+    model = build_model(section).eval()
+    raw = pa.array(np.arange(1, n_items + 1, dtype=np.int64))
+    counts = np.random.default_rng(seed).zipf(1.5, n_items).astype(np.int64)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        weights, items = Path(tmp) / "model.safetensors", Path(tmp) / "items.parquet"
+        save_weights(model, weights, section)
+        artifacts.write_items(items, raw, counts)
+        fields = {
+            "model": section,
+            "max_length": 50,
+            "n_items": n_items,
+            "catalogue_sha256": artifacts.catalogue_fingerprint(raw),
+            "item_id_type": "integer",
+            "event_types": ["clicks"],
+            "dataset": f"random-{n_items}",
+            "run": None,
+        }
+        started = time.perf_counter()
+        write_bundle(out, model, weights, items, fields, index=IndexRequest(index, index_params))
+        print(f"built {out} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return out
+
+
+def start_server(bundle: Path, exact: bool, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "tron_cli", "serve", str(bundle), "--port", "0", "--device", "cpu", *(["--exact"] if exact else []), *extra]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+    if match is None:
+        process.kill()
+        raise SystemExit(f"tron serve did not start: {line}{process.stderr.read()}")
+    return process, match.group(1)
+
+
+def stop_server(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=120)
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+    threads = min(2, connections)
+    output = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 120,
+    ).stdout
+    # one RESULT line per run (done() runs once, in the main thread)
+    return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", default="1800000,20000", help="catalogue sizes, comma-separated")
+    parser.add_argument("--concurrency", default="1,8,64", help="concurrent clients (connections), comma-separated")
+    parser.add_argument("--duration", type=int, default=15, help="seconds of load per cell")
+    parser.add_argument("--index", default="ivf", help="index kind of the synthetic bundles")
+    parser.add_argument("--index-param", action="append", default=[], help="NAME=VALUE build/search parameter of the index (repeatable)")
+    parser.add_argument("--serve-option", action="append", default=[], help="an option passed to tron serve, e.g. --max-batch=128 (repeatable)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tron-serve-bench", help="where the bundles are built and kept")
+    parser.add_argument("--sessions", type=int, default=2000, help="distinct random request bodies")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("this benchmark needs wrk: apt-get install wrk")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rows = []
+    for n_items in [int(n) for n in args.items.split(",")]:
+        bundle = synthetic_bundle(args.workdir, n_items, args.index, tuple(args.index_param))
+        generator = np.random.default_rng(1)
+        bodies = [
+            json.dumps(json.dumps({"items": generator.integers(1, n_items + 1, int(generator.integers(1, 21))).tolist(), "k": 20}))
+            for _ in range(args.sessions)
+        ]
+        script = args.workdir / f"requests-{n_items}.lua"
+        script.write_text(LUA % ", ".join(bodies))
+        for exact in (False, True):
+            process, url = start_server(bundle, exact, args.serve_option)
+            try:
+                run_wrk(url, script, 1, 2)  # warm-up: pages of the table and the index touched, threads started
+                for connections in concurrencies:
+                    result = run_wrk(url, script, connections, args.duration)
+                    rows.append(
+                        {
+                            "items": n_items,
+                            "scoring": "exact" if exact else args.index,
+                            "concurrency": connections,
+                            "requests/s": result["requests"] / result["seconds"],
+                            "p50 ms": result["p50"] / 1000,
+                            "p95 ms": result["p95"] / 1000,
+                            "p99 ms": result["p99"] / 1000,
+                            "errors": result["socket_errors"] + result["non_2xx"],
+                        }
+                    )
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            finally:
+                code = stop_server(process)
+            print(f"tron serve exited {code} on SIGTERM", file=sys.stderr)
+    cores = os.cpu_count()
+    print(f"\ntron serve, SASRec d=200 2 blocks (random weights), k=20, wrk {args.duration}s per cell, {cores} cores, torch {torch.__version__}")
+    print("| items | scoring | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['items']:,} | {row['scoring']} | {row['concurrency']} | {row['requests/s']:.1f} | {row['p50 ms']:.1f} | {row['p95 ms']:.1f} | {row['p99 ms']:.1f} | {row['errors']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""`tron serve`: every endpoint and every bad request in-process (FastAPI's test client), and the real command as a
+subprocess: concurrent answers equal `tron recommend --exact`, and SIGTERM drains in-flight requests and exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from tests.conftest import invoke
+from tron_cli.servable import load_servable
+from tron_cli.serve import ServeOptions, create_app
+
+LIMITS = ServeOptions(max_k=50, max_session_length=30, max_sessions=4, max_filter_items=10, max_body_bytes=2000)
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("served") / "hnsw"
+    result = invoke("export", str(tiny_model[0]), "--out", str(out), "--index", "hnsw")
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    with TestClient(create_app(load_servable(bundle, torch.device("cpu")), LIMITS)) as test_client:
+        yield test_client
+
+
+def test_health_and_metadata(client):
+    assert client.get("/health").json() == {"status": "ok", "n_items": 300, "scoring": "index"}
+    about = client.get("/metadata").json()
+    assert about["n_items"] == 300 and about["model"]["type"] == "sasrec" and about["scoring"] == "index"
+    assert about["index"]["kind"] == "hnsw" and about["index"]["search"] == {"ef_search": 128}
+    assert about["limits"]["max_k"] == 50 and about["batching"]["window_ms"] == 2.0 and about["batching"]["max_batch"] == 64
+    assert about["tron_version"] and about["item_id_type"] == "integer"
+
+
+def test_one_session(client):
+    answer = client.post("/recommend", json={"session": "a", "items": [3, 4, 3], "k": 5}).json()
+    assert answer["session"] == "a" and len(answer["items"]) == 5 and len(answer["scores"]) == 5 and answer["unknown_items"] == 0
+    assert answer["scores"] == sorted(answer["scores"], reverse=True)
+    seen = client.post("/recommend", json={"items": [3, 4, 3], "k": 5, "exclude_seen": True}).json()
+    assert not {3, 4} & set(seen["items"]) and len(seen["items"]) == 5
+
+
+def test_a_list_of_sessions_unknown_ids_and_fallback(client):
+    answer = client.post("/recommend", json={"sessions": [{"session": 1, "items": [3, "4", 10**9]}, {"items": []}, {"session": 3, "items": [-7]}], "k": 3})
+    results = answer.json()["results"]
+    assert [r["session"] for r in results] == [1, None, 3]
+    assert results[0]["unknown_items"] == 1 and results[0]["scores"] is not None
+    assert results[1]["scores"] is None and results[2]["scores"] is None and results[2]["unknown_items"] == 1  # the most popular items
+    assert results[1]["items"] == results[2]["items"] and len(results[1]["items"]) == 3
+    everything = client.post("/recommend", json={"items": [3], "k": 50}).json()
+    assert len(everything["items"]) == 50
+
+
+def test_allow_and_deny(client):
+    top = client.post("/recommend", json={"items": [5, 6], "k": 6}).json()["items"]
+    denied = client.post("/recommend", json={"items": [5, 6], "k": 6, "deny": top[:3]}).json()["items"]
+    assert not set(denied) & set(top[:3]) and len(denied) == 6
+    allowed = client.post("/recommend", json={"items": [5, 6], "k": 6, "allow": [*top[3:], 123456]}).json()["items"]
+    assert allowed == top[3:]
+    both = client.post("/recommend", json={"sessions": [{"items": [5, 6]}, {"items": [5]}], "k": 6, "allow": top, "deny": top[:1]}).json()["results"]
+    assert all(set(r["items"]) <= set(top[1:]) for r in both)
+
+
+def test_metrics(client):
+    client.post("/recommend", json={"items": [3], "k": 2})
+    client.post("/recommend", content=b"{")
+    text = client.get("/metrics").text
+    assert re.search(r'tron_requests_total\{path="/recommend",status="200"\} [1-9]', text)
+    assert re.search(r'tron_requests_total\{path="/recommend",status="400"\} [1-9]', text)
+    for name in ("tron_request_seconds_bucket", "tron_batch_sessions_bucket", "tron_batch_seconds_count", "tron_sessions_total", "tron_unknown_items_total"):
+        assert name in text, name
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+
+
+BAD = [
+    ("malformed-json", b'{"items": [1, 2', 400, "malformed JSON"),
+    ("not-an-object", b"[1, 2]", 422, "body"),
+    ("empty-body", b"", 400, "malformed JSON"),
+    ("unknown-field", b'{"items": [1], "kk": 3}', 422, "kk: Extra inputs are not permitted"),
+    ("unknown-session-field", b'{"sessions": [{"items": [1], "x": 1}]}', 422, "sessions[0].x"),
+    ("decimal-id", b'{"items": [1.5]}', 422, "items[0] is 1.5, not an integer id"),
+    ("boolean-id", b'{"items": [true]}', 422, "items[0] is true"),
+    ("null-id", b'{"items": [3, null]}', 422, "items[1] is null"),
+    ("object-id", b'{"items": [{"a": 1}]}', 422, "items[0]"),
+    ("non-numeric-string-id", b'{"items": ["abc"]}', 422, 'items[0] is "abc"'),
+    ("id-beyond-64-bits", b'{"items": [18446744073709551616]}', 422, "64-bit"),
+    ("items-not-a-list", b'{"items": 3}', 422, "items"),
+    ("too-long-session", json.dumps({"items": list(range(1, 32))}).encode(), 422, "items holds 31 ids, more than the limit of 30"),
+    ("too-long-listed-session", json.dumps({"sessions": [{"items": [1]}, {"items": list(range(1, 32))}]}).encode(), 422, "sessions[1].items holds 31"),
+    ("too-many-sessions", json.dumps({"sessions": [{"items": [1]}] * 5}).encode(), 422, "more than the limit of 4"),
+    ("k-zero", b'{"items": [1], "k": 0}', 422, "k is 0, not between 1 and 50"),
+    ("k-too-large", b'{"items": [1], "k": 51}', 422, "k is 51"),
+    ("k-a-string", b'{"items": [1], "k": "5"}', 422, "k: Input should be a valid integer"),
+    ("k-a-float", b'{"items": [1], "k": 5.0}', 422, "k:"),
+    ("exclude-seen-not-a-bool", b'{"items": [1], "exclude_seen": "yes"}', 422, "exclude_seen"),
+    ("items-and-sessions", b'{"items": [1], "sessions": []}', 422, "not both or neither"),
+    ("neither", b'{"k": 3}', 422, "not both or neither"),
+    ("too-many-filter-ids", json.dumps({"items": [1], "deny": list(range(11))}).encode(), 422, "deny holds 11 ids"),
+    ("bad-filter-id", b'{"items": [1], "allow": [1, 2.5]}', 422, "allow[1] is 2.5"),
+    ("body-over-limit", json.dumps({"items": [1], "session": "x" * 3000}).encode(), 413, "over the limit of 2000 bytes"),
+]
+
+
+@pytest.mark.parametrize("body, status, words", [case[1:] for case in BAD], ids=[case[0] for case in BAD])
+def test_bad_requests_get_a_4xx_with_one_line(client, body, status, words):
+    response = client.post("/recommend", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == status, response.text
+    reason = response.json()["error"]
+    assert words in reason and "\n" not in reason, reason
+    assert client.get("/health").status_code == 200  # the server goes on
+
+
+def test_a_chunked_body_over_the_limit_is_refused(client):
+    def chunks():
+        for _ in range(10):
+            yield b" " * 500
+
+    response = client.post("/recommend", content=chunks())
+    assert response.status_code == 413 and "over the limit" in response.json()["error"]
+
+
+def test_unknown_paths_and_methods(client):
+    assert client.get("/nothing").status_code == 404 and "no endpoint /nothing" in client.get("/nothing").json()["error"]
+    assert client.get("/recommend").status_code == 405
+
+
+def test_string_catalogue_takes_integers_by_their_spelling(client):
+    # the tiny catalogue has integer ids: strings of an integer are accepted, as tron recommend accepts them
+    assert client.post("/recommend", json={"items": ["3", 4], "k": 2}).status_code == 200
+
+
+def test_a_port_in_use_is_one_line(bundle):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = invoke("serve", str(bundle), "--port", str(taken.getsockname()[1]), "--device", "cpu")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1" in result.stderr, result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ the real command
+
+
+def _start(bundle: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tron_cli", "serve", str(bundle), "--port", "0", "--device", "cpu", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+    if match is None:
+        process.kill()
+        raise AssertionError(f"tron serve did not start: {line}{process.stderr.read()}")
+    return process, match.group(1)
+
+
+def test_serve_answers_concurrent_requests_as_tron_recommend_does_and_drains_on_sigterm(bundle):
+    sessions = [{"session": s, "items": [(s * 7) % 300 + 1, (s * 13) % 300 + 1, (s * 3) % 300 + 1]} for s in range(24)]
+    lines = "".join(json.dumps(s) + "\n" for s in sessions)
+    recommended = invoke("recommend", str(bundle), "--exact", "-k", "7", "--exclude-seen", "--device", "cpu", input=lines)
+    assert recommended.exit_code == 0, recommended.stderr
+    expected = {r["session"]: r for r in map(json.loads, recommended.stdout.splitlines())}
+
+    process, url = _start(bundle, "--exact", "--batch-window-ms", "300", "--max-batch", "8")
+    try:
+        with httpx.Client(base_url=url, timeout=60) as http, ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda s: http.post("/recommend", json={**s, "k": 7, "exclude_seen": True}), sessions))
+            for response in answers:
+                assert response.status_code == 200, response.text
+                got = response.json()
+                assert got["items"] == expected[got["session"]]["items"]
+                assert got["scores"] == pytest.approx(expected[got["session"]]["scores"], rel=1e-5, abs=1e-5)
+            batches = re.search(r"tron_batch_sessions_count (\S+)", http.get("/metrics").text)
+            assert batches is not None and float(batches.group(1)) < len(sessions)  # requests were scored together
+
+            # SIGTERM while requests wait in a 300 ms batching window: they are answered, then the server exits 0
+            in_flight = [pool.submit(http.post, "/recommend", json={**s, "k": 7, "exclude_seen": True}) for s in sessions[:6]]
+            started = threading.Event()
+            threading.Timer(0.1, started.set).start()
+            started.wait()
+            process.send_signal(signal.SIGTERM)
+            drained = [future.result() for future in in_flight]
+        assert all(response.status_code == 200 for response in drained)
+        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,239 @@
+"""What lies under $TRON_HOME (downloads, datasets, runs, bundles) and what one artifact holds, from the small
+files each stage writes beside its data: JSON documents, Parquet footers and safetensors headers. Nothing here
+loads a tensor or a table, so listing a home with OTTO in it takes milliseconds. Used by `tron ls` and `tron info`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tron_cli import home
+from tron_cli.errors import MissingInputError, UsageError
+
+KINDS = ("download", "dataset", "run", "bundle")
+PLURALS = {f"{kind}s": kind for kind in KINDS}  # `tron ls runs`
+ROOTS = {"download": home.raw_root, "dataset": home.datasets_root, "run": home.runs_root, "bundle": home.bundles_root}
+# the file whose presence makes a directory an artifact of each kind (a run is listed from its start)
+MARKERS = {"download": "manifest.json", "dataset": "dataset.json", "run": "config.json", "bundle": "config.json"}
+SCHEMAS = {"download": "manifest", "dataset": "dataset", "run": "run", "bundle": "bundle"}
+
+
+@dataclass
+class Artifact:
+    """One directory a stage wrote: its kind, where, how big, when, and the figures that tell it apart."""
+
+    kind: str
+    name: str
+    path: Path
+    size: int  # bytes of every file under it
+    created: str | None  # ISO 8601, from its document (else the marker file's time)
+    status: str  # "complete", or what is missing (a run not finished)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "path": str(self.path), "size": self.size, "created": self.created, "status": self.status, **self.figures}
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """A JSON document, or None when it is missing or unreadable (a listing shows what it can)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # removed while we walked
+    return total
+
+
+def _created(document: dict[str, Any] | None, marker: Path) -> str:
+    if document and isinstance(document.get("created"), str):
+        return document["created"]
+    return dt.datetime.fromtimestamp(marker.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _valid_recall(valid: Any) -> float | None:
+    return valid.get("recall@20") if isinstance(valid, dict) else None
+
+
+def _figures(kind: str, path: Path, document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(status, figures) of one artifact from its documents."""
+    if kind == "download":
+        files = document.get("files") or []
+        return "complete", {"source": document.get("source"), "files": len(files), "parameters": document.get("parameters") or {}}
+    if kind == "dataset":
+        counts = document.get("counts") or {}
+        return "complete", {
+            "items": document.get("n_items"),
+            "sessions": {split: (counts.get(split) or {}).get("sessions") for split in document.get("splits", [])},
+            "targets": document.get("targets"),
+            "source": (document.get("source") or {}).get("preset") or (document.get("source") or {}).get("format"),
+        }
+    if kind == "run":
+        summary = _read(path / "summary.json")
+        metrics = (_read(path / "metrics.json") or {}).get("metrics") or {}
+        history = _history(path)
+        train = document.get("train") or {}
+        best = max(history, key=lambda r: _valid_recall(r.get("valid")) or -1.0, default=None) if history else None
+        if summary is not None:
+            status = "complete"
+        elif (path / "checkpoint" / "state.json").is_file():
+            status = "unfinished"
+        else:
+            status = "started"
+        return status, {
+            "dataset": (document.get("dataset") or {}).get("name"),
+            "model": (document.get("model") or {}).get("type"),
+            "loss": train.get("loss"),
+            "epochs": len(history),
+            "epochs_asked": train.get("epochs"),
+            "best_epoch": (summary or {}).get("best_epoch", best.get("epoch") if best else None),
+            "valid_recall@20": _valid_recall((summary or {}).get("valid")) if summary else _valid_recall(best.get("valid") if best else None),
+            "test_recall@20": metrics.get("recall@20") if metrics.get("split") == "test" else None,
+        }
+    run = document.get("run") or {}
+    return "complete", {
+        "dataset": document.get("dataset"),
+        "model": (document.get("model") or {}).get("type"),
+        "items": document.get("n_items"),
+        "run": run.get("name"),
+        "valid_recall@20": _valid_recall(run.get("valid")),
+        "onnx": document.get("onnx") is not None,
+    }
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    try:
+        lines = (path / "history.jsonl").read_text().splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line torn by a kill
+    return records
+
+
+def _artifact(kind: str, path: Path) -> Artifact | None:
+    """The artifact of `kind` at `path`, or None when the directory is not one (no marker, another schema)."""
+    marker = path / MARKERS[kind]
+    document = _read(marker)
+    if document is None or not str(document.get("schema", "")).startswith(f"{SCHEMAS[kind]}/"):
+        return None
+    status, figures = _figures(kind, path, document)
+    return Artifact(kind, path.name, path.resolve(), _size(path), _created(document, marker), status, figures)
+
+
+def list_artifacts(kinds: tuple[str, ...] = KINDS) -> list[Artifact]:
+    """Every artifact of `kinds` under $TRON_HOME, newest first within each kind; temporary (hidden) dirs are skipped."""
+    found: list[Artifact] = []
+    for kind in kinds:
+        root = ROOTS[kind]()
+        if not root.is_dir():
+            continue
+        entries = []
+        for path in root.iterdir():
+            if path.is_dir() and not path.name.startswith(".") and not (kind == "dataset" and path == home.raw_root()):
+                artifact = _artifact(kind, path)
+                if artifact is not None:
+                    entries.append(artifact)
+        found += sorted(entries, key=lambda a: (a.created or "", a.name), reverse=True)
+    return found
+
+
+BY_NAME = ("run", "bundle", "dataset", "download")  # which kind a bare name means first (a bundle is named after its run)
+
+
+def resolve(target: Path) -> tuple[str | None, Path, list[Path]]:
+    """(kind, or None for a single file; its path; other artifacts of the same name) of what `tron info` was
+    given: a path, or a name under $TRON_HOME (a run before its bundle, a dataset before its download)."""
+    path = Path(target)
+    if path.exists():
+        if path.is_file():
+            return None, path, []
+        for kind in KINDS:
+            if _artifact(kind, path) is not None:
+                return kind, path, []
+        raise UsageError(f"{path} is not a tron download, dataset, run or bundle", "Give one of the paths that tron ls lists")
+    if len(path.parts) == 1:
+        matches = [(kind, ROOTS[kind]() / path) for kind in BY_NAME if _artifact(kind, ROOTS[kind]() / path) is not None]
+        if matches:
+            return matches[0][0], matches[0][1], [where for _, where in matches[1:]]
+    raise MissingInputError(f"{path} does not exist, and no artifact under {home.home()} has that name", "tron ls lists them")
+
+
+def _file_schema(path: Path) -> dict[str, Any]:
+    """What a file holds, from its header only: Parquet columns and rows, safetensors tensors, JSON keys."""
+    entry: dict[str, Any] = {"name": path.name, "size": path.stat().st_size}
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as error:  # a corrupt or truncated file: say so, list the rest
+            entry["error"] = str(error).splitlines()[0]
+            return entry
+        entry["rows"] = parquet.metadata.num_rows
+        entry["columns"] = {f.name: str(f.type) for f in parquet.schema_arrow}
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as tensors:
+                names = tensors.keys()  # a safetensors file, not a dict: it cannot be iterated
+                slices = {name: tensors.get_slice(name) for name in names}
+                entry["tensors"] = {name: {"shape": part.get_shape(), "dtype": part.get_dtype()} for name, part in slices.items()}
+        except Exception as error:
+            entry["error"] = str(error).splitlines()[0]
+    elif path.suffix == ".json":
+        document = _read(path)
+        entry["schema"] = (document or {}).get("schema")
+    return entry
+
+
+def _files(path: Path) -> list[dict[str, Any]]:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return [{**_file_schema(p), "path": str(p.resolve())} for p in files]
+
+
+def describe(target: Path) -> dict[str, Any]:
+    """One artifact in full: kind, path, size, created, status and figures (as `tron ls`), its files with their
+    schemas, and its documents (a dataset's parameters and counts, a run's config, summary and metrics, ...)."""
+    kind, path, others = resolve(target)
+    if kind is None:
+        return {"kind": "file", "path": str(path.resolve()), **_file_schema(path), **({"document": _read(path)} if path.suffix == ".json" else {})}
+    artifact = _artifact(kind, path)
+    assert artifact is not None
+    out = {**artifact.to_dict(), "same_name": [str(other.resolve()) for other in others]}
+    document = _read(path / MARKERS[kind]) or {}
+    if kind == "download":
+        out["manifest"] = document
+    elif kind == "dataset":
+        out.update({key: document.get(key) for key in ("source", "parameters", "counts", "item_id_type", "catalogue_sha256", "steps")})
+    elif kind == "run":
+        out.update({"config": {key: document.get(key) for key in ("dataset", "model", "train", "world_size", "torch_version")}})
+        summary = _read(path / "summary.json")
+        out["summary"] = summary and {**summary, "run": str(path.resolve())}  # where the run is now, not where it was trained from
+        out["history"] = _history(path)
+        out["metrics"] = (_read(path / "metrics.json") or {}).get("metrics")
+    else:
+        out["config"] = {key: document.get(key) for key in ("model", "max_length", "n_items", "item_id_type", "event_types", "dataset", "run", "onnx")}
+    out["files"] = _files(path)
+    return out

@@ -1,0 +1,510 @@
+"""The serve stage: a bundle behind HTTP, with concurrent requests micro-batched through the model and the index.
+
+FastAPI + uvicorn: the mainstream Python ASGI stack, with a test client for in-process tests and a server that
+drains in-flight requests on SIGTERM. Endpoints:
+
+- `POST /recommend`: `{"items": [...], "k": 20, "exclude_seen": false, "allow": [...], "deny": [...],
+  "session": ANY}` answers `{"session", "items", "scores", "unknown_items"}`; `{"sessions": [{"items", "session"},
+  ...], ...}` answers `{"results": [...]}`. Raw item ids in and out; unknown ids are skipped (and counted), a
+  session with no known item gets the most popular items with `scores: null`, as `tron recommend` does.
+- `GET /health`, `GET /metadata` (model, dataset, catalogue, index, limits, version), `GET /metrics`
+  (Prometheus text: requests by path and status, latency, batch sizes, sessions, unknown ids, index fallbacks).
+
+Bad requests never reach the model: malformed JSON (400), a body over `max_body_bytes` (413), unknown fields,
+wrong types, ids the catalogue cannot hold, sessions longer than `max_session_length`, k out of 1..max_k, too
+many sessions or filter ids (422) get `{"error": "<one line>"}`. The body is parsed as JSON whatever its
+Content-Type (`curl -d` sends a form type).
+
+Micro-batching: requests wait in a queue; one worker takes the first and whatever arrives within
+`batch_window_ms` (or is already waiting), up to `max_batch` sessions, runs the model once over all their
+sessions (`Servable.encode`), then the top-k of every request that asks the same (exclude_seen, no filters)
+in one lookup with the largest k, and of each request with filters on its own (`Servable.answer`). The work runs
+in a thread, so the event loop keeps accepting requests while a batch is scored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import prometheus_client as prom
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+
+from tron_cli import __version__
+from tron_cli.errors import UsageError
+from tron_cli.index import require_faiss
+from tron_cli.retrieval import NO_FILTERS, Filters
+from tron_cli.servable import Servable
+from tron_cli.session_input import INT64_RANGE, Batch, RecordProblem, raw_ids
+
+PATHS = ("/recommend", "/health", "/metadata", "/metrics")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the server listens, batches and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    batch_window_ms: float = 2.0  # how long the first request of a batch waits for others
+    max_batch: int = 64  # sessions scored together at most (a larger request is scored alone)
+    max_k: int = 1000
+    max_session_length: int = 1000  # clicks in one session of a request
+    max_sessions: int = 256  # sessions in one request
+    max_filter_items: int = 100_000  # ids in one allow or deny list
+    max_body_bytes: int = 1 << 20
+    threads: int = 0  # CPU threads of the model and the index; 0: the cores less one (at least 1), which the event loop keeps
+
+
+def scoring_threads(wanted: int) -> int:
+    """Threads for scoring: `wanted`, or the cores this process may use less one (at least 1).
+
+    More threads than free cores make every small operator wait for a thread to be scheduled: on 2 cores that
+    other processes also use, encoding one session took 340 ms with 2 threads and 8-21 ms with 1 (measured)."""
+    if wanted > 0:
+        return wanted
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session: Any = None
+    items: list[Any]  # raw ids, checked against the catalogue's type by `raw_ids`
+
+
+class RecommendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session: Any = None
+    items: list[Any] | None = None
+    sessions: list[SessionIn] | None = None
+    k: StrictInt = 20
+    exclude_seen: StrictBool = False
+    allow: list[Any] | None = None
+    deny: list[Any] | None = None
+
+
+class BadRequest(Exception):
+    """A request the server refuses: the status and one line saying why."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class Job:
+    """One request's sessions, parsed into the catalogue's raw-id type, and what it asks for."""
+
+    sessions: list[Any]  # echoed session values
+    items: list[list]  # raw ids of each session
+    k: int
+    exclude_seen: bool
+    filters: Filters
+    single: bool  # answered as one object, not {"results": [...]}
+    answer: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+
+def _validation_line(error: ValidationError) -> str:
+    problems = error.errors()
+    first = problems[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".") or "body"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def parse_request(body: bytes, servable: Servable, options: ServeOptions) -> Job:
+    """A request body -> a Job, or BadRequest with one line."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequest(400, f"malformed JSON ({error})") from None
+    try:
+        request = RecommendIn.model_validate(document)
+    except ValidationError as error:
+        raise BadRequest(422, _validation_line(error)) from None
+    if (request.items is None) == (request.sessions is None):
+        raise BadRequest(422, 'give either "items" (one session) or "sessions" (a list of {"items": [...]}), not both or neither')
+    if not 1 <= request.k <= options.max_k:
+        raise BadRequest(422, f"k is {request.k}, not between 1 and {options.max_k}")
+    numeric = servable.catalogue.numeric
+    if request.items is not None:
+        listed: list[tuple[Any, list, str]] = [(request.session, request.items, "items")]
+    else:
+        assert request.sessions is not None
+        if request.session is not None:
+            raise BadRequest(422, 'session: give each session\'s id inside "sessions"')
+        if len(request.sessions) > options.max_sessions:
+            raise BadRequest(422, f"sessions holds {len(request.sessions)} sessions, more than the limit of {options.max_sessions}")
+        listed = [(s.session, s.items, f"sessions[{i}].items") for i, s in enumerate(request.sessions)]
+    sessions, items = [], []
+    for session, ids, where in listed:
+        if len(ids) > options.max_session_length:
+            raise BadRequest(422, f"{where} holds {len(ids)} ids, more than the limit of {options.max_session_length}")
+        items.append(_raw(ids, numeric, where))
+        sessions.append(session)
+    filters = NO_FILTERS
+    if request.allow is not None or request.deny is not None:
+        lists = {}
+        for name, given in (("allow", request.allow), ("deny", request.deny)):
+            if given is None:
+                continue
+            if len(given) > options.max_filter_items:
+                raise BadRequest(422, f"{name} holds {len(given)} ids, more than the limit of {options.max_filter_items}")
+            lists[name] = _id_array(_raw(given, numeric, name), numeric)
+        filters = servable.filters(lists.get("allow"), lists.get("deny"))
+    return Job(sessions, items, request.k, request.exclude_seen, filters, request.items is not None)
+
+
+def _raw(ids: list, numeric: bool, where: str) -> list:
+    try:
+        values = raw_ids(ids, numeric, lambda i: f"{where}[{i}]")
+    except RecordProblem as problem:
+        raise BadRequest(422, str(problem)) from None
+    if numeric:
+        for i, value in enumerate(values):
+            if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+                raise BadRequest(422, f"{where}[{i}] is {value}, outside the range of the catalogue's 64-bit ids")
+    return values
+
+
+def _id_array(values: list, numeric: bool) -> np.ndarray:
+    if numeric:
+        return np.array(values, dtype=np.int64)
+    return np.array(values, dtype=str) if values else np.zeros(0, dtype=str)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        prom.disable_created_metrics()  # the *_created series only double the output
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.requests = prom.Counter("tron_requests", "HTTP requests by path and status", ["path", "status"], registry=r)
+        self.latency = prom.Histogram("tron_request_seconds", "Time from request to response", ["path"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = prom.Gauge("tron_requests_in_flight", "Requests being answered", registry=r)
+        self.batch_sessions = prom.Histogram("tron_batch_sessions", "Sessions scored together in one batch", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_requests = prom.Histogram("tron_batch_requests", "Requests answered by one batch", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = prom.Histogram("tron_batch_seconds", "Time to score one batch", buckets=LATENCY_BUCKETS, registry=r)
+        self.sessions = prom.Counter("tron_sessions", "Sessions answered", registry=r)
+        self.unknown = prom.Counter("tron_unknown_items", "Unknown item ids skipped", registry=r)
+        self.popular = prom.Counter("tron_popular_fallback_sessions", "Sessions without a known item, answered with the most popular items", registry=r)
+        self.exact_fallbacks = prom.Counter(
+            "tron_index_exact_fallback_sessions", "Sessions scored exactly because the index's candidates left fewer than k items", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        return prom.generate_latest(self.registry)
+
+
+# ------------------------------------------------------------------------------------------------ batching
+
+
+class MicroBatcher:
+    """Collects jobs for up to `window` seconds (or `max_batch` sessions) and runs `work` on them in one thread."""
+
+    def __init__(self, work: Callable[[list[Job]], None], window: float, max_batch: int, metrics: Metrics):
+        self.work = work
+        self.window = window
+        self.max_batch = max_batch
+        self.metrics = metrics
+        self.queue: asyncio.Queue[tuple[Job, asyncio.Future]] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="tron-batch")
+
+    async def submit(self, job: Job) -> Job:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((job, future))
+        return await future
+
+    async def _collect(self) -> list[tuple[Job, asyncio.Future]]:
+        batch = [await self.queue.get()]
+        size = batch[0][0].size
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.window
+        while size < self.max_batch:
+            remaining = deadline - loop.time()
+            try:
+                item = self.queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self.queue.get(), remaining)
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                break
+            batch.append(item)
+            size += item[0].size
+        return batch
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            jobs = [job for job, _ in batch]
+            started = time.perf_counter()
+            try:
+                await loop.run_in_executor(self.executor, self.work, jobs)
+            except Exception as error:  # a failure of one batch answers its requests with 500, the server goes on
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_sessions.observe(sum(job.size for job in jobs))
+            self.metrics.batch_requests.observe(len(jobs))
+            for job, future in batch:
+                if not future.done():
+                    future.set_result(job)
+
+
+def answer_jobs(servable: Servable, jobs: list[Job], metrics: Metrics) -> None:
+    """Score the sessions of `jobs` in one batch and fill each job's `answer`."""
+    lengths = [len(items) for job in jobs for items in job.items]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = [raw for job in jobs for items in job.items for raw in items]
+    sessions = [session for job in jobs for session in job.sessions]
+    batch = Batch(sessions, [""] * len(sessions), offsets, _id_array(flat, servable.catalogue.numeric))
+    encoded = servable.encode(batch)
+    first = np.cumsum([0] + [job.size for job in jobs])
+    # requests that ask the same and have no filters share one lookup at the largest k; the others get their own
+    groups: dict[Any, list[int]] = {}
+    for j, job in enumerate(jobs):
+        key = ("shared", job.exclude_seen) if job.filters.empty else ("own", j)
+        groups.setdefault(key, []).append(j)
+    before = servable.retriever.fallbacks
+    for members in groups.values():
+        rows = np.concatenate([np.arange(first[j], first[j + 1]) for j in members])
+        k = max(jobs[j].k for j in members)
+        answer = servable.answer(encoded, rows, k, jobs[members[0]].exclude_seen, jobs[members[0]].filters)
+        lists = answer.lists(servable.catalogue)
+        position = 0
+        for j in members:
+            job = jobs[j]
+            for s in range(job.size):
+                ids, scores = lists[position]
+                row = first[j] + s
+                job.answer.append(
+                    {
+                        "session": job.sessions[s],
+                        "items": ids[: job.k],
+                        "scores": None if scores is None else scores[: job.k],
+                        "unknown_items": int(encoded.unknown[row]),
+                    }
+                )
+                position += 1
+    metrics.sessions.inc(len(lengths))
+    metrics.unknown.inc(int(encoded.unknown.sum()))
+    metrics.popular.inc(int((encoded.lengths == 0).sum()))
+    metrics.exact_fallbacks.inc(servable.retriever.fallbacks - before)
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+class Guard:
+    """Pure ASGI middleware: counts and times every request, and refuses bodies over the limit with 413 before the
+    app reads them (the body is buffered up to the limit, so a chunked upload is bounded too)."""
+
+    def __init__(self, app, limit: int, metrics: Metrics):
+        self.app = app
+        self.limit = limit
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"] if scope["path"] in PATHS else "other"
+        status = {"code": 500}
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+
+        async def counted_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            body, too_large = b"", False
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                declared = dict(scope["headers"]).get(b"content-length")
+                too_large = declared is not None and declared.isdigit() and int(declared) > self.limit
+                more = not too_large
+                chunks: list[bytes] = []
+                size = 0
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return
+                    chunks.append(message.get("body", b""))
+                    size += len(chunks[-1])
+                    more = message.get("more_body", False)
+                    if size > self.limit:
+                        too_large = True
+                        break
+                body = b"".join(chunks)
+            if too_large:
+                reason = f"the body is over the limit of {self.limit} bytes (--max-body-bytes)"
+                await JSONResponse({"error": reason}, status_code=413, headers={"connection": "close"})(scope, receive, counted_send)
+                return
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, counted_send)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+
+def metadata(servable: Servable, options: ServeOptions) -> dict[str, Any]:
+    document = servable.document
+    index = servable.index
+    return {
+        "tron_version": __version__,
+        "model": {
+            "path": str(servable.path.resolve()),
+            "kind": servable.kind,
+            "type": document.get("model", {}).get("type"),
+            "max_length": servable.max_length,
+        },
+        "dataset": document.get("dataset") if servable.kind == "bundle" else (document.get("dataset") or {}).get("name"),
+        "n_items": len(servable.catalogue),
+        "item_id_type": "integer" if servable.catalogue.numeric else "string",
+        "event_types": list(servable.event_types),
+        "scoring": "exact" if index is None else "index",
+        "index": None if index is None else {**{k: v for k, v in index.section.items() if k != "search"}, "search": index.search_params},
+        "limits": {
+            "max_k": options.max_k,
+            "max_session_length": options.max_session_length,
+            "max_sessions": options.max_sessions,
+            "max_filter_items": options.max_filter_items,
+            "max_body_bytes": options.max_body_bytes,
+        },
+        "batching": {"window_ms": options.batch_window_ms, "max_batch": options.max_batch, "threads": scoring_threads(options.threads)},
+    }
+
+
+def create_app(servable: Servable, options: ServeOptions = ServeOptions()) -> Any:
+    """The ASGI app (FastAPI behind the Guard middleware) serving `servable`."""
+    metrics = Metrics()
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = MicroBatcher(lambda jobs: answer_jobs(servable, jobs, metrics), options.batch_window_ms / 1000, options.max_batch, metrics)
+        task = asyncio.create_task(batcher.run())
+        state["batcher"] = batcher
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            batcher.executor.shutdown(wait=True)
+
+    app = FastAPI(title="tron", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post("/recommend")
+    async def recommend(request: Request) -> Response:
+        try:
+            job = parse_request(await request.body(), servable, options)
+        except BadRequest as bad:
+            return JSONResponse({"error": bad.reason}, status_code=bad.status)
+        try:
+            done = await state["batcher"].submit(job)
+        except Exception as error:  # scoring failed: say so, keep serving
+            return JSONResponse({"error": f"scoring failed ({type(error).__name__}: {error})"}, status_code=500)
+        return JSONResponse(done.answer[0] if done.single else {"results": done.answer})
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "n_items": len(servable.catalogue), "scoring": "exact" if servable.index is None else "index"}
+
+    @app.get("/metadata")
+    async def about() -> dict[str, Any]:
+        return metadata(servable, options)
+
+    @app.get("/metrics")
+    async def exposition() -> Response:
+        return Response(metrics.exposition(), media_type=prom.CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"no endpoint {request.url.path} (there are {', '.join(PATHS)})"}, status_code=404)
+
+    @app.exception_handler(405)
+    async def wrong_method(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}"}, status_code=405)
+
+    return Guard(app, options.max_body_bytes, metrics)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound socket, or a one-line error when the address is taken or wrong (port 0: a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port} ({error.strerror or error})", "Choose another --port (0 takes a free one) or --host") from None
+    return sock
+
+
+def serve(servable: Servable, options: ServeOptions, log_level: str = "warning", on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C; in-flight requests are answered before it returns."""
+    import uvicorn
+
+    sock = listen(options.host, options.port)
+    threads = scoring_threads(options.threads)
+    torch.set_num_threads(threads)
+    if servable.index is not None:
+        require_faiss().omp_set_num_threads(threads)
+    config = uvicorn.Config(create_app(servable, options), log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        started = server.startup
+        host, port = sock.getsockname()[:2]
+
+        async def startup(sockets=None):
+            await started(sockets)
+            if server.started:
+                on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+
+        server.startup = startup  # type: ignore[method-assign]
+    # uvicorn re-raises the SIGTERM it handled once it has drained; a handler of our own lets the process exit 0
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,51 @@
+"""Training one run dir from start to summary.json, shared by `tron train` and each trial of `tron tune`.
+
+The caller has built the `Trainer` (and restored it, to resume); this writes config.json (or updates it on
+resume), opens the run's trackers, runs the loop with the caller's callbacks and the trackers', and writes
+summary.json. Only rank 0 writes or tracks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tron_cli import artifacts, tracking
+from tron_cli.artifacts import Dataset
+from tron_cli.config import TrainConfig
+from tron_cli.training.callbacks import Callback
+from tron_cli.training.loop import Trainer
+from tron_cli.training.rundir import dataset_record, start_new, start_resumed
+
+
+def run_document(run_dir: Path, trainer: Trainer, dataset: Dataset, config: TrainConfig, reference_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config.json of a new run."""
+    return {
+        "name": run_dir.name,
+        "dataset": dataset_record(dataset),
+        "model": trainer.section,
+        "train": config.to_dict(),
+        "reference_config": reference_config,
+        "world_size": trainer.ranks.world,
+        "torch_version": torch.__version__,
+    }
+
+
+def execute(trainer: Trainer, document: dict[str, Any] | None, callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
+    """Train `trainer` into its run dir: a new run with config.json `document`, or (None) a restored one."""
+    run_dir, ranks, config = trainer.run_dir, trainer.ranks, trainer.config
+    if ranks.main:
+        if document is None:
+            start_resumed(run_dir, config.to_dict(), trainer.state.history)
+        else:
+            start_new(run_dir, document)
+    ranks.barrier()
+    with tracking.tracked(config.track if ranks.main else (), run_dir) as trackers:
+        trainer.callbacks = (*callbacks, *trackers)
+        summary = trainer.fit()
+        if ranks.main:
+            artifacts.write_json(run_dir / "summary.json", summary, kind="summary")
+    ranks.barrier()
+    return summary
