@@ -8,9 +8,13 @@ the checkpoint of epoch 2), and after a seeded random delay. Hidden temporary di
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import random
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -171,3 +175,72 @@ def test_killed_export(env_home, tiny_model, moment):
     assert home.latest_model() == bundle
     served = invoke("recommend", str(bundle), "--device", "cpu", "-k", "3", input='{"session": 1, "items": [1, 2]}\n')
     assert served.exit_code == 0 and served.stdout.count("\n") == 1, served.stderr
+
+
+# --------------------------------------------------------------------------------------------- outputs that cannot be written
+
+# Each command writing where it cannot: (id, where the refusal is injected, the command). The refusal is injected
+# (tests/unwritable.py): the tests run as root, where chmod stops no write, and without a mount.
+UNWRITABLE = [
+    ("preprocess", "data", lambda t, data, run, bundle: ["preprocess", "synthetic", "--input", str(data.parent / "raw" / "synthetic")]),
+    ("train", "runs", lambda t, data, run, bundle: ["train", str(data), *TRAIN, "--epochs", "1", "--overfit-batches", "1", "--out", str(t / "runs" / "new")]),
+    ("export", "bundles", lambda t, data, run, bundle: ["export", str(run), "--out", str(t / "bundles" / "new")]),
+    ("recommend-o", "out", lambda t, data, run, bundle: ["recommend", str(bundle), "--device", "cpu", "-o", str(t / "out" / "recs.jsonl")]),
+    ("plot-o", "out", lambda t, data, run, bundle: ["plot", str(run), "-o", str(t / "out" / "curves.png")]),
+]
+
+
+@pytest.mark.parametrize("fault", ["read-only", "no-permission", "full-disk"])
+@pytest.mark.parametrize("case", UNWRITABLE, ids=[case[0] for case in UNWRITABLE])
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(env_home, tiny_dataset, tiny_model, monkeypatch, case, fault):
+    from tests.unwritable import full_disk, read_only
+
+    _, where, command = case
+    run, bundle = tiny_model
+    (env_home / where).mkdir(exist_ok=True)
+    args = command(env_home, tiny_dataset, run, bundle)
+    if fault == "full-disk":
+        full_disk(monkeypatch, env_home / where)
+    else:
+        read_only(monkeypatch, env_home / where, errno.EROFS if fault == "read-only" else errno.EACCES)
+    result = invoke(*args, input='{"session": 1, "items": [1, 2]}\n')
+    monkeypatch.undo()
+    assert result.exit_code == 1, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot write"), result.stderr
+    assert str(env_home / where) in lines[0]
+    assert not [p for p in (env_home / where).rglob("*") if p.name in ("dataset.json", "summary.json", "recs.jsonl", "curves.png", "model.safetensors")]
+
+
+@pytest.mark.parametrize("fault", ["read-only", "full-disk"])
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "table"])
+def test_evaluate_on_a_run_it_cannot_write_into_still_prints_its_metrics(env_home, tiny_model, monkeypatch, fault, as_json):
+    from tests.unwritable import full_disk, read_only
+
+    run = env_home / "run"
+    shutil.copytree(tiny_model[0], run)
+    (read_only if fault == "read-only" else full_disk)(monkeypatch, run)
+    result = invoke("evaluate", str(run), "--device", "cpu", "-k", "20", *(["--json"] if as_json else []))
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "metrics.json" in result.stderr and "not saved" in result.stderr, result.stderr
+    if as_json:
+        assert 0 <= json.loads(result.stdout)["recall@20"] <= 1
+    else:  # the table goes where every human-readable message goes: stderr
+        assert "Recall" in result.stderr and "@20" in result.stderr
+    assert not (run / "metrics.json").exists()
+
+
+def test_weights_are_written_with_the_permissions_of_every_other_artifact(env_home, tiny_model):
+    run, bundle = tiny_model
+    expected = 0o666 & ~_umask()
+    for path in (run / "model.safetensors", run / "checkpoint" / "weights.safetensors", run / "config.json", bundle / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, (path, oct(path.stat().st_mode))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

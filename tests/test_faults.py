@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,3 +220,98 @@ def test_one_tron_train_per_run_dir_but_several_run_dirs_at_once(tiny_dataset, t
         _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     assert (first / "summary.json").exists() and (other / "summary.json").exists()
+
+
+# --------------------------------------------------------------------------------------------- resume tells the truth
+
+
+def _history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("moment", ["validation", "epoch-end"])
+def test_an_interrupt_at_an_epochs_end_resumes_with_the_same_history(tiny_dataset, tmp_path, monkeypatch, moment):
+    """Ctrl-C while epoch 1 validates (or while its checkpoint is written), then --resume: history.jsonl has the
+    loss, sessions, events and a positive throughput of every epoch, as the uninterrupted run has (never a loss of 0)."""
+    args = [str(tiny_dataset), *FAST, "--epochs", "2", "--overfit-batches", "3", "--seed", "4"]
+    whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
+    assert invoke("train", *args, "--out", str(whole)).exit_code == 0
+    name = "validate" if moment == "validation" else "save_checkpoint"
+    real = getattr(train_module.Trainer, name)
+
+    def interrupting(self, *a, **k):
+        if self.state.epoch == (0 if moment == "validation" else 1) and not getattr(self, "_interrupted", False):
+            self._interrupted = True
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only marks the request: the call goes on
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(train_module.Trainer, name, interrupting)
+    stopped = invoke("train", *args, "--out", str(interrupted))
+    monkeypatch.undo()
+    assert stopped.exit_code == 130, stopped.stderr
+    assert f"tron train --resume {interrupted}" in stopped.stderr
+    assert [record["epoch"] for record in _history(interrupted)] == [1]
+    resumed = invoke("train", "--resume", str(interrupted))
+    assert resumed.exit_code == 0, resumed.stderr
+    expected, got = _history(whole), _history(interrupted)
+    assert [r["epoch"] for r in got] == [1, 2]
+    for a, b in zip(expected, got):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and b["loss"] > 0
+        timed = ("seconds", "loss", "sessions_per_s", "events_per_s")  # measured: positive, never equal
+        assert {k: a[k] for k in a if k not in timed} == {k: b[k] for k in b if k not in timed}
+        assert a.keys() == b.keys() and all(b[k] > 0 for k in timed)
+    _assert_same(load_file(interrupted / "model.safetensors"), load_file(whole / "model.safetensors"))
+
+
+def test_resume_with_no_more_epochs_to_train_says_so_and_changes_nothing(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", str(tiny_dataset), *FAST, "--epochs", "2", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for epochs in ("2", "1"):
+        result = invoke("train", "--resume", str(run), "--epochs", epochs)
+        assert result.exit_code == 0, result.stderr
+        assert "nothing to do" in result.stderr and "--epochs 3" in result.stderr, result.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_killed_before_its_first_epoch_restarts_by_following_its_message(tiny_dataset, tmp_path):
+    """Killed before the first epoch ended: only config.json was written. `tron evaluate` says to resume it, and
+    `tron train --resume` trains it from the start with its config."""
+    done, killed = tmp_path / "done", tmp_path / "killed"
+    assert invoke("train", str(tiny_dataset), *FAST, "--epochs", "1", "--overfit-batches", "2", "--out", str(done)).exit_code == 0
+    killed.mkdir()
+    shutil.copy(done / "config.json", killed / "config.json")
+    line = _one_error_line(invoke("evaluate", str(killed), "--device", "cpu"))
+    advice = line.split(". ", 1)[1]
+    assert advice == f"Resume it: tron train --resume {killed}", line
+    result = invoke(*advice.removeprefix("Resume it: tron ").split())
+    assert result.exit_code == 0, result.stderr
+    assert "training it again from the start" in result.stderr
+    assert (killed / "summary.json").exists()
+    _assert_same(load_file(killed / "model.safetensors"), load_file(done / "model.safetensors"))
+
+
+@pytest.mark.parametrize("fault", ["full-disk", "read-only"])
+def test_training_that_cannot_write_an_epoch_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path, monkeypatch, fault):
+    """The disk fills up (or turns read-only) while epoch 2 is saved: one line, exit 1, and the run dir still holds
+    epoch 1's checkpoint and weights, whole; once the disk has room, --resume finishes the run."""
+    from tests.unwritable import full_disk, read_only
+
+    out = tmp_path / "run"
+    real = train_module.Trainer._save_epoch
+
+    def save_epoch(self, record, improved):
+        if self.state.epoch == 2:
+            (full_disk if fault == "full-disk" else read_only)(monkeypatch, out)
+        return real(self, record, improved)
+
+    monkeypatch.setattr(train_module.Trainer, "_save_epoch", save_epoch)
+    line = _one_error_line(invoke("train", str(tiny_dataset), *FAST, "--epochs", "3", "--overfit-batches", "2", "--out", str(out)))
+    monkeypatch.undo()
+    assert "training stopped after epoch 2" in line and "the checkpoint of epoch 1 is kept" in line and f"tron train --resume {out}" in line, line
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1
+    assert _finite(load_file(out / "checkpoint" / "weights.safetensors")) and _finite(load_file(out / "model.safetensors"))
+    assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1]
+    resumed = invoke("train", "--resume", str(out))
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1, 2, 3]

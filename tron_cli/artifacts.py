@@ -16,13 +16,15 @@ so a reader never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tron_cli import __version__
-from tron_cli.errors import ArtifactError
+from tron_cli.errors import ArtifactError, OutputError
+from tron_cli.home import is_safe_name
 
 SCHEMA_VERSION = 1
 # kinds whose current version is not 1, and the earlier versions their readers still accept
@@ -75,6 +78,8 @@ SESSIONS_SCHEMA = pa.schema(
 CART, ORDER = 1, 2  # type codes of `extra_types`
 EXTRA_TYPES = {"carts": CART, "orders": ORDER}
 
+SPLITS = ("train", "valid", "test")
+
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # a header larger than this is hostile or corrupt
 
 
@@ -100,21 +105,79 @@ def _redo_hint(kind: str) -> str:
 
 # --------------------------------------------------------------------------------------------- atomic writes
 
+# errors that only a write can cause: whatever file an OSError names, these mean the output could not be written
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_WHY = {
+    errno.ENOSPC: ("no space is left on the device", "Free some space, or write elsewhere"),
+    errno.EDQUOT: ("the disk quota is exhausted", "Free some space, or write elsewhere"),
+    errno.EROFS: ("the file system is read-only", "Write elsewhere (another --out, -o or $TRON_HOME)"),
+    errno.EACCES: ("permission denied", "Check the permissions of its directory, or write elsewhere"),
+    errno.EPERM: ("operation not permitted", "Check the permissions of its directory, or write elsewhere"),
+    errno.EISDIR: ("it is a directory", "Give the path of a file"),
+    errno.ENOTDIR: ("a part of its path is a file, not a directory", "Give a path whose parents are directories"),
+    errno.EFBIG: ("the file is too large for the file system", "Write elsewhere"),
+    errno.ENAMETOOLONG: ("its name is too long", "Give a shorter path"),
+}
+
+
+def output_error(error: OSError, path: Path) -> OutputError:
+    """The one-line error of an output `path` that could not be written, saying why and what to do."""
+    why, hint = _WHY.get(error.errno or 0, (error.strerror or str(error), "Check the path, free space and permissions, or write elsewhere"))
+    return OutputError(f"cannot write {path}: {why}; nothing was written", hint)
+
+
+def _is_within(name: Any, places: tuple[Path, ...]) -> bool:
+    try:
+        target = Path(os.fsdecode(name))
+    except TypeError:
+        return False
+    return any(target == place or place in target.parents for place in places)
+
+
+@contextlib.contextmanager
+def writing(path: Path, *places: Path) -> Iterator[None]:
+    """Turn an OSError of writing `path` into an `OutputError` naming it. With `places` (where the block writes),
+    an error that names another file (one being read, say) is left alone unless only a write can cause it."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        names = [name for name in (error.filename, error.filename2) if name is not None]
+        if not places or not names or error.errno in WRITE_ERRNOS or any(_is_within(name, places) for name in names):
+            raise output_error(error, path) from None
+        raise
+
+
+def _prepare(path: Path) -> None:
+    """Create the parents of an output and refuse a directory in its place, before any work is done for it."""
+    if path.is_dir():
+        raise output_error(OSError(errno.EISDIR, "Is a directory", str(path)), path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`.
+
+    Any OSError of writing it (a read-only or full file system, no permission, a directory in the way) becomes an
+    `OutputError` naming `path`, and the temporary file is removed: `path` keeps its previous content or stays absent."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    _prepare(path)
+    with writing(path):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual permissions
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with writing(path, tmp, path):
+            yield tmp
+            # mkstemp makes 0600, and some writers (safetensors) replace the file with one of their own: the final
+            # file gets the usual permissions whatever wrote it
+            os.chmod(tmp, 0o666 & ~_umask())
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -124,22 +187,25 @@ def atomic_directory(path: Path, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it into place only when it is complete.
 
     An existing `path` is replaced only with `force`; until the rename a reader sees the old directory or none.
+    An OSError of writing it becomes an `OutputError` naming `path`, and the temporary directory is removed.
     """
     path = Path(path)
     if path.exists() and not force:
         raise ArtifactError(f"{path} exists already", "Pass --force to replace it, or choose another output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with writing(path, tmp, path):
+            os.chmod(tmp, 0o777 & ~_umask())
+            yield tmp
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / path.name)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -153,6 +219,18 @@ def write_bytes(path: Path, data: bytes) -> None:
 # --------------------------------------------------------------------------------------------- JSON documents
 
 
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float (at any depth) replaced by None: JSON has no such numbers, and a
+    record that holds one must still parse everywhere (null is what JSON has for "no value")."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
 def write_json(path: Path, document: Mapping[str, Any], kind: str | None = None) -> None:
     """Write `document` atomically; with `kind`, stamp `"schema": "<kind>/1"` and the tron version first."""
     body: dict[str, Any] = {}
@@ -160,11 +238,12 @@ def write_json(path: Path, document: Mapping[str, Any], kind: str | None = None)
         body["schema"] = schema_tag(kind)
         body["tron_version"] = __version__
     body.update(document)
-    write_bytes(path, (json.dumps(body, indent=2, allow_nan=False) + "\n").encode())
+    write_bytes(path, (json.dumps(finite(body), indent=2, allow_nan=False) + "\n").encode())
 
 
 def read_json(path: Path, kind: str) -> dict[str, Any]:
-    """Read a JSON document of `kind`, checking that it exists, parses and has the current schema version."""
+    """Read a JSON document of `kind`, checking that it exists, parses, has the current schema version and that
+    the fields its kind declares (`DOCUMENT_FIELDS`) have the declared types and ranges."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path} is missing", _redo_hint(kind))
@@ -179,15 +258,128 @@ def read_json(path: Path, kind: str) -> dict[str, Any]:
     found = document.get("schema")
     if not readable(kind, found):
         raise ArtifactError(f"{path} has schema {found!r}, expected {schema_tag(kind)!r}", _redo_hint(kind))
+    check_fields(document, DOCUMENT_FIELDS.get(kind, {}), path, kind)
     return document
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one line to a JSON-lines log (history.jsonl); a torn last line is dropped by `read_jsonl`."""
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record, allow_nan=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one line to a JSON-lines log (history.jsonl). A failed write is cut off again (an `OutputError`),
+    so the log never keeps half a line."""
+    line = json.dumps(finite(record), allow_nan=False) + "\n"
+    with writing(path):
+        with open(path, "a") as handle:
+            size = handle.tell()
+            try:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    handle.truncate(size)
+                raise
+
+
+# --------------------------------------------------------------------------------------------- document fields
+
+MAX_ITEMS = (1 << 31) - 1  # dense item ids are int32
+
+
+@dataclass(frozen=True)
+class Field:
+    """What a field of a JSON document must hold: `test` on its value, `expected` said when it fails."""
+
+    expected: str
+    test: Callable[[Any], bool]
+    required: bool = True
+    fields: Mapping[str, Field] | None = None  # an object's own fields, checked in turn
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+
+
+def _object(fields: Mapping[str, Field], required: bool = True) -> Field:
+    return Field("an object", lambda v: isinstance(v, dict), required, fields)
+
+
+_TEXT = Field("a string", lambda v: isinstance(v, str))
+_NAME = Field("a name without a path separator", lambda v: isinstance(v, str) and is_safe_name(v))
+_ITEMS = Field(f"a whole number of items from 1 to {MAX_ITEMS:,}", _integer(1, MAX_ITEMS))
+_COUNT = Field("a whole number >= 0", _integer(0))
+_DIGEST = Field("a sha256 (64 hex digits) or null", lambda v: v is None or (isinstance(v, str) and len(v) == 64), required=False)
+_OPTIONAL_OBJECT = Field("an object or null", lambda v: v is None or isinstance(v, dict), required=False)
+_MODEL = _object({"type": _TEXT, "n_items": _ITEMS})
+
+# The fields each kind of document must have (or, `required=False`, may have) and what they hold; other fields
+# are free. A reader relies on these, so a document that breaks them is refused when it is read, naming the field,
+# before any of its sizes is used (a dataset.json claiming 10^12 items allocates nothing).
+DOCUMENT_FIELDS: dict[str, Mapping[str, Field]] = {
+    "dataset": {
+        "name": _NAME,
+        "n_items": _ITEMS,
+        "splits": Field(f"a list of split names ({', '.join(SPLITS)})", lambda v: isinstance(v, list) and bool(v) and all(x in SPLITS for x in v)),
+        "targets": Field("'all' or 'last'", lambda v: v in ("all", "last")),
+        "catalogue_sha256": _DIGEST,
+        "parameters": _OPTIONAL_OBJECT,
+    },
+    "run": {
+        "name": Field(_NAME.expected, _NAME.test, required=False),
+        "dataset": _object({"path": _TEXT, "n_items": Field(_ITEMS.expected, _ITEMS.test, required=False), "catalogue_sha256": _DIGEST}),
+        "model": _MODEL,
+        "train": _OPTIONAL_OBJECT,
+    },
+    "bundle": {
+        "name": Field(_NAME.expected, _NAME.test, required=False),
+        "model": _MODEL,
+        "n_items": _ITEMS,
+        "max_length": Field("a whole number >= 1", _integer(1), required=False),
+        "catalogue_sha256": _DIGEST,
+        "event_types": Field("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), required=False),
+        "index": _OPTIONAL_OBJECT,
+    },
+    "summary": {"epochs": _COUNT, "best_epoch": Field("a whole number or null", lambda v: v is None or _integer(0)(v), required=False)},
+    "checkpoint": {
+        "epoch": _COUNT,
+        "done": _COUNT,
+        "global_step": _COUNT,
+        "world": Field("a whole number >= 1", _integer(1), required=False),
+        "history": Field("a list of objects", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), required=False),
+        "optimizers": Field("a list of objects", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v)),
+        "rng": _object({"cpu": _TEXT, "generator": _TEXT}),
+        "partial": _OPTIONAL_OBJECT,
+    },
+    "manifest": {
+        "name": _NAME,
+        "files": Field(
+            "a list of {path, size, sha256}",
+            lambda v: (
+                isinstance(v, list)
+                and all(isinstance(e, dict) and isinstance(e.get("path"), str) and _integer(0)(e.get("size")) and isinstance(e.get("sha256"), str) for e in v)
+            ),
+        ),
+    },
+    "metrics": {"metrics": _object({})},
+}
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_fields(document: Mapping[str, Any], fields: Mapping[str, Field], path: Path, kind: str, prefix: str = "") -> None:
+    """Refuse a document whose declared fields are missing or hold something else, naming the first such field."""
+    for key, field in fields.items():
+        name = f"{prefix}{key}"
+        if key not in document:
+            if field.required:
+                raise ArtifactError(f"{path}: field {name!r} is missing", _redo_hint(kind))
+            continue
+        value = document[key]
+        if not field.test(value):
+            raise ArtifactError(f"{path}: field {name!r} is {_shown(value)}, expected {field.expected}", _redo_hint(kind))
+        if field.fields is not None and isinstance(value, dict):
+            check_fields(value, field.fields, path, kind, f"{name}.")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -417,9 +609,6 @@ def read_items(path: Path) -> pa.Table:
 # --------------------------------------------------------------------------------------------- datasets
 
 
-SPLITS = ("train", "valid", "test")
-
-
 @dataclass
 class Dataset:
     """A preprocessed dataset directory: dataset.json plus its Parquet files."""
@@ -477,6 +666,20 @@ def read_dataset(path: Path) -> Dataset:
 
 # --------------------------------------------------------------------------------------------- tensors
 
+# safetensors' dtype names, as its header spells them
+SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
 
 def save_tensors(path: Path, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
     """Write torch tensors as safetensors atomically (shared storage is copied, never pickled)."""
@@ -487,31 +690,92 @@ def save_tensors(path: Path, tensors: Mapping[str, Any], metadata: Mapping[str, 
         save_file(contiguous, str(tmp), metadata=dict(metadata or {}))
 
 
-def load_tensors(path: Path, kind: str, expected: Mapping[str, tuple[tuple[int, ...], Any]] | None = None) -> dict[str, Any]:
-    """Read safetensors, refusing oversized headers, truncation, and (with `expected`) wrong names, shapes or dtypes."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+@dataclass
+class TensorHeader:
+    """What a safetensors file declares before any tensor is read: each tensor's shape and dtype name, and the
+    file's string metadata."""
 
+    tensors: dict[str, tuple[tuple[int, ...], str]]
+    metadata: dict[str, str]
+
+
+def read_tensor_header(path: Path, kind: str) -> TensorHeader:
+    """The header of a safetensors file, refusing an oversized or truncated header, one that is not JSON, and
+    tensors whose data would lie beyond the file; reads only the header, so nothing is allocated for the tensors."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path} is missing", _redo_hint(kind))
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(8)
-    if len(head) < 8:
-        raise ArtifactError(f"{path} is truncated (no safetensors header)", _redo_hint(kind))
-    (header_size,) = struct.unpack("<Q", head)
-    if header_size > MAX_SAFETENSORS_HEADER or header_size > size - 8:
-        raise ArtifactError(f"{path} declares a {header_size}-byte header in a {size}-byte file: refused", _redo_hint(kind))
+        if len(head) < 8:
+            raise ArtifactError(f"{path} is truncated (no safetensors header)", _redo_hint(kind))
+        (header_size,) = struct.unpack("<Q", head)
+        if header_size > MAX_SAFETENSORS_HEADER or header_size > size - 8:
+            raise ArtifactError(f"{path} declares a {header_size}-byte header in a {size}-byte file: refused", _redo_hint(kind))
+        raw = handle.read(header_size)
+    bad = f"{path} is not a valid safetensors file"
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArtifactError(f"{bad} (its header is not JSON)", _redo_hint(kind)) from None
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{bad} (its header is not a JSON object)", _redo_hint(kind))
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ArtifactError(f"{bad} (its metadata is not a map of strings)", _redo_hint(kind))
+    tensors: dict[str, tuple[tuple[int, ...], str]] = {}
+    data_size = size - 8 - header_size
+    for name, entry in header.items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if (
+            dtype not in SAFETENSORS_DTYPES
+            or not isinstance(shape, list)
+            or not all(_integer(0)(n) for n in shape)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_integer(0)(n) for n in offsets)
+        ):
+            raise ArtifactError(f"{bad} (tensor {name!r} is not described by a dtype, a shape and two offsets)", _redo_hint(kind))
+        if offsets[0] > offsets[1] or offsets[1] > data_size:
+            raise ArtifactError(f"{bad} (tensor {name!r} lies beyond the end of the file: truncated or corrupt)", _redo_hint(kind))
+        tensors[name] = (tuple(shape), dtype)
+    return TensorHeader(tensors, metadata)
+
+
+def check_tensor_header(header: TensorHeader, path: Path, kind: str, expected: Mapping[str, tuple[tuple[int, ...], Any]]) -> None:
+    """Refuse a file whose tensors differ in name, shape or dtype from `expected` ({name: (shape, torch dtype)})."""
+    missing = sorted(set(expected) - set(header.tensors))
+    extra = sorted(set(header.tensors) - set(expected))
+    if missing or extra:
+        raise ArtifactError(f"{path}: tensors {missing or extra} {'missing' if missing else 'unexpected'}", _redo_hint(kind))
+    for name, (shape, dtype) in expected.items():
+        found_shape, found_dtype = header.tensors[name]
+        wanted = str(dtype).removeprefix("torch.")
+        if tuple(found_shape) != tuple(shape) or SAFETENSORS_DTYPES[found_dtype] != wanted:
+            raise ArtifactError(
+                f"{path}: tensor {name} is {tuple(found_shape)} torch.{SAFETENSORS_DTYPES[found_dtype]}, expected {tuple(shape)} {dtype}",
+                _redo_hint(kind),
+            )
+
+
+def load_tensors(path: Path, kind: str, expected: Mapping[str, tuple[tuple[int, ...], Any]] | None = None) -> dict[str, Any]:
+    """Read safetensors, refusing oversized headers, truncation, and (with `expected`) wrong names, shapes or
+    dtypes; the header is checked before any tensor is read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    header = read_tensor_header(path, kind)
+    if expected is not None:
+        check_tensor_header(header, path, kind, expected)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ArtifactError(f"{path} is not a valid safetensors file ({error})", _redo_hint(kind)) from None
     if expected is not None:
-        missing = sorted(set(expected) - set(tensors))
-        extra = sorted(set(tensors) - set(expected))
-        if missing or extra:
-            raise ArtifactError(f"{path}: tensors {missing or extra} {'missing' if missing else 'unexpected'}", _redo_hint(kind))
         for name, (shape, dtype) in expected.items():
             tensor = tensors[name]
             if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:

@@ -64,9 +64,11 @@ def save(
     order: torch.Tensor | None,
     model_section: dict[str, Any],
     local_states: list[torch.Tensor],
+    catalogue: str | None = None,
 ) -> None:
-    """Write checkpoint/ atomically: weights, optimiser state, generator and RNG states (the shared generator,
-    every rank's local one), the epoch order when mid-epoch, and `position`."""
+    """Write checkpoint/ atomically: weights (bound to `model_section` and the catalogue fingerprint `catalogue`),
+    optimiser state, generator and RNG states (the shared generator, every rank's local one), the epoch order when
+    mid-epoch, and `position`."""
     tensors, documents = _optimizer_parts(optimizers)
     rng: dict[str, Any] = {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(), "generator": _generator_state(generator)}
     if torch.cuda.is_available():
@@ -74,7 +76,7 @@ def save(
     with artifacts.atomic_directory(directory, force=True) as tmp:
         from tron_cli.modelio import save_weights
 
-        save_weights(model, tmp / "weights.safetensors", model_section)
+        save_weights(model, tmp / "weights.safetensors", model_section, catalogue, position.get("epoch"))
         artifacts.save_tensors(tmp / "optimizer.safetensors", tensors)
         generators = {f"local.{rank}": state for rank, state in enumerate(local_states)}
         if order is not None:
@@ -84,13 +86,19 @@ def save(
 
 
 def load(
-    directory: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], generator: torch.Generator
+    directory: Path,
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    generator: torch.Generator,
+    model_section: dict[str, Any] | None = None,
+    catalogue: str | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor | None, list[torch.Tensor]]:
-    """Restore everything `save` wrote into the given objects; returns (position, epoch order or None, local generator states)."""
+    """Restore everything `save` wrote into the given objects; returns (position, epoch order or None, local
+    generator states). Weights recorded for another model section or catalogue are refused."""
     from tron_cli.modelio import load_weights
 
     state = artifacts.read_json(directory / "state.json", "checkpoint")
-    load_weights(model, directory / "weights.safetensors", "checkpoint")
+    load_weights(model, directory / "weights.safetensors", "checkpoint", catalogue, model_section)
     tensors = artifacts.load_tensors(directory / "optimizer.safetensors", "checkpoint")
     _restore_optimizers(optimizers, tensors, state["optimizers"], directory)  # load_state_dict moves them to the params' device
     rng = state["rng"]

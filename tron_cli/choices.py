@@ -9,6 +9,7 @@ TIES = ("pessimistic", "optimistic", "average")  # how items that tie with a tar
 PROTOCOLS = ("all", "tron", "otto")  # every target of every session, the reference's evaluation, or OTTO's Kaggle task
 SPLITS = ("test", "valid")  # what `tron evaluate` scores
 INPUT_FORMATS = ("auto", "ndjson", "otto", "parquet")  # what `tron recommend` reads
+ON_ERROR = ("fail", "skip")  # what `tron recommend` does with a malformed input line
 EXPORT_FORMATS = ("safetensors", "onnx")  # what `tron export` writes beside the weights
 LOG_FORMATS = ("auto", "otto-jsonl", "jsonl", "csv", "tsv", "parquet")  # what `tron preprocess --train` reads (auto: by the name)
 # the common names of a log's columns, recognised when the flags do not name them; compared without case, "_",

@@ -357,7 +357,7 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         (config.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.epochs >= 1, "--epochs must be at least 1"),
-        (config.lr > 0, "--lr must be positive"),
+        (0 < config.lr < math.inf, f"--lr must be a positive finite number, not {config.lr}"),
         (config.uniform_negatives >= 0, "--uniform-negatives must be >= 0"),
         (
             0 <= config.in_batch_negatives < config.batch_size,
@@ -372,8 +372,8 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
             not loss.sampled or config.topk <= config.uniform_negatives + config.in_batch_negatives,
             f"--topk {config.topk} is larger than the {config.uniform_negatives + config.in_batch_negatives} negatives drawn per event",
         ),
-        (config.alpha >= 0, "--alpha must be >= 0"),
-        (config.logq >= 0, "--logq must be >= 0"),
+        (0 <= config.alpha < math.inf, "--alpha must be a finite number >= 0"),
+        (0 <= config.logq < math.inf, "--logq must be a finite number >= 0"),
         (
             config.logq == 0 or loss.logq,
             f"--logq corrects sampled softmax losses only: use it with --loss {' or '.join(name for name, entry in LOSSES.items() if entry.logq)}",

@@ -41,6 +41,11 @@ class ArtifactError(TronError):
     """An artifact that is missing, truncated, of another schema version or otherwise unreadable."""
 
 
+class OutputError(TronError):
+    """An output that cannot be written (a read-only or full file system, no permission, a directory in the way);
+    nothing half-written is left behind."""
+
+
 class DownloadError(TronError):
     """A download that failed, was refused or does not match its checksum."""
 

@@ -19,7 +19,7 @@ from tron_cli.artifacts import Dataset
 from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT, PROTOCOLS, RETRIEVALS, SPLITS, TIES
-from tron_cli.errors import MissingInputError, UsageError
+from tron_cli.errors import MissingInputError, OutputError, UsageError
 from tron_cli.modelio import check_same_catalogue, dataset_of, load_model, read_model_dir
 from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions, otto_protocol
 from tron_cli.reporting import SILENT, Reporter
@@ -66,13 +66,14 @@ def evaluate(
         return _evaluate_index(model_path, data, options, torch_device, index_params, report)
     if index_params:
         raise UsageError("--index-param tunes the index of --retrieval index")
+    document, _ = read_model_dir(model_path)  # the dataset is compared first: its message says what to pass
+    dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
+    check_same_catalogue(document, dataset, model_path)
     model, document, kind = load_model(model_path, torch_device)
     if order_weight is not None and not model.preference_input:
         raise UsageError(f"{model_path} reads no preference vector: --order-weight needs a model trained with --objective multitron")
     if model.preference_input:
         model.use_order_weight(DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight)
-    dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
-    check_same_catalogue(document, dataset, model_path)
     if options.protocol == "otto":
         metrics = _otto(model, dataset, options, torch_device, report)
     else:
@@ -82,11 +83,17 @@ def evaluate(
     if model.preference_input:
         result["order_weight"] = DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight
     if kind == "run":
-        artifacts.write_json(
-            model_path / "metrics.json",
-            {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
-            kind="metrics",
-        )
+        # what was computed is the result: a run dir that cannot be written into (read-only, a full disk) costs
+        # the record, not the metrics, which are still printed
+        try:
+            artifacts.write_json(
+                model_path / "metrics.json",
+                {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
+                kind="metrics",
+            )
+        except OutputError as error:
+            report.warn(f"metrics.json was not saved ({error.message}); the metrics are printed only")
+            return result
         tracking.log_evaluation(model_path, track, {k: v for k, v in result.items() if "@" in k or k == "n_targets"}, options.split)
     return result
 

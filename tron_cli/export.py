@@ -31,7 +31,7 @@ from tron_cli import artifacts, home
 from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
 from tron_cli.index import INDEX_FILE, INDEXES, build_index, parse_params, require_faiss, write_index
-from tron_cli.modelio import load_weights, model_of, read_model_dir
+from tron_cli.modelio import check_weights, load_weights, model_of, read_model_dir
 from tron_cli.models import build_model
 from tron_cli.models.base import SessionModel
 from tron_cli.reporting import SILENT, Reporter
@@ -334,6 +334,7 @@ def export(
         raise ArtifactError(f"the dataset of {run} changed since it was trained ({data})", "Re-run tron preprocess as it was, or train again")
     dataset.items()  # the catalogue reads and has n_items rows
     section = model_of(document)
+    check_weights(run / "model.safetensors", "run", section, trained.get("catalogue_sha256"))  # before the network takes memory
     model = build_model(section)
     load_weights(model, run / "model.safetensors", "run")  # names, shapes, dtypes checked; a bad file is named as it is
     model.eval()

@@ -13,7 +13,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tron_cli.errors import MissingInputError
+from tron_cli.errors import MissingInputError, UsageError
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether `name` can name a dataset, run, bundle or study directory: one plain path component, not hidden
+    (stages skip names starting with a dot), without a path separator or a NUL byte."""
+    return bool(name) and name not in (".", "..") and not name.startswith(".") and not any(c in name for c in "/\\\0")
+
+
+def check_name(name: str, what: str, flag: str) -> str:
+    """`name` when it is safe (`is_safe_name`), else a usage error naming the flag: a name never becomes a path
+    outside its directory under $TRON_HOME."""
+    if not is_safe_name(name):
+        raise UsageError(
+            f"{flag} {name!r} is not a valid {what} name: it must be one plain name, without '/', '\\' or a leading '.'",
+            f"Give a name such as {what}-1" + (", or --out PATH to write elsewhere" if flag == "--name" else ""),
+        )
+    return name
 
 
 def home() -> Path:

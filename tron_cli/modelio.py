@@ -16,17 +16,78 @@ from tron_cli.artifacts import Dataset
 from tron_cli.errors import ArtifactError, MissingInputError
 from tron_cli.models import build_model
 
+CATALOGUE_KEY = "tron.catalogue_sha256"  # the catalogue the weights were trained on (dataset.json's fingerprint)
+MODEL_KEY = "tron.model"  # the model section they belong to
+EPOCH_KEY = "tron.epoch"  # the epoch they are from
 
-def save_weights(model, path: Path, section: dict[str, Any]) -> None:
-    artifacts.save_tensors(path, model.state_dict(), metadata={"tron.model": json.dumps(section)})
+
+def save_weights(model, path: Path, section: dict[str, Any], catalogue: str | None = None, epoch: int | None = None) -> None:
+    """The model's weights as safetensors, bound to their model section and catalogue by the file's metadata."""
+    metadata = {MODEL_KEY: json.dumps(section)}
+    if catalogue is not None:
+        metadata[CATALOGUE_KEY] = catalogue
+    if epoch is not None:
+        metadata[EPOCH_KEY] = str(epoch)
+    artifacts.save_tensors(path, model.state_dict(), metadata=metadata)
 
 
-def load_weights(model, path: Path, kind: str) -> None:
-    """Load `path` into `model` after checking every tensor's name, shape and dtype against the model."""
+def expected_tensors(section: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """{name: (shape, dtype)} of the network a model section describes, built on the meta device: no memory is
+    allocated, whatever sizes the section claims."""
+    import torch
+
+    with torch.device("meta"):
+        model = build_model(section)
+    return {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in model.state_dict().items()}
+
+
+def check_weights(path: Path, kind: str, section: dict[str, Any], catalogue: str | None) -> artifacts.TensorHeader:
+    """Refuse weights that do not belong to `section` and the catalogue `catalogue`, from the file's header alone
+    (before the network is built or a tensor read): tensor names, shapes and dtypes must be the section's, and the
+    catalogue fingerprint and model section the file records (weights written before they were recorded have
+    none: then the config's fingerprint, checked by the caller, decides) must be these."""
+    path = Path(path)
+    expected = expected_tensors(section)  # the section's own values are checked first (a string where a size belongs)
+    header = artifacts.read_tensor_header(path, kind)
+    recorded = header.metadata.get(CATALOGUE_KEY)
+    if recorded is not None and catalogue is not None and recorded != catalogue:
+        raise ArtifactError(
+            f"{path} holds weights trained on another catalogue (fingerprint {recorded[:12]}..., not {catalogue[:12]}...)",
+            "Use the weights of a run trained on this dataset, or train one",
+        )
+    stored = header.metadata.get(MODEL_KEY)
+    if stored is not None:
+        try:
+            their = json.loads(stored)
+        except json.JSONDecodeError:
+            raise ArtifactError(f"{path}: its metadata {MODEL_KEY} is not JSON", f"Re-run: {artifacts.MADE_BY.get(kind, 'tron train')}") from None
+        differ = sorted(key for key in set(their) & set(section) if their[key] != section[key]) if isinstance(their, dict) else ["model"]
+        if differ:
+            raise ArtifactError(
+                f"{path} holds weights of another model ({differ[0]} {their.get(differ[0]) if isinstance(their, dict) else their!r}, not {section.get(differ[0])!r})",
+                "Use the weights that were trained with this config.json",
+            )
+    artifacts.check_tensor_header(header, path, kind, expected)
+    return header
+
+
+def load_weights(model, path: Path, kind: str, catalogue: str | None = None, section: dict[str, Any] | None = None) -> None:
+    """Load `path` into `model` after checking every tensor's name, shape and dtype against the model (and, given
+    the model's section, that the file belongs to it and to the catalogue `catalogue`: `check_weights`)."""
+    if section is not None:
+        check_weights(path, kind, section, catalogue)
     state = model.state_dict()
     expected = {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in state.items()}
     tensors = artifacts.load_tensors(path, kind, expected)
     model.load_state_dict(tensors)
+
+
+def catalogue_of(document: dict[str, Any], kind: str) -> str | None:
+    """The catalogue fingerprint a run's or bundle's config.json records."""
+    if kind == "bundle":
+        return document.get("catalogue_sha256")
+    trained = document.get("dataset")
+    return trained.get("catalogue_sha256") if isinstance(trained, dict) else None
 
 
 def read_model_dir(path: Path) -> tuple[dict[str, Any], str]:
@@ -84,8 +145,11 @@ def load_model(path: Path, device=None):
         verify_bundle(path, document)
     if kind == "run" and not (Path(path) / "model.safetensors").is_file():
         raise ArtifactError(f"{path} has no model.safetensors yet (training has not finished an epoch)", f"Resume it: tron train --resume {path}")
-    model = build_model(model_of(document))
-    load_weights(model, Path(path) / "model.safetensors", kind)
+    section = model_of(document)
+    weights = Path(path) / "model.safetensors"
+    check_weights(weights, kind, section, catalogue_of(document, kind))  # before the network takes any memory
+    model = build_model(section)
+    load_weights(model, weights, kind)
     if device is not None:
         model = model.to(device)
     return model.eval(), document, kind

@@ -2,7 +2,8 @@
 
 A format is one writer class, `Writer(sink, id_type)` with `write(batch)` and `close()`, registered with its
 name and file extensions. A text format writes to a text handle (stdout or a file); a format that needs a file
-(`needs_file`, Parquet) gets the path. A file is written under a temporary name and renamed only when complete.
+(`needs_file`, Parquet) gets the path. A file is written under a temporary name and renamed only when complete;
+stdout gets the records from a temporary file once they are all written, so a failure writes nothing there either.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import contextlib
 import csv
 import itertools
 import json
+import math
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +59,10 @@ def _lists(offsets: np.ndarray, ids: np.ndarray) -> list[list]:
     return [flat[a:b] for a, b in itertools.pairwise(bounds)]
 
 
+def _json_number(value: float) -> str:
+    return f"{value:.6g}" if math.isfinite(value) else "null"
+
+
 class JsonLines:
     """One line per session: {"session": ..., "items": [...], "scores": [...]}, scores to 6 significant digits."""
 
@@ -65,9 +73,11 @@ class JsonLines:
         # formatted by hand, not json.dumps of a dict: several times faster, which matters once scoring is
         # fast (a GPU); "{:.6g}" of a finite float is a valid JSON number
         scores, offsets = batch.scores.tolist(), batch.offsets.tolist()
+        # JSON has no NaN or infinity: a score that overflowed is written as null (checked once per batch: rare)
+        number = "{:.6g}".format if np.isfinite(batch.scores).all() else _json_number
         lines = []
         for s, (session, ids) in enumerate(zip(batch.session_values(), batch.id_lists())):
-            listed = "null" if batch.fallback[s] else "[" + ", ".join(map("{:.6g}".format, scores[offsets[s] : offsets[s + 1]])) + "]"
+            listed = "null" if batch.fallback[s] else "[" + ", ".join(map(number, scores[offsets[s] : offsets[s + 1]])) + "]"
             lines.append(f'{{"session": {json.dumps(session, default=str)}, "items": {json.dumps(ids)}, "scores": {listed}}}\n')
         self.handle.write("".join(lines))
         self.handle.flush()
@@ -186,9 +196,14 @@ def output_format(output_path: str, requested: str | None) -> OutputFormat:
 def open_writer(output_path: str, chosen: OutputFormat, id_type: pa.DataType) -> Iterator[Writer]:
     """A writer for the output; a file is written under a temporary name and renamed only when complete."""
     if output_path == "-":
-        writer = chosen.writer(sys.stdout, id_type)
-        yield writer
-        writer.close()
+        # spooled, and copied to stdout only when complete: a failure (a malformed line) leaves stdout empty
+        with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
+            writer = chosen.writer(spool, id_type)
+            yield writer
+            writer.close()
+            spool.seek(0)
+            shutil.copyfileobj(spool, sys.stdout)
+            sys.stdout.flush()
         return
     with artifacts.atomic_path(Path(output_path)) as tmp:
         if chosen.needs_file:

@@ -8,6 +8,7 @@ one point per order weight coloured by it (cmap "cool", as the reference's plots
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -45,10 +46,13 @@ def load_history(run_dir: Path) -> list[dict[str, Any]]:
 def run_label(run_dir: Path) -> str:
     """The run directory's name, with the loss and model from its config.json when that is readable."""
     run_dir = Path(run_dir)
-    try:
-        train = read_json(run_dir / "config.json", "run").get("train") or {}
-    except ArtifactError:
-        return run_dir.name  # the label is cosmetic: an unreadable config must not stop the plot
+    try:  # read as plain JSON, not checked as a run's config: the label is cosmetic, and only "train" is used
+        document = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return run_dir.name  # an unreadable config must not stop the plot
+    train = document.get("train") if isinstance(document, dict) else None
+    if not isinstance(train, dict):
+        return run_dir.name
     details = [f"{key} {train[key]}" for key in ("loss", "model") if train.get(key) is not None]
     return f"{run_dir.name} ({', '.join(details)})" if details else run_dir.name
 

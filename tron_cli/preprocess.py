@@ -13,10 +13,14 @@ choose checkpoints on it.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +29,7 @@ from tron_cli import artifacts, home
 from tron_cli.artifacts import EXTRA_TYPES, Events, Sessions
 from tron_cli.choices import CART_NAMES, ORDER_NAMES
 from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
-from tron_cli.errors import InputFormatError, MissingInputError, UsageError
+from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
 from tron_cli.reporting import SILENT, Reporter
 
 DAY_MS = steps.DAY_MS
@@ -64,11 +68,30 @@ class Options:
     unknown_test_items: str | None = None  # keep (as misses) or drop; None: drop for the reference's datasets, keep for own logs
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class _Source:
     path: Path  # as given: messages name the file as the user typed it
     sha256: str
     size: int
+    spool: Any = None  # a named pipe's (/dev/stdin's, <(...)'s) content, copied once: a pipe cannot be read twice
+
+
+def _readable(source: _Source) -> Path:
+    """Where a source's bytes are read from: the file itself, or its spooled copy."""
+    return Path(source.spool.name) if source.spool is not None else source.path
+
+
+def _spool(path: Path) -> Any:
+    """A temporary copy of a named pipe or character device (deleted when closed, or with the copy's last reference),
+    named with the pipe's suffixes so that `.csv.gz` still says what it holds."""
+    spool = tempfile.NamedTemporaryFile(prefix=".tron-input.", suffix="".join(path.suffixes[-2:]))
+    with open(path, "rb") as stream:
+        shutil.copyfileobj(stream, spool, 1 << 20)
+    spool.flush()
+    return spool
 
 
 def _describe(step: str, sessions: Sessions, log: list[dict[str, Any]]) -> None:
@@ -78,6 +101,9 @@ def _describe(step: str, sessions: Sessions, log: list[dict[str, Any]]) -> None:
 def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
     """A raw file with its checksum, taken from the download's manifest when it is there (no rehashing 11 GB)."""
     path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():  # a named pipe, /dev/stdin, <(...)
+        spool = _spool(path)
+        return _Source(path, artifacts.sha256_file(Path(spool.name)), Path(spool.name).stat().st_size, spool)
     if not path.is_file():
         raise MissingInputError(f"{path} does not exist", "Check the path given to --train or --test")
     if manifest is not None:
@@ -133,6 +159,33 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
     return options.name or preset_name, spec, [_source(p, manifest) for p in paths]
 
 
+def _check_values(options: Options, name: str) -> None:
+    """Refuse option values that make no sense (usage errors naming the option), and a dataset name that is not one
+    plain directory name under $TRON_HOME/data (`../../x` would write elsewhere, `.x` would be hidden from later stages)."""
+    if options.separator is not None and len(options.separator) != 1:
+        raise UsageError(f"--separator must be one character, not {options.separator!r}", "Give , or ; or | (or a tab), or leave it out to sniff it")
+    for flag, days in (("--test-days", options.test_days), ("--valid-days", options.valid_days)):
+        if days is not None and not (0 < days < math.inf):
+            raise UsageError(f"{flag} must be a positive number of days, not {days}")
+    if options.out is None and (not name or name in (".", "..") or name.startswith(".") or any(sep in name for sep in ("/", "\\", os.sep))):
+        raise UsageError(f"dataset name {name!r} is not a plain name: it must not hold a path separator or start with '.'", "Pass --name NAME, or --out DIR")
+
+
+def _named(source: _Source, work: Callable[[], T]) -> T:
+    """`work()`, whose errors name a spooled pipe by the path the user gave."""
+    try:
+        return work()
+    except TronError as error:
+        if source.spool is not None:
+            error.message = error.message.replace(source.spool.name, str(source.path))
+            error.args = (error.line(),)
+        raise
+
+
+def _read_source(source: _Source, spec: DatasetSpec | None, options: Options, report: Reporter) -> readers.RawLog:
+    return _named(source, lambda: _read(_readable(source), spec, options, report))
+
+
 def _read(path: Path, spec: DatasetSpec | None, options: Options, report: Reporter) -> readers.RawLog:
     if spec is not None:
         return spec.read(path, options.event_types, report)
@@ -171,7 +224,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     preset = spec.preset if spec else None
     if spec is None and options.format not in readers.FORMATS:
         raise UsageError(f"unknown format {options.format!r}", f"Use one of: {', '.join(readers.FORMATS)}")
-    reader = spec.format if spec else options.format if options.format != "auto" else readers.infer_format(sources[0].path)
+    reader = spec.format if spec else options.format if options.format != "auto" else _named(sources[0], lambda: readers.infer_format(_readable(sources[0])))
     if options.split not in ("time", "last"):
         raise UsageError(f"unknown split {options.split!r}", "Use --split time or --split last")
     if options.min_session_length < 1:
@@ -180,13 +233,14 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         raise UsageError("--valid-fraction must be between 0 and 1")
     if sum(x is not None for x in (options.valid_days, options.valid_fraction)) + options.no_valid > 1:
         raise UsageError("give at most one of --valid-days, --valid-fraction and --no-valid")
+    _check_values(options, name)
     out = Path(options.out) if options.out else home.datasets_root() / name
     if out.exists() and not options.force:
         raise UsageError(f"{out} exists already", "Pass --force to replace it, or --name to write another dataset")
 
     min_length = options.min_session_length
     min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)
-    raws = [_read(source.path, spec, options, report) for source in sources]
+    raws = [_read_source(source, spec, options, report) for source in sources]
     columns = raws[0].columns
     notes: list[tuple[Callable[[str], None], str]] = []  # said once the dataset is written: a refusal stays one line
     recognised = [role for role in readers.ROLES if getattr(options, f"{role}_col") is None]
@@ -205,6 +259,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
 
     train = parts.pop(0)
     _describe("read train" if pre_split else "read", train, history)
+    notes += [(report.warn, note) for note in implausible_times(train, options.time_unit if spec is None else "ms")]
     train = drop_short_logged(train, min_length, history)
     if min_support > 1:
         train = steps.drop_rare_items(train, min_support, n_codes)
@@ -231,6 +286,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         train, test = steps.split_by_time(train, test_days * DAY_MS, split_on, floor)
         _describe(f"time split: train ({test_days:g} days before the latest start)", train, history)
         _describe("time split: test", test, history)
+        notes += [(report.warn, note) for note in thin_test_split(train, test, test_days)]
         if len(train) == 0:
             raise InputFormatError(
                 f"{sources[0].path}: the time split leaves no train session (every session starts within {test_days:g} days of the latest)", "Lower --test-days"
@@ -307,7 +363,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         "source": {
             "preset": spec.name if spec else None,
             "format": reader,
-            "files": [{"path": str(s.path.resolve()), "size": s.size, "sha256": s.sha256} for s in sources],
+            "files": [{"path": str(s.path.resolve() if s.spool is None else s.path), "size": s.size, "sha256": s.sha256} for s in sources],
         },
         "parameters": {
             "split": "files" if pre_split else options.split,
@@ -343,6 +399,44 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     for say, note in notes:
         say(note)
     return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, "unknown_test_targets": unknown, **summary_counts}
+
+
+LATEST_PLAUSIBLE_YEAR = 2100  # a log's time after this is a unit read wrongly (ms as s) or an outlier
+THIN_TEST = (10, 0.01)  # a time split's test under this many sessions and this share of them is worth a warning
+
+
+def implausible_times(sessions: Sessions, time_unit: str) -> list[str]:
+    """A warning, with the numbers, when the log's times run past `LATEST_PLAUSIBLE_YEAR` as read with `time_unit`."""
+    if not len(sessions.ts):
+        return []
+    latest = int(sessions.ts.max())
+    limit = int(dt.datetime(LATEST_PLAUSIBLE_YEAR, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    if latest < limit:
+        return []
+    late = int((sessions.ts >= limit).sum())
+    year = 1970 + latest / (365.2425 * DAY_MS)
+    return [
+        f"the log's times run to the year {year:,.0f} as read with --time-unit {time_unit} ({late:,} of {len(sessions.ts):,} events after "
+        f"{LATEST_PLAUSIBLE_YEAR}): check the unit (s, ms, us, ns: --time-unit) or the log for outliers"
+    ]
+
+
+def thin_test_split(train: Sessions, test: Sessions, test_days: float) -> list[str]:
+    """A warning, with the numbers, when the time split's test holds a tiny share of the sessions: the latest
+    session starts far after the others (an outlier time), so the last --test-days hold almost nothing."""
+    total = len(train) + len(test)
+    if not len(test) or len(test) >= THIN_TEST[0] or len(test) >= THIN_TEST[1] * total:
+        return []
+    latest, before = int(steps.starts(test).max()), int(steps.starts(train).max()) if len(train) else None
+    gap = "" if before is None else f", {(latest - before) / DAY_MS:,.1f} days after the latest train session's"
+    try:
+        when = dt.datetime.fromtimestamp(latest / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, OverflowError):  # past the year 9999
+        when = f"the year {1970 + latest / (365.2425 * DAY_MS):,.0f}"
+    return [
+        f"the test split holds {len(test):,} of {total:,} sessions ({100 * len(test) / total:.2g}%): the last {test_days:g} days before the latest "
+        f"session start ({when}{gap}); an outlier time does this. Check the log's times, or set --test-days"
+    ]
 
 
 def own_validation(train: Sessions, test_span_days: float) -> tuple[float | None, float | None]:

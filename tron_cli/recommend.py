@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tron_cli import home
-from tron_cli.choices import INPUT_FORMATS, KAGGLE_ORDER_WEIGHTS
+from tron_cli.choices import INPUT_FORMATS, KAGGLE_ORDER_WEIGHTS, ON_ERROR
 from tron_cli.errors import InputFormatError, MissingInputError, UsageError
 from tron_cli.outputs import Recommended, open_writer, output_format
 from tron_cli.reporting import SILENT, Reporter
@@ -26,6 +26,8 @@ from tron_cli.retrieval import NO_FILTERS, Filters
 from tron_cli.runtime import resolve_device
 from tron_cli.servable import Servable, load_servable
 from tron_cli.session_input import Batch, RecordProblem, input_kind, raw_ids, read_batches
+
+SKIPS_SHOWN = 100  # skipped lines named one by one on stderr; the count at the end covers every one
 
 
 def _count(n: int, noun: str) -> str:
@@ -44,6 +46,7 @@ class RecommendOptions:
     index_params: tuple[str, ...] = ()  # NAME=VALUE search parameters of the index (ef_search, nprobe)
     allow: Path | None = None  # a file of raw ids: recommend only these
     deny: Path | None = None  # a file of raw ids: never recommend these
+    on_error: str = "fail"  # a malformed input line: fail before writing anything, or skip it and report it
     order_weight: float | None = None  # MultiTRON: the preference [1 - w, w] (None: a line's own, else DEFAULT_ORDER_WEIGHT)
 
 
@@ -98,6 +101,8 @@ def recommend(
         raise UsageError("--order-weight must be from 0 to 1")
     if options.input_format not in INPUT_FORMATS:
         raise UsageError(f"unknown input format {options.input_format!r}", f"Use one of: {', '.join(INPUT_FORMATS)}")
+    if options.on_error not in ON_ERROR:
+        raise UsageError(f"unknown --on-error {options.on_error!r}", f"Use one of: {', '.join(ON_ERROR)}")
     chosen = output_format(output_path, options.output_format)
     input_kind(input_path, options.input_format)
     if input_path != "-" and not Path(input_path).is_file():
@@ -115,7 +120,16 @@ def recommend(
     )
     totals = {"sessions": 0, "fallback": 0, "unknown_ids": 0, "unknown_sessions": 0}
     started = time.perf_counter()
-    with read_batches(input_path, options.input_format, numeric, servable.event_types, options.batch_size, report) as (batches, total):
+    skipped: list[str] = []
+
+    def skip(where: str, reason: str) -> None:
+        skipped.append(where)
+        if len(skipped) <= SKIPS_SHOWN:
+            report.warn(f"{where}: {reason}; skipped")
+
+    with read_batches(
+        input_path, options.input_format, numeric, servable.event_types, options.batch_size, report, skip if options.on_error == "skip" else None
+    ) as (batches, total):
         with open_writer(output_path, chosen, servable.catalogue.id_type) as writer, report.task("recommending", total=total) as task:
             for batch in batches:
                 result, unknown_ids, unknown_sessions = recommend_batch(
@@ -128,6 +142,9 @@ def recommend(
                 totals["unknown_sessions"] += unknown_sessions
                 task.update(advance=len(batch))
     seconds = time.perf_counter() - started
+    if skipped:
+        more = f" ({len(skipped) - SKIPS_SHOWN:,} not shown)" if len(skipped) > SKIPS_SHOWN else ""
+        report.warn(f"{_count(len(skipped), 'malformed line')} skipped{more}: every other session was recommended for")
     if totals["unknown_ids"]:
         report.warn(f"{_count(totals['unknown_ids'], 'unknown item id')} skipped in {_count(totals['unknown_sessions'], 'session')}")
     if totals["fallback"]:
@@ -137,4 +154,11 @@ def recommend(
     if servable.retriever.fallbacks:
         report.detail(f"{_count(servable.retriever.fallbacks, 'session')} scored exactly: the index's candidates left fewer than k items after the filters")
     report.detail(f"{totals['sessions']:,} sessions in {seconds:.2f} s ({totals['sessions'] / max(seconds, 1e-9):,.0f} sessions/s)")
-    return {**totals, "seconds": seconds, "model": str(model_path), "output_format": chosen.name, "scoring": servable.retriever.mode}
+    return {
+        **totals,
+        "skipped_lines": len(skipped),
+        "seconds": seconds,
+        "model": str(model_path),
+        "output_format": chosen.name,
+        "scoring": servable.retriever.mode,
+    }

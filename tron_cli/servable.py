@@ -25,7 +25,7 @@ from tron_cli.catalogue import Catalogue
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
 from tron_cli.index import INDEXES, ItemIndex, load_index, parse_params
-from tron_cli.modelio import load_model
+from tron_cli.modelio import load_model, read_model_dir
 from tron_cli.outputs import Recommended
 from tron_cli.retrieval import NO_FILTERS, Filters, Retriever, filters_from_dense
 from tron_cli.scoring import Pairs
@@ -112,6 +112,8 @@ class Servable:
         owner = np.repeat(np.arange(len(batch)), np.diff(batch.offsets))
         known = dense > 0
         unknown = np.bincount(owner[~known], minlength=len(batch)).astype(np.int64)
+        if batch.dropped is not None:
+            unknown += batch.dropped
         lengths = np.bincount(owner[known], minlength=len(batch)).astype(np.int64)
         scored = np.flatnonzero(lengths > 0)
         device = self.device
@@ -175,18 +177,20 @@ def load_servable(path: Path, device: torch.device, exact: bool = False, index_p
     path = Path(path)
     if not path.is_dir():
         raise MissingInputError(f"model {path} does not exist", "Give a bundle (tron export) or a run dir (tron train)")
-    model, document, kind = load_model(path, device)
+    document, kind = read_model_dir(path)
     if kind == "bundle":
+        model, document, kind = load_model(path, device)
         table = artifacts.read_items(path / "items.parquet")
         event_types = tuple(document.get("event_types", ["clicks"]))
         expected = document.get("n_items")
     else:
         trained = document.get("dataset", {})
         dataset = artifacts.read_dataset(Path(trained.get("path", "")))
-        if dataset.info.get("catalogue_sha256") != trained.get("catalogue_sha256"):
+        if dataset.info.get("catalogue_sha256") != trained.get("catalogue_sha256"):  # before the weights: says what to do
             raise ArtifactError(
                 f"the dataset of {path} changed since it was trained ({dataset.path})", "Recommend from a bundle made when the run finished (tron export)"
             )
+        model, document, kind = load_model(path, device)
         table = dataset.items()
         event_types = tuple(dataset.info.get("parameters", {}).get("event_types", ["clicks"]))
         expected = dataset.n_items

@@ -13,7 +13,7 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ class Batch:
     where: list[str]  # "FILE:LINE" (or "FILE: row N") of each session, for messages
     offsets: np.ndarray  # int64 (S+1,)
     items: np.ndarray  # raw ids in the catalogue's type (int64 or str)
+    dropped: np.ndarray | None = None  # int64 (S,): ids left out before `items` because no catalogue id can equal them
     order_weights: np.ndarray | None = None  # float64 (S,): a JSON line's "order_weight", NaN where it has none
 
     def __len__(self) -> int:
@@ -70,8 +71,23 @@ def raw_ids(values: list, numeric: bool, label) -> list:
     return out
 
 
-def record_items(record: Any, expect: str, numeric: bool, event_types: tuple[str, ...]) -> list:
-    """The raw ids of one JSON line, oldest first; `expect` is ndjson, otto or auto (by the record's keys).
+def _usable_ids(values: list, numeric: bool, label) -> tuple[list, list[int]]:
+    """(raw ids, positions in `values`) of the values that can be ids of the catalogue: a string that is no integer
+    can never be one of an integer catalogue's ids, so it is an unknown id (skipped and counted by the caller), not a
+    malformed record. Other values of the wrong type, and integers beyond 64 bits, are a `RecordProblem`."""
+    positions = [i for i, value in enumerate(values) if not (numeric and isinstance(value, str) and not _INTEGER.fullmatch(value))]
+    ids = raw_ids([values[i] for i in positions], numeric, lambda i: label(positions[i]))
+    if numeric:
+        for index, value in enumerate(ids):
+            if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+                raise RecordProblem(f"{label(positions[index])} is {value}, outside the range of the catalogue's 64-bit ids")
+    return ids, positions
+
+
+def record_items(record: Any, expect: str, numeric: bool, event_types: tuple[str, ...]) -> tuple[list, int]:
+    """(the raw ids of one JSON line, oldest first; the ids left out as unknown because they cannot be the
+    catalogue's: strings that are no integer, for an integer catalogue). `expect` is ndjson, otto or auto (by the
+    record's keys).
 
     OTTO events keep the types the model's dataset kept, sorted by time (stably, as tron preprocess sorts)."""
     if not isinstance(record, dict):
@@ -83,7 +99,8 @@ def record_items(record: Any, expect: str, numeric: bool, event_types: tuple[str
         items = record.get("items")
         if not isinstance(items, list):
             raise RecordProblem('field "items" is missing or not a list' + ("" if expect != "auto" else ' (and there are no OTTO "events")'))
-        return raw_ids(items, numeric, lambda i: f"items[{i}]")
+        ids, positions = _usable_ids(items, numeric, lambda i: f"items[{i}]")
+        return ids, len(items) - len(positions)
     events = record.get("events")
     if not isinstance(events, list):
         raise RecordProblem('field "events" is missing or not a list')
@@ -95,77 +112,78 @@ def record_items(record: Any, expect: str, numeric: bool, event_types: tuple[str
             raise RecordProblem(f"events[{index}].ts is missing or not a number (got {json.dumps(ts)})")
         if not isinstance(kind_of_event, str):
             raise RecordProblem(f"events[{index}].type is missing or not a string (got {json.dumps(kind_of_event)})")
-    aids = raw_ids([event["aid"] for event in events], numeric, lambda i: f"events[{i}].aid")
-    kept = [(event["ts"], aid) for event, aid in zip(events, aids) if event["type"] in event_types]
+    aids, positions = _usable_ids([event["aid"] for event in events], numeric, lambda i: f"events[{i}].aid")
+    kept = [(events[i]["ts"], aid) for i, aid in zip(positions, aids) if events[i]["type"] in event_types]
     kept.sort(key=lambda pair: pair[0])  # by time only: events at the same time keep their order
-    return [aid for _, aid in kept]
+    dropped = sum(1 for event in events if event["type"] in event_types) - len(kept)
+    return [aid for _, aid in kept], dropped
 
 
-def _id_array(values: list, numeric: bool, where: list[str], offsets: np.ndarray) -> np.ndarray:
+def _id_array(values: list, numeric: bool) -> np.ndarray:
     if not numeric:
         return np.array(values, dtype=str) if values else np.zeros(0, dtype=str)
-    try:
-        return np.array(values, dtype=np.int64)
-    except OverflowError:
-        bad = next(i for i, value in enumerate(values) if not INT64_RANGE[0] <= value <= INT64_RANGE[1])
-        session = int(np.searchsorted(offsets, bad, side="right")) - 1
-        raise InputFormatError(
-            f"{where[session]}: item id {values[bad]} is outside the range of the catalogue's 64-bit ids", "Fix or remove that line"
-        ) from None
+    return np.array(values, dtype=np.int64)  # every value was checked to be a 64-bit integer
 
 
-def _json_batches(stream, name: str, expect: str, numeric: bool, event_types: tuple[str, ...], batch_size: int) -> Iterator[Batch]:
+def _json_batches(
+    stream, name: str, expect: str, numeric: bool, event_types: tuple[str, ...], batch_size: int, skip: Callable[[str, str], None] | None = None
+) -> Iterator[Batch]:
+    """Batches of the JSON lines of `stream`. A malformed line is an `InputFormatError`, or with `skip`, reported
+    to `skip(where, reason)` and left out."""
+
     def batch() -> Batch:
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         given = np.array(weights, dtype=np.float64) if any(not np.isnan(w) for w in weights) else None
-        return Batch(sessions, where, offsets, _id_array(flat, numeric, where, offsets), given)
+        return Batch(sessions, where, offsets, _id_array(flat, numeric), np.array(dropped, dtype=np.int64), given)
 
-    sessions, where, lengths, flat, weights = [], [], [], [], []
+    sessions, where, lengths, flat, dropped, weights = [], [], [], [], [], []
     for number, line in enumerate(stream, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-            raise InputFormatError(f"{name}:{number}: not valid JSON ({error})", LINE_HINT) from None
-        try:
-            ids = record_items(record, expect, numeric, event_types)
+            try:
+                record = json.loads(line)
+            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+                raise RecordProblem(f"not valid JSON ({error})") from None
+            ids, unknown = record_items(record, expect, numeric, event_types)
+            weight = record.get("order_weight")
+            if weight is not None and not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1):
+                raise RecordProblem(f"order_weight is {json.dumps(weight)}, not a number from 0 to 1 (the order weight of the preference [1 - w, w])")
         except RecordProblem as problem:
-            raise InputFormatError(f"{name}:{number}: {problem}", LINE_HINT) from None
-        weight = record.get("order_weight")
-        if weight is not None and not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1):
-            raise InputFormatError(
-                f"{name}:{number}: order_weight is {json.dumps(weight)}, not a number from 0 to 1", "Give the order weight of the preference [1 - w, w]"
-            )
+            if skip is None:
+                raise InputFormatError(f"{name}:{number}: {problem}", LINE_HINT) from None
+            skip(f"{name}:{number}", str(problem))
+            continue
         sessions.append(record["session"])
         where.append(f"{name}:{number}")
         lengths.append(len(ids))
+        dropped.append(unknown)
         flat.extend(ids)
         weights.append(np.nan if weight is None else float(weight))
         if len(sessions) == batch_size:
             yield batch()
-            sessions, where, lengths, flat, weights = [], [], [], [], []
+            sessions, where, lengths, flat, dropped, weights = [], [], [], [], [], []
     if sessions:
         yield batch()
 
 
-def _parquet_values(values: pa.Array, numeric: bool, path: Path, row_of) -> np.ndarray:
-    """The flat `items` values of a Parquet batch as raw ids of the catalogue's type."""
+def _parquet_values(values: pa.Array, numeric: bool, path: Path, row_of) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw ids of the catalogue's type, which of the flat `items` values of a Parquet batch they are, or None for
+    all): strings that are no integer cannot be an integer catalogue's ids, and are left out as unknown ids."""
     if values.null_count:
         raise InputFormatError(
             f"{path}: row {row_of(int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]))}: items holds a null id", "Remove the nulls"
         )
     if pa.types.is_integer(values.type):
-        return values.to_numpy().astype(np.int64) if numeric else values.cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
+        if pa.types.is_uint64(values.type) and numeric and pc.max(values).as_py() is not None and pc.max(values).as_py() > INT64_RANGE[1]:
+            raise InputFormatError(f"{path}: an item id is outside the range of the catalogue's 64-bit ids")
+        return (values.to_numpy().astype(np.int64) if numeric else values.cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)), None
     if not numeric:
-        return values.to_numpy(zero_copy_only=False).astype(str)
+        return values.to_numpy(zero_copy_only=False).astype(str), None
     integer = pc.match_substring_regex(values, r"^-?[0-9]+$").to_numpy(zero_copy_only=False)
-    if not integer.all():
-        first = int(np.flatnonzero(~integer)[0])
-        raise InputFormatError(f"{path}: row {row_of(first)}: item id {values[first].as_py()!r} is not an integer (the catalogue's ids are integers)")
     try:
-        return values.cast(pa.int64()).to_numpy()
+        return values.filter(pa.array(integer)).cast(pa.int64()).to_numpy(), integer
     except pa.ArrowInvalid:
         raise InputFormatError(f"{path}: an item id is outside the range of the catalogue's 64-bit ids") from None
 
@@ -203,9 +221,14 @@ def _parquet_batches(parquet: pq.ParquetFile, path: Path, numeric: bool, batch_s
             def row_of(position: int, offsets=offsets, base=base) -> int:
                 return base + int(np.searchsorted(offsets, position, side="right"))
 
-            values = _parquet_values(items.flatten(), numeric, path, row_of)
+            values, usable = _parquet_values(items.flatten(), numeric, path, row_of)
+            dropped = None
+            if usable is not None:  # unknown ids left out: each session's share of them, and the offsets of the rest
+                owner = np.repeat(np.arange(len(items)), np.diff(offsets))
+                dropped = np.bincount(owner[~usable], minlength=len(items)).astype(np.int64)
+                offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[usable], minlength=len(items)))]).astype(np.int64)
             where = [f"{path}: row {first_row + i + 1}" for i in range(len(items))]
-            yield Batch(record_batch.column("session"), where, offsets, values)
+            yield Batch(record_batch.column("session"), where, offsets, values, dropped)
             first_row += len(items)
     except (pa.ArrowException, OSError) as error:
         raise InputFormatError(f"{path} is truncated or corrupt ({error})") from None
@@ -221,9 +244,16 @@ def input_kind(input_path: str, input_format: str) -> str:
 
 @contextlib.contextmanager
 def read_batches(
-    input_path: str, input_format: str, numeric: bool, event_types: tuple[str, ...], batch_size: int, report: Reporter
+    input_path: str,
+    input_format: str,
+    numeric: bool,
+    event_types: tuple[str, ...],
+    batch_size: int,
+    report: Reporter,
+    skip: Callable[[str, str], None] | None = None,
 ) -> Iterator[tuple[Iterator[Batch], int | None]]:
-    """(batches, number of sessions when the input says so) of `input_path` ('-' = stdin)."""
+    """(batches, number of sessions when the input says so) of `input_path` ('-' = stdin); with `skip`, malformed
+    JSON lines are reported to it and left out (`_json_batches`)."""
     kind = input_kind(input_path, input_format)
     if kind == "parquet":
         parquet = _open_parquet_input(Path(input_path))
@@ -232,7 +262,7 @@ def read_batches(
     if input_path == "-":
         if sys.stdin.isatty():
             report.info("Reading sessions from stdin (one JSON object a line; Ctrl-D ends the input).")
-        yield _json_batches(sys.stdin.buffer, "stdin", kind, numeric, event_types, batch_size), None
+        yield _json_batches(sys.stdin.buffer, "stdin", kind, numeric, event_types, batch_size, skip), None
         return
     with open(input_path, "rb") as handle:
-        yield _json_batches(handle, input_path, kind, numeric, event_types, batch_size), None
+        yield _json_batches(handle, input_path, kind, numeric, event_types, batch_size, skip), None

@@ -19,7 +19,8 @@ import torch
 from tron_cli import artifacts, distributed, errors, home, tracking
 from tron_cli.config import TrainConfig, fit_hints, validate
 from tron_cli.errors import ArtifactError, TronError, UsageError
-from tron_cli.modelio import model_of
+from tron_cli.modelio import check_weights, model_of
+from tron_cli.models import model_section
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.training.loop import Trainer
 from tron_cli.training.run import execute, run_document
@@ -74,12 +75,21 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
     if not (ranks.main or request.resume is not None or request.out):
         raise UsageError("with torchrun, give every rank the run dir: --out DIR")
     run_dir = prepare_run_dir(request, check=ranks.main)
+    restart = False
     if request.resume is not None:
         document = artifacts.read_json(run_dir / "config.json", "run")
         config = _resume_config(request, document)
         dataset = artifacts.read_dataset(Path(document["dataset"]["path"]))
         if dataset.info.get("catalogue_sha256") != document["dataset"].get("catalogue_sha256"):
             raise ArtifactError(f"the dataset of {run_dir} changed since training started ({dataset.path})", "Start a new run")
+        finished = _finished(run_dir, config)
+        if finished is not None:
+            report.info(finished.pop("nothing to do"))
+            return finished
+        restart = _restart(run_dir, dataset)
+        if not restart:  # the checkpoint's weights must fit this run's model and catalogue before the model takes memory
+            section = model_section(config.model, config.network, dataset.n_items)
+            check_weights(run_dir / "checkpoint" / "weights.safetensors", "checkpoint", section, dataset.info.get("catalogue_sha256"))
     else:
         config = request.config
         dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
@@ -93,16 +103,49 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
     lock = run_lock(run_dir) if ranks.main else contextlib.nullcontext()
     with lock:
         trainer = Trainer(config, dataset, run_dir, report, ranks)
-        if request.resume is not None:  # before the run dir changes: a failed resume leaves a finished run finished
-            if not (run_dir / "checkpoint" / "state.json").is_file():
-                raise ArtifactError(f"{run_dir} has no checkpoint to resume from", "Start it again without --resume")
+        if request.resume is not None and not restart:  # before the run dir changes: a failed resume leaves a finished run finished
             trainer.restore()
+        if restart and ranks.main:
+            report.warn(f"{run_dir} stopped before its first epoch ended (no checkpoint): training it again from the start, with its config.json")
         if request.resume is None and ranks.main:
             for hint in fit_hints(config, dataset.n_items, trainer.device.type, torch.get_num_threads()):
                 report.warn(hint)
         new = None if request.resume is not None else run_document(run_dir, trainer, dataset, config, request.reference_config)
         summary = execute(trainer, new)
     return summary
+
+
+def _finished(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The summary of a finished run that already has the epochs asked for (with "nothing to do" saying so),
+    or None when resuming has work to do; such a run is left as it is."""
+    state_path = run_dir / "checkpoint" / "state.json"
+    if not ((run_dir / "summary.json").is_file() and state_path.is_file()):
+        return None
+    state = artifacts.read_json(state_path, "checkpoint")
+    if state["done"] or state["epoch"] < config.epochs:
+        return None
+    summary = {k: v for k, v in artifacts.read_json(run_dir / "summary.json", "summary").items() if k not in ("schema", "tron_version")}
+    summary["nothing to do"] = (
+        f"{run_dir} has trained {state['epoch']} epochs, and --epochs {config.epochs} asks for no more: nothing to do, nothing changed"
+        f" (tron train --resume {run_dir} --epochs {state['epoch'] + 1} trains one more)"
+    )
+    return summary
+
+
+def _restart(run_dir: Path, dataset: artifacts.Dataset) -> bool:
+    """Whether a resumed run without a checkpoint starts again from its first epoch: it stopped (killed) before its
+    first epoch ended, so nothing was saved but config.json. A run that had saved more is refused."""
+    if (run_dir / "checkpoint" / "state.json").is_file():
+        return False
+    saved = [name for name in ("model.safetensors", "summary.json") if (run_dir / name).is_file()] + (
+        ["history.jsonl"] if artifacts.read_jsonl(run_dir / "history.jsonl") else []
+    )
+    if not saved:
+        return True
+    raise ArtifactError(
+        f"{run_dir} has no checkpoint to resume from (only {', '.join(saved)})",
+        f"Train it again from the start with its settings: tron train {dataset.path} --config {run_dir / 'config.json'} --out {run_dir} --force",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ N local processes

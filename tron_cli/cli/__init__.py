@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 
 import click
 
@@ -90,6 +93,26 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            quiet_stdout()  # the reader went away (`tron ls | head`): stop quietly, as other filters do
+            ctx.exit(141)
+        except OSError as error:
+            # the last resort for a file error no stage named itself: still one line, naming the file
+            click.echo(f"Error: {os_error_line(error)}", err=True)
+            ctx.exit(1)
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an OSError that reached the CLI: the file, what the system said, and what to do."""
+    names = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    where = f"{' -> '.join(names)}: " if names else ""
+    return f"{where}{error.strerror or error}. Check the path, free disk space and permissions"
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit does not fail again on a closed pipe."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TRON"}, epilog=EPILOG)

@@ -139,8 +139,10 @@ class UI(Reporter):
 
     @staticmethod
     def emit_json(document: Any) -> None:
-        """The one JSON object a command prints on stdout with --json."""
-        click.echo(json.dumps(document, indent=None, allow_nan=False, default=str))
+        """The one JSON object a command prints on stdout with --json (a NaN or infinite value as null: valid JSON)."""
+        from tron_cli.artifacts import finite
+
+        click.echo(json.dumps(finite(document), indent=None, allow_nan=False, default=str))
 
 
 def shown(path: str | os.PathLike[str]) -> str:

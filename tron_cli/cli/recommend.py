@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from pathlib import Path
 
 import click
 
-from tron_cli.choices import DEVICES, INPUT_FORMATS
+from tron_cli.choices import DEVICES, INPUT_FORMATS, ON_ERROR
 from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, pass_ui
 
@@ -37,6 +34,13 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option("--allow", type=click.Path(dir_okay=False, path_type=Path), help="Recommend only these items: a file of raw ids, one a line.")
 @click.option("--deny", type=click.Path(dir_okay=False, path_type=Path), help="Never recommend these items: a file of raw ids, one a line.")
+@click.option(
+    "--on-error",
+    type=click.Choice(ON_ERROR),
+    default="fail",
+    show_default=True,
+    help="A malformed input line: fail naming it, before anything is written (stdout too), or skip it, report it on stderr and go on.",
+)
 @click.option("--exact", is_flag=True, help="Score the whole catalogue even when the bundle has an item index (tron export --index).")
 @click.option(
     "--index-param",
@@ -52,7 +56,22 @@ from tron_cli.cli._ui import UI, pass_ui
 )
 @pass_ui
 def recommend(
-    ui: UI, model, input_path, output_path, k, exclude_seen, output_format, input_format, batch_size, device, allow, deny, exact, index_params, order_weight
+    ui: UI,
+    model,
+    input_path,
+    output_path,
+    k,
+    exclude_seen,
+    output_format,
+    input_format,
+    batch_size,
+    device,
+    allow,
+    deny,
+    on_error,
+    exact,
+    index_params,
+    order_weight,
 ) -> None:
     """Recommend the top-k items for every session of the input, streaming batch by batch.
 
@@ -64,7 +83,8 @@ def recommend(
         in input order: JSON lines {"session": ID, "items": [...], "scores": [...]}, Parquet (session,
         items, scores) or OTTO's submission CSV (session_type,labels). Unknown item ids are skipped; a
         session without a known item gets the most popular items (scores null). stdout carries only the
-        records; messages go to stderr. A bundle exported with --index is searched through its item index
+        records, written when the whole input was read (a malformed line fails the command before any is
+        written, unless --on-error skip); messages go to stderr. A bundle exported with --index is searched through its item index
     (candidates scored exactly; --exact scores the whole catalogue). A MultiTRON model answers at
         --order-weight (or a JSON line's "order_weight"), and its submission CSV takes the clicks row at
         order weight 0, carts at 0.5 and orders at 1. See docs/serving.md.
@@ -90,13 +110,7 @@ def recommend(
         index_params=tuple(index_params),
         allow=allow,
         deny=deny,
+        on_error=on_error,
         order_weight=order_weight,
     )
-    try:
-        run(model, input_path, output_path, options, report=ui)
-    except BrokenPipeError:
-        # the reader went away (`tron recommend | head`): stop quietly, as other filters do, and keep Python
-        # from failing again when it flushes stdout at exit
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(141) from None
+    run(model, input_path, output_path, options, report=ui)  # a reader that went away (`| head`) ends it quietly: cli/__init__.py

@@ -378,7 +378,13 @@ def timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_off
         failed = parsed.is_null() & values.is_not_null()
         if failed.any() or values.is_null().any():
             row = first_true(failed | values.is_null())
-            raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} value {values[row]!r} is not a timestamp", bad_hint)
+            good = first_true(~(failed | values.is_null()))
+            expected = f"the format of its first good value {values[good]!r}" if not (failed | values.is_null())[good] else "ISO 8601"
+            raise InputFormatError(
+                f"{path}:{row + row_offset}: column {column!r} value {values[row]!r} is not a timestamp in {expected} "
+                "(one format a column; e.g. 2024-05-01T12:00:00Z)",
+                bad_hint,
+            )
         values = parsed
     if values.dtype.is_temporal():
         return values.dt.epoch("ms").to_numpy().astype(np.int64)
@@ -507,14 +513,33 @@ def read_table(
             raise InputFormatError(f"{path}:{first_true(nulls) + row_offset}: column {column!r} is empty", "Every event needs a session and an item")
         if frame[column].dtype.is_float():
             raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
+    session, item = (id_column(path, frame[column], flag) for column, flag in ((session_col, "--session-col"), (item_col, "--item-col")))
     ts = timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
     if type_col is None:
-        raw = group(frame[session_col], frame[item_col], ts)
+        raw = group(session, item, ts)
     else:
+        frame = frame.with_columns(session.alias(session_col), item.alias(item_col))  # the ids as kept (`id_column`)
         raw = _typed(path, frame, session_col, item_col, type_col, ts, order_types, cart_types)
         columns = {**columns, "type": type_col}
     raw.columns = columns
     return raw
+
+
+INT64_MAX = (1 << 63) - 1
+
+
+def id_column(path: Path, values: pl.Series, flag: str) -> pl.Series:
+    """Ids as tron keeps them: integers that fit in 64 signed bits as Int64; wider ones (uint64 ids of 2^63 and
+    above) as their decimal spelling, a string id that `tron recommend` also matches when given as a number;
+    strings as they are. Booleans, lists and other types are refused, naming the flag that picks another column."""
+    dtype = values.dtype
+    if dtype.is_integer():
+        if values.max() > INT64_MAX or values.min() < -INT64_MAX - 1:  # type: ignore[operator]
+            return values.cast(pl.String)
+        return values.cast(pl.Int64)
+    if dtype in (pl.String, pl.Categorical, pl.Enum):
+        return values.cast(pl.String)
+    raise InputFormatError(f"{path}: column {values.name!r} has type {dtype}; ids must be integers or strings", f"Fix the column, or pick another with {flag}")
 
 
 def _typed(path: Path, frame: pl.DataFrame, session_col: str, item_col: str, type_col: str, ts: np.ndarray, order_types, cart_types) -> RawLog:

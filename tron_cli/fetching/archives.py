@@ -1,7 +1,10 @@
 """Archives: zip, 7z (py7zr) or tar, recognised by content and extracted only when every member is safe.
 
 The whole archive is refused, before anything is written, if one member could land outside the output
-directory (absolute path, drive letter, '..') or is a link or special file.
+directory (absolute path, drive letter, '..') or is a link or special file, if two members have the same name
+(which one is kept would depend on the extractor), or if what it declares would extract to more than
+`MAX_EXTRACTED` bytes, or to more than `MAX_RATIO` times its own size once that is over `RATIO_FROM` bytes (a zip
+bomb). The public datasets extract to a few GB, at ratios under 20.
 """
 
 from __future__ import annotations
@@ -31,19 +34,38 @@ def archive_kind(path: Path) -> str | None:
     return None
 
 
-def _members(handle, kind: str) -> list[tuple[str, str | None]]:
-    """(name, why it is not a plain file or directory, or None) for every member."""
+MAX_EXTRACTED = 256 << 30  # bytes an archive may extract to
+MAX_RATIO = 200  # extracted bytes per archive byte, checked once the extraction is over RATIO_FROM bytes
+RATIO_FROM = 1 << 30
+
+
+def _members(handle, kind: str) -> list[tuple[str, str | None, int]]:
+    """(name, why it is not a plain file or directory or None, declared size in bytes) for every member."""
     if kind == "zip":
-        return [(info.filename, "is a symlink" if (info.external_attr >> 16) & 0o170000 == 0o120000 else None) for info in handle.infolist()]
+        return [(info.filename, "is a symlink" if (info.external_attr >> 16) & 0o170000 == 0o120000 else None, info.file_size) for info in handle.infolist()]
     if kind == "tar":
         members = []
         for info in handle.getmembers():
             odd = "is a symlink" if info.issym() else "is a hard link" if info.islnk() else None
             if odd is None and not (info.isfile() or info.isdir()):
                 odd = "is a device or fifo"
-            members.append((info.name, odd))
+            members.append((info.name, odd, info.size))
         return members
-    return [(info.filename, "is a symlink" if info.is_symlink else None) for info in handle.list()]
+    return [(info.filename, "is a symlink" if info.is_symlink else None, int(info.uncompressed or 0)) for info in handle.list()]
+
+
+def _too_much(archive: Path, members: list[tuple[str, str | None, int]]) -> str | None:
+    """Why the members as a whole are refused (a name twice, a zip bomb), or None."""
+    seen: set[str] = set()
+    for name, _, _ in members:
+        plain = "/".join(part for part in re.split(r"[\\/]", name) if part not in ("", "."))
+        if plain and plain in seen and not name.endswith(("/", "\\")):
+            return f"member {name!r} appears twice"
+        seen.add(plain)
+    total, size = sum(max(member[2], 0) for member in members), max(archive.stat().st_size, 1)
+    if total > MAX_EXTRACTED or (total > RATIO_FROM and total / size > MAX_RATIO):
+        return f"would extract to {total:,} bytes from {size:,} ({total / size:,.0f} times its size; the limits are {MAX_EXTRACTED:,} bytes, {MAX_RATIO} times)"
+    return None
 
 
 def _unsafe(name: str, odd: str | None) -> str | None:
@@ -95,13 +117,20 @@ def extract(archive: Path, out_dir: Path, report: Reporter = SILENT) -> list[Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with _open_archive(archive, kind) as handle:
-            for name, odd in _members(handle, kind):
+            members = _members(handle, kind)
+            for name, odd, _ in members:
                 reason = _unsafe(name, odd)
                 if reason:
                     raise DownloadError(
                         f"{archive.name}: member {name!r} {reason}; refused the whole archive, nothing was extracted",
                         "Get the archive from the official source (tron download NAME --force)",
                     )
+            reason = _too_much(archive, members)
+            if reason:
+                raise DownloadError(
+                    f"{archive.name} {reason}; refused the whole archive, nothing was extracted",
+                    "Get the archive from the official source (tron download NAME --force)",
+                )
             scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=out_dir))
             try:
                 report.info(f"Extracting {archive.name}")

@@ -11,6 +11,7 @@ when it is chosen (GRU4Rec+ takes the reference's), below anything a user sets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
@@ -91,8 +92,25 @@ def build_model(section: Mapping[str, Any]) -> SessionModel:
     n_items = section.get("n_items")
     if not isinstance(n_items, int) or isinstance(n_items, bool) or n_items < 1:
         raise ArtifactError(f"the model section's n_items is {n_items!r}, not a positive integer", "Re-run: tron train")
+    for name, value in values.items():
+        problem = setting_type_problem(spec.settings()[name], value)
+        if problem:
+            raise ArtifactError(f"the model section's {name} is {value!r}, not {problem}", "Re-run: tron train")
     try:
         config = spec.config_class(**values)
     except UsageError as error:
         raise ArtifactError(f"the model section does not describe a valid {kind} ({error.message})", "Re-run: tron train") from None
     return spec.build(config, n_items)
+
+
+def setting_type_problem(default: Any, value: Any) -> str | None:
+    """What a setting's value should be when its type is not its default's (a string where a size belongs), else None."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else "a finite number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    return None

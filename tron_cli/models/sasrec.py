@@ -86,7 +86,7 @@ class Block(nn.Module):
         d = x.shape[-1]
         qkv = self.qkv(self.norm1(x))  # (B, T, 3d) or (E, 3d)
         if events is not None:  # into the window (padding: zeros, which no real position attends to); empty slots dropped
-            qkv = qkv.new_zeros(b * t + 1, 3 * d).scatter_(0, events[:, None].expand(-1, 3 * d), qkv)[:-1]
+            qkv = qkv.new_zeros(b * t + 1, 3 * d).index_copy_(0, events, qkv)[:-1]
         q, k, v = qkv.view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, d/H)
         attention = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
         attention = attention.transpose(1, 2).reshape(b, t, d)

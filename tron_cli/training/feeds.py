@@ -127,9 +127,12 @@ def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRe
     first = state.done // trainer.global_batch
     steps = range(first, trainer.limit_steps(math.ceil(len(order) / trainer.global_batch)))
     shapes = batch_shapes(trainer.store, order, config.max_length + 1, trainer.global_batch, ranks, steps)
-    loss_sum = torch.zeros((), device=trainer.device)
-    events = torch.zeros((), dtype=torch.long, device=trainer.device)
-    sessions = 0
+    # an interrupted epoch goes on from its figures so far (rank 0 carries the global sum), so that its loss and
+    # throughput cover the whole epoch
+    partial = state.partial or {}
+    loss_sum = torch.tensor(float(partial.get("loss_sum", 0.0)) if ranks.main else 0.0, device=trainer.device)
+    events = torch.tensor(int(partial.get("events", 0)), dtype=torch.long, device=trainer.device)
+    sessions = int(partial.get("sessions", 0))
     with trainer.report.task(f"epoch {epoch + 1}/{config.epochs}", total=len(order)) as task:
         task.update(completed=state.done)
         for count, (step, (width, n_events)) in enumerate(zip(steps, shapes), 1):
@@ -161,6 +164,7 @@ def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRe
                 mean = ranks.all_reduce(loss_sum.clone()) / events.clamp(min=1)
                 task.update(completed=state.done, loss=trainer.check_finite(mean, epoch, state.global_step))
             if stopping:
+                state.partial = {"loss_sum": float(ranks.all_reduce(loss_sum.clone())), "events": int(events), "sessions": sessions}
                 trainer.interrupt(epoch)
     mean = ranks.all_reduce(loss_sum.clone()) / events.clamp(min=1)
     return float(mean), sessions, int(events)

@@ -25,9 +25,9 @@ from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.config import TrainConfig
 from tron_cli.distributed import SINGLE, Ranks, average_sparse_gradients
-from tron_cli.errors import ArtifactError, Interrupted, TrainingError, UsageError
+from tron_cli.errors import ArtifactError, Interrupted, OutputError, TrainingError, UsageError
 from tron_cli.losses import LOSSES
-from tron_cli.modelio import save_weights
+from tron_cli.modelio import EPOCH_KEY, save_weights
 from tron_cli.models import MODELS, model_section
 from tron_cli.models.base import SessionModel
 from tron_cli.multiobjective import hypervolume
@@ -94,6 +94,7 @@ class Trainer:
         self.spec = LossSpec(config.loss, config.topk, config.mask_hits, config.loss_options, config.logq, self.n_items, self.model.activate)
         self.state = TrainState()
         self.order: torch.Tensor | None = None
+        self.epoch_clock = (time.perf_counter(), 0.0)  # (when the current epoch's part started, its seconds before)
 
     def _wrap(self, model: SessionModel):
         forward = torch.compile(model) if self.config.compile else model
@@ -208,6 +209,8 @@ class Trainer:
 
     def interrupt(self, epoch: int) -> None:
         self._check_weights(epoch)
+        started, earlier = self.epoch_clock  # the epoch's time so far goes into the checkpoint with its loss sum
+        self.state.partial = {**(self.state.partial or {}), "seconds": earlier + time.perf_counter() - started}
         self.save_checkpoint(with_order=True)
         raise Interrupted(f"interrupted in epoch {epoch + 1} after {self.state.done} sessions; checkpoint saved", f"Resume: tron train --resume {self.run_dir}")
 
@@ -227,13 +230,22 @@ class Trainer:
                 self.order if with_order else None,
                 self.section,
                 [s.cpu() for s in locals_],
+                self.catalogue,
             )
         self.ranks.barrier()
 
+    @property
+    def catalogue(self) -> str | None:
+        """The fingerprint of the dataset's catalogue, recorded in every weights file this run writes."""
+        return self.dataset.info.get("catalogue_sha256")
+
     def restore(self) -> None:
         """Continue from checkpoint/: same N restores every generator exactly; another N re-seeds the local ones."""
-        position, self.order, local_states = checkpoint.load(self.run_dir / "checkpoint", self.model, self.optimizers, self.generator)
+        position, self.order, local_states = checkpoint.load(
+            self.run_dir / "checkpoint", self.model, self.optimizers, self.generator, self.section, self.catalogue
+        )
         self.state = TrainState.from_dict(position)
+        self._repair_selected_weights()
         if self.order is not None:
             self.order = self.order.to(self.device)
         if position.get("world", 1) == self.ranks.world and len(local_states) == self.ranks.world:
@@ -241,6 +253,18 @@ class Trainer:
         else:
             self.local_generator.manual_seed(local_seed(self.config.seed, self.ranks.rank, self.state.epoch) + self.state.done)
             self.report.warn("resuming with another number of processes: negatives differ from an uninterrupted run")
+
+    def _repair_selected_weights(self) -> None:
+        """An epoch's end writes its checkpoint before model.safetensors: when the second write failed (a full
+        disk), the checkpoint names the epoch it holds as the best one while model.safetensors is older (or
+        absent). The checkpoint's weights are that epoch's, so they become model.safetensors again."""
+        state = self.state
+        if not (self.ranks.main and state.done == 0 and state.best and state.best.get("epoch") == state.epoch and state.epoch):
+            return
+        selected = self.run_dir / "model.safetensors"
+        recorded = artifacts.read_tensor_header(selected, "run").metadata.get(EPOCH_KEY) if selected.is_file() else None
+        if not selected.is_file() or (recorded is not None and recorded != str(state.epoch)):
+            save_weights(self.model, selected, self.section, self.catalogue, state.epoch)
 
     # -------------------------------------------------------------------- epochs
 
@@ -314,10 +338,12 @@ class Trainer:
                     self.local_generator.manual_seed(local_seed(config.seed, self.ranks.rank, epoch))
                 self.model.train()
                 started = time.perf_counter()
+                earlier = (state.partial or {}).get("seconds", 0.0)  # time spent on this epoch before an interrupt
+                self.epoch_clock = (started, earlier)
                 loss, sessions, events = run_epoch(self, self.order, epoch, stop)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
-                seconds = time.perf_counter() - started
+                seconds = time.perf_counter() - started + earlier
                 self._check_weights(epoch)
                 metrics = self.validate()
                 record = {
@@ -330,19 +356,15 @@ class Trainer:
                     "seconds": seconds,
                 }
                 improved = metrics is None or state.best is None or metrics[select_on] > state.best[select_on]
-                if improved and self.ranks.main:
-                    save_weights(self.model, self.run_dir / "model.safetensors", self.section)
                 if improved:
                     state.best = {"epoch": epoch + 1, **(metrics or {})}
                     state.bad_epochs = 0
                 else:
                     state.bad_epochs += 1
-                state.epoch, state.done = epoch + 1, 0
+                state.epoch, state.done, state.partial = epoch + 1, 0, None
                 state.history.append(record)
                 self.order = None
-                self.save_checkpoint(with_order=False)
-                if self.ranks.main:
-                    artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
+                self._save_epoch(record, improved)
                 self.report.detail(
                     f"epoch {epoch + 1}: loss {loss:.4f}"
                     + ("" if metrics is None else ", valid " + " ".join(f"{name} {metrics[name]:.4f}" for name in self._shown(metrics)))
@@ -353,6 +375,8 @@ class Trainer:
                     break
                 if any(stop_asked):
                     break
+                if stop.requested and epoch + 1 < config.epochs:  # Ctrl-C during validation or the epoch's writes
+                    raise Interrupted(f"interrupted after epoch {epoch + 1}; checkpoint saved", f"Resume: tron train --resume {self.run_dir}")
         summary = self.summary()
         for callback in self.callbacks:
             callback.finish(summary)
@@ -360,6 +384,25 @@ class Trainer:
 
     def _shown(self, metrics: dict[str, float]) -> list[str]:
         return ["hypervolume", "order_weight_0/recall@20", "order_weight_1/order_recall@20"] if self.multi else ["recall@20", "mrr@20"]
+
+    def _save_epoch(self, record: dict[str, Any], improved: bool) -> None:
+        """The epoch's writes, each atomic, in the order that leaves a resumable run dir wherever one fails (a full
+        disk): the checkpoint, then model.safetensors when the epoch is the best so far (`restore` repairs a
+        failure between the two), then its history line (`restore` rewrites the history from the checkpoint)."""
+        epoch = self.state.epoch
+        kept = epoch - 1
+        try:
+            self.save_checkpoint(with_order=False)
+            kept = epoch
+            if self.ranks.main:
+                if improved:
+                    save_weights(self.model, self.run_dir / "model.safetensors", self.section, self.catalogue, epoch)
+                artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
+        except OutputError as error:
+            saved = f"the checkpoint of epoch {kept} is kept" if kept else "no epoch was saved"
+            raise OutputError(
+                f"training stopped after epoch {epoch}: {error.message}; {saved}", f"Once it can be written, resume: tron train --resume {self.run_dir}"
+            ) from None
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one epoch: global batches of sessions, or lane steps of clicks (an estimate: lanes

@@ -85,7 +85,7 @@ def _entries(rows: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
 
 def _write(table: Tensor, rows: Tensor, values: Tensor) -> None:
     """table[rows] = values (rows repeat with equal values)."""
-    table.scatter_(0, rows[:, None].expand_as(values), values)
+    table.index_copy_(0, rows, values)
 
 
 class _RowOptimizer(torch.optim.Optimizer):

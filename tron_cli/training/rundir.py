@@ -25,12 +25,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
     filelock rather than fcntl by hand: the same lock on Linux, macOS and Windows."""
     fresh = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with artifacts.writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(run_dir / LOCK, timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise TrainingError(f"{run_dir} is being written by another tron train", "Wait for it, or train into another --out") from None
+    with artifacts.writing(run_dir):  # filelock.Timeout is an OSError too: it must not read as an unwritable dir
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise TrainingError(f"{run_dir} is being written by another tron train", "Wait for it, or train into another --out") from None
     try:
         yield
     except BaseException:

@@ -14,10 +14,13 @@ class TrainState:
     best: dict[str, Any] | None = None  # {"epoch": n, metric: value, ...} of the selected epoch
     bad_epochs: int = 0  # epochs since the best one (early stopping)
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per finished epoch
+    # an interrupted epoch's figures so far (loss_sum, events, sessions, seconds), so that its history line covers
+    # the whole epoch when it is resumed
+    partial: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainState:
-        return cls(**{key: values[key] for key in ("epoch", "done", "global_step", "best", "bad_epochs", "history") if key in values})
+        return cls(**{key: values[key] for key in ("epoch", "done", "global_step", "best", "bad_epochs", "history", "partial") if key in values})
