@@ -169,8 +169,9 @@ def test_otto_protocol_end_to_end_by_hand():
     assert result["otto_total"] == pytest.approx(0.1 * result["otto_clicks"] + 0.3 + 0.6)
 
 
-def test_evaluate_protocol_otto_through_the_cli(tiny_model):
-    run, _ = tiny_model
+def test_evaluate_protocol_otto_through_the_cli(tiny_model, tmp_path):
+    run = tmp_path / "run"  # a copy: evaluate writes metrics.json, and the session's run is shared read-only
+    shutil.copytree(tiny_model[0], run)
     result = invoke("evaluate", str(run), "--protocol", "otto", "--json")
     assert result.exit_code == 0, result.stderr
     metrics = json.loads(result.stdout)
