@@ -163,6 +163,7 @@ def evaluate(
             ui.emit_json({**result, **where})
         return
     rows = []
+    with_orders = bool(result.get("n_ordered"))  # order columns only when the split has ordered targets
     for k in options.cutoffs:
         row = [f"@{k}"]
         for metric in ("recall", "mrr", "ndcg"):
@@ -171,14 +172,13 @@ def evaluate(
                 row.append(f"{value:.4f} [{result[f'{metric}@{k}_low']:.4f}, {result[f'{metric}@{k}_high']:.4f}]")
             else:
                 row.append(f"{value:.4f}")
-        if f"order_recall@{k}" in result:
+        if with_orders:
             row += [f"{result[f'order_recall@{k}']:.4f}", f"{result[f'order_density@{k}']:.4f}"]
         rows.append(row)
     unknown = result.get("unknown_test_targets")
     unseen = f", {unknown['count']:,} unknown to train {'as misses' if unknown['policy'] == 'keep' else 'dropped'}" if unknown and unknown["count"] else ""
     title = f"{baseline or shown(run)} on {split} ({result['n_targets']:,} targets{unseen}, protocol {protocol}, ties {ties})"
-    orders = ["Order recall", "Order density"] if "order_recall@20" in result or any(f"order_recall@{k}" in result for k in options.cutoffs) else []
-    ui.table(title, ["cutoff", "Recall", "MRR", "NDCG", *orders], rows)
+    ui.table(title, ["cutoff", "Recall", "MRR", "NDCG", *(["Order recall", "Order density"] if with_orders else [])], rows)
     if as_json:
         ui.emit_json({**result, **where})
 
