@@ -12,6 +12,24 @@ from click.testing import CliRunner
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # small golden values and raw samples, kept in the repo (see its README)
 
+# training options that make a run of a few seconds on `tiny_dataset` (shared by the CLI tests)
+TINY_TRAIN = [
+    "--device",
+    "cpu",
+    "--hidden-size",
+    "16",
+    "--uniform-negatives",
+    "64",
+    "--batch-size",
+    "32",
+    "--batch-negatives",
+    "31",
+    "--topk",
+    "32",
+    "--max-length",
+    "20",
+]
+
 
 def pytest_configure(config):
     """Under pytest-xdist, share the cores between the workers: oversubscribed OpenMP threads run several times slower."""
@@ -98,23 +116,7 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """(run, bundle): a small SASRec trained for two steps on `tiny_dataset`, and its export. Treat as read-only."""
     root = tmp_path_factory.mktemp("tiny-model")
     run, bundle = root / "runs" / "tiny", root / "bundles" / "tiny"
-    fast = [
-        "--device",
-        "cpu",
-        "--hidden-size",
-        "16",
-        "--uniform-negatives",
-        "64",
-        "--batch-size",
-        "32",
-        "--batch-negatives",
-        "31",
-        "--topk",
-        "32",
-        "--max-length",
-        "20",
-    ]
-    result = invoke("train", str(tiny_dataset), *fast, "--epochs", "1", "--overfit-batches", "2", "--out", str(run))
+    result = invoke("train", str(tiny_dataset), *TINY_TRAIN, "--epochs", "1", "--overfit-batches", "2", "--out", str(run))
     assert result.exit_code == 0, result.stderr
     result = invoke("export", str(run), "--out", str(bundle))
     assert result.exit_code == 0, result.stderr

@@ -22,29 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke
+from tests.conftest import TINY_TRAIN, invoke
 from tron_cli import home
 from tron_cli.artifacts import read_dataset, read_json
 from tron_cli.errors import MissingInputError
 from tron_cli.modelio import load_model
 
-TRAIN = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "16",
-    "--uniform-negatives",
-    "64",
-    "--batch-size",
-    "32",
-    "--batch-negatives",
-    "31",
-    "--topk",
-    "32",
-    "--max-length",
-    "20",
-]
-TRAIN += ["--epochs", "3", "--overfit-batches", "4", "--valid-limit", "100"]
+TRAIN = [*TINY_TRAIN, "--epochs", "3", "--overfit-batches", "4", "--valid-limit", "100"]
 
 # torch's OpenMP threads spin: two processes with a thread per core each slow down by orders of magnitude
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

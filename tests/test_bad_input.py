@@ -19,25 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import invoke
+from tests.conftest import TINY_TRAIN, invoke
 from tron_cli.artifacts import Sessions, read_items, read_sessions, write_sessions
 
-FAST = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "16",
-    "--uniform-negatives",
-    "64",
-    "--batch-size",
-    "32",
-    "--batch-negatives",
-    "31",
-    "--topk",
-    "32",
-    "--max-length",
-    "20",
-]
+FAST = TINY_TRAIN
 OTTO_LINE = '{{"session": {s}, "events": [{{"aid": {a}, "ts": {t}, "type": "clicks"}}, {{"aid": {b}, "ts": {u}, "type": "clicks"}}]}}\n'
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import invoke
+from tests.conftest import TINY_TRAIN, invoke
 
 GRU = [
     "--model",
@@ -167,23 +167,7 @@ def test_sasrec_onnx_matches_pytorch(sasrec_run, tmp_path):
 
 def test_left_position_sasrec_exports_to_onnx(tiny_dataset, tmp_path):
     run, out = tmp_path / "run", tmp_path / "bundle"
-    fast = [
-        "--device",
-        "cpu",
-        "--hidden-size",
-        "16",
-        "--uniform-negatives",
-        "64",
-        "--batch-size",
-        "32",
-        "--batch-negatives",
-        "31",
-        "--topk",
-        "32",
-        "--max-length",
-        "20",
-    ]
-    assert invoke("train", str(tiny_dataset), *fast, "--positions", "left", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
+    assert invoke("train", str(tiny_dataset), *TINY_TRAIN, "--positions", "left", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
     result = invoke("export", str(run), "--out", str(out), "--format", "onnx")
     assert result.exit_code == 0, result.stderr
     _check_onnx(out / "model.onnx", _load(run), max_length=20)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.conftest import invoke
+from tests.conftest import TINY_TRAIN, invoke
 from tests.test_device import HostReads, _batch, _trainer
 from tests.test_orders import _as_version_1
 from tron_cli.artifacts import read_dataset
@@ -22,22 +22,7 @@ from tron_cli.multiobjective import hypervolume
 from tron_cli.training.feeds import window_step
 from tron_cli.training.loop import Trainer
 
-FAST = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "16",
-    "--uniform-negatives",
-    "64",
-    "--batch-size",
-    "32",
-    "--batch-negatives",
-    "31",
-    "--topk",
-    "32",
-    "--max-length",
-    "20",
-]
+FAST = TINY_TRAIN
 MULTI = dict(objective="multitron", hidden_size=16, uniform_negatives=64, batch_size=32, topk=32, max_length=20, device="cpu")
 
 # otto-de/MultiTRON configs/otto/..._beta05_reg1.json, as shipped
