@@ -143,7 +143,7 @@ def top_among(model, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | No
 
     def score_chunk(start: int, stop: int) -> Tensor:
         chosen = items[start - 1 : stop - 1]
-        scores = hidden.float() @ model.output_table()[chosen].float().T
+        scores = hidden.float() @ model.output_rows(chosen).float().T
         return scores if model.output_bias is None else scores + model.output_bias[chosen, 0].float()
 
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)

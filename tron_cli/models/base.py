@@ -1,6 +1,7 @@
 """What every model is: item tables that score (`ItemScorer`) plus the interface the stages use (`SessionModel`).
 
-A score is `h · W[item] + b[item]`. The reference implements the bias as one more embedding column against a
+A score is `h · W[item] + b[item]`; with a temperature tau > 0 it is `cos(h, W[item]) / tau + b[item]` (NISER's
+normalised scores: an item's vector length no longer carries its popularity, the bias may). The reference implements the bias as one more embedding column against a
 constant 1; a separate vector is the same function. Row 0 is padding: zero, and never updated. Lookups can
 produce row-sparse gradients (`sparse=True`): training does, so that a step never writes a gradient over the
 whole table (`training/optim.py` hands them to the optimisers).
@@ -22,9 +23,10 @@ FEEDINGS = ("windows", "lanes")
 
 
 class ItemScorer(nn.Module):
-    def __init__(self, n_items: int, d: int, share_embeddings: bool, output_bias: bool, d_in: int | None = None, gain: float = 1.0):
+    def __init__(self, n_items: int, d: int, share_embeddings: bool, output_bias: bool, d_in: int | None = None, gain: float = 1.0, temperature: float = 0.0):
         super().__init__()
         self.n_items = n_items
+        self.temperature = temperature
         d_in = d if d_in is None else d_in
         self.item_embedding = nn.Parameter(_xavier(n_items + 1, d_in, gain))
         self.tied = share_embeddings and d_in == d
@@ -34,13 +36,28 @@ class ItemScorer(nn.Module):
     def embed(self, items: Tensor, sparse: bool = False) -> Tensor:
         return table_rows(self.item_embedding, items, sparse, padding_idx=0)
 
-    def output_table(self) -> Tensor:
-        """(N+1, d) output vectors; row 0 is padding."""
+    def _stored_output_table(self) -> Tensor:
         return self.item_embedding if self.output_embedding is None else self.output_embedding
+
+    def _unit(self, vectors: Tensor) -> Tensor:
+        """Output vectors as scores use them: unit length under a temperature (padding's zeros stay zero)."""
+        return F.normalize(vectors, dim=-1) if self.temperature > 0 else vectors
+
+    def output_state(self, hidden: Tensor) -> Tensor:
+        """A model's final states (..., d) as scores use them: unit length divided by the temperature, if any."""
+        return F.normalize(hidden, dim=-1) / self.temperature if self.temperature > 0 else hidden
+
+    def output_table(self) -> Tensor:
+        """(N+1, d) output vectors as scores use them; row 0 is padding."""
+        return self._unit(self._stored_output_table())
+
+    def output_rows(self, items: Tensor) -> Tensor:
+        """(..., d) output vectors of `items` as scores use them, without touching the rest of the table."""
+        return self._unit(self._stored_output_table()[items])
 
     def lookup(self, items: Tensor, sparse: bool = False) -> tuple[Tensor, Tensor | None]:
         """Output vectors (..., d) and biases (...) or None of `items`, row-sparse gradients with `sparse`."""
-        vectors = table_rows(self.output_table(), items, sparse, padding_idx=0)
+        vectors = self._unit(table_rows(self._stored_output_table(), items, sparse, padding_idx=0))
         bias = table_rows(self.output_bias, items, sparse).squeeze(-1) if self.output_bias is not None else None
         return vectors, bias
 
@@ -54,7 +71,7 @@ class ItemScorer(nn.Module):
     def score_all(self, hidden: Tensor, start: int = 1, stop: int | None = None) -> Tensor:
         """hidden (Q, d) against catalogue items start..stop-1 -> (Q, stop - start), in fp32."""
         stop = self.n_items + 1 if stop is None else stop
-        scores = hidden.float() @ self.output_table()[start:stop].float().T
+        scores = hidden.float() @ self._unit(self._stored_output_table()[start:stop]).float().T
         if self.output_bias is not None:
             scores = scores + self.output_bias[start:stop, 0].float()
         return scores

@@ -45,6 +45,10 @@ class SASRecConfig:
         "Right-aligned positions (TRON: the newest click is always last) or left (counted from the session's first click, so a prefix's state is what it is inside the whole session).",
         POSITIONS,
     )
+    temperature: float = setting(
+        0.0,
+        "0: scores are dot products; > 0: the cosine of state and item vector divided by this temperature (NISER's normalised scores; try 0.05-0.1).",
+    )
     preference: bool = setting(False, "Read a preference vector [click weight, order weight] beside every click (MultiTRON; set by --objective multitron).")
 
     def __post_init__(self) -> None:
@@ -57,6 +61,7 @@ class SASRecConfig:
                     f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}",
                 ),
                 (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+                (self.temperature >= 0, "--temperature must be 0 (dot products) or positive"),
                 (self.positions in POSITIONS, f"--positions must be one of {', '.join(POSITIONS)}"),
             ]
         )
@@ -104,7 +109,7 @@ class SASRec(SessionModel):
 
     def __init__(self, config: SASRecConfig, *, n_items: int):
         d = config.hidden_size
-        super().__init__(n_items, d, config.share_embeddings, config.output_bias)
+        super().__init__(n_items, d, config.share_embeddings, config.output_bias, temperature=config.temperature)
         self.config = config
         self.position = nn.Parameter(torch.empty(config.max_length, d))
         nn.init.xavier_uniform_(self.position)
@@ -176,7 +181,7 @@ class SASRec(SessionModel):
         allowed = allowed[:, None]
         for block in self.blocks:
             x = block(x, allowed, events)
-        return self.final_norm(x)
+        return self.output_state(self.final_norm(x))
 
     def last_hidden(self, windows: Tensor, preference: Tensor | None = None) -> Tensor:
         return self.forward(windows, preference=preference)[:, -1]
