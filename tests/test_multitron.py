@@ -335,3 +335,44 @@ def test_multitron_on_two_processes_equals_one(tiny_dataset, tmp_path):
         records.append(json.loads((out / "history.jsonl").read_text().splitlines()[0]))
     assert records[0]["loss"] == pytest.approx(records[1]["loss"], abs=1e-5)  # every rank drew the same preference per step
     assert records[0]["valid"]["hypervolume"] == pytest.approx(records[1]["valid"]["hypervolume"], abs=1e-4)
+
+
+def test_serve_answers_each_session_at_its_order_weight(multitron_run, tiny_model):
+    from fastapi.testclient import TestClient
+
+    from tron_cli.servable import load_servable
+    from tron_cli.serve import ServeOptions, create_app
+
+    items = _catalogue_ids(multitron_run, 4)
+    expected = {}
+    for weight in (0.0, 0.5, 1.0):
+        line = json.dumps({"session": 1, "items": items, "order_weight": weight}) + "\n"
+        expected[weight] = json.loads(invoke("recommend", str(multitron_run), "-k", "10", input=line).stdout)["items"]
+    assert expected[0.0] != expected[1.0]
+    servable = load_servable(multitron_run, torch.device("cpu"))
+    with TestClient(create_app(servable, ServeOptions(order_weight=1.0))) as client:
+        about = client.get("/metadata").json()
+        assert about["preference_input"] is True and about["order_weight"] == 1.0
+
+        def ask(body):
+            response = client.post("/recommend", json={"k": 10, **body})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        assert ask({"items": items})["items"] == expected[1.0]  # the server's --order-weight
+        assert ask({"items": items, "order_weight": 0})["items"] == expected[0.0]
+        results = ask({"sessions": [{"items": items}, {"items": items, "order_weight": 0.5}], "order_weight": 0.0})["results"]
+        assert [r["items"] for r in results] == [expected[0.0], expected[0.5]]  # a session's own weight wins
+        for body, said in (
+            ({"items": items, "order_weight": 1.5}, "order_weight is 1.5, not between 0 and 1"),
+            ({"sessions": [{"items": items, "order_weight": -0.1}]}, "sessions[0].order_weight is -0.1"),
+            ({"items": items, "order_weight": "high"}, "order_weight"),
+        ):
+            response = client.post("/recommend", json=body)
+            assert response.status_code == 422 and said in response.json()["error"], response.text
+    with TestClient(create_app(load_servable(tiny_model[1], torch.device("cpu")))) as client:
+        response = client.post("/recommend", json={"items": [1, 2], "order_weight": 0.5})
+        assert response.status_code == 422 and "reads no preference vector" in response.json()["error"]
+        assert client.get("/metadata").json()["order_weight"] is None
+    result = invoke("serve", str(tiny_model[1]), "--order-weight", "0.5", "--port", "0")
+    assert result.exit_code == 2 and "reads no preference vector" in result.stderr

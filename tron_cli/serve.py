@@ -4,8 +4,10 @@ FastAPI + uvicorn: the mainstream Python ASGI stack, with a test client for in-p
 drains in-flight requests on SIGTERM. Endpoints:
 
 - `POST /recommend`: `{"items": [...], "k": 20, "exclude_seen": false, "allow": [...], "deny": [...],
-  "session": ANY}` answers `{"session", "items", "scores", "unknown_items"}`; `{"sessions": [{"items", "session"},
-  ...], ...}` answers `{"results": [...]}`. Raw item ids in and out; unknown ids are skipped (and counted), a
+  "session": ANY, "order_weight": W}` answers `{"session", "items", "scores", "unknown_items"}`; `{"sessions":
+  [{"items", "session", "order_weight"}, ...], ...}` answers `{"results": [...]}`. `order_weight` (a MultiTRON
+  model only) is the preference [1 - W, W] between the next click and orders: a session's own, else the
+  request's, else the server's `--order-weight`. Raw item ids in and out; unknown ids are skipped (and counted), a
   session with no known item gets the most popular items with `scores: null`, as `tron recommend` does.
 - `GET /health`, `GET /metadata` (model, dataset, catalogue, index, limits, version), `GET /metrics`
   (Prometheus text: requests by path and status, latency, batch sizes, sessions, unknown ids, index fallbacks).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -41,9 +44,10 @@ import prometheus_client as prom
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, ValidationError
 
 from tron_cli import __version__
+from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import UsageError
 from tron_cli.index import require_faiss
 from tron_cli.retrieval import NO_FILTERS, Filters
@@ -69,6 +73,7 @@ class ServeOptions:
     max_filter_items: int = 100_000  # ids in one allow or deny list
     max_body_bytes: int = 1 << 20
     threads: int = 0  # CPU threads of the model and the index; 0: the cores less one (at least 1), which the event loop keeps
+    order_weight: float | None = None  # MultiTRON: the order weight of requests that give none (None: DEFAULT_ORDER_WEIGHT)
 
 
 def scoring_threads(wanted: int) -> int:
@@ -89,6 +94,7 @@ class SessionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     session: Any = None
     items: list[Any]  # raw ids, checked against the catalogue's type by `raw_ids`
+    order_weight: StrictFloat | StrictInt | None = None  # MultiTRON: this session's preference, over the request's
 
 
 class RecommendIn(BaseModel):
@@ -100,6 +106,7 @@ class RecommendIn(BaseModel):
     exclude_seen: StrictBool = False
     allow: list[Any] | None = None
     deny: list[Any] | None = None
+    order_weight: StrictFloat | StrictInt | None = None  # MultiTRON: [1 - w, w] between the next click and orders
 
 
 class BadRequest(Exception):
@@ -121,6 +128,7 @@ class Job:
     exclude_seen: bool
     filters: Filters
     single: bool  # answered as one object, not {"results": [...]}
+    order_weights: list[float] = field(default_factory=list)  # each session's order weight (NaN: the server's default)
     answer: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -151,21 +159,33 @@ def parse_request(body: bytes, servable: Servable, options: ServeOptions) -> Job
     if not 1 <= request.k <= options.max_k:
         raise BadRequest(422, f"k is {request.k}, not between 1 and {options.max_k}")
     numeric = servable.catalogue.numeric
+    default_weight = _order_weight(request.order_weight, "order_weight", servable)
+    if math.isnan(default_weight) and options.order_weight is not None:
+        default_weight = options.order_weight
     if request.items is not None:
-        listed: list[tuple[Any, list, str]] = [(request.session, request.items, "items")]
+        listed: list[tuple[Any, list, str, float]] = [(request.session, request.items, "items", default_weight)]
     else:
         assert request.sessions is not None
         if request.session is not None:
             raise BadRequest(422, 'session: give each session\'s id inside "sessions"')
         if len(request.sessions) > options.max_sessions:
             raise BadRequest(422, f"sessions holds {len(request.sessions)} sessions, more than the limit of {options.max_sessions}")
-        listed = [(s.session, s.items, f"sessions[{i}].items") for i, s in enumerate(request.sessions)]
-    sessions, items = [], []
-    for session, ids, where in listed:
+        listed = [
+            (
+                s.session,
+                s.items,
+                f"sessions[{i}].items",
+                default_weight if s.order_weight is None else _order_weight(s.order_weight, f"sessions[{i}].order_weight", servable),
+            )
+            for i, s in enumerate(request.sessions)
+        ]
+    sessions, items, weights = [], [], []
+    for session, ids, where, weight in listed:
         if len(ids) > options.max_session_length:
             raise BadRequest(422, f"{where} holds {len(ids)} ids, more than the limit of {options.max_session_length}")
         items.append(_raw(ids, numeric, where))
         sessions.append(session)
+        weights.append(weight)
     filters = NO_FILTERS
     if request.allow is not None or request.deny is not None:
         lists = {}
@@ -176,7 +196,18 @@ def parse_request(body: bytes, servable: Servable, options: ServeOptions) -> Job
                 raise BadRequest(422, f"{name} holds {len(given)} ids, more than the limit of {options.max_filter_items}")
             lists[name] = _id_array(_raw(given, numeric, name), numeric)
         filters = servable.filters(lists.get("allow"), lists.get("deny"))
-    return Job(sessions, items, request.k, request.exclude_seen, filters, request.items is not None)
+    return Job(sessions, items, request.k, request.exclude_seen, filters, request.items is not None, order_weights=weights)
+
+
+def _order_weight(value: float | None, where: str, servable: Servable) -> float:
+    """A request's order weight, checked; NaN when it gives none (the server's default applies)."""
+    if value is None:
+        return math.nan
+    if not servable.model.preference_input:
+        raise BadRequest(422, f"{where}: this model reads no preference vector; an order weight needs a model trained with --objective multitron")
+    if not 0 <= value <= 1:
+        raise BadRequest(422, f"{where} is {value}, not between 0 and 1")
+    return float(value)
 
 
 def _raw(ids: list, numeric: bool, where: str) -> list:
@@ -286,7 +317,8 @@ def answer_jobs(servable: Servable, jobs: list[Job], metrics: Metrics) -> None:
     np.cumsum(lengths, out=offsets[1:])
     flat = [raw for job in jobs for items in job.items for raw in items]
     sessions = [session for job in jobs for session in job.sessions]
-    batch = Batch(sessions, [""] * len(sessions), offsets, _id_array(flat, servable.catalogue.numeric))
+    weights = np.array([weight for job in jobs for weight in job.order_weights], dtype=np.float64)
+    batch = Batch(sessions, [""] * len(sessions), offsets, _id_array(flat, servable.catalogue.numeric), order_weights=weights if len(weights) else None)
     encoded = servable.encode(batch)
     first = np.cumsum([0] + [job.size for job in jobs])
     # requests that ask the same and have no filters share one lookup at the largest k; the others get their own
@@ -400,6 +432,8 @@ def metadata(servable: Servable, options: ServeOptions) -> dict[str, Any]:
         "n_items": len(servable.catalogue),
         "item_id_type": "integer" if servable.catalogue.numeric else "string",
         "event_types": list(servable.event_types),
+        "preference_input": servable.model.preference_input,
+        "order_weight": (DEFAULT_ORDER_WEIGHT if options.order_weight is None else options.order_weight) if servable.model.preference_input else None,
         "scoring": "exact" if index is None else "index",
         "index": None if index is None else {**{k: v for k, v in index.section.items() if k != "search"}, "search": index.search_params},
         "limits": {

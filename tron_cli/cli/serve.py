@@ -33,14 +33,22 @@ from tron_cli.cli._ui import UI, pass_ui
     "--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU threads for scoring; 0: the cores less one, kept for the HTTP loop."
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
+@click.option(
+    "--order-weight",
+    type=click.FloatRange(0, 1),
+    help="A MultiTRON model (tron train --objective multitron): the order weight of requests that give none (a request's or session's \"order_weight\" wins) [default: 0.5].",
+)
 @pass_ui
-def serve(ui: UI, model: Path | None, host: str, port: int, exact: bool, index_params: tuple[str, ...], device: str, **limits) -> None:
+def serve(
+    ui: UI, model: Path | None, host: str, port: int, exact: bool, index_params: tuple[str, ...], device: str, order_weight: float | None, **limits
+) -> None:
     """Answer recommendation requests over HTTP until SIGTERM (which drains in-flight requests, exit 0).
 
     Reads MODEL (a bundle from tron export, its name under $TRON_HOME/bundles/, or a run dir; default:
     the newest bundle), refusing a bundle whose files fail their sha256. Serves POST /recommend with
     {"items": [RAW_ID, ...], "k": 20, "exclude_seen": false, "allow": [...], "deny": [...]} or
-    {"sessions": [{"session": ID, "items": [...]}, ...], ...}, answering raw ids and scores;
+    {"sessions": [{"session": ID, "items": [...]}, ...], ...}, answering raw ids and scores; a MultiTRON
+    model also takes "order_weight" (0 = clicks .. 1 = orders) per request or per session;
     GET /health, GET /metadata and GET /metrics (Prometheus). Concurrent requests are scored in
     micro-batches. Bad requests get a 4xx and {"error": "one line"}. See docs/serving.md.
 
@@ -59,14 +67,17 @@ def serve(ui: UI, model: Path | None, host: str, port: int, exact: bool, index_p
 
         raise TronError("tron serve needs fastapi, uvicorn and prometheus-client", "pip install 'tron-cli[serve]'") from None
     from tron_cli import home
+    from tron_cli.errors import UsageError
     from tron_cli.runtime import resolve_device
     from tron_cli.servable import load_servable
     from tron_cli.serve import ServeOptions
     from tron_cli.serve import serve as run_server
 
-    options = ServeOptions(host=host, port=port, **limits)
+    options = ServeOptions(host=host, port=port, order_weight=order_weight, **limits)
     model = home.resolve_model(model)
     servable = load_servable(model, resolve_device(device), exact, tuple(index_params))
+    if order_weight is not None and not servable.model.preference_input:
+        raise UsageError(f"{model} reads no preference vector: --order-weight needs a model trained with --objective multitron")
     run_server(
         servable,
         options,
