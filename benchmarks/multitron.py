@@ -78,11 +78,11 @@ def draw(run: Path, single: dict, out: Path) -> None:
     from tron_cli.plot import build_front_figure
 
     figure = build_front_figure(run)
-    figure.set_size_inches(5.6, 4.2)
-    axes = figure.axes[0]
-    axes.scatter([single["recall@20"]], [single["order_recall@20"]], marker="*", s=180, color="black", zorder=3, label="TRON (clicks only)")
-    axes.legend(loc="lower left", fontsize=8)
-    axes.set_title(f"MultiTRON front on test vs TRON, synthetic ({json.loads((run / 'pareto.json').read_text())['hypervolume']:.3f} hypervolume)", fontsize=9)
+    figure.set_size_inches(10.0, 4.2)
+    for axes in figure.axes[:2]:  # order recall, order density (the third axes is the colour bar)
+        axes.scatter([single["recall@20"]], [single[axes.get_ylabel()]], marker="*", s=180, color="black", zorder=3, label="TRON (clicks only)")
+        axes.legend(loc="lower left", fontsize=8)
+    figure.suptitle(f"MultiTRON front on test vs TRON, synthetic ({json.loads((run / 'pareto.json').read_text())['hypervolume']:.3f} hypervolume)", fontsize=9)
     figure.savefig(out, format="png", dpi=80)
 
 

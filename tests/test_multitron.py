@@ -232,8 +232,10 @@ def test_plot_draws_the_front_of_a_run_with_pareto_json(multitron_run, tmp_path)
     assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from tron_cli.plot import build_front_figure
 
-    axes = build_front_figure(multitron_run).axes[0]
-    assert axes.get_xlabel() == "click Recall@20" and axes.get_ylabel() == "order_recall@20"
+    recall, density = build_front_figure(multitron_run).axes[:2]
+    assert recall.get_xlabel() == "click Recall@20" and recall.get_ylabel() == "order_recall@20"
+    assert density.get_xlabel() == "click Recall@20" and density.get_ylabel() == "order_density@20"
+    assert len(density.collections[0].get_offsets()) == len(json.loads((multitron_run / "pareto.json").read_text())["points"])
 
 
 def test_pareto_refuses_a_click_run(tiny_model):

@@ -2,8 +2,11 @@
 
 Three panels share the epoch axis: training loss, validation Recall@20 and validation MRR@20; each run has
 one colour in all three, and the legend names the run directory with its loss and model from config.json.
-A MultiTRON run's front (`tron pareto`'s pareto.json) is drawn as click Recall@20 against order recall@20,
-one point per order weight coloured by it (cmap "cool", as the reference's plots), joined in weight order.
+A MultiTRON run's front (`tron pareto`'s pareto.json) is drawn twice, one point per order weight coloured by
+it (cmap "cool", as the reference's plots) and joined in weight order: click Recall@20 against order recall@20
+(the axes of the hypervolume), and against order density@20 (the share of ordered items among the hits),
+which is what the order loss raises: it scores a clicked item by whether it is ordered later, so moving the
+weight to orders trades hits for hits that end in an order.
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ def _matplotlib() -> None:
 
 
 def build_front_figure(run_dir: Path) -> Figure:
-    """The front in RUN/pareto.json: click Recall@20 (x) against order recall@20 (y), coloured by the order weight."""
+    """The front in RUN/pareto.json: click Recall@20 (x) against order recall@20 (left) and order density@20
+    (right, when the points have it), coloured by the order weight."""
     _matplotlib()
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -128,20 +132,23 @@ def build_front_figure(run_dir: Path) -> Figure:
     front = read_json(Path(run_dir) / "pareto.json", "pareto")
     points = sorted(front["points"], key=lambda point: point["order_weight"])
     x_key, y_key = front["axes"]
-    xs, ys, weights = [_number(p[x_key]) for p in points], [_number(p[y_key]) for p in points], [p["order_weight"] for p in points]
-    figure = Figure(figsize=(6.4, 5.0), dpi=100, layout="constrained")
+    density_key = y_key.replace("order_recall", "order_density")
+    y_keys = [y_key] + ([density_key] if density_key != y_key and all(density_key in p for p in points) else [])
+    xs, weights = [_number(p[x_key]) for p in points], [p["order_weight"] for p in points]
+    figure = Figure(figsize=(6.4 * len(y_keys) - 1.0 * (len(y_keys) - 1), 5.0), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    axes.plot(xs, ys, color="0.7", linewidth=1, zorder=1)
+    panels = figure.subplots(1, len(y_keys), squeeze=False)[0]
     norm, cmap = Normalize(0.0, 1.0), colormaps["cool"]
-    colours = ScalarMappable(norm, cmap)
-    axes.scatter(xs, ys, c=weights, cmap=cmap, norm=norm, s=36, zorder=2, edgecolors="0.3", linewidths=0.4)
-    bar = figure.colorbar(colours, ax=axes, ticks=[0.0, 0.5, 1.0])
+    for axes, key in zip(panels, y_keys, strict=True):
+        ys = [_number(p[key]) for p in points]
+        axes.plot(xs, ys, color="0.7", linewidth=1, zorder=1)
+        axes.scatter(xs, ys, c=weights, cmap=cmap, norm=norm, s=36, zorder=2, edgecolors="0.3", linewidths=0.4)
+        axes.set_xlabel(f"click {x_key.replace('recall', 'Recall')}")
+        axes.set_ylabel(key)
+        axes.grid(True, alpha=0.3)
+    bar = figure.colorbar(ScalarMappable(norm, cmap), ax=list(panels), ticks=[0.0, 0.5, 1.0])
     bar.set_label("order weight (preference [1 - w, w])")
-    axes.set_xlabel(f"click {x_key.replace('recall', 'Recall')}")
-    axes.set_ylabel(y_key)
-    axes.set_title(f"{Path(run_dir).name}: front on {front['split']}, hypervolume {front['hypervolume']:.4f}", fontsize=10)
-    axes.grid(True, alpha=0.3)
+    figure.suptitle(f"{Path(run_dir).name}: front on {front['split']}, hypervolume {front['hypervolume']:.4f} ({x_key}, {y_key})", fontsize=10)
     return figure
 
 
