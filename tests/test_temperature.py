@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -104,3 +105,14 @@ def test_cosine_model_exports_to_onnx(tiny_dataset, tmp_path):
     assert invoke("train", str(tiny_dataset), *TINY_TRAIN, "--temperature", "0.07", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
     result = invoke("export", str(run), "--out", str(tmp_path / "bundle"), "--format", "onnx")
     assert result.exit_code == 0, result.stderr  # export checks ONNX Runtime's top-k against PyTorch's before writing
+
+
+def test_the_yoochoose_cosine_recipe_trains(tiny_dataset, tmp_path):
+    # configs/yoochoose-1-64-cosine.json as BENCHMARKS.md runs it, shrunk by flags to the tiny dataset
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "yoochoose-1-64-cosine.json"
+    run = tmp_path / "run"
+    result = invoke("train", str(tiny_dataset), "--config", str(recipe), *TINY_TRAIN, "--epochs", "2", "--overfit-batches", "2", "--out", str(run))
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["temperature"] == 0.1 and config["model"]["positions"] == "left"
+    assert config["train"]["lr_schedule"] == "cosine" and config["train"]["select_on"] == "mrr@20"
