@@ -20,27 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import invoke
+from tests.conftest import TINY_TRAIN, invoke
 from tron_cli.training import loop as train_module
 
-FAST = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "16",
-    "--uniform-negatives",
-    "64",
-    "--batch-size",
-    "32",
-    "--batch-negatives",
-    "31",
-    "--topk",
-    "32",
-    "--max-length",
-    "20",
-    "--valid-limit",
-    "100",
-]
+FAST = [*TINY_TRAIN, "--valid-limit", "100"]
 # 200 small steps (about 2 s on one idle core), so that an interrupt half a second in lands inside the epoch
 LONG = [
     "--device",
