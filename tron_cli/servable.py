@@ -119,7 +119,7 @@ class Servable:
         device = self.device
         if not len(scored):
             empty = torch.zeros(0, dtype=torch.long, device=device)
-            return Encoded(lengths, unknown, scored, torch.zeros((0, self.model.output_table().shape[1]), device=device), (empty, empty))
+            return Encoded(lengths, unknown, scored, torch.zeros((0, self.model.output_size), device=device), (empty, empty))
         offsets = np.zeros(len(scored) + 1, dtype=np.int64)
         np.cumsum(lengths[scored], out=offsets[1:])
         store = SessionStore(Sessions(scored, offsets, dense[known].astype(np.int32), np.zeros(int(offsets[-1]), dtype=np.int64)), device)
@@ -205,5 +205,5 @@ def load_servable(path: Path, device: torch.device, exact: bool = False, index_p
         search = parse_params(index_params, INDEXES.get(kind_name).search if kind_name in INDEXES else {}, kind_name, "--index-param")
         if any(value < 1 for value in search.values()):
             raise UsageError("--index-param: search parameters must be at least 1")
-        index = load_index(path, section, model.n_items, model.output_table().shape[1], search)
+        index = load_index(path, section, model.n_items, model.output_size, search)
     return Servable(model, Catalogue(table), event_types, path, kind, document, Retriever(model, index), torch.device(device))

@@ -47,6 +47,11 @@ class ItemScorer(nn.Module):
         """A model's final states (..., d) as scores use them: unit length divided by the temperature, if any."""
         return F.normalize(hidden, dim=-1) / self.temperature if self.temperature > 0 else hidden
 
+    @property
+    def output_size(self) -> int:
+        """d of the output vectors (and of the states scored against them)."""
+        return self._stored_output_table().shape[1]
+
     def output_table(self) -> Tensor:
         """(N+1, d) output vectors as scores use them; row 0 is padding."""
         return self._unit(self._stored_output_table())
