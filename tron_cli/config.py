@@ -75,6 +75,9 @@ class TrainConfig:
     select_on: str = "recall@20"  # the validation metric that picks the best epoch (protocols.parse_metric)
     exclude_seen: bool = False  # validation ranks without the session's own clicks (as tron evaluate --exclude-seen)
     valid_limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of validation sessions scored per epoch
+    # a first-order transition prior added to every score outside training (transitions.py); 0 = off
+    transition_weight: float = 0.0
+    transition_smoothing: float = 0.03
     overfit_batches: float = 0.0  # > 0: train on only this many batches (or this fraction) per epoch
     device: str = "auto"
     precision: str = "auto"
@@ -385,6 +388,8 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         (config.bucket_window >= 0, "--bucket-window must be >= 0"),
         (config.bucket_window == 0 or feeding == "windows", f"--bucket-window groups windows of sessions; {config.model} walks sessions click by click"),
         (config.valid_limit > 0, "--valid-limit must be positive"),
+        (0 <= config.transition_weight < math.inf, "--transition-weight must be a finite number >= 0"),
+        (0 < config.transition_smoothing < math.inf, "--transition-smoothing must be a positive number"),
         (config.overfit_batches >= 0, "--overfit-batches must be >= 0"),
         (
             not config.optimizer.startswith("sparse") or loss.sampled,

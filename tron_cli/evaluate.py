@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tron_cli import artifacts, home, tracking
+from tron_cli import artifacts, home, tracking, transitions
 from tron_cli.artifacts import Dataset
 from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
@@ -39,9 +39,12 @@ def evaluate(
     retrieval: str = "exact",
     index_params: tuple[str, ...] = (),
     order_weight: float | None = None,
+    transition_weight: float | None = None,
 ) -> dict[str, Any]:
     """Run the stage: metrics as a dict (also written to the run's metrics.json when a model was evaluated, and
-    to the run's trackers: those it was trained with, or `track`).
+    to the run's trackers: those it was trained with, or `track`). `transition_weight` scores with that weight of
+    the transition prior instead of the run's (0: without it), counting it on the run's train split if the run
+    has none: a weight is chosen on the validation split without training again.
 
     With `retrieval="index"`, a bundle's top-K lists through its item index next to exact scoring's, and their
     overlap (`protocols.compare_retrieval`); nothing is written."""
@@ -54,7 +57,11 @@ def evaluate(
         raise UsageError(f"unknown tie policy {options.ties!r}", f"Use one of: {', '.join(TIES)}")
     if any(k < 1 for k in options.cutoffs):
         raise UsageError("cutoffs (-k) must be at least 1")
+    if transition_weight is not None and not 0 <= transition_weight < float("inf"):
+        raise UsageError(f"--transition-weight {transition_weight} is not a finite number >= 0")
     if baseline is not None:
+        if transition_weight is not None:
+            raise UsageError("--transition-weight weights a model's transition prior; a baseline has none")
         return _evaluate_baseline(baseline, data, options, torch_device, report, baseline_options or {})
     if baseline_options:
         raise UsageError("--baseline-option needs --baseline")
@@ -63,13 +70,14 @@ def evaluate(
     tracking.check(track)
     model_path = Path(model_path) if model_path else home.latest_run()
     if retrieval == "index":
-        return _evaluate_index(model_path, data, options, torch_device, index_params, report)
+        return _evaluate_index(model_path, data, options, torch_device, index_params, report, transition_weight)
     if index_params:
         raise UsageError("--index-param tunes the index of --retrieval index")
     document, _ = read_model_dir(model_path)  # the dataset is compared first: its message says what to pass
     dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
     model, document, kind = load_model(model_path, torch_device)
+    _weigh_transitions(model, dataset, transition_weight)
     if order_weight is not None and not model.preference_input:
         raise UsageError(f"{model_path} reads no preference vector: --order-weight needs a model trained with --objective multitron")
     if model.preference_input:
@@ -82,6 +90,8 @@ def evaluate(
     result = {**metrics, **_about(options, dataset)}
     if model.preference_input:
         result["order_weight"] = DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight
+    if model.transitions is not None or transition_weight is not None:
+        result["transition_weight"] = 0.0 if model.transitions is None else model.transitions.weight
     if kind == "run":
         # what was computed is the result: a run dir that cannot be written into (read-only, a full disk) costs
         # the record, not the metrics, which are still printed
@@ -110,8 +120,28 @@ def _otto(model, dataset: Dataset, options: EvalOptions, device: torch.device, r
     return otto_protocol(model, first_sessions(dataset.sessions(options.split), options.limit), popular, options, report)
 
 
+def _weigh_transitions(model, dataset: Dataset, weight: float | None) -> None:
+    """Give `model` the transition prior at `weight` (None: as trained; 0: none), counted on `dataset`'s train
+    split when the model has none."""
+    if weight is None:
+        return
+    if weight == 0:
+        model.transitions = None
+    elif model.transitions is not None:
+        model.transitions.weight = weight
+    else:
+        keys, probabilities = transitions.fit(dataset.sessions("train"), model.n_items)
+        model.transitions = transitions.Transitions(keys, probabilities, model.n_items, weight).to(model.item_embedding.device)
+
+
 def _evaluate_index(
-    model_path: Path, data: Path | None, options: EvalOptions, device: torch.device, index_params: tuple[str, ...], report: Reporter
+    model_path: Path,
+    data: Path | None,
+    options: EvalOptions,
+    device: torch.device,
+    index_params: tuple[str, ...],
+    report: Reporter,
+    transition_weight: float | None = None,
 ) -> dict[str, Any]:
     if options.protocol != "all" or options.bootstrap:
         raise UsageError("--retrieval index compares top-k lists with protocol all, without --bootstrap")
@@ -121,6 +151,7 @@ def _evaluate_index(
     servable = load_servable(model_path, device, index_params=index_params)
     dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
+    _weigh_transitions(servable.model, dataset, transition_weight)
     store = _store(dataset, options, device)
     assert servable.index is not None
     report.detail(f"{model_path}: {servable.index.describe()}")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tron_cli import artifacts, home
+from tron_cli import artifacts, home, transitions
 from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
 from tron_cli.index import INDEX_FILE, INDEXES, build_index, parse_params, require_faiss, write_index
@@ -269,12 +269,16 @@ def write_bundle(
     index: IndexRequest | None = None,
     force: bool = False,
     report: Reporter = SILENT,
+    prior: Path | None = None,
 ) -> list[str]:
-    """Build the bundle `out` atomically: `weights` and `items` copied, model.onnx and the item index when asked
-    for, config.json (`fields` plus onnx, index and every file's sha256) last. Returns the file names."""
+    """Build the bundle `out` atomically: `weights`, `items` and the transition `prior` (if any) copied,
+    model.onnx and the item index when asked for, config.json (`fields` plus onnx, index and every file's
+    sha256) last. Returns the file names."""
     with artifacts.atomic_directory(out, force) as tmp:
         shutil.copyfile(weights, tmp / "model.safetensors")
         shutil.copyfile(items, tmp / "items.parquet")
+        if prior is not None:
+            shutil.copyfile(prior, tmp / transitions.FILE)
         graph = None
         if fmt == "onnx":
             with report.task("exporting to ONNX and checking it with onnxruntime"):
@@ -338,6 +342,15 @@ def export(
     model = build_model(section)
     load_weights(model, run / "model.safetensors", "run")  # names, shapes, dtypes checked; a bad file is named as it is
     model.eval()
+    weight, smoothing = transitions.settings_of(document, kind)
+    prior = run / transitions.FILE if weight > 0 else None
+    if prior is not None:
+        if fmt == "onnx":
+            raise UsageError(
+                f"{run} scores with a transition prior (--transition-weight {weight:g}), which the ONNX graph (the network alone) cannot hold",
+                "Export --format safetensors (tron recommend and tron serve apply the prior)",
+            )
+        transitions.load(prior, kind, dataset.n_items, weight, smoothing)  # a damaged file is named now, not when served
     fields = {
         "model": section,
         "max_length": model.max_length,
@@ -346,6 +359,7 @@ def export(
         "item_id_type": dataset.info.get("item_id_type"),
         "event_types": dataset.info.get("parameters", {}).get("event_types", ["clicks"]),
         "dataset": dataset.name,
+        "transitions": {"weight": weight, "smoothing": smoothing} if prior is not None else None,
         "run": {
             "path": str(run.resolve()),
             "name": document.get("name", run.name),
@@ -353,6 +367,6 @@ def export(
             "valid": summary.get("valid"),
         },
     }
-    files = write_bundle(out, model, run / "model.safetensors", data / "items.parquet", fields, fmt, index, force, report)
+    files = write_bundle(out, model, run / "model.safetensors", data / "items.parquet", fields, fmt, index, force, report, prior)
     report.info(f"Exported {run} to {out} ({', '.join(files)}).")
     return {"bundle": str(out.resolve()), "files": files, "format": fmt, **({"index": index.kind} if index is not None else {})}

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts, home
+from tron_cli import artifacts, home, transitions
 from tron_cli.artifacts import Dataset
 from tron_cli.errors import ArtifactError, MissingInputError
 from tron_cli.models import build_model
@@ -125,6 +125,8 @@ def verify_bundle(path: Path, document: dict[str, Any]) -> None:
     recorded = document.get("sha256")
     index = document.get("index")
     required = {"model.safetensors", "items.parquet", *([str(index.get("file"))] if isinstance(index, dict) else [])}
+    if document.get("transitions"):
+        required.add(transitions.FILE)
     if not isinstance(recorded, dict) or not required <= set(recorded):
         raise ArtifactError(f"{path / 'config.json'} does not record the sha256 of {', '.join(sorted(required))}", redo)
     for name, digest in sorted(recorded.items()):
@@ -152,6 +154,12 @@ def load_model(path: Path, device=None):
     load_weights(model, weights, kind)
     if device is not None:
         model = model.to(device)
+    weight, smoothing = transitions.settings_of(document, kind)
+    if weight > 0:
+        where = Path(path) / transitions.FILE
+        if not where.is_file():
+            raise ArtifactError(f"{where} is missing (the {kind} scores with a transition prior)", f"Re-run: {artifacts.MADE_BY.get(kind, 'tron train')}")
+        model.transitions = transitions.load(where, kind, model.n_items, weight, smoothing, device or "cpu")
     return model.eval(), document, kind
 
 

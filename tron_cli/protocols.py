@@ -29,7 +29,7 @@ from tron_cli.errors import UsageError
 from tron_cli.metrics import METRICS, Accumulator
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, rank_targets, top_items
+from tron_cli.scoring import Pairs, chunk_scorer, rank_targets, score_items, top_items
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,10 @@ def query_batch(options: EvalOptions, device: torch.device) -> int:
     return options.query_batch or (8192 if device.type == "cuda" else 1024)
 
 
-def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None) -> Tensor:
+def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None, previous: Tensor | None = None) -> Tensor:
     hidden = hidden.float()
-    target_scores = model.score(hidden, targets[:, None]).squeeze(1).float()
-    return rank_targets(lambda a, b: model.score_all(hidden, a, b), target_scores, targets, model.n_items, options.chunk_size, options.ties, excluded)
+    target_scores = score_items(model, hidden, targets[:, None], previous).squeeze(1).float()
+    return rank_targets(chunk_scorer(model, hidden, previous), target_scores, targets, model.n_items, options.chunk_size, options.ties, excluded)
 
 
 @torch.no_grad()
@@ -96,7 +96,7 @@ def accumulate(model, store: SessionStore, last_only: bool, options: EvalOptions
         accumulator = Accumulator(len(store), options.cutoffs, store.device, orders=store.ordered is not None)
         for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
-            accumulator.add(_rank(model, hidden, targets, options, excluded), sessions, ordered_at(store, positions))
+            accumulator.add(_rank(model, hidden, targets, options, excluded, store.items[positions - 1]), sessions, ordered_at(store, positions))
         return accumulator
 
 
@@ -191,10 +191,11 @@ def compare_retrieval(model, retriever, store: SessionStore, last_only: bool, op
         for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             started = time.perf_counter()
-            _, exact_ids = retriever.exact(hidden, min(k, model.n_items), excluded)
+            previous = store.items[positions - 1]
+            _, exact_ids = retriever.exact(hidden, min(k, model.n_items), excluded, previous=previous)
             seconds["exact"] += time.perf_counter() - started
             started = time.perf_counter()
-            _, index_ids = retriever.top(hidden, k, excluded)
+            _, index_ids = retriever.top(hidden, k, excluded, previous=previous)
             seconds["index"] += time.perf_counter() - started
             exact.add(list_ranks(exact_ids, targets), sessions)
             approximate.add(list_ranks(index_ids, targets), sessions)
@@ -240,7 +241,7 @@ def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size:
             inputs, targets = sequence[:, :-1], sequence[:, 1:]
             hidden = model(inputs)
             mask = inputs != 0
-            ranks = _rank(model, hidden[mask], targets[mask], options)
+            ranks = _rank(model, hidden[mask], targets[mask], options, previous=inputs[mask])
             accumulator = Accumulator(1, options.cutoffs, store.device)
             accumulator.add(ranks, torch.zeros_like(targets[mask]))
             result = accumulator.result()
@@ -275,7 +276,7 @@ def otto_protocol(model, sessions: Sessions, popular: Tensor, options: EvalOptio
             clicks = torch.from_numpy(labels.context_clicks[read[first : first + step]]).to(device)
             width = int(clicks.clamp(max=model.max_length).max())
             windows = store.query_windows(store.offsets[index] + clicks, width, sessions=index)
-            top[index] = top_items(model, model.last_hidden(windows), k)[1]
+            top[index] = top_items(model, model.last_hidden(windows), k, previous=windows[:, -1])[1]
             task.update(advance=len(index))
     ids = top.cpu().numpy()
     return otto_task.score(dict.fromkeys(otto_task.TYPES, ids), labels)

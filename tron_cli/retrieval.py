@@ -7,7 +7,9 @@ catalogue's). Through an index (`index.py`): each state asks the index for `fetc
 N / |allow| with an allow list), scores each candidate exactly, drops the excluded, denied and not-allowed
 ones and keeps the best k. A row left with fewer than k items while the catalogue could give more is answered
 exactly instead (`fallbacks` counts them), so filters never shorten an answer; only the choice of candidates
-is approximate, never a score. Shared by `tron recommend`, `tron evaluate --retrieval index` and the server.
+is approximate, never a score. A model with a transition prior (`transitions.py`) adds to every row's
+candidates the `fetch` likeliest successors of its last click, which the index (the network's vectors) cannot
+know of. Shared by `tron recommend`, `tron evaluate --retrieval index` and the server.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from tron_cli.index import ItemIndex
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, top_among, top_items
+from tron_cli.scoring import Pairs, score_items, top_among, top_items
 
 OVERFETCH = 2  # candidates fetched per wanted item, before room for exclusions
 FETCH_CAP = 1024  # beyond this many candidates a row is answered exactly instead
@@ -74,27 +76,32 @@ class Retriever:
         return "exact" if self.index is None else self.index.describe()
 
     @torch.no_grad()
-    def top(self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS) -> tuple[Tensor, Tensor]:
-        """(scores (Q, k) fp32 best first, dense ids (Q, k)) for states (Q, d); slots that no item can fill
-        (everything excluded or filtered) have score -inf and id 0."""
+    def top(
+        self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS, previous: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(scores (Q, k) fp32 best first, dense ids (Q, k)) for states (Q, d) whose last clicks are `previous`
+        (Q,) (read by a model with a transition prior); slots that no item can fill (everything excluded or
+        filtered) have score -inf and id 0."""
         k = min(k, self.model.n_items)
         if self.index is None or hidden.shape[0] == 0:
-            return self.exact(hidden, k, excluded, filters)
-        return self._through_index(hidden, k, excluded, filters)
+            return self.exact(hidden, k, excluded, filters, previous)
+        return self._through_index(hidden, k, excluded, filters, previous)
 
-    def exact(self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS) -> tuple[Tensor, Tensor]:
+    def exact(
+        self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS, previous: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         device = hidden.device
         if filters.allow is not None:
-            scores, ids = top_among(self.model, hidden, k, torch.from_numpy(filters.candidates()).to(device), excluded)
+            scores, ids = top_among(self.model, hidden, k, torch.from_numpy(filters.candidates()).to(device), excluded, previous=previous)
         else:
             banned = None
             if filters.deny is not None and len(filters.deny):
                 banned = torch.zeros(self.model.n_items + 1, dtype=torch.bool, device=device)
                 banned[torch.from_numpy(filters.deny).to(device)] = True
-            scores, ids = top_items(self.model, hidden, k, excluded, banned=banned)
+            scores, ids = top_items(self.model, hidden, k, excluded, banned=banned, previous=previous)
         return _pad(scores, ids, k)
 
-    def _through_index(self, hidden: Tensor, k: int, excluded: Pairs | None, filters: Filters) -> tuple[Tensor, Tensor]:
+    def _through_index(self, hidden: Tensor, k: int, excluded: Pairs | None, filters: Filters, previous: Tensor | None) -> tuple[Tensor, Tensor]:
         assert self.index is not None
         device, n = hidden.device, self.model.n_items
         q = hidden.shape[0]
@@ -116,8 +123,15 @@ class Retriever:
         fetch = min(n, fetch, max(FETCH_CAP, OVERFETCH * k))
         hidden = hidden.float()
         candidates = torch.from_numpy(self.index.candidates(hidden.cpu().numpy(), fetch)).to(device)  # (Q, fetch)
+        transitions = getattr(self.model, "transitions", None) if previous is not None else None
+        if transitions is not None:
+            # the index knows the network's scores only: the last click's likeliest successors are candidates too,
+            # each once (a repeat in a sorted row is dropped)
+            candidates, _ = torch.sort(torch.cat([candidates, transitions.best_successors(previous, fetch)], 1), dim=1)
+            repeated = torch.cat([torch.zeros_like(candidates[:, :1], dtype=torch.bool), candidates[:, 1:] == candidates[:, :-1]], 1)
+            candidates = torch.where(repeated, 0, candidates)
         with exact_fp32():
-            scores = self.model.score(hidden, candidates).float()  # (Q, fetch) exact scores of the candidates
+            scores = score_items(self.model, hidden, candidates, previous).float()  # (Q, fetch) exact
         drop = candidates == 0
         if keys is not None:
             drop |= torch.isin(torch.arange(q, device=device)[:, None] * (n + 1) + candidates, keys)
@@ -140,7 +154,7 @@ class Retriever:
                 where[short] = torch.arange(len(short), device=device)
                 keep = where[excluded[0]] >= 0
                 sub_excluded = (where[excluded[0][keep]], excluded[1][keep])
-            best[short], ids[short] = self.exact(hidden[short], k, sub_excluded, filters)
+            best[short], ids[short] = self.exact(hidden[short], k, sub_excluded, filters, None if previous is None else previous[short])
         return best, ids
 
 

@@ -114,23 +114,44 @@ def top_k(
     return best
 
 
+def chunk_scorer(model, hidden: Tensor, previous: Tensor | None = None) -> ChunkScorer:
+    """The model's scores of `hidden` (Q, d) chunk by chunk, plus its transition prior after each row's `previous`
+    (Q,) click when it has one (a model need not know of the prior: `model.transitions` is read here)."""
+    prior = getattr(model, "transitions", None) if previous is not None else None
+    if prior is None:
+        return lambda start, stop: model.score_all(hidden, start, stop)
+    return lambda start, stop: prior.add_to_chunk(model.score_all(hidden, start, stop), previous, start)
+
+
+def score_items(model, hidden: Tensor, items: Tensor, previous: Tensor | None = None) -> Tensor:
+    """(Q, K) the model's scores of `items` (Q, K) for `hidden` (Q, d), plus the prior after `previous` (Q,)."""
+    scores = model.score(hidden, items)
+    prior = getattr(model, "transitions", None) if previous is not None else None
+    return scores if prior is None else scores + prior.pair_bonus(previous, items).to(scores.dtype)
+
+
 def _chunk(k: int, rows: int, device: torch.device, budget: int | None) -> int:
     budget = budget or SCORE_BUDGET.get(device.type, SCORE_BUDGET["cpu"])
     return max(k, budget // max(1, rows))
 
 
-def top_items(model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, banned: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the model's catalogue for each state (Q, d)."""
+def top_items(
+    model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, banned: Tensor | None = None, previous: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the model's catalogue for each state (Q, d); `previous`
+    (Q,): each row's last click, for a model with a transition prior."""
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
-        return top_k(lambda start, stop: model.score_all(hidden, start, stop), model.n_items, k, chunk, excluded, banned)
+        return top_k(chunk_scorer(model, hidden, previous), model.n_items, k, chunk, excluded, banned)
 
 
-def top_among(model, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | None = None, budget: int | None = None) -> tuple[Tensor, Tensor]:
+def top_among(
+    model, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | None = None, budget: int | None = None, previous: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """(scores (Q, k) fp32 best first, dense ids (Q, k)) among `items` (M,) sorted distinct dense ids only.
 
-    The same scores as `top_items` (h · W[item] + b[item] in fp32); rows with fewer than k items left end in -inf
-    (their ids are then meaningless)."""
+    The same scores as `top_items` (h · W[item] + b[item] in fp32, plus the transition prior after `previous`);
+    rows with fewer than k items left end in -inf (their ids are then meaningless)."""
     if len(items) == 0:
         q = hidden.shape[0]
         return torch.full((q, 0), float("-inf"), device=hidden.device), torch.zeros((q, 0), dtype=torch.long, device=hidden.device)
@@ -144,7 +165,10 @@ def top_among(model, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | No
     def score_chunk(start: int, stop: int) -> Tensor:
         chosen = items[start - 1 : stop - 1]
         scores = hidden.float() @ model.output_rows(chosen).float().T
-        return scores if model.output_bias is None else scores + model.output_bias[chosen, 0].float()
+        scores = scores if model.output_bias is None else scores + model.output_bias[chosen, 0].float()
+        if previous is not None and getattr(model, "transitions", None) is not None:
+            scores = scores + model.transitions.pair_bonus(previous, chosen.expand(len(previous), -1))
+        return scores
 
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
@@ -159,4 +183,4 @@ def score_sessions(
     """(B, T) left-padded windows of dense ids -> (scores (B, k), dense ids (B, k)): what `tron recommend` answers.
     `preference` (B, 2): each row's [click weight, order weight], for a model with a preference input."""
     hidden = model.last_hidden(windows) if preference is None else model.last_hidden(windows, preference)
-    return top_items(model, hidden, k, excluded, budget)
+    return top_items(model, hidden, k, excluded, budget, previous=windows[:, -1])

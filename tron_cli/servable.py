@@ -41,6 +41,7 @@ class Encoded:
     scored: np.ndarray  # (R,) the sessions with a known click, whose states follow
     hidden: Tensor  # (R, d) the state after each scored session's last known click
     clicks: Pairs  # (row of `scored`, dense id): every known click of the scored sessions
+    last: Tensor  # (R,) each scored session's last known click (read by a transition prior)
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Servable:
         device = self.device
         if not len(scored):
             empty = torch.zeros(0, dtype=torch.long, device=device)
-            return Encoded(lengths, unknown, scored, torch.zeros((0, self.model.output_size), device=device), (empty, empty))
+            return Encoded(lengths, unknown, scored, torch.zeros((0, self.model.output_size), device=device), (empty, empty), empty)
         offsets = np.zeros(len(scored) + 1, dtype=np.int64)
         np.cumsum(lengths[scored], out=offsets[1:])
         store = SessionStore(Sessions(scored, offsets, dense[known].astype(np.int32), np.zeros(int(offsets[-1]), dtype=np.int64)), device)
@@ -129,7 +130,7 @@ class Servable:
         else:
             hidden = self.model.last_hidden(windows, torch.from_numpy(preferences[scored]).float().to(device)).float()
         clicks = (torch.repeat_interleave(torch.arange(len(scored), device=device), store.lengths), store.items)
-        return Encoded(lengths, unknown, scored, hidden, clicks)
+        return Encoded(lengths, unknown, scored, hidden, clicks, windows[:, -1])
 
     def answer(self, encoded: Encoded, sessions: np.ndarray, k: int, exclude_seen: bool = False, filters: Filters = NO_FILTERS) -> Answer:
         """Top-k of `sessions` (positions in the encoded batch): the model's for sessions with a known click (with
@@ -159,7 +160,7 @@ class Servable:
                 where[rows] = torch.arange(len(rows), device=device)
                 keep = where[encoded.clicks[0]] >= 0
                 excluded = (where[encoded.clicks[0][keep]], encoded.clicks[1][keep])
-            best_scores, best_ids = self.retriever.top(encoded.hidden[rows], k, excluded, filters)
+            best_scores, best_ids = self.retriever.top(encoded.hidden[rows], k, excluded, filters, encoded.last[rows])
             ids[answered] = best_ids.cpu().numpy()
             scores[answered] = best_scores.cpu().numpy()
         return Answer(sessions, ids, scores, fallback)

@@ -64,6 +64,11 @@ from tron_cli.cli._ui import UI, pass_ui, shown
     type=click.FloatRange(0, 1),
     help="A MultiTRON run (tron train --objective multitron): evaluate at the preference [1 - W, W]; order recall/density come with the click metrics [default: 0.5].",
 )
+@click.option(
+    "--transition-weight",
+    type=click.FloatRange(0),
+    help="Score with this weight of the transition prior instead of the run's (0: without it; a run trained without one counts it on its train split): choose it on --split valid.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
 def evaluate(
@@ -86,6 +91,7 @@ def evaluate(
     index_params,
     cut_seed,
     order_weight,
+    transition_weight,
     as_json,
 ) -> None:
     """Rank the whole catalogue for every test target of RUN and report Recall, MRR and NDCG at k.
@@ -103,6 +109,7 @@ def evaluate(
     Examples:
         tron evaluate --json | jq '."recall@20"'
         tron evaluate runs/otto-sasrec-1 --split valid -k 20 --bootstrap 200
+        tron evaluate runs/yc64 --split valid --transition-weight 2
         tron evaluate --baseline popular --data data/yoochoose
         tron evaluate --baseline vsknn --baseline-option k=200 --baseline-option sample_size=1000
         tron evaluate bundles/otto --retrieval index --index-param ef_search=64
@@ -141,6 +148,7 @@ def evaluate(
         retrieval=retrieval,
         index_params=tuple(index_params),
         order_weight=order_weight,
+        transition_weight=transition_weight,
     )
     if retrieval == "index":
         _index_table(ui, run, result, options.cutoffs)

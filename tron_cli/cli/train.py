@@ -46,6 +46,8 @@ HELP = {
     "select_on": "Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K.",
     "exclude_seen": "Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen; leave-one-out data).",
     "valid_limit": "Validation sessions per epoch: a fraction (<= 1) or a number.",
+    "transition_weight": "Add W * log(1 + P(item | last click) / --transition-smoothing) to every score outside training, P counted on the train split (a Markov prior; 0: off).",
+    "transition_smoothing": "Additive smoothing alpha of the transition prior's probabilities.",
     "overfit_batches": "Train on only this many batches (or this fraction) per epoch, for debugging.",
     "device": "auto (CUDA when present), cpu or cuda.",
     "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tron_cli import artifacts, checkpoint
+from tron_cli import artifacts, checkpoint, transitions
 from tron_cli.artifacts import Dataset
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
@@ -43,6 +43,7 @@ from tron_cli.training.optim import build_optimizers, dense_table_gradients
 from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
 from tron_cli.training.state import TrainState
 from tron_cli.training.stop import StopRequest
+from tron_cli.transitions import Transitions
 
 # MultiTRON: the order weights whose validation front picks the checkpoint (its hypervolume against (0, 0))
 VALIDATION_WEIGHTS = (0.0, 0.5, 1.0)
@@ -73,6 +74,9 @@ class Trainer:
         spec = MODELS.get(config.model)
         self.section = model_section(config.model, config.network, self.n_items)
         self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
+        if config.transition_weight > 0:  # scored in validation (and everywhere after), never in the loss
+            keys, probabilities = transitions.fit(dataset.sessions("train"), self.n_items)
+            self.model.transitions = Transitions(keys, probabilities, self.n_items, config.transition_weight, config.transition_smoothing).to(self.device)
         self.objective = LOSSES.get(config.loss)
         self.multi = config.objective == "multitron"
         self.warned_no_orders = False

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from tron_cli import artifacts, tracking
+from tron_cli import artifacts, tracking, transitions
 from tron_cli.artifacts import Dataset
 from tron_cli.config import TrainConfig
 from tron_cli.training.callbacks import Callback
@@ -41,6 +41,9 @@ def execute(trainer: Trainer, document: dict[str, Any] | None, callbacks: tuple[
             start_resumed(run_dir, config.to_dict(), trainer.state.history)
         else:
             start_new(run_dir, document)
+        if trainer.model.transitions is not None:  # the prior travels with the run, as its weights do
+            prior = trainer.model.transitions
+            transitions.save(run_dir / transitions.FILE, prior.keys.cpu(), prior.probabilities.cpu(), trainer.catalogue)
     ranks.barrier()
     with tracking.tracked(config.track if ranks.main else (), run_dir) as trackers:
         trainer.callbacks = (*callbacks, *trackers)
