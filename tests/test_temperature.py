@@ -107,12 +107,14 @@ def test_cosine_model_exports_to_onnx(tiny_dataset, tmp_path):
     assert result.exit_code == 0, result.stderr  # export checks ONNX Runtime's top-k against PyTorch's before writing
 
 
-def test_the_yoochoose_cosine_recipe_trains(tiny_dataset, tmp_path):
-    # configs/yoochoose-1-64-cosine.json as BENCHMARKS.md runs it, shrunk by flags to the tiny dataset
-    recipe = Path(__file__).resolve().parents[1] / "configs" / "yoochoose-1-64-cosine.json"
+@pytest.mark.parametrize(("name", "transition_weight"), [("yoochoose-1-64-cosine.json", 0.0), ("yoochoose-1-64-transitions.json", 2.0)])
+def test_the_yoochoose_cosine_recipes_train(tiny_dataset, tmp_path, name, transition_weight):
+    # configs/yoochoose-1-64-*.json as BENCHMARKS.md runs them, shrunk by flags to the tiny dataset
+    recipe = Path(__file__).resolve().parents[1] / "configs" / name
     run = tmp_path / "run"
     result = invoke("train", str(tiny_dataset), "--config", str(recipe), *TINY_TRAIN, "--epochs", "2", "--overfit-batches", "2", "--out", str(run))
     assert result.exit_code == 0, result.stderr
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["temperature"] == 0.1 and config["model"]["positions"] == "left"
     assert config["train"]["lr_schedule"] == "cosine" and config["train"]["select_on"] == "mrr@20"
+    assert config["train"]["transition_weight"] == transition_weight and (run / "transitions.safetensors").exists() == (transition_weight > 0)
