@@ -209,3 +209,19 @@ def test_a_dataset_of_schema_1_still_trains_evaluates_and_recommends(tiny_datase
     assert invoke("evaluate", str(run), "--protocol", "otto").exit_code == 2  # nothing to score it with
     recommended = invoke("recommend", str(run), "-k", "3", input='{"session": 1, "items": [1, 2]}\n')
     assert recommended.exit_code == 0 and len(json.loads(recommended.stdout)["items"]) == 3
+
+
+def test_a_click_only_dataset_reports_no_order_metrics_and_no_order_labels(home):
+    rows = ["session_id,item_id,timestamp"]
+    rows += [f"{s},{(s * 3 + j) % 23},{s * 100000 + j}" for s in range(300) for j in range(4)]
+    (home / "clicks.csv").write_text("\n".join(rows) + "\n")
+    dataset = Path(_preprocess(home, "--train", "clicks.csv", "--test-days", "0.1")["dataset"])
+    assert read_dataset(dataset).sessions("train").extra is None
+    run = home / "run"
+    tiny = ["--device", "cpu", "--hidden-size", "8", "--uniform-negatives", "8", "--batch-negatives", "7", "--batch-size", "8", "--topk", "8"]
+    result = invoke("train", str(dataset), *tiny, "--epochs", "1", "--out", str(run))
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(invoke("evaluate", str(run), "--json").stdout)
+    assert "recall@20" in metrics and not any(key.startswith("order_") for key in metrics)
+    result = invoke("train", str(dataset), *tiny, "--epochs", "1", "--objective", "multitron", "--out", str(home / "multi"))
+    assert result.exit_code == 2 and "has none" in result.stderr

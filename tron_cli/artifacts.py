@@ -648,6 +648,10 @@ class Dataset:
         for items in (sessions.items, np.zeros(0, np.int32) if sessions.extra is None else sessions.extra.items):
             if len(items) and (items.min() < 1 or items.max() > self.n_items):
                 raise ArtifactError(f"{self.path / split}.parquet has item ids outside 1..{self.n_items}", _redo_hint("dataset"))
+        if sessions.extra is not None and not self.extra_types:
+            # a click-only dataset of sessions schema 2 stores empty event lists: read as no events at all, so
+            # that it reports no order metrics and a loss that needs orders is refused
+            sessions = Sessions(sessions.session, sessions.offsets, sessions.items, sessions.ts)
         return sessions
 
     def items(self) -> pa.Table:
