@@ -37,7 +37,8 @@ from tron_cli.metrics import Accumulator
 from tron_cli.protocols import EvalOptions, finish, ordered_at, query_batch, seen_pairs
 from tron_cli.registry import Registry
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.scoring import Pairs
+from tron_cli.scoring import Pairs, expand_ranges
+from tron_cli.transitions import count_pairs
 
 
 @dataclass(frozen=True)
@@ -167,12 +168,7 @@ def popular(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) 
 def markov(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -> Prepared:
     popularity = _popularity(dataset, device)
     n = dataset.n_items
-    train = dataset.sessions("train")
-    flat = torch.from_numpy(train.items.astype(np.int64)).to(device)
-    follows = torch.ones(len(flat), dtype=torch.bool, device=device)
-    follows[torch.from_numpy(train.offsets[:-1]).to(device)] = False  # a session's first click follows nothing
-    pair = flat[:-1][follows[1:]] * (n + 1) + flat[1:][follows[1:]]
-    keys, transition_counts = torch.unique(pair, return_counts=True)  # sorted (prev, next) pairs
+    keys, transition_counts = (t.to(device) for t in count_pairs(dataset.sessions("train"), n))  # sorted (prev, next) pairs
     weight = int(popularity.max()) + 1  # transitions first, popularity breaks ties: exact in int64
 
     def scorer(store: SessionStore, positions: Tensor) -> Bonus:
@@ -180,18 +176,10 @@ def markov(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -
         # every transition out of each row's previous click
         lo = torch.searchsorted(keys, previous * (n + 1))
         hi = torch.searchsorted(keys, previous * (n + 1) + n + 1)
-        rows, entry = _expand(lo, hi - lo)
+        rows, entry = expand_ranges(lo, hi - lo)
         return Bonus(rows, keys[entry] % (n + 1), transition_counts[entry] * weight)
 
     return Prepared(popularity, scorer)
-
-
-def _expand(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-    """(owner (P,), index (P,)): for each row r, the indices starts[r] .. starts[r] + counts[r] - 1."""
-    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    ends = torch.cumsum(counts, 0)
-    within = torch.arange(int(ends[-1]) if len(ends) else 0, device=counts.device) - torch.repeat_interleave(ends - counts, counts)
-    return owner, starts[owner] + within
 
 
 # ------------------------------------------------------------------------------------------------ session kNN
@@ -221,7 +209,7 @@ def _knn(dataset: Dataset, device: torch.device, options: Mapping[str, Any], dec
         q = len(positions)
         # the session so far of each row: every click before its target, with its recency (1 = the last click)
         starts = store.offsets[store.session_of(positions)]
-        rows, index = _expand(starts, positions - starts)
+        rows, index = expand_ranges(starts, positions - starts)
         items, weight = store.items[index], _recency_weight(positions[rows] - index, decay)
         # distinct items per row, each with the weight of its most recent click
         keys = _keys(rows, items, n)
@@ -232,7 +220,7 @@ def _knn(dataset: Dataset, device: torch.device, options: Mapping[str, Any], dec
         # candidates: the most recent `sample_size` train sessions of each item (the most recent sessions that
         # share any item of the row are among them), with the row's weight of that item
         counts = (item_offsets[items + 1] - item_offsets[items]).clamp(max=sample_size)
-        owner, index = _expand(item_offsets[items + 1] - counts, counts)
+        owner, index = expand_ranges(item_offsets[items + 1] - counts, counts)
         candidate = _keys(rows[owner], item_sessions[index], n_sessions - 1)
         pairs, inverse = torch.unique(candidate, return_inverse=True)  # sorted by row, then session (time)
         overlap = torch.zeros(len(pairs), dtype=torch.float64, device=device).index_add_(0, inverse, item_weight[owner])
@@ -257,7 +245,7 @@ def _knn(dataset: Dataset, device: torch.device, options: Mapping[str, Any], dec
         neighbours[pair_rows, slot] = pair_sessions
         neighbour_sessions, neighbour_similarity = torch.gather(neighbours, 1, where)[chosen], best[chosen]
         # each neighbour votes its similarity for each of its items
-        owner, index = _expand(session_offsets[neighbour_sessions], session_offsets[neighbour_sessions + 1] - session_offsets[neighbour_sessions])
+        owner, index = expand_ranges(session_offsets[neighbour_sessions], session_offsets[neighbour_sessions + 1] - session_offsets[neighbour_sessions])
         votes = _keys(neighbour_rows[owner], session_items[index], n)
         voted, inverse = torch.unique(votes, return_inverse=True)
         values = torch.zeros(len(voted), dtype=torch.float64, device=device).index_add_(0, inverse, neighbour_similarity[owner])

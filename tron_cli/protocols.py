@@ -29,7 +29,7 @@ from tron_cli.errors import UsageError
 from tron_cli.metrics import METRICS, Accumulator
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, chunk_scorer, rank_targets, score_items, top_items
+from tron_cli.scoring import Pairs, chunk_scorer, expand_ranges, rank_targets, score_items, top_items
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,8 @@ def first_sessions(sessions: Sessions, limit: float) -> Sessions:
 def seen_pairs(store: SessionStore, positions: Tensor) -> Pairs:
     """(rows, items): every click before each target position in its session (to exclude from the ranking)."""
     starts = store.offsets[store.session_of(positions)]
-    counts = positions - starts
-    rows = torch.repeat_interleave(torch.arange(len(positions), device=positions.device), counts)
-    ends = torch.cumsum(counts, 0)
-    offsets_in_row = torch.arange(int(ends[-1]) if len(ends) else 0, device=positions.device) - torch.repeat_interleave(ends - counts, counts)
-    return rows, store.items[starts[rows] + offsets_in_row]
+    rows, index = expand_ranges(starts, positions - starts)
+    return rows, store.items[index]
 
 
 def finish(accumulator: Accumulator, options: EvalOptions) -> dict[str, Any]:

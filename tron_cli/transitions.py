@@ -29,19 +29,25 @@ from torch import Tensor
 from tron_cli import artifacts
 from tron_cli.artifacts import Sessions
 from tron_cli.errors import ArtifactError
+from tron_cli.scoring import expand_ranges
 
 FILE = "transitions.safetensors"
 DEFAULT_SMOOTHING = 0.03
 
 
-def fit(train: Sessions, n_items: int) -> tuple[Tensor, Tensor]:
-    """(keys (P,) sorted previous * (N + 1) + next, probabilities (P,) P(next | previous)) of the consecutive
-    clicks of `train`."""
+def count_pairs(train: Sessions, n_items: int) -> tuple[Tensor, Tensor]:
+    """(keys (P,) sorted previous * (N + 1) + next, counts (P,)) of the consecutive clicks of `train`."""
     flat = torch.from_numpy(train.items.astype(np.int64))
     follows = torch.ones(len(flat), dtype=torch.bool)
     follows[torch.from_numpy(train.offsets[:-1].astype(np.int64))] = False  # a session's first click follows nothing
     keep = follows[1:]
-    keys, counts = torch.unique(flat[:-1][keep] * (n_items + 1) + flat[1:][keep], return_counts=True)
+    return torch.unique(flat[:-1][keep] * (n_items + 1) + flat[1:][keep], return_counts=True)
+
+
+def fit(train: Sessions, n_items: int) -> tuple[Tensor, Tensor]:
+    """(keys (P,) sorted previous * (N + 1) + next, probabilities (P,) P(next | previous)) of the consecutive
+    clicks of `train`."""
+    keys, counts = count_pairs(train, n_items)
     leaving = torch.zeros(n_items + 1, dtype=torch.float64).index_add_(0, keys // (n_items + 1), counts.double())
     return keys, (counts.double() / leaving[keys // (n_items + 1)]).float()
 
@@ -65,11 +71,7 @@ class Transitions:
         train, with its bonus. Padding (0) and unknown items have none."""
         base = previous * (self.n_items + 1)
         first = torch.searchsorted(self.keys, base)
-        counts = torch.searchsorted(self.keys, base + self.n_items + 1) - first
-        rows = torch.repeat_interleave(torch.arange(len(previous), device=previous.device), counts)
-        ends = torch.cumsum(counts, 0)
-        total = int(ends[-1]) if len(ends) else 0
-        entry = first[rows] + torch.arange(total, device=previous.device) - torch.repeat_interleave(ends - counts, counts)
+        rows, entry = expand_ranges(first, torch.searchsorted(self.keys, base + self.n_items + 1) - first)
         return rows, self.keys[entry] % (self.n_items + 1), self.bonus_of(self.probabilities[entry])
 
     def add_to_chunk(self, scores: Tensor, previous: Tensor, start: int) -> Tensor:
