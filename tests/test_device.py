@@ -277,3 +277,15 @@ def test_the_gpu_script_runs_dry_on_the_cpu(tmp_path):
     assert {"TRON XL, dense Adam, bf16", "TRON XL, row-sparse Adam, fp32", "OTTO test set (10.7M targets) ranked"} <= rows.keys()
     assert len(measured) >= 8 and all(row["value"] > 0 for row in measured)
     assert "TRON XL, dense Adam, bf16" in result.stdout and "torch.profiler" in (out / "gpu.md").read_text()
+
+
+def test_cpu_training_runs_with_deterministic_kernels_and_restores_the_setting():
+    from tron_cli.runtime import deterministic_on_cpu
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_on_cpu(torch.device("cpu")):
+        # multi-threaded scatter additions of gradients would otherwise sum in a varying order
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_on_cpu(torch.device("cuda")):
+        assert not torch.are_deterministic_algorithms_enabled()

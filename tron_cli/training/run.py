@@ -15,6 +15,7 @@ import torch
 from tron_cli import artifacts, tracking, transitions
 from tron_cli.artifacts import Dataset
 from tron_cli.config import TrainConfig
+from tron_cli.runtime import deterministic_on_cpu
 from tron_cli.training.callbacks import Callback
 from tron_cli.training.loop import Trainer
 from tron_cli.training.rundir import dataset_record, start_new, start_resumed
@@ -47,7 +48,8 @@ def execute(trainer: Trainer, document: dict[str, Any] | None, callbacks: tuple[
     ranks.barrier()
     with tracking.tracked(config.track if ranks.main else (), run_dir) as trackers:
         trainer.callbacks = (*callbacks, *trackers)
-        summary = trainer.fit()
+        with deterministic_on_cpu(trainer.device):
+            summary = trainer.fit()
         if ranks.main:
             artifacts.write_json(run_dir / "summary.json", summary, kind="summary")
     ranks.barrier()
