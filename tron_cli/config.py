@@ -25,6 +25,7 @@ from tron_cli.models import MODELS, all_settings
 from tron_cli.protocols import parse_metric
 from tron_cli.tracking import TRACKERS
 from tron_cli.training.schedule import SCHEDULES
+from tron_cli.transitions import DEFAULT_SMOOTHING
 
 SAMPLING_STYLES = ("eventwise", "sessionwise", "batchwise")
 DISTRIBUTIONS = ("uniform", "popularity")
@@ -77,7 +78,7 @@ class TrainConfig:
     valid_limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of validation sessions scored per epoch
     # a first-order transition prior added to every score outside training (transitions.py); 0 = off
     transition_weight: float = 0.0
-    transition_smoothing: float = 0.03
+    transition_smoothing: float = DEFAULT_SMOOTHING
     overfit_batches: float = 0.0  # > 0: train on only this many batches (or this fraction) per epoch
     device: str = "auto"
     precision: str = "auto"

@@ -130,8 +130,7 @@ def _weigh_transitions(model, dataset: Dataset, weight: float | None) -> None:
     elif model.transitions is not None:
         model.transitions.weight = weight
     else:
-        keys, probabilities = transitions.fit(dataset.sessions("train"), model.n_items)
-        model.transitions = transitions.Transitions(keys, probabilities, model.n_items, weight).to(model.item_embedding.device)
+        model.transitions = transitions.Transitions.counted(dataset.sessions("train"), model.n_items, weight).to(model.item_embedding.device)
 
 
 def _evaluate_index(

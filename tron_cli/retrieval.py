@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tron_cli.index import ItemIndex
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, score_items, top_among, top_items
+from tron_cli.scoring import Pairs, prior_of, score_items, top_among, top_items
 
 OVERFETCH = 2  # candidates fetched per wanted item, before room for exclusions
 FETCH_CAP = 1024  # beyond this many candidates a row is answered exactly instead
@@ -123,7 +123,7 @@ class Retriever:
         fetch = min(n, fetch, max(FETCH_CAP, OVERFETCH * k))
         hidden = hidden.float()
         candidates = torch.from_numpy(self.index.candidates(hidden.cpu().numpy(), fetch)).to(device)  # (Q, fetch)
-        transitions = getattr(self.model, "transitions", None) if previous is not None else None
+        transitions = prior_of(self.model, previous)
         if transitions is not None:
             # the index knows the network's scores only: the last click's likeliest successors are candidates too,
             # each once (a repeat in a sorted row is dropped)

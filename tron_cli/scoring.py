@@ -122,10 +122,16 @@ def top_k(
     return best
 
 
+def prior_of(model, previous: Tensor | None):
+    """The model's transition prior (`transitions.py`) when it has one and the rows' last clicks are known; a
+    model need not know of the prior, so it is read here."""
+    return getattr(model, "transitions", None) if previous is not None else None
+
+
 def chunk_scorer(model, hidden: Tensor, previous: Tensor | None = None) -> ChunkScorer:
     """The model's scores of `hidden` (Q, d) chunk by chunk, plus its transition prior after each row's `previous`
-    (Q,) click when it has one (a model need not know of the prior: `model.transitions` is read here)."""
-    prior = getattr(model, "transitions", None) if previous is not None else None
+    (Q,) click when it has one."""
+    prior = prior_of(model, previous)
     if prior is None:
         return lambda start, stop: model.score_all(hidden, start, stop)
     return lambda start, stop: prior.add_to_chunk(model.score_all(hidden, start, stop), previous, start)
@@ -134,7 +140,7 @@ def chunk_scorer(model, hidden: Tensor, previous: Tensor | None = None) -> Chunk
 def score_items(model, hidden: Tensor, items: Tensor, previous: Tensor | None = None) -> Tensor:
     """(Q, K) the model's scores of `items` (Q, K) for `hidden` (Q, d), plus the prior after `previous` (Q,)."""
     scores = model.score(hidden, items)
-    prior = getattr(model, "transitions", None) if previous is not None else None
+    prior = prior_of(model, previous)
     return scores if prior is None else scores + prior.pair_bonus(previous, items).to(scores.dtype)
 
 
@@ -174,9 +180,8 @@ def top_among(
         chosen = items[start - 1 : stop - 1]
         scores = hidden.float() @ model.output_rows(chosen).float().T
         scores = scores if model.output_bias is None else scores + model.output_bias[chosen, 0].float()
-        if previous is not None and getattr(model, "transitions", None) is not None:
-            scores = scores + model.transitions.pair_bonus(previous, chosen.expand(len(previous), -1))
-        return scores
+        prior = prior_of(model, previous)
+        return scores if prior is None or previous is None else scores + prior.pair_bonus(previous, chosen.expand(len(previous), -1))
 
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():

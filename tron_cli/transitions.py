@@ -60,6 +60,12 @@ class Transitions:
     weight: float
     smoothing: float = DEFAULT_SMOOTHING
 
+    @classmethod
+    def counted(cls, train: Sessions, n_items: int, weight: float, smoothing: float = DEFAULT_SMOOTHING) -> Transitions:
+        """The prior of the consecutive clicks of `train` at `weight`."""
+        keys, probabilities = fit(train, n_items)
+        return cls(keys, probabilities, n_items, weight, smoothing)
+
     def to(self, device: torch.device | str) -> Transitions:
         return Transitions(self.keys.to(device), self.probabilities.to(device), self.n_items, self.weight, self.smoothing)
 

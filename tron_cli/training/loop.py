@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tron_cli import artifacts, checkpoint, transitions
+from tron_cli import artifacts, checkpoint
 from tron_cli.artifacts import Dataset
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
@@ -75,8 +75,8 @@ class Trainer:
         self.section = model_section(config.model, config.network, self.n_items)
         self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
         if config.transition_weight > 0:  # scored in validation (and everywhere after), never in the loss
-            keys, probabilities = transitions.fit(dataset.sessions("train"), self.n_items)
-            self.model.transitions = Transitions(keys, probabilities, self.n_items, config.transition_weight, config.transition_smoothing).to(self.device)
+            prior = Transitions.counted(dataset.sessions("train"), self.n_items, config.transition_weight, config.transition_smoothing)
+            self.model.transitions = prior.to(self.device)
         self.objective = LOSSES.get(config.loss)
         self.multi = config.objective == "multitron"
         self.warned_no_orders = False
