@@ -44,6 +44,7 @@ from _data import write_dataset
 from tron_cli.artifacts import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.config import TrainConfig
+from tron_cli.runtime import deterministic_on_cpu
 from tron_cli.sampling import in_batch_negatives
 from tron_cli.training.feeds import EPOCHS
 from tron_cli.training.loop import Trainer
@@ -132,7 +133,7 @@ class TronSide:
         trainer = self.trainer
         trainer.state.done = 0
         trainer.config = dataclasses.replace(self.config, overfit_batches=float(steps))
-        with StopRequest() as stop:
+        with StopRequest() as stop, deterministic_on_cpu(trainer.device):  # as `tron train` runs its epochs
             started = time.perf_counter()
             _, _, events = self.run_epoch(trainer, self.order, 0, stop)
             return time.perf_counter() - started, events

@@ -121,3 +121,12 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> tuple[Path, Path]:
     result = invoke("export", str(run), "--out", str(bundle))
     assert result.exit_code == 0, result.stderr
     return run, bundle
+
+
+@pytest.fixture
+def as_on_a_gpu(monkeypatch):
+    """The training step's path on every device but the CPU, where reading a value back is not free
+    (`runtime.reads_are_free`): the path the no-host-read tests check."""
+    from tron_cli import runtime
+
+    monkeypatch.setattr(runtime, "reads_are_free", lambda device: False)

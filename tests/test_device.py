@@ -132,7 +132,7 @@ class HostReads(TorchFunctionMode):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_a_training_step_never_reads_from_the_device(tiny_dataset, tmp_path, variant):
+def test_a_training_step_never_reads_from_the_device(tiny_dataset, tmp_path, variant, as_on_a_gpu):
     trainer = _trainer(tiny_dataset, tmp_path, **VARIANTS[variant])
     for step in range(2):  # the second step runs on optimiser state
         inputs, targets, mask, slots = _batch(trainer, step)
@@ -142,7 +142,7 @@ def test_a_training_step_never_reads_from_the_device(tiny_dataset, tmp_path, var
     assert math.isfinite(float(loss))
 
 
-def test_a_lane_step_never_reads_from_the_device(tiny_dataset, tmp_path):
+def test_a_lane_step_never_reads_from_the_device(tiny_dataset, tmp_path, as_on_a_gpu):
     from tron_cli.batching import Lanes
 
     trainer = _trainer(tiny_dataset, tmp_path, model="gru4rec", hidden_size=16, uniform_negatives=32, batch_size=8)

@@ -104,7 +104,7 @@ def test_preference_draws_are_keyed_by_seed_and_step(tiny_dataset, tmp_path):
     assert _trainer(tiny_dataset, tmp_path).preference() is None
 
 
-def test_a_multitron_step_never_reads_from_the_device(tiny_dataset, tmp_path):
+def test_a_multitron_step_never_reads_from_the_device(tiny_dataset, tmp_path, as_on_a_gpu):
     trainer = _trainer(tiny_dataset, tmp_path, **MULTI)
     for step in range(2):
         inputs, targets, mask, slots = _batch(trainer, step)

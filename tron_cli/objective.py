@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tron_cli import losses
+from tron_cli import losses, runtime
 from tron_cli.losses import LOSSES, LossContext
 from tron_cli.models.base import ItemScorer
 from tron_cli.runtime import autocast_off
@@ -141,7 +141,7 @@ class KeptScores(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             # bag q holds the (event, weight) pairs that kept pool row q: the pairs sorted by row, and each row's bag
             # starting where the bags of the rows before it end
-            order = _grouping_order(flat)
+            order = _grouping_order(flat, pool.shape[0])
             counts = torch.zeros(pool.shape[0], dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
             offsets = torch.cumsum(counts, 0) - counts
             weights = grad.reshape(-1).index_select(0, order)
@@ -151,15 +151,18 @@ class KeptScores(torch.autograd.Function):
         return None, grad_hidden, grad_pool, grad_bias, None
 
 
-def _grouping_order(keys: Tensor) -> Tensor:
-    """A stable argsort of `keys`. On CPU it runs on one thread: torch's parallel sort takes several times longer
-    than one thread at the size of a step's kept negatives (about 10^5 keys)."""
+def _grouping_order(keys: Tensor, n_keys: int) -> Tensor:
+    """A stable argsort of `keys` in [0, n_keys). It sorts them as int32 where they fit (a third faster than
+    int64), and on CPU on one thread: torch's parallel sort takes longer than one thread at the size of a
+    step's kept negatives (about 10^5 keys)."""
+    if n_keys <= torch.iinfo(torch.int32).max:
+        keys = keys.int()
     if keys.device.type != "cpu" or torch.compiler.is_compiling():
-        return torch.argsort(keys, stable=True)
+        return torch.sort(keys, stable=True).indices
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return torch.argsort(keys, stable=True)
+        return torch.sort(keys, stable=True).indices
     finally:
         torch.set_num_threads(threads)
 
@@ -234,6 +237,18 @@ class Assembly:
             invalid = ~valid if invalid is None else invalid | ~valid
         return invalid
 
+    def _most_hits(self, mask_hits: bool) -> int | None:
+        """The most times any event's target is among batchwise uniform negatives that are all valid, read back
+        (`runtime.reads_are_free`), so that `top_k` can mask hits among the k + r best instead of over the whole
+        (E, U) block (two passes over it); None where reading would wait for a device, and where slots have a
+        validity of their own."""
+        negatives = self.negatives
+        if not mask_hits or negatives.style != "batchwise" or negatives.uniform_valid is not None or not runtime.reads_are_free(self.hidden.device):
+            return None
+        drawn = negatives.uniform.sort().values  # (U,)
+        counts = torch.searchsorted(drawn, self.targets, right=True) - torch.searchsorted(drawn, self.targets)  # (E,)
+        return int(counts.max()) if counts.numel() else 0
+
     def in_batch_invalid(self, mask_hits: bool) -> Tensor:
         """(E, m) in-batch slots that hold no negative."""
         invalid = ~self.in_batch_valid.index_select(0, self.owner)
@@ -301,12 +316,16 @@ class Assembly:
             shift = correction(None) if correction is not None else None  # (E, U + m)
             candidates, columns = [], []
             if uniform is not None:
-                invalid = self.uniform_invalid(mask_hits)
+                late = self._most_hits(mask_hits)
+                invalid = self.uniform_invalid(mask_hits) if late is None else None
                 if invalid is not None:
                     uniform.masked_fill_(invalid, NEG_INF)
                 if shift is not None:
                     uniform = uniform.float() - shift[:, : self.n_uniform]
-                top, top_columns = uniform.topk(min(k, self.n_uniform), dim=1, sorted=False)
+                # with hits masked late, the k + r best hold the k best that are not hits (r: the most hits of an event)
+                top, top_columns = uniform.topk(min(k + (late or 0), self.n_uniform), dim=1, sorted=False)
+                if late:
+                    top = top.masked_fill(take(self.negatives.uniform, top_columns) == self.targets[:, None], NEG_INF)
                 candidates.append(top.float())
                 columns.append(top_columns)
             if in_batch is not None:

@@ -37,6 +37,13 @@ def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type) else contextlib.nullcontext()
 
 
+def reads_are_free(device: torch.device) -> bool:
+    """Whether reading a value back to Python costs nothing: on the CPU outside a compiled graph there is no
+    device to wait for. A few hot paths use it to skip whole-matrix passes there; on every other device (and in
+    compiled graphs) they never read (tests/test_device.py checks that path)."""
+    return device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 @contextlib.contextmanager
 def exact_fp32():
     """Disable TF32 in matmuls while ranking: rounded scores would create artificial ties and swaps."""

@@ -6,7 +6,9 @@ Attention is causal, padded keys are masked, and every position may attend to it
 Trained on windows: the last max_length + 1 clicks of each session, every position predicting the next click.
 In training only the real positions are computed (`forward(..., events)`): every layer but attention works on
 the (E, d) events alone, and attention scatters them into the (B, T) window, whose padding no real position
-attends to; short sessions leave most of a window empty, so this skips most of the work.
+attends to; short sessions leave most of a window empty, so this skips most of the work. On the CPU the window
+is cut further: sessions of similar length attend together in windows as wide as the longest of them
+(`length_groups`), the same function in a quarter of the cells on OTTO-shaped batches.
 
 With the `preference` setting (MultiTRON, `tron train --objective multitron`) the model also reads a preference
 vector beta = [pi_click, pi_order] as the reference does: beta is joined to every item embedding, a Linear
@@ -16,16 +18,20 @@ the network and its initial weights are exactly TRON's.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tron_cli import runtime
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.models import MODELS, ModelSpec, check_settings, setting
 from tron_cli.models.base import SessionModel
+from tron_cli.models.dropout import AttentionMask, attention, dropout
 
 POSITIONS = ("right", "left")
 PREFERENCE_SIZE = 2  # [click weight, order weight]
@@ -85,22 +91,107 @@ class Block(nn.Module):
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, allowed: Tensor, events: Tensor | None = None) -> Tensor:
-        """x (B, T, d), or with `events` the (E, d) rows at those flat positions of the (B, T) window."""
-        b, t = allowed.shape[0], allowed.shape[-1]
+    def forward(self, x: Tensor, windows: AttentionMask | Groups, events: Tensor | None = None) -> Tensor:
+        """x (B, T, d) attended in the (B, T) window of `windows`, or with `events` the (E, d) rows at those flat
+        positions of that window, attended in it or in the windows of length `Groups`."""
         d = x.shape[-1]
         qkv = self.qkv(self.norm1(x))  # (B, T, 3d) or (E, 3d)
-        if events is not None:  # into the window (padding: zeros, which no real position attends to); empty slots dropped
-            qkv = qkv.new_zeros(b * t + 1, 3 * d).index_copy_(0, events, qkv)[:-1]
-        q, k, v = qkv.view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, d/H)
-        attention = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
-        attention = attention.transpose(1, 2).reshape(b, t, d)
-        if events is not None:
-            attention = torch.cat([attention.reshape(b * t, d), attention.new_zeros(1, d)]).index_select(0, events)  # (E, d)
-        x = x + F.dropout(self.out(attention), self.dropout, self.training)
+        if isinstance(windows, Groups):
+            parts = [self._attend(qkv.index_select(0, group.slots), group.cells, group.mask) for group in windows.groups]
+            attended = torch.cat([*parts, qkv.new_zeros(1, d)]).index_select(0, windows.inverse)  # (E, d)
+        elif events is not None:
+            attended = self._attend(qkv, events, windows, spare=True)  # (E, d): empty slots read zeros
+        else:
+            attended = self._attend(qkv.reshape(-1, 3 * d), None, windows).view(x.shape)
+        x = x + dropout(self.out(attended), self.dropout, self.training)
         h = self.norm2(x)
-        h = self.ff2(F.dropout(F.relu(self.ff1(h)), self.dropout, self.training))
-        return x + F.dropout(h, self.dropout, self.training)
+        h = self.ff2(dropout(F.relu(self.ff1(h)), self.dropout, self.training))
+        return x + dropout(h, self.dropout, self.training)
+
+    def _attend(self, qkv: Tensor, cells: Tensor | None, mask: AttentionMask, spare: bool = False) -> Tensor:
+        """Attention of rows qkv (n, 3d) at flat `cells` (n,) of the (b, t) window of `mask` (None: qkv is the
+        whole window) -> (n, d). The window's other cells are zeros, which no real position attends to; with
+        `spare`, cell b * t is an empty slot, dropped on the way in and read as zeros on the way out."""
+        b, t = mask.allowed.shape[0], mask.allowed.shape[-1]
+        d = qkv.shape[-1] // 3
+        window = qkv
+        if cells is not None:
+            window = qkv.new_zeros(b * t + int(spare), 3 * d).index_copy_(0, cells, qkv)[: b * t]
+        q, k, v = window.view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (b, H, t, d/H)
+        attended = attention(q, k, v, mask, self.dropout, self.training).transpose(1, 2).reshape(b * t, d)
+        if cells is None:
+            return attended
+        if spare:
+            attended = torch.cat([attended, attended.new_zeros(1, d)])
+        return attended.index_select(0, cells)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Sessions of a batch attended together in a window as wide as the longest of them: the event slots
+    `slots` (n,) of the pass sit at flat `cells` (n,) of that (b, t) window, whose keys `mask` describes."""
+
+    slots: Tensor
+    cells: Tensor
+    mask: AttentionMask
+
+
+@dataclass(frozen=True)
+class Groups:
+    """A batch's sessions in groups of similar length; `inverse` (E,): each event slot's row in the groups'
+    outputs joined, plus one row of zeros for empty slots."""
+
+    groups: list[Group]
+    inverse: Tensor
+
+
+GROUP_COST = 20_000  # the fixed cost of one more group, in window cells (measured: about that many cells' time)
+
+
+def length_groups(items: Tensor, events: Tensor, allowed: Callable[[Tensor], Tensor]) -> Groups:
+    """The sessions of left-padded items (B, T) in up to three groups of similar length, each attended in a
+    window as wide as its longest session: OTTO-shaped batches, where one long session sets T for 127 short
+    ones, attend in about a quarter of the cells (attention costs b t^2 per window). Reads the lengths back
+    (on the CPU, where that is free). `allowed(window)` is the (b, t, t) mask of a (b, t) window."""
+    b, t = items.shape
+    lengths = (items != 0).sum(1).clamp(min=1)  # (B,)
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    ordered = lengths.index_select(0, order)  # (B,) non-increasing
+    bounds = _group_bounds(ordered)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(b, device=items.device))  # (B,) each session's place
+    real = events < b * t
+    session, column = (events // t).clamp(max=b - 1), events % t
+    place = torch.where(real, rank.index_select(0, session), b)  # empty slots belong to no group
+    groups = []
+    for start, stop in itertools.pairwise(bounds):
+        width = int(ordered[start])
+        slots = ((place >= start) & (place < stop)).nonzero().squeeze(1)  # (n,) in slot order
+        cells = (place.index_select(0, slots) - start) * width + column.index_select(0, slots) - (t - width)
+        window = items.index_select(0, order[start:stop])[:, t - width :]  # (b, width)
+        groups.append(Group(slots, cells, AttentionMask(allowed(window)[:, None])))
+    joined = torch.cat([group.slots for group in groups])  # (R,) the slot of each row of the groups' outputs joined
+    inverse = torch.full_like(events, joined.numel()).index_copy_(0, joined, torch.arange(joined.numel(), device=events.device))
+    return Groups(groups, inverse)
+
+
+def _group_bounds(ordered: Tensor) -> list[int]:
+    """[0, ..., B]: where groups of the non-increasing lengths `ordered` (B,) start, for the least cells (b t^2
+    per window plus GROUP_COST a group) with one, two or three groups. A group is only worth starting where a
+    shorter length begins, so the search runs over those places (at most T of them)."""
+    n = ordered.shape[0]
+    cost = ordered.double() ** 2  # (B,) a session's cells in a window as wide as the longest session of its group
+    starts = (ordered[1:] != ordered[:-1]).nonzero().squeeze(1) + 1  # (C,)
+    at = cost.index_select(0, starts)  # (C,)
+    options = [(float(n * cost[0]) + GROUP_COST, [0, n])]
+    if starts.numel():
+        two = starts * cost[0] + (n - starts) * at + 2 * GROUP_COST  # (C,) the second group from starts[i]
+        options.append((float(two.min()), [0, int(starts[two.argmin()]), n]))
+        i, j = starts[:, None], starts[None, :]
+        three = i * cost[0] + (j - i) * at[:, None] + (n - j) * at[None, :] + 3 * GROUP_COST  # (C, C): from starts[i], starts[j]
+        three = three.masked_fill(j <= i, float("inf"))
+        first, second = divmod(int(three.argmin()), starts.numel())
+        options.append((float(three.min()), [0, int(starts[first]), int(starts[second]), n]))
+    return min(options, key=lambda option: option[0])[1]
 
 
 class SASRec(SessionModel):
@@ -164,7 +255,6 @@ class SASRec(SessionModel):
         click. With `events` (E,) flat positions into B * T (B * T: an empty slot), only their states (E, d).
         `preference` (2,) or (B, 2) is read by a model with a preference input (None: `fixed_preference`)."""
         b, t = items.shape
-        real = items != 0  # (B, T)
         positions = self._positions(items)  # (T, d) or (B, T, d)
         if events is None:
             x = self._embed(items, sparse, preference, None, b, t) + positions
@@ -173,18 +263,23 @@ class SASRec(SessionModel):
             x = self._embed(torch.cat([items.reshape(-1), items.new_zeros(1)]).index_select(0, events), sparse, preference, events, b, t) + rows.index_select(
                 0, events
             )
-        x = F.dropout(x, self.config.dropout, self.training)
-        column = torch.arange(t, device=items.device)
-        # (B, 1, T, T): query i sees key j <= i when j is a real click; it always sees itself (no NaN rows).
-        # Built from aranges (not torch.eye), so that every ONNX exporter can trace it.
-        allowed = ((column[:, None] >= column[None, :]) & real[:, None, :]) | (column[:, None] == column[None, :])
-        allowed = allowed[:, None]
+        x = dropout(x, self.config.dropout, self.training)
+        windows = (
+            AttentionMask(_allowed(items)[:, None]) if events is None or not runtime.reads_are_free(items.device) else length_groups(items, events, _allowed)
+        )
         for block in self.blocks:
-            x = block(x, allowed, events)
+            x = block(x, windows, events)
         return self.output_state(self.final_norm(x))
 
     def last_hidden(self, windows: Tensor, preference: Tensor | None = None) -> Tensor:
         return self.forward(windows, preference=preference)[:, -1]
+
+
+def _allowed(items: Tensor) -> Tensor:
+    """(B, T, T) of left-padded items (B, T): query i sees key j <= i when j is a real click; it always sees
+    itself (no NaN rows). Built from aranges (not torch.eye), so that every ONNX exporter can trace it."""
+    column = torch.arange(items.shape[1], device=items.device)
+    return ((column[:, None] >= column[None, :]) & (items != 0)[:, None, :]) | (column[:, None] == column[None, :])
 
 
 MODELS.register("sasrec", ModelSpec("sasrec", SASRec, SASRecConfig, "SASRec, the transformer TRON trains (defaults: TRON XL)."))
