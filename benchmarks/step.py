@@ -1,6 +1,6 @@
 """Benchmark one training step: `tron`'s step against a stand-in of the reference's step, interleaved.
 
-    python benchmarks/step.py                         # TRON XL and the small config, medians of five rounds
+    python benchmarks/step.py                         # TRON XL and the small config, medians of ten rounds
     python benchmarks/step.py --threads 1             # the same with one thread (a shared machine's other load
                                                       # makes every parallel region wait for a core)
     python benchmarks/step.py --profile tron --configs xl   # a torch.profiler table of tron's step instead
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--sessions", type=int, default=50_000)
     parser.add_argument("--steps", type=int, default=4, help="steps per side per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--profile", choices=["tron", "reference"], help="print a torch.profiler table of that side's steps instead")
     parser.add_argument("--rows", type=int, default=25, help="rows of the profiler table")

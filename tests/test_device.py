@@ -286,6 +286,7 @@ def test_cpu_training_runs_with_deterministic_kernels_and_restores_the_setting()
     with deterministic_on_cpu(torch.device("cpu")):
         # multi-threaded scatter additions of gradients would otherwise sum in a varying order
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-    assert not torch.are_deterministic_algorithms_enabled()
+        assert not torch.utils.deterministic.fill_uninitialized_memory  # no NaN fill of every new tensor
+    assert not torch.are_deterministic_algorithms_enabled() and torch.utils.deterministic.fill_uninitialized_memory
     with deterministic_on_cpu(torch.device("cuda")):
         assert not torch.are_deterministic_algorithms_enabled()
