@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import math
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -160,15 +161,21 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25, help="rows of the profiler table")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--tron", nargs="*", default=[], metavar="KEY=VALUE", help="extra tron train options for tron's side (e.g. optimizer=sparse-adam)")
+    parser.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tron-bench")
     args = parser.parse_args()
     extra = {key: _value(value) for key, value in (option.split("=", 1) for option in args.tron)}
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.no_header and not args.profile:
+        print(f"training step on cpu ({torch.get_num_threads()} threads), {args.sessions:,} OTTO-shaped sessions, {args.items:,} items, batch 128, ")
+        print(f"{args.rounds} interleaved rounds of {args.steps} steps per side after {args.warmup} warm-up; medians of target events/s")
+        print(f"{'config':<8} {'side':<22} {'ms/step':>9} {'events/s':>10} {'tron / reference':>17}", flush=True)
+    if len(args.configs) > 1:  # each config in a process of its own: one config's allocations shape the next one's heap
+        for name in args.configs:
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--configs", name, "--no-header"], check=True)
+        return
     dataset = read_dataset(write_dataset(args.workdir / f"train-{args.sessions}-{args.items}", args.sessions, args.items))
-    print(f"training step on cpu ({torch.get_num_threads()} threads), {args.sessions:,} OTTO-shaped sessions, {args.items:,} items, batch 128, ")
-    print(f"{args.rounds} interleaved rounds of {args.steps} steps per side after {args.warmup} warm-up; medians of target events/s")
-    print(f"{'config':<8} {'side':<22} {'ms/step':>9} {'events/s':>10} {'tron / reference':>17}")
     for name in args.configs:
         config = TrainConfig.create(**{**CONFIGS[name], **extra, "device": "cpu", "precision": "fp32", "epochs": 1})
         with tempfile.TemporaryDirectory() as run_dir:
