@@ -21,6 +21,7 @@ LEVELS = 1 << 16
 
 
 def _native(x: Tensor) -> bool:
+    """Whether torch's own dropout serves `x` best: off the CPU (fused kernels), and in compiled graphs."""
     return x.device.type != "cpu" or torch.compiler.is_compiling()
 
 

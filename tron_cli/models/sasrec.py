@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -92,8 +91,8 @@ class Block(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, windows: AttentionMask | Groups, events: Tensor | None = None) -> Tensor:
-        """x (B, T, d) attended in the (B, T) window of `windows`, or with `events` the (E, d) rows at those flat
-        positions of that window, attended in it or in the windows of length `Groups`."""
+        """x (B, T, d) attended in the (B, T) window whose keys `windows` describes; with `events`, the (E, d) rows
+        at those flat positions of that window, attended in it or, when `windows` are length `Groups`, in theirs."""
         d = x.shape[-1]
         qkv = self.qkv(self.norm1(x))  # (B, T, 3d) or (E, 3d)
         if isinstance(windows, Groups):
@@ -148,11 +147,11 @@ class Groups:
 GROUP_COST = 20_000  # the fixed cost of one more group, in window cells (measured: about that many cells' time)
 
 
-def length_groups(items: Tensor, events: Tensor, allowed: Callable[[Tensor], Tensor]) -> Groups:
+def length_groups(items: Tensor, events: Tensor) -> Groups:
     """The sessions of left-padded items (B, T) in up to three groups of similar length, each attended in a
     window as wide as its longest session: OTTO-shaped batches, where one long session sets T for 127 short
     ones, attend in about a quarter of the cells (attention costs b t^2 per window). Reads the lengths back
-    (on the CPU, where that is free). `allowed(window)` is the (b, t, t) mask of a (b, t) window."""
+    (on the CPU, where that is free)."""
     b, t = items.shape
     lengths = (items != 0).sum(1).clamp(min=1)  # (B,)
     order = torch.sort(lengths, descending=True, stable=True).indices
@@ -168,7 +167,7 @@ def length_groups(items: Tensor, events: Tensor, allowed: Callable[[Tensor], Ten
         slots = ((place >= start) & (place < stop)).nonzero().squeeze(1)  # (n,) in slot order
         cells = (place.index_select(0, slots) - start) * width + column.index_select(0, slots) - (t - width)
         window = items.index_select(0, order[start:stop])[:, t - width :]  # (b, width)
-        groups.append(Group(slots, cells, AttentionMask(allowed(window)[:, None])))
+        groups.append(Group(slots, cells, AttentionMask(_allowed(window)[:, None])))
     joined = torch.cat([group.slots for group in groups])  # (R,) the slot of each row of the groups' outputs joined
     inverse = torch.full_like(events, joined.numel()).index_copy_(0, joined, torch.arange(joined.numel(), device=events.device))
     return Groups(groups, inverse)
@@ -264,9 +263,7 @@ class SASRec(SessionModel):
                 0, events
             )
         x = dropout(x, self.config.dropout, self.training)
-        windows = (
-            AttentionMask(_allowed(items)[:, None]) if events is None or not runtime.reads_are_free(items.device) else length_groups(items, events, _allowed)
-        )
+        windows = AttentionMask(_allowed(items)[:, None]) if events is None or not runtime.reads_are_free(items.device) else length_groups(items, events)
         for block in self.blocks:
             x = block(x, windows, events)
         return self.output_state(self.final_norm(x))
