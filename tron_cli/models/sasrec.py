@@ -144,7 +144,7 @@ class Groups:
     inverse: Tensor
 
 
-GROUP_COST = 20_000  # the fixed cost of one more group, in window cells (measured: about that many cells' time)
+GROUP_COST = 20_000  # one more group's own cost (its extra operations), in window cells; on OTTO-shaped batches the cut barely moves between 0 and 10^5
 
 
 def length_groups(items: Tensor, events: Tensor) -> Groups:
