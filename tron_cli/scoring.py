@@ -176,11 +176,12 @@ def top_among(
         inside = items[position] == excluded_items
         position_excluded = (rows[inside], position[inside] + 1)  # positions 1..M, as `top_k` counts items
 
+    states, prior = hidden.float(), prior_of(model, previous)  # once, not per chunk
+
     def score_chunk(start: int, stop: int) -> Tensor:
         chosen = items[start - 1 : stop - 1]
-        scores = hidden.float() @ model.output_rows(chosen).float().T
+        scores = states @ model.output_rows(chosen).float().T
         scores = scores if model.output_bias is None else scores + model.output_bias[chosen, 0].float()
-        prior = prior_of(model, previous)
         return scores if prior is None or previous is None else scores + prior.pair_bonus(previous, chosen.expand(len(previous), -1))
 
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
