@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import sessions as make_sessions
 
 from tron_cli.batching import SessionStore
+from tron_cli.evaluation.procedures import EvalOptions, accumulate
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.protocols import EvalOptions, accumulate
 from tron_cli.runtime import exact_fp32, resolve_device
 
 OTTO_TEST_TARGETS = 10_700_000

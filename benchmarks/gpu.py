@@ -31,9 +31,9 @@ from train import measure
 
 from tron_cli.artifacts import read_dataset
 from tron_cli.batching import SessionStore
+from tron_cli.evaluation.procedures import EvalOptions, accumulate
+from tron_cli.inference.scoring import score_sessions
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.protocols import EvalOptions, accumulate
-from tron_cli.scoring import score_sessions
 
 OTTO_ITEMS = 1_800_000
 OTTO_TEST_TARGETS = 10_700_000

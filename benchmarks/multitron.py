@@ -75,7 +75,7 @@ def main() -> None:
 
 def draw(run: Path, single: dict, out: Path) -> None:
     """The front (as `tron plot --pareto` draws it) with TRON's single-objective point."""
-    from tron_cli.plot import build_front_figure
+    from tron_cli.charts import build_front_figure
 
     figure = build_front_figure(run)
     figure.set_size_inches(10.0, 4.2)

@@ -4,7 +4,7 @@
     python benchmarks/recommend.py --items 100000 --device cpu --batch-sizes 64,256
 
 A random SASRec (d=200, 2 blocks, max_length 50) over a catalogue of --items items goes through
-`tron_cli.recommend.score_sessions`, the function `tron recommend` calls for each batch once the input is
+`tron_cli.stages.recommend.score_sessions`, the function `tron recommend` calls for each batch once the input is
 parsed: the state after each session's last click, fp32 scores against the whole catalogue in chunks, a
 running top-k. Sessions are random, 1..50 clicks. The floor is one plain `hidden @ table.T` of the same size
 (no transformer, no top-k), timed on the same machine; where its output would pass --floor-memory it is run
@@ -19,9 +19,9 @@ import time
 import numpy as np
 import torch
 
+from tron_cli.inference.scoring import score_sessions
 from tron_cli.models.sasrec import SASRec, SASRecConfig
 from tron_cli.runtime import resolve_device
-from tron_cli.scoring import score_sessions
 
 
 def sessions(n_items: int, batch: int, max_length: int, generator: torch.Generator) -> torch.Tensor:

@@ -33,9 +33,9 @@ import pyarrow as pa
 import torch
 
 from tron_cli import artifacts
-from tron_cli.export import IndexRequest, write_bundle
 from tron_cli.modelio import save_weights
 from tron_cli.models import build_model
+from tron_cli.stages.export import IndexRequest, write_bundle
 
 LUA = """
 local bodies = {%s}

@@ -44,12 +44,12 @@ from _data import write_dataset
 
 from tron_cli.artifacts import read_dataset
 from tron_cli.batching import SessionStore
-from tron_cli.config import TrainConfig
 from tron_cli.runtime import deterministic_on_cpu
-from tron_cli.sampling import in_batch_negatives
+from tron_cli.training.config import TrainConfig
 from tron_cli.training.feeds import EPOCHS
 from tron_cli.training.loop import Trainer
 from tron_cli.training.order import epoch_order
+from tron_cli.training.sampling import in_batch_negatives
 from tron_cli.training.stop import StopRequest
 
 CONFIGS: dict[str, dict[str, Any]] = {

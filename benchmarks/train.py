@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import write_dataset
 
 from tron_cli.artifacts import read_dataset
-from tron_cli.config import TrainConfig
+from tron_cli.training.config import TrainConfig
 from tron_cli.training.feeds import EPOCHS
 from tron_cli.training.loop import Trainer
 from tron_cli.training.order import epoch_order

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAIN, invoke
-from tron_cli import home
 from tron_cli.artifacts import read_dataset, read_json
 from tron_cli.errors import MissingInputError
 from tron_cli.modelio import load_model
+from tron_cli.workspace import home
 
 TRAIN = [*TINY_TRAIN, "--epochs", "3", "--overfit-batches", "4", "--valid-limit", "100"]
 

@@ -12,9 +12,9 @@ import torch
 
 from tests.conftest import invoke
 from tron_cli import artifacts
-from tron_cli.baselines import BASELINES, Bonus, rank_by_counting
 from tron_cli.batching import SessionStore
-from tron_cli.scoring import rank_targets
+from tron_cli.evaluation.baselines import BASELINES, Bonus, rank_by_counting
+from tron_cli.inference.scoring import rank_targets
 
 
 @pytest.mark.parametrize("ties", ["pessimistic", "optimistic", "average"])

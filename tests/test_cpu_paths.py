@@ -16,8 +16,8 @@ from tron_cli.models import dropout as dropout_module
 from tron_cli.models import sasrec
 from tron_cli.models.base import ItemScorer
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.objective import Events, LossSpec, sampled_loss
-from tron_cli.sampling import Negatives
+from tron_cli.training.negatives import Events, LossSpec, sampled_loss
+from tron_cli.training.sampling import Negatives
 
 LENGTHS = [12, 1, 3, 7, 2, 12, 5, 1, 9, 2, 2, 3]
 

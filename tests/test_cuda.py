@@ -19,15 +19,15 @@ import torch
 from tests.conftest import invoke
 from tron_cli.artifacts import read_dataset
 from tron_cli.batching import SessionStore
-from tron_cli.config import TrainConfig
-from tron_cli.distributed import SINGLE
+from tron_cli.evaluation.procedures import EvalOptions, accumulate
+from tron_cli.inference.scoring import score_sessions
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.objective import Events
-from tron_cli.protocols import EvalOptions, accumulate
-from tron_cli.sampling import Negatives
-from tron_cli.scoring import score_sessions
+from tron_cli.training.config import TrainConfig
+from tron_cli.training.distributed import SINGLE
 from tron_cli.training.feeds import batch_shapes, window_step
 from tron_cli.training.loop import Trainer
+from tron_cli.training.negatives import Events
+from tron_cli.training.sampling import Negatives
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _data import sessions as make_sessions

@@ -23,16 +23,16 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from tests.conftest import invoke
-from tron_cli import objective
 from tron_cli.artifacts import read_dataset
-from tron_cli.config import TrainConfig
-from tron_cli.distributed import SINGLE
-from tron_cli.objective import Events
-from tron_cli.protocols import EvalOptions, accumulate
-from tron_cli.sampling import ItemDistribution, Negatives
+from tron_cli.evaluation.procedures import EvalOptions, accumulate
+from tron_cli.training import negatives as objective
+from tron_cli.training.config import TrainConfig
+from tron_cli.training.distributed import SINGLE
 from tron_cli.training.feeds import batch_shapes, window_step
 from tron_cli.training.loop import Trainer
+from tron_cli.training.negatives import Events
 from tron_cli.training.optim import build_optimizers
+from tron_cli.training.sampling import ItemDistribution, Negatives
 
 META = torch.device("meta")
 SMALL = dict(device="cpu", hidden_size=16, uniform_negatives=64, batch_size=16, batch_negatives=15, topk=16, max_length=10, dropout=0.0)
@@ -170,7 +170,7 @@ def test_validation_reads_from_the_device_once_whatever_its_batches(tiny_dataset
 def test_targets_are_enumerated_without_reading_their_number_from_the_device(last_only):
     from tron_cli.artifacts import Sessions
     from tron_cli.batching import SessionStore
-    from tron_cli.protocols import _targets
+    from tron_cli.evaluation.procedures import _targets
 
     lengths = torch.tensor([1, 4, 2, 1, 7, 3])
     width = int(lengths.max())

@@ -102,7 +102,7 @@ def _average_worker(rank: int, port: int, out: str) -> None:
 
     import torch.distributed as dist
 
-    from tron_cli.distributed import Ranks, average_sparse_gradients
+    from tron_cli.training.distributed import Ranks, average_sparse_gradients
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)

@@ -182,7 +182,7 @@ def test_gru4rec_onnx_handles_left_padding(gru_run, tmp_path):
 
 
 def test_torchscript_fallback_and_a_failed_check_writes_nothing(sasrec_run, tmp_path, monkeypatch):
-    import tron_cli.export as export
+    import tron_cli.stages.export as export
 
     def broken(*args, **kwargs):
         raise RuntimeError("dynamo cannot export this")

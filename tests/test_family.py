@@ -19,12 +19,12 @@ from tests.conftest import invoke
 from tron_cli import losses
 from tron_cli.artifacts import Sessions, read_dataset
 from tron_cli.batching import Lanes, SessionStore
-from tron_cli.config import TrainConfig
 from tron_cli.models.base import ItemScorer
-from tron_cli.objective import Assembly, Events, LossSpec, full_softmax_loss, per_event
-from tron_cli.sampling import ItemDistribution, Negatives
+from tron_cli.training.config import TrainConfig
 from tron_cli.training.loop import Trainer
+from tron_cli.training.negatives import Assembly, Events, LossSpec, full_softmax_loss, per_event
 from tron_cli.training.order import epoch_order
+from tron_cli.training.sampling import ItemDistribution, Negatives
 
 SMALL = dict(device="cpu", hidden_size=16, uniform_negatives=64, batch_size=16, batch_negatives=15, topk=16, max_length=10)
 

@@ -201,7 +201,7 @@ def test_train_takes_data_as_an_option_too(tiny_dataset, tmp_path):
 
 
 def test_in_batch_negatives_follow_the_batch_size(tiny_dataset, tmp_path):
-    from tron_cli.config import TrainConfig
+    from tron_cli.training.config import TrainConfig
 
     assert TrainConfig.create().in_batch_negatives == 127  # TRON XL: 127 at batch 128
     assert TrainConfig.create(batch_size=64).in_batch_negatives == 63
@@ -225,7 +225,7 @@ def test_settings_that_do_not_fit_the_catalogue_or_the_cpu_are_named_once(tiny_d
 
 
 def test_presets_are_named_configurations_under_config_and_flags(tiny_dataset, tmp_path):
-    from tron_cli.config import PRESETS
+    from tron_cli.training.config import PRESETS
 
     help_text = invoke("train", "--help").stdout
     for name in PRESETS:
@@ -340,8 +340,8 @@ def test_info_describes_one_artifact_with_its_schema(filled_home):
 
 
 def test_an_interrupt_that_saved_a_checkpoint_is_no_error(tiny_dataset, tmp_path, monkeypatch):
-    from tron_cli import train
     from tron_cli.errors import Interrupted
+    from tron_cli.stages import train
 
     def interrupted(request, report):
         raise Interrupted("interrupted in epoch 2 after 640 sessions; checkpoint saved", f"Resume: tron train --resume {tmp_path / 'run'}")

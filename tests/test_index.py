@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.conftest import invoke
-from tron_cli.index import INDEXES, item_points, query_points
-from tron_cli.retrieval import Filters, Retriever
-from tron_cli.servable import load_servable
+from tron_cli.inference.index import INDEXES, item_points, query_points
+from tron_cli.inference.predictor import load_predictor
+from tron_cli.inference.retrieval import Filters, Retriever
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,8 @@ def _naive(model, hidden, k, seen, allow=None, deny=None):
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
 @pytest.mark.parametrize("filtered", ["none", "deny", "allow", "allow-small"])
 def test_retrieval_through_the_index_honours_seen_items_and_filters(indexed, kind, filtered):
-    servable = load_servable(indexed[kind], torch.device("cpu"), index_params=("ef_search=8",) if kind == "hnsw" else ("nprobe=1",) if kind == "ivf" else ())
-    model, n = servable.model, servable.model.n_items
+    predictor = load_predictor(indexed[kind], torch.device("cpu"), index_params=("ef_search=8",) if kind == "hnsw" else ("nprobe=1",) if kind == "ivf" else ())
+    model, n = predictor.model, predictor.model.n_items
     generator = torch.Generator().manual_seed(1)
     hidden = model.last_hidden(torch.randint(1, n + 1, (16, 6), generator=generator)).detach()
     seen = [set(torch.randint(1, n + 1, (30,), generator=generator).tolist()) for _ in range(16)]
@@ -78,7 +78,7 @@ def test_retrieval_through_the_index_honours_seen_items_and_filters(indexed, kin
     elif filtered == "allow-small":
         allow = np.unique(rng.choice(np.arange(1, n + 1), 12, replace=False))
     k = 10
-    scores, ids = servable.retriever.top(hidden, k, (rows, items), Filters(allow, deny))
+    scores, ids = predictor.retriever.top(hidden, k, (rows, items), Filters(allow, deny))
     expected = _naive(model, hidden, k, seen, None if allow is None else set(allow.tolist()), None if deny is None else set(deny.tolist()))
     for row in range(16):
         got = [i for i in ids[row].tolist() if i > 0]
@@ -93,9 +93,9 @@ def test_retrieval_through_the_index_honours_seen_items_and_filters(indexed, kin
 
 
 def test_exact_retriever_equals_the_scoring_core(indexed):
-    servable = load_servable(indexed["exact"], torch.device("cpu"), exact=True)
-    assert servable.index is None
-    model = servable.model
+    predictor = load_predictor(indexed["exact"], torch.device("cpu"), exact=True)
+    assert predictor.index is None
+    model = predictor.model
     hidden = model.last_hidden(torch.randint(1, model.n_items + 1, (5, 4), generator=torch.Generator().manual_seed(3))).detach()
     retriever = Retriever(model)
     _, ids = retriever.top(hidden, 7)

@@ -8,8 +8,8 @@ import torch
 from tests.conftest import golden
 from tron_cli import losses
 from tron_cli.models.base import ItemScorer
-from tron_cli.objective import LossSpec, per_event, sampled_loss
-from tron_cli.sampling import Negatives
+from tron_cli.training.negatives import LossSpec, per_event, sampled_loss
+from tron_cli.training.sampling import Negatives
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
@@ -129,7 +129,7 @@ def test_gbce_is_finite_for_extreme_scores():
 def test_kept_scores_have_the_gradients_of_the_plain_product(with_bias):
     """KeptScores gives hidden, pool rows and biases the gradients of (hidden[e] * pool[index[e, j]]).sum() + bias,
     rows kept by several events (and twice by one) included, without materialising the kept rows."""
-    from tron_cli.objective import KeptScores
+    from tron_cli.training.negatives import KeptScores
 
     generator = torch.Generator().manual_seed(4)
     hidden = torch.randn(7, 5, dtype=torch.float64, generator=generator, requires_grad=True)

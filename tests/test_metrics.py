@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import golden
-from tron_cli.metrics import Accumulator, metric_values
+from tron_cli.evaluation.metrics import Accumulator, metric_values
+from tron_cli.inference.scoring import rank_targets, ranks_from_scores
 from tron_cli.models.base import ItemScorer
-from tron_cli.scoring import rank_targets, ranks_from_scores
 
 
 @pytest.mark.parametrize("case", range(2))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import golden
-from tron_cli.multiobjective import approx_epo, click_and_distortion, click_and_order, total
+from tron_cli.losses.multitron import approx_epo, click_and_distortion, click_and_order, total
 
 
 def _events(inputs: dict) -> tuple[torch.Tensor, ...]:

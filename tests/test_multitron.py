@@ -16,9 +16,9 @@ from tests.conftest import TINY_TRAIN, invoke
 from tests.test_device import HostReads, _batch, _trainer
 from tests.test_orders import _as_version_1
 from tron_cli.artifacts import read_dataset
-from tron_cli.config import TrainConfig, load_config_file
+from tron_cli.losses.multitron import hypervolume
 from tron_cli.models import MODELS
-from tron_cli.multiobjective import hypervolume
+from tron_cli.training.config import TrainConfig, load_config_file
 from tron_cli.training.feeds import window_step
 from tron_cli.training.loop import Trainer
 
@@ -230,7 +230,7 @@ def test_plot_draws_the_front_of_a_run_with_pareto_json(multitron_run, tmp_path)
     result = invoke("plot", str(multitron_run), "--pareto", "-o", str(tmp_path / "front.png"), "--json")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from tron_cli.plot import build_front_figure
+    from tron_cli.charts import build_front_figure
 
     recall, density = build_front_figure(multitron_run).axes[:2]
     assert recall.get_xlabel() == "click Recall@20" and recall.get_ylabel() == "order_recall@20"
@@ -292,8 +292,8 @@ def test_onnx_export_keeps_the_preference_input(multitron_run, tmp_path):
     import numpy as np
     import onnxruntime
 
+    from tron_cli.inference.scoring import score_sessions
     from tron_cli.modelio import load_model
-    from tron_cli.scoring import score_sessions
 
     out = tmp_path / "bundle"
     result = invoke("export", str(multitron_run), "--out", str(out), "--format", "onnx")
@@ -342,8 +342,8 @@ def test_multitron_on_two_processes_equals_one(tiny_dataset, tmp_path):
 def test_serve_answers_each_session_at_its_order_weight(multitron_run, tiny_model):
     from fastapi.testclient import TestClient
 
-    from tron_cli.servable import load_servable
-    from tron_cli.serve import ServeOptions, create_app
+    from tron_cli.inference.predictor import load_predictor
+    from tron_cli.stages.serve import ServeOptions, create_app
 
     items = _catalogue_ids(multitron_run, 4)
     expected = {}
@@ -351,8 +351,8 @@ def test_serve_answers_each_session_at_its_order_weight(multitron_run, tiny_mode
         line = json.dumps({"session": 1, "items": items, "order_weight": weight}) + "\n"
         expected[weight] = json.loads(invoke("recommend", str(multitron_run), "-k", "10", input=line).stdout)["items"]
     assert expected[0.0] != expected[1.0]
-    servable = load_servable(multitron_run, torch.device("cpu"))
-    with TestClient(create_app(servable, ServeOptions(order_weight=1.0))) as client:
+    predictor = load_predictor(multitron_run, torch.device("cpu"))
+    with TestClient(create_app(predictor, ServeOptions(order_weight=1.0))) as client:
         about = client.get("/metadata").json()
         assert about["preference_input"] is True and about["order_weight"] == 1.0
 
@@ -372,7 +372,7 @@ def test_serve_answers_each_session_at_its_order_weight(multitron_run, tiny_mode
         ):
             response = client.post("/recommend", json=body)
             assert response.status_code == 422 and said in response.json()["error"], response.text
-    with TestClient(create_app(load_servable(tiny_model[1], torch.device("cpu")))) as client:
+    with TestClient(create_app(load_predictor(tiny_model[1], torch.device("cpu")))) as client:
         response = client.post("/recommend", json={"items": [1, 2], "order_weight": 0.5})
         assert response.status_code == 422 and "reads no preference vector" in response.json()["error"]
         assert client.get("/metadata").json()["order_weight"] is None

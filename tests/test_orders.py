@@ -15,10 +15,10 @@ import torch
 
 from tests.conftest import fixture, invoke
 from tron_cli.artifacts import CART, ORDER, Events, Sessions, read_dataset, read_sessions
+from tron_cli.evaluation.metrics import Accumulator
+from tron_cli.evaluation.otto_task import merged
+from tron_cli.evaluation.procedures import EvalOptions, otto_protocol
 from tron_cli.labels import order_labels
-from tron_cli.metrics import Accumulator
-from tron_cli.otto_task import merged
-from tron_cli.protocols import EvalOptions, otto_protocol
 
 
 def _preprocess(home: Path, *args: str) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tron_cli.artifacts import EXTRA_TYPES, Events, Sessions
-from tron_cli.otto_task import Cut, cut, draw_cuts, merged, score
+from tron_cli.evaluation.otto_task import Cut, cut, draw_cuts, merged, score
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otto-recsys-dataset"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tron_cli.charts import build_figure, legend_labels
 from tron_cli.cli import cli
-from tron_cli.plot import build_figure, legend_labels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

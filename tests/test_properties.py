@@ -35,9 +35,9 @@ from hypothesis import strategies as st
 from tron_cli.artifacts import read_items, read_sessions
 from tron_cli.errors import InputFormatError
 from tron_cli.models.base import ItemScorer
-from tron_cli.objective import Assembly, Events, LossSpec, sampled_loss
-from tron_cli.preprocess import Options, preprocess
-from tron_cli.sampling import ItemDistribution, draw, in_batch_negatives, uniform_negatives
+from tron_cli.stages.preprocess import Options, preprocess
+from tron_cli.training.negatives import Assembly, Events, LossSpec, sampled_loss
+from tron_cli.training.sampling import ItemDistribution, draw, in_batch_negatives, uniform_negatives
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000

@@ -278,8 +278,8 @@ def test_a_failure_leaves_no_output_file(sasrec, tmp_path):
 
 
 def test_string_catalogue_lookup_and_id_spelling():
-    from tron_cli.catalogue import Catalogue
-    from tron_cli.session_input import RecordProblem, raw_ids
+    from tron_cli.inference.catalogue import Catalogue
+    from tron_cli.inference.session_input import RecordProblem, raw_ids
 
     table = pa.table({"item": pa.array([1, 2, 3], pa.int32()), "id": ["b", "a", "10"], "count": [5, 9, 1]})
     catalogue = Catalogue(table)  # not sorted by raw id: looked up through a sorted copy

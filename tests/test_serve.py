@@ -20,8 +20,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from tests.conftest import invoke
-from tron_cli.servable import load_servable
-from tron_cli.serve import ServeOptions, create_app
+from tron_cli.inference.predictor import load_predictor
+from tron_cli.stages.serve import ServeOptions, create_app
 
 LIMITS = ServeOptions(max_k=50, max_session_length=30, max_sessions=4, max_filter_items=10, max_body_bytes=2000)
 
@@ -36,7 +36,7 @@ def bundle(tiny_model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(bundle):
-    with TestClient(create_app(load_servable(bundle, torch.device("cpu")), LIMITS)) as test_client:
+    with TestClient(create_app(load_predictor(bundle, torch.device("cpu")), LIMITS)) as test_client:
         yield test_client
 
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import TINY_TRAIN, invoke
+from tron_cli.inference.scoring import top_among, top_items
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.scoring import top_among, top_items
 
 TAU = 0.1
 

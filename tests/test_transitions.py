@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from tests.conftest import TINY_TRAIN, invoke
-from tron_cli import transitions
 from tron_cli.artifacts import Sessions
+from tron_cli.inference import transitions
+from tron_cli.inference.scoring import top_among, top_items
+from tron_cli.inference.transitions import Transitions
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.scoring import top_among, top_items
-from tron_cli.transitions import Transitions
 
 
 def _sessions(rows: list[list[int]]) -> Sessions:

@@ -58,7 +58,7 @@ def test_tune_runs_trials_resumes_and_writes_a_config_train_accepts(tiny_dataset
 def test_the_epoch_end_callback_prunes_a_trial_below_the_median():
     import optuna
 
-    from tron_cli.tune import _Pruning
+    from tron_cli.stages.tune import _Pruning
 
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
     good = study.ask()
@@ -97,8 +97,8 @@ def test_a_bad_search_space_is_refused_before_any_trial(tiny_dataset, home, spac
 def test_the_shipped_configs_and_search_spaces_are_valid():
     from pathlib import Path
 
-    from tron_cli.config import TrainConfig, load_config_file, validate
-    from tron_cli.tune import load_space
+    from tron_cli.stages.tune import load_space
+    from tron_cli.training.config import TrainConfig, load_config_file, validate
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     for path in sorted(configs.glob("*.json")):

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from tron_cli import __version__
 from tron_cli.errors import ArtifactError, OutputError
-from tron_cli.home import is_safe_name
+from tron_cli.workspace.home import is_safe_name
 
 SCHEMA_VERSION = 1
 # kinds whose current version is not 1, and the earlier versions their readers still accept

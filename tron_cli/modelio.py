@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts, home, transitions
+from tron_cli import artifacts
 from tron_cli.artifacts import Dataset
 from tron_cli.errors import ArtifactError, MissingInputError
+from tron_cli.inference import transitions
 from tron_cli.models import build_model
+from tron_cli.workspace import home
 
 CATALOGUE_KEY = "tron.catalogue_sha256"  # the catalogue the weights were trained on (dataset.json's fingerprint)
 MODEL_KEY = "tron.model"  # the model section they belong to

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts, home
+from tron_cli import artifacts
 from tron_cli.errors import ArtifactError, TronError
 from tron_cli.registry import Registry
+from tron_cli.workspace import home
 
 RECORD = "tracking.json"  # in the run dir: {tracker: what it needs to find its run again}
 NUMBERS = ("loss", "sessions_per_s", "events_per_s", "seconds")  # per-epoch values of history.jsonl besides `valid`
@@ -58,9 +59,9 @@ def curves_figure(run_dir: Path) -> Any | None:
     """The run's loss and validation curves (`tron plot`'s figure), or None without matplotlib."""
     if importlib.util.find_spec("matplotlib") is None:
         return None
-    from tron_cli import plot  # the curves are tron plot's; imported only here, where a tracker asks for them
+    from tron_cli import charts  # the curves are tron plot's; imported only here, where a tracker asks for them
 
-    return plot.build_figure([run_dir])
+    return charts.build_figure([run_dir])
 
 
 class TrackedRun:

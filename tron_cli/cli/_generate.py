@@ -200,7 +200,7 @@ def man_page(ctx: click.Context, all_pages: list[str]) -> str:
 
 def train_options_doc(root: click.Context) -> str:
     """docs/train-options.md: every `tron train` option next to the reference config key it maps to."""
-    from tron_cli.config import REFERENCE_KEYS
+    from tron_cli.training.config import REFERENCE_KEYS
 
     train = cli.get_command(root, "train")
     assert train is not None

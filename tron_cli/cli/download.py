@@ -1,4 +1,4 @@
-"""`tron download NAME`: the click face of `tron_cli.download`.
+"""`tron download NAME`: the click face of `tron_cli.stages.download`.
 
 NAME is any dataset in `tron_cli.datasets.DATASETS`, and the flags of generated datasets (--sessions, --items,
 --seed for synthetic) are made from their declared parameters, both read when the command is used: a dataset
@@ -108,7 +108,7 @@ def download(
       tron download yoochoose --url file:///mnt/mirror/yoochoose-data.7z
       tron download diginetica --from ~/Downloads/dataset-train-diginetica.zip
     """
-    from tron_cli.download import download_dataset  # the stage (httpx, archives) loads only when it runs
+    from tron_cli.stages.download import download_dataset  # the stage (httpx, archives) loads only when it runs
 
     declared = {parameter.name for parameter in DATASETS.get(name).parameters}
     # what was typed counts for any dataset (a flag the dataset does not take is refused); the environment only

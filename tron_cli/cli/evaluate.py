@@ -26,7 +26,7 @@ from tron_cli.cli._ui import UI, pass_ui, shown
 )
 @click.option("--cut-seed", type=int, default=42, show_default=True, help="--protocol otto: the seed of the random cuts (the organisers' is 42).")
 @click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
-@click.option("--baseline", type=RegistryChoice("tron_cli.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
+@click.option("--baseline", type=RegistryChoice("tron_cli.evaluation.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
 @click.option(
     "--baseline-option",
     "baseline_options",
@@ -114,9 +114,9 @@ def evaluate(
         tron evaluate --baseline vsknn --baseline-option k=200 --baseline-option sample_size=1000
         tron evaluate bundles/otto --retrieval index --index-param ef_search=64
     """
-    from tron_cli import home
-    from tron_cli.evaluate import EvalOptions
-    from tron_cli.evaluate import evaluate as run_evaluation
+    from tron_cli.stages.evaluate import EvalOptions
+    from tron_cli.stages.evaluate import evaluate as run_evaluation
+    from tron_cli.workspace import home
 
     if baseline is not None and run is not None:
         raise click.UsageError("give either RUN or --baseline, not both")
@@ -197,7 +197,7 @@ def _baseline_options(ui: UI, baseline: str | None, raw: tuple[str, ...]) -> dic
         return {}
     if baseline is None:
         raise click.UsageError("--baseline-option needs --baseline")
-    from tron_cli.baselines import BASELINES
+    from tron_cli.evaluation.baselines import BASELINES
 
     declared = {option.name: option for option in BASELINES.get(baseline, "--baseline").options}
     if raw == ("help",):

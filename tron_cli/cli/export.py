@@ -25,7 +25,7 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.option(
     "--index",
     "index_kind",
-    type=RegistryChoice("tron_cli.index:INDEXES"),
+    type=RegistryChoice("tron_cli.inference.index:INDEXES"),
     help="Also build an item index (index.faiss, needs the serve extra) that recommend, evaluate and serve search instead of the whole catalogue.",
 )
 @click.option(
@@ -58,8 +58,8 @@ def export(ui: UI, run: Path | None, out: Path | None, fmt: str, index_kind: str
         tron export runs/otto-sasrec-1 --out /srv/models/otto --force --json
         tron export --index hnsw --index-param ef_search=256
     """
-    from tron_cli.export import IndexRequest
-    from tron_cli.export import export as run_export
+    from tron_cli.stages.export import IndexRequest
+    from tron_cli.stages.export import export as run_export
 
     if index_params and index_kind is None:
         raise click.UsageError("--index-param needs --index KIND")

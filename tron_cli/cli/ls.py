@@ -64,8 +64,8 @@ def ls(ui: UI, kinds: tuple[str, ...], as_json: bool) -> None:
         tron ls runs
         tron ls --json | jq -r '.runs[] | select(.status == "complete") | .path'
     """
-    from tron_cli import home
-    from tron_cli.inventory import KINDS, PLURALS, list_artifacts
+    from tron_cli.workspace import home
+    from tron_cli.workspace.inventory import KINDS, PLURALS, list_artifacts
 
     wanted = tuple(PLURALS[kind] for kind in kinds) or KINDS
     artifacts = list_artifacts(wanted)

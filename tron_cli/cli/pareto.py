@@ -1,4 +1,4 @@
-"""`tron pareto RUN`: the click/order front of a MultiTRON run (the click face of `tron_cli.pareto`)."""
+"""`tron pareto RUN`: the click/order front of a MultiTRON run (the click face of `tron_cli.stages.pareto`)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def pareto(ui: UI, run, points, split, data, limit, device, as_json) -> None:
       tron pareto                                  # the newest run, 26 points on test
       tron pareto runs/otto-sasrec-1 --points 10 --split valid --json
     """
-    from tron_cli.home import resolve_run
-    from tron_cli.pareto import pareto as run_stage
+    from tron_cli.stages.pareto import pareto as run_stage
+    from tron_cli.workspace.home import resolve_run
 
     front = run_stage(resolve_run(run), data, points, split, device, limit, report=ui)
     rows = [

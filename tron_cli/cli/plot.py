@@ -1,4 +1,4 @@
-"""`tron plot [RUN]...`: the click face of `tron_cli.plot`."""
+"""`tron plot [RUN]...`: the click face of `tron_cli.charts`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 from tron_cli.cli._ui import UI, pass_ui
 from tron_cli.errors import UsageError
-from tron_cli.home import resolve_run
+from tron_cli.workspace.home import resolve_run
 
 
 @click.command(short_help="Plot loss, Recall@20 and MRR@20 per epoch of one or more runs.")
@@ -46,7 +46,7 @@ def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, study: Path | None
       tron plot --study tune/tune-yc64            # the study's optimisation history and importances
       tron plot runs/otto-sasrec-1 --pareto       # the front of a MultiTRON run: runs/NAME/pareto.png
     """
-    from tron_cli.plot import plot_front, plot_runs  # matplotlib and the artifact readers load only when a plot is drawn
+    from tron_cli.charts import plot_front, plot_runs  # matplotlib and the artifact readers load only when a plot is drawn
 
     if study is not None:
         _plot_study(ui, study, runs, as_json)
@@ -81,7 +81,7 @@ def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, study: Path | None
 def _plot_study(ui: UI, study: Path, runs: tuple[Path, ...], as_json: bool) -> None:
     """The plots of the study recorded in STUDY/study.json (its storage URL and name), written beside it."""
     from tron_cli.artifacts import read_json
-    from tron_cli.plot import plot_study
+    from tron_cli.charts import plot_study
 
     if runs:
         raise UsageError("give either RUN... or --study, not both")

@@ -83,8 +83,8 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_typ
         tron preprocess --train clicks.csv.gz # columns session_id, item_id, timestamp: recognised
         tron preprocess --train log.tsv --session-col visit --item-col sku --time-col when
     """
-    from tron_cli.preprocess import Options
-    from tron_cli.preprocess import preprocess as run
+    from tron_cli.stages.preprocess import Options
+    from tron_cli.stages.preprocess import preprocess as run
 
     options = Options(
         preset=name,

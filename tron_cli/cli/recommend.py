@@ -96,8 +96,8 @@ def recommend(
             tron recommend runs/otto-sasrec-1 -i sessions.parquet -o recs.parquet --batch-size 4096
             tron recommend bundles/otto -i s.jsonl --deny sold-out.txt --index-param ef_search=256
     """
-    from tron_cli.recommend import RecommendOptions
-    from tron_cli.recommend import recommend as run
+    from tron_cli.stages.recommend import RecommendOptions
+    from tron_cli.stages.recommend import recommend as run
 
     options = RecommendOptions(
         k=k,

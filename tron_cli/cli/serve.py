@@ -66,21 +66,21 @@ def serve(
         from tron_cli.errors import TronError
 
         raise TronError("tron serve needs fastapi, uvicorn and prometheus-client", "pip install 'tron-cli[serve]'") from None
-    from tron_cli import home
     from tron_cli.errors import UsageError
+    from tron_cli.inference.predictor import load_predictor
     from tron_cli.runtime import resolve_device
-    from tron_cli.servable import load_servable
-    from tron_cli.serve import ServeOptions
-    from tron_cli.serve import serve as run_server
+    from tron_cli.stages.serve import ServeOptions
+    from tron_cli.stages.serve import serve as run_server
+    from tron_cli.workspace import home
 
     options = ServeOptions(host=host, port=port, order_weight=order_weight, **limits)
     model = home.resolve_model(model)
-    servable = load_servable(model, resolve_device(device), exact, tuple(index_params))
-    if order_weight is not None and not servable.model.preference_input:
+    predictor = load_predictor(model, resolve_device(device), exact, tuple(index_params))
+    if order_weight is not None and not predictor.model.preference_input:
         raise UsageError(f"{model} reads no preference vector: --order-weight needs a model trained with --objective multitron")
     run_server(
-        servable,
+        predictor,
         options,
         log_level="info" if ui.verbosity > 0 else "warning",
-        on_ready=lambda url: ui.info(f"Serving {model} ({len(servable.catalogue):,} items, {servable.retriever.mode} scoring) on {url}"),
+        on_ready=lambda url: ui.info(f"Serving {model} ({len(predictor.catalogue):,} items, {predictor.retriever.mode} scoring) on {url}"),
     )

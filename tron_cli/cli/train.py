@@ -89,8 +89,8 @@ def _load_config(ctx: click.Context, param, value):
     """--config FILE: its values become defaults, so flags and TRON_* variables still win."""
     if value is None:
         return None
-    from tron_cli.config import load_config_file
     from tron_cli.errors import UsageError
+    from tron_cli.training.config import load_config_file
 
     try:
         options, extras = load_config_file(Path(value))
@@ -108,7 +108,7 @@ def _load_config(ctx: click.Context, param, value):
 def _load_preset(ctx: click.Context, param, value):
     """--preset NAME: its settings become defaults beneath --config's, so the file, TRON_* and flags still win."""
     if value is not None:
-        from tron_cli.config import PRESETS
+        from tron_cli.training.config import PRESETS
 
         ctx.meta["tron.preset"] = value
         ctx.meta["tron.preset_options"] = dict(PRESETS[value].options)
@@ -123,7 +123,7 @@ def _set_defaults(ctx: click.Context) -> None:
 
 def preset_option() -> click.Option:
     """--preset, its choices and help from `config.PRESETS`."""
-    from tron_cli.config import PRESET_MODEL, PRESETS
+    from tron_cli.training.config import PRESET_MODEL, PRESETS
 
     listing = "; ".join(f"{name}: {preset.summary}" for name, preset in PRESETS.items())
     return click.Option(
@@ -159,10 +159,10 @@ def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Op
 
 def registry_options() -> list[click.Option]:
     """Training options; every model's settings after --model, every loss's options after --loss."""
-    from tron_cli import config
     from tron_cli.choices import OBJECTIVES
     from tron_cli.losses import LOSSES, all_options
     from tron_cli.models import MODELS, all_settings
+    from tron_cli.training import config
     from tron_cli.training.schedule import SCHEDULES
 
     choices: dict[str, Any] = {
@@ -241,12 +241,12 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
         tron train --model gru4rec                   # GRU4Rec+ with the reference's settings
         tron train --resume runs/otto-sasrec-1 --epochs 12
     """
-    from tron_cli import home
-    from tron_cli.config import MULTITRON_LOSS, PRESET_MODEL, SHUFFLE_ALIASES, TrainConfig, validate
     from tron_cli.errors import UsageError
     from tron_cli.losses import LOSSES, all_options
-    from tron_cli.train import TrainRequest
-    from tron_cli.train import train as run
+    from tron_cli.stages.train import TrainRequest
+    from tron_cli.stages.train import train as run
+    from tron_cli.training.config import MULTITRON_LOSS, PRESET_MODEL, SHUFFLE_ALIASES, TrainConfig, validate
+    from tron_cli.workspace import home
 
     ui: UI = ctx.find_object(UI) or UI()
     if data is not None and data_option is not None and data != data_option:

@@ -57,8 +57,8 @@ def tune(ui: UI, data, space, trials, timeout, metric, study_name, storage, sett
         tron tune data/otto --storage postgresql://db/tron --study otto-xl   # on every machine
         tron train --config tune/tune-synthetic/best.json
     """
-    from tron_cli.tune import TuneRequest
-    from tron_cli.tune import tune as run
+    from tron_cli.stages.tune import TuneRequest
+    from tron_cli.stages.tune import tune as run
 
     request = TuneRequest(data, space, trials, timeout, metric, study_name, storage, tuple(_setting(s) for s in settings), seed)
     summary = run(request, report=ui)
@@ -75,8 +75,8 @@ def tune(ui: UI, data, space, trials, timeout, metric, study_name, storage, sett
             f"best: trial {summary['best']['number']} ({summary['best']['value']:.4f}); config {summary['config']} (tron train --config {summary['config']})"
         )
     if importlib.util.find_spec("matplotlib") is not None and "best" in summary:
+        from tron_cli.charts import plot_study
         from tron_cli.errors import TronError
-        from tron_cli.plot import plot_study
 
         try:
             written = plot_study(summary["storage"], summary["study"], Path(summary["config"]).parent)

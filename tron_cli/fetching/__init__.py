@@ -1,7 +1,7 @@
 """Getting files: HTTP and file:// downloads (`http`), safe archive extraction (`archives`), and the access
 steps some sources need, Kaggle credentials and Google Drive's confirmation page (`sources`).
 
-Nothing here knows a dataset by name or writes a manifest: that is the download stage (tron_cli/download.py).
+Nothing here knows a dataset by name or writes a manifest: that is the download stage (tron_cli/stages/download.py).
 Nothing here imports click or rich.
 """
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from tron_cli.transitions import Transitions
+    from tron_cli.inference.transitions import Transitions
 
 FEEDINGS = ("windows", "lanes")
 

@@ -23,10 +23,10 @@ from typing import Any, Protocol
 import torch
 
 from tron_cli.batching import Lanes, SessionStore
-from tron_cli.distributed import Ranks
 from tron_cli.errors import Interrupted
-from tron_cli.objective import Events
 from tron_cli.reporting import Reporter
+from tron_cli.training.distributed import Ranks
+from tron_cli.training.negatives import Events
 from tron_cli.training.state import TrainState
 from tron_cli.training.stop import StopRequest
 

@@ -19,31 +19,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from tron_cli import artifacts, checkpoint
+from tron_cli import artifacts
 from tron_cli.artifacts import Dataset
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
-from tron_cli.config import TrainConfig
-from tron_cli.distributed import SINGLE, Ranks, average_sparse_gradients
 from tron_cli.errors import ArtifactError, Interrupted, OutputError, TrainingError, UsageError
+from tron_cli.evaluation.procedures import EvalOptions, accumulate, first_sessions, parse_metric
+from tron_cli.inference.transitions import Transitions
 from tron_cli.losses import LOSSES
+from tron_cli.losses.multitron import hypervolume
 from tron_cli.modelio import EPOCH_KEY, save_weights
 from tron_cli.models import MODELS, model_section
 from tron_cli.models.base import SessionModel
-from tron_cli.multiobjective import hypervolume
-from tron_cli.objective import Events, LossSpec, event_loss, full_softmax_loss
-from tron_cli.protocols import EvalOptions, accumulate, first_sessions, parse_metric
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import autocast_dtype
-from tron_cli.sampling import ItemDistribution, Negatives, draw
-from tron_cli.training import schedule
+from tron_cli.training import checkpoint, schedule
 from tron_cli.training.callbacks import Callback
+from tron_cli.training.config import TrainConfig
+from tron_cli.training.distributed import SINGLE, Ranks, average_sparse_gradients
 from tron_cli.training.feeds import EPOCHS
+from tron_cli.training.negatives import Events, LossSpec, event_loss, full_softmax_loss
 from tron_cli.training.optim import build_optimizers, dense_table_gradients
 from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
+from tron_cli.training.sampling import ItemDistribution, Negatives, draw
 from tron_cli.training.state import TrainState
 from tron_cli.training.stop import StopRequest
-from tron_cli.transitions import Transitions
 
 # MultiTRON: the order weights whose validation front picks the checkpoint (its hypervolume against (0, 0))
 VALIDATION_WEIGHTS = (0.0, 0.5, 1.0)

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from tron_cli.config import TrainConfig
 from tron_cli.models.base import SessionModel
+from tron_cli.training.config import TrainConfig
 
 
 def build_optimizers(model: SessionModel, config: TrainConfig, scaled: bool) -> list[torch.optim.Optimizer]:

@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 
-from tron_cli import artifacts, tracking, transitions
+from tron_cli import artifacts, tracking
 from tron_cli.artifacts import Dataset
-from tron_cli.config import TrainConfig
+from tron_cli.inference import transitions
 from tron_cli.runtime import deterministic_on_cpu
 from tron_cli.training.callbacks import Callback
+from tron_cli.training.config import TrainConfig
 from tron_cli.training.loop import Trainer
 from tron_cli.training.rundir import dataset_record, start_new, start_resumed
 

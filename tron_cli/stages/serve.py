@@ -19,8 +19,8 @@ Content-Type (`curl -d` sends a form type).
 
 Micro-batching: requests wait in a queue; one worker takes the first and whatever arrives within
 `batch_window_ms` (or is already waiting), up to `max_batch` sessions, runs the model once over all their
-sessions (`Servable.encode`), then the top-k of every request that asks the same (exclude_seen, no filters)
-in one lookup with the largest k, and of each request with filters on its own (`Servable.answer`). The work runs
+sessions (`Predictor.encode`), then the top-k of every request that asks the same (exclude_seen, no filters)
+in one lookup with the largest k, and of each request with filters on its own (`Predictor.answer`). The work runs
 in a thread, so the event loop keeps accepting requests while a batch is scored.
 """
 
@@ -49,10 +49,10 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 from tron_cli import __version__
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import UsageError
-from tron_cli.index import require_faiss
-from tron_cli.retrieval import NO_FILTERS, Filters
-from tron_cli.servable import Servable
-from tron_cli.session_input import INT64_RANGE, Batch, RecordProblem, raw_ids
+from tron_cli.inference.index import require_faiss
+from tron_cli.inference.predictor import Predictor
+from tron_cli.inference.retrieval import NO_FILTERS, Filters
+from tron_cli.inference.session_input import INT64_RANGE, Batch, RecordProblem, raw_ids
 
 PATHS = ("/recommend", "/health", "/metadata", "/metrics")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -144,7 +144,7 @@ def _validation_line(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def parse_request(body: bytes, servable: Servable, options: ServeOptions) -> Job:
+def parse_request(body: bytes, predictor: Predictor, options: ServeOptions) -> Job:
     """A request body -> a Job, or BadRequest with one line."""
     try:
         document = json.loads(body)
@@ -158,8 +158,8 @@ def parse_request(body: bytes, servable: Servable, options: ServeOptions) -> Job
         raise BadRequest(422, 'give either "items" (one session) or "sessions" (a list of {"items": [...]}), not both or neither')
     if not 1 <= request.k <= options.max_k:
         raise BadRequest(422, f"k is {request.k}, not between 1 and {options.max_k}")
-    numeric = servable.catalogue.numeric
-    default_weight = _order_weight(request.order_weight, "order_weight", servable)
+    numeric = predictor.catalogue.numeric
+    default_weight = _order_weight(request.order_weight, "order_weight", predictor)
     if math.isnan(default_weight) and options.order_weight is not None:
         default_weight = options.order_weight
     if request.items is not None:
@@ -175,7 +175,7 @@ def parse_request(body: bytes, servable: Servable, options: ServeOptions) -> Job
                 s.session,
                 s.items,
                 f"sessions[{i}].items",
-                default_weight if s.order_weight is None else _order_weight(s.order_weight, f"sessions[{i}].order_weight", servable),
+                default_weight if s.order_weight is None else _order_weight(s.order_weight, f"sessions[{i}].order_weight", predictor),
             )
             for i, s in enumerate(request.sessions)
         ]
@@ -195,15 +195,15 @@ def parse_request(body: bytes, servable: Servable, options: ServeOptions) -> Job
             if len(given) > options.max_filter_items:
                 raise BadRequest(422, f"{name} holds {len(given)} ids, more than the limit of {options.max_filter_items}")
             lists[name] = _id_array(_raw(given, numeric, name), numeric)
-        filters = servable.filters(lists.get("allow"), lists.get("deny"))
+        filters = predictor.filters(lists.get("allow"), lists.get("deny"))
     return Job(sessions, items, request.k, request.exclude_seen, filters, request.items is not None, order_weights=weights)
 
 
-def _order_weight(value: float | None, where: str, servable: Servable) -> float:
+def _order_weight(value: float | None, where: str, predictor: Predictor) -> float:
     """A request's order weight, checked; NaN when it gives none (the server's default applies)."""
     if value is None:
         return math.nan
-    if not servable.model.preference_input:
+    if not predictor.model.preference_input:
         raise BadRequest(422, f"{where}: this model reads no preference vector; an order weight needs a model trained with --objective multitron")
     if not 0 <= value <= 1:
         raise BadRequest(422, f"{where} is {value}, not between 0 and 1")
@@ -310,7 +310,7 @@ class MicroBatcher:
                     future.set_result(job)
 
 
-def answer_jobs(servable: Servable, jobs: list[Job], metrics: Metrics) -> None:
+def answer_jobs(predictor: Predictor, jobs: list[Job], metrics: Metrics) -> None:
     """Score the sessions of `jobs` in one batch and fill each job's `answer`."""
     lengths = [len(items) for job in jobs for items in job.items]
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
@@ -318,20 +318,20 @@ def answer_jobs(servable: Servable, jobs: list[Job], metrics: Metrics) -> None:
     flat = [raw for job in jobs for items in job.items for raw in items]
     sessions = [session for job in jobs for session in job.sessions]
     weights = np.array([weight for job in jobs for weight in job.order_weights], dtype=np.float64)
-    batch = Batch(sessions, [""] * len(sessions), offsets, _id_array(flat, servable.catalogue.numeric), order_weights=weights if len(weights) else None)
-    encoded = servable.encode(batch)
+    batch = Batch(sessions, [""] * len(sessions), offsets, _id_array(flat, predictor.catalogue.numeric), order_weights=weights if len(weights) else None)
+    encoded = predictor.encode(batch)
     first = np.cumsum([0] + [job.size for job in jobs])
     # requests that ask the same and have no filters share one lookup at the largest k; the others get their own
     groups: dict[Any, list[int]] = {}
     for j, job in enumerate(jobs):
         key = ("shared", job.exclude_seen) if job.filters.empty else ("own", j)
         groups.setdefault(key, []).append(j)
-    before = servable.retriever.fallbacks
+    before = predictor.retriever.fallbacks
     for members in groups.values():
         rows = np.concatenate([np.arange(first[j], first[j + 1]) for j in members])
         k = max(jobs[j].k for j in members)
-        answer = servable.answer(encoded, rows, k, jobs[members[0]].exclude_seen, jobs[members[0]].filters)
-        lists = answer.lists(servable.catalogue)
+        answer = predictor.answer(encoded, rows, k, jobs[members[0]].exclude_seen, jobs[members[0]].filters)
+        lists = answer.lists(predictor.catalogue)
         position = 0
         for j in members:
             job = jobs[j]
@@ -350,7 +350,7 @@ def answer_jobs(servable: Servable, jobs: list[Job], metrics: Metrics) -> None:
     metrics.sessions.inc(len(lengths))
     metrics.unknown.inc(int(encoded.unknown.sum()))
     metrics.popular.inc(int((encoded.lengths == 0).sum()))
-    metrics.exact_fallbacks.inc(servable.retriever.fallbacks - before)
+    metrics.exact_fallbacks.inc(predictor.retriever.fallbacks - before)
 
 
 # ------------------------------------------------------------------------------------------------ the app
@@ -417,23 +417,23 @@ class Guard:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
-def metadata(servable: Servable, options: ServeOptions) -> dict[str, Any]:
-    document = servable.document
-    index = servable.index
+def metadata(predictor: Predictor, options: ServeOptions) -> dict[str, Any]:
+    document = predictor.document
+    index = predictor.index
     return {
         "tron_version": __version__,
         "model": {
-            "path": str(servable.path.resolve()),
-            "kind": servable.kind,
+            "path": str(predictor.path.resolve()),
+            "kind": predictor.kind,
             "type": document.get("model", {}).get("type"),
-            "max_length": servable.max_length,
+            "max_length": predictor.max_length,
         },
-        "dataset": document.get("dataset") if servable.kind == "bundle" else (document.get("dataset") or {}).get("name"),
-        "n_items": len(servable.catalogue),
-        "item_id_type": "integer" if servable.catalogue.numeric else "string",
-        "event_types": list(servable.event_types),
-        "preference_input": servable.model.preference_input,
-        "order_weight": (DEFAULT_ORDER_WEIGHT if options.order_weight is None else options.order_weight) if servable.model.preference_input else None,
+        "dataset": document.get("dataset") if predictor.kind == "bundle" else (document.get("dataset") or {}).get("name"),
+        "n_items": len(predictor.catalogue),
+        "item_id_type": "integer" if predictor.catalogue.numeric else "string",
+        "event_types": list(predictor.event_types),
+        "preference_input": predictor.model.preference_input,
+        "order_weight": (DEFAULT_ORDER_WEIGHT if options.order_weight is None else options.order_weight) if predictor.model.preference_input else None,
         "scoring": "exact" if index is None else "index",
         "index": None if index is None else {**{k: v for k, v in index.section.items() if k != "search"}, "search": index.search_params},
         "limits": {
@@ -447,14 +447,14 @@ def metadata(servable: Servable, options: ServeOptions) -> dict[str, Any]:
     }
 
 
-def create_app(servable: Servable, options: ServeOptions = ServeOptions()) -> Any:
-    """The ASGI app (FastAPI behind the Guard middleware) serving `servable`."""
+def create_app(predictor: Predictor, options: ServeOptions = ServeOptions()) -> Any:
+    """The ASGI app (FastAPI behind the Guard middleware) serving `predictor`."""
     metrics = Metrics()
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = MicroBatcher(lambda jobs: answer_jobs(servable, jobs, metrics), options.batch_window_ms / 1000, options.max_batch, metrics)
+        batcher = MicroBatcher(lambda jobs: answer_jobs(predictor, jobs, metrics), options.batch_window_ms / 1000, options.max_batch, metrics)
         task = asyncio.create_task(batcher.run())
         state["batcher"] = batcher
         try:
@@ -470,7 +470,7 @@ def create_app(servable: Servable, options: ServeOptions = ServeOptions()) -> An
     @app.post("/recommend")
     async def recommend(request: Request) -> Response:
         try:
-            job = parse_request(await request.body(), servable, options)
+            job = parse_request(await request.body(), predictor, options)
         except BadRequest as bad:
             return JSONResponse({"error": bad.reason}, status_code=bad.status)
         try:
@@ -481,11 +481,11 @@ def create_app(servable: Servable, options: ServeOptions = ServeOptions()) -> An
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "n_items": len(servable.catalogue), "scoring": "exact" if servable.index is None else "index"}
+        return {"status": "ok", "n_items": len(predictor.catalogue), "scoring": "exact" if predictor.index is None else "index"}
 
     @app.get("/metadata")
     async def about() -> dict[str, Any]:
-        return metadata(servable, options)
+        return metadata(predictor, options)
 
     @app.get("/metrics")
     async def exposition() -> Response:
@@ -515,16 +515,16 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(servable: Servable, options: ServeOptions, log_level: str = "warning", on_ready: Callable[[str], None] | None = None) -> None:
+def serve(predictor: Predictor, options: ServeOptions, log_level: str = "warning", on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; in-flight requests are answered before it returns."""
     import uvicorn
 
     sock = listen(options.host, options.port)
     threads = scoring_threads(options.threads)
     torch.set_num_threads(threads)
-    if servable.index is not None:
+    if predictor.index is not None:
         require_faiss().omp_set_num_threads(threads)
-    config = uvicorn.Config(create_app(servable, options), log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    config = uvicorn.Config(create_app(predictor, options), log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     if on_ready is not None:
         started = server.startup

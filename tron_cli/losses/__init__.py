@@ -190,7 +190,7 @@ def _finite_at_least(low: float) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, (int, float)) and math.isfinite(value) and value >= low
 
 
-LOSSES: Registry[Loss] = Registry("loss", builtins=("tron_cli.multiobjective",))
+LOSSES: Registry[Loss] = Registry("loss", builtins=("tron_cli.losses.multitron",))
 LOSSES.register(
     "ssm",
     Loss(

@@ -24,8 +24,8 @@ from tron_cli.errors import ArtifactError, DownloadError, MissingInputError, Usa
 from tron_cli.fetching import hash_file
 from tron_cli.fetching.archives import archive_kind, extract, move_into
 from tron_cli.fetching.sources import fetch_source
-from tron_cli.home import raw_root
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.workspace.home import raw_root
 
 MANIFEST = "manifest.json"
 

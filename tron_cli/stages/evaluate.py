@@ -14,17 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from tron_cli import artifacts, home, tracking, transitions
+from tron_cli import artifacts, tracking
 from tron_cli.artifacts import Dataset
-from tron_cli.baselines import BASELINES, evaluate_baseline
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT, PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.errors import MissingInputError, OutputError, UsageError
+from tron_cli.evaluation.baselines import BASELINES, evaluate_baseline
+from tron_cli.evaluation.procedures import EvalOptions, compare_retrieval, evaluate_model, first_sessions, otto_protocol
+from tron_cli.inference import transitions
+from tron_cli.inference.predictor import load_predictor
 from tron_cli.modelio import check_same_catalogue, dataset_of, load_model, read_model_dir
-from tron_cli.protocols import EvalOptions, compare_retrieval, evaluate_model, first_sessions, otto_protocol
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
-from tron_cli.servable import load_servable
+from tron_cli.workspace import home
 
 
 def evaluate(
@@ -147,15 +149,15 @@ def _evaluate_index(
     document, kind = read_model_dir(model_path)
     if kind != "bundle" or not isinstance(document.get("index"), dict):
         raise UsageError(f"{model_path} has no item index", "Export one: tron export --index hnsw (or ivf, exact), then evaluate the bundle")
-    servable = load_servable(model_path, device, index_params=index_params)
+    predictor = load_predictor(model_path, device, index_params=index_params)
     dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
-    _weigh_transitions(servable.model, dataset, transition_weight)
+    _weigh_transitions(predictor.model, dataset, transition_weight)
     store = _store(dataset, options, device)
-    assert servable.index is not None
-    report.detail(f"{model_path}: {servable.index.describe()}")
-    result = compare_retrieval(servable.model, servable.retriever, store, dataset.targets == "last", options, report)
-    return {**result, "index": {**result["index"], "kind": servable.index.kind, "search": servable.index.search_params}, **_about(options, dataset)}
+    assert predictor.index is not None
+    report.detail(f"{model_path}: {predictor.index.describe()}")
+    result = compare_retrieval(predictor.model, predictor.retriever, store, dataset.targets == "last", options, report)
+    return {**result, "index": {**result["index"], "kind": predictor.index.kind, "search": predictor.index.search_params}, **_about(options, dataset)}
 
 
 def _evaluate_baseline(

@@ -25,12 +25,13 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from tron_cli import artifacts, home
+from tron_cli import artifacts
 from tron_cli.artifacts import EXTRA_TYPES, Events, Sessions
 from tron_cli.choices import CART_NAMES, ORDER_NAMES
 from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
 from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.workspace import home
 
 DAY_MS = steps.DAY_MS
 OWN_VALID_SPANS = 7  # an own log whose train part spans 7 test spans gives its last test span to validation ...

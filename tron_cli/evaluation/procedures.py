@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli import otto_task
 from tron_cli.artifacts import Sessions
 from tron_cli.batching import SessionStore
 from tron_cli.errors import UsageError
-from tron_cli.metrics import METRICS, Accumulator
+from tron_cli.evaluation import otto_task
+from tron_cli.evaluation.metrics import METRICS, Accumulator
+from tron_cli.inference.scoring import Pairs, chunk_scorer, expand_ranges, rank_targets, score_items, top_items
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, chunk_scorer, expand_ranges, rank_targets, score_items, top_items
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,16 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts, home
+from tron_cli import artifacts
 from tron_cli.batching import SessionStore
 from tron_cli.choices import SPLITS
 from tron_cli.errors import MissingInputError, UsageError
+from tron_cli.evaluation.procedures import EvalOptions, accumulate, first_sessions
+from tron_cli.losses.multitron import hypervolume
 from tron_cli.modelio import check_same_catalogue, dataset_of, load_model
-from tron_cli.multiobjective import hypervolume
-from tron_cli.protocols import EvalOptions, accumulate, first_sessions
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
+from tron_cli.workspace import home
 
 CUTOFF = 20
 METRICS = (f"recall@{CUTOFF}", f"mrr@{CUTOFF}", f"order_recall@{CUTOFF}", f"order_density@{CUTOFF}")

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli.index import ItemIndex
+from tron_cli.inference.index import ItemIndex
+from tron_cli.inference.scoring import Pairs, prior_of, score_items, top_among, top_items
 from tron_cli.runtime import exact_fp32
-from tron_cli.scoring import Pairs, prior_of, score_items, top_among, top_items
 
 OVERFETCH = 2  # candidates fetched per wanted item, before room for exclusions
 FETCH_CAP = 1024  # beyond this many candidates a row is answered exactly instead

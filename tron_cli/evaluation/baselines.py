@@ -32,13 +32,13 @@ from torch import Tensor
 from tron_cli.artifacts import Dataset, Sessions
 from tron_cli.batching import SessionStore
 from tron_cli.errors import UsageError
+from tron_cli.evaluation.metrics import Accumulator
+from tron_cli.evaluation.procedures import EvalOptions, finish, ordered_at, query_batch, seen_pairs
+from tron_cli.inference.scoring import Pairs, expand_ranges
+from tron_cli.inference.transitions import count_pairs
 from tron_cli.losses import Option
-from tron_cli.metrics import Accumulator
-from tron_cli.protocols import EvalOptions, finish, ordered_at, query_batch, seen_pairs
 from tron_cli.registry import Registry
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.scoring import Pairs, expand_ranges
-from tron_cli.transitions import count_pairs
 
 
 @dataclass(frozen=True)

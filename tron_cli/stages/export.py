@@ -27,15 +27,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tron_cli import artifacts, home, transitions
+from tron_cli import artifacts
 from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
-from tron_cli.index import INDEX_FILE, INDEXES, build_index, parse_params, require_faiss, write_index
+from tron_cli.inference import transitions
+from tron_cli.inference.index import INDEX_FILE, INDEXES, build_index, parse_params, require_faiss, write_index
+from tron_cli.inference.scoring import score_sessions
 from tron_cli.modelio import check_weights, load_weights, model_of, read_model_dir
 from tron_cli.models import build_model
 from tron_cli.models.base import SessionModel
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.scoring import score_sessions
+from tron_cli.workspace import home
 
 OPSET = 18
 ONNX_LIMIT = 2 * 1024**3  # protobuf's limit: larger weights go to an external data file

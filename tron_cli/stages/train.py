@@ -16,15 +16,17 @@ from typing import Any
 
 import torch
 
-from tron_cli import artifacts, distributed, errors, home, tracking
-from tron_cli.config import TrainConfig, fit_hints, validate
+from tron_cli import artifacts, errors, tracking
 from tron_cli.errors import ArtifactError, TronError, UsageError
 from tron_cli.modelio import check_weights, model_of
 from tron_cli.models import model_section
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.training import distributed
+from tron_cli.training.config import TrainConfig, fit_hints, validate
 from tron_cli.training.loop import Trainer
 from tron_cli.training.run import execute, run_document
 from tron_cli.training.rundir import run_lock
+from tron_cli.workspace import home
 
 RESUMABLE_OVERRIDES = {"epochs", "device", "early_stopping", "valid_limit", "precision", "compile", "track"}
 

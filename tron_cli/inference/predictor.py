@@ -21,15 +21,15 @@ from torch import Tensor
 from tron_cli import artifacts
 from tron_cli.artifacts import Sessions
 from tron_cli.batching import SessionStore
-from tron_cli.catalogue import Catalogue
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
-from tron_cli.index import INDEXES, ItemIndex, load_index, parse_params
+from tron_cli.inference.catalogue import Catalogue
+from tron_cli.inference.index import INDEXES, ItemIndex, load_index, parse_params
+from tron_cli.inference.retrieval import NO_FILTERS, Filters, Retriever, filters_from_dense
+from tron_cli.inference.scoring import Pairs
+from tron_cli.inference.session_input import Batch
 from tron_cli.modelio import load_model, read_model_dir
 from tron_cli.outputs import Recommended
-from tron_cli.retrieval import NO_FILTERS, Filters, Retriever, filters_from_dense
-from tron_cli.scoring import Pairs
-from tron_cli.session_input import Batch
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Answer:
 
 
 @dataclass
-class Servable:
+class Predictor:
     """What recommending needs: the model in eval mode, its catalogue and how it reads sessions."""
 
     model: Any
@@ -172,7 +172,7 @@ class Servable:
         return Recommended(batch.sessions, batch.where, offsets, self.catalogue.raw_ids(answer.ids[keep]), answer.scores[keep], answer.fallback)
 
 
-def load_servable(path: Path, device: torch.device, exact: bool = False, index_params: tuple[str, ...] = ()) -> Servable:
+def load_predictor(path: Path, device: torch.device, exact: bool = False, index_params: tuple[str, ...] = ()) -> Predictor:
     """A bundle (its own items.parquet, and its item index unless `exact`) or a run dir (the items.parquet of the
     dataset it was trained on; exact scoring). `index_params` are NAME=VALUE search parameters of the index."""
     path = Path(path)
@@ -207,4 +207,4 @@ def load_servable(path: Path, device: torch.device, exact: bool = False, index_p
         if any(value < 1 for value in search.values()):
             raise UsageError("--index-param: search parameters must be at least 1")
         index = load_index(path, section, model.n_items, model.output_size, search)
-    return Servable(model, Catalogue(table), event_types, path, kind, document, Retriever(model, index), torch.device(device))
+    return Predictor(model, Catalogue(table), event_types, path, kind, document, Retriever(model, index), torch.device(device))

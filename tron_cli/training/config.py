@@ -20,12 +20,12 @@ from typing import Any
 
 from tron_cli.choices import DEVICES, OBJECTIVES, PRECISIONS
 from tron_cli.errors import UsageError
+from tron_cli.evaluation.procedures import parse_metric
+from tron_cli.inference.transitions import DEFAULT_SMOOTHING
 from tron_cli.losses import LOSSES, all_options
 from tron_cli.models import MODELS, all_settings
-from tron_cli.protocols import parse_metric
 from tron_cli.tracking import TRACKERS
 from tron_cli.training.schedule import SCHEDULES
-from tron_cli.transitions import DEFAULT_SMOOTHING
 
 SAMPLING_STYLES = ("eventwise", "sessionwise", "batchwise")
 DISTRIBUTIONS = ("uniform", "popularity")

@@ -29,15 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts, home
+from tron_cli import artifacts
 from tron_cli.artifacts import Dataset
-from tron_cli.config import TrainConfig, option_defaults, validate
 from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
-from tron_cli.protocols import parse_metric
+from tron_cli.evaluation.procedures import parse_metric
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.training.config import TrainConfig, option_defaults, validate
 from tron_cli.training.loop import Trainer
 from tron_cli.training.run import execute, run_document
 from tron_cli.training.rundir import run_lock
+from tron_cli.workspace import home
 
 # A space for TRON (SASRec + shared negatives + sampled softmax) that a CPU can search in an hour on a small
 # dataset: what matters most on session data (rate, regularisation, size, how long a session is read,

@@ -1,6 +1,6 @@
 """The recommend stage: sessions of raw item ids in, each session's top-k raw item ids out, batch by batch.
 
-A model is a bundle (`tron export`) or a run dir (`servable.py`); its catalogue maps raw ids to dense ids and
+A model is a bundle (`tron export`) or a run dir (`predictor.py`); its catalogue maps raw ids to dense ids and
 back. Input is read `batch_size` sessions at a time (`session_input.py`) and each batch's output is written
 (`outputs.py`) before the next is read, so an input larger than memory streams through. Scoring: the last
 `max_length` known clicks of a session, left-padded, give its state, scored in fp32 against the whole
@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from tron_cli import home
 from tron_cli.choices import INPUT_FORMATS, KAGGLE_ORDER_WEIGHTS, ON_ERROR
 from tron_cli.errors import InputFormatError, MissingInputError, UsageError
+from tron_cli.inference.predictor import Predictor, load_predictor
+from tron_cli.inference.retrieval import NO_FILTERS, Filters
+from tron_cli.inference.session_input import Batch, RecordProblem, input_kind, raw_ids, read_batches
 from tron_cli.outputs import Recommended, open_writer, output_format
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.retrieval import NO_FILTERS, Filters
 from tron_cli.runtime import resolve_device
-from tron_cli.servable import Servable, load_servable
-from tron_cli.session_input import Batch, RecordProblem, input_kind, raw_ids, read_batches
+from tron_cli.workspace import home
 
 SKIPS_SHOWN = 100  # skipped lines named one by one on stderr; the count at the end covers every one
 
@@ -68,7 +68,7 @@ def read_id_list(path: Path, numeric: bool) -> np.ndarray:
 
 
 def recommend_batch(
-    servable: Servable,
+    predictor: Predictor,
     batch: Batch,
     k: int,
     exclude_seen: bool,
@@ -78,13 +78,13 @@ def recommend_batch(
 ) -> tuple[Recommended, int, int]:
     """One batch's recommendations, the number of unknown ids skipped and the sessions that had some. With
     `per_event_type` a MultiTRON model also answers each OTTO event type at its order weight (KAGGLE_ORDER_WEIGHTS)."""
-    encoded = servable.encode(batch, order_weight)
-    result = servable.recommended(batch, servable.answer(encoded, np.arange(len(batch)), k, exclude_seen, filters))
-    if per_event_type and servable.model.preference_input:
+    encoded = predictor.encode(batch, order_weight)
+    result = predictor.recommended(batch, predictor.answer(encoded, np.arange(len(batch)), k, exclude_seen, filters))
+    if per_event_type and predictor.model.preference_input:
         typed = {}
         for kind, weight in KAGGLE_ORDER_WEIGHTS.items():
-            answer = servable.recommended(
-                batch, servable.answer(servable.encode(replace(batch, order_weights=None), weight), np.arange(len(batch)), k, exclude_seen, filters)
+            answer = predictor.recommended(
+                batch, predictor.answer(predictor.encode(replace(batch, order_weights=None), weight), np.arange(len(batch)), k, exclude_seen, filters)
             )
             typed[kind] = (answer.offsets, answer.ids)
         result.typed = typed
@@ -109,14 +109,14 @@ def recommend(
         raise MissingInputError(f"input {input_path} does not exist")
     device = resolve_device(options.device)
     model_path = home.resolve_model(model_path)
-    servable = load_servable(model_path, device, options.exact, options.index_params)
-    numeric = servable.catalogue.numeric
-    filters = servable.filters(
+    predictor = load_predictor(model_path, device, options.exact, options.index_params)
+    numeric = predictor.catalogue.numeric
+    filters = predictor.filters(
         None if options.allow is None else read_id_list(options.allow, numeric), None if options.deny is None else read_id_list(options.deny, numeric)
     )
     report.detail(
-        f"{model_path}: {servable.model.__class__.__name__}, {len(servable.catalogue):,} items, the last {servable.max_length} clicks of a session, "
-        f"{servable.retriever.mode} scoring"
+        f"{model_path}: {predictor.model.__class__.__name__}, {len(predictor.catalogue):,} items, the last {predictor.max_length} clicks of a session, "
+        f"{predictor.retriever.mode} scoring"
     )
     totals = {"sessions": 0, "fallback": 0, "unknown_ids": 0, "unknown_sessions": 0}
     started = time.perf_counter()
@@ -128,12 +128,12 @@ def recommend(
             report.warn(f"{where}: {reason}; skipped")
 
     with read_batches(
-        input_path, options.input_format, numeric, servable.event_types, options.batch_size, report, skip if options.on_error == "skip" else None
+        input_path, options.input_format, numeric, predictor.event_types, options.batch_size, report, skip if options.on_error == "skip" else None
     ) as (batches, total):
-        with open_writer(output_path, chosen, servable.catalogue.id_type) as writer, report.task("recommending", total=total) as task:
+        with open_writer(output_path, chosen, predictor.catalogue.id_type) as writer, report.task("recommending", total=total) as task:
             for batch in batches:
                 result, unknown_ids, unknown_sessions = recommend_batch(
-                    servable, batch, options.k, options.exclude_seen, filters, options.order_weight, chosen.per_event_type
+                    predictor, batch, options.k, options.exclude_seen, filters, options.order_weight, chosen.per_event_type
                 )
                 writer.write(result)
                 totals["sessions"] += len(batch)
@@ -151,8 +151,8 @@ def recommend(
         report.warn(f"{_count(totals['fallback'], 'session')} had no known item: {'they' if totals['fallback'] > 1 else 'it'} got the most popular items")
     if totals["sessions"] == 0:
         report.info(f"{'stdin' if input_path == '-' else input_path} holds no session: nothing to recommend")
-    if servable.retriever.fallbacks:
-        report.detail(f"{_count(servable.retriever.fallbacks, 'session')} scored exactly: the index's candidates left fewer than k items after the filters")
+    if predictor.retriever.fallbacks:
+        report.detail(f"{_count(predictor.retriever.fallbacks, 'session')} scored exactly: the index's candidates left fewer than k items after the filters")
     report.detail(f"{totals['sessions']:,} sessions in {seconds:.2f} s ({totals['sessions'] / max(seconds, 1e-9):,.0f} sessions/s)")
     return {
         **totals,
@@ -160,5 +160,5 @@ def recommend(
         "seconds": seconds,
         "model": str(model_path),
         "output_format": chosen.name,
-        "scoring": servable.retriever.mode,
+        "scoring": predictor.retriever.mode,
     }

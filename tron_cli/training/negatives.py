@@ -25,7 +25,7 @@ from tron_cli import losses, runtime
 from tron_cli.losses import LOSSES, LossContext
 from tron_cli.models.base import ItemScorer
 from tron_cli.runtime import autocast_off
-from tron_cli.sampling import ItemDistribution, Negatives
+from tron_cli.training.sampling import ItemDistribution, Negatives
 
 NEG_INF = float("-inf")
 

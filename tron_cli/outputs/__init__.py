@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 
 from tron_cli import artifacts
 from tron_cli.errors import InputFormatError, UsageError
+from tron_cli.inference.session_input import INT64_RANGE
 from tron_cli.registry import Registry
-from tron_cli.session_input import INT64_RANGE
 
 
 @dataclass

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tron_cli import home
 from tron_cli.errors import MissingInputError, UsageError
+from tron_cli.workspace import home
 
 KINDS = ("download", "dataset", "run", "bundle")
 PLURALS = {f"{kind}s": kind for kind in KINDS}  # `tron ls runs`

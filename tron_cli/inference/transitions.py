@@ -29,7 +29,7 @@ from torch import Tensor
 from tron_cli import artifacts
 from tron_cli.artifacts import Sessions
 from tron_cli.errors import ArtifactError
-from tron_cli.scoring import expand_ranges
+from tron_cli.inference.scoring import expand_ranges
 
 FILE = "transitions.safetensors"
 DEFAULT_SMOOTHING = 0.03
