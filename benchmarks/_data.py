@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tron_cli import artifacts
-from tron_cli.artifacts import Sessions
+from tron_cli.artifacts.documents import read_json, write_json
+from tron_cli.artifacts.files import atomic_directory
+from tron_cli.artifacts.sessions import Sessions, catalogue_fingerprint, write_items, write_sessions
 
 
 def sessions(n_sessions: int, n_items: int, rng: np.random.Generator) -> Sessions:
@@ -29,7 +30,7 @@ def write_dataset(directory: Path, n_sessions: int, n_items: int, n_test: int = 
     """A dataset dir with train (and test) splits, reused when it exists with the same shape."""
     directory = Path(directory)
     if (directory / "dataset.json").is_file():
-        info = artifacts.read_json(directory / "dataset.json", "dataset")
+        info = read_json(directory / "dataset.json", "dataset")
         if info["n_items"] == n_items and info["counts"]["train"]["sessions"] == n_sessions and info["counts"].get("test", {}).get("sessions", 0) == n_test:
             return directory
     rng = np.random.default_rng(seed)
@@ -38,16 +39,16 @@ def write_dataset(directory: Path, n_sessions: int, n_items: int, n_test: int = 
         splits["test"] = sessions(n_test, n_items, rng)
     counts = np.bincount(splits["train"].items, minlength=n_items + 1)[1:]
     raw_ids = pa.array(np.arange(n_items, dtype=np.int64))
-    with artifacts.atomic_directory(directory, force=True) as tmp:
+    with atomic_directory(directory, force=True) as tmp:
         for name, split in splits.items():
-            artifacts.write_sessions(tmp / f"{name}.parquet", split)
-        artifacts.write_items(tmp / "items.parquet", raw_ids, counts)
-        artifacts.write_json(
+            write_sessions(tmp / f"{name}.parquet", split)
+        write_items(tmp / "items.parquet", raw_ids, counts)
+        write_json(
             tmp / "dataset.json",
             {
                 "name": directory.name,
                 "n_items": n_items,
-                "catalogue_sha256": artifacts.catalogue_fingerprint(raw_ids),
+                "catalogue_sha256": catalogue_fingerprint(raw_ids),
                 "targets": "all",
                 "splits": list(splits),
                 "counts": {k: {"sessions": len(v), "events": v.n_events, "targets": v.n_events - len(v)} for k, v in splits.items()},

@@ -29,7 +29,7 @@ from _data import sessions as make_sessions
 from _data import write_dataset
 from train import measure
 
-from tron_cli.artifacts import read_dataset
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.evaluation.procedures import EvalOptions, accumulate
 from tron_cli.inference.scoring import score_sessions

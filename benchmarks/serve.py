@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tron_cli import artifacts
+from tron_cli.artifacts.sessions import catalogue_fingerprint, write_items
 from tron_cli.modelio import save_weights
 from tron_cli.models import build_model
 from tron_cli.stages.export import IndexRequest, write_bundle
@@ -66,12 +66,12 @@ def synthetic_bundle(workdir: Path, n_items: int, index: str, index_params: tupl
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         weights, items = Path(tmp) / "model.safetensors", Path(tmp) / "items.parquet"
         save_weights(model, weights, section)
-        artifacts.write_items(items, raw, counts)
+        write_items(items, raw, counts)
         fields = {
             "model": section,
             "max_length": 50,
             "n_items": n_items,
-            "catalogue_sha256": artifacts.catalogue_fingerprint(raw),
+            "catalogue_sha256": catalogue_fingerprint(raw),
             "item_id_type": "integer",
             "event_types": ["clicks"],
             "dataset": f"random-{n_items}",

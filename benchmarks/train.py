@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import write_dataset
 
-from tron_cli.artifacts import read_dataset
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.training.config import TrainConfig
 from tron_cli.training.feeds import EPOCHS
 from tron_cli.training.loop import Trainer

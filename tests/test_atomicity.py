@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_TRAIN, invoke
-from tron_cli.artifacts import read_dataset, read_json
+from tron_cli.artifacts.documents import read_json
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.errors import MissingInputError
 from tron_cli.modelio import load_model
 from tron_cli.workspace import home
@@ -33,22 +34,22 @@ TRAIN = [*TINY_TRAIN, "--epochs", "3", "--overfit-batches", "4", "--valid-limit"
 # torch's OpenMP threads spin: two processes with a thread per core each slow down by orders of magnitude
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-# Runs tron with artifacts.write_json wrapped: once the NTH file called NAME has been written, the process
-# SIGKILLs itself (the moment between a complete temporary directory and the rename that publishes it).
+# Runs tron with the JSON writer's byte writer wrapped: once the NTH file called NAME has been written, the
+# process SIGKILLs itself (the moment between a complete temporary directory and the rename that publishes it).
 HOOK = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from tron_cli import artifacts
+    from tron_cli.artifacts import documents
     name, nth = sys.argv[1], int(sys.argv[2])
-    seen, real = [0], artifacts.write_json
-    def write_json(path, *args, **kwargs):
-        real(path, *args, **kwargs)
+    seen, real = [0], documents.write_bytes
+    def write_bytes(path, data):
+        real(path, data)
         if Path(path).name == name:
             seen[0] += 1
             if seen[0] == nth:
                 os.kill(os.getpid(), signal.SIGKILL)
-    artifacts.write_json = write_json
+    documents.write_bytes = write_bytes
     from tron_cli.cli import cli
     cli(sys.argv[3:], prog_name="tron")
     """

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TINY_TRAIN, invoke
-from tron_cli.artifacts import Sessions, read_items, read_sessions, write_sessions
+from tron_cli.artifacts.sessions import Sessions, read_items, read_sessions, write_sessions
 
 FAST = TINY_TRAIN
 OTTO_LINE = '{{"session": {s}, "events": [{{"aid": {a}, "ts": {t}, "type": "clicks"}}, {{"aid": {b}, "ts": {u}, "type": "clicks"}}]}}\n'
@@ -1159,15 +1159,15 @@ def _strict_json(text: str):
 def test_every_json_record_written_is_valid_json(tmp_path, writer, capsys):
     """A NaN or infinite value becomes null wherever tron writes JSON: documents, history lines, --json output and
     recommendations' scores."""
-    from tron_cli import artifacts
+    from tron_cli.artifacts.documents import append_jsonl, write_json
     from tron_cli.outputs import JsonLines, Recommended
 
     odd = {"loss": float("nan"), "recall@20": float("inf"), "nested": [1.5, float("-inf")]}
     if writer == "write_json":
-        artifacts.write_json(tmp_path / "doc.json", odd)
+        write_json(tmp_path / "doc.json", odd)
         text = (tmp_path / "doc.json").read_text()
     elif writer == "append_jsonl":
-        artifacts.append_jsonl(tmp_path / "history.jsonl", odd)
+        append_jsonl(tmp_path / "history.jsonl", odd)
         text = (tmp_path / "history.jsonl").read_text()
     elif writer == "cli-json":
         from tron_cli.cli._ui import UI

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import invoke
-from tron_cli import artifacts
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.evaluation.baselines import BASELINES, Bonus, rank_by_counting
 from tron_cli.inference.scoring import rank_targets
@@ -60,7 +60,7 @@ def _naive_knn(train: list[list[int]], prefix: list[int], k: int, sample_size: i
 
 @pytest.mark.parametrize("name,decay", [("sknn", None), ("vsknn", "div"), ("vsknn", "linear")])
 def test_session_knn_scores_equal_its_definition(tiny_dataset, name, decay):
-    dataset = artifacts.read_dataset(tiny_dataset)
+    dataset = read_dataset(tiny_dataset)
     options = {"k": 1000, "sample_size": 40} | ({"decay": decay} if decay else {})  # k above the sample: no tie at the cut
     prepared = BASELINES.get(name).prepare(dataset, torch.device("cpu"), BASELINES.get(name).resolve(options))
     train = dataset.sessions("train")
@@ -109,7 +109,7 @@ def test_bad_baseline_options_are_usage_errors(tiny_dataset, args, message):
 
 def test_markov_ranks_are_exact_without_a_score_matrix(tiny_dataset):
     """Markov's ranks by counting equal a dense (rows x catalogue) float64 ranking of the same scores."""
-    dataset = artifacts.read_dataset(tiny_dataset)
+    dataset = read_dataset(tiny_dataset)
     prepared = BASELINES.get("markov").prepare(dataset, torch.device("cpu"), {})
     store = SessionStore(dataset.sessions("test"), torch.device("cpu"), min_length=2)
     positions = store.target_positions(False)[:200]

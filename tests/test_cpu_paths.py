@@ -16,7 +16,7 @@ from tron_cli.models import dropout as dropout_module
 from tron_cli.models import sasrec
 from tron_cli.models.base import ItemScorer
 from tron_cli.models.sasrec import SASRec, SASRecConfig
-from tron_cli.training.negatives import Events, LossSpec, sampled_loss
+from tron_cli.training.negatives import EventSlots, LossSpec, sampled_loss
 from tron_cli.training.sampling import Negatives
 
 LENGTHS = [12, 1, 3, 7, 2, 12, 5, 1, 9, 2, 2, 3]
@@ -35,7 +35,7 @@ def test_attention_in_length_groups_equals_the_padded_window(positions, monkeypa
     generator = torch.Generator().manual_seed(0)
     items = _windows(LENGTHS, 12, 50, generator)
     assert len(sasrec._group_bounds((items != 0).sum(1).sort(descending=True).values)) == 4
-    events = Events.select(items != 0, items, int((items != 0).sum()) + 3)  # three empty slots at the end
+    events = EventSlots.select(items != 0, items, int((items != 0).sum()) + 3)  # three empty slots at the end
     torch.manual_seed(1)
     model = SASRec(SASRecConfig(hidden_size=16, num_heads=2, dropout=0.0, max_length=12, positions=positions), n_items=50).train()
     results = []

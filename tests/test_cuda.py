@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tests.conftest import invoke
-from tron_cli.artifacts import read_dataset
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.evaluation.procedures import EvalOptions, accumulate
 from tron_cli.inference.scoring import score_sessions
@@ -26,7 +26,7 @@ from tron_cli.training.config import TrainConfig
 from tron_cli.training.distributed import SINGLE
 from tron_cli.training.feeds import batch_shapes, window_step
 from tron_cli.training.loop import Trainer
-from tron_cli.training.negatives import Events
+from tron_cli.training.negatives import EventSlots
 from tron_cli.training.sampling import Negatives
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -74,7 +74,7 @@ def _same_steps(cpu: Trainer, gpu: Trainer, steps: int = 3) -> None:
     """Train both for `steps` steps on the same batches and the CPU's negatives; losses and weights agree."""
     for step in range(steps):
         inputs, targets, slots = _batch(cpu, step)
-        negatives = cpu.negatives(inputs, Events.select(inputs != 0, targets, slots))
+        negatives = cpu.negatives(inputs, EventSlots.select(inputs != 0, targets, slots))
         moved = Negatives(
             negatives.style,
             *[None if t is None else t.to(CUDA) for t in (negatives.uniform, negatives.uniform_valid, negatives.in_batch, negatives.in_batch_valid)],
@@ -110,7 +110,7 @@ def test_bf16_training_on_cuda_is_finite_and_close_to_fp32(dataset, tmp_path):
     bf16 = Trainer(TrainConfig.create(**{**SMALL, "device": "cuda", "precision": "bf16"}), read_dataset(dataset), tmp_path / "bf16")
     bf16.model.load_state_dict(cpu.model.state_dict())
     inputs, targets, slots = _batch(gpu, 0)
-    events = Events.select(inputs != 0, targets, slots)
+    events = EventSlots.select(inputs != 0, targets, slots)
     negatives = gpu.negatives(inputs, events)
     exact = gpu.loss(gpu.hidden(inputs, events), inputs, events, "mean")
     bf16.negatives = lambda inputs, events: negatives  # type: ignore[method-assign]

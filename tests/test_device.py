@@ -23,14 +23,14 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from tests.conftest import invoke
-from tron_cli.artifacts import read_dataset
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.evaluation.procedures import EvalOptions, accumulate
 from tron_cli.training import negatives as objective
 from tron_cli.training.config import TrainConfig
 from tron_cli.training.distributed import SINGLE
 from tron_cli.training.feeds import batch_shapes, window_step
 from tron_cli.training.loop import Trainer
-from tron_cli.training.negatives import Events
+from tron_cli.training.negatives import EventSlots
 from tron_cli.training.optim import build_optimizers
 from tron_cli.training.sampling import ItemDistribution, Negatives
 
@@ -82,7 +82,7 @@ def _to_meta(trainer: Trainer, negatives: Negatives) -> Negatives:
 
 def _meta_step(trainer: Trainer) -> torch.Tensor:
     inputs, targets, mask, slots = _batch(trainer)
-    _to_meta(trainer, trainer.negatives(inputs, Events.select(mask, targets, slots)))
+    _to_meta(trainer, trainer.negatives(inputs, EventSlots.select(mask, targets, slots)))
     mask = mask.to(META)
     return window_step(trainer, inputs.to(META), targets.to(META), mask, slots, mask.sum())
 
@@ -151,7 +151,7 @@ def test_a_lane_step_never_reads_from_the_device(tiny_dataset, tmp_path, as_on_a
     with HostReads() as reads:
         for _ in range(2):
             inputs, targets, active, reset = lanes.step()
-            slots = Events.select(active.unsqueeze(1), targets.unsqueeze(1), trainer.local_batch)
+            slots = EventSlots.select(active.unsqueeze(1), targets.unsqueeze(1), trainer.local_batch)
             output, state = trainer.model.step(inputs, state.detach(), reset, trainer.sparse)
             trainer.update(trainer.loss(slots.gather(output.unsqueeze(1)), inputs.unsqueeze(1), slots))
     assert reads.calls == [], reads.calls
@@ -168,7 +168,7 @@ def test_validation_reads_from_the_device_once_whatever_its_batches(tiny_dataset
 
 @pytest.mark.parametrize("last_only", [False, True])
 def test_targets_are_enumerated_without_reading_their_number_from_the_device(last_only):
-    from tron_cli.artifacts import Sessions
+    from tron_cli.artifacts.sessions import Sessions
     from tron_cli.batching import SessionStore
     from tron_cli.evaluation.procedures import _targets
 
@@ -215,7 +215,7 @@ def test_bf16_autocast_on_cpu_gives_a_finite_loss_close_to_fp32(tiny_dataset, tm
     trainer = _trainer(tiny_dataset, tmp_path, precision="bf16")
     assert trainer.amp == torch.bfloat16
     inputs, targets, mask, slots = _batch(trainer)
-    events = Events.select(mask, targets, slots)
+    events = EventSlots.select(mask, targets, slots)
     negatives = trainer.negatives(inputs, events)
     trainer.negatives = lambda inputs, events: negatives  # type: ignore[method-assign]
     exact = trainer.loss(trainer.hidden(inputs, events), inputs, events)

@@ -17,12 +17,12 @@ import torch
 
 from tests.conftest import invoke
 from tron_cli import losses
-from tron_cli.artifacts import Sessions, read_dataset
+from tron_cli.artifacts.sessions import Sessions, read_dataset
 from tron_cli.batching import Lanes, SessionStore
 from tron_cli.models.base import ItemScorer
 from tron_cli.training.config import TrainConfig
 from tron_cli.training.loop import Trainer
-from tron_cli.training.negatives import Assembly, Events, LossSpec, full_softmax_loss, per_event
+from tron_cli.training.negatives import Assembly, EventSlots, LossSpec, full_softmax_loss, per_event
 from tron_cli.training.order import epoch_order
 from tron_cli.training.sampling import ItemDistribution, Negatives
 
@@ -113,7 +113,7 @@ def test_chunked_cross_entropy_memory_is_bounded_by_the_chunk():
 def test_ce_loss_is_what_training_computes(tiny_dataset, tmp_path):
     trainer = _trainer(tiny_dataset, tmp_path, loss="ce", topk=0)
     inputs, targets, mask = _first_batch(trainer)
-    events = Events.select(mask, targets)
+    events = EventSlots.select(mask, targets)
     hidden = trainer.hidden(inputs, events)
     expected = full_softmax_loss(trainer.model, hidden, events, 10**9)
     assert trainer.loss(hidden, inputs, events).item() == pytest.approx(expected.item(), rel=1e-6)
@@ -170,7 +170,7 @@ def test_logq_shifts_each_column_by_log_k_q():
     mask = torch.tensor([[False, True, True]])
     targets = torch.tensor([[0, 2, 3]])
     negatives = Negatives("batchwise", torch.tensor([1, 5, 9]), in_batch=torch.tensor([[7, 8]]), in_batch_valid=torch.ones(1, 2, dtype=torch.bool))
-    events = Events.select(mask, targets)
+    events = EventSlots.select(mask, targets)
     batch = Assembly(scorer, events.gather(hidden), events, negatives, sparse=False)
     counts = torch.arange(11, dtype=torch.float64)
     log_freq = torch.log(counts / counts.sum()).float()
@@ -195,11 +195,11 @@ def test_optimizer_choice_is_honoured(tiny_dataset, tmp_path, optimizer, expecte
 def test_sparse_adam_updates_only_the_rows_a_step_touched(tiny_dataset, tmp_path, optimizer, lazy):
     trainer = _trainer(tiny_dataset, tmp_path, optimizer=optimizer, dropout=0.0)
     inputs, targets, mask = _first_batch(trainer)
-    events = Events.select(mask, targets)
+    events = EventSlots.select(mask, targets)
     trainer.update(trainer.loss(trainer.hidden(inputs, events), inputs, events))  # step 1 gives rows momentum
     before = trainer.model.item_embedding.detach().clone()
     second = trainer.store.tail_windows(trainer.order[16:32], trainer.config.max_length + 1)
-    events = Events.select(second[:, :-1] != 0, second[:, 1:])
+    events = EventSlots.select(second[:, :-1] != 0, second[:, 1:])
     loss = trainer.loss(trainer.hidden(second[:, :-1], events), second[:, :-1], events)
     trainer.update(loss)
     grad = trainer.model.item_embedding.grad

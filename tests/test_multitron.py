@@ -15,7 +15,7 @@ from safetensors import safe_open
 from tests.conftest import TINY_TRAIN, invoke
 from tests.test_device import HostReads, _batch, _trainer
 from tests.test_orders import _as_version_1
-from tron_cli.artifacts import read_dataset
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.losses.multitron import hypervolume
 from tron_cli.models import MODELS
 from tron_cli.training.config import TrainConfig, load_config_file

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import fixture, invoke
-from tron_cli.artifacts import CART, ORDER, Events, Sessions, read_dataset, read_sessions
+from tron_cli.artifacts.sessions import CART, ORDER, ExtraEvents, Sessions, read_dataset, read_sessions
 from tron_cli.evaluation.metrics import Accumulator
 from tron_cli.evaluation.otto_task import merged
 from tron_cli.evaluation.procedures import EvalOptions, otto_protocol
@@ -33,7 +33,7 @@ def test_order_labels_mark_clicks_whose_item_is_ordered_at_or_after_them():
         np.array([0, 4, 6]),
         np.array([5, 6, 5, 7, 5, 5], dtype=np.int32),
         np.array([1, 2, 3, 4, 10, 20]),
-        Events(np.array([0, 3, 4]), np.array([5, 7, 6, 5], dtype=np.int32), np.array([3, 9, 5, 15]), np.array([ORDER, CART, ORDER, ORDER], dtype=np.int8)),
+        ExtraEvents(np.array([0, 3, 4]), np.array([5, 7, 6, 5], dtype=np.int32), np.array([3, 9, 5, 15]), np.array([ORDER, CART, ORDER, ORDER], dtype=np.int8)),
     )
     # session 1: item 5 ordered at t=3 (clicks of 5 at t=1 and t=3 count, not later ones); 7 only carted; 6 ordered at t=5 > 2
     # session 2: item 5 ordered at t=15: the click at t=10 counts, the one at t=20 does not
@@ -149,7 +149,7 @@ def test_otto_protocol_end_to_end_by_hand():
         np.array([0, 3, 5]),
         np.array([1, 2, 3, 4, 5], dtype=np.int32),
         np.array([1, 2, 3, 1, 2]),
-        Events(np.array([0, 1, 2]), np.array([3, 6], dtype=np.int32), np.array([4, 3]), np.array([ORDER, CART], dtype=np.int8)),
+        ExtraEvents(np.array([0, 1, 2]), np.array([3, 6], dtype=np.int32), np.array([4, 3]), np.array([ORDER, CART], dtype=np.int8)),
     )
     assert merged(sessions).items.tolist() == [1, 2, 3, 3, 4, 5, 6]
     popular = torch.tensor([6, 5, 4, 3, 2, 1])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tron_cli.artifacts import EXTRA_TYPES, Events, Sessions
+from tron_cli.artifacts.sessions import EXTRA_TYPES, ExtraEvents, Sessions
 from tron_cli.evaluation.otto_task import Cut, cut, draw_cuts, merged, score
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otto-recsys-dataset"
@@ -24,7 +24,7 @@ def sessions_of(records: list[list[dict]]) -> Sessions:
     def offsets(parts):
         return np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
 
-    extra = Events(
+    extra = ExtraEvents(
         offsets(others),
         np.array([e["aid"] for p in others for e in p], dtype=np.int64),
         np.array([e["ts"] for p in others for e in p], dtype=np.int64),

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import fixture, golden, invoke, shared
-from tron_cli.artifacts import read_items, read_sessions
+from tron_cli.artifacts.sessions import read_items, read_sessions
 
 
 def _raw_sessions(dataset, split):

@@ -32,11 +32,11 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tron_cli.artifacts import read_items, read_sessions
+from tron_cli.artifacts.sessions import read_items, read_sessions
 from tron_cli.errors import InputFormatError
 from tron_cli.models.base import ItemScorer
 from tron_cli.stages.preprocess import Options, preprocess
-from tron_cli.training.negatives import Assembly, Events, LossSpec, sampled_loss
+from tron_cli.training.negatives import Assembly, EventSlots, LossSpec, sampled_loss
 from tron_cli.training.sampling import ItemDistribution, draw, in_batch_negatives, uniform_negatives
 
 DAY_MS = 86_400_000
@@ -302,7 +302,7 @@ def _naive_columns(negatives, owners: list[int], event: int) -> tuple[list[int],
 @given(assemblies(), st.booleans())
 def test_masked_hits_are_exactly_the_columns_equal_to_the_target(assembly, mask_hits):
     scorer, hidden, mask, targets, negatives = assembly
-    events = Events.select(mask, targets)
+    events = EventSlots.select(mask, targets)
     batch = Assembly(scorer, events.gather(hidden), events, negatives, False)
     owners = batch.owner.tolist()
     ids, valid = batch.column_ids(), batch.column_valid(mask_hits)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_TRAIN, invoke
-from tron_cli.artifacts import Sessions
+from tron_cli.artifacts.sessions import Sessions
 from tron_cli.inference import transitions
 from tron_cli.inference.scoring import top_among, top_items
 from tron_cli.inference.transitions import Transitions
@@ -126,9 +126,9 @@ def test_train_evaluate_export_recommend_with_the_prior(tiny_dataset, tmp_path):
 
 
 def _a_session(dataset) -> list[int]:
-    from tron_cli import artifacts
+    from tron_cli.artifacts.sessions import read_dataset
 
-    read = artifacts.read_dataset(dataset)
+    read = read_dataset(dataset)
     items = read.items().column("id").to_pylist()
     test = read.sessions("test")
     return [items[i - 1] for i in test.items[test.offsets[0] : test.offsets[1]]]

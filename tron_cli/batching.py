@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli.artifacts import Sessions
+from tron_cli.artifacts.sessions import Sessions
 from tron_cli.labels import order_labels
 
 
@@ -133,3 +133,11 @@ class Lanes:
         in_lanes = (self.end - self.position - 1).clamp(min=0).sum()
         remaining = int(in_lanes + self.queue_targets[self.next.clamp(max=len(self.order))])
         return math.ceil(remaining / self.b)
+
+
+def owned_ranges(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """(owner (P,), index (P,)): for each row r, the indices starts[r] .. starts[r] + counts[r] - 1."""
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    ends = torch.cumsum(counts, 0)
+    within = torch.arange(int(ends[-1]) if len(ends) else 0, device=counts.device) - torch.repeat_interleave(ends - counts, counts)
+    return owner, starts[owner] + within

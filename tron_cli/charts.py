@@ -17,7 +17,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tron_cli.artifacts import atomic_path, read_json, read_jsonl
+from tron_cli.artifacts.documents import read_json, read_jsonl
+from tron_cli.artifacts.files import atomic_path
 from tron_cli.errors import ArtifactError, TronError
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tron_cli.artifacts import ORDER, Sessions
+from tron_cli.artifacts.sessions import ORDER, Sessions
 
 
 def order_labels(sessions: Sessions) -> np.ndarray:

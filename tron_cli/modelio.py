@@ -11,8 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts
-from tron_cli.artifacts import Dataset
+from tron_cli.artifacts.documents import read_json
+from tron_cli.artifacts.files import sha256_file
+from tron_cli.artifacts.schemas import MADE_BY
+from tron_cli.artifacts.sessions import Dataset
+from tron_cli.artifacts.tensors import TensorHeader, check_tensor_header, load_tensors, read_tensor_header, save_tensors
 from tron_cli.errors import ArtifactError, MissingInputError
 from tron_cli.inference import transitions
 from tron_cli.models import build_model
@@ -30,7 +33,7 @@ def save_weights(model, path: Path, section: dict[str, Any], catalogue: str | No
         metadata[CATALOGUE_KEY] = catalogue
     if epoch is not None:
         metadata[EPOCH_KEY] = str(epoch)
-    artifacts.save_tensors(path, model.state_dict(), metadata=metadata)
+    save_tensors(path, model.state_dict(), metadata=metadata)
 
 
 def expected_tensors(section: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -43,14 +46,14 @@ def expected_tensors(section: dict[str, Any]) -> dict[str, tuple[tuple[int, ...]
     return {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in model.state_dict().items()}
 
 
-def check_weights(path: Path, kind: str, section: dict[str, Any], catalogue: str | None) -> artifacts.TensorHeader:
+def check_weights(path: Path, kind: str, section: dict[str, Any], catalogue: str | None) -> TensorHeader:
     """Refuse weights that do not belong to `section` and the catalogue `catalogue`, from the file's header alone
     (before the network is built or a tensor read): tensor names, shapes and dtypes must be the section's, and the
     catalogue fingerprint and model section the file records (weights written before they were recorded have
     none: then the config's fingerprint, checked by the caller, decides) must be these."""
     path = Path(path)
     expected = expected_tensors(section)  # the section's own values are checked first (a string where a size belongs)
-    header = artifacts.read_tensor_header(path, kind)
+    header = read_tensor_header(path, kind)
     recorded = header.metadata.get(CATALOGUE_KEY)
     if recorded is not None and catalogue is not None and recorded != catalogue:
         raise ArtifactError(
@@ -62,14 +65,14 @@ def check_weights(path: Path, kind: str, section: dict[str, Any], catalogue: str
         try:
             their = json.loads(stored)
         except json.JSONDecodeError:
-            raise ArtifactError(f"{path}: its metadata {MODEL_KEY} is not JSON", f"Re-run: {artifacts.MADE_BY.get(kind, 'tron train')}") from None
+            raise ArtifactError(f"{path}: its metadata {MODEL_KEY} is not JSON", f"Re-run: {MADE_BY.get(kind, 'tron train')}") from None
         differ = sorted(key for key in set(their) & set(section) if their[key] != section[key]) if isinstance(their, dict) else ["model"]
         if differ:
             raise ArtifactError(
                 f"{path} holds weights of another model ({differ[0]} {their.get(differ[0]) if isinstance(their, dict) else their!r}, not {section.get(differ[0])!r})",
                 "Use the weights that were trained with this config.json",
             )
-    artifacts.check_tensor_header(header, path, kind, expected)
+    check_tensor_header(header, path, kind, expected)
     return header
 
 
@@ -80,7 +83,7 @@ def load_weights(model, path: Path, kind: str, catalogue: str | None = None, sec
         check_weights(path, kind, section, catalogue)
     state = model.state_dict()
     expected = {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in state.items()}
-    tensors = artifacts.load_tensors(path, kind, expected)
+    tensors = load_tensors(path, kind, expected)
     model.load_state_dict(tensors)
 
 
@@ -105,7 +108,7 @@ def read_model_dir(path: Path) -> tuple[dict[str, Any], str]:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise ArtifactError(f"{config_path} is not valid JSON (truncated or corrupt)", "Re-run the command that made it") from None
     kind = "bundle" if str(schema).startswith("bundle/") else "run"
-    return artifacts.read_json(config_path, kind), kind
+    return read_json(config_path, kind), kind
 
 
 def model_of(document: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +140,7 @@ def verify_bundle(path: Path, document: dict[str, Any]) -> None:
         file = path / name
         if not file.is_file():
             raise ArtifactError(f"{file} is missing", redo)
-        if artifacts.sha256_file(file) != digest:
+        if sha256_file(file) != digest:
             raise ArtifactError(f"{file} does not match the sha256 recorded in {path / 'config.json'}", redo)
 
 
@@ -160,7 +163,7 @@ def load_model(path: Path, device=None):
     if weight > 0:
         where = Path(path) / transitions.FILE
         if not where.is_file():
-            raise ArtifactError(f"{where} is missing (the {kind} scores with a transition prior)", f"Re-run: {artifacts.MADE_BY.get(kind, 'tron train')}")
+            raise ArtifactError(f"{where} is missing (the {kind} scores with a transition prior)", f"Re-run: {MADE_BY.get(kind, 'tron train')}")
         model.transitions = transitions.load(where, kind, model.n_items, weight, smoothing, device or "cpu")
     return model.eval(), document, kind
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts
+from tron_cli.artifacts.documents import read_json, read_jsonl, write_json
 from tron_cli.errors import ArtifactError, TronError
 from tron_cli.registry import Registry
 from tron_cli.workspace import home
@@ -212,7 +212,7 @@ def _open_tensorboard(run_dir: Path, document: dict[str, Any], kept: dict[str, A
         params = flat_params(document)
         writer.add_text("config", "\n".join(f"    {key} = {value}" for key, value in sorted(params.items())), 0)
     history = run_dir / "history.jsonl"
-    epochs = len(artifacts.read_jsonl(history)) if history.is_file() else 0  # evaluation scalars go at the last epoch
+    epochs = len(read_jsonl(history)) if history.is_file() else 0  # evaluation scalars go at the last epoch
     return _TensorBoardRun(writer, run_dir, epochs), {"log_dir": str(log_dir)}
 
 
@@ -225,7 +225,7 @@ TRACKERS.register("tensorboard", Tracker("tensorboard", "TensorBoard event files
 
 def _kept(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RECORD
-    return artifacts.read_json(path, "tracking") if path.is_file() else {}
+    return read_json(path, "tracking") if path.is_file() else {}
 
 
 def check(names: tuple[str, ...]) -> None:
@@ -240,14 +240,14 @@ def tracked(names: tuple[str, ...], run_dir: Path) -> Iterator[list[TrackedRun]]
     interrupted is marked FAILED."""
     check(names)
     kept = _kept(run_dir) if names else {}
-    document = artifacts.read_json(run_dir / "config.json", "run") if names else {}
+    document = read_json(run_dir / "config.json", "run") if names else {}
     runs = []
     for name in names:
         run, keep = TRACKERS.get(name).open(run_dir, document, kept.get(name))
         kept[name] = keep
         runs.append(run)
     if names:
-        artifacts.write_json(run_dir / RECORD, {k: v for k, v in kept.items() if k not in ("schema", "tron_version")}, kind="tracking")
+        write_json(run_dir / RECORD, {k: v for k, v in kept.items() if k not in ("schema", "tron_version")}, kind="tracking")
     failed = True
     try:
         yield runs
@@ -269,12 +269,12 @@ def log_evaluation(run_dir: Path, names: tuple[str, ...], metrics: dict[str, Any
         return []
     check(chosen)
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    document = artifacts.read_json(run_dir / "config.json", "run")
+    document = read_json(run_dir / "config.json", "run")
     for name in chosen:
         run, keep = TRACKERS.get(name).open(run_dir, document, kept.get(name))
         kept[name] = keep
         run.log_evaluation(numbers, "test/" if split == "test" else f"evaluate_{split}/")  # valid/ is the per-epoch series
         run.close(False)
     if chosen:
-        artifacts.write_json(run_dir / RECORD, {k: v for k, v in kept.items() if k not in ("schema", "tron_version")}, kind="tracking")
+        write_json(run_dir / RECORD, {k: v for k, v in kept.items() if k not in ("schema", "tron_version")}, kind="tracking")
     return list(chosen)

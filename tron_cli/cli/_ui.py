@@ -140,7 +140,7 @@ class UI(Reporter):
     @staticmethod
     def emit_json(document: Any) -> None:
         """The one JSON object a command prints on stdout with --json (a NaN or infinite value as null: valid JSON)."""
-        from tron_cli.artifacts import finite
+        from tron_cli.artifacts.documents import finite
 
         click.echo(json.dumps(finite(document), indent=None, allow_nan=False, default=str))
 

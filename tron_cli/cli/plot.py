@@ -80,7 +80,7 @@ def plot(ui: UI, runs: tuple[Path, ...], output: Path | None, study: Path | None
 
 def _plot_study(ui: UI, study: Path, runs: tuple[Path, ...], as_json: bool) -> None:
     """The plots of the study recorded in STUDY/study.json (its storage URL and name), written beside it."""
-    from tron_cli.artifacts import read_json
+    from tron_cli.artifacts.documents import read_json
     from tron_cli.charts import plot_study
 
     if runs:

@@ -54,7 +54,7 @@ def _with_purchases(log: RawLog, path: Path) -> RawLog:
     import numpy as np
     import polars as pl
 
-    from tron_cli.artifacts import ORDER
+    from tron_cli.artifacts.sessions import ORDER
     from tron_cli.datasets.readers import attach_extra, first_true
 
     try:

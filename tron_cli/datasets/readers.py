@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from tron_cli.artifacts import EXTRA_TYPES
+from tron_cli.artifacts.sessions import EXTRA_TYPES
 from tron_cli.choices import CART_NAMES, COLUMN_NAMES, LOG_FORMATS, ORDER_NAMES
 from tron_cli.errors import InputFormatError, UsageError
 from tron_cli.reporting import SILENT, Reporter
@@ -43,12 +43,12 @@ class RawExtra:
     offsets: np.ndarray  # (S+1,) int64, aligned with the RawLog's sessions
     item: pa.Array  # (X,) raw item ids in the clicks' source type
     ts: np.ndarray  # (X,) int64 milliseconds
-    types: np.ndarray  # (X,) int8: artifacts.CART or artifacts.ORDER
+    types: np.ndarray  # (X,) int8: CART or ORDER
 
 
 @dataclass
 class RawLog:
-    """Events grouped by session: session s owns events offsets[s]:offsets[s+1] (in file order, not yet sorted).
+    """ExtraEvents grouped by session: session s owns events offsets[s]:offsets[s+1] (in file order, not yet sorted).
 
     These are the clicks, the sequence a model learns; `extra` holds the other events of the same sessions
     (carts, orders) when the source has them."""
@@ -68,7 +68,7 @@ class RawLog:
 def attach_extra(log: RawLog, session: np.ndarray, item: pa.Array, ts: np.ndarray, types: np.ndarray) -> RawLog:
     """`log` with other events (one row each: session id, raw item, ts, type code) grouped under its sessions.
 
-    Events of sessions without a click in `log` are dropped: the clicks decide which sessions exist (MultiTRON
+    ExtraEvents of sessions without a click in `log` are dropped: the clicks decide which sessions exist (MultiTRON
     merges orders into the sessions that survive)."""
     order = np.argsort(log.session, kind="stable")
     position = np.searchsorted(log.session, session, sorter=order).clip(max=max(len(order) - 1, 0))

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tron_cli.artifacts import Events, Sessions, expand_ranges
+from tron_cli.artifacts.sessions import ExtraEvents, Sessions, range_indices
 
 DAY_MS = 86_400_000
 
@@ -55,11 +55,11 @@ def _time_order(offsets: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
 
 
 def sort_events(sessions: Sessions) -> Sessions:
-    """Events sorted by time within each session (stable: ties keep file order, as Python's sorted does); the
+    """ExtraEvents sorted by time within each session (stable: ties keep file order, as Python's sorted does); the
     other events (carts, orders) likewise."""
     extra = sessions.extra
     if extra is not None and (order := _time_order(extra.offsets, extra.ts)) is not None:
-        extra = Events(extra.offsets, extra.items[order], extra.ts[order], extra.types[order])
+        extra = ExtraEvents(extra.offsets, extra.items[order], extra.ts[order], extra.types[order])
     order = _time_order(sessions.offsets, sessions.ts)
     if order is None:
         return Sessions(sessions.session, sessions.offsets, sessions.items, sessions.ts, extra)
@@ -119,7 +119,7 @@ def head(sessions: Sessions, lengths: np.ndarray) -> Sessions:
     """The first `lengths[s]` clicks of each session s, and its other events up to the last of those clicks."""
     offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    events = expand_ranges(sessions.offsets[:-1], lengths)
+    events = range_indices(sessions.offsets[:-1], lengths)
     extra = sessions.extra
     if extra is not None:
         last = np.where(lengths > 0, sessions.ts[np.maximum(sessions.offsets[:-1] + lengths - 1, 0)], np.iinfo(np.int64).min)
@@ -155,5 +155,5 @@ def to_dense(sessions: Sessions, dense_of_code: np.ndarray) -> Sessions:
     extra = sessions.extra
     if extra is not None:
         dense = dense_of_code[extra.items].astype(np.int32)
-        extra = Events(extra.offsets, dense, extra.ts, extra.types).keep(dense > 0)
+        extra = ExtraEvents(extra.offsets, dense, extra.ts, extra.types).keep(dense > 0)
     return Sessions(sessions.session, sessions.offsets, dense_of_code[sessions.items].astype(np.int32), sessions.ts, extra)

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli.artifacts import Dataset, Sessions
-from tron_cli.batching import SessionStore
+from tron_cli.artifacts.sessions import Dataset, Sessions
+from tron_cli.batching import SessionStore, owned_ranges
 from tron_cli.errors import UsageError
 from tron_cli.evaluation.metrics import Accumulator
 from tron_cli.evaluation.procedures import EvalOptions, finish, ordered_at, query_batch, seen_pairs
-from tron_cli.inference.scoring import Pairs, expand_ranges
+from tron_cli.inference.scoring import Pairs
 from tron_cli.inference.transitions import count_pairs
 from tron_cli.losses import Option
 from tron_cli.registry import Registry
@@ -176,7 +176,7 @@ def markov(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -
         # every transition out of each row's previous click
         lo = torch.searchsorted(keys, previous * (n + 1))
         hi = torch.searchsorted(keys, previous * (n + 1) + n + 1)
-        rows, entry = expand_ranges(lo, hi - lo)
+        rows, entry = owned_ranges(lo, hi - lo)
         return Bonus(rows, keys[entry] % (n + 1), transition_counts[entry] * weight)
 
     return Prepared(popularity, scorer)
@@ -209,7 +209,7 @@ def _knn(dataset: Dataset, device: torch.device, options: Mapping[str, Any], dec
         q = len(positions)
         # the session so far of each row: every click before its target, with its recency (1 = the last click)
         starts = store.offsets[store.session_of(positions)]
-        rows, index = expand_ranges(starts, positions - starts)
+        rows, index = owned_ranges(starts, positions - starts)
         items, weight = store.items[index], _recency_weight(positions[rows] - index, decay)
         # distinct items per row, each with the weight of its most recent click
         keys = _keys(rows, items, n)
@@ -220,7 +220,7 @@ def _knn(dataset: Dataset, device: torch.device, options: Mapping[str, Any], dec
         # candidates: the most recent `sample_size` train sessions of each item (the most recent sessions that
         # share any item of the row are among them), with the row's weight of that item
         counts = (item_offsets[items + 1] - item_offsets[items]).clamp(max=sample_size)
-        owner, index = expand_ranges(item_offsets[items + 1] - counts, counts)
+        owner, index = owned_ranges(item_offsets[items + 1] - counts, counts)
         candidate = _keys(rows[owner], item_sessions[index], n_sessions - 1)
         pairs, inverse = torch.unique(candidate, return_inverse=True)  # sorted by row, then session (time)
         overlap = torch.zeros(len(pairs), dtype=torch.float64, device=device).index_add_(0, inverse, item_weight[owner])
@@ -245,7 +245,7 @@ def _knn(dataset: Dataset, device: torch.device, options: Mapping[str, Any], dec
         neighbours[pair_rows, slot] = pair_sessions
         neighbour_sessions, neighbour_similarity = torch.gather(neighbours, 1, where)[chosen], best[chosen]
         # each neighbour votes its similarity for each of its items
-        owner, index = expand_ranges(session_offsets[neighbour_sessions], session_offsets[neighbour_sessions + 1] - session_offsets[neighbour_sessions])
+        owner, index = owned_ranges(session_offsets[neighbour_sessions], session_offsets[neighbour_sessions + 1] - session_offsets[neighbour_sessions])
         votes = _keys(neighbour_rows[owner], session_items[index], n)
         voted, inverse = torch.unique(votes, return_inverse=True)
         values = torch.zeros(len(voted), dtype=torch.float64, device=device).index_add_(0, inverse, neighbour_similarity[owner])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tron_cli.artifacts import CART, ORDER, Sessions
+from tron_cli.artifacts.sessions import CART, ORDER, Sessions
 
 TYPES = ("clicks", "carts", "orders")
 WEIGHTS = {"clicks": 0.10, "carts": 0.30, "orders": 0.60}

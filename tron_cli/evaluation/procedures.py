@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli.artifacts import Sessions
-from tron_cli.batching import SessionStore
+from tron_cli.artifacts.sessions import Sessions
+from tron_cli.batching import SessionStore, owned_ranges
 from tron_cli.errors import UsageError
 from tron_cli.evaluation import otto_task
 from tron_cli.evaluation.metrics import METRICS, Accumulator
-from tron_cli.inference.scoring import Pairs, chunk_scorer, expand_ranges, rank_targets, score_items, top_items
+from tron_cli.inference.scoring import Pairs, chunk_scorer, rank_targets, score_items, top_items
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
 
@@ -64,7 +64,7 @@ def first_sessions(sessions: Sessions, limit: float) -> Sessions:
 def seen_pairs(store: SessionStore, positions: Tensor) -> Pairs:
     """(rows, items): every click before each target position in its session (to exclude from the ranking)."""
     starts = store.offsets[store.session_of(positions)]
-    rows, index = expand_ranges(starts, positions - starts)
+    rows, index = owned_ranges(starts, positions - starts)
     return rows, store.items[index]
 
 

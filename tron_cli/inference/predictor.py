@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli import artifacts
-from tron_cli.artifacts import Sessions
+from tron_cli.artifacts.sessions import Sessions, read_dataset, read_items
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
@@ -181,12 +180,12 @@ def load_predictor(path: Path, device: torch.device, exact: bool = False, index_
     document, kind = read_model_dir(path)
     if kind == "bundle":
         model, document, kind = load_model(path, device)
-        table = artifacts.read_items(path / "items.parquet")
+        table = read_items(path / "items.parquet")
         event_types = tuple(document.get("event_types", ["clicks"]))
         expected = document.get("n_items")
     else:
         trained = document.get("dataset", {})
-        dataset = artifacts.read_dataset(Path(trained.get("path", "")))
+        dataset = read_dataset(Path(trained.get("path", "")))
         if dataset.info.get("catalogue_sha256") != trained.get("catalogue_sha256"):  # before the weights: says what to do
             raise ArtifactError(
                 f"the dataset of {path} changed since it was trained ({dataset.path})", "Recommend from a bundle made when the run finished (tron export)"

@@ -59,14 +59,6 @@ def _remove(scores: Tensor, rows: Tensor, items: Tensor, start: int, stop: int) 
     scores.view(-1).scatter_add_(0, flat, torch.where(inside, float("-inf"), 0.0).to(scores.dtype))
 
 
-def expand_ranges(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-    """(owner (P,), index (P,)): for each row r, the indices starts[r] .. starts[r] + counts[r] - 1."""
-    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    ends = torch.cumsum(counts, 0)
-    within = torch.arange(int(ends[-1]) if len(ends) else 0, device=counts.device) - torch.repeat_interleave(ends - counts, counts)
-    return owner, starts[owner] + within
-
-
 def ranks_from_scores(scores: Tensor, target_scores: Tensor, ties: str = "pessimistic") -> Tensor:
     """(Q,) ranks of targets from (Q, N) scores of the *other* items (the target's own column already removed)."""
     target = target_scores[:, None]

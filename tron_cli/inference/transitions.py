@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli import artifacts
-from tron_cli.artifacts import Sessions
+from tron_cli.artifacts.sessions import Sessions
+from tron_cli.artifacts.tensors import load_tensors, read_tensor_header, save_tensors
+from tron_cli.batching import owned_ranges
 from tron_cli.errors import ArtifactError
-from tron_cli.inference.scoring import expand_ranges
 
 FILE = "transitions.safetensors"
 DEFAULT_SMOOTHING = 0.03
@@ -77,7 +77,7 @@ class Transitions:
         train, with its bonus. Padding (0) and unknown items have none."""
         base = previous * (self.n_items + 1)
         first = torch.searchsorted(self.keys, base)
-        rows, entry = expand_ranges(first, torch.searchsorted(self.keys, base + self.n_items + 1) - first)
+        rows, entry = owned_ranges(first, torch.searchsorted(self.keys, base + self.n_items + 1) - first)
         return rows, self.keys[entry] % (self.n_items + 1), self.bonus_of(self.probabilities[entry])
 
     def add_to_chunk(self, scores: Tensor, previous: Tensor, start: int) -> Tensor:
@@ -131,14 +131,14 @@ def settings_of(document: dict[str, Any], kind: str) -> tuple[float, float]:
 
 def save(path: Path, keys: Tensor, probabilities: Tensor, catalogue: str | None) -> None:
     metadata = {"tron.catalogue_sha256": catalogue} if catalogue else {}
-    artifacts.save_tensors(path, {"keys": keys.contiguous(), "probabilities": probabilities.contiguous()}, metadata=metadata)
+    save_tensors(path, {"keys": keys.contiguous(), "probabilities": probabilities.contiguous()}, metadata=metadata)
 
 
 def load(path: Path, kind: str, n_items: int, weight: float, smoothing: float, device: torch.device | str = "cpu") -> Transitions:
     """The transitions of a run or bundle, their tensors checked by name, dtype and range."""
-    header = artifacts.read_tensor_header(path, kind)
+    header = read_tensor_header(path, kind)
     shape = tuple(header.tensors.get("keys", ((0,), ""))[0])
-    tensors = artifacts.load_tensors(path, kind, {"keys": (shape, torch.int64), "probabilities": (shape, torch.float32)})
+    tensors = load_tensors(path, kind, {"keys": (shape, torch.int64), "probabilities": (shape, torch.float32)})
     keys, probabilities = tensors["keys"], tensors["probabilities"]
     valid = len(shape) == 1 and (len(keys) == 0 or (int(keys.min()) >= 0 and int(keys.max()) < (n_items + 1) ** 2 and bool((keys[1:] > keys[:-1]).all())))
     if not valid or not bool(((probabilities > 0) & (probabilities <= 1)).all()):

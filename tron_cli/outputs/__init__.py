@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tron_cli import artifacts
+from tron_cli.artifacts.files import atomic_path
 from tron_cli.errors import InputFormatError, UsageError
 from tron_cli.inference.session_input import INT64_RANGE
 from tron_cli.registry import Registry
@@ -205,7 +205,7 @@ def open_writer(output_path: str, chosen: OutputFormat, id_type: pa.DataType) ->
             shutil.copyfileobj(spool, sys.stdout)
             sys.stdout.flush()
         return
-    with artifacts.atomic_path(Path(output_path)) as tmp:
+    with atomic_path(Path(output_path)) as tmp:
         if chosen.needs_file:
             writer = chosen.writer(tmp, id_type)
             try:

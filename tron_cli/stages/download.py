@@ -51,7 +51,7 @@ def _file_records(out_dir: Path, files: list[Path], report: Reporter) -> list[di
 
 
 def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    from tron_cli.artifacts import read_json  # pulls numpy and pyarrow: not at import, so --help stays fast
+    from tron_cli.artifacts.documents import read_json  # pulls numpy and pyarrow: not at import, so --help stays fast
 
     try:
         return read_json(out_dir / MANIFEST, "manifest")
@@ -167,7 +167,7 @@ def download_dataset(
             "parameters": parameters,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
-        from tron_cli.artifacts import write_json
+        from tron_cli.artifacts.documents import write_json
 
         write_json(out_dir / MANIFEST, manifest, kind="manifest")
     except OSError as error:

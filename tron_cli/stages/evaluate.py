@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tron_cli import artifacts, tracking
-from tron_cli.artifacts import Dataset
+from tron_cli import tracking
+from tron_cli.artifacts.documents import write_json
+from tron_cli.artifacts.sessions import Dataset, read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT, PROTOCOLS, RETRIEVALS, SPLITS, TIES
 from tron_cli.errors import MissingInputError, OutputError, UsageError
@@ -76,7 +77,7 @@ def evaluate(
     if index_params:
         raise UsageError("--index-param tunes the index of --retrieval index")
     document, _ = read_model_dir(model_path)  # the dataset is compared first: its message says what to pass
-    dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
+    dataset = read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
     model, document, kind = load_model(model_path, torch_device)
     _weigh_transitions(model, dataset, transition_weight)
@@ -98,7 +99,7 @@ def evaluate(
         # what was computed is the result: a run dir that cannot be written into (read-only, a full disk) costs
         # the record, not the metrics, which are still printed
         try:
-            artifacts.write_json(
+            write_json(
                 model_path / "metrics.json",
                 {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
                 kind="metrics",
@@ -150,7 +151,7 @@ def _evaluate_index(
     if kind != "bundle" or not isinstance(document.get("index"), dict):
         raise UsageError(f"{model_path} has no item index", "Export one: tron export --index hnsw (or ivf, exact), then evaluate the bundle")
     predictor = load_predictor(model_path, device, index_params=index_params)
-    dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, model_path))
+    dataset = read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
     _weigh_transitions(predictor.model, dataset, transition_weight)
     store = _store(dataset, options, device)
@@ -163,7 +164,7 @@ def _evaluate_index(
 def _evaluate_baseline(
     baseline: str, data: Path | None, options: EvalOptions, device: torch.device, report: Reporter, baseline_options: dict[str, Any]
 ) -> dict[str, Any]:
-    dataset = artifacts.read_dataset(data if data is not None else home.latest_dataset())
+    dataset = read_dataset(data if data is not None else home.latest_dataset())
     store = _store(dataset, options, device)
     metrics = evaluate_baseline(baseline, dataset, store, dataset.targets == "last", options, report, baseline_options)
     return {**metrics, **_about(options, dataset), "baseline": baseline, "baseline_options": BASELINES.get(baseline).resolve(baseline_options)}

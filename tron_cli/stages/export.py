@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tron_cli import artifacts
+from tron_cli.artifacts.documents import read_json, write_json
+from tron_cli.artifacts.files import atomic_directory, sha256_file
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
 from tron_cli.inference import transitions
@@ -276,7 +278,7 @@ def write_bundle(
     """Build the bundle `out` atomically: `weights`, `items` and the transition `prior` (if any) copied,
     model.onnx and the item index when asked for, config.json (`fields` plus onnx, index and every file's
     sha256) last. Returns the file names."""
-    with artifacts.atomic_directory(out, force) as tmp:
+    with atomic_directory(out, force) as tmp:
         shutil.copyfile(weights, tmp / "model.safetensors")
         shutil.copyfile(items, tmp / "items.parquet")
         if prior is not None:
@@ -286,7 +288,7 @@ def write_bundle(
             with report.task("exporting to ONNX and checking it with onnxruntime"):
                 graph = export_onnx(model, tmp / "model.onnx", model.max_length, report)
         section = write_item_index(model, index, tmp / INDEX_FILE, report) if index is not None else None
-        artifacts.write_json(
+        write_json(
             tmp / "config.json",
             {
                 "name": out.name,
@@ -294,7 +296,7 @@ def write_bundle(
                 **fields,
                 "onnx": graph,
                 "index": section,
-                "sha256": {name: artifacts.sha256_file(tmp / name) for name in sorted(p.name for p in tmp.iterdir())},
+                "sha256": {name: sha256_file(tmp / name) for name in sorted(p.name for p in tmp.iterdir())},
             },
             kind="bundle",
         )
@@ -323,7 +325,7 @@ def export(
         raise UsageError(f"{run} is a bundle already", "Export a run dir made by tron train")
     if not (run / "summary.json").is_file():
         raise ArtifactError(f"run {run} is not finished (no summary.json)", f"Resume it with tron train --resume {run}, then export it")
-    summary = artifacts.read_json(run / "summary.json", "summary")
+    summary = read_json(run / "summary.json", "summary")
     out = Path(out) if out else home.bundles_root() / document.get("name", run.name)
     if out.exists() and not force:
         raise UsageError(f"{out} exists already", "Pass --force to replace it, or --out DIR")
@@ -335,7 +337,7 @@ def export(
         raise MissingInputError(
             f"the dataset of {run} is not at {data}", "The bundle needs its items.parquet: restore the dataset (tron preprocess) and export again"
         )
-    dataset = artifacts.read_dataset(data)
+    dataset = read_dataset(data)
     if dataset.info.get("catalogue_sha256") != trained.get("catalogue_sha256"):
         raise ArtifactError(f"the dataset of {run} changed since it was trained ({data})", "Re-run tron preprocess as it was, or train again")
     dataset.items()  # the catalogue reads and has n_items rows

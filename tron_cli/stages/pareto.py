@@ -16,7 +16,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts
+from tron_cli.artifacts.documents import write_json
+from tron_cli.artifacts.schemas import schema_tag
+from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.choices import SPLITS
 from tron_cli.errors import MissingInputError, UsageError
@@ -58,7 +60,7 @@ def pareto(
     model, document, _ = load_model(run_dir, torch_device)
     if not model.preference_input:
         raise UsageError(f"{run_dir} reads no preference vector: it has one point, not a front", "Train one: tron train --objective multitron")
-    dataset = artifacts.read_dataset(data if data is not None else dataset_of(document, run_dir))
+    dataset = read_dataset(data if data is not None else dataset_of(document, run_dir))
     check_same_catalogue(document, dataset, run_dir)
     store = SessionStore(first_sessions(dataset.sessions(split), limit), torch_device, min_length=2)
     if len(store) == 0:
@@ -74,7 +76,7 @@ def pareto(
             front.append({"order_weight": weight, **{name: values[name] for name in METRICS}})
             task.update(advance=1)
     result = {
-        "schema": artifacts.schema_tag("pareto"),
+        "schema": schema_tag("pareto"),
         "run": str(run_dir),
         "dataset": str(dataset.path),
         "split": split,
@@ -87,5 +89,5 @@ def pareto(
         "points": front,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    artifacts.write_json(run_dir / "pareto.json", result, kind="pareto")
+    write_json(run_dir / "pareto.json", result, kind="pareto")
     return result

@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from tron_cli import artifacts
-from tron_cli.artifacts import EXTRA_TYPES, Events, Sessions
+from tron_cli.artifacts.documents import read_json, write_json
+from tron_cli.artifacts.files import atomic_directory, sha256_file
+from tron_cli.artifacts.sessions import EXTRA_TYPES, ExtraEvents, Sessions, catalogue_fingerprint, write_items, write_sessions
 from tron_cli.choices import CART_NAMES, ORDER_NAMES
 from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
 from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
@@ -104,14 +105,14 @@ def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
     path = Path(path)
     if path.exists() and not path.is_dir() and not path.is_file():  # a named pipe, /dev/stdin, <(...)
         spool = _spool(path)
-        return _Source(path, artifacts.sha256_file(Path(spool.name)), Path(spool.name).stat().st_size, spool)
+        return _Source(path, sha256_file(Path(spool.name)), Path(spool.name).stat().st_size, spool)
     if not path.is_file():
         raise MissingInputError(f"{path} does not exist", "Check the path given to --train or --test")
     if manifest is not None:
         for entry in manifest.get("files", []):
             if Path(entry["path"]).name == path.name and entry.get("size") == path.stat().st_size:
                 return _Source(path, entry["sha256"], entry["size"])
-    return _Source(path, artifacts.sha256_file(path), path.stat().st_size)
+    return _Source(path, sha256_file(path), path.stat().st_size)
 
 
 def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
@@ -128,7 +129,7 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
     manifest = None
     if options.preset is None:
         raw_dir = home.latest_download()
-        manifest = artifacts.read_json(raw_dir / "manifest.json", "manifest")
+        manifest = read_json(raw_dir / "manifest.json", "manifest")
         preset_name = str(manifest.get("name"))
     else:
         preset_name = options.preset
@@ -146,7 +147,7 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
             raise MissingInputError(
                 f"{preset_name} is not downloaded ({raw_dir} has no manifest.json)", f"Run first: tron download {preset_name}, or pass --input PATH"
             )
-        manifest = artifacts.read_json(raw_dir / "manifest.json", "manifest")
+        manifest = read_json(raw_dir / "manifest.json", "manifest")
     names = [preset.train_file] + ([preset.test_file] if preset.test_file else [])
     if raw_dir.is_file():
         if preset.test_file:
@@ -214,7 +215,7 @@ def _shared_codes(raws: list[readers.RawLog]) -> tuple[list[Sessions], pa.Array]
     extra_codes = iter(codes[len(raws) :])
     out = []
     for raw, part in zip(raws, codes):
-        extra = None if raw.extra is None else Events(raw.extra.offsets, next(extra_codes), raw.extra.ts, raw.extra.types)
+        extra = None if raw.extra is None else ExtraEvents(raw.extra.offsets, next(extra_codes), raw.extra.ts, raw.extra.types)
         out.append(steps.sort_events(Sessions(raw.session, raw.offsets, part, raw.ts, extra)))
     return out, uniques
 
@@ -385,18 +386,18 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         "unknown_test_targets": unknown,
         "n_items": int(catalogue.sum()),
         "item_id_type": str(uniques.type),
-        "catalogue_sha256": artifacts.catalogue_fingerprint(raw_ids),
+        "catalogue_sha256": catalogue_fingerprint(raw_ids),
         "targets": targets,
         "splits": list(splits),
         "extra_types": extra_types,
         "counts": summary_counts,
         "steps": history,
     }
-    with artifacts.atomic_directory(out, force=options.force) as tmp:
+    with atomic_directory(out, force=options.force) as tmp:
         for key, value in splits.items():
-            artifacts.write_sessions(tmp / f"{key}.parquet", value)
-        artifacts.write_items(tmp / "items.parquet", raw_ids, counts)
-        artifacts.write_json(tmp / "dataset.json", info, kind="dataset")
+            write_sessions(tmp / f"{key}.parquet", value)
+        write_items(tmp / "items.parquet", raw_ids, counts)
+        write_json(tmp / "dataset.json", info, kind="dataset")
     for say, note in notes:
         say(note)
     return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, "unknown_test_targets": unknown, **summary_counts}

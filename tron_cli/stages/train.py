@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-from tron_cli import artifacts, errors, tracking
+from tron_cli import errors, tracking
+from tron_cli.artifacts.documents import read_json, read_jsonl
+from tron_cli.artifacts.sessions import Dataset, read_dataset
 from tron_cli.errors import ArtifactError, TronError, UsageError
 from tron_cli.modelio import check_weights, model_of
 from tron_cli.models import model_section
@@ -60,7 +62,7 @@ def prepare_run_dir(request: TrainRequest, check: bool = True) -> Path:
     if request.out:
         run_dir = Path(request.out)
     else:
-        dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
+        dataset = read_dataset(Path(request.data) if request.data else home.latest_dataset())
         run_dir = home.new_run_dir(f"{dataset.name}-{request.config.model}")
     if check and run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()) and not request.force:
         raise UsageError(f"{run_dir} exists already", "Pass --force to replace it, --resume to continue it, or another --out")
@@ -79,9 +81,9 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
     run_dir = prepare_run_dir(request, check=ranks.main)
     restart = False
     if request.resume is not None:
-        document = artifacts.read_json(run_dir / "config.json", "run")
+        document = read_json(run_dir / "config.json", "run")
         config = _resume_config(request, document)
-        dataset = artifacts.read_dataset(Path(document["dataset"]["path"]))
+        dataset = read_dataset(Path(document["dataset"]["path"]))
         if dataset.info.get("catalogue_sha256") != document["dataset"].get("catalogue_sha256"):
             raise ArtifactError(f"the dataset of {run_dir} changed since training started ({dataset.path})", "Start a new run")
         finished = _finished(run_dir, config)
@@ -94,7 +96,7 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
             check_weights(run_dir / "checkpoint" / "weights.safetensors", "checkpoint", section, dataset.info.get("catalogue_sha256"))
     else:
         config = request.config
-        dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
+        dataset = read_dataset(Path(request.data) if request.data else home.latest_dataset())
     validate(config, dataset.n_items)
     if config.objective == "multitron" and "orders" not in dataset.extra_types:
         raise UsageError(
@@ -123,10 +125,10 @@ def _finished(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
     state_path = run_dir / "checkpoint" / "state.json"
     if not ((run_dir / "summary.json").is_file() and state_path.is_file()):
         return None
-    state = artifacts.read_json(state_path, "checkpoint")
+    state = read_json(state_path, "checkpoint")
     if state["done"] or state["epoch"] < config.epochs:
         return None
-    summary = {k: v for k, v in artifacts.read_json(run_dir / "summary.json", "summary").items() if k not in ("schema", "tron_version")}
+    summary = {k: v for k, v in read_json(run_dir / "summary.json", "summary").items() if k not in ("schema", "tron_version")}
     summary["nothing to do"] = (
         f"{run_dir} has trained {state['epoch']} epochs, and --epochs {config.epochs} asks for no more: nothing to do, nothing changed"
         f" (tron train --resume {run_dir} --epochs {state['epoch'] + 1} trains one more)"
@@ -134,13 +136,13 @@ def _finished(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
     return summary
 
 
-def _restart(run_dir: Path, dataset: artifacts.Dataset) -> bool:
+def _restart(run_dir: Path, dataset: Dataset) -> bool:
     """Whether a resumed run without a checkpoint starts again from its first epoch: it stopped (killed) before its
     first epoch ended, so nothing was saved but config.json. A run that had saved more is refused."""
     if (run_dir / "checkpoint" / "state.json").is_file():
         return False
     saved = [name for name in ("model.safetensors", "summary.json") if (run_dir / name).is_file()] + (
-        ["history.jsonl"] if artifacts.read_jsonl(run_dir / "history.jsonl") else []
+        ["history.jsonl"] if read_jsonl(run_dir / "history.jsonl") else []
     )
     if not saved:
         return True
@@ -183,5 +185,5 @@ def _launch(request: TrainRequest, report: Reporter) -> dict[str, Any]:
                 kind, message = Path(error_path).read_text().split("\n", 1)
                 raise getattr(errors, kind, TronError)(message.rstrip("."))
             raise TronError(f"a training process failed (see its output above); the run dir {run_dir} keeps the last checkpoint")
-    summary = artifacts.read_json(run_dir / "summary.json", "summary")
+    summary = read_json(run_dir / "summary.json", "summary")
     return {k: v for k, v in summary.items() if k not in ("schema", "tron_version")}

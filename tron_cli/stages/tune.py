@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tron_cli import artifacts
-from tron_cli.artifacts import Dataset
+from tron_cli.artifacts.documents import write_json
+from tron_cli.artifacts.sessions import Dataset, read_dataset
 from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
 from tron_cli.evaluation.procedures import parse_metric
 from tron_cli.reporting import SILENT, Reporter
@@ -210,7 +210,7 @@ def tune(request: TuneRequest, report: Reporter = SILENT) -> dict[str, Any]:
         raise UsageError("--trials must be at least 1")
     space = load_space(request.space)
     overrides = {name: _check_value("--set", name, value) for name, value in request.overrides}
-    dataset = artifacts.read_dataset(Path(request.data) if request.data else home.latest_dataset())
+    dataset = read_dataset(Path(request.data) if request.data else home.latest_dataset())
     if not dataset.has("valid"):
         raise UsageError(f"{dataset.path} has no validation split, and tron tune never selects on test", "Re-run tron preprocess without --no-valid")
     study_name = request.study or f"tune-{dataset.name}"
@@ -313,9 +313,9 @@ def _summarise(study: Any, name: str, storage_url: str, out: Path, dataset: Data
         # the dataset by name when it lives under $TRON_HOME/data (as a reference config names it), else by path
         under_home = dataset.path.resolve() == (home.datasets_root() / dataset.name).resolve()
         config = {"dataset": dataset.name if under_home else str(dataset.path.resolve()), **space.fixed, **best.params, "select_on": metric}
-        artifacts.write_json(out / "best.json", config)
+        write_json(out / "best.json", config)
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params, "run": best.user_attrs.get("run")}
         summary["config"] = str(out / "best.json")
     summary["train_hours"] = sum(t["train_seconds"] or 0 for t in trials) / 3600  # training wall time of every trial, validation included
-    artifacts.write_json(out / "study.json", summary, kind="study")
+    write_json(out / "study.json", summary, kind="study")
     return summary

@@ -13,7 +13,10 @@ from typing import Any
 
 import torch
 
-from tron_cli import artifacts
+from tron_cli.artifacts.documents import read_json, write_json
+from tron_cli.artifacts.files import atomic_directory
+from tron_cli.artifacts.tensors import load_tensors, save_tensors
+from tron_cli.errors import ArtifactError
 
 
 def _optimizer_parts(optimizers: list[torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -36,7 +39,7 @@ def _optimizer_parts(optimizers: list[torch.optim.Optimizer]) -> tuple[dict[str,
 def _restore_optimizers(optimizers: list[torch.optim.Optimizer], tensors: dict[str, torch.Tensor], documents: list[dict[str, Any]], path: Path) -> None:
     if len(documents) != len(optimizers) or any(d["type"] != type(o).__name__ for d, o in zip(documents, optimizers)):
         found = ", ".join(d["type"] for d in documents)
-        raise artifacts.ArtifactError(f"{path} holds optimizer state for {found}, not for this run's optimizer", "Resume with the run's own settings")
+        raise ArtifactError(f"{path} holds optimizer state for {found}, not for this run's optimizer", "Resume with the run's own settings")
     for index, (optimizer, document) in enumerate(zip(optimizers, documents)):
         state: dict[int, dict[str, Any]] = {int(p): dict(values) for p, values in document["state"].items()}
         prefix = f"{index}."
@@ -73,16 +76,16 @@ def save(
     rng: dict[str, Any] = {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(), "generator": _generator_state(generator)}
     if torch.cuda.is_available():
         rng["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
-    with artifacts.atomic_directory(directory, force=True) as tmp:
+    with atomic_directory(directory, force=True) as tmp:
         from tron_cli.modelio import save_weights
 
         save_weights(model, tmp / "weights.safetensors", model_section, catalogue, position.get("epoch"))
-        artifacts.save_tensors(tmp / "optimizer.safetensors", tensors)
+        save_tensors(tmp / "optimizer.safetensors", tensors)
         generators = {f"local.{rank}": state for rank, state in enumerate(local_states)}
         if order is not None:
             generators["order"] = order.cpu()
-        artifacts.save_tensors(tmp / "generators.safetensors", generators)
-        artifacts.write_json(tmp / "state.json", {**position, "optimizers": documents, "rng": rng}, kind="checkpoint")
+        save_tensors(tmp / "generators.safetensors", generators)
+        write_json(tmp / "state.json", {**position, "optimizers": documents, "rng": rng}, kind="checkpoint")
 
 
 def load(
@@ -97,16 +100,16 @@ def load(
     generator states). Weights recorded for another model section or catalogue are refused."""
     from tron_cli.modelio import load_weights
 
-    state = artifacts.read_json(directory / "state.json", "checkpoint")
+    state = read_json(directory / "state.json", "checkpoint")
     load_weights(model, directory / "weights.safetensors", "checkpoint", catalogue, model_section)
-    tensors = artifacts.load_tensors(directory / "optimizer.safetensors", "checkpoint")
+    tensors = load_tensors(directory / "optimizer.safetensors", "checkpoint")
     _restore_optimizers(optimizers, tensors, state["optimizers"], directory)  # load_state_dict moves them to the params' device
     rng = state["rng"]
     torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(rng["cpu"])), dtype=torch.uint8))
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in rng["cuda"]])
     _set_generator_state(generator, rng["generator"])
-    generators = artifacts.load_tensors(directory / "generators.safetensors", "checkpoint")
+    generators = load_tensors(directory / "generators.safetensors", "checkpoint")
     local_states = [generators[f"local.{rank}"] for rank in range(sum(k.startswith("local.") for k in generators))]
     position = {k: v for k, v in state.items() if k not in ("optimizers", "rng", "schema", "tron_version")}
     return position, generators.get("order"), local_states

@@ -26,7 +26,7 @@ from tron_cli.batching import Lanes, SessionStore
 from tron_cli.errors import Interrupted
 from tron_cli.reporting import Reporter
 from tron_cli.training.distributed import Ranks
-from tron_cli.training.negatives import Events
+from tron_cli.training.negatives import EventSlots
 from tron_cli.training.state import TrainState
 from tron_cli.training.stop import StopRequest
 
@@ -54,12 +54,12 @@ class Trainer(Protocol):
     needs_orders: bool
 
     def preference(self) -> torch.Tensor | None: ...
-    def hidden(self, inputs: torch.Tensor, events: Events, preference: torch.Tensor | None = None) -> torch.Tensor: ...
+    def hidden(self, inputs: torch.Tensor, events: EventSlots, preference: torch.Tensor | None = None) -> torch.Tensor: ...
     def loss(
         self,
         hidden: torch.Tensor,
         inputs: torch.Tensor,
-        events: Events,
+        events: EventSlots,
         reduction: str = "mean",
         ordered: torch.Tensor | None = None,
         preference: torch.Tensor | None = None,
@@ -112,7 +112,7 @@ def window_step(
     the sum over them divided by `normaliser` / world (the events of the global batch). Returns it, detached.
     `ordered` (B, W): the order labels of the targets, for losses that read them. With MultiTRON the step's
     preference vector is drawn first. Nothing here waits for the device."""
-    events = Events.select(mask, targets, slots)
+    events = EventSlots.select(mask, targets, slots)
     preference = trainer.preference()
     with trainer.autocast():
         hidden = trainer.hidden(inputs, events, preference)
@@ -183,7 +183,7 @@ def lane_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRequ
         while count < limit and not stop.requested and (safe := lanes.safe_steps()) > 0:
             for _ in range(min(safe, limit - count)):
                 inputs, targets, active, reset = lanes.step()
-                slots = Events.select(active.unsqueeze(1), targets.unsqueeze(1), trainer.local_batch)  # every lane a slot
+                slots = EventSlots.select(active.unsqueeze(1), targets.unsqueeze(1), trainer.local_batch)  # every lane a slot
                 with trainer.autocast():
                     output, hidden_state = model.step(inputs, hidden_state.detach(), reset, trainer.sparse)
                     loss = trainer.loss(slots.gather(output.unsqueeze(1)), inputs.unsqueeze(1), slots)

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tron_cli import artifacts
-from tron_cli.artifacts import Dataset
+from tron_cli.artifacts.documents import append_jsonl
+from tron_cli.artifacts.sessions import Dataset
+from tron_cli.artifacts.tensors import read_tensor_header
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import ArtifactError, Interrupted, OutputError, TrainingError, UsageError
@@ -38,7 +39,7 @@ from tron_cli.training.callbacks import Callback
 from tron_cli.training.config import TrainConfig
 from tron_cli.training.distributed import SINGLE, Ranks, average_sparse_gradients
 from tron_cli.training.feeds import EPOCHS
-from tron_cli.training.negatives import Events, LossSpec, event_loss, full_softmax_loss
+from tron_cli.training.negatives import EventSlots, LossSpec, event_loss, full_softmax_loss
 from tron_cli.training.optim import build_optimizers, dense_table_gradients
 from tron_cli.training.order import bucket_by_length, epoch_order, local_seed
 from tron_cli.training.sampling import ItemDistribution, Negatives, draw
@@ -128,14 +129,14 @@ class Trainer:
         draw = np.random.default_rng([self.config.seed, self.state.global_step, PREFERENCE_STREAM]).dirichlet(self.config.beta)
         return torch.tensor(draw, dtype=torch.float32).to(self.device, non_blocking=True)
 
-    def hidden(self, inputs: torch.Tensor, events: Events, preference: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden(self, inputs: torch.Tensor, events: EventSlots, preference: torch.Tensor | None = None) -> torch.Tensor:
         """(E, d) states of the event slots of inputs (B, W); models that can skip padding compute only those."""
         extra = {} if preference is None else {"preference": preference}
         if self.model.forward_events:
             return self.forward(inputs, self.sparse, events.positions, **extra)
         return events.gather(self.forward(inputs, self.sparse, **extra))
 
-    def negatives(self, inputs: torch.Tensor, events: Events) -> Negatives:
+    def negatives(self, inputs: torch.Tensor, events: EventSlots) -> Negatives:
         """This step's negatives for inputs (B, W) and their event slots, from the run's generators."""
         return draw(
             self.distribution,
@@ -155,7 +156,7 @@ class Trainer:
         self,
         hidden: torch.Tensor,
         inputs: torch.Tensor,
-        events: Events,
+        events: EventSlots,
         reduction: str = "mean",
         ordered: torch.Tensor | None = None,
         preference: torch.Tensor | None = None,
@@ -266,7 +267,7 @@ class Trainer:
         if not (self.ranks.main and state.done == 0 and state.best and state.best.get("epoch") == state.epoch and state.epoch):
             return
         selected = self.run_dir / "model.safetensors"
-        recorded = artifacts.read_tensor_header(selected, "run").metadata.get(EPOCH_KEY) if selected.is_file() else None
+        recorded = read_tensor_header(selected, "run").metadata.get(EPOCH_KEY) if selected.is_file() else None
         if not selected.is_file() or (recorded is not None and recorded != str(state.epoch)):
             save_weights(self.model, selected, self.section, self.catalogue, state.epoch)
 
@@ -401,7 +402,7 @@ class Trainer:
             if self.ranks.main:
                 if improved:
                     save_weights(self.model, self.run_dir / "model.safetensors", self.section, self.catalogue, epoch)
-                artifacts.append_jsonl(self.run_dir / "history.jsonl", record)
+                append_jsonl(self.run_dir / "history.jsonl", record)
         except OutputError as error:
             saved = f"the checkpoint of epoch {kept} is kept" if kept else "no epoch was saved"
             raise OutputError(

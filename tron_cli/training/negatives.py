@@ -1,6 +1,6 @@
 """From hidden states and negative ids to one training loss: TRON's negative assembly, top-k and the losses.
 
-A step's events are a fixed number of slots (`Events`): the real positions of the batch first, then empty
+A step's events are a fixed number of slots (`EventSlots`): the real positions of the batch first, then empty
 slots that count for nothing, so that every shape of a step is known before it runs (no host sync; the step
 can be compiled or captured). Negative scores per event are [uniform scores, in-batch scores] (E, U + m).
 With top-k they are computed once without autograd and masked once, in place; the k best columns per event
@@ -58,7 +58,7 @@ def per_event(spec: LossSpec, pos: Tensor, neg: Tensor, valid: Tensor, ordered: 
 
 
 @dataclass(frozen=True)
-class Events:
+class EventSlots:
     """The events of a (B, W) batch as E slots: real positions in row-major order, then empty slots.
 
     `positions` are flat positions into B * W; an empty slot holds B * W, a position past the batch, which
@@ -72,9 +72,9 @@ class Events:
     width: int
 
     @classmethod
-    def select(cls, mask: Tensor, targets: Tensor, slots: int | None = None) -> Events:
+    def select(cls, mask: Tensor, targets: Tensor, slots: int | None = None) -> EventSlots:
         """The events of `mask` (B, W) in `slots` slots. Without `slots` the count is read from the device
-        (a sync); the training loop knows it beforehand. Events beyond `slots` would be dropped."""
+        (a sync); the training loop knows it beforehand. EventSlots beyond `slots` would be dropped."""
         b, w = mask.shape
         flat = mask.reshape(-1)
         if slots is None:
@@ -171,7 +171,7 @@ class Assembly:
     """The events of one batch and their negatives: the pool of negative rows, scores of every negative column,
     their ids and validity. hidden (E, d) are the states of the event slots."""
 
-    def __init__(self, scorer: ItemScorer, hidden: Tensor, events: Events, negatives: Negatives, sparse: bool):
+    def __init__(self, scorer: ItemScorer, hidden: Tensor, events: EventSlots, negatives: Negatives, sparse: bool):
         self.scorer, self.hidden, self.events, self.negatives = scorer, hidden, events, negatives
         self.owner = events.owner  # (E,)
         self.targets = events.targets  # (E,)
@@ -357,7 +357,7 @@ class Assembly:
 def event_loss(
     scorer: ItemScorer,
     hidden: Tensor,
-    events: Events,
+    events: EventSlots,
     negatives: Negatives,
     spec: LossSpec,
     sparse: bool = False,
@@ -417,11 +417,11 @@ def sampled_loss(
 ) -> Tensor:
     """`event_loss` from the padded layout: hidden (B, T, d), mask (B, T) bool, targets (B, T) (reads the
     number of events from the device)."""
-    events = Events.select(mask, targets)
+    events = EventSlots.select(mask, targets)
     return event_loss(scorer, events.gather(hidden), events, negatives, spec, sparse, distribution, in_batch_log_prob, reduction)
 
 
-def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, events: Events, chunk: int, reduction: str = "mean") -> Tensor:
+def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, events: EventSlots, chunk: int, reduction: str = "mean") -> Tensor:
     """Cross-entropy over the whole catalogue at every real event (the 'enhanced loss' of Li et al.); hidden (E, d)."""
     if events.slots == 0:
         return hidden.sum() * 0.0

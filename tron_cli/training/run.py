@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from tron_cli import artifacts, tracking
-from tron_cli.artifacts import Dataset
+from tron_cli import tracking
+from tron_cli.artifacts.documents import write_json
+from tron_cli.artifacts.sessions import Dataset
 from tron_cli.inference import transitions
 from tron_cli.runtime import deterministic_on_cpu
 from tron_cli.training.callbacks import Callback
@@ -52,6 +53,6 @@ def execute(trainer: Trainer, document: dict[str, Any] | None, callbacks: tuple[
         with deterministic_on_cpu(trainer.device):
             summary = trainer.fit()
         if ranks.main:
-            artifacts.write_json(run_dir / "summary.json", summary, kind="summary")
+            write_json(run_dir / "summary.json", summary, kind="summary")
     ranks.barrier()
     return summary

@@ -12,8 +12,9 @@ from typing import Any
 
 import filelock
 
-from tron_cli import artifacts
-from tron_cli.artifacts import Dataset
+from tron_cli.artifacts.documents import read_json, write_json
+from tron_cli.artifacts.files import write_bytes, writing
+from tron_cli.artifacts.sessions import Dataset
 from tron_cli.errors import TrainingError
 
 LOCK = ".lock"
@@ -25,10 +26,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
     filelock rather than fcntl by hand: the same lock on Linux, macOS and Windows."""
     fresh = not run_dir.exists()
-    with artifacts.writing(run_dir):
+    with writing(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(run_dir / LOCK, timeout=0)
-    with artifacts.writing(run_dir):  # filelock.Timeout is an OSError too: it must not read as an unwritable dir
+    with writing(run_dir):  # filelock.Timeout is an OSError too: it must not read as an unwritable dir
         try:
             lock.acquire()
         except filelock.Timeout:
@@ -54,15 +55,15 @@ def start_new(run_dir: Path, document: dict[str, Any]) -> None:
     for entry in run_dir.iterdir():
         if entry.name != LOCK:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    artifacts.write_json(run_dir / "config.json", {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **document}, kind="run")
+    write_json(run_dir / "config.json", {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **document}, kind="run")
 
 
 def start_resumed(run_dir: Path, train_section: dict[str, Any], history: list[dict[str, Any]]) -> None:
     """config.json with the resumed options, summary.json removed, history.jsonl as the checkpoint knows it
     (a kill may have left a line the checkpoint never saw)."""
-    document = artifacts.read_json(run_dir / "config.json", "run")
+    document = read_json(run_dir / "config.json", "run")
     (run_dir / "summary.json").unlink(missing_ok=True)
     document["train"] = train_section
-    artifacts.write_json(run_dir / "config.json", {k: v for k, v in document.items() if k not in ("schema", "tron_version")}, kind="run")
+    write_json(run_dir / "config.json", {k: v for k, v in document.items() if k not in ("schema", "tron_version")}, kind="run")
     lines = "".join(json.dumps(record, allow_nan=False) + "\n" for record in history)
-    artifacts.write_bytes(run_dir / "history.jsonl", lines.encode())
+    write_bytes(run_dir / "history.jsonl", lines.encode())

@@ -13,13 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tron_cli.artifacts.schemas import is_safe_name
 from tron_cli.errors import MissingInputError, UsageError
-
-
-def is_safe_name(name: str) -> bool:
-    """Whether `name` can name a dataset, run, bundle or study directory: one plain path component, not hidden
-    (stages skip names starting with a dot), without a path separator or a NUL byte."""
-    return bool(name) and name not in (".", "..") and not name.startswith(".") and not any(c in name for c in "/\\\0")
 
 
 def check_name(name: str, what: str, flag: str) -> str:
