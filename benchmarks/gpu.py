@@ -58,7 +58,7 @@ def train_rows(dataset, device: str, sizes: dict[str, Any], deadline: float, dry
             rows.append({"what": label, "skipped": "dry run" if dry else "time budget"})
             continue
         options = {**XL, **sizes["model"], "optimizer": optimizer, "precision": precision, "compile": compiled, "device": device}
-        result = measure(label, options, dataset, sizes["steps"], sizes["warmup"] * (3 if compiled else 1))
+        result = measure(label, options, dataset=dataset, steps=sizes["steps"], warmup=sizes["warmup"] * (3 if compiled else 1))
         rows.append({"what": label, "value": result["sessions/s"], "unit": "sessions/s", "target": target, **_extra(result)})
     return rows
 
@@ -72,7 +72,7 @@ def ce_row(dataset, device: str, sizes: dict[str, Any], deadline: float) -> dict
     if time.time() + sizes["train_seconds"] > deadline:
         return {"what": label, "skipped": "time budget"}
     options = {**XL, **sizes["model"], "loss": "ce", "topk": 0, "uniform_negatives": 0, "batch_negatives": 0, "precision": "bf16", "device": device}
-    result = measure(label, options, dataset, max(2, sizes["steps"] // 4), sizes["warmup"])
+    result = measure(label, options, dataset=dataset, steps=max(2, sizes["steps"] // 4), warmup=sizes["warmup"])
     return {"what": label, "value": result["ms/step"], "unit": "ms/step", **_extra(result)}
 
 
@@ -83,9 +83,9 @@ def profile_table(dataset, device: str, sizes: dict[str, Any], optimizer: str) -
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     options = {**XL, **sizes["model"], "optimizer": optimizer, "precision": "bf16", "device": device}
     if device == "cuda":
-        measure("warm-up", options, dataset, 1, 1)  # kernels chosen and memory taken before the profile
+        measure("warm-up", options, dataset=dataset, steps=1, warmup=1)  # kernels chosen and memory taken before the profile
     with profile(activities=activities) as prof:
-        measure("profile", options, dataset, sizes["profile_steps"], 1)
+        measure("profile", options, dataset=dataset, steps=sizes["profile_steps"], warmup=1)
     return str(prof.key_averages().table(sort_by="cuda_time_total" if device == "cuda" else "self_cpu_time_total", row_limit=20))
 
 
@@ -200,7 +200,7 @@ def main() -> None:
     dataset = read_dataset(write_dataset(args.workdir / f"train-{sizes['sessions']}-{sizes['items']}", sizes["sessions"], sizes["items"]))
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     rows = [tests_row(args.tests)]
-    rows += train_rows(dataset, device, sizes, deadline, args.dry_run)
+    rows += train_rows(dataset, device, sizes=sizes, deadline=deadline, dry=args.dry_run)
     rows.append(ce_row(dataset, device, sizes, deadline))
     rows += evaluate_row(torch.device(device), sizes)
     rows += recommend_rows(torch.device(device), sizes)

@@ -78,7 +78,7 @@ def synthetic_bundle(workdir: Path, n_items: int, index: str, index_params: tupl
             "run": None,
         }
         started = time.perf_counter()
-        write_bundle(out, model, weights, items, fields, index=IndexRequest(index, index_params))
+        write_bundle(out, model, weights=weights, items=items, fields=fields, index=IndexRequest(index, index_params))
         print(f"built {out} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return out
 

@@ -104,7 +104,14 @@ class ReferenceSide:
         torch.manual_seed(seed)
         network = config.network
         self.model = ReferenceStep(
-            n_items, network.hidden_size, network.max_length, network.dropout, config.uniform_negatives, config.in_batch_negatives, config.topk, config.lr
+            n_items,
+            network.hidden_size,
+            max_length=network.max_length,
+            dropout=network.dropout,
+            uniform=config.uniform_negatives,
+            in_batch=config.in_batch_negatives,
+            topk=config.topk,
+            lr=config.lr,
         )
         self.store, self.order, self.batch = store, order, config.batch_size
         self.generator = torch.Generator().manual_seed(seed)

@@ -98,7 +98,7 @@ def main() -> None:
     print(f"{'config':<24} {'device':<28} {'ms/step':>9} {'sessions/s':>12} {'events/s':>12}")
     for name in args.configs:
         options = {**CONFIGS[name], "device": "cuda" if cuda else "cpu", "precision": args.precision}
-        row = measure(name, options, dataset, args.steps, args.warmup)
+        row = measure(name, options, dataset=dataset, steps=args.steps, warmup=args.warmup)
         print(f"{row['config']:<24} {row['device']:<28} {row['ms/step']:>9.1f} {row['sessions/s']:>12,.0f} {row['events/s']:>12,.0f}", flush=True)
 
 

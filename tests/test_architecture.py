@@ -121,3 +121,18 @@ def test_no_model_type_sniffing_outside_models():
             ):
                 offenders.append((name, ast.unparse(node)))
     assert offenders == []
+
+
+SHAPE_ARGUMENTS = {"view", "permute", "reshape", "expand", "repeat", "save_for_backward", "apply"}  # torch's own positional conventions
+
+
+def test_calls_with_more_than_four_arguments_pass_them_by_keyword():
+    """A reader of `f(a, b, c, d, e)` has to open f to know what c, d and e are; `f(a, b, c=..., d=..., e=...)` says it."""
+    offenders = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and len(node.args) > 4 and not any(isinstance(a, ast.Starred) for a in node.args):
+                called = ast.unparse(node.func)
+                if called.rpartition(".")[2] not in SHAPE_ARGUMENTS:
+                    offenders.append(f"{name}:{node.lineno}: {called}")
+    assert offenders == []

@@ -1160,7 +1160,8 @@ def test_every_json_record_written_is_valid_json(tmp_path, writer, capsys):
     """A NaN or infinite value becomes null wherever tron writes JSON: documents, history lines, --json output and
     recommendations' scores."""
     from tron_cli.artifacts.documents import append_jsonl, write_json
-    from tron_cli.outputs import JsonLines, Recommended
+    from tron_cli.outputs import Recommended
+    from tron_cli.outputs.ndjson import JsonLines
 
     odd = {"loss": float("nan"), "recall@20": float("inf"), "nested": [1.5, float("-inf")]}
     if writer == "write_json":

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from tests.conftest import invoke
-from tron_cli import losses
 from tron_cli.artifacts.sessions import Sessions, read_dataset
 from tron_cli.batching import Lanes, SessionStore
+from tron_cli.losses import full, sampled
 from tron_cli.models.base import ItemScorer
 from tron_cli.training.config import TrainConfig
 from tron_cli.training.loop import Trainer
@@ -51,7 +51,7 @@ def test_chunked_cross_entropy_equals_plain_cross_entropy():
     table = torch.randn(n + 1, d, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(n + 1, 1, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(1, n + 1, (e,))
-    chunked = losses.full_cross_entropy(hidden, table, bias, targets, chunk=7)
+    chunked = full.full_cross_entropy(hidden, table, bias, targets, chunk=7)
     weight = torch.randn(e, dtype=torch.float64)
     (chunked * weight).sum().backward()
     grads = [t.grad.clone() for t in (hidden, table, bias)]
@@ -69,7 +69,7 @@ def test_chunked_cross_entropy_in_float32_to_1e5():
     torch.manual_seed(1)
     hidden, table = torch.randn(40, 16, requires_grad=True), torch.randn(301, 16, requires_grad=True)
     targets = torch.randint(1, 301, (40,))
-    losses.full_cross_entropy(hidden, table, None, targets, chunk=64).mean().backward()
+    full.full_cross_entropy(hidden, table, None, targets, chunk=64).mean().backward()
     got = hidden.grad.clone(), table.grad.clone()
     hidden.grad = table.grad = None
     torch.nn.functional.cross_entropy(hidden @ table[1:].T, targets - 1).backward()
@@ -80,7 +80,7 @@ def test_chunked_cross_entropy_in_float32_to_1e5():
 _PEAK = textwrap.dedent(
     """
     import resource, sys, torch
-    from tron_cli import losses
+    from tron_cli.losses import full
     n, mode = int(sys.argv[1]), sys.argv[2]
     e, d = 2048, 16
     hidden = torch.randn(e, d, requires_grad=True)
@@ -88,7 +88,7 @@ _PEAK = textwrap.dedent(
     targets = torch.randint(1, n + 1, (e,))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if mode == "chunked":
-        loss = losses.full_cross_entropy(hidden, table, None, targets, chunk=4096).mean()
+        loss = full.full_cross_entropy(hidden, table, None, targets, chunk=4096).mean()
     else:
         loss = torch.nn.functional.cross_entropy(hidden @ table[1:].T, targets - 1)
     loss.backward()
@@ -129,10 +129,10 @@ def test_each_loss_name_dispatches_to_its_function(loss):
     pos, neg = torch.randn(9), torch.randn(9, 4)
     valid = torch.ones_like(neg, dtype=torch.bool)
     direct = {
-        "ssm": losses.ssm(pos, neg, valid),
-        "bce": losses.bce(pos, neg, valid),
-        "bpr-max": losses.bpr_max(pos, neg, valid, 0.3),
-        "gbce": losses.gbce(pos, neg, valid, 0.6, 100),
+        "ssm": sampled.ssm(pos, neg, valid),
+        "bce": sampled.bce(pos, neg, valid),
+        "bpr-max": sampled.bpr_max(pos, neg, valid, 0.3),
+        "gbce": sampled.gbce(pos, neg, valid, 0.6, 100),
     }
     got = per_event(LossSpec(loss, options={"bpr_penalty": 0.3, "gbce_t": 0.6}, n_items=100), pos, neg, valid)
     torch.testing.assert_close(got, direct[loss])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import golden
-from tron_cli import losses
+from tron_cli.losses import sampled
 from tron_cli.models.base import ItemScorer
 from tron_cli.training.negatives import LossSpec, per_event, sampled_loss
 from tron_cli.training.sampling import Negatives
@@ -92,15 +92,15 @@ def test_topk_recomputation_equals_autograd_through_full_matrix(case):
 def test_masked_hits_are_not_negatives():
     pos = torch.tensor([1.0])
     neg = torch.tensor([[1.0, -2.0]])
-    with_hit = losses.ssm(pos, neg, torch.tensor([[True, True]]))
-    masked = losses.ssm(pos, neg, torch.tensor([[False, True]]))
-    only_real = losses.ssm(pos, neg[:, 1:], torch.tensor([[True]]))
+    with_hit = sampled.ssm(pos, neg, torch.tensor([[True, True]]))
+    masked = sampled.ssm(pos, neg, torch.tensor([[False, True]]))
+    only_real = sampled.ssm(pos, neg[:, 1:], torch.tensor([[True]]))
     assert float(masked) == pytest.approx(float(only_real))
     assert float(with_hit) > float(masked)
 
 
 def test_bpr_max_with_no_valid_negative_is_zero_not_nan():
-    out = losses.bpr_max(torch.tensor([0.3]), torch.tensor([[5.0]]), torch.tensor([[False]]), penalty=1.0)
+    out = sampled.bpr_max(torch.tensor([0.3]), torch.tensor([[5.0]]), torch.tensor([[False]]), penalty=1.0)
     assert torch.isfinite(out).all() and float(out) == 0.0
 
 
@@ -112,15 +112,15 @@ def test_gbce_with_t_zero_is_binary_cross_entropy():
     labels = torch.zeros_like(logits)
     labels[:, 0] = 1
     plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
-    torch.testing.assert_close(losses.gbce(pos, neg, valid, t=0.0, n_items=1000), plain)
+    torch.testing.assert_close(sampled.gbce(pos, neg, valid, t=0.0, n_items=1000), plain)
     # t > 0 weakens the positive term (beta < 1), so the loss drops
-    assert (losses.gbce(pos, neg, valid, t=0.75, n_items=1000) < plain).all()
+    assert (sampled.gbce(pos, neg, valid, t=0.75, n_items=1000) < plain).all()
 
 
 def test_gbce_is_finite_for_extreme_scores():
     pos = torch.tensor([-1e4, 1e4], requires_grad=True)
     neg = torch.tensor([[1e4], [-1e4]])
-    out = losses.gbce(pos, neg, torch.ones_like(neg, dtype=torch.bool), t=0.9, n_items=10)
+    out = sampled.gbce(pos, neg, torch.ones_like(neg, dtype=torch.bool), t=0.9, n_items=10)
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(pos.grad).all()
 

@@ -164,7 +164,7 @@ def load_model(path: Path, device=None):
         where = Path(path) / transitions.FILE
         if not where.is_file():
             raise ArtifactError(f"{where} is missing (the {kind} scores with a transition prior)", f"Re-run: {MADE_BY.get(kind, 'tron train')}")
-        model.transitions = transitions.load(where, kind, model.n_items, weight, smoothing, device or "cpu")
+        model.transitions = transitions.load(where, kind, n_items=model.n_items, weight=weight, smoothing=smoothing, device=device or "cpu")
     return model.eval(), document, kind
 
 

@@ -1,22 +1,30 @@
-"""Named extension points: models, losses, datasets, recommend output formats (and baselines).
+"""Named extension points: models, losses, datasets, recommend output formats (and baselines, trackers, indexes).
 
 Each kind of thing is declared once, in one module, and registered under a name in a `Registry`; everything
-else (CLI choices and help, config validation, docs) reads the registry. Other installed packages add their
-own through the entry-point group `tron_cli.plugins`: each entry point names a module or a callable that is
-imported (and called) once, the first time any registry is read, and registers what it brings:
+else (CLI choices and help, config validation, docs) reads the registry. A registry with a `package` finds its
+built-in entries itself: the first time it is read it imports every module of that package (`tron_cli.models`,
+`tron_cli.losses`, `tron_cli.datasets`, `tron_cli.outputs`), so a new built-in is one new module and no list is
+edited. Other installed packages add their own through the entry-point group `tron_cli.plugins`: each entry
+point names a module or a callable that is imported (and called) once, the first time any registry is read,
+and registers what it brings:
 
     [project.entry-points."tron_cli.plugins"]
     my_losses = "my_package.tron_plugin"      # a module whose import calls LOSSES.register(...)
 
+An entry that declares options (a model's settings, a loss's options) claims their names (`options.claim`):
+one that another kind declares already is refused at registration, naming both.
 Nothing here imports torch, click or rich.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from tron_cli.errors import UsageError
+from tron_cli.options import claim, release
 
 T = TypeVar("T")
 ENTRY_POINT_GROUP = "tron_cli.plugins"
@@ -46,30 +54,44 @@ def load_plugins() -> None:
 class Registry(Generic[T]):
     """Things of one kind by name, in registration order; the built-in ones register when their module loads."""
 
-    def __init__(self, kind: str, builtins: tuple[str, ...] = ()):
+    def __init__(self, kind: str, package: str | None = None, first: tuple[str, ...] = (), options_of: Callable[[T], Iterable[str]] | None = None):
         self.kind = kind  # "model", "loss", ...: used in messages
-        self._builtins = builtins  # modules whose import registers the built-in entries
+        self._package = package  # a package whose modules register the built-in entries when imported
+        self._first = first  # modules of the package imported first: their entries lead every listing (TRON's)
+        self._options_of = options_of  # the option names an entry declares, claimed in the shared namespace
         self._entries: dict[str, T] = {}
         self._loaded = False
 
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            import importlib
-
-            for module in self._builtins:
-                importlib.import_module(module)
+            if self._package is not None:
+                package = importlib.import_module(self._package)
+                found = sorted(module.name for module in pkgutil.iter_modules(package.__path__))
+                for module in [*self._first, *(name for name in found if name not in self._first)]:
+                    importlib.import_module(f"{self._package}.{module}")
         load_plugins()
 
     def register(self, name: str, entry: T, *, replace: bool = False) -> T:
-        """Add `entry` under `name`; a second entry of the same name is refused unless `replace`."""
+        """Add `entry` under `name`; a second entry of the same name is refused unless `replace`, and so is an entry
+        whose options another kind declares (a loss option called like a training option)."""
         if not replace and name in self._entries:
             raise ValueError(f"a {self.kind} named {name!r} is registered already")
+        if self._options_of is not None:
+            who, previous = f"{self.kind} {name}", self._entries.get(name)
+            release(who)
+            try:
+                claim(self.kind, who, self._options_of(entry))
+            except ValueError:
+                if previous is not None:
+                    claim(self.kind, who, self._options_of(previous))
+                raise
         self._entries[name] = entry
         return entry
 
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
+        release(f"{self.kind} {name}")
 
     def names(self) -> tuple[str, ...]:
         self._load()

@@ -216,8 +216,10 @@ def _open_tensorboard(run_dir: Path, document: dict[str, Any], kept: dict[str, A
     return _TensorBoardRun(writer, run_dir, epochs), {"log_dir": str(log_dir)}
 
 
-TRACKERS.register("mlflow", Tracker("mlflow", "MLflow: $TRON_HOME/mlflow.db, or MLFLOW_TRACKING_URI", "mlflow", "mlflow", _open_mlflow))
-TRACKERS.register("tensorboard", Tracker("tensorboard", "TensorBoard event files in RUN/tensorboard/", "tensorboard", "tensorboard", _open_tensorboard))
+TRACKERS.register("mlflow", Tracker("mlflow", "MLflow: $TRON_HOME/mlflow.db, or MLFLOW_TRACKING_URI", module="mlflow", extra="mlflow", open=_open_mlflow))
+TRACKERS.register(
+    "tensorboard", Tracker("tensorboard", "TensorBoard event files in RUN/tensorboard/", module="tensorboard", extra="tensorboard", open=_open_tensorboard)
+)
 
 
 # ------------------------------------------------------------------------------------------------ opening and closing

@@ -175,7 +175,7 @@ def check_fields(document: Mapping[str, Any], fields: Mapping[str, Field], path:
         if not field.test(value):
             raise ArtifactError(f"{path}: field {name!r} is {_shown(value)}, expected {field.expected}", redo_hint(kind))
         if field.fields is not None and isinstance(value, dict):
-            check_fields(value, field.fields, path, kind, f"{name}.")
+            check_fields(value, field.fields, path=path, kind=kind, prefix=f"{name}.")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -106,7 +106,7 @@ class Sessions:
         np.cumsum(lengths, out=offsets[1:])
         events = range_indices(starts, lengths)
         extra = None if self.extra is None else self.extra.select(index)
-        return Sessions(self.session[index], offsets, self.items[events], self.ts[events], extra)
+        return Sessions(self.session[index], offsets, items=self.items[events], ts=self.ts[events], extra=extra)
 
 
 def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -190,9 +190,9 @@ def read_sessions(path: Path) -> Sessions:
     return Sessions(
         np.asarray(table.column("session").combine_chunks(), dtype=np.int64),
         offsets,
-        items.astype(np.int32, copy=False),
-        ts.astype(np.int64, copy=False),
-        extra,
+        items=items.astype(np.int32, copy=False),
+        ts=ts.astype(np.int64, copy=False),
+        extra=extra,
     )
 
 

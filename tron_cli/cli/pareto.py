@@ -39,7 +39,7 @@ def pareto(ui: UI, run, points, split, data, limit, device, as_json) -> None:
     from tron_cli.stages.pareto import pareto as run_stage
     from tron_cli.workspace.home import resolve_run
 
-    front = run_stage(resolve_run(run), data, points, split, device, limit, report=ui)
+    front = run_stage(resolve_run(run), data, points=points, split=split, device=device, limit=limit, report=ui)
     rows = [
         [f"{point['order_weight']:.3f}", point["recall@20"], point["mrr@20"], point["order_recall@20"], point["order_density@20"]] for point in front["points"]
     ]

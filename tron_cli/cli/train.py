@@ -279,7 +279,7 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
         import json
 
         reference = json.loads(Path(ctx.meta["tron.config_file"]).read_text())
-    request = TrainRequest(config, data, out, resume, force, reference, tuple(sorted(explicit)), devices)
+    request = TrainRequest(config, data, out=out, resume=resume, force=force, reference_config=reference, overrides=tuple(sorted(explicit)), devices=devices)
     summary = run(request, report=ui)
     summary["run"] = str(Path(summary["run"]).resolve())
     _show(ui, summary)

@@ -60,7 +60,9 @@ def tune(ui: UI, data, space, trials, timeout, metric, study_name, storage, sett
     from tron_cli.stages.tune import TuneRequest
     from tron_cli.stages.tune import tune as run
 
-    request = TuneRequest(data, space, trials, timeout, metric, study_name, storage, tuple(_setting(s) for s in settings), seed)
+    request = TuneRequest(
+        data, space, trials=trials, timeout=timeout, metric=metric, study=study_name, storage=storage, overrides=tuple(_setting(s) for s in settings), seed=seed
+    )
     summary = run(request, report=ui)
     rows = []
     for trial in summary["trials"]:

@@ -124,7 +124,4 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...], report: Reporter) 
     return read(path, event_types, report)
 
 
-DATASETS: Registry[DatasetSpec] = Registry(
-    "dataset",
-    builtins=("tron_cli.datasets.otto", "tron_cli.datasets.yoochoose", "tron_cli.datasets.diginetica", "tron_cli.datasets.synthetic"),
-)
+DATASETS: Registry[DatasetSpec] = Registry("dataset", package="tron_cli.datasets", first=("otto", "yoochoose", "diginetica"))

@@ -70,7 +70,7 @@ def _with_purchases(log: RawLog, path: Path) -> RawLog:
         raise InputFormatError(f"{path}:{row + 2}: unreadable eventdate or timeframe", PURCHASES_HINT)
     ts = days.cast(pl.Datetime("ms")).dt.epoch("ms").to_numpy().astype("int64") + frame["timeframe"].cast(pl.Int64).to_numpy()
     item = frame["itemId"].to_arrow()
-    return attach_extra(log, frame["sessionId"].cast(pl.Int64).to_numpy(), item, ts, np.full(frame.height, ORDER, dtype=np.int8))
+    return attach_extra(log, frame["sessionId"].cast(pl.Int64).to_numpy(), item=item, ts=ts, types=np.full(frame.height, ORDER, dtype=np.int8))
 
 
 DIGINETICA = DatasetSpec(

@@ -80,7 +80,7 @@ def attach_extra(log: RawLog, session: np.ndarray, item: pa.Array, ts: np.ndarra
     np.cumsum(np.bincount(owner, minlength=len(log.session)), out=offsets[1:])
     item = item.cast(log.item.type) if item.type != log.item.type else item
     extra = RawExtra(offsets, item.take(pa.array(arranged)), ts[arranged], types[arranged].astype(np.int8))
-    return RawLog(log.session, log.offsets, log.item, log.ts, log.columns, extra)
+    return RawLog(log.session, log.offsets, item=log.item, ts=log.ts, columns=log.columns, extra=extra)
 
 
 def first_true(mask: pl.Series) -> int:
@@ -514,12 +514,12 @@ def read_table(
         if frame[column].dtype.is_float():
             raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
     session, item = (id_column(path, frame[column], flag) for column, flag in ((session_col, "--session-col"), (item_col, "--item-col")))
-    ts = timestamps_ms(path, time_col, frame[time_col], time_unit, row_offset)
+    ts = timestamps_ms(path, time_col, values=frame[time_col], unit=time_unit, row_offset=row_offset)
     if type_col is None:
         raw = group(session, item, ts)
     else:
         frame = frame.with_columns(session.alias(session_col), item.alias(item_col))  # the ids as kept (`id_column`)
-        raw = _typed(path, frame, session_col, item_col, type_col, ts, order_types, cart_types)
+        raw = _typed(path, frame, session_col=session_col, item_col=item_col, type_col=type_col, ts=ts, order_types=order_types, cart_types=cart_types)
         columns = {**columns, "type": type_col}
     raw.columns = columns
     return raw
@@ -558,7 +558,9 @@ def _typed(path: Path, frame: pl.DataFrame, session_col: str, item_col: str, typ
         raise InputFormatError(f"{path}: every row is an order or a cart (column {type_col!r})", "A log needs clicks: check --order-types and --cart-types")
     log = group(session.filter(pl.Series(clicks)), frame[item_col].filter(pl.Series(clicks)), ts[clicks])
     other = ~clicks
-    return attach_extra(log, session.filter(pl.Series(other)).to_numpy(), frame[item_col].filter(pl.Series(other)).to_arrow(), ts[other], codes[other])
+    return attach_extra(
+        log, session.filter(pl.Series(other)).to_numpy(), item=frame[item_col].filter(pl.Series(other)).to_arrow(), ts=ts[other], types=codes[other]
+    )
 
 
 def read_log(
@@ -582,5 +584,16 @@ def read_log(
     if fmt == "otto-jsonl":
         return read_otto_jsonl(path, event_types, report)
     if fmt in FORMATS:
-        return read_table(path, fmt, session_col, item_col, time_col, time_unit, separator, type_col, order_types, cart_types)
+        return read_table(
+            path,
+            fmt,
+            session_col=session_col,
+            item_col=item_col,
+            time_col=time_col,
+            time_unit=time_unit,
+            separator=separator,
+            type_col=type_col,
+            order_types=order_types,
+            cart_types=cart_types,
+        )
     raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")

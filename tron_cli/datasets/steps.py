@@ -62,8 +62,8 @@ def sort_events(sessions: Sessions) -> Sessions:
         extra = ExtraEvents(extra.offsets, extra.items[order], extra.ts[order], extra.types[order])
     order = _time_order(sessions.offsets, sessions.ts)
     if order is None:
-        return Sessions(sessions.session, sessions.offsets, sessions.items, sessions.ts, extra)
-    return Sessions(sessions.session, sessions.offsets, sessions.items[order], sessions.ts[order], extra)
+        return Sessions(sessions.session, sessions.offsets, items=sessions.items, ts=sessions.ts, extra=extra)
+    return Sessions(sessions.session, sessions.offsets, items=sessions.items[order], ts=sessions.ts[order], extra=extra)
 
 
 def keep_events(sessions: Sessions, mask: np.ndarray) -> Sessions:
@@ -71,7 +71,7 @@ def keep_events(sessions: Sessions, mask: np.ndarray) -> Sessions:
     lengths = np.bincount(session_index(sessions)[mask], minlength=len(sessions))
     offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return Sessions(sessions.session, offsets, sessions.items[mask], sessions.ts[mask], sessions.extra)
+    return Sessions(sessions.session, offsets, items=sessions.items[mask], ts=sessions.ts[mask], extra=sessions.extra)
 
 
 def drop_short(sessions: Sessions, min_length: int) -> Sessions:
@@ -125,7 +125,7 @@ def head(sessions: Sessions, lengths: np.ndarray) -> Sessions:
         last = np.where(lengths > 0, sessions.ts[np.maximum(sessions.offsets[:-1] + lengths - 1, 0)], np.iinfo(np.int64).min)
         owner = np.repeat(np.arange(len(sessions)), np.diff(extra.offsets))
         extra = extra.keep(extra.ts <= last[owner])
-    return Sessions(sessions.session, offsets, sessions.items[events], sessions.ts[events], extra)
+    return Sessions(sessions.session, offsets, items=sessions.items[events], ts=sessions.ts[events], extra=extra)
 
 
 def leave_one_out(sessions: Sessions) -> tuple[Sessions, Sessions, Sessions]:
@@ -156,4 +156,4 @@ def to_dense(sessions: Sessions, dense_of_code: np.ndarray) -> Sessions:
     if extra is not None:
         dense = dense_of_code[extra.items].astype(np.int32)
         extra = ExtraEvents(extra.offsets, dense, extra.ts, extra.types).keep(dense > 0)
-    return Sessions(sessions.session, sessions.offsets, dense_of_code[sessions.items].astype(np.int32), sessions.ts, extra)
+    return Sessions(sessions.session, sessions.offsets, items=dense_of_code[sessions.items].astype(np.int32), ts=sessions.ts, extra=extra)

@@ -110,7 +110,9 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Report
         with report.task("generating sessions", total=sessions) as task:
             for first in range(0, sessions, CHUNK_SESSIONS):
                 chunk = slice(first, min(first + CHUNK_SESSIONS, sessions))
-                frame = _chunk_frame(catalogue, np.arange(chunk.start, chunk.stop), starts[chunk], lengths[chunk], rng, propensity, buys)
+                frame = _chunk_frame(
+                    catalogue, np.arange(chunk.start, chunk.stop), starts=starts[chunk], lengths=lengths[chunk], rng=rng, propensity=propensity, buys=buys
+                )
                 is_test = frame["start"] >= boundary
                 train = frame.filter(~is_test).with_columns(pl.col("events").list.filter(pl.element().struct.field("ts") < boundary))
                 for handle, part in ((handles[0], train), (handles[1], frame.filter(is_test))):
@@ -137,7 +139,7 @@ def _chunk_frame(catalogue, session_ids, starts, lengths, rng, propensity, buys)
     ts = np.cumsum(gaps)
     ts = ts - np.repeat(ts[offsets[:-1]], lengths) + np.repeat(START_MS + starts, lengths)
     types = TYPES[np.searchsorted([0.90, 0.98], rng.random(len(aids)), side="right")]
-    aids, types = _buys(aids, types, offsets, propensity, buys)
+    aids, types = _buys(aids, types, offsets=offsets, propensity=propensity, rng=buys)
     events = pl.DataFrame({"aid": aids, "ts": ts, "type": types}).select(pl.struct("aid", "ts", "type").alias("e"))
     grouped = (
         events.with_columns(pl.Series("session", np.repeat(session_ids, lengths))).group_by("session", maintain_order=True).agg(pl.col("e").alias("events"))

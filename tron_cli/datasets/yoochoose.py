@@ -39,7 +39,7 @@ def read_yoochoose(path: Path, event_types: tuple[str, ...] = ("clicks",), repor
         raise InputFormatError(
             f"{path}: not a Yoochoose clicks file ({str(error).splitlines()[0]})", "Expected lines like 1,2014-04-07T10:51:09.277Z,214536502,0"
         ) from None
-    ts = timestamps_ms(path, "time", frame["time"], "ms", 1)
+    ts = timestamps_ms(path, "time", values=frame["time"], unit="ms", row_offset=1)
     log = group(frame["session"], frame["item"], ts)
     buys = path.parent / BUYS
     return _with_buys(log, buys) if buys.is_file() and buys.stat().st_size else log
@@ -64,8 +64,8 @@ def _with_buys(log: RawLog, path: Path) -> RawLog:
         raise InputFormatError(
             f"{path}: not a Yoochoose buys file ({str(error).splitlines()[0]})", "Expected lines like 420374,2014-04-06T18:44:58.314Z,214537888,12462,1"
         ) from None
-    ts = timestamps_ms(path, "time", frame["time"], "ms", 1)
-    return attach_extra(log, frame["session"].to_numpy(), frame["item"].to_arrow(), ts, np.full(frame.height, ORDER, dtype=np.int8))
+    ts = timestamps_ms(path, "time", values=frame["time"], unit="ms", row_offset=1)
+    return attach_extra(log, frame["session"].to_numpy(), item=frame["item"].to_arrow(), ts=ts, types=np.full(frame.height, ORDER, dtype=np.int8))
 
 
 YOOCHOOSE = DatasetSpec(

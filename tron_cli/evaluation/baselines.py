@@ -36,7 +36,7 @@ from tron_cli.evaluation.metrics import Accumulator
 from tron_cli.evaluation.procedures import EvalOptions, finish, ordered_at, query_batch, seen_pairs
 from tron_cli.inference.scoring import Pairs
 from tron_cli.inference.transitions import count_pairs
-from tron_cli.losses import Option
+from tron_cli.options import Option
 from tron_cli.registry import Registry
 from tron_cli.reporting import SILENT, Reporter
 
@@ -128,15 +128,15 @@ def rank_by_counting(base: Tensor, sorted_base: Tensor, bonus: Bonus, targets: T
     tying = high - torch.searchsorted(sorted_base, target_score, right=False) - (base[targets] == target_score).long()
     # ... then the items with a bonus counted by their full score instead of their base ...
     bonus_rows, bonus_items = keys // (n_items + 1), keys % (n_items + 1)
-    by_base = _count(bonus_rows, bonus_items, base[bonus_items], targets, target_score)
-    by_score = _count(bonus_rows, bonus_items, base[bonus_items] + values, targets, target_score)
+    by_base = _count(bonus_rows, bonus_items, scores=base[bonus_items], targets=targets, target_score=target_score)
+    by_score = _count(bonus_rows, bonus_items, scores=base[bonus_items] + values, targets=targets, target_score=target_score)
     above, tying = above - by_base[0] + by_score[0], tying - by_base[1] + by_score[1]
     # ... and the excluded items (a session's own clicks, each once) not at all
     miss = torch.zeros(q, dtype=torch.bool, device=targets.device)
     if excluded is not None:
         unique = torch.unique(_keys(excluded[0], excluded[1], n_items))
         ex_rows, ex_items = unique // (n_items + 1), unique % (n_items + 1)
-        removed = _count(ex_rows, ex_items, base[ex_items] + _lookup(keys, values, unique), targets, target_score)
+        removed = _count(ex_rows, ex_items, scores=base[ex_items] + _lookup(keys, values, unique), targets=targets, target_score=target_score)
         above, tying = above - removed[0], tying - removed[1]
         miss[ex_rows[ex_items == targets[ex_rows]]] = True
     if ties == "optimistic":
@@ -277,8 +277,14 @@ def _positive_int(value: Any) -> bool:
 
 
 KNN_OPTIONS = (
-    Option("k", 100, "Neighbours: the most similar train sessions that vote.", _positive_int, "must be an integer >= 1"),
-    Option("sample_size", 500, "Candidates: the most recent train sessions sharing an item with the session.", _positive_int, "must be an integer >= 1"),
+    Option("k", 100, help="Neighbours: the most similar train sessions that vote.", valid=_positive_int, requirement="must be an integer >= 1"),
+    Option(
+        "sample_size",
+        500,
+        help="Candidates: the most recent train sessions sharing an item with the session.",
+        valid=_positive_int,
+        requirement="must be an integer >= 1",
+    ),
 )
 
 BASELINES.register("popular", Baseline("popular", "the most clicked items in train", popular))
@@ -295,9 +301,9 @@ BASELINES.register(
             Option(
                 "decay",
                 "div",
-                "Weight of the i-th most recent click: div (1/i) or linear (1 - 0.1 (i - 1)).",
-                lambda v: v in ("div", "linear"),
-                "must be div or linear",
+                help="Weight of the i-th most recent click: div (1/i) or linear (1 - 0.1 (i - 1)).",
+                valid=lambda v: v in ("div", "linear"),
+                requirement="must be div or linear",
             ),
         ),
     ),
@@ -330,7 +336,9 @@ def evaluate_baseline(
         for first in range(0, len(positions), step):
             chunk = positions[first : first + step]
             excluded = seen_pairs(store, chunk) if options.exclude_seen else None
-            ranks = rank_by_counting(prepared.base, sorted_base, prepared.scorer(store, chunk), store.items[chunk], options.ties, excluded)
+            ranks = rank_by_counting(
+                prepared.base, sorted_base, bonus=prepared.scorer(store, chunk), targets=store.items[chunk], ties=options.ties, excluded=excluded
+            )
             accumulator.add(ranks, sessions[first : first + step], ordered_at(store, chunk))
             task.update(advance=len(chunk))
     return finish(accumulator, options)

@@ -95,7 +95,13 @@ def cut(sequence: Merged, cuts: np.ndarray) -> Cut:
     next_click = np.where(labelled, next_click, 0)
     carted, ordered = (distinct(kind) for kind in (CART, ORDER))
     keep_carts, keep_orders = labelled[carted[0]], labelled[ordered[0]]
-    return Cut(context_clicks, next_click, (carted[0][keep_carts], carted[1][keep_carts]), (ordered[0][keep_orders], ordered[1][keep_orders]), labelled)
+    return Cut(
+        context_clicks,
+        next_click,
+        carted=(carted[0][keep_carts], carted[1][keep_carts]),
+        ordered=(ordered[0][keep_orders], ordered[1][keep_orders]),
+        labelled=labelled,
+    )
 
 
 def _hits(top: np.ndarray, labels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

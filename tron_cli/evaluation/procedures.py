@@ -83,7 +83,15 @@ def query_batch(options: EvalOptions, device: torch.device) -> int:
 def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None, previous: Tensor | None = None) -> Tensor:
     hidden = hidden.float()
     target_scores = score_items(model, hidden, targets[:, None], previous).squeeze(1).float()
-    return rank_targets(chunk_scorer(model, hidden, previous), target_scores, targets, model.n_items, options.chunk_size, options.ties, excluded)
+    return rank_targets(
+        chunk_scorer(model, hidden, previous),
+        target_scores,
+        targets=targets,
+        n_items=model.n_items,
+        chunk_size=options.chunk_size,
+        ties=options.ties,
+        excluded=excluded,
+    )
 
 
 @torch.no_grad()
@@ -91,9 +99,13 @@ def accumulate(model, store: SessionStore, last_only: bool, options: EvalOptions
     """Per-session metric sums of `model` on the sessions in `store`, protocol `all`."""
     with exact_fp32():
         accumulator = Accumulator(len(store), options.cutoffs, store.device, orders=store.ordered is not None)
-        for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
+        for hidden, targets, sessions, positions in target_states(model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
-            accumulator.add(_rank(model, hidden, targets, options, excluded, store.items[positions - 1]), sessions, ordered_at(store, positions))
+            accumulator.add(
+                _rank(model, hidden, targets=targets, options=options, excluded=excluded, previous=store.items[positions - 1]),
+                sessions,
+                ordered_at(store, positions),
+            )
         return accumulator
 
 
@@ -107,8 +119,8 @@ def evaluate_model(model, store: SessionStore, last_only: bool, options: EvalOpt
     """Metrics of `model` on the sessions in `store` (micro-averages, or the reference's with protocol tron)."""
     if options.protocol == "tron":
         with exact_fp32():
-            return _tron_protocol(model, store, options, batch_size, report)
-    return finish(accumulate(model, store, last_only, options, report), options)
+            return _tron_protocol(model, store, options=options, batch_size=batch_size, report=report)
+    return finish(accumulate(model, store, last_only=last_only, options=options, report=report), options)
 
 
 def target_states(
@@ -117,9 +129,9 @@ def target_states(
     """(states (Q, d), targets (Q,), their sessions (Q,), their flat positions (Q,)) of every target, batch by batch:
     one pass per session for models with `prefix_states`, else one window per target."""
     if model.prefix_states:
-        yield from _session_passes(model, store, last_only, options, report)
+        yield from _session_passes(model, store, last_only=last_only, options=options, report=report)
     else:
-        yield from _windows(model, store, last_only, options, report)
+        yield from _windows(model, store, last_only=last_only, options=options, report=report)
 
 
 def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
@@ -185,7 +197,7 @@ def compare_retrieval(model, retriever, store: SessionStore, last_only: bool, op
     exact, approximate = Accumulator(len(store), options.cutoffs, store.device), Accumulator(len(store), options.cutoffs, store.device)
     overlap, n, seconds = 0.0, 0, {"exact": 0.0, "index": 0.0}
     with exact_fp32():
-        for hidden, targets, sessions, positions in target_states(model, store, last_only, options, report):
+        for hidden, targets, sessions, positions in target_states(model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             started = time.perf_counter()
             previous = store.items[positions - 1]

@@ -169,7 +169,7 @@ def fetch(
         owned = client is None
         client = client or HttpClient()
         try:
-            digest, size = _fetch_with_retries(client, url, part, auth, hint, report)
+            digest, size = _fetch_with_retries(client, url, part=part, auth=auth, hint=hint, report=report)
         finally:
             if owned:
                 client.close()
@@ -186,7 +186,7 @@ def fetch(
 def _fetch_with_retries(client: HttpClient, url: str, part: Path, auth, hint: str | None, report: Reporter) -> tuple[str, int]:
     for attempt in range(ATTEMPTS):
         try:
-            return _fetch_once(client, url, part, auth, hint, report)
+            return _fetch_once(client, url, part=part, auth=auth, hint=hint, report=report)
         except Transient as error:
             if attempt + 1 == ATTEMPTS:
                 kept = part.stat().st_size if part.exists() else 0

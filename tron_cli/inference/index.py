@@ -80,15 +80,17 @@ def _tune_ivf(index, search: dict[str, int]) -> None:
 
 
 INDEXES: Registry[IndexKind] = Registry("index kind")
-INDEXES.register("exact", IndexKind("brute force in faiss: the exact top-k, as a reference", {}, {}, lambda build: "Flat", lambda index, search: None))
+INDEXES.register(
+    "exact", IndexKind("brute force in faiss: the exact top-k, as a reference", {}, search={}, factory=lambda build: "Flat", tune=lambda index, search: None)
+)
 INDEXES.register(
     "hnsw",
     IndexKind(
         "a navigable small-world graph: fast queries, slow to build on large catalogues",
         {"m": 32, "ef_construction": 128},
-        {"ef_search": 128},
-        lambda build: f"HNSW{build['m']},Flat",
-        _tune_hnsw,
+        search={"ef_search": 128},
+        factory=lambda build: f"HNSW{build['m']},Flat",
+        tune=_tune_hnsw,
     ),
 )
 INDEXES.register(
@@ -96,9 +98,9 @@ INDEXES.register(
     IndexKind(
         "k-means clusters scanned in full: quick to build, memory as the vectors",
         {"nlist": 0},
-        {"nprobe": 32},
-        lambda build: f"IVF{build['nlist']},Flat",
-        _tune_ivf,
+        search={"nprobe": 32},
+        factory=lambda build: f"IVF{build['nlist']},Flat",
+        tune=_tune_ivf,
     ),
 )
 

@@ -119,7 +119,7 @@ class Predictor:
         device = self.device
         if not len(scored):
             empty = torch.zeros(0, dtype=torch.long, device=device)
-            return Encoded(lengths, unknown, scored, torch.zeros((0, self.model.output_size), device=device), (empty, empty), empty)
+            return Encoded(lengths, unknown, scored=scored, hidden=torch.zeros((0, self.model.output_size), device=device), clicks=(empty, empty), last=empty)
         offsets = np.zeros(len(scored) + 1, dtype=np.int64)
         np.cumsum(lengths[scored], out=offsets[1:])
         store = SessionStore(Sessions(scored, offsets, dense[known].astype(np.int32), np.zeros(int(offsets[-1]), dtype=np.int64)), device)
@@ -129,7 +129,7 @@ class Predictor:
         else:
             hidden = self.model.last_hidden(windows, torch.from_numpy(preferences[scored]).float().to(device)).float()
         clicks = (torch.repeat_interleave(torch.arange(len(scored), device=device), store.lengths), store.items)
-        return Encoded(lengths, unknown, scored, hidden, clicks, windows[:, -1])
+        return Encoded(lengths, unknown, scored=scored, hidden=hidden, clicks=clicks, last=windows[:, -1])
 
     def answer(self, encoded: Encoded, sessions: np.ndarray, k: int, exclude_seen: bool = False, filters: Filters = NO_FILTERS) -> Answer:
         """Top-k of `sessions` (positions in the encoded batch): the model's for sessions with a known click (with
@@ -159,7 +159,7 @@ class Predictor:
                 where[rows] = torch.arange(len(rows), device=device)
                 keep = where[encoded.clicks[0]] >= 0
                 excluded = (where[encoded.clicks[0][keep]], encoded.clicks[1][keep])
-            best_scores, best_ids = self.retriever.top(encoded.hidden[rows], k, excluded, filters, encoded.last[rows])
+            best_scores, best_ids = self.retriever.top(encoded.hidden[rows], k, excluded=excluded, filters=filters, previous=encoded.last[rows])
             ids[answered] = best_ids.cpu().numpy()
             scores[answered] = best_scores.cpu().numpy()
         return Answer(sessions, ids, scores, fallback)
@@ -168,7 +168,9 @@ class Predictor:
         """The answer of a whole batch (in batch order) as output writers take it."""
         keep = answer.ids > 0
         offsets = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64)
-        return Recommended(batch.sessions, batch.where, offsets, self.catalogue.raw_ids(answer.ids[keep]), answer.scores[keep], answer.fallback)
+        return Recommended(
+            batch.sessions, batch.where, offsets=offsets, ids=self.catalogue.raw_ids(answer.ids[keep]), scores=answer.scores[keep], fallback=answer.fallback
+        )
 
 
 def load_predictor(path: Path, device: torch.device, exact: bool = False, index_params: tuple[str, ...] = ()) -> Predictor:
@@ -205,5 +207,14 @@ def load_predictor(path: Path, device: torch.device, exact: bool = False, index_
         search = parse_params(index_params, INDEXES.get(kind_name).search if kind_name in INDEXES else {}, kind_name, "--index-param")
         if any(value < 1 for value in search.values()):
             raise UsageError("--index-param: search parameters must be at least 1")
-        index = load_index(path, section, model.n_items, model.output_size, search)
-    return Predictor(model, Catalogue(table), event_types, path, kind, document, Retriever(model, index), torch.device(device))
+        index = load_index(path, section, n_items=model.n_items, d=model.output_size, search=search)
+    return Predictor(
+        model,
+        Catalogue(table),
+        event_types=event_types,
+        path=path,
+        kind=kind,
+        document=document,
+        retriever=Retriever(model, index),
+        device=torch.device(device),
+    )

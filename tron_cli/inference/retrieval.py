@@ -84,15 +84,15 @@ class Retriever:
         filtered) have score -inf and id 0."""
         k = min(k, self.model.n_items)
         if self.index is None or hidden.shape[0] == 0:
-            return self.exact(hidden, k, excluded, filters, previous)
-        return self._through_index(hidden, k, excluded, filters, previous)
+            return self.exact(hidden, k, excluded=excluded, filters=filters, previous=previous)
+        return self._through_index(hidden, k, excluded=excluded, filters=filters, previous=previous)
 
     def exact(
         self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS, previous: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         device = hidden.device
         if filters.allow is not None:
-            scores, ids = top_among(self.model, hidden, k, torch.from_numpy(filters.candidates()).to(device), excluded, previous=previous)
+            scores, ids = top_among(self.model, hidden, k=k, items=torch.from_numpy(filters.candidates()).to(device), excluded=excluded, previous=previous)
         else:
             banned = None
             if filters.deny is not None and len(filters.deny):
@@ -154,7 +154,9 @@ class Retriever:
                 where[short] = torch.arange(len(short), device=device)
                 keep = where[excluded[0]] >= 0
                 sub_excluded = (where[excluded[0][keep]], excluded[1][keep])
-            best[short], ids[short] = self.exact(hidden[short], k, sub_excluded, filters, None if previous is None else previous[short])
+            best[short], ids[short] = self.exact(
+                hidden[short], k, excluded=sub_excluded, filters=filters, previous=None if previous is None else previous[short]
+            )
         return best, ids
 
 

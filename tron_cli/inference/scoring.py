@@ -45,7 +45,7 @@ def masked_chunks(
         if banned is not None:
             scores.masked_fill_(banned[start:stop], float("-inf"))
         if own is not None:
-            _remove(scores, torch.arange(own.shape[0], device=own.device), own, start, stop)
+            _remove(scores, torch.arange(own.shape[0], device=own.device), items=own, start=start, stop=stop)
         if excluded is not None:
             _remove(scores, *excluded, start, stop)
         yield start, scores
@@ -148,7 +148,7 @@ def top_items(
     (Q,): each row's last click, for a model with a transition prior."""
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
-        return top_k(chunk_scorer(model, hidden, previous), model.n_items, k, chunk, excluded, banned)
+        return top_k(chunk_scorer(model, hidden, previous), model.n_items, k=k, chunk_size=chunk, excluded=excluded, banned=banned)
 
 
 def top_among(
@@ -178,7 +178,7 @@ def top_among(
 
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
-        scores, positions = top_k(score_chunk, len(items), k, chunk, position_excluded)
+        scores, positions = top_k(score_chunk, len(items), k=k, chunk_size=chunk, excluded=position_excluded)
     return scores, items[positions - 1]
 
 
@@ -189,4 +189,4 @@ def score_sessions(
     """(B, T) left-padded windows of dense ids -> (scores (B, k), dense ids (B, k)): what `tron recommend` answers.
     `preference` (B, 2): each row's [click weight, order weight], for a model with a preference input."""
     hidden = model.last_hidden(windows) if preference is None else model.last_hidden(windows, preference)
-    return top_items(model, hidden, k, excluded, budget, previous=windows[:, -1])
+    return top_items(model, hidden, k=k, excluded=excluded, budget=budget, previous=windows[:, -1])

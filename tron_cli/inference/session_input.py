@@ -135,7 +135,7 @@ def _json_batches(
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         given = np.array(weights, dtype=np.float64) if any(not np.isnan(w) for w in weights) else None
-        return Batch(sessions, where, offsets, _id_array(flat, numeric), np.array(dropped, dtype=np.int64), given)
+        return Batch(sessions, where, offsets=offsets, items=_id_array(flat, numeric), dropped=np.array(dropped, dtype=np.int64), order_weights=given)
 
     sessions, where, lengths, flat, dropped, weights = [], [], [], [], [], []
     for number, line in enumerate(stream, 1):
@@ -228,7 +228,7 @@ def _parquet_batches(parquet: pq.ParquetFile, path: Path, numeric: bool, batch_s
                 dropped = np.bincount(owner[~usable], minlength=len(items)).astype(np.int64)
                 offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[usable], minlength=len(items)))]).astype(np.int64)
             where = [f"{path}: row {first_row + i + 1}" for i in range(len(items))]
-            yield Batch(record_batch.column("session"), where, offsets, values, dropped)
+            yield Batch(record_batch.column("session"), where, offsets=offsets, items=values, dropped=dropped)
             first_row += len(items)
     except (pa.ArrowException, OSError) as error:
         raise InputFormatError(f"{path} is truncated or corrupt ({error})") from None
@@ -262,7 +262,7 @@ def read_batches(
     if input_path == "-":
         if sys.stdin.isatty():
             report.info("Reading sessions from stdin (one JSON object a line; Ctrl-D ends the input).")
-        yield _json_batches(sys.stdin.buffer, "stdin", kind, numeric, event_types, batch_size, skip), None
+        yield _json_batches(sys.stdin.buffer, "stdin", expect=kind, numeric=numeric, event_types=event_types, batch_size=batch_size, skip=skip), None
         return
     with open(input_path, "rb") as handle:
-        yield _json_batches(handle, input_path, kind, numeric, event_types, batch_size, skip), None
+        yield _json_batches(handle, input_path, expect=kind, numeric=numeric, event_types=event_types, batch_size=batch_size, skip=skip), None

@@ -64,10 +64,10 @@ class Transitions:
     def counted(cls, train: Sessions, n_items: int, weight: float, smoothing: float = DEFAULT_SMOOTHING) -> Transitions:
         """The prior of the consecutive clicks of `train` at `weight`."""
         keys, probabilities = fit(train, n_items)
-        return cls(keys, probabilities, n_items, weight, smoothing)
+        return cls(keys, probabilities, n_items=n_items, weight=weight, smoothing=smoothing)
 
     def to(self, device: torch.device | str) -> Transitions:
-        return Transitions(self.keys.to(device), self.probabilities.to(device), self.n_items, self.weight, self.smoothing)
+        return Transitions(self.keys.to(device), self.probabilities.to(device), n_items=self.n_items, weight=self.weight, smoothing=self.smoothing)
 
     def bonus_of(self, probabilities: Tensor) -> Tensor:
         return self.weight * torch.log1p(probabilities / self.smoothing)
@@ -145,4 +145,4 @@ def load(path: Path, kind: str, n_items: int, weight: float, smoothing: float, d
         raise ArtifactError(
             f"{path} does not hold the transitions of {n_items} items (sorted keys, probabilities in (0, 1])", "Re-run the command that made it"
         )
-    return Transitions(keys, probabilities, n_items, weight, smoothing).to(device)
+    return Transitions(keys, probabilities, n_items=n_items, weight=weight, smoothing=smoothing).to(device)

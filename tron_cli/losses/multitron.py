@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tron_cli.losses import LOSSES, Loss, LossContext, Option, ssm
+from tron_cli.losses import LOSSES, Loss, LossContext
+from tron_cli.losses.sampled import ssm
+from tron_cli.options import Option
 
 EPO_FLOOR = 1e-6  # the reference's clip of the weighted sum
 
@@ -82,9 +84,10 @@ def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float
 _REGULARIZATION = Option(
     "regularization",
     0.5,
-    "Weight of the approximate-EPO regulariser of MultiTRON's losses (reference key regularization_penalty).",
-    lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
-    "must be a number >= 0",
+    help="Weight of the approximate-EPO regulariser of MultiTRON's losses.",
+    reference="regularization_penalty",
+    valid=lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+    requirement="must be a number >= 0",
 )
 LOSSES.register(
     "ssm_and_be",

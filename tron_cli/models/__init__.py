@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tron_cli.errors import ArtifactError, UsageError
 from tron_cli.models.base import FEEDINGS, SessionModel
+from tron_cli.options import Option, declared, option
 from tron_cli.registry import Registry
 
-
-def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A config dataclass field with its --help text (and its allowed values)."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+setting = option  # a model's setting is declared as any option is: `setting(default, help, choices, reference=, tune=)`
 
 
 def check_settings(checks: list[tuple[bool, str]]) -> None:
@@ -58,19 +56,28 @@ class ModelSpec:
         return self.model_class(config, n_items=n_items)
 
 
-MODELS: Registry[ModelSpec] = Registry("model", builtins=("tron_cli.models.sasrec", "tron_cli.models.gru4rec"))
+MODELS: Registry[ModelSpec] = Registry("model", package="tron_cli.models", first=("sasrec",), options_of=lambda spec: spec.settings())
 
 
 def all_settings() -> dict[str, tuple[Any, str, tuple[str, ...] | None, list[str]]]:
     """{setting: (default, help, choices, models that have it)} over every registered model, first one's default."""
     out: dict[str, tuple[Any, str, tuple[str, ...] | None, list[str]]] = {}
     for name, spec in MODELS.items():
-        for f in fields(spec.config_class):
-            if f.name in out:
-                out[f.name][3].append(name)
+        for setting_name, declaration in declared(spec.config_class).items():
+            if setting_name in out:
+                out[setting_name][3].append(name)
             else:
-                default = f.default if f.default is not MISSING else None
-                out[f.name] = (default, f.metadata.get("help", ""), f.metadata.get("choices"), [name])
+                choices = declaration.choices if isinstance(declaration.choices, tuple) else None
+                out[setting_name] = (declaration.default, declaration.help, choices, [name])
+    return out
+
+
+def setting_declarations() -> dict[str, Option]:
+    """{setting: its declaration} over every registered model (the first model's, for a shared setting)."""
+    out: dict[str, Option] = {}
+    for _, spec in MODELS.items():
+        for setting_name, declaration in declared(spec.config_class).items():
+            out.setdefault(setting_name, declaration)
     return out
 
 

@@ -20,14 +20,14 @@ from tron_cli.models.base import SessionModel
 
 @dataclass(frozen=True)
 class GRU4RecConfig:
-    hidden_size: int = setting(100, "Hidden size d.")
-    num_layers: int = setting(1, "Layers: transformer blocks, or GRU layers.")
-    dropout: float = setting(0.0, "Dropout rate.")
-    max_length: int = setting(200, "Clicks the model reads (training uses the last max_length + 1 of each session).")
-    share_embeddings: bool = setting(True, "Tie input and output item embeddings.")
-    output_bias: bool = setting(True, "Learn a bias per item.")
-    original_gru: bool = setting(False, "The embedding feeds the gates directly (3 x hidden wide), as the original GRU4Rec.")
-    final_activation: bool = setting(True, "ELU(0.5) on scores before the loss (the reference's GRU4Rec).")
+    hidden_size: int = setting(100, "Hidden size d.", reference="hidden_size")
+    num_layers: int = setting(1, "Layers: transformer blocks, or GRU layers.", reference="num_layers")
+    dropout: float = setting(0.0, "Dropout rate.", reference="dropout")
+    max_length: int = setting(200, "Clicks the model reads (training uses the last max_length + 1 of each session).", reference="max_session_length")
+    share_embeddings: bool = setting(True, "Tie input and output item embeddings.", reference="share_embeddings")
+    output_bias: bool = setting(True, "Learn a bias per item.", reference="output_bias")
+    original_gru: bool = setting(False, "The embedding feeds the gates directly (3 x hidden wide), as the original GRU4Rec.", reference="original_gru")
+    final_activation: bool = setting(True, "ELU(0.5) on scores before the loss (the reference's GRU4Rec).", reference="final_activation")
 
     def __post_init__(self) -> None:
         check_settings(
@@ -101,5 +101,11 @@ class GRU4Rec(SessionModel):
 
 MODELS.register(
     "gru4rec",
-    ModelSpec("gru4rec", GRU4Rec, GRU4RecConfig, "GRU4Rec+, the reference's RNN baseline (defaults: the reference's GRU4Rec+ settings).", TRAINING_DEFAULTS),
+    ModelSpec(
+        "gru4rec",
+        GRU4Rec,
+        config_class=GRU4RecConfig,
+        summary="GRU4Rec+, the reference's RNN baseline (defaults: the reference's GRU4Rec+ settings).",
+        training_defaults=TRAINING_DEFAULTS,
+    ),
 )

@@ -38,17 +38,20 @@ PREFERENCE_SIZE = 2  # [click weight, order weight]
 
 @dataclass(frozen=True)
 class SASRecConfig:
-    hidden_size: int = setting(200, "Hidden size d.")
-    num_layers: int = setting(2, "Layers: transformer blocks, or GRU layers.")
-    num_heads: int = setting(1, "Attention heads.")
-    dropout: float = setting(0.05, "Dropout rate.")
-    max_length: int = setting(50, "Clicks the model reads (training windows are the last max_length + 1 of each session).")
-    share_embeddings: bool = setting(True, "Tie input and output item embeddings.")
-    output_bias: bool = setting(False, "Learn a bias per item.")
+    hidden_size: int = setting(200, "Hidden size d.", reference="hidden_size", tune=(64, 128, 200))
+    num_layers: int = setting(2, "Layers: transformer blocks, or GRU layers.", reference="num_layers", tune=(1, 2))
+    num_heads: int = setting(1, "Attention heads.", tune=(1, 2))
+    dropout: float = setting(0.05, "Dropout rate.", reference="dropout", tune={"low": 0.0, "high": 0.5})
+    max_length: int = setting(
+        50, "Clicks the model reads (training windows are the last max_length + 1 of each session).", reference="max_session_length", tune=(20, 50)
+    )
+    share_embeddings: bool = setting(True, "Tie input and output item embeddings.", reference="share_embeddings")
+    output_bias: bool = setting(False, "Learn a bias per item.", reference="output_bias")
     positions: str = setting(
         "right",
         "Right-aligned positions (TRON: the newest click is always last) or left (counted from the session's first click, so a prefix's state is what it is inside the whole session).",
         POSITIONS,
+        tune=("left", "right"),
     )
     temperature: float = setting(
         0.0,
@@ -117,7 +120,7 @@ class Block(nn.Module):
         if cells is not None:
             window = qkv.new_zeros(b * t + int(spare), 3 * d).index_copy_(0, cells, qkv)[: b * t]
         q, k, v = window.view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (b, H, t, d/H)
-        attended = attention(q, k, v, mask, self.dropout, self.training).transpose(1, 2).reshape(b * t, d)
+        attended = attention(q, k, v=v, mask=mask, p=self.dropout, training=self.training).transpose(1, 2).reshape(b * t, d)
         if cells is None:
             return attended
         if spare:
@@ -256,12 +259,12 @@ class SASRec(SessionModel):
         b, t = items.shape
         positions = self._positions(items)  # (T, d) or (B, T, d)
         if events is None:
-            x = self._embed(items, sparse, preference, None, b, t) + positions
+            x = self._embed(items, sparse, preference=preference, events=None, b=b, t=t) + positions
         else:
             rows = torch.cat([positions.expand(b, t, -1).reshape(b * t, -1), positions.new_zeros(1, positions.shape[-1])])
-            x = self._embed(torch.cat([items.reshape(-1), items.new_zeros(1)]).index_select(0, events), sparse, preference, events, b, t) + rows.index_select(
-                0, events
-            )
+            x = self._embed(
+                torch.cat([items.reshape(-1), items.new_zeros(1)]).index_select(0, events), sparse, preference=preference, events=events, b=b, t=t
+            ) + rows.index_select(0, events)
         x = dropout(x, self.config.dropout, self.training)
         windows = AttentionMask(_allowed(items)[:, None]) if events is None or not runtime.reads_are_free(items.device) else length_groups(items, events)
         for block in self.blocks:

@@ -136,7 +136,7 @@ def download_dataset(
     declares) checks the archive. Generated data takes `parameters`; the declared defaults fill the gaps.
     """
     spec = DATASETS.get(name)
-    sha256 = _check_options(spec, url, from_path, sha256, parameters or {})
+    sha256 = _check_options(spec, url, from_path=from_path, sha256=sha256, parameters=parameters or {})
     out_dir = Path(out_dir) if out_dir is not None else raw_root() / name
     parameters = {**spec.defaults(), **(parameters or {})}
     try:
@@ -158,7 +158,7 @@ def download_dataset(
         if spec.source is None:
             origin, archive, files = name, None, _generate(spec, out_dir, parameters, report)
         else:
-            origin, archive, files = _obtain(spec.source, out_dir, url, from_path, sha256, force, report)
+            origin, archive, files = _obtain(spec.source, out_dir, url=url, from_path=from_path, sha256=sha256, force=force, report=report)
         manifest: dict[str, Any] = {
             "name": name,
             "source": origin,
@@ -214,7 +214,7 @@ def _obtain(
             report.info(f"Reusing {archive} (pass --force to download it again)")
         else:
             archive.unlink(missing_ok=True)
-            digest = fetch_source(source, url, archive, expected, manual, report).sha256
+            digest = fetch_source(source, url, archive=archive, sha256=expected, manual=manual, report=report).sha256
         origin, record_path = url or source.url, source.archive
     record = {"path": record_path, "size": archive.stat().st_size, "sha256": digest}
     if archive_kind(archive) is not None:

@@ -65,7 +65,7 @@ def evaluate(
     if baseline is not None:
         if transition_weight is not None:
             raise UsageError("--transition-weight weights a model's transition prior; a baseline has none")
-        return _evaluate_baseline(baseline, data, options, torch_device, report, baseline_options or {})
+        return _evaluate_baseline(baseline, data, options=options, device=torch_device, report=report, baseline_options=baseline_options or {})
     if baseline_options:
         raise UsageError("--baseline-option needs --baseline")
     if retrieval not in RETRIEVALS:
@@ -73,7 +73,9 @@ def evaluate(
     tracking.check(track)
     model_path = Path(model_path) if model_path else home.latest_run()
     if retrieval == "index":
-        return _evaluate_index(model_path, data, options, torch_device, index_params, report, transition_weight)
+        return _evaluate_index(
+            model_path, data, options=options, device=torch_device, index_params=index_params, report=report, transition_weight=transition_weight
+        )
     if index_params:
         raise UsageError("--index-param tunes the index of --retrieval index")
     document, _ = read_model_dir(model_path)  # the dataset is compared first: its message says what to pass
@@ -86,10 +88,12 @@ def evaluate(
     if model.preference_input:
         model.use_order_weight(DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight)
     if options.protocol == "otto":
-        metrics = _otto(model, dataset, options, torch_device, report)
+        metrics = _otto(model, dataset, options=options, device=torch_device, report=report)
     else:
         batch_size = int(document.get("train", {}).get("batch_size", 128))
-        metrics = evaluate_model(model, _store(dataset, options, torch_device), dataset.targets == "last", options, batch_size, report)
+        metrics = evaluate_model(
+            model, _store(dataset, options, torch_device), last_only=dataset.targets == "last", options=options, batch_size=batch_size, report=report
+        )
     result = {**metrics, **_about(options, dataset)}
     if model.preference_input:
         result["order_weight"] = DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight
@@ -120,7 +124,7 @@ def _otto(model, dataset: Dataset, options: EvalOptions, device: torch.device, r
         )
     counts = np.asarray(dataset.items().column("count"), dtype=np.int64)
     popular = torch.from_numpy(np.argsort(-counts, kind="stable") + 1).to(device)  # dense ids, most clicked first
-    return otto_protocol(model, first_sessions(dataset.sessions(options.split), options.limit), popular, options, report)
+    return otto_protocol(model, first_sessions(dataset.sessions(options.split), options.limit), popular=popular, options=options, report=report)
 
 
 def _weigh_transitions(model, dataset: Dataset, weight: float | None) -> None:
@@ -157,7 +161,7 @@ def _evaluate_index(
     store = _store(dataset, options, device)
     assert predictor.index is not None
     report.detail(f"{model_path}: {predictor.index.describe()}")
-    result = compare_retrieval(predictor.model, predictor.retriever, store, dataset.targets == "last", options, report)
+    result = compare_retrieval(predictor.model, predictor.retriever, store=store, last_only=dataset.targets == "last", options=options, report=report)
     return {**result, "index": {**result["index"], "kind": predictor.index.kind, "search": predictor.index.search_params}, **_about(options, dataset)}
 
 
@@ -166,7 +170,9 @@ def _evaluate_baseline(
 ) -> dict[str, Any]:
     dataset = read_dataset(data if data is not None else home.latest_dataset())
     store = _store(dataset, options, device)
-    metrics = evaluate_baseline(baseline, dataset, store, dataset.targets == "last", options, report, baseline_options)
+    metrics = evaluate_baseline(
+        baseline, dataset, store=store, last_only=dataset.targets == "last", options=options, report=report, baseline_options=baseline_options
+    )
     return {**metrics, **_about(options, dataset), "baseline": baseline, "baseline_options": BASELINES.get(baseline).resolve(baseline_options)}
 
 

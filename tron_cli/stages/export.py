@@ -257,7 +257,9 @@ def write_item_index(model: SessionModel, request: IndexRequest, path: Path, rep
     table = model.output_table()[1:].detach().float().cpu().numpy()
     bias = None if model.output_bias is None else model.output_bias[1:, 0].detach().float().cpu().numpy()
     with report.task(f"building the {request.kind} index of {model.n_items:,} items"):
-        index, section = build_index(table, bias, request.kind, {n: v for n, v in build.items() if n in spec.build}, search, request.seed)
+        index, section = build_index(
+            table, bias, kind=request.kind, given={n: v for n, v in build.items() if n in spec.build}, search=search, seed=request.seed
+        )
         write_index(index, path)
     report.detail(f"{request.kind} index built in {section['build_seconds']:.1f} s")
     return section
@@ -354,7 +356,7 @@ def export(
                 f"{run} scores with a transition prior (--transition-weight {weight:g}), which the ONNX graph (the network alone) cannot hold",
                 "Export --format safetensors (tron recommend and tron serve apply the prior)",
             )
-        transitions.load(prior, kind, dataset.n_items, weight, smoothing)  # a damaged file is named now, not when served
+        transitions.load(prior, kind, n_items=dataset.n_items, weight=weight, smoothing=smoothing)  # a damaged file is named now, not when served
     fields = {
         "model": section,
         "max_length": model.max_length,
@@ -371,6 +373,17 @@ def export(
             "valid": summary.get("valid"),
         },
     }
-    files = write_bundle(out, model, run / "model.safetensors", data / "items.parquet", fields, fmt, index, force, report, prior)
+    files = write_bundle(
+        out,
+        model,
+        weights=run / "model.safetensors",
+        items=data / "items.parquet",
+        fields=fields,
+        fmt=fmt,
+        index=index,
+        force=force,
+        report=report,
+        prior=prior,
+    )
     report.info(f"Exported {run} to {out} ({', '.join(files)}).")
     return {"bundle": str(out.resolve()), "files": files, "format": fmt, **({"index": index.kind} if index is not None else {})}

@@ -216,7 +216,7 @@ def _shared_codes(raws: list[readers.RawLog]) -> tuple[list[Sessions], pa.Array]
     out = []
     for raw, part in zip(raws, codes):
         extra = None if raw.extra is None else ExtraEvents(raw.extra.offsets, next(extra_codes), raw.extra.ts, raw.extra.types)
-        out.append(steps.sort_events(Sessions(raw.session, raw.offsets, part, raw.ts, extra)))
+        out.append(steps.sort_events(Sessions(raw.session, raw.offsets, items=part, ts=raw.ts, extra=extra)))
     return out, uniques
 
 

@@ -79,12 +79,15 @@ def recommend_batch(
     """One batch's recommendations, the number of unknown ids skipped and the sessions that had some. With
     `per_event_type` a MultiTRON model also answers each OTTO event type at its order weight (KAGGLE_ORDER_WEIGHTS)."""
     encoded = predictor.encode(batch, order_weight)
-    result = predictor.recommended(batch, predictor.answer(encoded, np.arange(len(batch)), k, exclude_seen, filters))
+    result = predictor.recommended(batch, predictor.answer(encoded, np.arange(len(batch)), k=k, exclude_seen=exclude_seen, filters=filters))
     if per_event_type and predictor.model.preference_input:
         typed = {}
         for kind, weight in KAGGLE_ORDER_WEIGHTS.items():
             answer = predictor.recommended(
-                batch, predictor.answer(predictor.encode(replace(batch, order_weights=None), weight), np.arange(len(batch)), k, exclude_seen, filters)
+                batch,
+                predictor.answer(
+                    predictor.encode(replace(batch, order_weights=None), weight), np.arange(len(batch)), k=k, exclude_seen=exclude_seen, filters=filters
+                ),
             )
             typed[kind] = (answer.offsets, answer.ids)
         result.typed = typed
@@ -128,12 +131,24 @@ def recommend(
             report.warn(f"{where}: {reason}; skipped")
 
     with read_batches(
-        input_path, options.input_format, numeric, predictor.event_types, options.batch_size, report, skip if options.on_error == "skip" else None
+        input_path,
+        options.input_format,
+        numeric=numeric,
+        event_types=predictor.event_types,
+        batch_size=options.batch_size,
+        report=report,
+        skip=skip if options.on_error == "skip" else None,
     ) as (batches, total):
         with open_writer(output_path, chosen, predictor.catalogue.id_type) as writer, report.task("recommending", total=total) as task:
             for batch in batches:
                 result, unknown_ids, unknown_sessions = recommend_batch(
-                    predictor, batch, options.k, options.exclude_seen, filters, options.order_weight, chosen.per_event_type
+                    predictor,
+                    batch,
+                    k=options.k,
+                    exclude_seen=options.exclude_seen,
+                    filters=filters,
+                    order_weight=options.order_weight,
+                    per_event_type=chosen.per_event_type,
                 )
                 writer.write(result)
                 totals["sessions"] += len(batch)

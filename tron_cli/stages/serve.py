@@ -196,7 +196,7 @@ def parse_request(body: bytes, predictor: Predictor, options: ServeOptions) -> J
                 raise BadRequest(422, f"{name} holds {len(given)} ids, more than the limit of {options.max_filter_items}")
             lists[name] = _id_array(_raw(given, numeric, name), numeric)
         filters = predictor.filters(lists.get("allow"), lists.get("deny"))
-    return Job(sessions, items, request.k, request.exclude_seen, filters, request.items is not None, order_weights=weights)
+    return Job(sessions, items, k=request.k, exclude_seen=request.exclude_seen, filters=filters, single=request.items is not None, order_weights=weights)
 
 
 def _order_weight(value: float | None, where: str, predictor: Predictor) -> float:
@@ -330,7 +330,7 @@ def answer_jobs(predictor: Predictor, jobs: list[Job], metrics: Metrics) -> None
     for members in groups.values():
         rows = np.concatenate([np.arange(first[j], first[j + 1]) for j in members])
         k = max(jobs[j].k for j in members)
-        answer = predictor.answer(encoded, rows, k, jobs[members[0]].exclude_seen, jobs[members[0]].filters)
+        answer = predictor.answer(encoded, rows, k=k, exclude_seen=jobs[members[0]].exclude_seen, filters=jobs[members[0]].filters)
         lists = answer.lists(predictor.catalogue)
         position = 0
         for j in members:

@@ -106,7 +106,7 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
     tracking.check(config.track)
     lock = run_lock(run_dir) if ranks.main else contextlib.nullcontext()
     with lock:
-        trainer = Trainer(config, dataset, run_dir, report, ranks)
+        trainer = Trainer(config, dataset, run_dir=run_dir, report=report, ranks=ranks)
         if request.resume is not None and not restart:  # before the run dir changes: a failed resume leaves a finished run finished
             trainer.restore()
         if restart and ranks.main:
@@ -114,7 +114,7 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
         if request.resume is None and ranks.main:
             for hint in fit_hints(config, dataset.n_items, trainer.device.type, torch.get_num_threads()):
                 report.warn(hint)
-        new = None if request.resume is not None else run_document(run_dir, trainer, dataset, config, request.reference_config)
+        new = None if request.resume is not None else run_document(run_dir, trainer, dataset=dataset, config=config, reference_config=request.reference_config)
         summary = execute(trainer, new)
     return summary
 

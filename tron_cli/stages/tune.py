@@ -135,7 +135,7 @@ def parse_space(document: dict[str, Any], where: str = "search space") -> Space:
             low, high = _check_value(at, name, spec["low"]), _check_value(at, name, spec["high"])
             if not low < high or (spec.get("log") and low <= 0):
                 raise UsageError(f"{at}: needs low < high (and low > 0 with log = true)")
-            search.append(Dimension(name, low, high, bool(spec.get("log", False)), spec.get("step")))
+            search.append(Dimension(name, low, high=high, log=bool(spec.get("log", False)), step=spec.get("step")))
         else:
             raise UsageError(f"{at}: give a list of choices or a table {{low, high[, log][, step]}}")
     clash = sorted(set(fixed) & {d.name for d in search})
@@ -242,7 +242,7 @@ def tune(request: TuneRequest, report: Reporter = SILENT) -> dict[str, Any]:
     deadline = time.monotonic() + request.timeout if request.timeout else None
     space = Space({**space.fixed, **overrides}, tuple(d for d in space.search if d.name not in overrides))
 
-    def objective(trial: Any) -> float:
+    def trial_value(trial: Any) -> float:
         try:
             config = _trial_config(space, request.metric, trial)
         except UsageError as error:  # a combination tron train refuses: this trial fails, the study goes on
@@ -276,13 +276,13 @@ def tune(request: TuneRequest, report: Reporter = SILENT) -> dict[str, Any]:
 
     if finished() < request.trials:
         study.optimize(
-            objective,
+            trial_value,
             n_trials=request.trials - finished(),
             timeout=request.timeout,
             catch=(UsageError,),  # an invalid combination fails that trial only
             callbacks=[enough],
         )
-    return _summarise(study, study_name, storage_url, out, dataset, request.metric, space)
+    return _summarise(study, study_name, storage_url=storage_url, out=out, dataset=dataset, metric=request.metric, space=space)
 
 
 def _describe(params: dict[str, Any]) -> str:

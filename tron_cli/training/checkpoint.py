@@ -79,7 +79,7 @@ def save(
     with atomic_directory(directory, force=True) as tmp:
         from tron_cli.modelio import save_weights
 
-        save_weights(model, tmp / "weights.safetensors", model_section, catalogue, position.get("epoch"))
+        save_weights(model, tmp / "weights.safetensors", section=model_section, catalogue=catalogue, epoch=position.get("epoch"))
         save_tensors(tmp / "optimizer.safetensors", tensors)
         generators = {f"local.{rank}": state for rank, state in enumerate(local_states)}
         if order is not None:
@@ -101,7 +101,7 @@ def load(
     from tron_cli.modelio import load_weights
 
     state = read_json(directory / "state.json", "checkpoint")
-    load_weights(model, directory / "weights.safetensors", "checkpoint", catalogue, model_section)
+    load_weights(model, directory / "weights.safetensors", kind="checkpoint", catalogue=catalogue, section=model_section)
     tensors = load_tensors(directory / "optimizer.safetensors", "checkpoint")
     _restore_optimizers(optimizers, tensors, state["optimizers"], directory)  # load_state_dict moves them to the params' device
     rng = state["rng"]

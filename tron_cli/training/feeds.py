@@ -117,7 +117,9 @@ def window_step(
     with trainer.autocast():
         hidden = trainer.hidden(inputs, events, preference)
         labels = None if ordered is None else events.gather(ordered)
-        loss = trainer.loss(hidden, inputs, events, "sum", labels, preference) * (trainer.ranks.world / normaliser.clamp(min=1))
+        loss = trainer.loss(hidden, inputs, events=events, reduction="sum", ordered=labels, preference=preference) * (
+            trainer.ranks.world / normaliser.clamp(min=1)
+        )
     trainer.update(loss)
     return loss.detach()
 
@@ -126,7 +128,7 @@ def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRe
     config, ranks, state = trainer.config, trainer.ranks, trainer.state
     first = state.done // trainer.global_batch
     steps = range(first, trainer.limit_steps(math.ceil(len(order) / trainer.global_batch)))
-    shapes = batch_shapes(trainer.store, order, config.max_length + 1, trainer.global_batch, ranks, steps)
+    shapes = batch_shapes(trainer.store, order, window=config.max_length + 1, global_batch=trainer.global_batch, ranks=ranks, steps=steps)
     # an interrupted epoch goes on from its figures so far (rank 0 carries the global sum), so that its loss and
     # throughput cover the whole epoch
     partial = state.partial or {}
@@ -154,7 +156,7 @@ def window_epoch(trainer: Trainer, order: torch.Tensor, epoch: int, stop: StopRe
             if ranks.world > 1:  # normalise by the events of the whole global batch; every rank stops at the same step
                 shared = ranks.all_reduce(torch.stack([total, torch.tensor(int(stop.requested), device=trainer.device)]))
                 total, stopping = shared[0], logging and bool(shared[1])  # whether any rank was stopped, read when logging
-            loss = window_step(trainer, inputs, targets, mask, n_events, total, ordered)
+            loss = window_step(trainer, inputs, targets=targets, mask=mask, slots=n_events, normaliser=total, ordered=ordered)
             loss_sum += loss * total / ranks.world
             events += total
             sessions += min(trainer.global_batch, len(order) - start)

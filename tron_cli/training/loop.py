@@ -78,14 +78,14 @@ class Trainer:
         if config.transition_weight > 0:  # scored in validation (and everywhere after), never in the loss
             prior = Transitions.counted(dataset.sessions("train"), self.n_items, config.transition_weight, config.transition_smoothing)
             self.model.transitions = prior.to(self.device)
-        self.objective = LOSSES.get(config.loss)
+        self.loss_declaration = LOSSES.get(config.loss)
         self.multi = config.objective == "multitron"
         self.warned_no_orders = False
-        self.needs_orders = self.objective.needs_orders
+        self.needs_orders = self.loss_declaration.needs_orders
         if self.needs_orders and self.store.ordered is None:
             raise ArtifactError(f"--loss {config.loss} reads order labels, and {dataset.path} has no orders", "Train on a dataset with orders")
         # a sampled loss touches few item rows per step: their gradients are row-sparse (training/optim.py)
-        self.sparse = self.objective.sampled
+        self.sparse = self.loss_declaration.sampled
         self.static_shapes = config.compile or self.device.type == "cuda"
         self.forward = self._wrap(self.model)
         self.event_loss = torch.compile(event_loss) if config.compile else event_loss
@@ -96,7 +96,15 @@ class Trainer:
         counts = torch.cat([torch.zeros(1, dtype=torch.float64), counts])  # (N+1,) by dense id
         self.distribution = ItemDistribution(self.n_items, counts if config.negative_distribution == "popularity" else None, config.alpha, self.device)
         self.in_batch_log_prob = torch.log((counts + 1e-12) / counts.sum()).float().to(self.device) if config.logq else None
-        self.spec = LossSpec(config.loss, config.topk, config.mask_hits, config.loss_options, config.logq, self.n_items, self.model.activate)
+        self.spec = LossSpec(
+            config.loss,
+            config.topk,
+            mask_hits=config.mask_hits,
+            options=config.loss_options,
+            logq=config.logq,
+            n_items=self.n_items,
+            activation=self.model.activate,
+        )
         self.state = TrainState()
         self.order: torch.Tensor | None = None
         self.epoch_clock = (time.perf_counter(), 0.0)  # (when the current epoch's part started, its seconds before)
@@ -141,15 +149,15 @@ class Trainer:
         return draw(
             self.distribution,
             inputs,
-            events.owner if self.config.sampling_style == "eventwise" else None,
-            self.config.uniform_negatives,
-            self.config.in_batch_negatives,
-            self.config.sampling_style,
-            self.config.reject_uniform_session_items,
-            self.config.reject_in_batch_items,
-            self.generator,
-            self.local_generator,
-            events.positions,  # the batch's clicks are exactly its events
+            event_owner=events.owner if self.config.sampling_style == "eventwise" else None,
+            n_uniform=self.config.uniform_negatives,
+            n_in_batch=self.config.in_batch_negatives,
+            style=self.config.sampling_style,
+            reject_session_items=self.config.reject_uniform_session_items,
+            reject_in_batch_items=self.config.reject_in_batch_items,
+            shared=self.generator,
+            local=self.local_generator,
+            click_positions=events.positions,  # the batch's clicks are exactly its events
         )
 
     def loss(
@@ -163,11 +171,21 @@ class Trainer:
     ) -> torch.Tensor:
         """The step's loss: hidden (E, d) states of the event slots, inputs (B, W) dense ids, events their slots;
         MultiTRON's losses also read the events' order labels `ordered` (E,) and the step's `preference` (2,)."""
-        if not self.objective.sampled:
-            return full_softmax_loss(self.model, hidden, events, self.config.loss_options["ce_chunk"], reduction)
+        if not self.loss_declaration.sampled:
+            return full_softmax_loss(self.model, hidden, events=events, chunk=self.config.loss_options["ce_chunk"], reduction=reduction)
         negatives = self.negatives(inputs, events)
         return self.event_loss(
-            self.model, hidden, events, negatives, self.spec, self.sparse, self.distribution, self.in_batch_log_prob, reduction, ordered, preference
+            self.model,
+            hidden,
+            events=events,
+            negatives=negatives,
+            spec=self.spec,
+            sparse=self.sparse,
+            distribution=self.distribution,
+            in_batch_log_prob=self.in_batch_log_prob,
+            reduction=reduction,
+            ordered=ordered,
+            preference=preference,
         )
 
     def update(self, loss: torch.Tensor) -> None:
@@ -229,13 +247,13 @@ class Trainer:
             checkpoint.save(
                 self.run_dir / "checkpoint",
                 self.model,
-                self.optimizers,
-                self.generator,
-                position,
-                self.order if with_order else None,
-                self.section,
-                [s.cpu() for s in locals_],
-                self.catalogue,
+                optimizers=self.optimizers,
+                generator=self.generator,
+                position=position,
+                order=self.order if with_order else None,
+                model_section=self.section,
+                local_states=[s.cpu() for s in locals_],
+                catalogue=self.catalogue,
             )
         self.ranks.barrier()
 
@@ -247,7 +265,7 @@ class Trainer:
     def restore(self) -> None:
         """Continue from checkpoint/: same N restores every generator exactly; another N re-seeds the local ones."""
         position, self.order, local_states = checkpoint.load(
-            self.run_dir / "checkpoint", self.model, self.optimizers, self.generator, self.section, self.catalogue
+            self.run_dir / "checkpoint", self.model, optimizers=self.optimizers, generator=self.generator, model_section=self.section, catalogue=self.catalogue
         )
         self.state = TrainState.from_dict(position)
         self._repair_selected_weights()
@@ -269,7 +287,7 @@ class Trainer:
         selected = self.run_dir / "model.safetensors"
         recorded = read_tensor_header(selected, "run").metadata.get(EPOCH_KEY) if selected.is_file() else None
         if not selected.is_file() or (recorded is not None and recorded != str(state.epoch)):
-            save_weights(self.model, selected, self.section, self.catalogue, state.epoch)
+            save_weights(self.model, selected, section=self.section, catalogue=self.catalogue, epoch=state.epoch)
 
     # -------------------------------------------------------------------- epochs
 
@@ -332,14 +350,21 @@ class Trainer:
         run_epoch = EPOCHS[self.model.feeding]
         select_on = self.select_on
         schedule.attach(
-            self.optimizers, config.lr, config.lr_schedule, config.warmup_steps, config.epochs * self.steps_per_epoch(), lambda: self.state.global_step
+            self.optimizers,
+            config.lr,
+            schedule=config.lr_schedule,
+            warmup=config.warmup_steps,
+            total=config.epochs * self.steps_per_epoch(),
+            global_step=lambda: self.state.global_step,
         )
         with StopRequest() as stop:
             for epoch in range(state.epoch, config.epochs):
                 if self.order is None:
                     self.order = epoch_order(len(self.store), config.shuffle, self.generator)
                     if config.bucket_window:
-                        self.order = bucket_by_length(self.order, self.store.lengths, self.global_batch, config.bucket_window, self.generator)
+                        self.order = bucket_by_length(
+                            self.order, self.store.lengths, batch=self.global_batch, window=config.bucket_window, generator=self.generator
+                        )
                     self.local_generator.manual_seed(local_seed(config.seed, self.ranks.rank, epoch))
                 self.model.train()
                 started = time.perf_counter()
@@ -401,7 +426,7 @@ class Trainer:
             kept = epoch
             if self.ranks.main:
                 if improved:
-                    save_weights(self.model, self.run_dir / "model.safetensors", self.section, self.catalogue, epoch)
+                    save_weights(self.model, self.run_dir / "model.safetensors", section=self.section, catalogue=self.catalogue, epoch=epoch)
                 append_jsonl(self.run_dir / "history.jsonl", record)
         except OutputError as error:
             saved = f"the checkpoint of epoch {kept} is kept" if kept else "no epoch was saved"

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tron_cli import losses, runtime
+from tron_cli import runtime
 from tron_cli.losses import LOSSES, LossContext
+from tron_cli.losses.full import full_cross_entropy
 from tron_cli.models.base import ItemScorer
 from tron_cli.runtime import autocast_off
 from tron_cli.training.sampling import ItemDistribution, Negatives
@@ -85,7 +86,7 @@ class EventSlots:
         positions = torch.full((slots + 1,), b * w, dtype=torch.long, device=mask.device)
         positions = positions.scatter(0, slot, torch.arange(b * w, device=mask.device))[:slots]
         real = positions < b * w
-        return cls(positions, real, _with_zero_row(targets.reshape(-1)).index_select(0, positions), flat.sum(), b, w)
+        return cls(positions, real, targets=_with_zero_row(targets.reshape(-1)).index_select(0, positions), count=flat.sum(), batch=b, width=w)
 
     @property
     def slots(self) -> int:
@@ -375,7 +376,7 @@ def event_loss(
     """
     if events.slots == 0:
         return hidden.sum() * 0.0
-    batch = Assembly(scorer, hidden, events, negatives, sparse)
+    batch = Assembly(scorer, hidden, events=events, negatives=negatives, sparse=sparse)
 
     def correction(columns: Tensor | None = None) -> Tensor:
         """logQ of the negative columns (all, or the kept `columns`), weighted by spec.logq."""
@@ -389,7 +390,7 @@ def event_loss(
         columns, kept, valid, exact = batch.top_k(spec.topk, spec.mask_hits, correction if spec.logq else None)
         shift = correction(columns) if spec.logq else None
         with autocast_off(hidden.device.type):
-            neg = batch.kept_scores(columns, kept, valid, exact, shift)  # (E, k): the only negative scores with autograd
+            neg = batch.kept_scores(columns, kept, valid=valid, exact=exact, correction=shift)  # (E, k): the only negative scores with autograd
             if shift is not None:
                 neg = neg - shift
     else:
@@ -398,7 +399,7 @@ def event_loss(
         if spec.logq:
             neg = neg - correction()
     with autocast_off(hidden.device.type):
-        values = torch.where(events.real, per_event(spec, pos, neg.float(), valid, ordered, preference), 0.0)
+        values = torch.where(events.real, per_event(spec, pos, neg=neg.float(), valid=valid, ordered=ordered, preference=preference), 0.0)
         total = values.sum()
         return total if reduction == "sum" else total / events.count.clamp(min=1)
 
@@ -418,7 +419,17 @@ def sampled_loss(
     """`event_loss` from the padded layout: hidden (B, T, d), mask (B, T) bool, targets (B, T) (reads the
     number of events from the device)."""
     events = EventSlots.select(mask, targets)
-    return event_loss(scorer, events.gather(hidden), events, negatives, spec, sparse, distribution, in_batch_log_prob, reduction)
+    return event_loss(
+        scorer,
+        events.gather(hidden),
+        events=events,
+        negatives=negatives,
+        spec=spec,
+        sparse=sparse,
+        distribution=distribution,
+        in_batch_log_prob=in_batch_log_prob,
+        reduction=reduction,
+    )
 
 
 def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, events: EventSlots, chunk: int, reduction: str = "mean") -> Tensor:
@@ -426,6 +437,6 @@ def full_softmax_loss(scorer: ItemScorer, hidden: Tensor, events: EventSlots, ch
     if events.slots == 0:
         return hidden.sum() * 0.0
     with autocast_off(hidden.device.type):
-        values = losses.full_cross_entropy(hidden.float(), scorer.output_table(), scorer.output_bias, events.targets, chunk)
+        values = full_cross_entropy(hidden.float(), scorer.output_table(), bias=scorer.output_bias, targets=events.targets, chunk=chunk)
         total = torch.where(events.real, values, 0.0).sum()
     return total if reduction == "sum" else total / events.count.clamp(min=1)

@@ -134,7 +134,7 @@ def in_batch_negatives(inputs: Tensor, count: int, reject_own: bool, generator: 
         positions = torch.arange(b * t, device=inputs.device)
     n = positions.shape[0]
     if count > n:  # a tiny last batch: fewer candidates than slots, the rest stay invalid
-        ids, valid = in_batch_negatives(inputs, n, reject_own, generator, positions)
+        ids, valid = in_batch_negatives(inputs, n, reject_own=reject_own, generator=generator, positions=positions)
         pad = count - n
         return torch.nn.functional.pad(ids, (0, pad)), torch.nn.functional.pad(valid, (0, pad), value=False)
     clicks = torch.cat([inputs.reshape(-1), inputs.new_zeros(1)])[positions]  # (n,)
@@ -161,8 +161,12 @@ def draw(
     click_positions: Tensor | None = None,
 ) -> Negatives:
     """One step's negatives; in-batch ones among `click_positions` (flat, into inputs) when given."""
-    uniform, uniform_valid = uniform_negatives(distribution, n_uniform, style, inputs, event_owner, reject_session_items, shared, local)
+    uniform, uniform_valid = uniform_negatives(
+        distribution, n_uniform, style=style, inputs=inputs, event_owner=event_owner, reject_session_items=reject_session_items, shared=shared, local=local
+    )
     negatives = Negatives(style, uniform, uniform_valid)
     if n_in_batch > 0:
-        negatives.in_batch, negatives.in_batch_valid = in_batch_negatives(inputs, n_in_batch, reject_in_batch_items, local, click_positions)
+        negatives.in_batch, negatives.in_batch_valid = in_batch_negatives(
+            inputs, n_in_batch, reject_own=reject_in_batch_items, generator=local, positions=click_positions
+        )
     return negatives

@@ -139,7 +139,7 @@ def _artifact(kind: str, path: Path) -> Artifact | None:
     if document is None or not str(document.get("schema", "")).startswith(f"{SCHEMAS[kind]}/"):
         return None
     status, figures = _figures(kind, path, document)
-    return Artifact(kind, path.name, path.resolve(), _size(path), _created(document, marker), status, figures)
+    return Artifact(kind, path.name, path=path.resolve(), size=_size(path), created=_created(document, marker), status=status, figures=figures)
 
 
 def list_artifacts(kinds: tuple[str, ...] = KINDS) -> list[Artifact]:
