@@ -81,7 +81,7 @@ def test_hits_masked_among_the_best_equal_hits_masked_everywhere(topk, monkeypat
     for free in (True, False):
         monkeypatch.setattr(runtime, "reads_are_free", lambda device, free=free: free)
         scorer, hidden, mask, targets, negatives = _batch_with_hits(torch.Generator().manual_seed(3))
-        loss = sampled_loss(scorer, hidden, mask, targets, negatives, LossSpec("ssm", topk=topk, mask_hits=True))
+        loss = sampled_loss(scorer, hidden, mask, targets, negatives, LossSpec(loss="ssm", topk=topk, mask_hits=True, logq=0.0))
         loss.backward()
         results.append(
             (loss.item(), hidden.grad.clone(), scorer.item_embedding.grad.to_dense() if scorer.item_embedding.grad.is_sparse else scorer.item_embedding.grad)
@@ -92,7 +92,9 @@ def test_hits_masked_among_the_best_equal_hits_masked_everywhere(topk, monkeypat
     torch.testing.assert_close(table_late, table_dense, atol=1e-6, rtol=1e-5)
     # and masking matters here: without it the loss differs
     scorer, hidden, mask, targets, negatives = _batch_with_hits(torch.Generator().manual_seed(3))
-    assert sampled_loss(scorer, hidden, mask, targets, negatives, LossSpec("ssm", topk=topk, mask_hits=False)).item() != pytest.approx(loss_dense, abs=1e-4)
+    assert sampled_loss(scorer, hidden, mask, targets, negatives, LossSpec(loss="ssm", topk=topk, mask_hits=False, logq=0.0)).item() != pytest.approx(
+        loss_dense, abs=1e-4
+    )
 
 
 def test_cpu_dropout_drops_at_the_rate_and_keeps_the_expectation():

@@ -134,7 +134,7 @@ def test_each_loss_name_dispatches_to_its_function(loss):
         "bpr-max": sampled.bpr_max(pos, neg, valid, 0.3),
         "gbce": sampled.gbce(pos, neg, valid, 0.6, 100),
     }
-    got = per_event(LossSpec(loss, options={"bpr_penalty": 0.3, "gbce_t": 0.6}, n_items=100), pos, neg, valid)
+    got = per_event(LossSpec(loss=loss, topk=0, mask_hits=True, logq=0.0, options={"bpr_penalty": 0.3, "gbce_t": 0.6}, n_items=100), pos, neg, valid)
     torch.testing.assert_close(got, direct[loss])
     assert all(not torch.allclose(got, other) for name, other in direct.items() if name != loss)
 

@@ -24,10 +24,10 @@ def test_losses_match_reference(case):
     mask = torch.tensor(data["mask"])
     valid = torch.ones_like(neg, dtype=torch.bool)
     expected = {
-        "bce": (LossSpec("bce"), data["bce"]),
-        "ssm": (LossSpec("ssm"), data["ssm"]),
-        "bpr-max 0.5": (LossSpec("bpr-max", options={"bpr_penalty": 0.5}), data["bpr_max_penalty_0.5"]),
-        "bpr-max 0.03": (LossSpec("bpr-max", options={"bpr_penalty": 0.03}), data["bpr_max_penalty_0.03"]),
+        "bce": (LossSpec(loss="bce", topk=0, mask_hits=True, logq=0.0), data["bce"]),
+        "ssm": (LossSpec(loss="ssm", topk=0, mask_hits=True, logq=0.0), data["ssm"]),
+        "bpr-max 0.5": (LossSpec(loss="bpr-max", topk=0, mask_hits=True, logq=0.0, options={"bpr_penalty": 0.5}), data["bpr_max_penalty_0.5"]),
+        "bpr-max 0.03": (LossSpec(loss="bpr-max", topk=0, mask_hits=True, logq=0.0, options={"bpr_penalty": 0.03}), data["bpr_max_penalty_0.03"]),
     }
     for name, (spec, value) in expected.items():
         got = _masked_mean(per_event(spec, pos, neg, valid), mask)
@@ -46,7 +46,7 @@ def _golden_batch(data):
         in_batch=torch.tensor(data["in_batch_negatives"]),
         in_batch_valid=torch.ones(len(data["in_batch_negatives"]), len(data["in_batch_negatives"][0]), dtype=torch.bool),
     )
-    spec = LossSpec(data["loss"], topk=data["topk"], mask_hits=False, options={"bpr_penalty": data["bpr_penalty"] or 1.0})
+    spec = LossSpec(loss=data["loss"], topk=data["topk"], mask_hits=False, logq=0.0, options={"bpr_penalty": data["bpr_penalty"] or 1.0})
     return scorer, hidden, torch.tensor(data["mask"]).bool(), torch.tensor(data["labels"]), negatives, spec
 
 

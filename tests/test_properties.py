@@ -329,7 +329,9 @@ def test_topk_keeps_the_k_highest_scoring_valid_negatives(assembly, k, mask_hits
         kept = sorted(scores, reverse=True)[:k] if k else scores
         positive = float(h @ table[target] + bias[target])
         expected.append(math.log(sum(math.exp(s) for s in [positive, *kept])) - positive)
-    spec = LossSpec("ssm", topk=min(k, negatives.uniform.shape[-1] + (0 if negatives.in_batch is None else negatives.in_batch.shape[1])), mask_hits=mask_hits)
+    spec = LossSpec(
+        loss="ssm", logq=0.0, topk=min(k, negatives.uniform.shape[-1] + (0 if negatives.in_batch is None else negatives.in_batch.shape[1])), mask_hits=mask_hits
+    )
     with torch.no_grad():
         loss = sampled_loss(scorer, hidden, mask, targets, negatives, spec)
     assert float(loss) == pytest.approx(sum(expected) / len(expected), rel=1e-4, abs=1e-4)

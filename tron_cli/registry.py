@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -60,17 +61,26 @@ class Registry(Generic[T]):
         self._first = first  # modules of the package imported first: their entries lead every listing (TRON's)
         self._options_of = options_of  # the option names an entry declares, claimed in the shared namespace
         self._entries: dict[str, T] = {}
+        self._modules: dict[str, str] = {}  # entry name -> the module that registered it
+        self._rank: dict[str, int] = {}  # a built-in module -> its place in discovery order
         self._loaded = False
 
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            if self._package is not None:
-                package = importlib.import_module(self._package)
-                found = sorted(module.name for module in pkgutil.iter_modules(package.__path__))
-                for module in [*self._first, *(name for name in found if name not in self._first)]:
-                    importlib.import_module(f"{self._package}.{module}")
+            modules = self._discovered()
+            self._rank = {module: index for index, module in enumerate(modules)}
+            for module in modules:
+                importlib.import_module(module)
         load_plugins()
+
+    def _discovered(self) -> list[str]:
+        """The modules of the package, `first` ones first, then by name."""
+        if self._package is None:
+            return []
+        package = importlib.import_module(self._package)
+        found = sorted(module.name for module in pkgutil.iter_modules(package.__path__))
+        return [f"{self._package}.{name}" for name in [*self._first, *(name for name in found if name not in self._first)]]
 
     def register(self, name: str, entry: T, *, replace: bool = False) -> T:
         """Add `entry` under `name`; a second entry of the same name is refused unless `replace`, and so is an entry
@@ -87,15 +97,22 @@ class Registry(Generic[T]):
                     claim(self.kind, who, self._options_of(previous))
                 raise
         self._entries[name] = entry
+        self._modules[name] = sys._getframe(1).f_globals.get("__name__", "")
         return entry
 
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
+        self._modules.pop(name, None)
         release(f"{self.kind} {name}")
+
+    def _ordered(self) -> list[str]:
+        """Entry names in the order of their modules' discovery (built-ins; then plugins and tests in the order they
+        registered), whichever module happened to be imported first."""
+        return sorted(self._entries, key=lambda name: self._rank.get(self._modules.get(name, ""), len(self._rank)))
 
     def names(self) -> tuple[str, ...]:
         self._load()
-        return tuple(self._entries)
+        return tuple(self._ordered())
 
     def get(self, name: str, option: str | None = None) -> T:
         """The entry called `name`; an unknown name is a usage error that lists the known ones."""
@@ -104,7 +121,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except (KeyError, TypeError):
             where = f"{option} " if option else ""
-            raise UsageError(f"unknown {self.kind} {where}{name!r}", f"Use one of: {', '.join(self._entries)}") from None
+            raise UsageError(f"unknown {self.kind} {where}{name!r}", f"Use one of: {', '.join(self._ordered())}") from None
 
     def __contains__(self, name: object) -> bool:
         self._load()
@@ -115,4 +132,4 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         self._load()
-        return list(self._entries.items())
+        return [(name, self._entries[name]) for name in self._ordered()]

@@ -200,13 +200,13 @@ def man_page(ctx: click.Context, all_pages: list[str]) -> str:
 
 def train_options_doc(root: click.Context) -> str:
     """docs/train-options.md: every `tron train` option next to the reference config key it maps to."""
-    from tron_cli.training.config import REFERENCE_KEYS
+    from tron_cli.training.config import reference_keys
 
     train = cli.get_command(root, "train")
     assert train is not None
     train_ctx = click.Context(train, info_name="train", parent=root)
     by_field: dict[str, list[str]] = {}
-    for key, target in REFERENCE_KEYS.items():
+    for key, target in reference_keys().items():
         field = target.split(" ")[0]
         by_field.setdefault(field, []).append(key)
     lines = [

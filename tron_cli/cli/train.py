@@ -7,7 +7,6 @@ plugin) brings its own flags, choices and help.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,44 +15,6 @@ from click.core import ParameterSource
 
 from tron_cli.cli._params import RegistryChoice
 from tron_cli.cli._ui import UI, shown
-
-HELP = {
-    "model": "The model to train; each starts from its own defaults (gru4rec: the reference's GRU4Rec+).",
-    "uniform_negatives": "Uniform (or popularity) negatives drawn per batch/session/event.",
-    "batch_negatives": "In-batch negatives per session, from other sessions' clicks (auto: batch size - 1, TRON XL's 127 at batch 128).",
-    "sampling_style": "How uniform negatives are shared: per event, per session or per batch.",
-    "negative_distribution": "Draw negatives uniformly or by popularity (count ** alpha).",
-    "alpha": "Popularity exponent for --negative-distribution popularity.",
-    "reject_uniform_session_items": "Never draw a click of the session (of the batch, batchwise) as a uniform negative.",
-    "reject_in_batch_items": "Never take a session's own clicks as its in-batch negatives.",
-    "topk": "Keep only the k highest-scoring negatives per event (0 keeps all).",
-    "mask_hits": "Mask negatives equal to the target (--no-mask-hits: the reference's behaviour).",
-    "loss": "The training objective.",
-    "logq": "LogQ correction weight for sampled softmax losses (0 off, 1 full).",
-    "objective": "click: the next click; multitron: clicks and orders, one model for every trade-off, read as a preference vector (MultiTRON).",
-    "beta": "MultiTRON: the Dirichlet concentration of each step's preference vector: A (for A,A) or A,B.",
-    "epochs": "Training epochs.",
-    "batch_size": "Sessions per step (per device unless --batch-size-per-device).",
-    "batch_size_per_device": "Sessions per step on each device with --devices (default: --batch-size / N).",
-    "lr": "Learning rate (the peak, under --lr-schedule).",
-    "lr_schedule": "Learning rate over the run: constant, or cosine / linear decay to zero over all --epochs.",
-    "warmup_steps": "Raise the learning rate linearly from 0 over this many first steps.",
-    "optimizer": "adam, adagrad, or a row-sparse variant that updates only the item rows a step touched.",
-    "shuffle": "Session order per epoch (reference names; 'shuffling_*' spellings accepted).",
-    "bucket_window": "Put sessions of similar length in the same batch, within windows of N batches (less padding; 0: off).",
-    "seed": "Seed of every random draw (initialisation, dropout, order, negatives).",
-    "early_stopping": "Stop after N epochs without a better validation --select-on metric (0: never).",
-    "select_on": "Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K.",
-    "exclude_seen": "Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen; leave-one-out data).",
-    "valid_limit": "Validation sessions per epoch: a fraction (<= 1) or a number.",
-    "transition_weight": "Add W * log(1 + P(item | last click) / --transition-smoothing) to every score outside training, P counted on the train split (a Markov prior; 0: off).",
-    "transition_smoothing": "Additive smoothing alpha of the transition prior's probabilities.",
-    "overfit_batches": "Train on only this many batches (or this fraction) per epoch, for debugging.",
-    "device": "auto (CUDA when present), cpu or cuda.",
-    "precision": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.",
-    "compile": "torch.compile the model and the loss (batch widths and event counts rounded up to a few static shapes).",
-    "track": "Record the run with an experiment tracker (repeatable; also TRON_TRACK): mlflow, tensorboard.",
-}
 
 
 class _CountOrAuto(click.ParamType):
@@ -151,48 +112,39 @@ def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Op
     if isinstance(example, tuple):  # a list of names (--track): repeatable, and one environment variable for every command
         return click.Option([flag, name], type=choices, multiple=True, default=None, envvar=f"TRON_{name.upper()}", help=help)
     if choices is not None:
-        return click.Option([flag, name], type=choices if isinstance(choices, click.ParamType) else click.Choice(choices), default=None, help=help)
+        return click.Option([flag, name], type=choices, default=None, help=help)
     if name == "batch_negatives":
         return click.Option([flag, name], type=_CountOrAuto(), default=None, help=help)
     return click.Option([flag, name], type=type(example) if example is not None else int, default=None, help=help)
 
 
-def registry_options() -> list[click.Option]:
-    """Training options; every model's settings after --model, every loss's options after --loss."""
-    from tron_cli.choices import OBJECTIVES
-    from tron_cli.losses import LOSSES, all_options
-    from tron_cli.models import MODELS, all_settings
-    from tron_cli.training import config
-    from tron_cli.training.schedule import SCHEDULES
+def _choice(choices: tuple[str, ...] | str | None) -> click.ParamType | None:
+    """A declaration's choices as a click type: a fixed tuple, or "module:REGISTRY" read when used."""
+    if choices is None:
+        return None
+    return RegistryChoice(choices) if isinstance(choices, str) else click.Choice(choices)
 
-    choices: dict[str, Any] = {
-        "model": RegistryChoice(MODELS),
-        "loss": RegistryChoice(LOSSES),
-        "sampling_style": config.SAMPLING_STYLES,
-        "negative_distribution": config.DISTRIBUTIONS,
-        "optimizer": config.OPTIMIZERS,
-        "shuffle": config.SHUFFLES + tuple(config.SHUFFLE_ALIASES),
-        "device": config.DEVICES,
-        "precision": config.PRECISIONS,
-        "lr_schedule": SCHEDULES,
-        "track": RegistryChoice("tron_cli.tracking:TRACKERS"),
-        "objective": OBJECTIVES,
-    }
+
+def registry_options() -> list[click.Option]:
+    """Training options, from their declarations; every model's settings after --model, every loss's options after --loss."""
+    from tron_cli.losses import all_options
+    from tron_cli.models import MODELS, all_settings
+    from tron_cli.training.config import TRAIN_OPTIONS
+
     out = [preset_option()]
-    for f in fields(config.TrainConfig):
-        if f.name not in config.TRAIN_FIELDS:
-            continue
-        shown = "auto" if f.default is None and f.name == "batch_negatives" else ("none" if f.default == () else f.default)
-        shown = ",".join(f"{a:g}" for a in config.TrainConfig.beta) if f.name == "beta" else shown
-        out.append(_option(f.name, f.default, HELP[f.name] + ("" if shown is None else f" [default: {shown}]"), choices.get(f.name)))
-        if f.name == "model":
-            for name, (default, help, setting_choices, models) in all_settings().items():
-                defaults = "; ".join(f"{model}: {MODELS.get(model).settings()[name]}" for model in models)
+    for name, declaration in TRAIN_OPTIONS.items():
+        default = declaration.default
+        shown = "auto" if default is None and name == "batch_negatives" else ("none" if default == () else default)
+        shown = ",".join(f"{a:g}" for a in default) if name == "beta" else shown
+        out.append(_option(name, default, declaration.help + ("" if shown is None else f" [default: {shown}]"), _choice(declaration.choices)))
+        if name == "model":
+            for setting, (setting_default, help, setting_choices, models) in all_settings().items():
+                defaults = "; ".join(f"{model}: {MODELS.get(model).settings()[setting]}" for model in models)
                 which = "" if len(models) == len(MODELS.names()) else f" (model {', '.join(models)} only)"
-                out.append(_option(name, default, f"{help}{which} [default {defaults}]", setting_choices))
-        if f.name == "loss":
-            for name, (option, losses) in all_options().items():
-                out.append(_option(name, option.default, f"{option.help} (--loss {', '.join(losses)}) [default: {option.default}]"))
+                out.append(_option(setting, setting_default, f"{help}{which} [default {defaults}]", _choice(setting_choices)))
+        if name == "loss":
+            for option_name, (option, losses) in all_options().items():
+                out.append(_option(option_name, option.default, f"{option.help} (--loss {', '.join(losses)}) [default: {option.default}]"))
     return out
 
 

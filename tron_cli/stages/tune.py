@@ -33,8 +33,10 @@ from tron_cli.artifacts.documents import write_json
 from tron_cli.artifacts.sessions import Dataset, read_dataset
 from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
 from tron_cli.evaluation.procedures import parse_metric
+from tron_cli.models import MODELS
+from tron_cli.options import declared, search_space
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.training.config import TrainConfig, option_defaults, validate
+from tron_cli.training.config import TRAIN_OPTIONS, TrainConfig, option_defaults, validate
 from tron_cli.training.loop import Trainer
 from tron_cli.training.run import execute, run_document
 from tron_cli.training.rundir import run_lock
@@ -43,21 +45,19 @@ from tron_cli.workspace import home
 # A space for TRON (SASRec + shared negatives + sampled softmax) that a CPU can search in an hour on a small
 # dataset: what matters most on session data (rate, regularisation, size, how long a session is read,
 # negatives) with choices that always combine (every size divides by every head count; top-k <= negatives).
-DEFAULT_SPACE: dict[str, Any] = {
-    "fixed": {"epochs": 4, "bucket_window": 32, "shuffle": "shuffle_without_replacement", "batch_negatives": 127},
-    "search": {
-        "lr": {"low": 1e-4, "high": 3e-3, "log": True},
-        "dropout": {"low": 0.0, "high": 0.5},
-        "hidden_size": [64, 128, 200],
-        "num_layers": [1, 2],
-        "num_heads": [1, 2],
-        "max_length": [20, 50],
-        "uniform_negatives": [1024, 2048, 4096],
-        "topk": [0, 100],
-        "positions": ["left", "right"],
-        "loss": ["ssm", "ce"],
-    },
-}
+# The searched options and their ranges are declared beside each option (`tune=`, training/config.py and
+# models/sasrec.py); these are the options every trial of the default space fixes.
+DEFAULT_FIXED: dict[str, Any] = {"epochs": 4, "bucket_window": 32, "shuffle": "shuffle_without_replacement", "batch_negatives": 127}
+SPACE_MODEL = "sasrec"  # the model whose settings the default space searches
+
+
+def default_space() -> dict[str, Any]:
+    """The default search space: the fixed options above, and every training option and SASRec setting that
+    declares a `tune` range."""
+    declarations = [*TRAIN_OPTIONS.values(), *declared(MODELS.get(SPACE_MODEL).config_class).values()]
+    return {"fixed": DEFAULT_FIXED, "search": search_space(declarations)}
+
+
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
@@ -89,7 +89,7 @@ class Space:
 @dataclass
 class TuneRequest:
     data: Path | None = None
-    space: Path | None = None  # None: DEFAULT_SPACE
+    space: Path | None = None  # None: default_space()
     trials: int = 20  # finished trials the study should have in all
     timeout: float | None = None  # seconds for this process; a running trial stops at its next epoch end (and keeps its best epoch)
     metric: str = "recall@20"  # validation metric to maximise (and prune on)
@@ -147,7 +147,7 @@ def parse_space(document: dict[str, Any], where: str = "search space") -> Space:
 def load_space(path: Path | None) -> Space:
     """The search space of a JSON or TOML file, or the default one."""
     if path is None:
-        return parse_space(DEFAULT_SPACE, "the default search space")
+        return parse_space(default_space(), "the default search space")
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"search space {path} does not exist")

@@ -5,8 +5,11 @@ Options have flat names everywhere a person types them (`--hidden-size`, a confi
 config dataclass, `models/`), the chosen loss's options (`losses.LOSSES`) and the training options below,
 starting from the model's training defaults (GRU4Rec+ takes the reference's). `tron train --config FILE`
 accepts the reference's configs (otto-de/TRON `configs/**.json`) unchanged, and a run's own `config.json`.
-Flags override the file (flags > TRON_* env > file > model defaults > defaults). `REFERENCE_KEYS` is the one
-table of how a reference key maps to an option; docs/train-options.md is generated from it.
+Flags override the file (flags > TRON_* env > file > model defaults > defaults).
+
+Each training option is declared once, as its field below (`options.option`: default, help, choices, the
+reference's key, `tron tune`'s range); `tron train`'s flags and help, the reference-key table
+(`reference_keys`), docs/train-options.md, the man page and the tune space derive from the declarations.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from tron_cli.errors import UsageError
 from tron_cli.evaluation.procedures import parse_metric
 from tron_cli.inference.transitions import DEFAULT_SMOOTHING
 from tron_cli.losses import LOSSES, all_options
-from tron_cli.models import MODELS, all_settings
+from tron_cli.models import MODELS, all_settings, setting_declarations
+from tron_cli.options import Option, claim, declared, option
 from tron_cli.tracking import TRACKERS
 from tron_cli.training.schedule import SCHEDULES
 
 SAMPLING_STYLES = ("eventwise", "sessionwise", "batchwise")
+# choices read from a registry when they are used ("module:REGISTRY"), so that a plugin's entries count
+MODELS_CHOICE, LOSSES_CHOICE, TRACKERS_CHOICE = "tron_cli.models:MODELS", "tron_cli.losses:LOSSES", "tron_cli.tracking:TRACKERS"
 DISTRIBUTIONS = ("uniform", "popularity")
 OPTIMIZERS = ("adam", "adagrad", "sparse-adam", "sparse-adagrad")
 SHUFFLES = ("no_shuffling", "shuffle_without_replacement", "shuffle_with_replacement")
@@ -42,48 +48,75 @@ class TrainConfig:
     Build it with `TrainConfig.create(**options)` to get a model's training defaults and flat option names;
     the constructor takes `network` (the model's config dataclass) and `loss_options` as they are."""
 
-    model: str = "sasrec"
+    model: str = option(
+        "sasrec", "The model to train; each starts from its own defaults (gru4rec: the reference's GRU4Rec+).", MODELS_CHOICE, reference="model"
+    )
     network: Any = None  # the model's config dataclass (models/<model>.py); None: the model's defaults
     # negatives
-    uniform_negatives: int = 16384
-    batch_negatives: int | None = None  # None: batch size - 1 (the reference's `null`; TRON XL's 127 at batch 128)
-    sampling_style: str = "batchwise"
-    negative_distribution: str = "uniform"
-    alpha: float = 1.0  # popularity draws are proportional to count ** alpha
-    reject_uniform_session_items: bool = False
-    reject_in_batch_items: bool = True
-    topk: int = 100  # keep only the k highest-scoring negatives per event; 0 keeps all
-    mask_hits: bool = True  # a negative equal to the target is not a negative (the reference keeps it)
+    uniform_negatives: int = option(
+        16384, "Uniform (or popularity) negatives drawn per batch/session/event.", reference="num_uniform_negatives", tune=(1024, 2048, 4096)
+    )
+    # None: batch size - 1 (the reference's `null`; TRON XL's 127 at batch 128)
+    batch_negatives: int | None = option(
+        None, "In-batch negatives per session, from other sessions' clicks (auto: batch size - 1, TRON XL's 127 at batch 128).", reference="num_batch_negatives"
+    )
+    sampling_style: str = option(
+        "batchwise", "How uniform negatives are shared: per event, per session or per batch.", SAMPLING_STYLES, reference="sampling_style"
+    )
+    negative_distribution: str = option("uniform", "Draw negatives uniformly or by popularity (count ** alpha).", DISTRIBUTIONS)
+    alpha: float = option(1.0, "Popularity exponent for --negative-distribution popularity.")
+    reject_uniform_session_items: bool = option(
+        False, "Never draw a click of the session (of the batch, batchwise) as a uniform negative.", reference="reject_uniform_session_items"
+    )
+    reject_in_batch_items: bool = option(True, "Never take a session's own clicks as its in-batch negatives.", reference="reject_in_batch_items")
+    topk: int = option(100, "Keep only the k highest-scoring negatives per event (0 keeps all).", tune=(0, 100))
+    mask_hits: bool = option(True, "Mask negatives equal to the target (--no-mask-hits: the reference's behaviour).")
     # loss
-    loss: str = "ssm"
+    loss: str = option("ssm", "The training objective.", LOSSES_CHOICE, reference="loss", tune=("ssm", "ce"))
     loss_options: Mapping[str, Any] = field(default_factory=dict)  # the loss's own options (losses.LOSSES); missing ones take their defaults
-    logq: float = 0.0
+    logq: float = option(0.0, "LogQ correction weight for sampled softmax losses (0 off, 1 full).")
     # MultiTRON: a preference vector [click weight, order weight] ~ Dirichlet(beta) per step, read by the model
-    objective: str = "click"
-    beta: tuple[float, ...] = (1.0, 1.0)  # one value a: Dirichlet(a, a)
+    objective: str = option(
+        "click",
+        "click: the next click; multitron: clicks and orders, one model for every trade-off, read as a preference vector (MultiTRON).",
+        OBJECTIVES,
+    )
+    beta: tuple[float, ...] = option(
+        (1.0, 1.0), "MultiTRON: the Dirichlet concentration of each step's preference vector: A (for A,A) or A,B.", reference="beta"
+    )  # one value a: Dirichlet(a, a)
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128
-    batch_size_per_device: int | None = None
-    lr: float = 5e-4
-    lr_schedule: str = "constant"  # training/schedule.py: constant, or cosine / linear decay to zero over all epochs
-    warmup_steps: int = 0  # linear warmup from 0 over this many steps, before the schedule
-    optimizer: str = "adam"
-    shuffle: str = "no_shuffling"
-    bucket_window: int = 0  # group sessions of similar length within windows of this many batches; 0 = off
-    seed: int = 0
-    early_stopping: int = 0  # stop after this many epochs without a better validation `select_on`; 0 = never
-    select_on: str = "recall@20"  # the validation metric that picks the best epoch (protocols.parse_metric)
-    exclude_seen: bool = False  # validation ranks without the session's own clicks (as tron evaluate --exclude-seen)
-    valid_limit: float = 1.0  # a fraction (<= 1) or a number (> 1) of validation sessions scored per epoch
-    # a first-order transition prior added to every score outside training (transitions.py); 0 = off
-    transition_weight: float = 0.0
-    transition_smoothing: float = DEFAULT_SMOOTHING
-    overfit_batches: float = 0.0  # > 0: train on only this many batches (or this fraction) per epoch
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    track: tuple[str, ...] = ()  # experiment trackers (tracking.TRACKERS) that record the run
+    epochs: int = option(10, "Training epochs.", reference="max_epochs")
+    batch_size: int = option(128, "Sessions per step (per device unless --batch-size-per-device).", reference="batch_size")
+    batch_size_per_device: int | None = option(None, "Sessions per step on each device with --devices (default: --batch-size / N).")
+    lr: float = option(5e-4, "Learning rate (the peak, under --lr-schedule).", reference="lr", tune={"low": 1e-4, "high": 3e-3, "log": True})
+    lr_schedule: str = option("constant", "Learning rate over the run: constant, or cosine / linear decay to zero over all --epochs.", SCHEDULES)
+    warmup_steps: int = option(0, "Raise the learning rate linearly from 0 over this many first steps.")
+    optimizer: str = option("adam", "adam, adagrad, or a row-sparse variant that updates only the item rows a step touched.", OPTIMIZERS, reference="optimizer")
+    shuffle: str = option(
+        "no_shuffling",
+        "Session order per epoch (reference names; 'shuffling_*' spellings accepted).",
+        SHUFFLES + tuple(SHUFFLE_ALIASES),
+        reference="shuffling_style",
+    )
+    bucket_window: int = option(0, "Put sessions of similar length in the same batch, within windows of N batches (less padding; 0: off).")
+    seed: int = option(0, "Seed of every random draw (initialisation, dropout, order, negatives).")
+    early_stopping: int = option(0, "Stop after N epochs without a better validation --select-on metric (0: never).")
+    select_on: str = option("recall@20", "Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K.")
+    exclude_seen: bool = option(False, "Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen; leave-one-out data).")
+    valid_limit: float = option(1.0, "Validation sessions per epoch: a fraction (<= 1) or a number.", reference="limit_val_batches")
+    # a first-order transition prior added to every score outside training (inference/transitions.py); 0 = off
+    transition_weight: float = option(
+        0.0,
+        "Add W * log(1 + P(item | last click) / --transition-smoothing) to every score outside training, P counted on the train split (a Markov prior; 0: off).",
+    )
+    transition_smoothing: float = option(DEFAULT_SMOOTHING, "Additive smoothing alpha of the transition prior's probabilities.")
+    overfit_batches: float = option(0.0, "Train on only this many batches (or this fraction) per epoch, for debugging.", reference="overfit_batches")
+    device: str = option("auto", "auto (CUDA when present), cpu or cuda.", DEVICES)
+    precision: str = option("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.", PRECISIONS)
+    compile: bool = option(False, "torch.compile the model and the loss (batch widths and event counts rounded up to a few static shapes).")
+    track: tuple[str, ...] = option(
+        (), "Record the run with an experiment tracker (repeatable; also TRON_TRACK): mlflow, tensorboard.", TRACKERS_CHOICE
+    )  # experiment trackers (tracking.TRACKERS) that record the run
 
     def __post_init__(self) -> None:
         spec = MODELS.get(self.model, "--model")
@@ -153,7 +186,9 @@ class TrainConfig:
         return cls.create(**values)
 
 
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"network", "loss_options"}
+TRAIN_OPTIONS: dict[str, Option] = declared(TrainConfig)
+TRAIN_FIELDS = set(TRAIN_OPTIONS)
+claim("training", "the training options", TRAIN_FIELDS)
 MULTITRON_LOSS = "ssm_and_be"  # what --objective multitron trains unless --loss says
 
 
@@ -199,51 +234,36 @@ def fit_hints(config: TrainConfig, n_items: int, device: str, threads: int) -> l
     return hints
 
 
+def all_declarations() -> dict[str, Option]:
+    """Every option `create` takes, by flat name: training options, every model's settings (the first model's
+    declaration of a shared one), every loss's options."""
+    return {**TRAIN_OPTIONS, **setting_declarations(), **{name: declaration for name, (declaration, _) in all_options().items()}}
+
+
 def option_defaults() -> dict[str, Any]:
     """{flat option name: default} of everything `create` takes (model settings: the first model's default)."""
-    out = {f.name: f.default for f in fields(TrainConfig) if f.name in TRAIN_FIELDS}
-    out.update({name: option.default for name, (option, _) in all_options().items()})
-    out.update({name: entry[0] for name, entry in all_settings().items()})
-    return out
+    return {name: declaration.default for name, declaration in all_declarations().items()}
 
 
-# reference key -> our option, where the value carries over as it is
-_DIRECT = {
-    "model": "model",
-    "hidden_size": "hidden_size",
-    "num_layers": "num_layers",
-    "dropout": "dropout",
-    "num_batch_negatives": "batch_negatives",
-    "num_uniform_negatives": "uniform_negatives",
-    "reject_uniform_session_items": "reject_uniform_session_items",
-    "reject_in_batch_items": "reject_in_batch_items",
-    "sampling_style": "sampling_style",
-    "loss": "loss",
-    "bpr_penalty": "bpr_penalty",
-    "max_epochs": "epochs",
-    "batch_size": "batch_size",
-    "max_session_length": "max_length",
-    "lr": "lr",
-    "limit_val_batches": "valid_limit",
-    "overfit_batches": "overfit_batches",
-    "share_embeddings": "share_embeddings",
-    "output_bias": "output_bias",
-    "shuffling_style": "shuffle",
-    "optimizer": "optimizer",
-    "original_gru": "original_gru",
-    "beta": "beta",
-    "regularization_penalty": "regularization",
-    "final_activation": "final_activation",
-}
+def direct_keys() -> dict[str, str]:
+    """Reference key -> our option, for the keys whose value carries over as it is (each option's `reference`)."""
+    return {declaration.reference: name for name, declaration in all_declarations().items() if declaration.reference}
 
-# The documentation of every reference key: the direct ones, plus those that convert.
-REFERENCE_KEYS: dict[str, str] = {
-    **_DIRECT,
+
+# The reference's keys whose value converts, and what they become.
+CONVERTED_KEYS = {
     "dataset": "DATA (a dataset name under $TRON_HOME/data/, unless DATA is given)",
     "topk_sampling": "topk (false: 0)",
     "topk_sampling_k": "topk (when topk_sampling is true)",
     "accelerator": "device (gpu: auto, cpu: cpu)",
 }
+
+
+def reference_keys() -> dict[str, str]:
+    """The documentation of every reference key: the direct ones, plus those that convert."""
+    return {**direct_keys(), **CONVERTED_KEYS}
+
+
 STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle", "lr_schedule", "select_on", "objective")
 
 
@@ -296,9 +316,10 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         return {key: _check_type(path, key, value, key) for key, value in values.items()}, {}
     options: dict[str, Any] = {}
     extras: dict[str, Any] = {}
+    direct = direct_keys()
     for key, value in document.items():
-        if key in _DIRECT:
-            name = _DIRECT[key]
+        if key in direct:
+            name = direct[key]
             if name in STRING_OPTIONS and not isinstance(value, str):
                 raise UsageError(f"{path}: key {key!r} must be a string, got {value!r}", "Fix the config file")
             if name == "shuffle":
@@ -320,7 +341,7 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         elif key in known:
             options[key] = _check_type(path, key, value, key)
         else:
-            raise UsageError(f"{path}: unknown key {key!r}", f"Known keys: {', '.join(sorted(REFERENCE_KEYS))} (or tron's own option names)")
+            raise UsageError(f"{path}: unknown key {key!r}", f"Known keys: {', '.join(sorted(reference_keys()))} (or tron's own option names)")
     if "topk_sampling" in document or "topk_sampling_k" in document:
         enabled = _check_type(path, "topk_sampling", document.get("topk_sampling", False), "mask_hits")
         k = _check_type(path, "topk_sampling_k", document.get("topk_sampling_k", 1000), "topk")

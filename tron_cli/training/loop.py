@@ -97,8 +97,8 @@ class Trainer:
         self.distribution = ItemDistribution(self.n_items, counts if config.negative_distribution == "popularity" else None, config.alpha, self.device)
         self.in_batch_log_prob = torch.log((counts + 1e-12) / counts.sum()).float().to(self.device) if config.logq else None
         self.spec = LossSpec(
-            config.loss,
-            config.topk,
+            loss=config.loss,
+            topk=config.topk,
             mask_hits=config.mask_hits,
             options=config.loss_options,
             logq=config.logq,

@@ -31,15 +31,16 @@ from tron_cli.training.sampling import ItemDistribution, Negatives
 NEG_INF = float("-inf")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LossSpec:
-    """A sampled loss by name (`losses.LOSSES`) with its options, and how negatives are kept."""
+    """A sampled loss by name (`losses.LOSSES`) with its options, and how negatives are kept: the training options
+    of the same names (declared in `training/config.py`, so none has a second default here)."""
 
-    loss: str = "ssm"
-    topk: int = 0
-    mask_hits: bool = True
+    loss: str
+    topk: int  # 0 keeps every negative
+    mask_hits: bool
+    logq: float
     options: Mapping[str, Any] = field(default_factory=dict)  # the loss's own; missing ones take their defaults
-    logq: float = 0.0
     n_items: int = 0
     activation: Callable[[Tensor], Tensor] | None = None  # applied to scores first (the model's `activate`)
 
