@@ -24,6 +24,7 @@ from _data import sessions as make_sessions
 
 from tron_cli.batching import SessionStore
 from tron_cli.evaluation.procedures import EvalOptions, accumulate
+from tron_cli.inference.scorer import Scorer
 from tron_cli.models.sasrec import SASRec, SASRecConfig
 from tron_cli.runtime import exact_fp32, resolve_device
 
@@ -54,10 +55,10 @@ def main() -> None:
     keep = np.searchsorted(np.cumsum(test.lengths - 1), targets) + 1
     store = SessionStore(test.select(np.arange(keep)), device, min_length=2)
     options = EvalOptions(cutoffs=(20,), chunk_size=args.chunk_size)
-    accumulate(model, SessionStore(test.select(np.arange(min(20, keep))), device, 2), False, options)  # warm-up
+    accumulate(Scorer(model), SessionStore(test.select(np.arange(min(20, keep))), device, 2), False, options)  # warm-up
     _sync(device)
     started = time.perf_counter()
-    result = accumulate(model, store, False, options).result()
+    result = accumulate(Scorer(model), store, False, options).result()
     _sync(device)
     seconds = time.perf_counter() - started
     # the floor: the same number of scores as one plain fp32 matrix product (no model, no ranking)

@@ -32,6 +32,7 @@ from train import measure
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.evaluation.procedures import EvalOptions, accumulate
+from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import score_sessions
 from tron_cli.models.sasrec import SASRec, SASRecConfig
 
@@ -100,10 +101,10 @@ def evaluate_row(device: torch.device, sizes: dict[str, Any]) -> list[dict[str, 
     keep = int(np.searchsorted(np.cumsum(test.lengths - 1), targets)) + 1
     store = SessionStore(test.select(np.arange(keep)), device, min_length=2)
     options = EvalOptions(cutoffs=(20,))
-    accumulate(model, SessionStore(test.select(np.arange(min(20, keep))), device, 2), False, options)  # warm-up
+    accumulate(Scorer(model), SessionStore(test.select(np.arange(min(20, keep))), device, 2), False, options)  # warm-up
     _sync(device)
     started = time.perf_counter()
-    result = accumulate(model, store, False, options).result()
+    result = accumulate(Scorer(model), store, False, options).result()
     _sync(device)
     rate = result["n_targets"] / (time.perf_counter() - started)
     return [
@@ -128,11 +129,11 @@ def recommend_rows(device: torch.device, sizes: dict[str, Any]) -> list[dict[str
             items = torch.randint(1, sizes["items"] + 1, (batch, 50), generator=generator)
             lengths = torch.randint(1, 51, (batch,), generator=generator)
             windows = torch.where(torch.arange(50)[None, :] >= (50 - lengths)[:, None], items, 0).to(device)
-            score_sessions(model, windows, 20)  # warm-up
+            score_sessions(Scorer(model), windows, 20)  # warm-up
             _sync(device)
             started = time.perf_counter()
             for _ in range(3):
-                score_sessions(model, windows, 20)
+                score_sessions(Scorer(model), windows, 20)
             _sync(device)
             rows.append(
                 {"what": f"tron recommend, batches of {batch:,} sessions, top-20", "value": 3 * batch / (time.perf_counter() - started), "unit": "sessions/s"}

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import score_sessions
 from tron_cli.models.sasrec import SASRec, SASRecConfig
 from tron_cli.runtime import resolve_device
@@ -81,7 +82,7 @@ def main() -> None:
     with torch.no_grad():
         # single sessions, one at a time, after a warm-up
         one = [sessions(args.items, 1, config.max_length, generator).to(device) for _ in range(args.sessions + 5)]
-        timings = [timed(lambda window=window: score_sessions(model, window, args.k), device) for window in one]
+        timings = [timed(lambda window=window: score_sessions(Scorer(model), window, args.k), device) for window in one]
         latency = np.array(timings[5:]) * 1000
         floor_one = floor_seconds(model.last_hidden(one[0]), table, args.floor_memory, device) * 1000
 
@@ -99,8 +100,8 @@ def main() -> None:
         ]
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             windows = sessions(args.items, batch, config.max_length, generator).to(device)
-            score_sessions(model, windows, args.k)  # warm-up
-            seconds = float(np.median([timed(lambda windows=windows: score_sessions(model, windows, args.k), device) for _ in range(args.repeats)]))
+            score_sessions(Scorer(model), windows, args.k)  # warm-up
+            seconds = float(np.median([timed(lambda windows=windows: score_sessions(Scorer(model), windows, args.k), device) for _ in range(args.repeats)]))
             floor = floor_seconds(model.last_hidden(windows), table, args.floor_memory, device)
             rows.append(
                 [

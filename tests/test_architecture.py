@@ -103,13 +103,14 @@ def test_the_core_imports_neither_click_nor_rich():
 
 
 def test_no_model_type_sniffing_outside_models():
-    """A model says what it is through its interface (models/base.py), never by hasattr or isinstance."""
+    """A model says what it is through its interface (models/base.py), never by hasattr, getattr or isinstance:
+    what is not the network (a transition prior) is not read off it either, but held by `inference.scorer.Scorer`."""
     offenders = []
     for name, path in _modules().items():
         if name.startswith("tron_cli.models"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "isinstance") and node.args:
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr", "isinstance") and node.args:
                 subject = ast.unparse(node.args[0])
                 checked = ast.unparse(node.args[1]) if len(node.args) > 1 else ""
                 if "model" in subject.lower() or any(cls in checked for cls in ("SASRec", "GRU4Rec")):

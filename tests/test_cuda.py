@@ -20,6 +20,7 @@ from tests.conftest import invoke
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.evaluation.procedures import EvalOptions, accumulate
+from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import score_sessions
 from tron_cli.models.sasrec import SASRec, SASRecConfig
 from tron_cli.training.config import TrainConfig
@@ -166,8 +167,8 @@ def test_evaluation_and_recommendation_rank_as_on_the_cpu():
         assert results[1][name] == pytest.approx(value, abs=2 / results[0]["n_targets"]), name
     windows = torch.randint(1, 5001, (64, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        scores_cpu, ids_cpu = score_sessions(model, windows, 20)
-        scores_gpu, ids_gpu = score_sessions(on_cuda, windows.to(CUDA), 20)
+        scores_cpu, ids_cpu = score_sessions(Scorer(model), windows, 20)
+        scores_gpu, ids_gpu = score_sessions(Scorer(on_cuda), windows.to(CUDA), 20)
     torch.testing.assert_close(scores_gpu.cpu(), scores_cpu, atol=1e-4, rtol=1e-5)
     assert float((ids_gpu.cpu() == ids_cpu).float().mean()) > 0.99  # near-ties may swap
 

@@ -162,7 +162,7 @@ def test_validation_reads_from_the_device_once_whatever_its_batches(tiny_dataset
     trainer.model.eval()
     for batch in (64, 4096):
         with HostReads() as reads:
-            accumulate(trainer.model, trainer.valid, False, EvalOptions(cutoffs=(20,), query_batch=batch))
+            accumulate(trainer.scorer, trainer.valid, False, EvalOptions(cutoffs=(20,), query_batch=batch))
         assert reads.calls == ["tolist"]  # the width of every batch, at once
 
 

@@ -15,6 +15,7 @@ from tests.conftest import invoke
 from tron_cli.inference.index import INDEXES, item_points, query_points
 from tron_cli.inference.predictor import load_predictor
 from tron_cli.inference.retrieval import Filters, Retriever
+from tron_cli.inference.scorer import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_exact_retriever_equals_the_scoring_core(indexed):
     assert predictor.index is None
     model = predictor.model
     hidden = model.last_hidden(torch.randint(1, model.n_items + 1, (5, 4), generator=torch.Generator().manual_seed(3))).detach()
-    retriever = Retriever(model)
+    retriever = Retriever(Scorer(model))
     _, ids = retriever.top(hidden, 7)
     assert ids.tolist() == [row[:7] for row in _naive(model, hidden, 7, [set()] * 5)]
 

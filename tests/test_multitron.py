@@ -292,6 +292,7 @@ def test_onnx_export_keeps_the_preference_input(multitron_run, tmp_path):
     import numpy as np
     import onnxruntime
 
+    from tron_cli.inference.scorer import Scorer
     from tron_cli.inference.scoring import score_sessions
     from tron_cli.modelio import load_model
 
@@ -305,7 +306,7 @@ def test_onnx_export_keeps_the_preference_input(multitron_run, tmp_path):
     items = torch.tensor([[0, 0, 3, 4, 5], [6, 7, 8, 9, 10], [0, 0, 0, 0, 11]])
     preference = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
     ids, scores = session.run(None, {"items": items.numpy(), "preference": preference.numpy(), "k": np.array(10, dtype=np.int64)})
-    expected_scores, expected_ids = score_sessions(model, items, 10, preference=preference)
+    expected_scores, expected_ids = score_sessions(Scorer(model), items, 10, preference=preference)
     np.testing.assert_allclose(scores, expected_scores.numpy(), atol=1e-4, rtol=1e-5)
     assert (ids == expected_ids.numpy()).mean() > 0.9  # near-ties may swap
     other, _ = session.run(None, {"items": items.numpy(), "preference": preference.flip(1).numpy(), "k": np.array(10, dtype=np.int64)})

@@ -18,6 +18,7 @@ from tron_cli.artifacts.sessions import CART, ORDER, ExtraEvents, Sessions, read
 from tron_cli.evaluation.metrics import Accumulator
 from tron_cli.evaluation.otto_task import merged
 from tron_cli.evaluation.procedures import EvalOptions, otto_protocol
+from tron_cli.inference.scorer import Scorer
 from tron_cli.labels import order_labels
 
 
@@ -158,7 +159,7 @@ def test_otto_protocol_end_to_end_by_hand():
 
     rng = random.Random(7)
     cuts = [rng.randint(1, 3), rng.randint(1, 2)]
-    result = otto_protocol(_Fixed(), sessions, popular, options)
+    result = otto_protocol(Scorer(_Fixed()), sessions, popular, options)
     # session 0 cut at c: context clicks 1..c, next click c + 1 (none when c = 3), order {3} after the cut
     # the model ranks the ring's next item first, so a next click is always a hit; 3 is in any top-6 list
     expected_clicks = [1.0 if c < 3 else None for c in cuts[:1]] + [1.0 if cuts[1] < 2 else None]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import TINY_TRAIN, invoke
+from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import top_among, top_items
 from tron_cli.models.sasrec import SASRec, SASRecConfig
 
@@ -50,9 +51,9 @@ def test_vector_length_no_longer_decides_the_ranking():
     # without a temperature the longest vectors (the last ids) dominate every list; with one they do not
     windows = _windows()
     with torch.no_grad():
-        _, dot_ids = top_items(_model(0.0), _model(0.0).last_hidden(windows), 5)
+        _, dot_ids = top_items(Scorer(_model(0.0)), _model(0.0).last_hidden(windows), 5)
         cosine = _model()
-        _, cos_ids = top_items(cosine, cosine.last_hidden(windows), 5)
+        _, cos_ids = top_items(Scorer(cosine), cosine.last_hidden(windows), 5)
     assert (dot_ids >= 40).float().mean() > (cos_ids >= 40).float().mean()
 
 
@@ -61,11 +62,11 @@ def test_top_items_and_a_subset_agree_with_the_scores():
     with torch.no_grad():
         model.output_bias.normal_()
         hidden = model.last_hidden(_windows())
-        scores, ids = top_items(model, hidden, 7)
+        scores, ids = top_items(Scorer(model), hidden, 7)
         expected = torch.topk(model.score_all(hidden), 7)
         assert torch.allclose(scores, expected.values, atol=1e-5) and torch.equal(ids, expected.indices + 1)
         subset = torch.tensor([3, 8, 20, 33, 47])
-        sub_scores, sub_ids = top_among(model, hidden, 5, subset)
+        sub_scores, sub_ids = top_among(Scorer(model), hidden, 5, subset)
         direct = model.score(hidden, subset.expand(6, 5))
         assert torch.allclose(sub_scores, torch.sort(direct, dim=1, descending=True).values, atol=1e-5)
         assert set(sub_ids.flatten().tolist()) <= set(subset.tolist())

@@ -13,6 +13,7 @@ import torch
 from tests.conftest import TINY_TRAIN, invoke
 from tron_cli.artifacts.sessions import Sessions
 from tron_cli.inference import transitions
+from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import top_among, top_items
 from tron_cli.inference.transitions import Transitions
 from tron_cli.models.sasrec import SASRec, SASRecConfig
@@ -77,14 +78,14 @@ def test_top_items_and_top_among_add_the_prior():
     hidden = torch.randn(3, 8)
     previous = torch.tensor([2, 5, 0])
     plain = model.score_all(hidden)
-    model.transitions = _prior(weight=4.0)
+    scorer = Scorer(model, _prior(weight=4.0))
     expected = plain + _dense(4.0, 0.1)[previous, 1:]
-    scores, ids = top_items(model, hidden, 3, budget=3, previous=previous)  # chunks of three items
+    scores, ids = top_items(scorer, hidden, 3, budget=3, previous=previous)  # chunks of three items
     assert torch.allclose(scores, expected.gather(1, ids - 1)) and torch.allclose(scores, expected.topk(3, 1).values)
     subset = torch.tensor([1, 3, 6])
-    scores, ids = top_among(model, hidden, 2, subset, previous=previous)
+    scores, ids = top_among(scorer, hidden, 2, subset, previous=previous)
     assert torch.allclose(scores, expected[:, subset - 1].topk(2, 1).values)
-    assert torch.equal(top_items(model, hidden, 3)[0], plain.topk(3, 1).values)  # no last click: no bonus
+    assert torch.equal(top_items(scorer, hidden, 3)[0], plain.topk(3, 1).values)  # no last click: no bonus
 
 
 def _metrics(*args: str) -> dict:
@@ -111,12 +112,21 @@ def test_train_evaluate_export_recommend_with_the_prior(tiny_dataset, tmp_path):
     bundle = tmp_path / "bundle"
     result = invoke("export", str(primed), "--out", str(bundle))
     assert result.exit_code == 0, result.stderr
-    assert json.loads((bundle / "config.json").read_text())["transitions"] == {"weight": 2.0, "smoothing": 0.03}
+    section = {"blends": [{"kind": "transitions", "weight": 2.0, "smoothing": 0.03, "file": transitions.FILE}]}
+    assert json.loads((primed / "config.json").read_text())["scorer"] == section  # one schema in runs and bundles
+    assert json.loads((bundle / "config.json").read_text())["scorer"] == section
     assert _metrics(str(bundle), "--data", str(tiny_dataset))["mrr@20"] == pytest.approx(with_prior["mrr@20"], abs=1e-12)
     session = json.dumps({"session": 1, "items": [int(i) for i in _a_session(tiny_dataset)]}) + "\n"
     answers = [invoke("recommend", str(where), "-k", "10", input=session) for where in (primed, bundle, plain)]
     assert all(answer.exit_code == 0 for answer in answers)
     assert answers[0].stdout == answers[1].stdout != answers[2].stdout
+
+    # runs and bundles written before the scorer section kept the prior in train options or a `transitions` object
+    for where, legacy in ((primed, {}), (bundle, {"transitions": {"weight": 2.0, "smoothing": 0.03}})):
+        document = json.loads((where / "config.json").read_text())
+        del document["scorer"]
+        (where / "config.json").write_text(json.dumps({**document, **legacy}))
+        assert invoke("recommend", str(where), "-k", "10", input=session).stdout == answers[0].stdout
 
     result = invoke("export", str(primed), "--out", str(tmp_path / "graph"), "--format", "onnx")
     assert result.exit_code == 2 and "transition prior" in result.stderr and not (tmp_path / "graph").exists()

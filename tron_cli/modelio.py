@@ -17,7 +17,6 @@ from tron_cli.artifacts.schemas import MADE_BY
 from tron_cli.artifacts.sessions import Dataset
 from tron_cli.artifacts.tensors import TensorHeader, check_tensor_header, load_tensors, read_tensor_header, save_tensors
 from tron_cli.errors import ArtifactError, MissingInputError
-from tron_cli.inference import transitions
 from tron_cli.models import build_model
 from tron_cli.workspace import home
 
@@ -130,8 +129,7 @@ def verify_bundle(path: Path, document: dict[str, Any]) -> None:
     recorded = document.get("sha256")
     index = document.get("index")
     required = {"model.safetensors", "items.parquet", *([str(index.get("file"))] if isinstance(index, dict) else [])}
-    if document.get("transitions"):
-        required.add(transitions.FILE)
+    required |= blend_files(document)
     if not isinstance(recorded, dict) or not required <= set(recorded):
         raise ArtifactError(f"{path / 'config.json'} does not record the sha256 of {', '.join(sorted(required))}", redo)
     for name, digest in sorted(recorded.items()):
@@ -144,9 +142,18 @@ def verify_bundle(path: Path, document: dict[str, Any]) -> None:
             raise ArtifactError(f"{file} does not match the sha256 recorded in {path / 'config.json'}", redo)
 
 
+def blend_files(document: dict[str, Any]) -> set[str]:
+    """The files of the blends a bundle's config.json names (`scorer` section; a `transitions` object before it)."""
+    scorer = document.get("scorer")
+    if isinstance(scorer, dict):
+        return {str(blend.get("file")) for blend in scorer.get("blends") or [] if isinstance(blend, dict)}
+    return {"transitions.safetensors"} if document.get("transitions") else set()
+
+
 def load_model(path: Path, device=None):
     """(model in eval mode, config document, kind) from a run dir (its selected model.safetensors) or a bundle
-    (whose files are first checked against their recorded sha256)."""
+    (whose files are first checked against their recorded sha256). The blends a run or bundle scores with beside
+    the network are `inference.scorer.load_scorer`'s."""
     document, kind = read_model_dir(path)
     if kind == "bundle":
         verify_bundle(path, document)
@@ -159,12 +166,6 @@ def load_model(path: Path, device=None):
     load_weights(model, weights, kind)
     if device is not None:
         model = model.to(device)
-    weight, smoothing = transitions.settings_of(document, kind)
-    if weight > 0:
-        where = Path(path) / transitions.FILE
-        if not where.is_file():
-            raise ArtifactError(f"{where} is missing (the {kind} scores with a transition prior)", f"Re-run: {MADE_BY.get(kind, 'tron train')}")
-        model.transitions = transitions.load(where, kind, n_items=model.n_items, weight=weight, smoothing=smoothing, device=device or "cpu")
     return model.eval(), document, kind
 
 

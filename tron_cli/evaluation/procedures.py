@@ -27,7 +27,9 @@ from tron_cli.batching import SessionStore, owned_ranges
 from tron_cli.errors import UsageError
 from tron_cli.evaluation import otto_task
 from tron_cli.evaluation.metrics import METRICS, Accumulator
-from tron_cli.inference.scoring import Pairs, chunk_scorer, rank_targets, score_items, top_items
+from tron_cli.inference.retrieval import Retriever
+from tron_cli.inference.scorer import Scorer
+from tron_cli.inference.scoring import Pairs, rank_targets, top_items
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
 
@@ -80,14 +82,14 @@ def query_batch(options: EvalOptions, device: torch.device) -> int:
     return options.query_batch or (8192 if device.type == "cuda" else 1024)
 
 
-def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None, previous: Tensor | None = None) -> Tensor:
+def _rank(scorer: Scorer, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None, previous: Tensor | None = None) -> Tensor:
     hidden = hidden.float()
-    target_scores = score_items(model, hidden, targets[:, None], previous).squeeze(1).float()
+    target_scores = scorer.items(hidden, targets[:, None], previous).squeeze(1).float()
     return rank_targets(
-        chunk_scorer(model, hidden, previous),
+        scorer.chunk(hidden, previous),
         target_scores,
         targets=targets,
-        n_items=model.n_items,
+        n_items=scorer.n_items,
         chunk_size=options.chunk_size,
         ties=options.ties,
         excluded=excluded,
@@ -95,14 +97,14 @@ def _rank(model, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded
 
 
 @torch.no_grad()
-def accumulate(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Accumulator:
-    """Per-session metric sums of `model` on the sessions in `store`, protocol `all`."""
+def accumulate(scorer: Scorer, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Accumulator:
+    """Per-session metric sums of `scorer` on the sessions in `store`, protocol `all`."""
     with exact_fp32():
         accumulator = Accumulator(len(store), options.cutoffs, store.device, orders=store.ordered is not None)
-        for hidden, targets, sessions, positions in target_states(model, store, last_only=last_only, options=options, report=report):
+        for hidden, targets, sessions, positions in target_states(scorer.model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             accumulator.add(
-                _rank(model, hidden, targets=targets, options=options, excluded=excluded, previous=store.items[positions - 1]),
+                _rank(scorer, hidden, targets=targets, options=options, excluded=excluded, previous=store.items[positions - 1]),
                 sessions,
                 ordered_at(store, positions),
             )
@@ -115,12 +117,14 @@ def ordered_at(store: SessionStore, positions: Tensor) -> Tensor | None:
 
 
 @torch.no_grad()
-def evaluate_model(model, store: SessionStore, last_only: bool, options: EvalOptions, batch_size: int = 128, report: Reporter = SILENT) -> dict[str, Any]:
-    """Metrics of `model` on the sessions in `store` (micro-averages, or the reference's with protocol tron)."""
+def evaluate_model(
+    scorer: Scorer, store: SessionStore, last_only: bool, options: EvalOptions, batch_size: int = 128, report: Reporter = SILENT
+) -> dict[str, Any]:
+    """Metrics of `scorer` on the sessions in `store` (micro-averages, or the reference's with protocol tron)."""
     if options.protocol == "tron":
         with exact_fp32():
-            return _tron_protocol(model, store, options=options, batch_size=batch_size, report=report)
-    return finish(accumulate(model, store, last_only=last_only, options=options, report=report), options)
+            return _tron_protocol(scorer, store, options=options, batch_size=batch_size, report=report)
+    return finish(accumulate(scorer, store, last_only=last_only, options=options, report=report), options)
 
 
 def target_states(
@@ -188,7 +192,7 @@ def list_ranks(ids: Tensor, targets: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def compare_retrieval(model, retriever, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
+def compare_retrieval(retriever: Retriever, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
     """Metrics of the top-K lists (K = the largest cutoff) that exact scoring and `retriever` (an index) answer for
     every target, their overlap (mean share of the exact top-K that the index's top-K holds) and the seconds each
     spent. Both lists are ranked alike: a target's rank is its position in the list, so the two differ only by
@@ -197,11 +201,11 @@ def compare_retrieval(model, retriever, store: SessionStore, last_only: bool, op
     exact, approximate = Accumulator(len(store), options.cutoffs, store.device), Accumulator(len(store), options.cutoffs, store.device)
     overlap, n, seconds = 0.0, 0, {"exact": 0.0, "index": 0.0}
     with exact_fp32():
-        for hidden, targets, sessions, positions in target_states(model, store, last_only=last_only, options=options, report=report):
+        for hidden, targets, sessions, positions in target_states(retriever.scorer.model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             started = time.perf_counter()
             previous = store.items[positions - 1]
-            _, exact_ids = retriever.exact(hidden, min(k, model.n_items), excluded, previous=previous)
+            _, exact_ids = retriever.exact(hidden, min(k, retriever.scorer.n_items), excluded, previous=previous)
             seconds["exact"] += time.perf_counter() - started
             started = time.perf_counter()
             _, index_ids = retriever.top(hidden, k, excluded, previous=previous)
@@ -232,8 +236,9 @@ def _targets(lengths: Tensor, last_only: bool, count: int) -> tuple[Tensor, Tens
     return rows, target - (ends - per_row)[rows]
 
 
-def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size: int, report: Reporter) -> dict[str, Any]:
+def _tron_protocol(scorer: Scorer, store: SessionStore, options: EvalOptions, batch_size: int, report: Reporter) -> dict[str, Any]:
     """The reference's evaluation, for parity checks (see the module docstring)."""
+    model = scorer.model
     if options.exclude_seen or options.bootstrap:
         raise UsageError("--protocol tron reproduces the reference: it has no --exclude-seen or --bootstrap")
     if model.feeding != "windows":
@@ -250,7 +255,7 @@ def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size:
             inputs, targets = sequence[:, :-1], sequence[:, 1:]
             hidden = model(inputs)
             mask = inputs != 0
-            ranks = _rank(model, hidden[mask], targets[mask], options, previous=inputs[mask])
+            ranks = _rank(scorer, hidden[mask], targets[mask], options, previous=inputs[mask])
             accumulator = Accumulator(1, options.cutoffs, store.device)
             accumulator.add(ranks, torch.zeros_like(targets[mask]))
             result = accumulator.result()
@@ -265,12 +270,13 @@ def _tron_protocol(model, store: SessionStore, options: EvalOptions, batch_size:
 
 
 @torch.no_grad()
-def otto_protocol(model, sessions: Sessions, popular: Tensor, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
+def otto_protocol(scorer: Scorer, sessions: Sessions, popular: Tensor, options: EvalOptions, report: Reporter = SILENT) -> dict[str, Any]:
     """OTTO's own task (`otto_task.py`): every session cut as the organisers cut test sessions, the model's
     top-20 from the clicks before the cut (the most clicked items when there is none), scored per event type.
     `popular` (N,) holds the dense ids by train clicks."""
     if options.exclude_seen or options.bootstrap:
         raise UsageError("--protocol otto scores as the organisers do: it has no --exclude-seen or --bootstrap")
+    model = scorer.model
     sequence = otto_task.merged(sessions)
     labels = otto_task.cut(sequence, otto_task.draw_cuts(np.diff(sequence.offsets), options.cut_seed))
     device = popular.device
@@ -285,7 +291,7 @@ def otto_protocol(model, sessions: Sessions, popular: Tensor, options: EvalOptio
             clicks = torch.from_numpy(labels.context_clicks[read[first : first + step]]).to(device)
             width = int(clicks.clamp(max=model.max_length).max())
             windows = store.query_windows(store.offsets[index] + clicks, width, sessions=index)
-            top[index] = top_items(model, model.last_hidden(windows), k, previous=windows[:, -1])[1]
+            top[index] = top_items(scorer, model.last_hidden(windows), k, previous=windows[:, -1])[1]
             task.update(advance=len(index))
     ids = top.cpu().numpy()
     return otto_task.score(dict.fromkeys(otto_task.TYPES, ids), labels)

@@ -25,9 +25,10 @@ from tron_cli.errors import ArtifactError, MissingInputError, UsageError
 from tron_cli.inference.catalogue import Catalogue
 from tron_cli.inference.index import INDEXES, ItemIndex, load_index, parse_params
 from tron_cli.inference.retrieval import NO_FILTERS, Filters, Retriever, filters_from_dense
+from tron_cli.inference.scorer import Scorer, load_scorer
 from tron_cli.inference.scoring import Pairs
 from tron_cli.inference.session_input import Batch
-from tron_cli.modelio import load_model, read_model_dir
+from tron_cli.modelio import read_model_dir
 from tron_cli.outputs import Recommended
 
 
@@ -63,9 +64,9 @@ class Answer:
 
 @dataclass
 class Predictor:
-    """What recommending needs: the model in eval mode, its catalogue and how it reads sessions."""
+    """What recommending needs: the scorer (the network in eval mode and its blends) behind a retriever, the
+    catalogue and how the model reads sessions."""
 
-    model: Any
     catalogue: Catalogue
     event_types: tuple[str, ...]  # OTTO event types the training dataset kept
     path: Path
@@ -73,6 +74,15 @@ class Predictor:
     document: dict[str, Any]  # the bundle's or run's config.json
     retriever: Retriever
     device: torch.device
+
+    @property
+    def scorer(self) -> Scorer:
+        return self.retriever.scorer
+
+    @property
+    def model(self) -> Any:
+        """The network: what turns sessions into states."""
+        return self.retriever.scorer.model
 
     @property
     def max_length(self) -> int:
@@ -181,7 +191,7 @@ def load_predictor(path: Path, device: torch.device, exact: bool = False, index_
         raise MissingInputError(f"model {path} does not exist", "Give a bundle (tron export) or a run dir (tron train)")
     document, kind = read_model_dir(path)
     if kind == "bundle":
-        model, document, kind = load_model(path, device)
+        scorer, document, kind = load_scorer(path, device)
         table = read_items(path / "items.parquet")
         event_types = tuple(document.get("event_types", ["clicks"]))
         expected = document.get("n_items")
@@ -192,10 +202,11 @@ def load_predictor(path: Path, device: torch.device, exact: bool = False, index_
             raise ArtifactError(
                 f"the dataset of {path} changed since it was trained ({dataset.path})", "Recommend from a bundle made when the run finished (tron export)"
             )
-        model, document, kind = load_model(path, device)
+        scorer, document, kind = load_scorer(path, device)
         table = dataset.items()
         event_types = tuple(dataset.info.get("parameters", {}).get("event_types", ["clicks"]))
         expected = dataset.n_items
+    model = scorer.model
     if table.num_rows != model.n_items or expected != model.n_items:
         raise ArtifactError(f"{path}: the model scores {model.n_items} items but its catalogue has {table.num_rows}", "Re-run: tron export")
     section = document.get("index") if kind == "bundle" else None
@@ -209,12 +220,11 @@ def load_predictor(path: Path, device: torch.device, exact: bool = False, index_
             raise UsageError("--index-param: search parameters must be at least 1")
         index = load_index(path, section, n_items=model.n_items, d=model.output_size, search=search)
     return Predictor(
-        model,
         Catalogue(table),
         event_types=event_types,
         path=path,
         kind=kind,
         document=document,
-        retriever=Retriever(model, index),
+        retriever=Retriever(scorer, index),
         device=torch.device(device),
     )

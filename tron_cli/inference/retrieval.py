@@ -7,9 +7,9 @@ catalogue's). Through an index (`index.py`): each state asks the index for `fetc
 N / |allow| with an allow list), scores each candidate exactly, drops the excluded, denied and not-allowed
 ones and keeps the best k. A row left with fewer than k items while the catalogue could give more is answered
 exactly instead (`fallbacks` counts them), so filters never shorten an answer; only the choice of candidates
-is approximate, never a score. A model with a transition prior (`transitions.py`) adds to every row's
-candidates the `fetch` likeliest successors of its last click, which the index (the network's vectors) cannot
-know of. Shared by `tron recommend`, `tron evaluate --retrieval index` and the server.
+is approximate, never a score. A scorer with a blend (the transition prior, `transitions.py`) adds to every
+row's candidates the `fetch` likeliest successors of its last click, which the index (the network's vectors)
+cannot know of. Shared by `tron recommend`, `tron evaluate --retrieval index` and the server.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from tron_cli.inference.index import ItemIndex
-from tron_cli.inference.scoring import Pairs, prior_of, score_items, top_among, top_items
+from tron_cli.inference.scorer import Scorer
+from tron_cli.inference.scoring import Pairs, top_among, top_items
 from tron_cli.runtime import exact_fp32
 
 OVERFETCH = 2  # candidates fetched per wanted item, before room for exclusions
@@ -64,10 +65,10 @@ def filters_from_dense(allow: np.ndarray | None, deny: np.ndarray | None) -> Fil
 
 
 class Retriever:
-    """Top-k of states against a model's catalogue; through `index` when given, else exact."""
+    """Top-k of states against a scorer's catalogue; through `index` when given, else exact."""
 
-    def __init__(self, model, index: ItemIndex | None = None):
-        self.model = model
+    def __init__(self, scorer: Scorer, index: ItemIndex | None = None):
+        self.scorer = scorer
         self.index = index
         self.fallbacks = 0  # rows answered exactly because the index's candidates did not leave k items
 
@@ -80,9 +81,9 @@ class Retriever:
         self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS, previous: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """(scores (Q, k) fp32 best first, dense ids (Q, k)) for states (Q, d) whose last clicks are `previous`
-        (Q,) (read by a model with a transition prior); slots that no item can fill (everything excluded or
+        (Q,) (read by the scorer's blends); slots that no item can fill (everything excluded or
         filtered) have score -inf and id 0."""
-        k = min(k, self.model.n_items)
+        k = min(k, self.scorer.n_items)
         if self.index is None or hidden.shape[0] == 0:
             return self.exact(hidden, k, excluded=excluded, filters=filters, previous=previous)
         return self._through_index(hidden, k, excluded=excluded, filters=filters, previous=previous)
@@ -92,18 +93,18 @@ class Retriever:
     ) -> tuple[Tensor, Tensor]:
         device = hidden.device
         if filters.allow is not None:
-            scores, ids = top_among(self.model, hidden, k=k, items=torch.from_numpy(filters.candidates()).to(device), excluded=excluded, previous=previous)
+            scores, ids = top_among(self.scorer, hidden, k=k, items=torch.from_numpy(filters.candidates()).to(device), excluded=excluded, previous=previous)
         else:
             banned = None
             if filters.deny is not None and len(filters.deny):
-                banned = torch.zeros(self.model.n_items + 1, dtype=torch.bool, device=device)
+                banned = torch.zeros(self.scorer.n_items + 1, dtype=torch.bool, device=device)
                 banned[torch.from_numpy(filters.deny).to(device)] = True
-            scores, ids = top_items(self.model, hidden, k, excluded, banned=banned, previous=previous)
+            scores, ids = top_items(self.scorer, hidden, k, excluded, banned=banned, previous=previous)
         return _pad(scores, ids, k)
 
     def _through_index(self, hidden: Tensor, k: int, excluded: Pairs | None, filters: Filters, previous: Tensor | None) -> tuple[Tensor, Tensor]:
         assert self.index is not None
-        device, n = hidden.device, self.model.n_items
+        device, n = hidden.device, self.scorer.n_items
         q = hidden.shape[0]
         per_row = torch.zeros(q, dtype=torch.long, device=device)  # distinct excluded items of each row that filters leave
         keys = None
@@ -123,15 +124,15 @@ class Retriever:
         fetch = min(n, fetch, max(FETCH_CAP, OVERFETCH * k))
         hidden = hidden.float()
         candidates = torch.from_numpy(self.index.candidates(hidden.cpu().numpy(), fetch)).to(device)  # (Q, fetch)
-        transitions = prior_of(self.model, previous)
-        if transitions is not None:
-            # the index knows the network's scores only: the last click's likeliest successors are candidates too,
-            # each once (a repeat in a sorted row is dropped)
-            candidates, _ = torch.sort(torch.cat([candidates, transitions.best_successors(previous, fetch)], 1), dim=1)
+        blended = None if previous is None else self.scorer.candidates(previous, fetch)
+        if blended is not None:
+            # the index knows the network's scores only: what the blends score highly after the last click (its
+            # likeliest successors) are candidates too, each once (a repeat in a sorted row is dropped)
+            candidates, _ = torch.sort(torch.cat([candidates, blended], 1), dim=1)
             repeated = torch.cat([torch.zeros_like(candidates[:, :1], dtype=torch.bool), candidates[:, 1:] == candidates[:, :-1]], 1)
             candidates = torch.where(repeated, 0, candidates)
         with exact_fp32():
-            scores = score_items(self.model, hidden, candidates, previous).float()  # (Q, fetch) exact
+            scores = self.scorer.items(hidden, candidates, previous).float()  # (Q, fetch) exact
         drop = candidates == 0
         if keys is not None:
             drop |= torch.isin(torch.arange(q, device=device)[:, None] * (n + 1) + candidates, keys)

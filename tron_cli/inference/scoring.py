@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from tron_cli.inference.scorer import Scorer
 from tron_cli.runtime import exact_fp32
 
 # scores held at once (rows x catalogue chunk) by `top_items`, 64 MB on CPU and 256 MB on CUDA: memory stays
@@ -114,49 +115,33 @@ def top_k(
     return best
 
 
-def prior_of(model, previous: Tensor | None):
-    """The model's transition prior (`transitions.py`) when it has one and the rows' last clicks are known; a
-    model need not know of the prior, so it is read here."""
-    return getattr(model, "transitions", None) if previous is not None else None
-
-
-def chunk_scorer(model, hidden: Tensor, previous: Tensor | None = None) -> ChunkScorer:
-    """The model's scores of `hidden` (Q, d) chunk by chunk, plus its transition prior after each row's `previous`
-    (Q,) click when it has one."""
-    prior = prior_of(model, previous)
-    if prior is None:
-        return lambda start, stop: model.score_all(hidden, start, stop)
-    return lambda start, stop: prior.add_to_chunk(model.score_all(hidden, start, stop), previous, start)
-
-
-def score_items(model, hidden: Tensor, items: Tensor, previous: Tensor | None = None) -> Tensor:
-    """(Q, K) the model's scores of `items` (Q, K) for `hidden` (Q, d), plus the prior after `previous` (Q,)."""
-    scores = model.score(hidden, items)
-    prior = prior_of(model, previous)
-    return scores if prior is None else scores + prior.pair_bonus(previous, items).to(scores.dtype)
-
-
 def _chunk(k: int, rows: int, device: torch.device, budget: int | None) -> int:
     budget = budget or SCORE_BUDGET.get(device.type, SCORE_BUDGET["cpu"])
     return max(k, budget // max(1, rows))
 
 
 def top_items(
-    model, hidden: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, banned: Tensor | None = None, previous: Tensor | None = None
+    scorer: Scorer,
+    hidden: Tensor,
+    k: int,
+    excluded: Pairs | None = None,
+    budget: int | None = None,
+    banned: Tensor | None = None,
+    previous: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the model's catalogue for each state (Q, d); `previous`
-    (Q,): each row's last click, for a model with a transition prior."""
+    """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the scorer's catalogue for each state (Q, d); `previous`
+    (Q,): each row's last click, which the scorer's blends read."""
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
-        return top_k(chunk_scorer(model, hidden, previous), model.n_items, k=k, chunk_size=chunk, excluded=excluded, banned=banned)
+        return top_k(scorer.chunk(hidden, previous), scorer.n_items, k=k, chunk_size=chunk, excluded=excluded, banned=banned)
 
 
 def top_among(
-    model, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | None = None, budget: int | None = None, previous: Tensor | None = None
+    scorer: Scorer, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | None = None, budget: int | None = None, previous: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """(scores (Q, k) fp32 best first, dense ids (Q, k)) among `items` (M,) sorted distinct dense ids only.
 
-    The same scores as `top_items` (h · W[item] + b[item] in fp32, plus the transition prior after `previous`);
+    The same scores as `top_items` (h · W[item] + b[item] in fp32, plus the scorer's blends after `previous`);
     rows with fewer than k items left end in -inf (their ids are then meaningless)."""
     if len(items) == 0:
         q = hidden.shape[0]
@@ -168,13 +153,10 @@ def top_among(
         inside = items[position] == excluded_items
         position_excluded = (rows[inside], position[inside] + 1)  # positions 1..M, as `top_k` counts items
 
-    states, prior = hidden.float(), prior_of(model, previous)  # once, not per chunk
+    states = hidden.float()  # once, not per chunk
 
     def score_chunk(start: int, stop: int) -> Tensor:
-        chosen = items[start - 1 : stop - 1]
-        scores = states @ model.output_rows(chosen).float().T
-        scores = scores if model.output_bias is None else scores + model.output_bias[chosen, 0].float()
-        return scores if prior is None or previous is None else scores + prior.pair_bonus(previous, chosen.expand(len(previous), -1))
+        return scorer.subset(states, items[start - 1 : stop - 1], previous)
 
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
@@ -184,9 +166,10 @@ def top_among(
 
 @torch.no_grad()
 def score_sessions(
-    model, windows: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, preference: Tensor | None = None
+    scorer: Scorer, windows: Tensor, k: int, excluded: Pairs | None = None, budget: int | None = None, preference: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """(B, T) left-padded windows of dense ids -> (scores (B, k), dense ids (B, k)): what `tron recommend` answers.
     `preference` (B, 2): each row's [click weight, order weight], for a model with a preference input."""
+    model = scorer.model
     hidden = model.last_hidden(windows) if preference is None else model.last_hidden(windows, preference)
-    return top_items(model, hidden, k=k, excluded=excluded, budget=budget, previous=windows[:, -1])
+    return top_items(scorer, hidden, k=k, excluded=excluded, budget=budget, previous=windows[:, -1])

@@ -17,10 +17,8 @@ and travel with the run and its bundle; the weight can be changed at evaluation 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -65,6 +63,10 @@ class Transitions:
         """The prior of the consecutive clicks of `train` at `weight`."""
         keys, probabilities = fit(train, n_items)
         return cls(keys, probabilities, n_items=n_items, weight=weight, smoothing=smoothing)
+
+    def reweighted(self, weight: float) -> Transitions:
+        """The same counts at another weight (`tron evaluate --transition-weight` chooses it on validation)."""
+        return Transitions(self.keys, self.probabilities, n_items=self.n_items, weight=weight, smoothing=self.smoothing)
 
     def to(self, device: torch.device | str) -> Transitions:
         return Transitions(self.keys.to(device), self.probabilities.to(device), n_items=self.n_items, weight=self.weight, smoothing=self.smoothing)
@@ -113,20 +115,6 @@ class Transitions:
         keep = within < k
         out[rows[keep], within[keep]] = items[keep]
         return out
-
-
-def settings_of(document: dict[str, Any], kind: str) -> tuple[float, float]:
-    """(weight, smoothing) of a run's (its train options) or a bundle's (its `transitions` section) config.json;
-    weight 0 when it has no prior."""
-    if kind == "bundle":
-        section = document.get("transitions") or {}
-        weight, smoothing = section.get("weight", 0.0), section.get("smoothing", DEFAULT_SMOOTHING)
-    else:
-        train = document.get("train") or {}
-        weight, smoothing = train.get("transition_weight", 0.0), train.get("transition_smoothing", DEFAULT_SMOOTHING)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (weight, smoothing)) or weight < 0 or smoothing <= 0:
-        raise ArtifactError(f"the transition prior of a {kind} is weight {weight!r}, smoothing {smoothing!r}", "Re-run the command that made it")
-    return float(weight), float(smoothing)
 
 
 def save(path: Path, keys: Tensor, probabilities: Tensor, catalogue: str | None) -> None:

@@ -13,14 +13,11 @@ for models whose state after click j depends only on clicks 1..j, all states of 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from tron_cli.inference.transitions import Transitions
 
 FEEDINGS = ("windows", "lanes")
 
@@ -35,9 +32,6 @@ class ItemScorer(nn.Module):
         self.tied = share_embeddings and d_in == d
         self.output_embedding = None if self.tied else nn.Parameter(_xavier(n_items + 1, d, gain))
         self.output_bias = nn.Parameter(torch.zeros(n_items + 1, 1)) if output_bias else None  # (N+1, 1): a one-column table, so lookups can be row-sparse
-        # a transition prior (transitions.py) that scoring.py adds to the scores of states whose last click it knows;
-        # never in training
-        self.transitions: Transitions | None = None
 
     def embed(self, items: Tensor, sparse: bool = False) -> Tensor:
         return table_rows(self.item_embedding, items, sparse, padding_idx=0)

@@ -22,9 +22,10 @@ from tron_cli.choices import DEFAULT_ORDER_WEIGHT, PROTOCOLS, RETRIEVALS, SPLITS
 from tron_cli.errors import MissingInputError, OutputError, UsageError
 from tron_cli.evaluation.baselines import BASELINES, evaluate_baseline
 from tron_cli.evaluation.procedures import EvalOptions, compare_retrieval, evaluate_model, first_sessions, otto_protocol
-from tron_cli.inference import transitions
 from tron_cli.inference.predictor import load_predictor
-from tron_cli.modelio import check_same_catalogue, dataset_of, load_model, read_model_dir
+from tron_cli.inference.retrieval import Retriever
+from tron_cli.inference.scorer import Scorer, load_scorer
+from tron_cli.modelio import check_same_catalogue, dataset_of, read_model_dir
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
 from tron_cli.workspace import home
@@ -81,24 +82,26 @@ def evaluate(
     document, _ = read_model_dir(model_path)  # the dataset is compared first: its message says what to pass
     dataset = read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
-    model, document, kind = load_model(model_path, torch_device)
-    _weigh_transitions(model, dataset, transition_weight)
+    scorer, document, kind = load_scorer(model_path, torch_device)
+    if transition_weight is not None:
+        scorer = scorer.with_transitions(transition_weight, dataset.sessions("train"))
+    model = scorer.model
     if order_weight is not None and not model.preference_input:
         raise UsageError(f"{model_path} reads no preference vector: --order-weight needs a model trained with --objective multitron")
     if model.preference_input:
         model.use_order_weight(DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight)
     if options.protocol == "otto":
-        metrics = _otto(model, dataset, options=options, device=torch_device, report=report)
+        metrics = _otto(scorer, dataset, options=options, device=torch_device, report=report)
     else:
         batch_size = int(document.get("train", {}).get("batch_size", 128))
         metrics = evaluate_model(
-            model, _store(dataset, options, torch_device), last_only=dataset.targets == "last", options=options, batch_size=batch_size, report=report
+            scorer, _store(dataset, options, torch_device), last_only=dataset.targets == "last", options=options, batch_size=batch_size, report=report
         )
     result = {**metrics, **_about(options, dataset)}
     if model.preference_input:
         result["order_weight"] = DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight
-    if model.transitions is not None or transition_weight is not None:
-        result["transition_weight"] = 0.0 if model.transitions is None else model.transitions.weight
+    if scorer.prior is not None or transition_weight is not None:
+        result["transition_weight"] = 0.0 if scorer.prior is None else scorer.prior.weight
     if kind == "run":
         # what was computed is the result: a run dir that cannot be written into (read-only, a full disk) costs
         # the record, not the metrics, which are still printed
@@ -115,7 +118,7 @@ def evaluate(
     return result
 
 
-def _otto(model, dataset: Dataset, options: EvalOptions, device: torch.device, report: Reporter) -> dict[str, Any]:
+def _otto(scorer: Scorer, dataset: Dataset, options: EvalOptions, device: torch.device, report: Reporter) -> dict[str, Any]:
     """OTTO's own task on the split (`protocols.otto_protocol`): it needs the split's carts and orders."""
     if not dataset.extra_types:
         raise UsageError(
@@ -124,20 +127,7 @@ def _otto(model, dataset: Dataset, options: EvalOptions, device: torch.device, r
         )
     counts = np.asarray(dataset.items().column("count"), dtype=np.int64)
     popular = torch.from_numpy(np.argsort(-counts, kind="stable") + 1).to(device)  # dense ids, most clicked first
-    return otto_protocol(model, first_sessions(dataset.sessions(options.split), options.limit), popular=popular, options=options, report=report)
-
-
-def _weigh_transitions(model, dataset: Dataset, weight: float | None) -> None:
-    """Give `model` the transition prior at `weight` (None: as trained; 0: none), counted on `dataset`'s train
-    split when the model has none."""
-    if weight is None:
-        return
-    if weight == 0:
-        model.transitions = None
-    elif model.transitions is not None:
-        model.transitions.weight = weight
-    else:
-        model.transitions = transitions.Transitions.counted(dataset.sessions("train"), model.n_items, weight).to(model.item_embedding.device)
+    return otto_protocol(scorer, first_sessions(dataset.sessions(options.split), options.limit), popular=popular, options=options, report=report)
 
 
 def _evaluate_index(
@@ -157,11 +147,13 @@ def _evaluate_index(
     predictor = load_predictor(model_path, device, index_params=index_params)
     dataset = read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
-    _weigh_transitions(predictor.model, dataset, transition_weight)
+    retriever = predictor.retriever
+    if transition_weight is not None:
+        retriever = Retriever(retriever.scorer.with_transitions(transition_weight, dataset.sessions("train")), retriever.index)
     store = _store(dataset, options, device)
     assert predictor.index is not None
     report.detail(f"{model_path}: {predictor.index.describe()}")
-    result = compare_retrieval(predictor.model, predictor.retriever, store=store, last_only=dataset.targets == "last", options=options, report=report)
+    result = compare_retrieval(retriever, store=store, last_only=dataset.targets == "last", options=options, report=report)
     return {**result, "index": {**result["index"], "kind": predictor.index.kind, "search": predictor.index.search_params}, **_about(options, dataset)}
 
 

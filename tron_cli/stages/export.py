@@ -34,6 +34,7 @@ from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
 from tron_cli.inference import transitions
 from tron_cli.inference.index import INDEX_FILE, INDEXES, build_index, parse_params, require_faiss, write_index
+from tron_cli.inference.scorer import Scorer, read_prior
 from tron_cli.inference.scoring import score_sessions
 from tron_cli.modelio import check_weights, load_weights, model_of, read_model_dir
 from tron_cli.models import build_model
@@ -179,7 +180,7 @@ def verify_onnx(path: Path, model: SessionModel, max_length: int) -> None:
         preference = _preferences(batch, seed) if model.preference_input else None
         feed = {"items": items.numpy(), "k": np.array(k, dtype=np.int64), **({} if preference is None else {"preference": preference.numpy()})}
         ids, scores = session.run(["indices", "scores"], feed)
-        expected_scores, expected_ids = score_sessions(model, items, min(k + 1, model.n_items), preference=preference)
+        expected_scores, expected_ids = score_sessions(Scorer(model), items, min(k + 1, model.n_items), preference=preference)
         if ids.shape != (batch, k) or not same_top_k(expected_ids.numpy(), expected_scores.numpy(), ids, scores):
             raise TronError(
                 f"the ONNX graph's top-{k} differs from PyTorch's on {batch} random sessions of {width} clicks (largest score difference {np.abs(scores - expected_scores.numpy()[:, :k]).max():.2g})",
@@ -348,15 +349,13 @@ def export(
     model = build_model(section)
     load_weights(model, run / "model.safetensors", "run")  # names, shapes, dtypes checked; a bad file is named as it is
     model.eval()
-    weight, smoothing = transitions.settings_of(document, kind)
-    prior = run / transitions.FILE if weight > 0 else None
-    if prior is not None:
-        if fmt == "onnx":
-            raise UsageError(
-                f"{run} scores with a transition prior (--transition-weight {weight:g}), which the ONNX graph (the network alone) cannot hold",
-                "Export --format safetensors (tron recommend and tron serve apply the prior)",
-            )
-        transitions.load(prior, kind, n_items=dataset.n_items, weight=weight, smoothing=smoothing)  # a damaged file is named now, not when served
+    scorer = Scorer(model, read_prior(run, document, kind, dataset.n_items))  # a damaged prior is named now, not when served
+    if scorer.prior is not None and fmt == "onnx":
+        raise UsageError(
+            f"{run} scores with a transition prior (--transition-weight {scorer.prior.weight:g}), which the ONNX graph (the network alone) cannot hold",
+            "Export --format safetensors (tron recommend and tron serve apply the prior)",
+        )
+    prior = run / transitions.FILE if scorer.prior is not None else None
     fields = {
         "model": section,
         "max_length": model.max_length,
@@ -365,7 +364,7 @@ def export(
         "item_id_type": dataset.info.get("item_id_type"),
         "event_types": dataset.info.get("parameters", {}).get("event_types", ["clicks"]),
         "dataset": dataset.name,
-        "transitions": {"weight": weight, "smoothing": smoothing} if prior is not None else None,
+        "scorer": scorer.section(),
         "run": {
             "path": str(run.resolve()),
             "name": document.get("name", run.name),

@@ -23,8 +23,9 @@ from tron_cli.batching import SessionStore
 from tron_cli.choices import SPLITS
 from tron_cli.errors import MissingInputError, UsageError
 from tron_cli.evaluation.procedures import EvalOptions, accumulate, first_sessions
+from tron_cli.inference.scorer import load_scorer
 from tron_cli.losses.multitron import hypervolume
-from tron_cli.modelio import check_same_catalogue, dataset_of, load_model
+from tron_cli.modelio import check_same_catalogue, dataset_of
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
 from tron_cli.workspace import home
@@ -57,7 +58,8 @@ def pareto(
     weights = order_weights(points)
     run_dir = Path(run) if run is not None else home.latest_run()
     torch_device = resolve_device(device)
-    model, document, _ = load_model(run_dir, torch_device)
+    scorer, document, _ = load_scorer(run_dir, torch_device)
+    model = scorer.model
     if not model.preference_input:
         raise UsageError(f"{run_dir} reads no preference vector: it has one point, not a front", "Train one: tron train --objective multitron")
     dataset = read_dataset(data if data is not None else dataset_of(document, run_dir))
@@ -72,7 +74,7 @@ def pareto(
     with report.task("sweeping the order weight", total=len(weights)) as task:
         for weight in weights:
             model.use_order_weight(weight)
-            values = accumulate(model, store, dataset.targets == "last", options).result()
+            values = accumulate(scorer, store, dataset.targets == "last", options).result()
             front.append({"order_weight": weight, **{name: values[name] for name in METRICS}})
             task.update(advance=1)
     result = {

@@ -26,6 +26,7 @@ from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import ArtifactError, Interrupted, OutputError, TrainingError, UsageError
 from tron_cli.evaluation.procedures import EvalOptions, accumulate, first_sessions, parse_metric
+from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.transitions import Transitions
 from tron_cli.losses import LOSSES
 from tron_cli.losses.multitron import hypervolume
@@ -75,9 +76,11 @@ class Trainer:
         spec = MODELS.get(config.model)
         self.section = model_section(config.model, config.network, self.n_items)
         self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
+        prior = None
         if config.transition_weight > 0:  # scored in validation (and everywhere after), never in the loss
-            prior = Transitions.counted(dataset.sessions("train"), self.n_items, config.transition_weight, config.transition_smoothing)
-            self.model.transitions = prior.to(self.device)
+            counted = Transitions.counted(dataset.sessions("train"), self.n_items, weight=config.transition_weight, smoothing=config.transition_smoothing)
+            prior = counted.to(self.device)
+        self.scorer = Scorer(self.model, prior)  # what validation ranks with: the network and its blends
         self.loss_declaration = LOSSES.get(config.loss)
         self.multi = config.objective == "multitron"
         self.warned_no_orders = False
@@ -300,7 +303,7 @@ class Trainer:
         """Validation metrics over every rank's sessions (order metrics too when the split has orders)."""
         assert self.valid is not None
         self.model.eval()
-        accumulator = accumulate(self.model, self.valid, self.dataset.targets == "last", EvalOptions(cutoffs=cutoffs, exclude_seen=self.config.exclude_seen))
+        accumulator = accumulate(self.scorer, self.valid, self.dataset.targets == "last", EvalOptions(cutoffs=cutoffs, exclude_seen=self.config.exclude_seen))
         self.model.train()
         parts = [accumulator.sums.sum(0, keepdim=True), accumulator.counts.sum().reshape(1, 1)]
         parts += [] if accumulator.orders is None else [accumulator.orders.sum(0, keepdim=True)]

@@ -30,6 +30,7 @@ def run_document(run_dir: Path, trainer: Trainer, dataset: Dataset, config: Trai
         "dataset": dataset_record(dataset),
         "model": trainer.section,
         "train": config.to_dict(),
+        "scorer": trainer.scorer.section(),
         "reference_config": reference_config,
         "world_size": trainer.ranks.world,
         "torch_version": torch.__version__,
@@ -44,8 +45,8 @@ def execute(trainer: Trainer, document: dict[str, Any] | None, callbacks: tuple[
             start_resumed(run_dir, config.to_dict(), trainer.state.history)
         else:
             start_new(run_dir, document)
-        if trainer.model.transitions is not None:  # the prior travels with the run, as its weights do
-            prior = trainer.model.transitions
+        prior = trainer.scorer.prior
+        if prior is not None:  # the prior travels with the run, as its weights do
             transitions.save(run_dir / transitions.FILE, prior.keys.cpu(), prior.probabilities.cpu(), trainer.catalogue)
     ranks.barrier()
     with tracking.tracked(config.track if ranks.main else (), run_dir) as trackers:
