@@ -7,28 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"  # small golden values and raw samples, kept in the repo (see its README)
-
-# training options that make a run of a few seconds on `tiny_dataset` (shared by the CLI tests)
-TINY_TRAIN = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "16",
-    "--uniform-negatives",
-    "64",
-    "--batch-size",
-    "32",
-    "--batch-negatives",
-    "31",
-    "--topk",
-    "32",
-    "--max-length",
-    "20",
-]
+from tests.helpers import invoke, shared, tiny_train_args
 
 
 def pytest_configure(config):
@@ -40,32 +20,6 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
-
-def shared(relative: str) -> Path:
-    """A large file of ../shared (Yoochoose 1/64), or skip the test saying so when it is absent."""
-    path = SHARED / relative
-    if not path.exists():
-        pytest.skip(f"{path} is not present: the large datasets live in ../shared beside the checkout, not in the repository")
-    return path
-
-
-def fixture(relative: str) -> Path:
-    """A small sample of tests/fixtures (copied from ../shared/data, source and licence in its README)."""
-    return FIXTURES / relative
-
-
-def golden(name: str) -> dict:
-    """Values computed with the reference code: tests/fixtures/golden/NAME, else ../shared/golden/NAME."""
-    path = FIXTURES / "golden" / name
-    return json.loads((path if path.is_file() else shared(f"golden/{name}")).read_text())
-
-
-def invoke(*args: str, input: str | None = None):
-    """Run `tron ARGS` in-process; stdout and stderr stay separate."""
-    from tron_cli.cli import cli
-
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +70,7 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """(run, bundle): a small SASRec trained for two steps on `tiny_dataset`, and its export. Treat as read-only."""
     root = tmp_path_factory.mktemp("tiny-model")
     run, bundle = root / "runs" / "tiny", root / "bundles" / "tiny"
-    result = invoke("train", str(tiny_dataset), *TINY_TRAIN, "--epochs", "1", "--overfit-batches", "2", "--out", str(run))
+    result = invoke("train", str(tiny_dataset), *tiny_train_args(epochs=1, overfit_batches=2), "--out", str(run))
     assert result.exit_code == 0, result.stderr
     result = invoke("export", str(run), "--out", str(bundle))
     assert result.exit_code == 0, result.stderr

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_TRAIN, invoke
+from tests.helpers import invoke, tiny_train_args
 from tron_cli.artifacts.documents import read_json
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.errors import MissingInputError
 from tron_cli.modelio import load_model
 from tron_cli.workspace import home
 
-TRAIN = [*TINY_TRAIN, "--epochs", "3", "--overfit-batches", "4", "--valid-limit", "100"]
+TRAIN = [*tiny_train_args(), "--epochs", "3", "--overfit-batches", "4", "--valid-limit", "100"]
 
 # torch's OpenMP threads spin: two processes with a thread per core each slow down by orders of magnitude
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.evaluation.baselines import BASELINES, Bonus, rank_by_counting

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 
 SMALL_TRAINING = {
     "TRON_TRAIN_DEVICE": "cpu",
@@ -73,22 +73,7 @@ def test_every_reporting_command_prints_one_json_object(tiny_dataset, tiny_model
         [
             "train",
             str(tiny_dataset),
-            "--device",
-            "cpu",
-            "--hidden-size",
-            "8",
-            "--uniform-negatives",
-            "16",
-            "--batch-size",
-            "16",
-            "--batch-negatives",
-            "15",
-            "--topk",
-            "8",
-            "--epochs",
-            "1",
-            "--overfit-batches",
-            "1",
+            *tiny_train_args(hidden_size=8, uniform_negatives=16, batch_size=16, batch_negatives=15, topk=8, max_length=None, epochs=1, overfit_batches=1),
             "--out",
             str(tmp_path / "r"),
             "--json",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 from tests.test_download import server  # noqa: F401 -- the local HTTP server fixture
 from tron_cli.datasets import DATASETS, DatasetSpec, Parameter, Preset, Source, read_otto_jsonl
 from tron_cli.reporting import Reporter

@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.evaluation.procedures import EvalOptions, accumulate
 from tron_cli.training import negatives as objective
@@ -229,20 +229,7 @@ def test_bf16_autocast_on_cpu_gives_a_finite_loss_close_to_fp32(tiny_dataset, tm
 
 def test_bf16_training_on_cpu_end_to_end(tiny_dataset, tmp_path):
     args = [
-        "--device",
-        "cpu",
-        "--hidden-size",
-        "16",
-        "--uniform-negatives",
-        "64",
-        "--batch-size",
-        "16",
-        "--batch-negatives",
-        "15",
-        "--topk",
-        "16",
-        "--max-length",
-        "10",
+        *tiny_train_args(batch_size=16, batch_negatives=15, topk=16, max_length=10),
     ]
     result = invoke(
         "train", str(tiny_dataset), *args, "--precision", "bf16", "--epochs", "1", "--overfit-batches", "3", "--out", str(tmp_path / "run"), "--json"
@@ -254,7 +241,7 @@ def test_bf16_training_on_cpu_end_to_end(tiny_dataset, tmp_path):
 @pytest.mark.slow
 def test_compiled_training_on_cpu_end_to_end_equals_eager(tiny_dataset, tmp_path):
     # no in-batch negatives: with --compile the event slots are rounded up, and the in-batch draw has a key per slot
-    args = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "16", "--batch-negatives", "0", "--topk", "16"]
+    args = [*tiny_train_args(batch_size=16, batch_negatives=0, topk=16, max_length=None)]
     args += ["--max-length", "10", "--dropout", "0", "--epochs", "1", "--overfit-batches", "1", "--json"]
     losses = []
     for flags in (["--compile"], []):

@@ -9,32 +9,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 
 # in-batch negatives come from each rank's own sessions, so they are off here; the batchwise set is shared
 COMMON = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "16",
-    "--uniform-negatives",
-    "128",
-    "--batch-negatives",
-    "0",
-    "--topk",
-    "32",
-    "--max-length",
-    "12",
-    "--dropout",
-    "0",
-    "--shuffle",
-    "shuffle_without_replacement",
-    "--seed",
-    "3",
-    "--epochs",
-    "1",
-    "--overfit-batches",
-    "6",
+    *tiny_train_args(
+        uniform_negatives=128,
+        batch_size=None,
+        batch_negatives=0,
+        max_length=12,
+        dropout=0,
+        shuffle="shuffle_without_replacement",
+        seed=3,
+        epochs=1,
+        overfit_batches=6,
+    ),
 ]
 
 

@@ -22,9 +22,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import py7zr
 import pytest
-from click.testing import CliRunner
 
-from tron_cli.cli import cli
+from tests.helpers import invoke
 from tron_cli.datasets import DATASETS
 from tron_cli.fetching import http as http_core
 
@@ -145,7 +144,7 @@ def repoint():
 
 
 def tron(*args: str):
-    return CliRunner().invoke(cli, ["download", *args])
+    return invoke("download", *args)
 
 
 def raw(tmp_path: Path, name: str) -> Path:
@@ -676,14 +675,14 @@ def test_damaged_manifest_is_named_by_preprocess_and_redone_by_download(tmp_path
     else:
         manifest.write_text(manifest.read_text().replace('"manifest/1"', '"manifest/2"'))
 
-    refused = CliRunner().invoke(cli, ["preprocess"])
+    refused = invoke("preprocess")
     assert refused.exit_code == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and str(manifest) in refused.stderr
 
     again = tron("synthetic", "--sessions", "60", "--items", "20")
     assert again.exit_code == 0, again.stderr
     assert json.loads(manifest.read_text())["schema"] == "manifest/1"
-    assert CliRunner().invoke(cli, ["preprocess"]).exit_code == 0
+    assert invoke("preprocess").exit_code == 0
 
 
 # --------------------------------------------------------------------------------------------- synthetic and CLI
@@ -707,7 +706,7 @@ def test_synthetic(tmp_path):
 
 
 def test_help_has_summary_and_example():
-    result = CliRunner().invoke(cli, ["download", "--help"])
+    result = invoke("download", "--help")
     assert result.exit_code == 0
     assert "Examples:" in result.stdout and "tron download synthetic" in result.stdout
 

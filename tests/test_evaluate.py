@@ -8,23 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 
 FAST = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "32",
-    "--uniform-negatives",
-    "256",
-    "--batch-size",
-    "32",
-    "--batch-negatives",
-    "31",
-    "--topk",
-    "32",
-    "--max-length",
-    "20",
+    *tiny_train_args(hidden_size=32, uniform_negatives=256),
 ]
 
 

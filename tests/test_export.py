@@ -12,24 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import TINY_TRAIN, invoke
+from tests.helpers import TINY_GRU, invoke, tiny_train_args
 
-GRU = [
-    "--model",
-    "gru4rec",
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "32",
-    "--uniform-negatives",
-    "64",
-    "--max-length",
-    "20",
-    "--epochs",
-    "1",
-    "--overfit-batches",
-    "20",
-]
+GRU = tiny_train_args(**TINY_GRU)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +152,10 @@ def test_sasrec_onnx_matches_pytorch(sasrec_run, tmp_path):
 
 def test_left_position_sasrec_exports_to_onnx(tiny_dataset, tmp_path):
     run, out = tmp_path / "run", tmp_path / "bundle"
-    assert invoke("train", str(tiny_dataset), *TINY_TRAIN, "--positions", "left", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
+    assert (
+        invoke("train", str(tiny_dataset), *tiny_train_args(), "--positions", "left", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code
+        == 0
+    )
     result = invoke("export", str(run), "--out", str(out), "--format", "onnx")
     assert result.exit_code == 0, result.stderr
     _check_onnx(out / "model.onnx", _load(run), max_length=20)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 from tron_cli import registry
 from tron_cli.datasets import DATASETS, DatasetSpec, Parameter, Preset, read_otto_jsonl
 from tron_cli.losses import LOSSES, Loss, Option

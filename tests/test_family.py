@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 from tron_cli.artifacts.sessions import Sessions, read_dataset
 from tron_cli.batching import Lanes, SessionStore
 from tron_cli.losses import full, sampled
@@ -215,24 +215,7 @@ def test_sparse_optimizer_trains_checkpoints_and_resumes(tiny_dataset, tmp_path)
     out = tmp_path / "run"
     args = [
         str(tiny_dataset),
-        "--device",
-        "cpu",
-        "--hidden-size",
-        "16",
-        "--uniform-negatives",
-        "64",
-        "--batch-size",
-        "16",
-        "--batch-negatives",
-        "15",
-        "--topk",
-        "16",
-        "--max-length",
-        "10",
-        "--optimizer",
-        "sparse-adam",
-        "--overfit-batches",
-        "5",
+        *tiny_train_args(batch_size=16, batch_negatives=15, topk=16, max_length=10, optimizer="sparse-adam", overfit_batches=5),
     ]
     assert invoke("train", *args, "--epochs", "1", "--out", str(out)).exit_code == 0
     state = json.loads((out / "checkpoint" / "state.json").read_text())
@@ -328,14 +311,14 @@ def test_gru4rec_reference_config_trains(tiny_dataset, tmp_path):
         str(tiny_dataset),
         "--config",
         str(path),
-        "--epochs",
-        "1",
+        "--device",
+        "cpu",
         "--hidden-size",
         "32",
         "--uniform-negatives",
         "256",
-        "--device",
-        "cpu",
+        "--epochs",
+        "1",
         "--out",
         str(out),
         "--json",
@@ -366,17 +349,17 @@ def test_original_gru_feeds_the_gates_directly(tiny_dataset, tmp_path):
     result = invoke(
         "train",
         str(tiny_dataset),
+        "--device",
+        "cpu",
+        "--hidden-size",
+        "16",
         "--model",
         "gru4rec",
         "--original-gru",
-        "--hidden-size",
-        "16",
         "--epochs",
         "1",
         "--overfit-batches",
         "10",
-        "--device",
-        "cpu",
         "--out",
         str(out),
     )
@@ -398,24 +381,7 @@ def test_new_losses_train_from_the_cli(tiny_dataset, tmp_path, loss):
         str(tiny_dataset),
         "--loss",
         loss,
-        "--device",
-        "cpu",
-        "--hidden-size",
-        "16",
-        "--uniform-negatives",
-        "64",
-        "--batch-size",
-        "16",
-        "--batch-negatives",
-        "15",
-        "--topk",
-        "0",
-        "--max-length",
-        "10",
-        "--epochs",
-        "1",
-        "--overfit-batches",
-        "10",
+        *tiny_train_args(batch_size=16, batch_negatives=15, topk=0, max_length=10, epochs=1, overfit_batches=10),
         "--out",
         str(out),
         "--json",

@@ -20,26 +20,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import TINY_TRAIN, invoke
+from tests.helpers import invoke, tiny_train_args
 from tron_cli.training import loop as train_module
 
-FAST = [*TINY_TRAIN, "--valid-limit", "100"]
+FAST = [*tiny_train_args(), "--valid-limit", "100"]
 # 200 small steps (about 2 s on one idle core), so that an interrupt half a second in lands inside the epoch
 LONG = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "16",
-    "--uniform-negatives",
-    "64",
-    "--batch-size",
-    "4",
-    "--batch-negatives",
-    "3",
-    "--topk",
-    "16",
-    "--max-length",
-    "10",
+    *tiny_train_args(batch_size=4, batch_negatives=3, topk=16, max_length=10),
 ]
 LONG += ["--shuffle", "shuffle_without_replacement", "--seed", "5", "--epochs", "1", "--overfit-batches", "200", "--valid-limit", "100"]
 

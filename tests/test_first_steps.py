@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 
-TINY_TRAINING = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--topk", "32", "--max-length", "20", "--epochs", "1"]
+TINY_TRAINING = [*tiny_train_args(batch_size=None, batch_negatives=None, epochs=1)]
 TINY_TRAINING += ["--overfit-batches", "1", "--batch-size", "32"]
 DAY = 86_400
 

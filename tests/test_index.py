@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 from tron_cli.inference.index import INDEXES, item_points, query_points
 from tron_cli.inference.predictor import load_predictor
 from tron_cli.inference.retrieval import Filters, Retriever

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import golden
+from tests.helpers import golden
 from tron_cli.losses import sampled
 from tron_cli.models.base import ItemScorer
 from tron_cli.training.negatives import LossSpec, per_event, sampled_loss

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import golden
+from tests.helpers import golden
 from tron_cli.evaluation.metrics import Accumulator, metric_values
 from tron_cli.inference.scoring import rank_targets, ranks_from_scores
 from tron_cli.models.base import ItemScorer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import golden
+from tests.helpers import golden
 from tron_cli.losses.multitron import approx_epo, click_and_distortion, click_and_order, total
 
 

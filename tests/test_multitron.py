@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.conftest import TINY_TRAIN, invoke
+from tests.helpers import invoke, tiny_train_args
 from tests.test_device import HostReads, _batch, _trainer
 from tests.test_orders import _as_version_1
 from tron_cli.artifacts.sessions import read_dataset
@@ -22,7 +22,7 @@ from tron_cli.training.config import TrainConfig, load_config_file
 from tron_cli.training.feeds import window_step
 from tron_cli.training.loop import Trainer
 
-FAST = TINY_TRAIN
+FAST = tiny_train_args()
 MULTI = dict(objective="multitron", hidden_size=16, uniform_negatives=64, batch_size=32, topk=32, max_length=20, device="cpu")
 
 # otto-de/MultiTRON configs/otto/..._beta05_reg1.json, as shipped

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 
 SOURCE = Path(__file__).resolve().parents[1] / "tron_cli"
 PICKLING = {"pickle", "cPickle", "_pickle", "cloudpickle", "dill", "joblib", "shelve"}

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import fixture, invoke
+from tests.helpers import fixture, invoke, tiny_train_args
 from tron_cli.artifacts.sessions import CART, ORDER, ExtraEvents, Sessions, read_dataset, read_sessions
 from tron_cli.evaluation.metrics import Accumulator
 from tron_cli.evaluation.otto_task import merged
@@ -203,7 +203,7 @@ def test_a_dataset_of_schema_1_still_trains_evaluates_and_recommends(tiny_datase
     _as_version_1(old)
     assert read_dataset(old).sessions("train").extra is None
     run = tmp_path / "run"
-    fast = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--topk", "32", "--max-length", "20"]
+    fast = [*tiny_train_args(batch_negatives=None)]
     assert invoke("train", str(old), *fast, "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
     evaluation = invoke("evaluate", str(run), "--json")
     assert evaluation.exit_code == 0 and "order_recall@20" not in json.loads(evaluation.stdout)
@@ -219,7 +219,7 @@ def test_a_click_only_dataset_reports_no_order_metrics_and_no_order_labels(home)
     dataset = Path(_preprocess(home, "--train", "clicks.csv", "--test-days", "0.1")["dataset"])
     assert read_dataset(dataset).sessions("train").extra is None
     run = home / "run"
-    tiny = ["--device", "cpu", "--hidden-size", "8", "--uniform-negatives", "8", "--batch-negatives", "7", "--batch-size", "8", "--topk", "8"]
+    tiny = [*tiny_train_args(hidden_size=8, uniform_negatives=8, batch_size=8, batch_negatives=7, topk=8, max_length=None)]
     result = invoke("train", str(dataset), *tiny, "--epochs", "1", "--out", str(run))
     assert result.exit_code == 0, result.stderr
     metrics = json.loads(invoke("evaluate", str(run), "--json").stdout)

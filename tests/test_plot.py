@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from tests.helpers import invoke
 from tron_cli.charts import build_figure, legend_labels
-from tron_cli.cli import cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -53,12 +52,8 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def _invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), prog_name="tron")
-
-
 def test_newest_run_by_default_into_its_directory(runs):
-    result = _invoke("plot", "--json")
+    result = invoke("plot", "--json")
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     expected = runs[1] / "training.png"  # sasrec-1 finished last
@@ -69,7 +64,7 @@ def test_newest_run_by_default_into_its_directory(runs):
 
 
 def test_two_runs_overlay_in_one_png(runs):
-    result = _invoke("plot", "tron-1", str(runs[1]), "-o", "compare.png", "--json")
+    result = invoke("plot", "tron-1", str(runs[1]), "-o", "compare.png", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["runs"] == [str(run.resolve()) for run in runs]
     _png_size(Path("compare.png"))
@@ -96,20 +91,20 @@ def test_run_without_validation_says_so(runs):
 
 
 def test_several_runs_need_an_output(runs):
-    result = _invoke("plot", *map(str, runs))
+    result = invoke("plot", *map(str, runs))
     assert result.exit_code == 2
     assert "-o/--output" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_output_must_be_png(runs):
-    result = _invoke("plot", "-o", "curves.svg")
+    result = invoke("plot", "-o", "curves.svg")
     assert result.exit_code == 2
     assert ".png" in result.stderr
 
 
 def test_no_run_yet(tmp_path, monkeypatch):
     monkeypatch.setenv("TRON_HOME", str(tmp_path))
-    result = _invoke("plot")
+    result = invoke("plot")
     assert result.exit_code == 1
     assert "tron train" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -121,7 +116,7 @@ def test_run_without_history(runs, history):
         path.unlink()
     else:
         path.write_text(history)
-    result = _invoke("plot", str(runs[0]))
+    result = invoke("plot", str(runs[0]))
     assert result.exit_code == 1
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1
@@ -131,6 +126,6 @@ def test_run_without_history(runs, history):
 
 def test_missing_matplotlib(runs, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
-    result = _invoke("plot")
+    result = invoke("plot")
     assert result.exit_code == 1
     assert "pip install 'tron-cli[plot]'" in result.stderr

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import fixture, golden, invoke, shared
+from tests.helpers import fixture, golden, invoke, shared
 from tron_cli.artifacts.sessions import read_items, read_sessions
 
 

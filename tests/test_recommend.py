@@ -12,24 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import invoke
+from tests.helpers import TINY_GRU, invoke, tiny_train_args
 
-GRU = [
-    "--model",
-    "gru4rec",
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "32",
-    "--uniform-negatives",
-    "64",
-    "--max-length",
-    "20",
-    "--epochs",
-    "1",
-    "--overfit-batches",
-    "20",
-]
+GRU = tiny_train_args(**TINY_GRU)
 
 
 @pytest.fixture(scope="module")

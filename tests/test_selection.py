@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 from tron_cli.training.schedule import factor
 
-FAST = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32"]
+FAST = [*tiny_train_args(max_length=None)]
 
 
 def test_select_on_any_metric_and_cutoff_with_exclude_seen(tiny_dataset, tmp_path):

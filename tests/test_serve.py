@@ -19,7 +19,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 from tron_cli.inference.predictor import load_predictor
 from tron_cli.stages.serve import ServeOptions, create_app
 

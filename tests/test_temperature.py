@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import TINY_TRAIN, invoke
+from tests.helpers import invoke, tiny_train_args
 from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import top_among, top_items
 from tron_cli.models.sasrec import SASRec, SASRecConfig
@@ -80,7 +80,7 @@ def test_training_gradients_stay_row_sparse():
 
 
 def test_negative_temperature_is_a_usage_error(tiny_dataset, tmp_path):
-    result = invoke("train", str(tiny_dataset), *TINY_TRAIN, "--temperature", "-1", "--out", str(tmp_path / "run"))
+    result = invoke("train", str(tiny_dataset), *tiny_train_args(), "--temperature", "-1", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and "--temperature" in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -88,7 +88,7 @@ def test_negative_temperature_is_a_usage_error(tiny_dataset, tmp_path):
 @pytest.mark.parametrize("extra", [[], ["--loss", "ce", "--uniform-negatives", "0", "--batch-negatives", "0", "--topk", "0"]])
 def test_cli_trains_evaluates_and_exports_a_cosine_model(tiny_dataset, tmp_path, extra):
     run = tmp_path / "run"
-    trained = invoke("train", str(tiny_dataset), *TINY_TRAIN, "--temperature", "0.1", *extra, "--epochs", "1", "--out", str(run), "--json")
+    trained = invoke("train", str(tiny_dataset), *tiny_train_args(), "--temperature", "0.1", *extra, "--epochs", "1", "--out", str(run), "--json")
     assert trained.exit_code == 0, trained.stderr
     assert json.loads((run / "config.json").read_text())["model"]["temperature"] == 0.1
     evaluated = invoke("evaluate", str(run), "--json")
@@ -103,7 +103,10 @@ def test_cli_trains_evaluates_and_exports_a_cosine_model(tiny_dataset, tmp_path,
 
 def test_cosine_model_exports_to_onnx(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    assert invoke("train", str(tiny_dataset), *TINY_TRAIN, "--temperature", "0.07", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
+    assert (
+        invoke("train", str(tiny_dataset), *tiny_train_args(), "--temperature", "0.07", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code
+        == 0
+    )
     result = invoke("export", str(run), "--out", str(tmp_path / "bundle"), "--format", "onnx")
     assert result.exit_code == 0, result.stderr  # export checks ONNX Runtime's top-k against PyTorch's before writing
 
@@ -113,7 +116,7 @@ def test_the_yoochoose_cosine_recipes_train(tiny_dataset, tmp_path, name, transi
     # configs/yoochoose-1-64-*.json as BENCHMARKS.md runs them, shrunk by flags to the tiny dataset
     recipe = Path(__file__).resolve().parents[1] / "configs" / name
     run = tmp_path / "run"
-    result = invoke("train", str(tiny_dataset), "--config", str(recipe), *TINY_TRAIN, "--epochs", "2", "--overfit-batches", "2", "--out", str(run))
+    result = invoke("train", str(tiny_dataset), "--config", str(recipe), *tiny_train_args(), "--epochs", "2", "--overfit-batches", "2", "--out", str(run))
     assert result.exit_code == 0, result.stderr
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["temperature"] == 0.1 and config["model"]["positions"] == "left"

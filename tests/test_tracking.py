@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 
-FAST = ["--device", "cpu", "--hidden-size", "16", "--uniform-negatives", "64", "--batch-size", "32", "--batch-negatives", "31", "--topk", "32"]
+FAST = [*tiny_train_args(max_length=None)]
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import invoke
+from tests.helpers import invoke, tiny_train_args
 
 FAST = [
-    "--device",
-    "cpu",
-    "--hidden-size",
-    "32",
-    "--uniform-negatives",
-    "256",
-    "--batch-size",
-    "32",
-    "--batch-negatives",
-    "31",
-    "--topk",
-    "32",
-    "--max-length",
-    "20",
+    *tiny_train_args(hidden_size=32, uniform_negatives=256),
 ]
 
 
@@ -33,18 +20,18 @@ def test_train_writes_a_run_dir(tiny_dataset, tmp_path):
     result = invoke(
         "train",
         str(tiny_dataset),
-        "--loss",
-        "ssm",
-        "--topk",
-        "100",
-        "--epochs",
-        "1",
         "--device",
         "cpu",
         "--hidden-size",
         "32",
         "--uniform-negatives",
         "512",
+        "--topk",
+        "100",
+        "--loss",
+        "ssm",
+        "--epochs",
+        "1",
         "--out",
         str(out),
         "--json",

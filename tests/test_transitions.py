@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY_TRAIN, invoke
+from tests.helpers import invoke, tiny_train_args
 from tron_cli.artifacts.sessions import Sessions
 from tron_cli.inference import transitions
 from tron_cli.inference.scorer import Scorer
@@ -95,7 +95,7 @@ def _metrics(*args: str) -> dict:
 
 
 def test_train_evaluate_export_recommend_with_the_prior(tiny_dataset, tmp_path):
-    common = [str(tiny_dataset), *TINY_TRAIN, "--epochs", "1", "--overfit-batches", "3"]
+    common = [str(tiny_dataset), *tiny_train_args(), "--epochs", "1", "--overfit-batches", "3"]
     plain, primed = tmp_path / "plain", tmp_path / "primed"
     assert invoke("train", *common, "--out", str(plain)).exit_code == 0
     result = invoke("train", *common, "--transition-weight", "2", "--out", str(primed))
@@ -147,7 +147,7 @@ def _a_session(dataset) -> list[int]:
 def test_an_item_index_fetches_the_last_clicks_successors(tiny_dataset, tmp_path):
     pytest.importorskip("faiss")
     run, bundle = tmp_path / "run", tmp_path / "bundle"
-    result = invoke("train", str(tiny_dataset), *TINY_TRAIN, "--epochs", "1", "--overfit-batches", "3", "--transition-weight", "20", "--out", str(run))
+    result = invoke("train", str(tiny_dataset), *tiny_train_args(), "--epochs", "1", "--overfit-batches", "3", "--transition-weight", "20", "--out", str(run))
     assert result.exit_code == 0, result.stderr
     assert invoke("export", str(run), "--out", str(bundle), "--index", "hnsw").exit_code == 0
     compared = _metrics(str(bundle), "--data", str(tiny_dataset), "--retrieval", "index")
@@ -165,7 +165,7 @@ def test_an_item_index_fetches_the_last_clicks_successors(tiny_dataset, tmp_path
     ],
 )
 def test_bad_prior_settings_are_usage_errors(tiny_dataset, tmp_path, flags, message):
-    result = invoke("train", str(tiny_dataset), *TINY_TRAIN, *flags, "--out", str(tmp_path / "run"))
+    result = invoke("train", str(tiny_dataset), *tiny_train_args(), *flags, "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and message in result.stderr and not (tmp_path / "run").exists()
 
 

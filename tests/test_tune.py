@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import invoke
+from tests.helpers import invoke
 
 SMALL = ["--set", "device=cpu", "--set", "epochs=2", "--set", "hidden_size=8", "--set", "overfit_batches=3", "--set", "valid_limit=200"]
 SPACE = """
