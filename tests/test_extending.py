@@ -1,122 +1,63 @@
-"""The extension points, proven from outside the package: a toy dataset, model, loss and output format are
-declared in this file alone, registered with one line each, and used through the real CLI from download to
-recommend; and a plugin's entry point registers what it brings."""
+"""The extension guide, executed: docs/extending.md's model, loss, dataset and output format are written to their
+packages as the one file each names, found by their registries without editing a list, and used through the real
+CLI from download to recommend; a plugin's entry point registers what it brings; clashing option names are refused."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
-from dataclasses import dataclass
+import re
+import sys
 from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
 
 from tests.helpers import invoke
 from tron_cli import registry
-from tron_cli.datasets import DATASETS, DatasetSpec, Parameter, Preset, read_otto_jsonl
-from tron_cli.losses import LOSSES, Loss, Option
-from tron_cli.models import MODELS, ModelSpec, setting
-from tron_cli.models.base import SessionModel
-from tron_cli.outputs import OUTPUTS, OutputFormat
+from tron_cli.datasets import DATASETS
+from tron_cli.losses import LOSSES, Loss
+from tron_cli.models import MODELS
+from tron_cli.options import Option
+from tron_cli.outputs import OUTPUTS
 
-# --------------------------------------------------------------------------------------------- a toy dataset
-
-DAY_MS = 86_400_000
-
-
-def write_rounds(out_dir: Path, report, sessions: int) -> list[Path]:
-    """Sessions walk a ring of 30 items (each click's successor is the next item), a session an hour; the
-    sessions of the last day are test."""
-    lines: dict[str, list[str]] = {"train.jsonl": [], "test.jsonl": []}
-    for session in range(sessions):
-        start = (session * 7) % 30
-        events = [{"aid": (start + k) % 30, "ts": session * DAY_MS // 24 + k * 1000, "type": "clicks"} for k in range(5)]
-        lines["test.jsonl" if session >= sessions - 24 else "train.jsonl"].append(json.dumps({"session": session, "events": events}))
-    for name, rows in lines.items():
-        (out_dir / name).write_text("\n".join(rows) + "\n")
-    return [out_dir / name for name in lines]
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+REGISTRIES = {"tron_cli.losses": LOSSES, "tron_cli.models": MODELS, "tron_cli.datasets": DATASETS, "tron_cli.outputs": OUTPUTS}
 
 
-ROUNDS = DatasetSpec(
-    name="rounds",
-    summary="A ring of items walked in order (a test's toy).",
-    preset=Preset(train_file="train.jsonl", test_file="test.jsonl", valid_days=1),
-    format="otto-jsonl",
-    read=read_otto_jsonl,
-    generate=write_rounds,
-    parameters=(Parameter("sessions", 240, "sessions to generate.", minimum=48),),
-)
-
-
-# --------------------------------------------------------------------------------------------- a toy model
-
-
-@dataclass(frozen=True)
-class BagConfig:
-    hidden_size: int = setting(12, "Hidden size d.")
-    max_length: int = setting(8, "Clicks the model reads.")
-    decay: float = setting(0.5, "Weight of a click relative to the next one (toy only).")
-
-
-class Bag(SessionModel):
-    """The state after a click is a decayed sum of the embeddings of the clicks so far."""
-
-    feeding = "windows"
-
-    def __init__(self, config: BagConfig, *, n_items: int):
-        super().__init__(n_items, config.hidden_size, share_embeddings=True, output_bias=False)
-        self.config = config
-
-    def forward(self, items: torch.Tensor, sparse: bool = False) -> torch.Tensor:
-        x = self.embed(items, sparse)  # (B, T, d), padding rows are zero
-        t = items.shape[1]
-        weights = self.config.decay ** (torch.arange(t)[:, None] - torch.arange(t)[None, :]).clamp(min=0).float()
-        return torch.tril(weights) @ x  # (B, T, d): position i sums clicks 0..i
-
-    def last_hidden(self, windows: torch.Tensor) -> torch.Tensor:
-        return self.forward(windows)[:, -1]
-
-
-# --------------------------------------------------------------------------------------------- a toy loss
-
-
-def hinge(pos, neg, valid, context):
-    """Mean over valid negatives of max(0, margin - pos + neg)."""
-    margins = F.relu(context.options["margin"] - pos[:, None] + neg) * valid
-    return margins.sum(-1) / valid.sum(-1).clamp(min=1)
-
-
-# --------------------------------------------------------------------------------------------- a toy output
-
-
-class Tsv:
-    def __init__(self, handle, id_type):
-        self.handle = handle
-
-    def write(self, batch):
-        for session, ids in zip(batch.session_values(), batch.id_lists()):
-            self.handle.write(f"{session}\t{' '.join(map(str, ids))}\n")
-
-    def close(self):
-        pass
+def guide_files() -> dict[str, str]:
+    """{path: text} of the guide's one-file examples: its Python blocks whose first line names their file."""
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
+    return {block.splitlines()[0][2:]: block for block in blocks if re.match(r"# tron_cli/\w+/\w+\.py\n", block)}
 
 
 @pytest.fixture
-def registered():
-    DATASETS.register("rounds", ROUNDS)
-    MODELS.register("bag", ModelSpec("bag", Bag, BagConfig, "A decayed bag of items (a test's toy)."))
-    LOSSES.register("hinge", Loss("hinge", "a margin between the positive and each negative", hinge, (Option("margin", 1.0, "The margin of hinge."),)))
-    OUTPUTS.register("tsv", OutputFormat("tsv", "session, tab, ids", Tsv, (".tsv",)))
-    yield
-    DATASETS.unregister("rounds")
-    MODELS.unregister("bag")
-    LOSSES.unregister("hinge")
-    OUTPUTS.unregister("tsv")
+def from_the_guide(tmp_path, monkeypatch):
+    """The guide's files written into a directory that each package also reads, and the registries told to look again."""
+    before = {package: set(REGISTRIES[package].names()) for package in REGISTRIES}  # the built-in ones
+    written = []
+    for relative, text in guide_files().items():
+        package, module = relative.removesuffix(".py").replace("/", ".").rsplit(".", 1)
+        folder = tmp_path / package
+        folder.mkdir(exist_ok=True)
+        (folder / f"{module}.py").write_text(text)
+        monkeypatch.setattr(sys.modules[package], "__path__", [*sys.modules[package].__path__, str(folder)])
+        written.append((package, module))
+    for package in REGISTRIES:
+        monkeypatch.setattr(REGISTRIES[package], "_loaded", False)
+    yield written
+    for package, module in written:
+        for name in set(REGISTRIES[package].names()) - before[package]:
+            REGISTRIES[package].unregister(name)
+        sys.modules.pop(f"{package}.{module}", None)
 
 
-def test_a_toy_dataset_model_loss_and_output_format_work_through_the_cli(registered, home):
+def test_the_guide_adds_each_kind_in_one_file_found_without_a_list(from_the_guide):
+    assert sorted(package for package, _ in from_the_guide) == sorted(REGISTRIES)  # one file for each kind, no other
+    assert "hinge" in LOSSES.names() and "bag" in MODELS.names() and "rounds" in DATASETS.names() and "tsv" in OUTPUTS.names()
+
+
+def test_the_guide_s_dataset_model_loss_and_output_format_work_through_the_cli(from_the_guide, home):
     help_text = invoke("train", "--help").stdout
     assert "bag" in help_text and "hinge" in help_text and "--decay" in help_text and "--margin" in help_text
     for command in (["download", "rounds", "--sessions", "240"], ["preprocess", "rounds"]):
@@ -141,8 +82,6 @@ def test_a_toy_dataset_model_loss_and_output_format_work_through_the_cli(registe
         "8",
         "--topk",
         "8",
-        "--lr",
-        "0.05",
         "--epochs",
         "3",
         "--device",
@@ -156,6 +95,7 @@ def test_a_toy_dataset_model_loss_and_output_format_work_through_the_cli(registe
     document = json.loads((run / "config.json").read_text())
     assert document["dataset"]["name"] == "rounds"
     assert document["model"] == {"type": "bag", "n_items": 30, "hidden_size": 12, "max_length": 8, "decay": 0.7}
+    assert document["train"]["lr"] == 0.05  # the model's training default
     assert document["train"]["loss"] == "hinge" and document["train"]["margin"] == 0.5
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert history[2]["loss"] < history[0]["loss"]  # the toy loss is minimised
@@ -197,13 +137,39 @@ def test_a_broken_plugin_is_named(monkeypatch):
         registry.load_plugins()
 
 
-def test_an_option_of_another_model_or_loss_is_refused(registered, tiny_dataset, tmp_path):
+def test_an_option_of_another_model_or_loss_is_refused(from_the_guide, tiny_dataset, tmp_path):
     result = invoke("train", str(tiny_dataset), "--model", "bag", "--positions", "left", "--out", str(tmp_path / "a"))
     assert result.exit_code == 2 and "--positions is a setting of model sasrec, not of bag" in result.stderr
     result = invoke("train", str(tiny_dataset), "--loss", "ssm", "--margin", "0.5", "--out", str(tmp_path / "b"))
     assert result.exit_code == 2 and "--margin applies to --loss hinge, not ssm" in result.stderr
 
 
-def test_a_name_registered_twice_is_refused(registered):
+def test_a_name_registered_twice_is_refused(from_the_guide):
     with pytest.raises(ValueError, match="registered already"):
         LOSSES.register("hinge", LOSSES.get("hinge"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "register", "needles"),
+    [
+        (
+            "a loss option named like a training option",
+            lambda: LOSSES.register("clash", Loss("clash", "x", None, (Option("alpha", 1.0, "x"),), sampled=False)),
+            ("loss clash", "'alpha'", "the training options"),
+        ),
+        (
+            "a loss option named like a model setting",
+            lambda: LOSSES.register("clash", Loss("clash", "x", None, (Option("dropout", 0.1, "x"),), sampled=False)),
+            ("loss clash", "'dropout'", "model sasrec"),
+        ),
+    ],
+)
+def test_an_option_name_another_kind_declares_is_refused_at_registration_naming_both(kind, register, needles):
+    LOSSES.names()  # the built-in losses and models are registered first
+    MODELS.names()
+    with pytest.raises(ValueError) as refused:
+        register()
+    assert "clash" not in LOSSES.names()
+    assert all(needle in str(refused.value) for needle in needles), str(refused.value)
+    LOSSES.register("clash", Loss("clash", "x", None, (Option("clash_size", 1, "x"),), sampled=False))  # a name of its own is fine
+    LOSSES.unregister("clash")

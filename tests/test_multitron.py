@@ -16,7 +16,7 @@ from tests.helpers import invoke, tiny_train_args
 from tests.test_device import HostReads, _batch, _trainer
 from tests.test_orders import _as_version_1
 from tron_cli.artifacts.sessions import read_dataset
-from tron_cli.losses.multitron import hypervolume
+from tron_cli.evaluation.metrics import hypervolume
 from tron_cli.models import MODELS
 from tron_cli.training.config import TrainConfig, load_config_file
 from tron_cli.training.feeds import window_step

@@ -97,7 +97,7 @@ class Registry(Generic[T]):
                     claim(self.kind, who, self._options_of(previous))
                 raise
         self._entries[name] = entry
-        self._modules[name] = sys._getframe(1).f_globals.get("__name__", "")
+        self._modules.setdefault(name, sys._getframe(1).f_globals.get("__name__", ""))  # a replaced entry keeps its place
         return entry
 
     def unregister(self, name: str) -> None:

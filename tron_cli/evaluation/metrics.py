@@ -1,5 +1,6 @@
 """The metrics built on full-catalogue ranks (`scoring.rank_targets`): Recall@k (= HitRate@k), MRR@k, NDCG@k,
-summed per session so that a bootstrap can resample sessions. Shared by `tron evaluate` and validation.
+summed per session so that a bootstrap can resample sessions. Shared by `tron evaluate` and validation. Also
+the hypervolume of a MultiTRON front, which picks a MultiTRON run's checkpoint and summarises `tron pareto`.
 """
 
 from __future__ import annotations
@@ -88,3 +89,15 @@ class Accumulator:
         for name, lo, hi in zip(names, low, high):
             out[f"{name}_low"], out[f"{name}_high"] = lo, hi
         return out
+
+
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float] = (0.0, 0.0)) -> float:
+    """Area dominated by `points` (both coordinates maximised) and bounded below by `reference`: the union of
+    the rectangles [reference, point]. Points not above the reference in both coordinates add nothing."""
+    kept = sorted(((x, y) for x, y in points if x > reference[0] and y > reference[1]), reverse=True)
+    area, height = 0.0, reference[1]
+    for x, y in kept:  # by x descending: each point adds the strip above the best y seen so far
+        if y > height:
+            area += (x - reference[0]) * (y - height)
+            height = y
+    return area

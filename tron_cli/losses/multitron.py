@@ -11,8 +11,7 @@ Per event, with pos (E,) the positive score, neg (E, K) the kept negative scores
 The reference reduces each as sum over real events / number of real events; so do the callers here.
 
 Both are registered as two-objective losses (`losses.LOSSES`): per event, beta . losses + regularization *
-approx_epo, whose mean over events is the reference's total. Also here: the hypervolume of a front, which
-picks a MultiTRON run's checkpoint (`training/loop.py`) and summarises `tron pareto`.
+approx_epo, whose mean over events is the reference's total.
 """
 
 from __future__ import annotations
@@ -67,18 +66,6 @@ def _order_loss(pos: Tensor, neg: Tensor, valid: Tensor, context: LossContext) -
     if context.ordered is None:
         raise ValueError("ssm_and_be needs the order label of each event")
     return combined(click_and_order(pos, neg, valid, context.ordered), context)
-
-
-def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float] = (0.0, 0.0)) -> float:
-    """Area dominated by `points` (both coordinates maximised) and bounded below by `reference`: the union of
-    the rectangles [reference, point]. Points not above the reference in both coordinates add nothing."""
-    kept = sorted(((x, y) for x, y in points if x > reference[0] and y > reference[1]), reverse=True)
-    area, height = 0.0, reference[1]
-    for x, y in kept:  # by x descending: each point adds the strip above the best y seen so far
-        if y > height:
-            area += (x - reference[0]) * (y - height)
-            height = y
-    return area
 
 
 _REGULARIZATION = Option(

@@ -1,8 +1,8 @@
 """The evaluate stage: every target of a split ranked against the whole catalogue, for a model or a baseline.
 
-The protocols are in `protocols.py` (every target of every untruncated session by default; `tron` for parity
-with the reference), the baselines in `baselines.py`. A run's metrics are also written to its metrics.json.
-`--retrieval index` measures a bundle's item index against exact scoring instead (`protocols.compare_retrieval`).
+The protocols are in `evaluation/procedures.py` (every target of every untruncated session by default; `tron` for parity
+with the reference), the baselines in `evaluation/baselines.py`. A run's metrics are also written to its metrics.json.
+`--retrieval index` measures a bundle's item index against exact scoring instead (`procedures.compare_retrieval`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def evaluate(
     has none: a weight is chosen on the validation split without training again.
 
     With `retrieval="index"`, a bundle's top-K lists through its item index next to exact scoring's, and their
-    overlap (`protocols.compare_retrieval`); nothing is written."""
+    overlap (`procedures.compare_retrieval`); nothing is written."""
     torch_device = resolve_device(device)
     if options.split not in SPLITS:
         raise UsageError(f"unknown split {options.split!r}", f"Use one of: {', '.join(SPLITS)}")
@@ -119,7 +119,7 @@ def evaluate(
 
 
 def _otto(scorer: Scorer, dataset: Dataset, options: EvalOptions, device: torch.device, report: Reporter) -> dict[str, Any]:
-    """OTTO's own task on the split (`protocols.otto_protocol`): it needs the split's carts and orders."""
+    """OTTO's own task on the split (`procedures.otto_protocol`): it needs the split's carts and orders."""
     if not dataset.extra_types:
         raise UsageError(
             f"--protocol otto scores carts and orders, and {dataset.path} keeps none",

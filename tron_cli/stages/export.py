@@ -5,7 +5,7 @@ weights, byte for byte), `items.parquet` (the dataset's catalogue: dense id <-> 
 `config.json` (the model section, max_length, catalogue fingerprint, where it came from) and, with
 `--format onnx`, `model.onnx`: a graph from left-padded sessions to their top-k items, checked against
 PyTorch with onnxruntime before the bundle is written, and, with `--index KIND`, `index.faiss`: an item index
-(`index.py`) that `tron recommend`, `tron evaluate --retrieval index` and `tron serve` search instead of
+(`inference/index.py`) that `tron recommend`, `tron evaluate --retrieval index` and `tron serve` search instead of
 scoring the whole catalogue. config.json records every other file's sha256, which loading checks. The
 directory is built under a temporary name and renamed when complete, so a killed export leaves nothing that
 looks like a bundle.

@@ -6,7 +6,7 @@ the same share of the sweep everywhere and makes fronts of different runs compar
 each value every target of the split is ranked against the whole catalogue (no random negatives, so the
 front is deterministic) and scored as `tron evaluate` does: click Recall@20 and MRR@20, MultiTRON's order
 recall@20 and order density@20 as global ratios. The hypervolume of the (click Recall@20, order recall@20)
-points against the reference point (0, 0) summarises the front in one number (`multiobjective.hypervolume`).
+points against the reference point (0, 0) summarises the front in one number (`evaluation.metrics.hypervolume`).
 Writes RUN/pareto.json (schema pareto/1).
 """
 
@@ -22,9 +22,9 @@ from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.choices import SPLITS
 from tron_cli.errors import MissingInputError, UsageError
+from tron_cli.evaluation.metrics import hypervolume
 from tron_cli.evaluation.procedures import EvalOptions, accumulate, first_sessions
 from tron_cli.inference.scorer import load_scorer
-from tron_cli.losses.multitron import hypervolume
 from tron_cli.modelio import check_same_catalogue, dataset_of
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device

@@ -1,11 +1,11 @@
 """The recommend stage: sessions of raw item ids in, each session's top-k raw item ids out, batch by batch.
 
-A model is a bundle (`tron export`) or a run dir (`predictor.py`); its catalogue maps raw ids to dense ids and
-back. Input is read `batch_size` sessions at a time (`session_input.py`) and each batch's output is written
-(`outputs.py`) before the next is read, so an input larger than memory streams through. Scoring: the last
+A model is a bundle (`tron export`) or a run dir (`inference/predictor.py`); its catalogue maps raw ids to dense ids and
+back. Input is read `batch_size` sessions at a time (`inference/session_input.py`) and each batch's output is written
+(`outputs/`) before the next is read, so an input larger than memory streams through. Scoring: the last
 `max_length` known clicks of a session, left-padded, give its state, scored in fp32 against the whole
-catalogue in chunks while a running top-k is kept (`scoring.py`), or through the bundle's item index
-(`retrieval.py`), with the seen items, an allow list and a deny list left out. docs/serving.md describes the formats.
+catalogue in chunks while a running top-k is kept (`inference/scoring.py`), or through the bundle's item index
+(`inference/retrieval.py`), with the seen items, an allow list and a deny list left out. docs/serving.md describes the formats.
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ from tron_cli.artifacts.tensors import read_tensor_header
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import ArtifactError, Interrupted, OutputError, TrainingError, UsageError
+from tron_cli.evaluation.metrics import hypervolume
 from tron_cli.evaluation.procedures import EvalOptions, accumulate, first_sessions, parse_metric
 from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.transitions import Transitions
 from tron_cli.losses import LOSSES
-from tron_cli.losses.multitron import hypervolume
 from tron_cli.modelio import EPOCH_KEY, save_weights
 from tron_cli.models import MODELS, model_section
 from tron_cli.models.base import SessionModel
@@ -328,7 +328,7 @@ class Trainer:
 
     def _validate_front(self) -> dict[str, float] | None:
         """MultiTRON: click Recall@20 and order recall@20 at each of `VALIDATION_WEIGHTS`, and the hypervolume of
-        those points against (0, 0) (`multiobjective.hypervolume`), the value that picks the best epoch."""
+        those points against (0, 0) (`evaluation.metrics.hypervolume`), the value that picks the best epoch."""
         out: dict[str, float] = {}
         points = []
         for weight in VALIDATION_WEIGHTS:
