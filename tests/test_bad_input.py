@@ -1054,6 +1054,62 @@ CASES = [
         needles=("runs/bad/history.jsonl:1", "epoch"),
         absent=("runs/bad/training.png",),
     ),
+    # ------------------------------------------------------------------ --force replaces only tron's own output of the same kind
+    Case(
+        id="force-export-over-its-own-run",
+        setup=lambda t, w: ["export", str(copy(w.run, t / "runs" / "r")), "--out", str(t / "runs" / "r"), "--force"],
+        code=2,
+        needles=("runs/r", "which this command reads", "nothing was written"),
+        present=("runs/r/model.safetensors", "runs/r/summary.json", "runs/r/history.jsonl"),
+    ),
+    Case(
+        id="force-train-over-a-users-files",
+        setup=lambda t, w: [(t / "mine").mkdir(), (t / "mine" / "notes.txt").write_text("mine"), "train", str(w.dataset), *FAST, "--out", "mine", "--force"][
+            2:
+        ],
+        code=2,
+        needles=("mine", "files tron did not write (notes.txt)", "nothing was touched"),
+        present=("mine/notes.txt",),
+    ),
+    Case(
+        id="force-export-over-a-dataset",
+        setup=lambda t, w: [copy(w.dataset, t / "data" / "d"), "export", str(w.run), "--out", str(t / "data" / "d"), "--force"][1:],
+        code=2,
+        needles=("holds a dataset, not a bundle",),
+        present=("data/d/dataset.json", "data/d/train.parquet"),
+    ),
+    Case(
+        id="force-preprocess-over-a-run",
+        setup=lambda t, w: [copy(w.run, t / "runs" / "r"), *log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6), "--out", "runs/r", "--force")(t, w)][
+            1:
+        ],
+        code=2,
+        needles=("holds a run, not a dataset",),
+        present=("runs/r/model.safetensors", "runs/r/config.json"),
+    ),
+    Case(
+        id="force-preprocess-into-the-directory-of-its-input",
+        setup=lambda t, w: [
+            (t / "logs").mkdir(),
+            (t / "logs" / "log.jsonl").write_text(OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6)),
+            "preprocess",
+            "--train",
+            "logs/log.jsonl",
+            "--out",
+            "logs",
+            "--force",
+        ][2:],
+        code=2,
+        needles=("--out logs overlaps logs/log.jsonl", "which this command reads"),
+        present=("logs/log.jsonl",),
+    ),
+    Case(
+        id="force-train-over-its-own-dataset",
+        setup=lambda t, w: ["train", str(copy(w.dataset, t / "data" / "d")), *FAST, "--out", str(t / "data" / "d"), "--force"],
+        code=2,
+        needles=("which this command reads",),
+        present=("data/d/dataset.json", "data/d/items.parquet"),
+    ),
     Case(id="plot-two-runs-without-output", setup=lambda t, w: ["plot", str(w.run), str(w.run)], code=2, needles=("-o/--output",)),
     Case(id="plot-output-not-png", setup=lambda t, w: ["plot", str(w.run), "-o", "curves.jpg"], code=2, needles=("curves.jpg", ".png"), absent=("curves.jpg",)),
 ]

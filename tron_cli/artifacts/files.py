@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -13,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tron_cli.errors import ArtifactError, OutputError
+from tron_cli.artifacts.schemas import MARKERS, SCHEMAS
+from tron_cli.errors import ArtifactError, OutputError, UsageError
 
 
 def _umask() -> int:
@@ -97,6 +99,44 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def directory_kind(path: Path) -> str | None:
+    """The kind of tron artifact a directory is, by the schema of its marker document (None: not one)."""
+    for kind, marker in MARKERS.items():
+        try:
+            document = json.loads((path / marker).read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(document, dict) and str(document.get("schema", "")).startswith(f"{SCHEMAS[kind]}/"):
+            return kind
+    return None
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    """Whether one of two paths is the other or lies inside it."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_replaceable(out: Path, kind: str, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse, before any work and touching nothing, to write the `kind` artifact `out` over an input of the same
+    command (or a directory inside or around one), or, when it exists, over anything but an empty directory or a
+    tron artifact of the same kind: --force replaces tron's own output, never a user's files."""
+    out = Path(out)
+    for source in inputs:
+        if _overlaps(out, Path(source)):
+            where = "is" if out.resolve() == Path(source).resolve() else "overlaps"
+            raise UsageError(f"--out {out} {where} {source}, which this command reads: nothing was written", "Write elsewhere (another --out)")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a {kind} directory: nothing was touched", "Write elsewhere (another --out)")
+    found = directory_kind(out)
+    if found == kind or not any(entry.name != ".lock" for entry in out.iterdir()):
+        return
+    what = f"a {found}" if found else f"files tron did not write ({', '.join(sorted(entry.name for entry in out.iterdir())[:3])})"
+    raise UsageError(f"--out {out} holds {what}, not a {kind}: --force replaces only a {kind}, so nothing was touched", "Write elsewhere (another --out)")
 
 
 @contextlib.contextmanager

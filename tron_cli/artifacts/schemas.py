@@ -30,6 +30,10 @@ MADE_BY = {
 
 SPLITS = ("train", "valid", "test")
 
+# The document whose schema makes a directory an artifact of each kind (a run is one from its start).
+MARKERS = {"download": "manifest.json", "dataset": "dataset.json", "run": "config.json", "bundle": "config.json", "study": "study.json"}
+SCHEMAS = {"download": "manifest", "dataset": "dataset", "run": "run", "bundle": "bundle", "study": "study"}
+
 
 def schema_tag(kind: str) -> str:
     """The tag written into a new artifact of `kind`: its current version."""

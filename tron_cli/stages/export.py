@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from tron_cli.artifacts.documents import read_json, write_json
-from tron_cli.artifacts.files import atomic_directory, sha256_file
+from tron_cli.artifacts.files import atomic_directory, check_replaceable, sha256_file
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
@@ -332,6 +332,7 @@ def export(
     out = Path(out) if out else home.bundles_root() / document.get("name", run.name)
     if out.exists() and not force:
         raise UsageError(f"{out} exists already", "Pass --force to replace it, or --out DIR")
+    check_replaceable(out, "bundle", inputs=(run, Path(document.get("dataset", {}).get("path") or run)))
     if fmt == "onnx":
         _require_onnx()
     trained = document.get("dataset", {})

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from tron_cli.artifacts.documents import read_json, write_json
-from tron_cli.artifacts.files import atomic_directory, sha256_file
+from tron_cli.artifacts.files import atomic_directory, check_replaceable, sha256_file
 from tron_cli.artifacts.sessions import EXTRA_TYPES, ExtraEvents, Sessions, catalogue_fingerprint, write_items, write_sessions
 from tron_cli.choices import CART_NAMES, ORDER_NAMES
 from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
@@ -239,6 +239,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     out = Path(options.out) if options.out else home.datasets_root() / name
     if out.exists() and not options.force:
         raise UsageError(f"{out} exists already", "Pass --force to replace it, or --name to write another dataset")
+    check_replaceable(out, "dataset", inputs=tuple(source.path for source in sources))
 
     min_length = options.min_session_length
     min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)

@@ -18,6 +18,7 @@ import torch
 
 from tron_cli import errors, tracking
 from tron_cli.artifacts.documents import read_json, read_jsonl
+from tron_cli.artifacts.files import check_replaceable
 from tron_cli.artifacts.sessions import Dataset, read_dataset
 from tron_cli.errors import ArtifactError, TronError, UsageError
 from tron_cli.modelio import check_weights, model_of
@@ -59,13 +60,15 @@ def prepare_run_dir(request: TrainRequest, check: bool = True) -> Path:
     """The run dir this request trains into, after checking (with `check`) it may be (re)written; creates nothing."""
     if request.resume is not None:
         return Path(request.resume)
+    data = Path(request.data) if request.data else home.latest_dataset()
     if request.out:
         run_dir = Path(request.out)
     else:
-        dataset = read_dataset(Path(request.data) if request.data else home.latest_dataset())
-        run_dir = home.new_run_dir(f"{dataset.name}-{request.config.model}")
+        run_dir = home.new_run_dir(f"{read_dataset(data).name}-{request.config.model}")
     if check and run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()) and not request.force:
         raise UsageError(f"{run_dir} exists already", "Pass --force to replace it, --resume to continue it, or another --out")
+    if check:
+        check_replaceable(run_dir, "run", inputs=(data,))
     return run_dir
 
 

@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tron_cli.artifacts.schemas import MARKERS, SCHEMAS
 from tron_cli.errors import MissingInputError, UsageError
 from tron_cli.workspace import home
 
 KINDS = ("download", "dataset", "run", "bundle")
 PLURALS = {f"{kind}s": kind for kind in KINDS}  # `tron ls runs`
 ROOTS = {"download": home.raw_root, "dataset": home.datasets_root, "run": home.runs_root, "bundle": home.bundles_root}
-# the file whose presence makes a directory an artifact of each kind (a run is listed from its start)
-MARKERS = {"download": "manifest.json", "dataset": "dataset.json", "run": "config.json", "bundle": "config.json"}
-SCHEMAS = {"download": "manifest", "dataset": "dataset", "run": "run", "bundle": "bundle"}
 
 
 @dataclass
