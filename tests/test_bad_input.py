@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from tests.helpers import invoke, tiny_train_args
 from tron_cli.artifacts.sessions import Sessions, read_items, read_sessions, write_sessions
@@ -85,6 +86,19 @@ def foreign_weights(path: Path) -> None:
         metadata = dict(handle.metadata() or {})
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
     save_file(tensors, str(path), metadata={**metadata, "tron.catalogue_sha256": "f" * 64})
+
+
+def nan_row(path: Path) -> None:
+    """One item's row of the item table set to NaN, the file re-signed as an attacker who can write the bundle would."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = dict(handle.metadata() or {})
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    tensors["item_embedding"][7] = float("nan")
+    save_file(tensors, str(path), metadata=metadata)
+    rehash(path.parent / "config.json")
 
 
 def rehash(path: Path) -> None:
@@ -1110,6 +1124,47 @@ CASES = [
         needles=("which this command reads",),
         present=("data/d/dataset.json", "data/d/items.parquet"),
     ),
+    # ------------------------------------------------------------------ non-finite numbers never score
+    Case(
+        id="nan-row-in-a-resigned-bundle-recommend",
+        setup=lambda t, w: ["recommend", str(copy(w.bundle, t / "b", ("model.safetensors", nan_row))), "-k", "5"],
+        input='{"session": 1, "items": [1, 2]}\n',
+        code=1,
+        needles=("model.safetensors", "item_embedding", "NaN or infinite"),
+    ),
+    Case(
+        id="nan-row-in-a-resigned-bundle-evaluate",
+        setup=lambda t, w: ["evaluate", str(copy(w.bundle, t / "b", ("model.safetensors", nan_row))), "--data", str(w.dataset)],
+        code=1,
+        needles=("item_embedding", "NaN or infinite"),
+    ),
+    Case(
+        id="train-temperature-inf",
+        setup=lambda t, w: ["train", str(w.dataset), *FAST, "--temperature", "inf"],
+        code=2,
+        needles=("--temperature", "'inf'", "finite"),
+    ),
+    Case(id="train-lr-beyond-float32", setup=lambda t, w: ["train", str(w.dataset), *FAST, "--lr", "1e39"], code=2, needles=("--lr", "finite", "float32")),
+    Case(id="train-seed-beyond-int64", setup=lambda t, w: ["train", str(w.dataset), *FAST, "--seed", str(1 << 64)], code=2, needles=("--seed", "range")),
+    Case(id="train-beta-nan", setup=lambda t, w: ["train", str(w.dataset), *FAST, "--beta", "nan"], code=2, needles=("--beta", "finite")),
+    Case(
+        id="evaluate-transition-weight-nan",
+        setup=lambda t, w: ["evaluate", str(w.run), "--transition-weight", "nan"],
+        code=2,
+        needles=("--transition-weight", "'nan'", "finite"),
+    ),
+    Case(
+        id="preprocess-test-days-inf",
+        setup=log("log.jsonl", OTTO_LINE.format(s=1, a=1, t=5, b=2, u=6), "--test-days", "inf"),
+        code=2,
+        needles=("--test-days", "finite"),
+    ),
+    Case(
+        id="config-file-lr-nan",
+        setup=lambda t, w: [(t / "c.json").write_text('{"lr": NaN}'), "train", str(w.dataset), "--config", "c.json"][1:],
+        code=2,
+        needles=("c.json", "'lr'", "finite"),
+    ),
     Case(id="plot-two-runs-without-output", setup=lambda t, w: ["plot", str(w.run), str(w.run)], code=2, needles=("-o/--output",)),
     Case(id="plot-output-not-png", setup=lambda t, w: ["plot", str(w.run), "-o", "curves.jpg"], code=2, needles=("curves.jpg", ".png"), absent=("curves.jpg",)),
 ]
@@ -1492,3 +1547,20 @@ def test_every_json_record_written_is_valid_json(tmp_path, writer, capsys):
     for line in text.splitlines() if writer == "append_jsonl" else [text]:
         parsed = _strict_json(line)
         assert parsed["loss"] is None and parsed["recall@20"] is None and parsed["nested"] == [1.5, None]
+
+
+def test_a_nan_score_ranks_worst_and_never_leads_a_top_k():
+    from tron_cli.inference.scoring import rank_targets, top_k
+
+    scores = torch.tensor([[0.5, float("nan"), 0.9, 0.1], [float("nan"), 0.2, 0.3, 0.4]])  # items 1..4 of two rows
+
+    def chunk(start: int, stop: int) -> torch.Tensor:
+        return scores[:, start - 1 : stop - 1].clone()
+
+    targets = torch.tensor([2, 1])  # both targets score NaN
+    ranks = rank_targets(chunk, scores.gather(1, (targets - 1)[:, None]).squeeze(1), targets=targets, n_items=4, chunk_size=2)
+    assert ranks.tolist() == [4.0, 4.0]  # a NaN target is a miss, never a hit
+    plain = rank_targets(chunk, torch.tensor([0.5, 0.3]), targets=torch.tensor([1, 3]), n_items=4, chunk_size=2)
+    assert plain.tolist() == [1.0, 1.0]  # NaN items do not outrank a finite target
+    values, ids = top_k(chunk, 4, k=4, chunk_size=2)
+    assert ids[0, :3].tolist() == [3, 1, 4] and ids[1, :3].tolist() == [4, 3, 2] and bool(torch.isinf(values[:, 3]).all())

@@ -14,9 +14,23 @@ Nothing here imports torch, click or rich.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+FLOAT32_MAX = 3.4028234663852886e38  # a value that multiplies a score must stay finite in fp32
+INT64 = (-(1 << 63), (1 << 63) - 1)  # seeds and counts end up in int64 tensors
+
+
+def number_problem(value: float | int) -> str | None:
+    """What is wrong with a number a person set, or None: a float must be finite and within fp32's range (an
+    infinite or NaN weight makes every score NaN or 0), an integer within int64."""
+    if isinstance(value, float) and (not math.isfinite(value) or abs(value) > FLOAT32_MAX):
+        return f"a finite number within float32's range (±{FLOAT32_MAX:.3g})"
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return "an integer within int64's range"
+    return None
 
 
 def _anything(value: Any) -> bool:

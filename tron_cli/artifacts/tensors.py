@@ -133,4 +133,7 @@ def load_tensors(path: Path, kind: str, expected: Mapping[str, tuple[tuple[int, 
                     f"{path}: tensor {name} is {tuple(tensor.shape)} {tensor.dtype}, expected {tuple(shape)} {dtype}",
                     redo_hint(kind),
                 )
+    for name, tensor in tensors.items():  # a NaN or infinite weight would score, and could win every ranking
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise ArtifactError(f"{path}: tensor {name} holds NaN or infinite values", redo_hint(kind))
     return tensors

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from tron_cli.options import INT64, number_problem
 from tron_cli.registry import Registry
 
 
@@ -39,3 +40,26 @@ class RegistryChoice(click.Choice):
     @choices.setter
     def choices(self, value: Any) -> None:
         """click's own code may assign choices; they come from the registry, so the value is not kept."""
+
+
+class Finite(click.FloatRange):
+    """A float option: finite and within fp32's range (an infinite or NaN weight would make every score NaN or 0),
+    and within [min, max] when given."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        problem = number_problem(float(number))
+        if problem:
+            self.fail(f"{value!r} is not {problem}", param, ctx)
+        return number
+
+
+class Whole(click.IntRange):
+    """An integer option within int64 (seeds and counts end up in int64 tensors), and within [min, max] when given."""
+
+    name = "integer"
+
+    def __init__(self, min: int | None = None, max: int | None = None, **kwargs: Any):
+        super().__init__(INT64[0] if min is None else min, INT64[1] if max is None else max, **kwargs)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from tron_cli.cli._params import RegistryChoice
+from tron_cli.cli._params import RegistryChoice, Whole
 from tron_cli.cli._ui import ui_of
 from tron_cli.datasets import DATASETS
 
@@ -36,7 +36,7 @@ def _parameter_options() -> list[click.Option]:
         if signature not in _OPTIONS:
             _OPTIONS[signature] = click.Option(
                 [first.flag, key],
-                type=click.IntRange(min=first.minimum),
+                type=Whole(min=first.minimum),
                 default=first.default if same_default else None,
                 show_default=same_default,
                 help=help_text,

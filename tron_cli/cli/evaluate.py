@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tron_cli.choices import DEVICES, PROTOCOLS, RETRIEVALS, SPLITS, TIES
-from tron_cli.cli._params import RegistryChoice
+from tron_cli.cli._params import Finite, RegistryChoice, Whole
 from tron_cli.cli._ui import UI, pass_ui, shown
 
 
@@ -15,7 +15,7 @@ from tron_cli.cli._ui import UI, pass_ui, shown
 @click.argument("run", required=False, type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset dir (default: the run's own; for baselines the newest).")
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which split to score.")
-@click.option("-k", "--cutoff", "cutoffs", type=click.IntRange(min=1), multiple=True, default=(5, 10, 20), show_default=True, help="Cutoffs (repeatable).")
+@click.option("-k", "--cutoff", "cutoffs", type=Whole(min=1), multiple=True, default=(5, 10, 20), show_default=True, help="Cutoffs (repeatable).")
 @click.option("--ties", type=click.Choice(TIES), default="pessimistic", show_default=True, help="How items that tie with the target count in its rank.")
 @click.option(
     "--protocol",
@@ -24,7 +24,7 @@ from tron_cli.cli._ui import UI, pass_ui, shown
     show_default=True,
     help="all: every target of every session; tron: the reference's evaluation, for parity; otto: OTTO's Kaggle task (each session cut at random, Recall@20 of the next click, later carts and orders, weighted 0.1/0.3/0.6).",
 )
-@click.option("--cut-seed", type=int, default=42, show_default=True, help="--protocol otto: the seed of the random cuts (the organisers' is 42).")
+@click.option("--cut-seed", type=Whole(), default=42, show_default=True, help="--protocol otto: the seed of the random cuts (the organisers' is 42).")
 @click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
 @click.option("--baseline", type=RegistryChoice("tron_cli.evaluation.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
 @click.option(
@@ -34,10 +34,10 @@ from tron_cli.cli._ui import UI, pass_ui, shown
     multiple=True,
     help="An option of the --baseline (repeatable); `tron evaluate --baseline NAME --baseline-option help` lists them.",
 )
-@click.option("--bootstrap", type=click.IntRange(min=0), default=0, help="Add 95% confidence intervals from N resamples of sessions.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--bootstrap", type=Whole(min=0), default=0, help="Add 95% confidence intervals from N resamples of sessions.")
+@click.option("--seed", type=Whole(), default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True, help="Catalogue items scored at once.")
+@click.option("--chunk-size", type=Whole(min=1), default=65536, show_default=True, help="Catalogue items scored at once.")
 @click.option(
     "--track",
     type=RegistryChoice("tron_cli.tracking:TRACKERS"),
@@ -61,12 +61,12 @@ from tron_cli.cli._ui import UI, pass_ui, shown
 )
 @click.option(
     "--order-weight",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="A MultiTRON run (tron train --objective multitron): evaluate at the preference [1 - W, W]; order recall/density come with the click metrics [default: 0.5].",
 )
 @click.option(
     "--transition-weight",
-    type=click.FloatRange(0),
+    type=Finite(0),
     help="Score with this weight of the transition prior instead of the run's (0: without it; a run trained without one counts it on its train split): choose it on --split valid.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")

@@ -7,17 +7,18 @@ from pathlib import Path
 import click
 
 from tron_cli.choices import DEVICES, SPLITS
+from tron_cli.cli._params import Finite, Whole
 from tron_cli.cli._ui import UI, pass_ui, shown
 
 
 @click.command(short_help="Sweep a MultiTRON run's preference: the click/order front and its hypervolume.")
 @click.argument("run", required=False, type=click.Path(path_type=Path))
 @click.option(
-    "--points", type=click.IntRange(min=1), default=25, show_default=True, help="Steps of the order weight: points + 1 evenly spaced weights from 0 to 1."
+    "--points", type=Whole(min=1), default=25, show_default=True, help="Steps of the order weight: points + 1 evenly spaced weights from 0 to 1."
 )
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which split to score.")
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset dir (default: the run's own).")
-@click.option("--limit", type=float, default=1.0, show_default=True, help="Sessions scored: a fraction (<= 1) or a number (> 1).")
+@click.option("--limit", type=Finite(), default=1.0, show_default=True, help="Sessions scored: a fraction (<= 1) or a number (> 1).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the front as one JSON object on stdout.")
 @pass_ui

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tron_cli.choices import CART_NAMES, COLUMN_NAMES, LOG_FORMATS, ORDER_NAMES
-from tron_cli.cli._params import RegistryChoice
+from tron_cli.cli._params import Finite, RegistryChoice, Whole
 from tron_cli.cli._ui import UI, pass_ui, shown
 from tron_cli.datasets import DATASETS
 
@@ -51,16 +51,16 @@ from tron_cli.datasets import DATASETS
     show_default=True,
     help="time: the last --test-days are test; last: leave-one-out (each session's last item is its target).",
 )
-@click.option("--test-days", type=float, help="Span of the time split (default: the preset's, 1 for your own logs).")
+@click.option("--test-days", type=Finite(), help="Span of the time split (default: the preset's, 1 for your own logs).")
 @click.option(
     "--valid-days",
-    type=float,
+    type=Finite(),
     help="Carve a validation split: train sessions of the last D days [default: the preset's; own logs: the test span when train spans 7 of them, else --valid-fraction 0.1].",
 )
-@click.option("--valid-fraction", type=float, help="Carve a validation split: the last fraction of train sessions.")
+@click.option("--valid-fraction", type=Finite(), help="Carve a validation split: the last fraction of train sessions.")
 @click.option("--no-valid", is_flag=True, help="No validation split (the reference's train set; training keeps the last epoch).")
-@click.option("--min-session-length", type=click.IntRange(min=1), default=2, show_default=True, help="Drop sessions with fewer events.")
-@click.option("--min-item-support", type=click.IntRange(min=1), help="Drop events of items with fewer events (default: the preset's, 1 for your own logs).")
+@click.option("--min-session-length", type=Whole(min=1), default=2, show_default=True, help="Drop sessions with fewer events.")
+@click.option("--min-item-support", type=Whole(min=1), help="Drop events of items with fewer events (default: the preset's, 1 for your own logs).")
 @click.option(
     "--unknown-test-items",
     type=click.Choice(["drop", "keep"]),

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tron_cli.choices import DEVICES, INPUT_FORMATS, ON_ERROR
-from tron_cli.cli._params import RegistryChoice
+from tron_cli.cli._params import Finite, RegistryChoice, Whole
 from tron_cli.cli._ui import UI, pass_ui
 
 
@@ -15,7 +15,7 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.argument("model", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("-i", "--input", "input_path", default="-", show_default=True, metavar="PATH|-", help="Sessions to recommend for; - is stdin.")
 @click.option("-o", "--output", "output_path", default="-", show_default=True, metavar="PATH|-", help="Where the recommendations go; - is stdout.")
-@click.option("-k", type=click.IntRange(min=1), default=20, show_default=True, help="Items per session.")
+@click.option("-k", type=Whole(min=1), default=20, show_default=True, help="Items per session.")
 @click.option("--exclude-seen", is_flag=True, help="Never recommend an item the session already has.")
 @click.option(
     "--format",
@@ -30,7 +30,7 @@ from tron_cli.cli._ui import UI, pass_ui
     show_default=True,
     help="auto: .parquet files are Parquet, anything else JSON lines recognised by their keys.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Sessions read, scored and written at a time.")
+@click.option("--batch-size", type=Whole(min=1), default=1024, show_default=True, help="Sessions read, scored and written at a time.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option("--allow", type=click.Path(dir_okay=False, path_type=Path), help="Recommend only these items: a file of raw ids, one a line.")
 @click.option("--deny", type=click.Path(dir_okay=False, path_type=Path), help="Never recommend these items: a file of raw ids, one a line.")
@@ -51,7 +51,7 @@ from tron_cli.cli._ui import UI, pass_ui
 )
 @click.option(
     "--order-weight",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="A MultiTRON model (tron train --objective multitron): the preference [1 - W, W] between the next click and orders; a JSON line's own order_weight wins [default: 0.5].",
 )
 @pass_ui

@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from tron_cli.choices import DEVICES
+from tron_cli.cli._params import Finite, Whole
 from tron_cli.cli._ui import UI, pass_ui
 
 
 @click.command(short_help="Serve a bundle over HTTP: micro-batched, with the item index when the bundle has one.")
 @click.argument("model", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on (0: a free one, printed).")
+@click.option("--port", type=Whole(0, 65535), default=8000, show_default=True, help="Port to listen on (0: a free one, printed).")
 @click.option("--exact", is_flag=True, help="Score the whole catalogue even when the bundle has an item index.")
 @click.option(
     "--index-param",
@@ -22,20 +23,20 @@ from tron_cli.cli._ui import UI, pass_ui
     metavar="NAME=VALUE",
     help="A search parameter of the index, the speed/recall knob: ef_search (hnsw), nprobe (ivf). Repeatable.",
 )
-@click.option("--batch-window-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True, help="How long a request waits for others to batch with.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True, help="Sessions scored together at most.")
-@click.option("--max-k", type=click.IntRange(min=1), default=1000, show_default=True, help="Largest k a request may ask for.")
-@click.option("--max-session-length", type=click.IntRange(min=1), default=1000, show_default=True, help="Most item ids in one session of a request.")
-@click.option("--max-sessions", type=click.IntRange(min=1), default=256, show_default=True, help="Most sessions in one request.")
-@click.option("--max-filter-items", type=click.IntRange(min=0), default=100_000, show_default=True, help="Most ids in a request's allow or deny list.")
-@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True, help="Largest request body (413 above).")
+@click.option("--batch-window-ms", type=Finite(0, 1000), default=2.0, show_default=True, help="How long a request waits for others to batch with.")
+@click.option("--max-batch", type=Whole(min=1), default=64, show_default=True, help="Sessions scored together at most.")
+@click.option("--max-k", type=Whole(min=1), default=1000, show_default=True, help="Largest k a request may ask for.")
+@click.option("--max-session-length", type=Whole(min=1), default=1000, show_default=True, help="Most item ids in one session of a request.")
+@click.option("--max-sessions", type=Whole(min=1), default=256, show_default=True, help="Most sessions in one request.")
+@click.option("--max-filter-items", type=Whole(min=0), default=100_000, show_default=True, help="Most ids in a request's allow or deny list.")
+@click.option("--max-body-bytes", type=Whole(min=1), default=1 << 20, show_default=True, help="Largest request body (413 above).")
 @click.option(
-    "--threads", type=click.IntRange(min=0), default=0, show_default=True, help="CPU threads for scoring; 0: the cores less one, kept for the HTTP loop."
+    "--threads", type=Whole(min=0), default=0, show_default=True, help="CPU threads for scoring; 0: the cores less one, kept for the HTTP loop."
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option(
     "--order-weight",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="A MultiTRON model (tron train --objective multitron): the order weight of requests that give none (a request's or session's \"order_weight\" wins) [default: 0.5].",
 )
 @pass_ui

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from tron_cli.cli._params import RegistryChoice
+from tron_cli.cli._params import Finite, RegistryChoice, Whole
 from tron_cli.cli._ui import UI, shown
 
 
@@ -23,10 +23,7 @@ class _CountOrAuto(click.ParamType):
     def convert(self, value, param, ctx):
         if value is None or value == "auto":
             return "auto"
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not an integer or 'auto'", param, ctx)
+        return Whole().convert(value, param, ctx)
 
 
 class _Concentration(click.ParamType):
@@ -43,7 +40,7 @@ class _Concentration(click.ParamType):
             self.fail(f"{value!r} is not one number or two separated by a comma", param, ctx)
         if not 1 <= len(numbers) <= 2:
             self.fail(f"{value!r} is not one number or two separated by a comma", param, ctx)
-        return numbers
+        return tuple(Finite().convert(number, param, ctx) for number in numbers)
 
 
 def _load_config(ctx: click.Context, param, value):
@@ -115,7 +112,11 @@ def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Op
         return click.Option([flag, name], type=choices, default=None, help=help)
     if name == "batch_negatives":
         return click.Option([flag, name], type=_CountOrAuto(), default=None, help=help)
-    return click.Option([flag, name], type=type(example) if example is not None else int, default=None, help=help)
+    if isinstance(example, float):
+        return click.Option([flag, name], type=Finite(), default=None, help=help)
+    if isinstance(example, int) or example is None:
+        return click.Option([flag, name], type=Whole(), default=None, help=help)
+    return click.Option([flag, name], type=type(example), default=None, help=help)
 
 
 def _choice(choices: tuple[str, ...] | str | None) -> click.ParamType | None:
@@ -172,7 +173,7 @@ class TrainCommand(click.Command):
 @click.option("--out", type=click.Path(path_type=Path), help="Run dir (default: $TRON_HOME/runs/DATASET-MODEL-N).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this dir from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace an existing run dir.")
-@click.option("--devices", type=click.IntRange(min=1), default=1, show_default=True, help="Processes for data-parallel training (DDP) on this machine.")
+@click.option("--devices", type=Whole(min=1), default=1, show_default=True, help="Processes for data-parallel training (DDP) on this machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 @click.pass_context
 def train(ctx: click.Context, data, data_option, out, resume, force, devices, as_json, **values) -> None:

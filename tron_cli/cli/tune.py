@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from tron_cli.cli._params import Finite, Whole
 from tron_cli.cli._ui import UI, pass_ui
 
 
@@ -28,16 +29,16 @@ def _setting(value: str) -> tuple[str, object]:
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--space", type=click.Path(dir_okay=False, path_type=Path), help="Search space, JSON or TOML (docs/tuning.md) [default: TRON's].")
 @click.option(
-    "--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Finished trials the study should have in all (resuming counts earlier ones)."
+    "--trials", type=Whole(min=1), default=20, show_default=True, help="Finished trials the study should have in all (resuming counts earlier ones)."
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=1), help="Seconds for this process: no trial starts after them, and a running one stops at its next epoch end."
+    "--timeout", type=Finite(min=1), help="Seconds for this process: no trial starts after them, and a running one stops at its next epoch end."
 )
 @click.option("--metric", default="recall@20", show_default=True, help="Validation metric to maximise and prune on: recall@K, mrr@K or ndcg@K.")
 @click.option("--study", "study_name", help="Study name [default: tune-DATASET].")
 @click.option("--storage", help="Optuna database URL shared by several processes [default: sqlite:///$TRON_HOME/tune/STUDY/study.db].")
 @click.option("--set", "settings", metavar="NAME=VALUE", multiple=True, help="Fix a training option for every trial (repeatable; wins over the space file).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the TPE sampler.")
+@click.option("--seed", type=Whole(), default=0, show_default=True, help="Seed of the TPE sampler.")
 @click.option("--json", "as_json", is_flag=True, help="Print the study's summary as one JSON object on stdout.")
 @pass_ui
 def tune(ui: UI, data, space, trials, timeout, metric, study_name, storage, settings, seed, as_json) -> None:

@@ -140,7 +140,7 @@ class Retriever:
             drop |= torch.isin(candidates, torch.from_numpy(filters.deny).to(device))
         if filters.allow is not None:
             drop |= ~torch.isin(candidates, torch.from_numpy(filters.allow).to(device))
-        scores = scores.masked_fill(drop, float("-inf"))
+        scores = scores.masked_fill(drop | scores.isnan(), float("-inf"))  # a NaN score is the worst, never a win
         best, position = torch.topk(scores, min(k, fetch), dim=1)
         ids = torch.gather(candidates, 1, position)
         best, ids = _pad(best, ids, k)

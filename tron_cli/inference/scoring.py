@@ -38,11 +38,13 @@ def masked_chunks(
     banned: Tensor | None = None,
 ) -> Iterator[tuple[int, Tensor]]:
     """(start, scores (Q, C)) of items start..start+C-1, chunk by chunk, with the `excluded` pairs, each row's
-    `own` item (Q,) and the `banned` items ((N + 1,) bool, every row) set to -inf. Pairs are removed by adding
+    `own` item (Q,) and the `banned` items ((N + 1,) bool, every row) set to -inf, and so is a NaN score (the worst
+    possible: a NaN compares false, so it would otherwise outrank a target or lead a top-k). Pairs are removed by adding
     -inf (or 0 outside the chunk): no boolean indexing, so nothing waits for the device."""
     for start in range(1, n_items + 1, chunk_size):
         stop = min(start + chunk_size, n_items + 1)
         scores = score_chunk(start, stop).contiguous()
+        scores.masked_fill_(scores.isnan(), float("-inf"))  # a NaN score is the worst, never a win: NaN compares false
         if banned is not None:
             scores.masked_fill_(banned[start:stop], float("-inf"))
         if own is not None:
@@ -87,6 +89,7 @@ def rank_targets(
     ranks = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device)
     for _, scores in masked_chunks(score_chunk, n_items, chunk_size, excluded, own=targets):
         ranks += ranks_from_scores(scores, target_scores, ties)
+    ranks = torch.where(target_scores.isnan(), float(n_items), ranks)  # a NaN target ranks last: no metric gains from it
     if excluded is not None:
         ex_rows, ex_items = excluded
         seen_target = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device).scatter_add_(

@@ -11,14 +11,13 @@ when it is chosen (GRU4Rec+ takes the reference's), below anything a user sets.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tron_cli.errors import ArtifactError, UsageError
 from tron_cli.models.base import FEEDINGS, SessionModel
-from tron_cli.options import Option, declared, option
+from tron_cli.options import Option, declared, number_problem, option
 from tron_cli.registry import Registry
 
 setting = option  # a model's setting is declared as any option is: `setting(default, help, choices, reference=, tune=)`
@@ -117,7 +116,7 @@ def setting_type_problem(default: Any, value: Any) -> str | None:
     if isinstance(default, int):
         return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
     if isinstance(default, float):
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else "a finite number"
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) and not number_problem(float(value)) else "a finite number"
     if isinstance(default, str):
         return None if isinstance(value, str) else "a string"
     return None

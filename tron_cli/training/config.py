@@ -27,7 +27,7 @@ from tron_cli.evaluation.procedures import parse_metric
 from tron_cli.inference.transitions import DEFAULT_SMOOTHING
 from tron_cli.losses import LOSSES, all_options
 from tron_cli.models import MODELS, all_settings, setting_declarations
-from tron_cli.options import Option, claim, declared, option
+from tron_cli.options import Option, claim, declared, number_problem, option
 from tron_cli.tracking import TRACKERS
 from tron_cli.training.schedule import SCHEDULES
 
@@ -274,8 +274,8 @@ def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
         return None
     if name == "beta":
         numbers = value if isinstance(value, list) else [value]
-        if not (1 <= len(numbers) <= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)):
-            raise UsageError(f"{path}: key {key!r} must be one or two numbers, got {value!r}", "Fix the config file")
+        if not (1 <= len(numbers) <= 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and not number_problem(float(v)) for v in numbers)):
+            raise UsageError(f"{path}: key {key!r} must be one or two finite numbers, got {value!r}", "Fix the config file")
         return tuple(float(v) for v in numbers)
     if isinstance(default, tuple) and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
@@ -291,6 +291,9 @@ def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
         ok = isinstance(value, expected)
     if not ok:
         raise UsageError(f"{path}: key {key!r} must be {expected.__name__}, got {value!r}", "Fix the config file")
+    problem = number_problem(value) if expected in (int, float) else None
+    if problem:
+        raise UsageError(f"{path}: key {key!r} must be {problem}, got {value!r}", "Fix the config file")
     return value
 
 
