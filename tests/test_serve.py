@@ -114,6 +114,9 @@ BAD = [
     ("neither", b'{"k": 3}', 422, "not both or neither"),
     ("too-many-filter-ids", json.dumps({"items": [1], "deny": list(range(11))}).encode(), 422, "deny holds 11 ids"),
     ("bad-filter-id", b'{"items": [1], "allow": [1, 2.5]}', 422, "allow[1] is 2.5"),
+    ("nested-900-deep", b'{"items": ' + b"[" * 900 + b"]" * 900 + b"}", 400, "nested deeper than 64"),
+    ("a-5000-digit-integer", b'{"items": [1], "k": ' + b"9" * 1500 + b"}", 400, "an integer of more than 100 digits"),
+    ("nan-k", b'{"items": [1], "k": NaN}', 400, "NaN is not JSON"),
     ("body-over-limit", json.dumps({"items": [1], "session": "x" * 3000}).encode(), 413, "over the limit of 2000 bytes"),
 ]
 

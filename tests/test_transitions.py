@@ -161,7 +161,7 @@ def test_an_item_index_fetches_the_last_clicks_successors(tiny_dataset, tmp_path
     [
         (["--transition-weight", "-1"], "--transition-weight must be a finite number >= 0"),
         (["--transition-smoothing", "0"], "--transition-smoothing must be a positive number"),
-        (["--transition-weight", "nan"], "--transition-weight must be a finite number >= 0"),
+        (["--transition-weight", "nan"], "'nan' is not a finite number"),
     ],
 )
 def test_bad_prior_settings_are_usage_errors(tiny_dataset, tmp_path, flags, message):

@@ -11,7 +11,6 @@ weight to orders trades hits for hits that end in an order.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tron_cli.artifacts.documents import read_json, read_jsonl
 from tron_cli.artifacts.files import atomic_path
 from tron_cli.errors import ArtifactError, TronError
+from tron_cli.safe_json import parse
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,7 +51,7 @@ def run_label(run_dir: Path) -> str:
     """The run directory's name, with the loss and model from its config.json when that is readable."""
     run_dir = Path(run_dir)
     try:  # read as plain JSON, not checked as a run's config: the label is cosmetic, and only "train" is used
-        document = json.loads((run_dir / "config.json").read_text())
+        document = parse((run_dir / "config.json").read_bytes())
     except (OSError, ValueError):
         return run_dir.name  # an unreadable config must not stop the plot
     train = document.get("train") if isinstance(document, dict) else None

@@ -18,6 +18,7 @@ from tron_cli.artifacts.sessions import Dataset
 from tron_cli.artifacts.tensors import TensorHeader, check_tensor_header, load_tensors, read_tensor_header, save_tensors
 from tron_cli.errors import ArtifactError, MissingInputError
 from tron_cli.models import build_model
+from tron_cli.safe_json import JsonRefused, parse
 from tron_cli.workspace import home
 
 CATALOGUE_KEY = "tron.catalogue_sha256"  # the catalogue the weights were trained on (dataset.json's fingerprint)
@@ -62,8 +63,8 @@ def check_weights(path: Path, kind: str, section: dict[str, Any], catalogue: str
     stored = header.metadata.get(MODEL_KEY)
     if stored is not None:
         try:
-            their = json.loads(stored)
-        except json.JSONDecodeError:
+            their = parse(stored)
+        except JsonRefused:
             raise ArtifactError(f"{path}: its metadata {MODEL_KEY} is not JSON", f"Re-run: {MADE_BY.get(kind, 'tron train')}") from None
         differ = sorted(key for key in set(their) & set(section) if their[key] != section[key]) if isinstance(their, dict) else ["model"]
         if differ:
@@ -103,9 +104,10 @@ def read_model_dir(path: Path) -> tuple[dict[str, Any], str]:
     if not config_path.is_file():
         raise ArtifactError(f"{path} is neither a run nor a bundle (no config.json)", "Give a run dir (tron train) or a bundle (tron export)")
     try:
-        schema = json.loads(config_path.read_text()).get("schema", "")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise ArtifactError(f"{config_path} is not valid JSON (truncated or corrupt)", "Re-run the command that made it") from None
+        schema = parse(config_path.read_bytes()).get("schema", "")
+    except (JsonRefused, AttributeError) as error:
+        where = error.at(config_path) if isinstance(error, JsonRefused) else f"{config_path}: not a JSON object"
+        raise ArtifactError(f"{where} (truncated or corrupt?)", "Re-run the command that made it") from None
     kind = "bundle" if str(schema).startswith("bundle/") else "run"
     return read_json(config_path, kind), kind
 

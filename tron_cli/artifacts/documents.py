@@ -17,6 +17,7 @@ from tron_cli import __version__
 from tron_cli.artifacts.files import write_bytes, writing
 from tron_cli.artifacts.schemas import SPLITS, is_safe_name, readable, redo_hint, schema_tag, whole_number
 from tron_cli.errors import ArtifactError
+from tron_cli.safe_json import JsonRefused, parse
 
 
 def finite(value: Any) -> Any:
@@ -48,11 +49,9 @@ def read_json(path: Path, kind: str) -> dict[str, Any]:
     if not path.is_file():
         raise ArtifactError(f"{path} is missing", redo_hint(kind))
     try:
-        document = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        line = getattr(error, "lineno", None)
-        where = f"{path}:{line}" if line else str(path)
-        raise ArtifactError(f"{where} is not valid JSON (truncated or corrupt)", redo_hint(kind)) from None
+        document = parse(path.read_bytes())
+    except JsonRefused as error:
+        raise ArtifactError(f"{error.at(path)} (truncated or corrupt?)", redo_hint(kind)) from None
     if not isinstance(document, dict):
         raise ArtifactError(f"{path} is not a JSON object", redo_hint(kind))
     found = document.get("schema")
@@ -184,7 +183,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return records
     for line in Path(path).read_text().splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            records.append(parse(line))
+        except JsonRefused:
             break  # a line torn by a kill: everything before it is intact
     return records

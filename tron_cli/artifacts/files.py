@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ from typing import Any
 
 from tron_cli.artifacts.schemas import MARKERS, SCHEMAS
 from tron_cli.errors import ArtifactError, OutputError, UsageError
+from tron_cli.safe_json import parse
 
 
 def _umask() -> int:
@@ -105,7 +105,7 @@ def directory_kind(path: Path) -> str | None:
     """The kind of tron artifact a directory is, by the schema of its marker document (None: not one)."""
     for kind, marker in MARKERS.items():
         try:
-            document = json.loads((path / marker).read_text())
+            document = parse((path / marker).read_bytes())
         except (OSError, UnicodeDecodeError, ValueError):
             continue
         if isinstance(document, dict) and str(document.get("schema", "")).startswith(f"{SCHEMAS[kind]}/"):

@@ -3,7 +3,6 @@ read and checked before any tensor is loaded, so a hostile or truncated file all
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 from tron_cli.artifacts.files import atomic_path
 from tron_cli.artifacts.schemas import redo_hint, whole_number
 from tron_cli.errors import ArtifactError
+from tron_cli.safe_json import JsonRefused, parse
 
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # a header larger than this is hostile or corrupt
 
@@ -66,9 +66,11 @@ def read_tensor_header(path: Path, kind: str) -> TensorHeader:
         raw = handle.read(header_size)
     bad = f"{path} is not a valid safetensors file"
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArtifactError(f"{bad} (its header is not JSON)", redo_hint(kind)) from None
+        header = parse(raw)
+    except JsonRefused as error:
+        raise ArtifactError(
+            f"{bad} (its header is {error})" if str(error).startswith("not ") else f"{bad} (its header holds {error})", redo_hint(kind)
+        ) from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{bad} (its header is not a JSON object)", redo_hint(kind))
     metadata = header.pop("__metadata__", None) or {}

@@ -13,9 +13,7 @@ from tron_cli.cli._ui import UI, pass_ui, shown
 
 @click.command(short_help="Sweep a MultiTRON run's preference: the click/order front and its hypervolume.")
 @click.argument("run", required=False, type=click.Path(path_type=Path))
-@click.option(
-    "--points", type=Whole(min=1), default=25, show_default=True, help="Steps of the order weight: points + 1 evenly spaced weights from 0 to 1."
-)
+@click.option("--points", type=Whole(min=1), default=25, show_default=True, help="Steps of the order weight: points + 1 evenly spaced weights from 0 to 1.")
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which split to score.")
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset dir (default: the run's own).")
 @click.option("--limit", type=Finite(), default=1.0, show_default=True, help="Sessions scored: a fraction (<= 1) or a number (> 1).")

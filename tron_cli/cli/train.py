@@ -229,9 +229,9 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
         raise click.UsageError(error.line()) from None
     reference = None
     if "tron.config_file" in ctx.meta:
-        import json
+        from tron_cli.safe_json import parse
 
-        reference = json.loads(Path(ctx.meta["tron.config_file"]).read_text())
+        reference = parse(Path(ctx.meta["tron.config_file"]).read_text())  # checked already by --config
     request = TrainRequest(config, data, out=out, resume=resume, force=force, reference_config=reference, overrides=tuple(sorted(explicit)), devices=devices)
     summary = run(request, report=ui)
     summary["run"] = str(Path(summary["run"]).resolve())

@@ -13,14 +13,14 @@ from tron_cli.cli._ui import UI, pass_ui
 
 def _setting(value: str) -> tuple[str, object]:
     """NAME=VALUE with VALUE read as JSON when it parses (numbers, true/false), else as a string."""
-    import json
+    from tron_cli.safe_json import JsonRefused, parse
 
     name, equals, raw = value.partition("=")
     if not equals or not name.strip():
         raise click.BadParameter(f"{value!r} is not NAME=VALUE")
     try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError:
+        parsed = parse(raw)
+    except JsonRefused:
         parsed = raw
     return name.strip().replace("-", "_"), parsed
 
@@ -28,12 +28,8 @@ def _setting(value: str) -> tuple[str, object]:
 @click.command(short_help="Search training options with Optuna on the validation split.")
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--space", type=click.Path(dir_okay=False, path_type=Path), help="Search space, JSON or TOML (docs/tuning.md) [default: TRON's].")
-@click.option(
-    "--trials", type=Whole(min=1), default=20, show_default=True, help="Finished trials the study should have in all (resuming counts earlier ones)."
-)
-@click.option(
-    "--timeout", type=Finite(min=1), help="Seconds for this process: no trial starts after them, and a running one stops at its next epoch end."
-)
+@click.option("--trials", type=Whole(min=1), default=20, show_default=True, help="Finished trials the study should have in all (resuming counts earlier ones).")
+@click.option("--timeout", type=Finite(min=1), help="Seconds for this process: no trial starts after them, and a running one stops at its next epoch end.")
 @click.option("--metric", default="recall@20", show_default=True, help="Validation metric to maximise and prune on: recall@K, mrr@K or ndcg@K.")
 @click.option("--study", "study_name", help="Study name [default: tune-DATASET].")
 @click.option("--storage", help="Optuna database URL shared by several processes [default: sqlite:///$TRON_HOME/tune/STUDY/study.db].")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from tron_cli.artifacts.sessions import EXTRA_TYPES
 from tron_cli.choices import CART_NAMES, COLUMN_NAMES, LOG_FORMATS, ORDER_NAMES
 from tron_cli.errors import InputFormatError, UsageError
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.safe_json import JsonRefused, parse
 
 OTTO_SCHEMA: dict[str, Any] = {
     "session": pl.Int64,
@@ -140,8 +140,8 @@ def _otto_lines(path: Path) -> bool:
     for raw in head.split(b"\n"):
         if raw.strip():
             try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = parse(raw)
+            except JsonRefused:
                 return True
             return not isinstance(record, dict) or "events" in record
     return True
@@ -178,9 +178,9 @@ def _otto_line_error(path: Path, first_line: int, block: bytes, event_types: tup
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return InputFormatError(f"{path}:{line}: not valid JSON ({error.args[0] if error.args else error})", "Fix or remove that line")
+            record = parse(raw)
+        except JsonRefused as error:
+            return InputFormatError(f"{path}:{line}: {error}", "Fix or remove that line")
         problem = _otto_record_problem(record)
         if problem:
             return InputFormatError(
@@ -465,9 +465,9 @@ def _find_bad_json_line(path: Path, data: bytes) -> None:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise InputFormatError(f"{path}:{line}: not valid JSON ({error.args[0] if error.args else error})", "Fix or remove that line") from None
+            record = parse(raw)
+        except JsonRefused as error:
+            raise InputFormatError(f"{path}:{line}: {error}", "Fix or remove that line") from None
         if not isinstance(record, dict):
             raise InputFormatError(f"{path}:{line}: a line must be a JSON object, one event with its session, item and time")
 

@@ -8,7 +8,6 @@ safety checks, checksums, resume and manifest, so it is not used.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import urllib.parse
@@ -18,6 +17,7 @@ from tron_cli.datasets import Source
 from tron_cli.errors import DownloadError
 from tron_cli.fetching.http import Fetched, HttpClient, HttpStatusError, Transient, fetch
 from tron_cli.reporting import Reporter
+from tron_cli.safe_json import JsonRefused, parse
 
 MAX_PAGE_BYTES = 1 << 20  # a confirmation page larger than this is not one
 GDOWN_LINK_ORIGIN = "https://docs.google.com"  # where gdown puts a relative /uc?export=download link
@@ -33,9 +33,9 @@ def kaggle_credentials() -> tuple[str, str, str]:
     if not path.is_file():
         raise DownloadError(f"no Kaggle credentials: {path} does not exist and KAGGLE_USERNAME/KAGGLE_KEY are unset", how)
     try:
-        document = json.loads(path.read_text())
+        document = parse(path.read_text())
         return str(document["username"]), str(document["key"]), str(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, JsonRefused, KeyError, TypeError):
         raise DownloadError(f'{path} is not a JSON object with "username" and "key"', how) from None
 
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from tron_cli.errors import InputFormatError, UsageError
 from tron_cli.reporting import Reporter
+from tron_cli.safe_json import JsonRefused, parse
 
 INT64_RANGE = (-(1 << 63), (1 << 63) - 1)
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -143,9 +144,9 @@ def _json_batches(
             continue
         try:
             try:
-                record = json.loads(line)
-            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-                raise RecordProblem(f"not valid JSON ({error})") from None
+                record = parse(line)
+            except JsonRefused as error:
+                raise RecordProblem(str(error)) from None
             ids, unknown = record_items(record, expect, numeric, event_types)
             weight = record.get("order_weight")
             if weight is not None and not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= 1):

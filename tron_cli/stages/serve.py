@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import signal
@@ -53,6 +52,7 @@ from tron_cli.inference.index import require_faiss
 from tron_cli.inference.predictor import Predictor
 from tron_cli.inference.retrieval import NO_FILTERS, Filters
 from tron_cli.inference.session_input import INT64_RANGE, Batch, RecordProblem, raw_ids
+from tron_cli.safe_json import JsonRefused, parse
 
 PATHS = ("/recommend", "/health", "/metadata", "/metrics")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -147,8 +147,8 @@ def _validation_line(error: ValidationError) -> str:
 def parse_request(body: bytes, predictor: Predictor, options: ServeOptions) -> Job:
     """A request body -> a Job, or BadRequest with one line."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        document = parse(body)
+    except JsonRefused as error:
         raise BadRequest(400, f"malformed JSON ({error})") from None
     try:
         request = RecommendIn.model_validate(document)

@@ -22,7 +22,6 @@ option's type before the study starts.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from tron_cli.evaluation.procedures import parse_metric
 from tron_cli.models import MODELS
 from tron_cli.options import declared, search_space
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.safe_json import JsonRefused, parse
 from tron_cli.training.config import TRAIN_OPTIONS, TrainConfig, option_defaults, validate
 from tron_cli.training.loop import Trainer
 from tron_cli.training.run import execute, run_document
@@ -157,9 +157,9 @@ def load_space(path: Path | None) -> Space:
 
             document = tomllib.loads(path.read_text())
         else:
-            document = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputFormatError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+            document = parse(path.read_text())
+    except JsonRefused as error:
+        raise InputFormatError(error.at(path)) from None
     except ValueError as error:  # tomllib.TOMLDecodeError
         raise InputFormatError(f"{path}: not valid TOML ({error})") from None
     return parse_space(document, str(path))

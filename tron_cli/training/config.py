@@ -14,7 +14,6 @@ reference's key, `tron tune`'s range); `tron train`'s flags and help, the refere
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -28,6 +27,7 @@ from tron_cli.inference.transitions import DEFAULT_SMOOTHING
 from tron_cli.losses import LOSSES, all_options
 from tron_cli.models import MODELS, all_settings, setting_declarations
 from tron_cli.options import Option, claim, declared, number_problem, option
+from tron_cli.safe_json import JsonRefused, parse
 from tron_cli.tracking import TRACKERS
 from tron_cli.training.schedule import SCHEDULES
 
@@ -301,11 +301,11 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(options by flat name, extras such as the dataset name) from a reference or tron config file."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
+        document = parse(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{path}:{error.lineno}: not valid JSON ({error.msg})", "Fix the config file") from None
+    except (JsonRefused, UnicodeDecodeError) as error:
+        raise UsageError(error.at(path) if isinstance(error, JsonRefused) else f"{path}: not UTF-8 text", "Fix the config file") from None
     if not isinstance(document, dict):
         raise UsageError(f"{path}: a config file must hold one JSON object")
     known = option_defaults()

@@ -6,7 +6,6 @@ loads a tensor or a table, so listing a home with OTTO in it takes milliseconds.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from tron_cli.artifacts.schemas import MARKERS, SCHEMAS
 from tron_cli.errors import MissingInputError, UsageError
+from tron_cli.safe_json import JsonRefused, parse
 from tron_cli.workspace import home
 
 KINDS = ("download", "dataset", "run", "bundle")
@@ -40,8 +40,8 @@ class Artifact:
 def _read(path: Path) -> dict[str, Any] | None:
     """A JSON document, or None when it is missing or unreadable (a listing shows what it can)."""
     try:
-        document = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        document = parse(path.read_text())
+    except (OSError, UnicodeDecodeError, JsonRefused):
         return None
     return document if isinstance(document, dict) else None
 
@@ -124,8 +124,8 @@ def _history(path: Path) -> list[dict[str, Any]]:
         return records
     for line in lines:
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            records.append(parse(line))
+        except JsonRefused:
             break  # a line torn by a kill
     return records
 
