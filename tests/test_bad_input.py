@@ -1206,6 +1206,35 @@ CASES = [
         code=1,
         needles=("config.json", "an integer of more than 100 digits"),
     ),
+    # ------------------------------------------------------------------ sizes beyond the machine are refused before allocation
+    Case(
+        id="train-hidden-size-a-billion",
+        setup=lambda t, w: ["train", str(w.dataset), *FAST, "--hidden-size", "1000000000", "--out", "r"],
+        code=2,
+        needles=("--hidden-size 1000000000", "needs", "available"),
+        absent=("r",),
+    ),
+    Case(
+        id="train-gru-hidden-size-ten-million",
+        setup=lambda t, w: ["train", str(w.dataset), "--model", "gru4rec", "--device", "cpu", "--hidden-size", "10000000", "--out", "r"],
+        code=2,
+        needles=("gru4rec", "--hidden-size 10000000", "needs about", "TB"),
+        absent=("r",),
+    ),
+    Case(
+        id="download-synthetic-a-hundred-billion-items",
+        setup=lambda t, w: ["download", "synthetic", "--items", "100000000000"],
+        code=2,
+        needles=("100,000,000,000 items", "needs about", "available"),
+        absent=("data/raw/synthetic",),
+    ),
+    Case(
+        id="download-synthetic-ten-billion-sessions",
+        setup=lambda t, w: ["download", "synthetic", "--sessions", "10000000000"],
+        code=2,
+        needles=("10,000,000,000 sessions", "needs about"),
+        absent=("data/raw/synthetic",),
+    ),
     Case(id="plot-two-runs-without-output", setup=lambda t, w: ["plot", str(w.run), str(w.run)], code=2, needles=("-o/--output",)),
     Case(id="plot-output-not-png", setup=lambda t, w: ["plot", str(w.run), "-o", "curves.jpg"], code=2, needles=("curves.jpg", ".png"), absent=("curves.jpg",)),
 ]

@@ -8,6 +8,7 @@ import torch
 
 from tron_cli.choices import DEVICES
 from tron_cli.errors import UsageError
+from tron_cli.memory import available_bytes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -19,6 +20,13 @@ def resolve_device(name: str) -> torch.device:
     if name not in DEVICES:
         raise UsageError(f"unknown device {name!r}", f"Use one of: {', '.join(DEVICES)}")
     return torch.device(name)
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes still free on `device`: a GPU's free memory, or what the machine has available."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return available_bytes()
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

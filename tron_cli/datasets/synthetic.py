@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np  # imported with the registry (about 0.1 s); polars waits until something is written
 
 from tron_cli.datasets import DATASETS, DatasetSpec, Parameter, Preset, read_otto_jsonl
+from tron_cli.memory import available_bytes, refuse_beyond
 from tron_cli.reporting import SILENT, Reporter
 
 if TYPE_CHECKING:
@@ -94,6 +95,11 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Report
     """Write `train.jsonl` and `test.jsonl` (OTTO format) with `sessions` sessions over `items` items into `out_dir`."""
     import polars as pl
 
+    # about a dozen 8-byte arrays per item, a few per session, and one chunk of sessions being written at a time
+    needed = 100 * items + 40 * sessions + 1_000 * min(sessions, CHUNK_SESSIONS) * 17
+    refuse_beyond(
+        f"generating {sessions:,} sessions over {items:,} items", needed=needed, available=available_bytes(), hint="Ask for fewer --items or --sessions"
+    )
     rng = np.random.default_rng(seed)
     catalogue = _Catalogue(items, rng)
     # carts and orders draw from a generator of their own, so that the clicks are what they always were

@@ -150,14 +150,14 @@ def download_dataset(
                     raise ArtifactError(f"{out_dir} holds {name} {conflict}", "Pass --force to replace it, or choose another --out")
                 report.info(f"{name} is already complete in {out_dir} ({len(existing['files'])} files); pass --force to download it again")
                 return Download(out_dir, existing, True)
-        out_dir.mkdir(parents=True, exist_ok=True)
         # from here on the directory must not look complete until the new manifest is written
         (out_dir / MANIFEST).unlink(missing_ok=True)
         for stale in out_dir.glob(".extract-*"):  # left by an extraction that was killed
             shutil.rmtree(stale, ignore_errors=True)
-        if spec.source is None:
+        if spec.source is None:  # generated beside out_dir first: a refused or failed generation leaves no directory
             origin, archive, files = name, None, _generate(spec, out_dir, parameters, report)
         else:
+            out_dir.mkdir(parents=True, exist_ok=True)
             origin, archive, files = _obtain(spec.source, out_dir, url=url, from_path=from_path, sha256=sha256, force=force, report=report)
         manifest: dict[str, Any] = {
             "name": name,
@@ -179,11 +179,13 @@ def download_dataset(
 
 def _generate(spec: DatasetSpec, out_dir: Path, parameters: dict[str, int], report: Reporter) -> list[Path]:
     """Generated data, written into a scratch directory beside `out_dir`, then moved into it."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         if spec.generate is None:
             raise ValueError(f"dataset {spec.name} is not generated")
         spec.generate(scratch, report=report, **parameters)
+        out_dir.mkdir(exist_ok=True)
         return move_into(scratch, out_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

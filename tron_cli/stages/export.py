@@ -36,6 +36,7 @@ from tron_cli.inference import transitions
 from tron_cli.inference.index import INDEX_FILE, INDEXES, build_index, parse_params, require_faiss, write_index
 from tron_cli.inference.scorer import Scorer, read_prior
 from tron_cli.inference.scoring import score_sessions
+from tron_cli.memory import available_bytes, refuse_beyond
 from tron_cli.modelio import check_weights, load_weights, model_of, read_model_dir
 from tron_cli.models import build_model
 from tron_cli.models.base import SessionModel
@@ -255,6 +256,14 @@ def write_item_index(model: SessionModel, request: IndexRequest, path: Path, rep
     search = {name: value for name, value in build.items() if name in spec.search}
     if any(value < 1 for value in search.values()):
         raise UsageError("--index-param: search parameters must be at least 1")
+    # the points (d + 1 floats an item) are copied twice, into numpy and into faiss, plus up to 2 m links of HNSW
+    links = 8 * build.get("m", 0)
+    refuse_beyond(
+        f"--index {request.kind} over {model.n_items:,} items of d {model.output_size}",
+        needed=model.n_items * (8 * (model.output_size + 1) + links),
+        available=available_bytes(),
+        hint="Export without --index (recommend and serve then score exactly)",
+    )
     table = model.output_table()[1:].detach().float().cpu().numpy()
     bias = None if model.output_bias is None else model.output_bias[1:, 0].detach().float().cpu().numpy()
     with report.task(f"building the {request.kind} index of {model.n_items:,} items"):

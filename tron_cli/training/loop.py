@@ -30,11 +30,12 @@ from tron_cli.evaluation.procedures import EvalOptions, accumulate, first_sessio
 from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.transitions import Transitions
 from tron_cli.losses import LOSSES
+from tron_cli.memory import refuse_beyond
 from tron_cli.modelio import EPOCH_KEY, save_weights
 from tron_cli.models import MODELS, model_section
 from tron_cli.models.base import SessionModel
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.runtime import autocast_dtype
+from tron_cli.runtime import autocast_dtype, device_memory
 from tron_cli.training import checkpoint, schedule
 from tron_cli.training.callbacks import Callback
 from tron_cli.training.config import TrainConfig
@@ -75,6 +76,7 @@ class Trainer:
             self.valid = SessionStore(shard.select(np.arange(ranks.rank, len(shard), ranks.world)), self.device, min_length=2)
         spec = MODELS.get(config.model)
         self.section = model_section(config.model, config.network, self.n_items)
+        refuse_beyond_memory(spec, config, n_items=self.n_items, device=self.device)
         self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
         prior = None
         if config.transition_weight > 0:  # scored in validation (and everywhere after), never in the loss
@@ -462,3 +464,25 @@ class Trainer:
             "train_seconds": seconds,
             "device": device if self.ranks.world == 1 else f"{self.ranks.world} x {device}",
         }
+
+
+def refuse_beyond_memory(spec: Any, config: TrainConfig, n_items: int, device: torch.device) -> None:
+    """Refuse settings whose model cannot be trained on `device` before any of it is allocated: the network is
+    built on the meta device (shapes only), and training holds its weights, their gradients and two optimiser
+    moments, four times the weights."""
+    try:
+        with torch.device("meta"):
+            probe = spec.build(config.network, n_items)
+        weights = sum(p.numel() * p.element_size() for p in probe.parameters())
+    except RuntimeError:  # the sizes overflow even a meta tensor's storage
+        weights = float("inf")
+    settings = ", ".join(
+        f"--{name.replace('_', '-')} {value}" for name, value in vars(config.network).items() if isinstance(value, int) and not isinstance(value, bool)
+    )
+    refuse_beyond(
+        f"training {config.model} ({settings}) over {n_items:,} items",
+        needed=4 * weights,
+        available=device_memory(device),
+        where=f"the {device.type} device" if device.type != "cpu" else "this machine",
+        hint="Choose smaller settings (--hidden-size, --num-layers)",
+    )

@@ -1,0 +1,58 @@
+"""What the machine can hold, and a refusal before allocating what it cannot.
+
+A size a person asks for (`--hidden-size 1000000000`, `--items 100000000000`) used to end in an allocation
+traceback, or in the machine swapping for minutes first. A stage estimates the bytes of a model, a table, an index
+or a generated dataset before it allocates them, and `refuse_beyond` turns an estimate above what is available into
+one line: what was asked, how much it needs, how much there is. Nothing here imports torch (the CUDA side is
+`runtime.device_memory`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tron_cli.errors import UsageError
+
+
+def human(n_bytes: float) -> str:
+    """Bytes for people: 1.5 GB, 320 MB."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f} {unit}"
+    return f"{n_bytes:.0f} bytes"
+
+
+def _cgroup_limit() -> int | None:
+    """The memory limit of this process's cgroup (v2, else v1), when one is set."""
+    for path in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return None
+
+
+def available_bytes() -> int:
+    """Memory this process can still take: the kernel's MemAvailable (Linux), within the cgroup's limit; the
+    physical memory elsewhere."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = _cgroup_limit()
+    return min(available, limit) if limit is not None else available
+
+
+def refuse_beyond(asked: str, needed: float, available: float, where: str = "this machine", hint: str = "Ask for less") -> None:
+    """A usage error when `needed` bytes exceed `available` (with a little room for everything else)."""
+    if needed > 0.9 * available:
+        size = f"about {human(needed)}" if needed < 1e18 else "more than any machine has (its sizes overflow int64)"
+        raise UsageError(f"{asked} needs {size}, and {where} has {human(available)} available", hint)
