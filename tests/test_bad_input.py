@@ -101,6 +101,18 @@ def nan_row(path: Path) -> None:
     rehash(path.parent / "config.json")
 
 
+def sqlite_database(path: Path, alembic_version: str | None = None) -> Path:
+    """A valid SQLite database of one table, or with another application's migration record (an Optuna study's)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE something (x INTEGER)")
+        if alembic_version:
+            connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+            connection.execute("INSERT INTO alembic_version VALUES (?)", (alembic_version,))
+    return path
+
+
 def rehash(path: Path) -> None:
     """Record the current sha256 of a bundle's files in its config.json (a deliberate, consistent edit)."""
     import hashlib
@@ -149,6 +161,7 @@ class Case:
     absent: tuple[str, ...] = ()  # paths under tmp that must not exist afterwards
     input: str | None = None
     present: tuple[str, ...] = field(default=())  # paths under tmp that must still exist (nothing was destroyed)
+    env: dict[str, str] = field(default_factory=dict)  # environment variables of the command (paths under tmp as TMP/...)
 
 
 def log(name: str, content: str | bytes, *extra: str) -> Callable[[Path, World], list[str]]:
@@ -1235,6 +1248,94 @@ CASES = [
         needles=("10,000,000,000 sessions", "needs about"),
         absent=("data/raw/synthetic",),
     ),
+    # ------------------------------------------------------------------ stores that fail say so, early, leaving nothing
+    Case(
+        id="tune-study-database-truncated",
+        setup=lambda t, w: [
+            (t / "study.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 40),
+            "tune",
+            str(w.dataset),
+            "--storage",
+            "sqlite:///study.db",
+            "--trials",
+            "1",
+        ][1:],
+        code=1,
+        needles=("the study database", "study.db", "cannot be written"),
+        absent=("tune", "runs"),
+    ),
+    Case(
+        id="tune-study-database-not-a-database",
+        setup=lambda t, w: [(t / "study.db").write_text("my notes"), "tune", str(w.dataset), "--storage", "sqlite:///study.db", "--trials", "1"][1:],
+        code=1,
+        needles=("study.db is not a SQLite database",),
+        absent=("tune", "runs"),
+        present=("study.db",),
+    ),
+    Case(
+        id="tune-study-database-read-only",
+        setup=lambda t, w: [
+            sqlite_database(t / "ro.db"),
+            "tune",
+            str(w.dataset),
+            "--storage",
+            f"sqlite:///file:{t / 'ro.db'}?mode=ro&uri=true",
+            "--trials",
+            "1",
+        ][1:],
+        code=1,
+        needles=("the study database", "cannot be written", "readonly"),
+        absent=("tune", "runs"),
+    ),
+    Case(
+        id="tune-storage-unknown-dialect",
+        setup=lambda t, w: ["tune", str(w.dataset), "--storage", "nosuchdb://host/db", "--trials", "1"],
+        code=2,
+        needles=("unknown database dialect 'nosuchdb'",),
+        absent=("tune", "runs"),
+    ),
+    Case(
+        id="tune-storage-not-a-url",
+        setup=lambda t, w: ["tune", str(w.dataset), "--storage", "my study", "--trials", "1"],
+        code=2,
+        needles=("'my study' is not a database URL",),
+        absent=("tune", "runs"),
+    ),
+    Case(
+        id="mlflow-store-not-a-database",
+        setup=lambda t, w: [(t / "mlflow.db").write_text("notes"), "train", str(w.dataset), *FAST, "--epochs", "1", "--track", "mlflow", "--out", "r"][1:],
+        env={"MLFLOW_TRACKING_URI": "sqlite:///TMP/mlflow.db"},
+        code=1,
+        needles=("the MLflow store", "is not a SQLite database", "MLFLOW_TRACKING_URI"),
+        absent=("r",),
+    ),
+    Case(
+        id="mlflow-store-read-only",
+        setup=lambda t, w: [sqlite_database(t / "ro.db"), "train", str(w.dataset), *FAST, "--epochs", "1", "--track", "mlflow", "--out", "r"][1:],
+        env={"MLFLOW_TRACKING_URI": "sqlite:///file:TMP/ro.db?mode=ro&uri=true"},
+        code=1,
+        needles=("the MLflow store", "cannot be written"),
+        absent=("r",),
+    ),
+    Case(
+        id="mlflow-store-of-another-application",
+        setup=lambda t, w: [
+            sqlite_database(t / "other.db", alembic_version="v3.2.0.a"),
+            "train",
+            str(w.dataset),
+            *FAST,
+            "--epochs",
+            "1",
+            "--track",
+            "mlflow",
+            "--out",
+            "r",
+        ][1:],
+        env={"MLFLOW_TRACKING_URI": "sqlite:///TMP/other.db"},
+        code=1,
+        needles=("the MLflow store", "cannot be used"),
+        absent=("r",),
+    ),
     Case(id="plot-two-runs-without-output", setup=lambda t, w: ["plot", str(w.run), str(w.run)], code=2, needles=("-o/--output",)),
     Case(id="plot-output-not-png", setup=lambda t, w: ["plot", str(w.run), "-o", "curves.jpg"], code=2, needles=("curves.jpg", ".png"), absent=("curves.jpg",)),
 ]
@@ -1258,6 +1359,8 @@ def error_line(result, code: int) -> str:
 def test_refused(case: Case, world: World, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("TRON_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value.replace("TMP/", f"{tmp_path}/"))
     args = case.setup(tmp_path, world)
     before = {p for p in tmp_path.rglob("*")}
     line = error_line(invoke(*args, input=case.input), case.code)

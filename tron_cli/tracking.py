@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tron_cli.artifacts.documents import read_json, read_jsonl, write_json
+from tron_cli.databases import DIALECTS, check_writable
 from tron_cli.errors import ArtifactError, TronError
 from tron_cli.registry import Registry
 from tron_cli.workspace import home
@@ -231,9 +232,36 @@ def _kept(run_dir: Path) -> dict[str, Any]:
 
 
 def check(names: tuple[str, ...]) -> None:
-    """Every named tracker is known and installed (before any training starts)."""
+    """Every named tracker is known and installed, and MLflow's store (a database) can be written, before any
+    training starts."""
     for name in names:
         TRACKERS.get(name, "--track").require()
+    if "mlflow" in names:
+        uri, hint = mlflow_uri(), "Set MLFLOW_TRACKING_URI to a store tron can write, or train without --track mlflow"
+        if uri.split(":", 1)[0].split("+", 1)[0] in DIALECTS:
+            check_writable(uri, "the MLflow store", hint)
+        from mlflow.tracking import MlflowClient
+
+        try:  # MLflow sets up (or migrates) its store on first use: a store of something else fails here, not mid-run
+            with _quiet("mlflow", "alembic"):
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as error:  # any library's error, from any kind of store: said in one line
+            raise TronError(f"the MLflow store {uri} cannot be used: {str(error).splitlines()[0] if str(error) else type(error).__name__}", hint) from None
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Only warnings from these libraries' loggers while the block runs (MLflow reports setting up its tables)."""
+    import logging
+
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ option's type before the study starts.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 from tron_cli.artifacts.documents import write_json
 from tron_cli.artifacts.sessions import Dataset, read_dataset
+from tron_cli.databases import check_writable
 from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
 from tron_cli.evaluation.procedures import parse_metric
 from tron_cli.models import MODELS
@@ -215,8 +217,15 @@ def tune(request: TuneRequest, report: Reporter = SILENT) -> dict[str, Any]:
         raise UsageError(f"{dataset.path} has no validation split, and tron tune never selects on test", "Re-run tron preprocess without --no-valid")
     study_name = request.study or f"tune-{dataset.name}"
     out = study_dir(study_name)
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]
     out.mkdir(parents=True, exist_ok=True)
     storage_url = request.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    try:
+        check_writable(storage_url, "the study database", "Give --storage a database tron can write, or another --study")
+    except TronError:
+        for folder in made:  # nothing is left of a study that could not start
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     storage = optuna.storages.RDBStorage(storage_url)
     try:
         earlier = len(optuna.load_study(study_name=study_name, storage=storage).trials)
