@@ -1737,3 +1737,53 @@ def test_a_nan_score_ranks_worst_and_never_leads_a_top_k():
     assert plain.tolist() == [1.0, 1.0]  # NaN items do not outrank a finite target
     values, ids = top_k(chunk, 4, k=4, chunk_size=2)
     assert ids[0, :3].tolist() == [3, 1, 4] and ids[1, :3].tolist() == [4, 3, 2] and bool(torch.isinf(values[:, 3]).all())
+
+
+# --------------------------------------------------------------------------------------------- listings that tell the truth
+
+
+def _listed(kind: str) -> dict[str, dict]:
+    result = invoke("ls", kind, "--json")
+    assert result.exit_code == 0, result.stderr
+    return {entry["name"]: entry for entry in json.loads(result.stdout)[kind]}
+
+
+def test_a_listing_shows_test_metrics_only_of_the_weights_they_measured_and_labels_how(world, home):
+    for name in ("fresh", "retrained", "seen", "other-split"):
+        copy(world.run, home / "runs" / name)
+    for name, extra in (("fresh", []), ("retrained", []), ("seen", ["--exclude-seen"]), ("other-split", ["--split", "valid"])):
+        assert invoke("evaluate", str(home / "runs" / name), *extra).exit_code == 0
+    weights = home / "runs" / "retrained" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # training wrote better weights since the evaluation
+    runs = _listed("runs")
+    assert isinstance(runs["fresh"]["test_recall@20"], float) and runs["fresh"]["test_recall@20_measured"] is None
+    assert runs["retrained"]["test_recall@20"] is None and runs["retrained"]["test_recall@20_measured"].startswith("stale")
+    assert isinstance(runs["seen"]["test_recall@20"], float) and runs["seen"]["test_recall@20_measured"] == "exclude-seen"
+    assert runs["other-split"]["test_recall@20"] is None
+    table = invoke("ls", "runs").stdout
+    assert "(exclude-seen)" in table and "stale" in table
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "damage", "says"),
+    [
+        ("runs", "runs/r", lambda p: (p / "config.json").write_text("{torn"), "config.json is not a JSON object"),
+        ("runs", "runs/r", lambda p: set_schema(p / "config.json", "bundle/1"), "config.json has schema 'bundle/1', not a run's"),
+        ("datasets", "data/d", lambda p: (p / "dataset.json").write_bytes(b"\x00\x01"), "dataset.json is not a JSON object"),
+        ("bundles", "bundles/b", lambda p: set_schema(p / "config.json", "run/1"), "config.json has schema 'run/1', not a bundle's"),
+    ],
+)
+def test_a_damaged_entry_is_listed_as_damaged_not_left_out(world, home, kind, where, damage, says):
+    source = {"runs": world.run, "datasets": world.dataset, "bundles": world.bundle}[kind]
+    damage(copy(source, home / where))
+    entry = _listed(kind)[Path(where).name]
+    assert entry["status"] == f"damaged: {says}"
+    assert "damaged" in invoke("ls", kind).stdout
+
+
+@pytest.mark.parametrize("command", [["ls"], ["train", "--preset", "small"], ["evaluate"]])
+def test_a_tron_home_that_is_a_file_is_blamed_on_the_variable(tmp_path, monkeypatch, command):
+    (tmp_path / "home").write_text("not a directory")
+    monkeypatch.setenv("TRON_HOME", str(tmp_path / "home"))
+    line = error_line(invoke(*command), 2)
+    assert "TRON_HOME=" in line and "is a file, not a directory" in line

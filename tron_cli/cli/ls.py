@@ -11,8 +11,14 @@ from tron_cli.cli._ui import UI, human_size, pass_ui, shown, when
 KIND_CHOICES = ("downloads", "datasets", "runs", "bundles")
 
 
-def _recall(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+def _recall(value: Any, label: str | None = None) -> str:
+    """A Recall@20 for the table, with how it was measured when that is not the default ("- (stale: ...)" too)."""
+    shown_value = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+    return f"{shown_value} ({label})" if label else shown_value
+
+
+def _sessions(counts: Any) -> str:
+    return " / ".join(f"{n:,}" if isinstance(n, int) else "-" for n in counts.values()) if isinstance(counts, dict) else "-"
 
 
 # kind -> (table columns after name/created/size, the cells of one artifact's figures)
@@ -22,18 +28,18 @@ COLUMNS: dict[str, tuple[list[str], Any]] = {
         ["items", "train/valid/test sessions", "targets"],
         lambda a: [
             a.figures["items"],
-            " / ".join(f"{n:,}" if isinstance(n, int) else "-" for n in a.figures["sessions"].values()),
+            _sessions(a.figures["sessions"]),
             a.figures["targets"],
         ],
     ),
     "run": (
         ["model", "dataset", "epochs", "best valid R@20", "test R@20", "status"],
         lambda a: [
-            f"{a.figures['model']} ({a.figures['loss']})",
+            f"{a.figures['model']} ({a.figures['loss']})" if a.figures["model"] else "-",
             a.figures["dataset"],
             f"{a.figures['epochs']}/{a.figures['epochs_asked']}",
             _recall(a.figures["valid_recall@20"]),
-            _recall(a.figures["test_recall@20"]),
+            _recall(a.figures["test_recall@20"], a.figures["test_recall@20_measured"]),
             a.status,
         ],
     ),
@@ -83,4 +89,6 @@ def ls(ui: UI, kinds: tuple[str, ...], as_json: bool) -> None:
         if rows:
             columns, cells = COLUMNS[kind]
             table = [[a.name, when(a.created), human_size(a.size), *cells(a)] for a in rows]
+            if "status" not in columns and any(a.status != "complete" for a in rows):  # a damaged entry says so
+                columns, table = [*columns, "status"], [[*row, a.status] for row, a in zip(table, rows)]
             ui.table(f"{kind}s", [kind, "created (UTC)", "size", *columns], table, stdout=True)

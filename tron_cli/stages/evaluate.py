@@ -29,6 +29,7 @@ from tron_cli.modelio import check_same_catalogue, dataset_of, read_model_dir
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import resolve_device
 from tron_cli.workspace import home
+from tron_cli.workspace.inventory import weights_stamp
 
 
 def evaluate(
@@ -98,6 +99,8 @@ def evaluate(
             scorer, _store(dataset, options, torch_device), last_only=dataset.targets == "last", options=options, batch_size=batch_size, report=report
         )
     result = {**metrics, **_about(options, dataset)}
+    if options.limit != 1.0:
+        result["limit"] = options.limit
     if model.preference_input:
         result["order_weight"] = DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight
     if scorer.prior is not None or transition_weight is not None:
@@ -108,7 +111,7 @@ def evaluate(
         try:
             write_json(
                 model_path / "metrics.json",
-                {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "metrics": result},
+                {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "weights": weights_stamp(model_path), "metrics": result},
                 kind="metrics",
             )
         except OutputError as error:

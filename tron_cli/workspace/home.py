@@ -29,7 +29,11 @@ def check_name(name: str, what: str, flag: str) -> str:
 
 
 def home() -> Path:
-    return Path(os.environ.get("TRON_HOME") or ".")
+    """$TRON_HOME, else the current directory; a TRON_HOME that names a file is blamed on the variable."""
+    path = Path(os.environ.get("TRON_HOME") or ".")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"TRON_HOME={path} is a file, not a directory", "Point TRON_HOME at a directory (or unset it to use the current one)")
+    return path
 
 
 def raw_root() -> Path:

@@ -17,6 +17,13 @@ from tron_cli.safe_json import JsonRefused, parse
 from tron_cli.workspace import home
 
 KINDS = ("download", "dataset", "run", "bundle")
+# the figures each kind lists (a damaged entry has them all, empty)
+COLUMNS_OF = {
+    "download": ("source", "files", "parameters"),
+    "dataset": ("items", "sessions", "targets", "source"),
+    "run": ("dataset", "model", "loss", "epochs", "epochs_asked", "best_epoch", "valid_recall@20", "test_recall@20", "test_recall@20_measured"),
+    "bundle": ("dataset", "model", "items", "run", "valid_recall@20", "onnx"),
+}
 PLURALS = {f"{kind}s": kind for kind in KINDS}  # `tron ls runs`
 ROOTS = {"download": home.raw_root, "dataset": home.datasets_root, "run": home.runs_root, "bundle": home.bundles_root}
 
@@ -65,6 +72,35 @@ def _created(document: dict[str, Any] | None, marker: Path) -> str:
     return dt.datetime.fromtimestamp(marker.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def weights_stamp(run: Path) -> dict[str, Any]:
+    """Which weights a run holds now (its model.safetensors's size and modification time): metrics.json records it,
+    so a listing tells metrics of these weights from metrics of weights that training has replaced since."""
+    stat = (Path(run) / "model.safetensors").stat()
+    return {"file": "model.safetensors", "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _test_recall(path: Path) -> tuple[float | None, str | None]:
+    """(test Recall@20 of the run's current weights, a label for how it was measured when not the default) from
+    its metrics.json; (None, why) when there is none, it was measured on other weights or on another split."""
+    document = _read(path / "metrics.json") or {}
+    metrics = document.get("metrics") or {}
+    if metrics.get("split") != "test" or "recall@20" not in metrics:
+        return None, None
+    try:
+        current = weights_stamp(path)
+    except OSError:
+        return None, "no weights"
+    if document.get("weights") != current:
+        return None, "stale: evaluated on earlier weights"
+    labels = [
+        *(["exclude-seen"] if metrics.get("exclude_seen") else []),
+        *([f"protocol {metrics['protocol']}"] if metrics.get("protocol", "all") != "all" else []),
+        *([f"limit {metrics['limit']:g}"] if "limit" in metrics else []),
+        *([f"transition weight {metrics['transition_weight']:g}"] if "transition_weight" in metrics else []),
+    ]
+    return metrics["recall@20"], ", ".join(labels) or None
+
+
 def _valid_recall(valid: Any) -> float | None:
     """Validation Recall@20 (a MultiTRON run's at order weight 0, its click-only point)."""
     return valid.get("recall@20", valid.get("order_weight_0/recall@20")) if isinstance(valid, dict) else None
@@ -85,7 +121,7 @@ def _figures(kind: str, path: Path, document: dict[str, Any]) -> tuple[str, dict
         }
     if kind == "run":
         summary = _read(path / "summary.json")
-        metrics = (_read(path / "metrics.json") or {}).get("metrics") or {}
+        test_recall, test_label = _test_recall(path)
         history = _history(path)
         train = document.get("train") or {}
         best = max(history, key=lambda r: _valid_recall(r.get("valid")) or -1.0, default=None) if history else None
@@ -103,7 +139,8 @@ def _figures(kind: str, path: Path, document: dict[str, Any]) -> tuple[str, dict
             "epochs_asked": train.get("epochs"),
             "best_epoch": (summary or {}).get("best_epoch", best.get("epoch") if best else None),
             "valid_recall@20": _valid_recall((summary or {}).get("valid")) if summary else _valid_recall(best.get("valid") if best else None),
-            "test_recall@20": metrics.get("recall@20") if metrics.get("split") == "test" else None,
+            "test_recall@20": test_recall,
+            "test_recall@20_measured": test_label,
         }
     run = document.get("run") or {}
     return "complete", {
@@ -140,6 +177,21 @@ def _artifact(kind: str, path: Path) -> Artifact | None:
     return Artifact(kind, path.name, path=path.resolve(), size=_size(path), created=_created(document, marker), status=status, figures=figures)
 
 
+def _damaged(kind: str, path: Path) -> Artifact | None:
+    """A directory under a kind's root whose marker document is there but unreadable, or of another kind: listed as
+    damaged (saying why), never silently left out; None for a directory with no marker at all."""
+    marker = path / MARKERS[kind]
+    if not marker.is_file():
+        return None
+    document = _read(marker)
+    if document is None:
+        why = f"damaged: {marker.name} is not a JSON object"
+    else:
+        why = f"damaged: {marker.name} has schema {document.get('schema')!r}, not a {kind}'s"
+    created = dt.datetime.fromtimestamp(marker.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
+    return Artifact(kind, path.name, path=path.resolve(), size=_size(path), created=created, status=why, figures=dict.fromkeys(COLUMNS_OF[kind]))
+
+
 def list_artifacts(kinds: tuple[str, ...] = KINDS) -> list[Artifact]:
     """Every artifact of `kinds` under $TRON_HOME, newest first within each kind; temporary (hidden) dirs are skipped."""
     found: list[Artifact] = []
@@ -150,7 +202,7 @@ def list_artifacts(kinds: tuple[str, ...] = KINDS) -> list[Artifact]:
         entries = []
         for path in root.iterdir():
             if path.is_dir() and not path.name.startswith(".") and not (kind == "dataset" and path == home.raw_root()):
-                artifact = _artifact(kind, path)
+                artifact = _artifact(kind, path) or _damaged(kind, path)
                 if artifact is not None:
                     entries.append(artifact)
         found += sorted(entries, key=lambda a: (a.created or "", a.name), reverse=True)
