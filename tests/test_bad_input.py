@@ -1550,6 +1550,11 @@ def _compressed(data: bytes, codec: str) -> bytes:
         import gzip
 
         return gzip.compress(data)
+    if codec in ("bz2", "xz"):
+        import bz2
+        import lzma
+
+        return bz2.compress(data) if codec == "bz2" else lzma.compress(data)
     sink = pa.BufferOutputStream()
     with pa.CompressedOutputStream(sink, "zstd") as stream:
         stream.write(data)
@@ -1559,7 +1564,7 @@ def _compressed(data: bytes, codec: str) -> bytes:
 OTTO_LOG = "".join(OTTO_LINE.format(s=s, a=s % 6 + 1, t=1_000_000 * s, b=(s + 1) % 6 + 1, u=1_000_000 * s + 5) for s in range(40))
 
 
-@pytest.mark.parametrize("name", ["log.jsonl.gz", "log.jsonl.zst", "log.csv.gz", "log.csv.zst"])
+@pytest.mark.parametrize("name", ["log.jsonl.gz", "log.jsonl.zst", "log.csv.gz", "log.csv.zst", "log.jsonl.bz2", "log.csv.xz"])
 def test_compressed_logs_read_as_their_plain_selves(home, name):
     plain = (OTTO_LOG if ".jsonl" in name else GOOD_CSV).encode()
     codec = name.rsplit(".", 1)[1]
@@ -1787,3 +1792,35 @@ def test_a_tron_home_that_is_a_file_is_blamed_on_the_variable(tmp_path, monkeypa
     monkeypatch.setenv("TRON_HOME", str(tmp_path / "home"))
     line = error_line(invoke(*command), 2)
     assert "TRON_HOME=" in line and "is a file, not a directory" in line
+
+
+# --------------------------------------------------------------------------------------------- values kept as written
+
+
+@pytest.mark.parametrize(
+    ("spellings", "extra", "items"),
+    [
+        (["0042", "42", "7"], [], {"0042", "42", "7"}),  # the codes keep their spelling: two items, not one
+        (["42", "0042", "7"], ["--id-type", "text"], {"0042", "42", "7"}),
+        (["0042", "42", "7"], ["--id-type", "number"], {42, 7}),  # said to be numbers: 0042 is 42
+        (["42", "43", "7"], [], {42, 43, 7}),  # every id spelled as an integer: integers
+        (["SKU-1", "0042", "42"], [], {"SKU-1", "0042", "42"}),
+    ],
+)
+def test_ids_keep_their_spelling_unless_they_are_said_to_be_numbers(home, spellings, extra, items):
+    rows, _ = _log(lambda s, k: spellings[k], n_sessions=30)
+    dataset = _preprocess(home, rows, *extra)
+    assert set(read_items(dataset / "items.parquet").column("id").to_pylist()) == items
+
+
+@pytest.mark.parametrize(
+    ("column", "first", "later"),
+    [("item", "17", "abc"), ("session", "3", "visit-4"), ("item", "17", "0042")],
+)
+def test_a_column_that_changes_type_part_way_is_reported_at_its_first_offending_row(home, column, first, later):
+    rows = ["session,item,ts"] + [f"{first if column == 'session' else s},{first if column == 'item' else s % 5},{1_700_000_000 + s * 3600}" for s in range(30)]
+    rows[25] = rows[25].replace(first, later, 1) if column == "session" else rows[25].rsplit(",", 2)[0] + f",{later}," + rows[25].rsplit(",", 1)[1]
+    (home / "log.csv").write_text("\n".join(rows) + "\n")
+    line = error_line(invoke("preprocess", "--train", "log.csv", "--time-unit", "s", "--test-days", "0.2"), 1)
+    assert f"log.csv:26: column {column!r} value {later!r}" in line and "changes type part-way" in line and "--id-type text" in line
+    assert not (home / "data" / "log").exists()

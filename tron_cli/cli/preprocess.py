@@ -23,13 +23,20 @@ from tron_cli.datasets import DATASETS
     type=click.Choice(LOG_FORMATS),
     default="auto",
     show_default=True,
-    help="Format of --train/--test; auto: by the name (.csv, .tsv, .parquet, .jsonl/.ndjson, each maybe .gz/.zst).",
+    help="Format of --train/--test; auto: by the name (.csv, .tsv, .parquet, .jsonl/.ndjson, each maybe .gz/.zst/.bz2/.xz).",
 )
 @click.option("--session-col", help=f"Session column of a table [default: recognised: {', '.join(COLUMN_NAMES['session'])}, ...].")
 @click.option("--item-col", help=f"Item column of a table [default: recognised: {', '.join(COLUMN_NAMES['item'])}, ...].")
 @click.option("--time-col", help=f"Time column (ints, datetimes or ISO-8601) [default: recognised: {', '.join(COLUMN_NAMES['time'])}, ...].")
 @click.option(
     "--time-unit", type=click.Choice(["auto", "s", "ms", "us", "ns"]), default="auto", show_default=True, help="Unit of integer times (auto: by magnitude)."
+)
+@click.option(
+    "--id-type",
+    type=click.Choice(["auto", "text", "number"]),
+    default="auto",
+    show_default=True,
+    help="How a text table's ids are read: auto (integers only when every id is spelled as one: 0042 and 42 stay two items), text (as written), number (0042 is 42).",
 )
 @click.option("--separator", help="Field separator of a text table [default: the one of , tab ; | its header line has most].")
 @click.option(

@@ -1,7 +1,7 @@
 """Readers of raw click logs: each returns `RawLog`, events grouped by session in file order.
 
 Formats shared by several datasets: OTTO JSON lines (OTTO, the synthetic set, yoochoose-1-64) and a user's own
-tables, one event a row (CSV, TSV, Parquet, JSON lines), each also gzip- or zstd-compressed (`.gz`, `.zst`); the
+tables, one event a row (CSV, TSV, Parquet, JSON lines), each also gzip-, zstd-, bzip2- or xz-compressed (`.gz`, `.zst`, `.bz2`, `.xz`); the
 format follows the file name (`infer_format`), and a table's session, item and time columns are recognised by
 their common names (`pick_columns`). `check_file`, `group` and `timestamps_ms` are the pieces a dataset's own
 reader builds on (tron_cli/datasets/yoochoose.py, diginetica.py). Every malformed record ends in an
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import lzma
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ def check_file(path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------- files by name
 
 FORMATS = LOG_FORMATS
-COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}  # decompressed by pyarrow, already a dependency
+# decompressed by pyarrow, already a dependency; xz by the standard library's lzma (pyarrow has no xz codec)
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 FORMAT_HINT = "Pass --format " + "|".join(FORMATS[1:])
 
@@ -119,7 +121,7 @@ def log_name(path: Path) -> str:
 
 def infer_format(path: Path) -> str:
     """The format of a user's log from its name (`.csv`, `.tsv`, `.parquet`, `.jsonl`/`.ndjson`, each maybe
-    `.gz`/`.zst`); JSON lines are OTTO's sessions, or one event a line when the first record has no "events"."""
+    `.gz`/`.zst`/`.bz2`/`.xz`); JSON lines are OTTO's sessions, or one event a line when the first record has no "events"."""
     path = Path(path)
     name = path.name.lower()
     stem = name[: -len(path.suffix)] if compression_of(path) else name
@@ -156,9 +158,13 @@ def open_raw(path: Path) -> Iterator[tuple[IO[bytes], Callable[[], int]]]:
             yield handle, handle.tell
         return
     try:
+        if codec == "xz":
+            with open(path, "rb") as handle, lzma.LZMAFile(handle) as decompressed:
+                yield decompressed, handle.tell
+            return
         with pa.OSFile(str(path), "rb") as raw, pa.CompressedInputStream(raw, codec) as stream:
             yield stream, raw.tell
-    except (OSError, pa.ArrowException) as error:
+    except (OSError, pa.ArrowException, lzma.LZMAError) as error:
         raise InputFormatError(f"{path}: cannot be decompressed as {codec} ({str(error).splitlines()[0]})", "Check the file, or its extension") from None
 
 
@@ -449,7 +455,9 @@ def read_frame(path: Path, fmt: str, separator: str | None = None) -> pl.DataFra
     source: Path | io.BytesIO = path if compression_of(path) is None else io.BytesIO(read_bytes(path))
     try:
         if fmt in ("csv", "tsv"):
-            return pl.read_csv(source, separator=separator or sniff_separator(path, fmt), infer_schema_length=10000)
+            # every column as text: an id keeps its spelling ("0042" is not 42) and a column that changes type
+            # part-way is found at its row (`id_column`, `_numbers`), not guessed from the first rows
+            return pl.read_csv(source, separator=separator or sniff_separator(path, fmt), infer_schema=False)
         if fmt == "jsonl":
             return pl.read_ndjson(source, infer_schema_length=10000)
         return pl.read_parquet(source)
@@ -495,6 +503,7 @@ def read_table(
     type_col: str | None = None,
     order_types: tuple[str, ...] = ORDER_NAMES,
     cart_types: tuple[str, ...] = CART_NAMES,
+    id_type: str = "auto",
 ) -> RawLog:
     """A user's own table, one row per event, with session, item and time columns (given, or recognised).
 
@@ -513,8 +522,11 @@ def read_table(
             raise InputFormatError(f"{path}:{first_true(nulls) + row_offset}: column {column!r} is empty", "Every event needs a session and an item")
         if frame[column].dtype.is_float():
             raise InputFormatError(f"{path}: column {column!r} holds decimals; ids must be integers or strings", "Fix the column")
-    session, item = (id_column(path, frame[column], flag) for column, flag in ((session_col, "--session-col"), (item_col, "--item-col")))
-    ts = timestamps_ms(path, time_col, values=frame[time_col], unit=time_unit, row_offset=row_offset)
+    session, item = (
+        id_column(path, frame[column], flag=flag, id_type=id_type, row_offset=row_offset)
+        for column, flag in ((session_col, "--session-col"), (item_col, "--item-col"))
+    )
+    ts = timestamps_ms(path, time_col, values=_numbers(frame[time_col]), unit=time_unit, row_offset=row_offset)
     if type_col is None:
         raw = group(session, item, ts)
     else:
@@ -528,11 +540,36 @@ def read_table(
 INT64_MAX = (1 << 63) - 1
 
 
-def id_column(path: Path, values: pl.Series, flag: str) -> pl.Series:
+CANONICAL_INTEGER = r"^-?(0|[1-9][0-9]*)$"  # how an integer is spelled when its spelling carries nothing else
+DECIMAL = r"^\s*-?[0-9]+\.[0-9]*\s*$"  # 42.0: an id written by a tool that read it as a float
+ID_TYPES = ("auto", "text", "number")
+
+
+def id_column(path: Path, values: pl.Series, flag: str, id_type: str = "auto", row_offset: int = 0) -> pl.Series:
     """Ids as tron keeps them: integers that fit in 64 signed bits as Int64; wider ones (uint64 ids of 2^63 and
     above) as their decimal spelling, a string id that `tron recommend` also matches when given as a number;
-    strings as they are. Booleans, lists and other types are refused, naming the flag that picks another column."""
+    strings as they are. Text (a CSV) keeps its spelling: it becomes integers only when every value is spelled as
+    one (`0042` and `42` stay two items), unless `id_type` says "number" (`0042` is 42) or "text" (every id as
+    written). A column whose first values are integers and a later one is not changes type part-way: refused at
+    that row, rather than silently read as text. Booleans, lists and other types are refused, naming the flag."""
     dtype = values.dtype
+    if dtype == pl.String and id_type != "text":
+        numeric = values.str.contains(r"^\s*[-+]?[0-9]+\s*$") if id_type == "number" else values.str.contains(CANONICAL_INTEGER)
+        if bool(numeric.all()):
+            integers = values.str.strip_chars().cast(pl.Int64, strict=False)
+            if integers.is_null().any():  # beyond int64: the decimal spelling, as wide integers are kept
+                return values.str.strip_chars().str.strip_chars_start("+")
+            return integers
+        if bool(values.str.contains(DECIMAL).all()):
+            raise InputFormatError(f"{path}: column {values.name!r} holds decimals; ids must be integers or strings", "Fix the column, or --id-type text")
+        if id_type == "number" or bool(numeric[0]):
+            row = first_true(~numeric)
+            spelled = "an integer" if id_type == "number" else "an integer like the ids before it"
+            raise InputFormatError(
+                f"{path}:{row + row_offset}: column {values.name!r} value {values[row]!r} is not {spelled} (the column changes type part-way)",
+                "Fix the value, or say how to read the ids: --id-type text (every id as written) or --id-type number (0042 is 42)",
+            )
+        return values
     if dtype.is_integer():
         if values.max() > INT64_MAX or values.min() < -INT64_MAX - 1:  # type: ignore[operator]
             return values.cast(pl.String)
@@ -540,6 +577,16 @@ def id_column(path: Path, values: pl.Series, flag: str) -> pl.Series:
     if dtype in (pl.String, pl.Categorical, pl.Enum):
         return values.cast(pl.String)
     raise InputFormatError(f"{path}: column {values.name!r} has type {dtype}; ids must be integers or strings", f"Fix the column, or pick another with {flag}")
+
+
+def _numbers(values: pl.Series) -> pl.Series:
+    """A text column of numbers as numbers (integers when every value is one), other columns as they are."""
+    number = r"^\s*(-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?|[Nn]a[Nn])\s*$"  # NaN read as a number: refused at its row
+    if values.dtype != pl.String or not bool(values.str.contains(number).all()):
+        return values
+    stripped = values.str.strip_chars()
+    integers = stripped.cast(pl.Int64, strict=False)
+    return integers if not integers.is_null().any() else stripped.cast(pl.Float64)
 
 
 def _typed(path: Path, frame: pl.DataFrame, session_col: str, item_col: str, type_col: str, ts: np.ndarray, order_types, cart_types) -> RawLog:
@@ -577,6 +624,7 @@ def read_log(
     order_types: tuple[str, ...] = ORDER_NAMES,
     cart_types: tuple[str, ...] = CART_NAMES,
     report: Reporter = SILENT,
+    id_type: str = "auto",
 ) -> RawLog:
     """Any supported format by name ("auto": by the file's name, `infer_format`)."""
     if fmt == "auto":
@@ -595,5 +643,6 @@ def read_log(
             type_col=type_col,
             order_types=order_types,
             cart_types=cart_types,
+            id_type=id_type,
         )
     raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")

@@ -52,6 +52,7 @@ class Options:
     item_col: str | None = None
     time_col: str | None = None
     time_unit: str = "auto"
+    id_type: str = "auto"  # how a text table's ids are read (readers.id_column): auto, text or number
     separator: str | None = None  # None: sniffed from a text table's header (readers.sniff_separator)
     event_types: tuple[str, ...] = ("clicks",)
     type_col: str | None = None  # a table's event type column: its orders and carts are kept beside the clicks
@@ -198,6 +199,7 @@ def _read(path: Path, spec: DatasetSpec | None, options: Options, report: Report
         item_col=options.item_col,
         time_col=options.time_col,
         time_unit=options.time_unit,
+        id_type=options.id_type,
         event_types=options.event_types,
         separator=options.separator,
         type_col=options.type_col,
