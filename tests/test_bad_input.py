@@ -1336,6 +1336,60 @@ CASES = [
         needles=("the MLflow store", "cannot be used"),
         absent=("r",),
     ),
+    # ------------------------------------------------------------------ messages that lead somewhere
+    Case(
+        id="parquet-rows-counted-from-one",
+        setup=lambda t, w: [
+            pq.write_table(pa.table({"session": [1, 1, 2], "item": ["a", "b", None], "ts": [1, 2, 3]}), t / "log.parquet"),
+            "preprocess",
+            "--train",
+            "log.parquet",
+        ][1:],
+        code=1,
+        needles=("log.parquet:3: column 'item' is empty",),
+        absent=("data/log",),
+    ),
+    Case(
+        id="plot-a-corrupt-history",
+        setup=lambda t, w: ["plot", str(copy(w.run, t / "r", ("history.jsonl", lambda p: p.write_text("garbage\n" + p.read_text())))), "-o", "c.png"],
+        code=1,
+        needles=("history.jsonl:1 is not a JSON record", "damaged"),
+        absent=("c.png",),
+    ),
+    Case(
+        id="a-bad-value-from-the-environment-is-blamed-on-the-variable",
+        setup=lambda t, w: ["train", str(w.dataset), *FAST, "--out", "r"],
+        env={"TRON_TRAIN_LR": "fast"},
+        code=2,
+        needles=("TRON_TRAIN_LR='fast'", "--lr"),
+        absent=("r",),
+    ),
+    Case(
+        id="an-env-float-that-is-not-finite",
+        setup=lambda t, w: ["evaluate", str(w.run)],
+        env={"TRON_EVALUATE_TRANSITION_WEIGHT": "inf"},
+        code=2,
+        needles=("TRON_EVALUATE_TRANSITION_WEIGHT='inf'", "finite"),
+    ),
+    Case(
+        id="config-with-epochs-and-max-epochs",
+        setup=lambda t, w: [(t / "c.json").write_text('{"max_epochs": 3, "epochs": 5}'), "train", str(w.dataset), "--config", "c.json"][1:],
+        code=2,
+        needles=("c.json", "'max_epochs' and 'epochs' both set epochs"),
+    ),
+    Case(
+        id="config-with-num-batch-negatives-and-batch-negatives",
+        setup=lambda t, w: [(t / "c.json").write_text('{"batch_negatives": 3, "num_batch_negatives": 5}'), "train", str(w.dataset), "--config", "c.json"][1:],
+        code=2,
+        needles=("both set batch_negatives",),
+    ),
+    Case(
+        id="index-param-without-a-value",
+        setup=lambda t, w: ["export", str(w.run), "--out", "b", "--index", "hnsw", "--index-param", "ef_search"],
+        code=2,
+        needles=("--index-param 'ef_search' needs a value: NAME=VALUE",),
+        absent=("b",),
+    ),
     Case(id="plot-two-runs-without-output", setup=lambda t, w: ["plot", str(w.run), str(w.run)], code=2, needles=("-o/--output",)),
     Case(id="plot-output-not-png", setup=lambda t, w: ["plot", str(w.run), "-o", "curves.jpg"], code=2, needles=("curves.jpg", ".png"), absent=("curves.jpg",)),
 ]
@@ -1824,3 +1878,22 @@ def test_a_column_that_changes_type_part_way_is_reported_at_its_first_offending_
     line = error_line(invoke("preprocess", "--train", "log.csv", "--time-unit", "s", "--test-days", "0.2"), 1)
     assert f"log.csv:26: column {column!r} value {later!r}" in line and "changes type part-way" in line and "--id-type text" in line
     assert not (home / "data" / "log").exists()
+
+
+def test_advice_never_names_a_flag_the_command_lacks():
+    """Every 're-run' hint names the command that makes the file, and --force only where that command has it."""
+    from tron_cli.artifacts.schemas import MADE_BY, redo_hint
+    from tron_cli.cli import cli
+
+    for kind, made_by in MADE_BY.items():
+        command = cli.get_command(None, made_by.split()[1])  # type: ignore[arg-type]
+        flags = {flag for param in command.params for flag in getattr(param, "opts", [])}
+        assert ("--force" in redo_hint(kind)) == ("--force" in flags), (kind, redo_hint(kind))
+
+
+def test_a_finished_run_without_its_weights_does_not_send_the_user_to_resume(world, home):
+    run = copy(world.run, home / "r")
+    (run / "model.safetensors").unlink()
+    line = error_line(invoke("evaluate", str(run)), 1)
+    assert "finished training, but its model.safetensors is missing" in line and "--resume" not in line and "--force" in line
+    assert "nothing to do" in invoke("train", "--resume", str(run)).stderr  # why resuming is no way out

@@ -285,3 +285,26 @@ def test_training_that_cannot_write_an_epoch_keeps_the_last_good_checkpoint(tiny
     resumed = invoke("train", "--resume", str(out))
     assert resumed.exit_code == 0, resumed.stderr
     assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_complete_one(tiny_dataset, tmp_path, monkeypatch):
+    """Epoch 1 checkpoints; the disk fills while epoch 2's checkpoint is written: one line, exit 1, and the
+    checkpoint on disk is still epoch 1's, whole, and resumable."""
+    from tests.unwritable import full_disk
+    from tron_cli.training import checkpoint
+
+    out = tmp_path / "run"
+    real, saves = checkpoint.save, {"n": 0}
+
+    def save(directory, *args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] == 2:
+            full_disk(monkeypatch, out)  # from now on every fsync under the run dir fails with ENOSPC
+        return real(directory, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    line = _one_error_line(invoke("train", str(tiny_dataset), *FAST, "--epochs", "3", "--overfit-batches", "3", "--out", str(out)))
+    assert "no space is left on the device" in line and "checkpoint" in line
+    monkeypatch.undo()
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1
+    assert invoke("train", "--resume", str(out), "--epochs", "2").exit_code == 0

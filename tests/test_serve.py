@@ -117,6 +117,8 @@ BAD = [
     ("nested-900-deep", b'{"items": ' + b"[" * 900 + b"]" * 900 + b"}", 400, "nested deeper than 64"),
     ("a-5000-digit-integer", b'{"items": [1], "k": ' + b"9" * 1500 + b"}", 400, "an integer of more than 100 digits"),
     ("nan-k", b'{"items": [1], "k": NaN}', 400, "NaN is not JSON"),
+    ("order-weight-a-string", b'{"items": [1], "order_weight": "heavy"}', 422, 'order_weight is "heavy", not a number'),
+    ("session-order-weight-a-list", b'{"sessions": [{"items": [1], "order_weight": [1]}]}', 422, "sessions[0].order_weight is [1], not a number"),
     ("body-over-limit", json.dumps({"items": [1], "session": "x" * 3000}).encode(), 413, "over the limit of 2000 bytes"),
 ]
 

@@ -37,6 +37,10 @@ def load_history(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ArtifactError(f"{path} is missing: the run has not finished an epoch", RUN_FIRST)
     records = read_jsonl(path)
+    data = path.read_bytes()
+    complete = len([line for line in data.splitlines() if line.strip()]) - (0 if data.endswith(b"\n") else 1)
+    if len(records) < complete:  # a kill tears only the last line, which has no newline yet: anything else is damage
+        raise ArtifactError(f"{path}:{len(records) + 1} is not a JSON record (the history is damaged)", "Re-run: tron train")
     if not records:
         raise ArtifactError(f"{path} is empty: the run has not finished an epoch", RUN_FIRST)
     by_epoch: dict[int, dict[str, Any]] = {}

@@ -160,6 +160,11 @@ def load_model(path: Path, device=None):
     if kind == "bundle":
         verify_bundle(path, document)
     if kind == "run" and not (Path(path) / "model.safetensors").is_file():
+        if (Path(path) / "summary.json").is_file():  # finished: resuming has nothing to do, so say what does help
+            raise ArtifactError(
+                f"{path} finished training, but its model.safetensors is missing (deleted or moved)",
+                f"Restore the file, use the run's bundle, or train it again: tron train --config {Path(path) / 'config.json'} --out {path} --force",
+            )
         raise ArtifactError(f"{path} has no model.safetensors yet (training has not finished an epoch)", f"Resume it: tron train --resume {path}")
     section = model_of(document)
     weights = Path(path) / "model.safetensors"

@@ -45,8 +45,13 @@ def readable(kind: str, found: object) -> bool:
     return found in {f"{kind}/{version}" for version in READABLE.get(kind, (VERSIONS.get(kind, SCHEMA_VERSION),))}
 
 
+# the kinds whose command has --force (tune resumes its study, pareto and evaluate rewrite their file)
+FORCE = {"manifest", "dataset", "sessions", "items", "run", "summary", "checkpoint", "tracking", "bundle"}
+
+
 def redo_hint(kind: str) -> str:
-    return f"Re-run: {MADE_BY.get(kind, 'the command that made it')} (add --force to replace it)"
+    """What to run to make a file of `kind` again (naming --force only where that command has it)."""
+    return f"Re-run: {MADE_BY.get(kind, 'the command that made it')}" + (" (add --force to replace it)" if kind in FORCE else "")
 
 
 def is_safe_name(name: str) -> bool:

@@ -8,6 +8,7 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from tron_cli import __version__
 from tron_cli.cli._ui import UI
@@ -82,6 +83,9 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.BadParameter as error:
+            blame_environment(error)
+            raise
         except Interrupted as error:
             # a Ctrl-C that did its job (a checkpoint saved) is no error: say so, and how to go on
             line = error.line()
@@ -100,6 +104,16 @@ class LazyGroup(click.Group):
             # the last resort for a file error no stage named itself: still one line, naming the file
             click.echo(f"Error: {os_error_line(error)}", err=True)
             ctx.exit(1)
+
+
+def blame_environment(error: click.BadParameter) -> None:
+    """A bad value that came from a TRON_* variable is blamed on the variable, not on a flag nobody typed."""
+    param, ctx = error.param, error.ctx
+    if param is None or ctx is None or param.name is None or ctx.get_parameter_source(param.name) != ParameterSource.ENVIRONMENT:
+        return
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or []) or [f"{ctx.auto_envvar_prefix}_{param.name.upper()}"]
+    name = next((n for n in names if n in os.environ), names[0])
+    error.param_hint = f"{name}={os.environ.get(name, '')!r} (the environment's value of {param.opts[0] if param.opts else param.name})"
 
 
 def os_error_line(error: OSError) -> str:

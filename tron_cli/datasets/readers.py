@@ -510,7 +510,8 @@ def read_table(
     With `type_col`, rows whose type is one of `order_types` are orders, of `cart_types` carts (compared without
     case), and every other row a click."""
     path = check_file(path)
-    row_offset = {"csv": 2, "tsv": 2, "jsonl": 1}.get(fmt, 0)  # a text file's header is line 1, so row r is line r + 2
+    # where a row is: a text file's line (its header is line 1, so row r is line r + 2, JSON lines r + 1), a Parquet row counted from 1
+    row_offset = {"csv": 2, "tsv": 2, "jsonl": 1}.get(fmt, 1)
     frame = read_frame(path, fmt, separator)
     columns, _ = pick_columns(path, frame.columns, {"session": session_col, "item": item_col, "time": time_col})
     session_col, item_col, time_col = columns["session"], columns["item"], columns["time"]

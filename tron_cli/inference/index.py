@@ -110,7 +110,9 @@ def parse_params(pairs: tuple[str, ...] | list[str], allowed: Mapping[str, int],
     out: dict[str, int] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or name not in allowed:
+        if not sep:
+            raise UsageError(f"{option} {pair!r} needs a value: NAME=VALUE", f"For example {option} {name or next(iter(allowed), 'NAME')}=64")
+        if name not in allowed:
             known = ", ".join(allowed) or "none"
             raise UsageError(f"{option} {pair!r}: index kind {kind!r} has no parameter {name!r}", f"Its parameters: {known} (NAME=VALUE)")
         if not value.isdigit():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -136,10 +137,21 @@ class Job:
         return len(self.items)
 
 
+# the names pydantic gives each member of a union (`float | int`) in an error's location: not fields of the request
+UNION_MEMBERS = {"float": "a number", "int": "a number", "str": "a string", "bool": "true or false", "list": "a list"}
+
+
 def _validation_line(error: ValidationError) -> str:
+    """One plain sentence for pydantic's errors: the first field at fault; a union's members fold into one."""
     problems = error.errors()
     first = problems[0]
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".") or "body"
+    members = [part for part in first["loc"] if isinstance(part, str) and part.split("[")[0] in UNION_MEMBERS]
+    fields = [part for part in first["loc"] if part not in members]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in fields).lstrip(".") or "body"
+    if members:  # every member refused the same value: say what it is and what the field takes
+        same = [p for p in problems if [part for part in p["loc"] if part not in UNION_MEMBERS and str(part).split("[")[0] not in UNION_MEMBERS] == fields]
+        wanted = sorted({UNION_MEMBERS[str(part).split("[")[0]] for p in same for part in p["loc"] if str(part).split("[")[0] in UNION_MEMBERS})
+        return f"{where} is {json.dumps(first.get('input'), default=str)}, not {' or '.join(wanted)}"
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{where}: {first['msg']}{more}"
 

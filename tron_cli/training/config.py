@@ -320,6 +320,13 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     options: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     direct = direct_keys()
+    spelled: dict[str, str] = {}  # option -> the key that set it: two keys for one option are refused
+    for key in document:
+        option = direct.get(key, key if key in option_defaults() else None)
+        if option is not None and option in spelled:
+            raise UsageError(f"{path}: keys {spelled[option]!r} and {key!r} both set {option}", "Keep one of them")
+        if option is not None:
+            spelled[option] = key
     for key, value in document.items():
         if key in direct:
             name = direct[key]
