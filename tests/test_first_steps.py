@@ -386,11 +386,11 @@ def test_every_json_path_is_absolute(tmp_path, monkeypatch):
 def test_the_progress_bar_estimates_the_time_left_from_its_first_update():
     from rich.progress import Progress
 
-    from tron_cli.cli._ui import _Remaining, _RichTask
+    from tron_cli.api.progress import RichTask, _Remaining
 
     clock = [100.0]
     progress = Progress(_Remaining(), get_time=lambda: clock[0], auto_refresh=False, disable=True)
-    task = _RichTask(progress, "epoch 1/1", total=100)
+    task = RichTask(progress, "epoch 1/1", total=100)
     column = _Remaining()
     task.update(completed=20)  # a resumed epoch starts at 20: the rate counts from here
     assert column.render(progress.tasks[0]).plain == "ETA -:--:--"

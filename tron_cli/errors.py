@@ -29,6 +29,11 @@ class UsageError(TronError):
     exit_code = 2
 
 
+class OptionError(UsageError):
+    """Options that contradict each other or their declarations, refused before anything runs; the CLI shows the
+    command's usage line with them, as for click's own usage errors."""
+
+
 class MissingInputError(TronError):
     """A stage has nothing to work on (no download, dataset or run yet)."""
 
@@ -58,3 +63,7 @@ class Interrupted(TronError):
     """The user pressed Ctrl-C; whatever could be saved was saved. Exit 130, as shells expect."""
 
     exit_code = 130
+
+
+class TronWarning(UserWarning):
+    """Something the user may want to change, said once (the Python API's warnings; the CLI prints them as `Warning:` lines)."""

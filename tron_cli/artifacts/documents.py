@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tron_cli import __version__
 from tron_cli.artifacts.files import write_bytes, writing
 from tron_cli.artifacts.schemas import SPLITS, is_safe_name, readable, redo_hint, schema_tag, whole_number
 from tron_cli.errors import ArtifactError
 from tron_cli.safe_json import JsonRefused, parse
+from tron_cli.version import __version__
 
 
 def finite(value: Any) -> Any:

@@ -10,9 +10,9 @@ import sys
 import click
 from click.core import ParameterSource
 
-from tron_cli import __version__
 from tron_cli.cli._ui import UI
 from tron_cli.errors import Interrupted, TronError
+from tron_cli.version import __version__
 
 # name -> "module:attribute"; modules are imported only when the command runs, is helped or completed,
 # and none of them imports torch at module level, so `tron --help` and TAB completion stay fast.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import re
 import sys
 import textwrap
@@ -20,9 +21,9 @@ from pathlib import Path
 import click
 
 import tron_cli
-from tron_cli import __version__
 from tron_cli.cli import cli
 from tron_cli.cli.completion import SHELLS, completion_script
+from tron_cli.version import __version__
 
 ROOT = Path(tron_cli.__file__).resolve().parent.parent
 COMPLETIONS = "completions"
@@ -247,6 +248,74 @@ def train_options_doc(root: click.Context) -> str:
     return "\n".join(lines)
 
 
+TRAIN_OPTIONS_MODULE = "tron_cli/api/train_options.py"
+
+
+def _option_type(annotation: str, choices: tuple[str, ...] | str | None) -> str:
+    """The type of an option's keyword in `tron_cli.train` from its field's annotation: a fixed set of choices as a
+    Literal, a tuple of values as one value or a sequence of them (`track="mlflow"`, `beta=0.5`)."""
+    if annotation.startswith("tuple[") and annotation.endswith(", ...]"):
+        inner = annotation.removeprefix("tuple[").removesuffix(", ...]")
+        return f"{inner} | Sequence[{inner}]"
+    if annotation == "str" and isinstance(choices, tuple):
+        return f"Literal[{', '.join(json.dumps(choice) for choice in choices)}]"
+    return annotation
+
+
+def _docstring(text: str) -> str:
+    return '"""' + text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').rstrip('"') + '"""'
+
+
+def train_options_module() -> str:
+    """tron_cli/api/train_options.py: the keyword options of `tron_cli.train` as a TypedDict, one key per declaration
+    (training options, every registered model's settings, every registered loss's options), for type checkers."""
+    from dataclasses import fields
+
+    from tron_cli.losses import all_options
+    from tron_cli.models import MODELS
+    from tron_cli.options import declared
+    from tron_cli.training.config import TRAIN_OPTIONS, TrainConfig
+
+    annotations = {f.name: str(f.type) for f in fields(TrainConfig)}
+    entries: dict[str, tuple[str, str]] = {}  # name -> (type, help)
+    for name, declaration in TRAIN_OPTIONS.items():
+        entries[name] = (_option_type(annotations[name], declaration.choices), f"{declaration.help} [default: {declaration.default!r}]")
+    for _, spec in MODELS.items():
+        settings = {f.name: str(f.type) for f in fields(spec.config_class)}
+        for name, declaration in declared(spec.config_class).items():
+            if name not in entries:
+                owners = {other: other_spec.settings()[name] for other, other_spec in MODELS.items() if name in other_spec.settings()}
+                which = "" if len(owners) == len(MODELS.names()) else f" (model {', '.join(owners)})"
+                defaults = "; ".join(f"{owner}: {default!r}" for owner, default in owners.items())
+                entries[name] = (_option_type(settings[name], declaration.choices), f"{declaration.help}{which} [default {defaults}]")
+    for name, (option, losses) in all_options().items():
+        entries.setdefault(name, (type(option.default).__name__, f"{option.help} (loss {', '.join(losses)}) [default: {option.default!r}]"))
+    types = " ".join(kind for kind, _ in entries.values())
+    imports = [*(["from collections.abc import Sequence"] if "Sequence[" in types else [])]
+    typing_names = ", ".join(name for name in ("Literal", "TypedDict") if name == "TypedDict" or f"{name}[" in types)
+    lines = [
+        '"""The keyword options of `tron_cli.train`, named as `tron train`\'s flags (`--hidden-size` is `hidden_size`): the',
+        "training options of `TrainConfig`, the settings of every registered model and the options of every registered loss.",
+        "",
+        "Generated from their declarations by `python -m tron_cli.cli._generate` (a test fails when it is stale); edit the",
+        "declarations, not this file.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        *imports,
+        f"from typing import {typing_names}",
+        "",
+        "",
+        "class TrainOptions(TypedDict, total=False):",
+        '    """Every option `tron_cli.train` takes as a keyword; none is required."""',
+        "",
+    ]
+    for name, (kind, help_text) in entries.items():
+        lines += [f"    {name}: {kind}", f"    {_docstring(help_text)}", ""]
+    return "\n".join(lines[:-1]) + "\n"
+
+
 def render() -> dict[str, str]:
     """Every generated file: path relative to the repository root -> content."""
     files = {f"{COMPLETIONS}/tron.{shell}": completion_script(shell) for shell in SHELLS}
@@ -256,6 +325,7 @@ def render() -> dict[str, str]:
     for ctx in contexts:
         files[f"{MAN}/{_page_name(ctx)}.1"] = man_page(ctx, pages)
     files["docs/train-options.md"] = train_options_doc(root)
+    files[TRAIN_OPTIONS_MODULE] = train_options_module()
     return files
 
 

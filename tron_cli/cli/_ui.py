@@ -2,67 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Task as ProgressTask
 from rich.table import Table
-from rich.text import Text
 
+from tron_cli.api.progress import format_value, progress_task
 from tron_cli.reporting import Reporter, Task
 
 # verbosity at which each kind of output still shows: -q (-1) keeps results and warnings, -qq (-2) only errors
 RESULTS, WARNINGS, MESSAGES, DETAILS = -1, -1, 0, 1
-
-
-class _Remaining(ProgressColumn):
-    """Time left, from the mean rate since the task's first update. rich's own estimate needs two updates within
-    its 30-second window, which a training epoch that reports every 20 slow CPU steps never gives."""
-
-    def render(self, task: ProgressTask) -> Text:
-        origin = task.fields.get("origin")  # (completed, time) at the first update
-        if task.total is None or origin is None or task.finished:
-            return Text("")
-        done, elapsed = task.completed - origin[0], task.get_time() - origin[1]
-        if done <= 0 or elapsed <= 0:
-            return Text("ETA -:--:--", style="progress.remaining")
-        left = dt.timedelta(seconds=round(elapsed / done * max(task.total - task.completed, 0)))
-        return Text(f"ETA {left}", style="progress.remaining")
-
-
-class _RichTask(Task):
-    def __init__(self, progress: Progress, description: str, total: float | None):
-        self._progress = progress
-        self._id = progress.add_task(description, total=total, fields="", origin=None)
-        progress.start()
-
-    def update(self, advance: float = 0, completed: float | None = None, total: float | None = None, **fields) -> None:
-        text = "  ".join(f"{key} {_fmt(value)}" for key, value in fields.items())
-        kwargs: dict[str, Any] = {"advance": advance, "fields": text}
-        if completed is not None:
-            kwargs["completed"] = completed
-        if total is not None:
-            kwargs["total"] = total
-        self._progress.update(self._id, **kwargs)
-        task = next(task for task in self._progress.tasks if task.id == self._id)
-        if task.fields["origin"] is None:  # where this run of the task starts (a resumed epoch starts part-way)
-            task.fields["origin"] = (task.completed, task.get_time())
-
-    def close(self) -> None:
-        self._progress.stop()
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
 
 
 class UI(Reporter):
@@ -92,17 +44,7 @@ class UI(Reporter):
     # ------------------------------------------------------------------ Reporter
 
     def task(self, description: str, total: float | None = None, unit: str = "") -> Task:
-        if not self.show_progress:
-            return Task()
-        columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), TaskProgressColumn()]
-        if unit == "B":
-            from rich.progress import DownloadColumn, TransferSpeedColumn
-
-            columns += [DownloadColumn(), TransferSpeedColumn()]
-        else:
-            columns += [MofNCompleteColumn()]
-        columns += [TimeElapsedColumn(), _Remaining(), TextColumn("{task.fields[fields]}")]
-        return _RichTask(Progress(*columns, console=self.console, transient=True), description, total)
+        return progress_task(self.console, description, total, unit) if self.show_progress else Task()
 
     def info(self, message: str) -> None:
         if self.verbosity >= MESSAGES:
@@ -133,7 +75,7 @@ class UI(Reporter):
         for index, column in enumerate(columns):
             table.add_column(column, justify="right" if index and numbers else "left")
         for row in rows:
-            table.add_row(*[_fmt(cell) for cell in row])
+            table.add_row(*[format_value(cell) for cell in row])
         console = self.console if not stdout else self._console(stderr=False, no_color=self.console.no_color)
         if stdout and not console.is_terminal:  # piped (`tron ls | grep x`): one line a row, not wrapped at 80 columns
             console = self._console(stderr=False, no_color=self.console.no_color, width=1000)

@@ -108,7 +108,7 @@ def download(
       tron download yoochoose --url file:///mnt/mirror/yoochoose-data.7z
       tron download diginetica --from ~/Downloads/dataset-train-diginetica.zip
     """
-    from tron_cli.stages.download import download_dataset  # the stage (httpx, archives) loads only when it runs
+    from tron_cli.api.pipeline import download as run  # the stage (httpx, archives) loads only when it runs
 
     declared = {parameter.name for parameter in DATASETS.get(name).parameters}
     # what was typed counts for any dataset (a flag the dataset does not take is refused); the environment only
@@ -120,13 +120,13 @@ def download(
         if sources[key] == ParameterSource.COMMANDLINE or (key in declared and sources[key] == ParameterSource.ENVIRONMENT)
     }
     ui = ui_of(ctx)
-    result = download_dataset(name, out, url=url, from_path=from_path, sha256=sha256, force=force, parameters=parameters, report=ui)
+    result = run(name, out=out, url=url, from_path=from_path, sha256=sha256, force=force, reporter=ui, **parameters)
     if as_json:
         manifest = result.manifest
         ui.emit_json(
             {
                 "name": manifest["name"],
-                "path": str(result.path.resolve()),
+                "path": str(result.path),
                 "source": manifest["source"],
                 "archive": manifest["archive"],
                 "files": manifest["files"],

@@ -114,44 +114,41 @@ def evaluate(
         tron evaluate --baseline vsknn --baseline-option k=200 --baseline-option sample_size=1000
         tron evaluate bundles/otto --retrieval index --index-param ef_search=64
     """
-    from tron_cli.stages.evaluate import EvalOptions
-    from tron_cli.stages.evaluate import evaluate as run_evaluation
-    from tron_cli.workspace import home
+    from tron_cli.api.pipeline import evaluate as run_evaluation
+    from tron_cli.errors import OptionError
 
-    if baseline is not None and run is not None:
-        raise click.UsageError("give either RUN or --baseline, not both")
-    parsed = _baseline_options(ui, baseline, baseline_options)
-    if parsed is None:
+    if baseline_options == ("help",) and run is None:
+        _list_baseline_options(ui, baseline)
         return
-    if baseline is None:
-        run = home.resolve_run(run)  # named in the table: the newest finished run when none is given
-    options = EvalOptions(
-        split=split,
-        cutoffs=tuple(sorted(set(cutoffs))),
-        ties=ties,
-        protocol=protocol,
-        exclude_seen=exclude_seen,
-        bootstrap=bootstrap,
-        seed=seed,
-        chunk_size=chunk_size,
-        cut_seed=cut_seed,
-    )
-    result = run_evaluation(
-        run,
-        data,
-        options,
-        baseline=baseline,
-        device=device,
-        report=ui,
-        baseline_options=parsed,
-        track=track,
-        retrieval=retrieval,
-        index_params=tuple(index_params),
-        order_weight=order_weight,
-        transition_weight=transition_weight,
-    )
+    try:
+        metrics = run_evaluation(
+            run,
+            split=split,
+            data=data,
+            cutoff=cutoffs,
+            ties=ties,
+            protocol=protocol,
+            cut_seed=cut_seed,
+            exclude_seen=exclude_seen,
+            baseline=baseline,
+            baseline_option=baseline_options,
+            bootstrap=bootstrap,
+            seed=seed,
+            device=device,
+            chunk_size=chunk_size,
+            track=track,
+            retrieval=retrieval,
+            index_param=index_params,
+            order_weight=order_weight,
+            transition_weight=transition_weight,
+            reporter=ui,
+        )
+    except OptionError as error:
+        raise click.UsageError(error.line()) from None
+    result, run = metrics.result, metrics.run
+    cutoffs = tuple(sorted(set(cutoffs)))
     if retrieval == "index":
-        _index_table(ui, run, result, options.cutoffs)
+        _index_table(ui, run, result, cutoffs)
         if as_json:
             ui.emit_json(result)
         return
@@ -172,7 +169,7 @@ def evaluate(
         return
     rows = []
     with_orders = bool(result.get("n_ordered"))  # order columns only when the split has ordered targets
-    for k in options.cutoffs:
+    for k in cutoffs:
         row = [f"@{k}"]
         for metric in ("recall", "mrr", "ndcg"):
             value = result[f"{metric}@{k}"]
@@ -191,31 +188,14 @@ def evaluate(
         ui.emit_json({**result, **where})
 
 
-def _baseline_options(ui: UI, baseline: str | None, raw: tuple[str, ...]) -> dict | None:
-    """NAME=VALUE pairs typed as the baseline declares each option; None after listing them for `help`."""
-    if not raw:
-        return {}
+def _list_baseline_options(ui: UI, baseline: str | None) -> None:
+    """`--baseline-option help`: the options the --baseline declares, with their defaults."""
     if baseline is None:
         raise click.UsageError("--baseline-option needs --baseline")
     from tron_cli.evaluation.baselines import BASELINES
 
-    declared = {option.name: option for option in BASELINES.get(baseline, "--baseline").options}
-    if raw == ("help",):
-        rows = [[option.name, str(option.default), option.help] for option in declared.values()]
-        ui.table(f"options of baseline {baseline}", ["option", "default", "meaning"], rows)
-        return None
-    out: dict = {}
-    for pair in raw:
-        name, equals, value = pair.partition("=")
-        name = name.strip().replace("-", "_")
-        if not equals or not name:
-            raise click.UsageError(f"--baseline-option {pair!r} is not NAME=VALUE")
-        kind = type(declared[name].default) if name in declared else str
-        try:
-            out[name] = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
-        except ValueError:
-            raise click.UsageError(f"--baseline-option {name} takes a {kind.__name__}, not {value!r}") from None
-    return out
+    rows = [[option.name, str(option.default), option.help] for option in BASELINES.get(baseline, "--baseline").options]
+    ui.table(f"options of baseline {baseline}", ["option", "default", "meaning"], rows)
 
 
 def _index_table(ui: UI, run, result: dict, cutoffs: tuple[int, ...]) -> None:

@@ -58,12 +58,12 @@ def export(ui: UI, run: Path | None, out: Path | None, fmt: str, index_kind: str
         tron export runs/otto-sasrec-1 --out /srv/models/otto --force --json
         tron export --index hnsw --index-param ef_search=256
     """
-    from tron_cli.stages.export import IndexRequest
-    from tron_cli.stages.export import export as run_export
+    from tron_cli.api.pipeline import export as run_export
+    from tron_cli.errors import OptionError
 
-    if index_params and index_kind is None:
-        raise click.UsageError("--index-param needs --index KIND")
-    index = IndexRequest(index_kind, tuple(index_params)) if index_kind else None
-    result = run_export(run, out, fmt, force, report=ui, index=index)
+    try:
+        bundle = run_export(run, out=out, format=fmt, index=index_kind, index_param=index_params, force=force, reporter=ui)
+    except OptionError as error:
+        raise click.UsageError(error.line()) from None
     if as_json:
-        ui.emit_json(result)
+        ui.emit_json(bundle.summary)

@@ -63,7 +63,7 @@ def info(ui: UI, target: Path, as_json: bool) -> None:
         tron info runs/otto-sasrec-1 --json | jq .summary
         tron info data/otto/test.parquet
     """
-    from tron_cli.workspace.inventory import describe
+    from tron_cli.api.handles import info as describe
 
     document = describe(target)
     for other in document.get("same_name", []):

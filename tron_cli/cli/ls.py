@@ -70,11 +70,12 @@ def ls(ui: UI, kinds: tuple[str, ...], as_json: bool) -> None:
         tron ls runs
         tron ls --json | jq -r '.runs[] | select(.status == "complete") | .path'
     """
+    from tron_cli.api.handles import ls as list_artifacts
     from tron_cli.workspace import home
-    from tron_cli.workspace.inventory import KINDS, PLURALS, list_artifacts
+    from tron_cli.workspace.inventory import KINDS, PLURALS
 
     wanted = tuple(PLURALS[kind] for kind in kinds) or KINDS
-    artifacts = list_artifacts(wanted)
+    artifacts = list_artifacts(*kinds)
     if as_json:
         by_kind: dict[str, list[dict[str, Any]]] = {f"{kind}s": [] for kind in wanted}
         for artifact in artifacts:

@@ -90,20 +90,23 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_typ
         tron preprocess --train clicks.csv.gz # columns session_id, item_id, timestamp: recognised
         tron preprocess --train log.tsv --session-col visit --item-col sku --time-col when
     """
-    from tron_cli.stages.preprocess import Options
-    from tron_cli.stages.preprocess import preprocess as run
+    from tron_cli.api.pipeline import preprocess as run
 
-    options = Options(
-        preset=name,
+    train, test = rest.pop("train"), rest.pop("test")
+    dataset = run(
+        train,
+        test,
+        download=name,
         input=input_path,
         format=fmt,
-        event_types=_names(event_types),
-        order_types=_names(order_types),
-        cart_types=_names(cart_types),
+        event_types=event_types,
+        order_types=order_types,
+        cart_types=cart_types,
         name=dataset_name,
+        reporter=ui,
         **rest,
     )
-    summary = run(options, report=ui)
+    summary = dataset.summary
     rows = [
         [split, summary[split]["sessions"], summary[split]["events"], summary[split]["targets"]] for split in ("train", "valid", "test") if split in summary
     ]
@@ -114,8 +117,3 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_typ
         ui.info(f"{unknown['count']:,} of {unknown['of_targets']:,} test targets ({unknown['fraction']:.1%}) are items unknown to train: {kept}")
     if as_json:
         ui.emit_json(summary)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """A comma-separated option as its names."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())

@@ -96,21 +96,19 @@ def recommend(
             tron recommend runs/otto-sasrec-1 -i sessions.parquet -o recs.parquet --batch-size 4096
             tron recommend bundles/otto -i s.jsonl --deny sold-out.txt --index-param ef_search=256
     """
-    from tron_cli.stages.recommend import RecommendOptions
-    from tron_cli.stages.recommend import recommend as run
+    from tron_cli.api.recommender import load
 
-    options = RecommendOptions(
+    recommender = load(model, device=device, exact=exact, index_param=index_params, reporter=ui)
+    recommender.recommend_file(
+        input_path,
+        output_path,
         k=k,
         exclude_seen=exclude_seen,
-        batch_size=batch_size,
+        format=output_format,
         input_format=input_format,
-        output_format=output_format,
-        device=device,
-        exact=exact,
-        index_params=tuple(index_params),
+        batch_size=batch_size,
         allow=allow,
         deny=deny,
         on_error=on_error,
         order_weight=order_weight,
-    )
-    run(model, input_path, output_path, options, report=ui)  # a reader that went away (`| head`) ends it quietly: cli/__init__.py
+    )  # a reader that went away (`| head`) ends it quietly: cli/__init__.py

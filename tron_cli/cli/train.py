@@ -44,27 +44,27 @@ class _Concentration(click.ParamType):
 
 
 def _load_config(ctx: click.Context, param, value):
-    """--config FILE: its values become defaults, so flags and TRON_* variables still win."""
+    """--config FILE: read when parsed, so that a bad file is a usage error naming it, and its values checked by the
+    flags' types as their defaults; `tron_cli.train` merges the file beneath the flags and TRON_* variables."""
     if value is None:
         return None
     from tron_cli.errors import UsageError
     from tron_cli.training.config import load_config_file
 
     try:
-        options, extras = load_config_file(Path(value))
+        options, _ = load_config_file(Path(value))
     except UsageError as error:
         raise click.BadParameter(error.line(), ctx, param) from None
     if "batch_negatives" in options and options["batch_negatives"] is None:
         options["batch_negatives"] = "auto"  # the reference's null; a None default would mean "not given"
     ctx.meta["tron.config_options"] = options
     _set_defaults(ctx)
-    ctx.meta["tron.config_extras"] = extras
     ctx.meta["tron.config_file"] = str(value)
     return value
 
 
 def _load_preset(ctx: click.Context, param, value):
-    """--preset NAME: its settings become defaults beneath --config's, so the file, TRON_* and flags still win."""
+    """--preset NAME: its settings become defaults beneath --config's (as `tron_cli.train` merges them)."""
     if value is not None:
         from tron_cli.training.config import PRESETS
 
@@ -194,47 +194,30 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
         tron train --model gru4rec                   # GRU4Rec+ with the reference's settings
         tron train --resume runs/otto-sasrec-1 --epochs 12
     """
-    from tron_cli.errors import UsageError
-    from tron_cli.losses import LOSSES, all_options
-    from tron_cli.stages.train import TrainRequest
-    from tron_cli.stages.train import train as run
-    from tron_cli.training.config import MULTITRON_LOSS, PRESET_MODEL, SHUFFLE_ALIASES, TrainConfig, validate
-    from tron_cli.workspace import home
+    from tron_cli.api.training import train as run
+    from tron_cli.errors import OptionError
 
     ui: UI = ctx.find_object(UI) or UI()
     if data is not None and data_option is not None and data != data_option:
         raise click.UsageError(f"give the dataset once: DATA ({data}) or --data ({data_option})")
-    data = data or data_option
-    explicit = {name for name in values if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    given = {name: value for name, value in values.items() if value is not None and value != ()}
-    if "batch_negatives" in given and given["batch_negatives"] == "auto":
-        given["batch_negatives"] = None
-    if "shuffle" in given:
-        given["shuffle"] = SHUFFLE_ALIASES.get(given["shuffle"], given["shuffle"])
-    extras = ctx.meta.get("tron.config_extras", {})
-    if data is None and "dataset" in extras and resume is None:
-        data = home.datasets_root() / extras["dataset"]
-    if resume is not None and (data is not None or out is not None):
-        raise click.UsageError("--resume continues a run with its own dataset and dir: drop DATA and --out")
-    loss = given.get("loss", MULTITRON_LOSS if given.get("objective") == "multitron" else TrainConfig.loss)
-    for name in sorted(explicit & set(all_options())):
-        if loss in LOSSES and name not in {option.name for option in LOSSES.get(loss).options}:
-            raise click.UsageError(f"{_flag(name)} applies to --loss {', '.join(all_options()[name][1])}, not {loss}")
-    model = given.get("model", TrainConfig.model)
-    if "tron.preset" in ctx.meta and model != PRESET_MODEL:
-        raise click.UsageError(f"--preset {ctx.meta['tron.preset']} configures {PRESET_MODEL}, not {model}: give {model}'s settings as flags")
+    # what was typed or set by TRON_TRAIN_*: the preset's and the config file's values are the API's to merge beneath
+    explicit = {name: value for name, value in values.items() if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     try:
-        config = validate(TrainConfig.create(**given))
-    except UsageError as error:
+        trained = run(
+            data or data_option,
+            preset=ctx.meta.get("tron.preset"),
+            config=ctx.meta.get("tron.config_file"),
+            out=out,
+            resume=resume,
+            force=force,
+            devices=devices,
+            reporter=ui,
+            **explicit,
+        )
+    except OptionError as error:
         raise click.UsageError(error.line()) from None
-    reference = None
-    if "tron.config_file" in ctx.meta:
-        from tron_cli.safe_json import parse
-
-        reference = parse(Path(ctx.meta["tron.config_file"]).read_text())  # checked already by --config
-    request = TrainRequest(config, data, out=out, resume=resume, force=force, reference_config=reference, overrides=tuple(sorted(explicit)), devices=devices)
-    summary = run(request, report=ui)
-    summary["run"] = str(Path(summary["run"]).resolve())
+    summary = dict(trained.summary or {})
+    summary["run"] = str(trained.path)
     _show(ui, summary)
     if as_json:
         ui.emit_json(summary)

@@ -376,7 +376,7 @@ def group(session: pl.Series, item: pl.Series, ts: np.ndarray) -> RawLog:
     return RawLog(session_ids, offsets, item.to_arrow().take(pa.array(order)), ts[order])
 
 
-def timestamps_ms(path: Path, column: str, values: pl.Series, unit: str, row_offset: int) -> np.ndarray:
+def timestamps_ms(path: Path | str, column: str, values: pl.Series, unit: str, row_offset: int) -> np.ndarray:
     """Milliseconds since the epoch from ints (`unit` s/ms/us/ns, or auto by magnitude), datetimes or ISO-8601 strings."""
     bad_hint = f"Fix column {column!r}, or choose --time-col / --time-unit"
     if values.dtype == pl.String:
@@ -418,7 +418,7 @@ def _plain(name: str) -> str:
     return re.sub(r"[\s_.\-]", "", name).lower()
 
 
-def pick_columns(path: Path, columns: list[str], given: dict[str, str | None]) -> tuple[dict[str, str], list[str]]:
+def pick_columns(path: Path | str, columns: list[str], given: dict[str, str | None]) -> tuple[dict[str, str], list[str]]:
     """({role: column}, the roles recognised by name rather than given): a column given (`given[role]`) must
     exist; a role not given takes the one column whose name is a common name for it, else the user is shown
     the columns there are and the flags that pick them."""
@@ -505,14 +505,46 @@ def read_table(
     cart_types: tuple[str, ...] = CART_NAMES,
     id_type: str = "auto",
 ) -> RawLog:
-    """A user's own table, one row per event, with session, item and time columns (given, or recognised).
-
-    With `type_col`, rows whose type is one of `order_types` are orders, of `cart_types` carts (compared without
-    case), and every other row a click."""
+    """A user's own table file, one row per event, with session, item and time columns (given, or recognised):
+    `table_log` of the file read by its format."""
     path = check_file(path)
     # where a row is: a text file's line (its header is line 1, so row r is line r + 2, JSON lines r + 1), a Parquet row counted from 1
     row_offset = {"csv": 2, "tsv": 2, "jsonl": 1}.get(fmt, 1)
-    frame = read_frame(path, fmt, separator)
+    return table_log(
+        path,
+        read_frame(path, fmt, separator),
+        row_offset=row_offset,
+        id_type=id_type,
+        session_col=session_col,
+        item_col=item_col,
+        time_col=time_col,
+        time_unit=time_unit,
+        type_col=type_col,
+        order_types=order_types,
+        cart_types=cart_types,
+    )
+
+
+def table_log(
+    path: Path | str,
+    frame: pl.DataFrame,
+    *,
+    row_offset: int = 1,
+    session_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
+    time_unit: str = "auto",
+    type_col: str | None = None,
+    order_types: tuple[str, ...] = ORDER_NAMES,
+    cart_types: tuple[str, ...] = CART_NAMES,
+    id_type: str = "auto",
+) -> RawLog:
+    """Events of a table, one row each, grouped by session; `path` names the table in messages (a file, or a table
+    handed over in memory, whose rows are counted from 1), and its row r (from 0) is line r + `row_offset` there.
+    `id_type` says how text ids are read (`id_column`).
+
+    With `type_col`, rows whose type is one of `order_types` are orders, of `cart_types` carts (compared without
+    case), and every other row a click."""
     columns, _ = pick_columns(path, frame.columns, {"session": session_col, "item": item_col, "time": time_col})
     session_col, item_col, time_col = columns["session"], columns["item"], columns["time"]
     if frame.height == 0:
@@ -546,7 +578,7 @@ DECIMAL = r"^\s*-?[0-9]+\.[0-9]*\s*$"  # 42.0: an id written by a tool that read
 ID_TYPES = ("auto", "text", "number")
 
 
-def id_column(path: Path, values: pl.Series, flag: str, id_type: str = "auto", row_offset: int = 0) -> pl.Series:
+def id_column(path: Path | str, values: pl.Series, flag: str, id_type: str = "auto", row_offset: int = 0) -> pl.Series:
     """Ids as tron keeps them: integers that fit in 64 signed bits as Int64; wider ones (uint64 ids of 2^63 and
     above) as their decimal spelling, a string id that `tron recommend` also matches when given as a number;
     strings as they are. Text (a CSV) keeps its spelling: it becomes integers only when every value is spelled as
@@ -590,7 +622,7 @@ def _numbers(values: pl.Series) -> pl.Series:
     return integers if not integers.is_null().any() else stripped.cast(pl.Float64)
 
 
-def _typed(path: Path, frame: pl.DataFrame, session_col: str, item_col: str, type_col: str, ts: np.ndarray, order_types, cart_types) -> RawLog:
+def _typed(path: Path | str, frame: pl.DataFrame, session_col: str, item_col: str, type_col: str, ts: np.ndarray, order_types, cart_types) -> RawLog:
     """Clicks grouped by session, and the orders and carts of the same sessions beside them."""
     if type_col not in frame.columns:
         raise InputFormatError(f"{path}: column {type_col!r} not found (columns: {', '.join(frame.columns)})", "Pick the event type column with --type-col")

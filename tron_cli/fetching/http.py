@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 import httpx
 
-from tron_cli import __version__
 from tron_cli.errors import DownloadError
 from tron_cli.fetching import CHUNK_BYTES, hash_file
 from tron_cli.reporting import SILENT, Reporter
+from tron_cli.version import __version__
 
 ATTEMPTS = 5  # tries per file within one invocation; each one resumes where the last stopped
 RETRY_BACKOFF_S = 0.5  # doubled after every failed try

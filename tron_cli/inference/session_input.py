@@ -13,7 +13,7 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ def raw_ids(values: list, numeric: bool, label) -> list:
     return out
 
 
-def _usable_ids(values: list, numeric: bool, label) -> tuple[list, list[int]]:
+def usable_ids(values: list, numeric: bool, label) -> tuple[list, list[int]]:
     """(raw ids, positions in `values`) of the values that can be ids of the catalogue: a string that is no integer
     can never be one of an integer catalogue's ids, so it is an unknown id (skipped and counted by the caller), not a
     malformed record. Other values of the wrong type, and integers beyond 64 bits, are a `RecordProblem`."""
@@ -100,7 +100,7 @@ def record_items(record: Any, expect: str, numeric: bool, event_types: tuple[str
         items = record.get("items")
         if not isinstance(items, list):
             raise RecordProblem('field "items" is missing or not a list' + ("" if expect != "auto" else ' (and there are no OTTO "events")'))
-        ids, positions = _usable_ids(items, numeric, lambda i: f"items[{i}]")
+        ids, positions = usable_ids(items, numeric, lambda i: f"items[{i}]")
         return ids, len(items) - len(positions)
     events = record.get("events")
     if not isinstance(events, list):
@@ -113,7 +113,7 @@ def record_items(record: Any, expect: str, numeric: bool, event_types: tuple[str
             raise RecordProblem(f"events[{index}].ts is missing or not a number (got {json.dumps(ts)})")
         if not isinstance(kind_of_event, str):
             raise RecordProblem(f"events[{index}].type is missing or not a string (got {json.dumps(kind_of_event)})")
-    aids, positions = _usable_ids([event["aid"] for event in events], numeric, lambda i: f"events[{i}].aid")
+    aids, positions = usable_ids([event["aid"] for event in events], numeric, lambda i: f"events[{i}].aid")
     kept = [(events[i]["ts"], aid) for i, aid in zip(positions, aids) if events[i]["type"] in event_types]
     kept.sort(key=lambda pair: pair[0])  # by time only: events at the same time keep their order
     dropped = sum(1 for event in events if event["type"] in event_types) - len(kept)
@@ -169,8 +169,8 @@ def _json_batches(
         yield batch()
 
 
-def _parquet_values(values: pa.Array, numeric: bool, path: Path, row_of) -> tuple[np.ndarray, np.ndarray | None]:
-    """(raw ids of the catalogue's type, which of the flat `items` values of a Parquet batch they are, or None for
+def _parquet_values(values: pa.Array, numeric: bool, path: Path | str, row_of) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw ids of the catalogue's type, which of the flat `items` values of a table's batch they are, or None for
     all): strings that are no integer cannot be an integer catalogue's ids, and are left out as unknown ids."""
     if values.null_count:
         raise InputFormatError(
@@ -196,8 +196,8 @@ def _open_parquet_input(path: Path) -> pq.ParquetFile:
         raise InputFormatError(f"{path} is not a readable Parquet file ({error})") from None
 
 
-def _parquet_batches(parquet: pq.ParquetFile, path: Path, numeric: bool, batch_size: int) -> Iterator[Batch]:
-    schema = parquet.schema_arrow
+def check_session_table(schema: pa.Schema, path: Path | str) -> None:
+    """A table of sessions has columns session and items, items a list of integer or string ids."""
     missing = [column for column in ("session", "items") if column not in schema.names]
     if missing:
         raise InputFormatError(
@@ -208,29 +208,38 @@ def _parquet_batches(parquet: pq.ParquetFile, path: Path, numeric: bool, batch_s
         pa.types.is_integer(items_type.value_type) or pa.types.is_string(items_type.value_type) or pa.types.is_large_string(items_type.value_type)
     ):
         raise InputFormatError(f"{path}: column items is {items_type}, expected a list of integer or string ids")
+
+
+def table_batches(record_batches: Iterable[pa.RecordBatch], path: Path | str, numeric: bool) -> Iterator[Batch]:
+    """One `Batch` per record batch of a table of sessions (`check_session_table`); `path` names it in messages."""
     first_row = 0
+    for record_batch in record_batches:
+        items = record_batch.column("items")
+        if items.null_count:
+            null_row = first_row + int(np.flatnonzero(items.is_null().to_numpy(zero_copy_only=False))[0]) + 1
+            raise InputFormatError(f"{path}: row {null_row}: items is null", "Give every session a list (possibly empty)")
+        offsets = np.asarray(items.offsets, dtype=np.int64)
+        offsets = offsets - offsets[0]
+        base = first_row
+
+        def row_of(position: int, offsets=offsets, base=base) -> int:
+            return base + int(np.searchsorted(offsets, position, side="right"))
+
+        values, usable = _parquet_values(items.flatten(), numeric, path, row_of)
+        dropped = None
+        if usable is not None:  # unknown ids left out: each session's share of them, and the offsets of the rest
+            owner = np.repeat(np.arange(len(items)), np.diff(offsets))
+            dropped = np.bincount(owner[~usable], minlength=len(items)).astype(np.int64)
+            offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[usable], minlength=len(items)))]).astype(np.int64)
+        where = [f"{path}: row {first_row + i + 1}" for i in range(len(items))]
+        yield Batch(record_batch.column("session"), where, offsets=offsets, items=values, dropped=dropped)
+        first_row += len(items)
+
+
+def _parquet_batches(parquet: pq.ParquetFile, path: Path, numeric: bool, batch_size: int) -> Iterator[Batch]:
+    check_session_table(parquet.schema_arrow, path)
     try:
-        for record_batch in parquet.iter_batches(batch_size=batch_size, columns=["session", "items"]):
-            items = record_batch.column("items")
-            if items.null_count:
-                null_row = first_row + int(np.flatnonzero(items.is_null().to_numpy(zero_copy_only=False))[0]) + 1
-                raise InputFormatError(f"{path}: row {null_row}: items is null", "Give every session a list (possibly empty)")
-            offsets = np.asarray(items.offsets, dtype=np.int64)
-            offsets = offsets - offsets[0]
-            base = first_row
-
-            def row_of(position: int, offsets=offsets, base=base) -> int:
-                return base + int(np.searchsorted(offsets, position, side="right"))
-
-            values, usable = _parquet_values(items.flatten(), numeric, path, row_of)
-            dropped = None
-            if usable is not None:  # unknown ids left out: each session's share of them, and the offsets of the rest
-                owner = np.repeat(np.arange(len(items)), np.diff(offsets))
-                dropped = np.bincount(owner[~usable], minlength=len(items)).astype(np.int64)
-                offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[usable], minlength=len(items)))]).astype(np.int64)
-            where = [f"{path}: row {first_row + i + 1}" for i in range(len(items))]
-            yield Batch(record_batch.column("session"), where, offsets=offsets, items=values, dropped=dropped)
-            first_row += len(items)
+        yield from table_batches(parquet.iter_batches(batch_size=batch_size, columns=["session", "items"]), path, numeric)
     except (pa.ArrowException, OSError) as error:
         raise InputFormatError(f"{path} is truncated or corrupt ({error})") from None
 

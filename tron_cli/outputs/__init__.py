@@ -49,6 +49,13 @@ class Recommended:
     def id_lists(self) -> list[list]:
         return id_lists(self.offsets, self.ids)
 
+    def arrow_lists(self, id_type: pa.DataType) -> tuple[pa.Array, pa.Array]:
+        """(items, scores) as Arrow list arrays, one list per session: raw ids of `id_type`, float32 scores (null for a fallback)."""
+        offsets = pa.array(self.offsets.astype(np.int32))
+        items = pa.ListArray.from_arrays(offsets, pa.array(self.ids, type=id_type))
+        scores = pa.ListArray.from_arrays(offsets, pa.array(self.scores, type=pa.float32()), mask=pa.array(self.fallback))
+        return items, scores
+
 
 def id_lists(offsets: np.ndarray, ids: np.ndarray) -> list[list]:
     flat, bounds = ids.tolist(), offsets.tolist()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -46,9 +45,7 @@ class ParquetOutput:
 
     def write(self, batch: Recommended) -> None:
         sessions = self._sessions(batch)
-        offsets = pa.array(batch.offsets.astype(np.int32))
-        items = pa.ListArray.from_arrays(offsets, pa.array(batch.ids, type=self.id_type))
-        scores = pa.ListArray.from_arrays(offsets, pa.array(batch.scores, type=pa.float32()), mask=pa.array(batch.fallback))
+        items, scores = batch.arrow_lists(self.id_type)
         table = pa.table({"session": sessions, "items": items, "scores": scores})
         if self.writer is None:
             self.session_type = sessions.type

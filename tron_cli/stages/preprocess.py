@@ -7,12 +7,15 @@ end of that train set, so test and train + valid still equal the reference's out
 
 A user's own log (`--train`) is read by its file name's format (readers.infer_format) with its columns
 recognised by name, and gets a validation split too unless told otherwise (`own_validation`): the stages
-choose checkpoints on it.
+choose checkpoints on it. The Python API hands a log over as a polars table instead of a file: it is read the
+same way, named in messages as the train (or test) table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 import math
 import os
 import shutil
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from tron_cli.artifacts.documents import read_json, write_json
@@ -37,6 +41,8 @@ from tron_cli.workspace import home
 DAY_MS = steps.DAY_MS
 OWN_VALID_SPANS = 7  # an own log whose train part spans 7 test spans gives its last test span to validation ...
 OWN_VALID_FRACTION = 0.1  # ... a shorter one its last 10 % of train sessions
+TABLE_FORMAT = "table"  # the format dataset.json records for a log handed over as a table, not a file
+TABLE_NAME = "table"  # the dataset name of a log handed over as a table, unless named
 
 
 @dataclass
@@ -45,8 +51,8 @@ class Options:
 
     preset: str | None = None  # a registered dataset's name (tron_cli.datasets.DATASETS)
     input: Path | None = None  # raw file or directory instead of the download
-    train: Path | None = None  # a user's own log
-    test: Path | None = None
+    train: Path | pl.DataFrame | None = None  # a user's own log: a file, or a table (the Python API)
+    test: Path | pl.DataFrame | None = None
     format: str = "auto"  # by the file name (readers.infer_format), or one of readers.FORMATS
     session_col: str | None = None  # None: recognised by name (readers.pick_columns)
     item_col: str | None = None
@@ -80,6 +86,7 @@ class _Source:
     sha256: str
     size: int
     spool: Any = None  # a named pipe's (/dev/stdin's, <(...)'s) content, copied once: a pipe cannot be read twice
+    table: pl.DataFrame | None = None  # a log handed over as a table; `path` then names it in messages
 
 
 def _readable(source: _Source) -> Path:
@@ -99,6 +106,36 @@ def _spool(path: Path) -> Any:
 
 def _describe(step: str, sessions: Sessions, log: list[dict[str, Any]]) -> None:
     log.append({"step": step, "sessions": len(sessions), "events": sessions.n_events})
+
+
+class _Digest(io.RawIOBase):
+    """A sink that keeps only the SHA-256 and the size of what is written to it."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def _table_source(role: str, table: pl.DataFrame) -> _Source:
+    """A table handed over in memory, named `role` table in messages, with the checksum of its Arrow IPC stream."""
+    digest = _Digest()
+    arrow = table.to_arrow()
+    with pa.ipc.new_stream(digest, arrow.schema) as writer:
+        writer.write_table(arrow)
+    return _Source(Path(f"{role} table"), digest.sha256.hexdigest(), digest.size, table=table)
+
+
+def _input_source(role: str, given: Path | pl.DataFrame) -> _Source:
+    """--train or --test: a file, or a table."""
+    return _table_source(role, given) if isinstance(given, pl.DataFrame) else _source(given, None)
 
 
 def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
@@ -123,8 +160,9 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
             raise UsageError(f"give either a dataset NAME ({options.preset}) or --train FILE, not both")
         if options.input is not None:
             raise UsageError("--input is for the public datasets; with your own logs use --train and --test")
-        files = [options.train] + ([options.test] if options.test is not None else [])
-        return options.name or readers.log_name(options.train), None, [_source(f, None) for f in files]
+        files = [("train", options.train)] + ([("test", options.test)] if options.test is not None else [])
+        name = options.name or (TABLE_NAME if isinstance(options.train, pl.DataFrame) else readers.log_name(options.train))
+        return name, None, [_input_source(role, given) for role, given in files]
     if options.test is not None:
         raise UsageError("--test needs --train")
     manifest = None
@@ -186,6 +224,18 @@ def _named(source: _Source, work: Callable[[], T]) -> T:
 
 
 def _read_source(source: _Source, spec: DatasetSpec | None, options: Options, report: Reporter) -> readers.RawLog:
+    if source.table is not None:
+        return readers.table_log(
+            source.path,
+            source.table,
+            session_col=options.session_col,
+            item_col=options.item_col,
+            time_col=options.time_col,
+            time_unit=options.time_unit,
+            type_col=options.type_col,
+            order_types=options.order_types,
+            cart_types=options.cart_types,
+        )
     return _named(source, lambda: _read(_readable(source), spec, options, report))
 
 
@@ -228,7 +278,14 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     preset = spec.preset if spec else None
     if spec is None and options.format not in readers.FORMATS:
         raise UsageError(f"unknown format {options.format!r}", f"Use one of: {', '.join(readers.FORMATS)}")
-    reader = spec.format if spec else options.format if options.format != "auto" else _named(sources[0], lambda: readers.infer_format(_readable(sources[0])))
+    if sources[0].table is not None:
+        if options.format != "auto":
+            raise UsageError(f"--format {options.format} says how to read a file, and the train log is a table", "Leave --format out")
+        reader = TABLE_FORMAT
+    else:
+        reader = (
+            spec.format if spec else options.format if options.format != "auto" else _named(sources[0], lambda: readers.infer_format(_readable(sources[0])))
+        )
     if options.split not in ("time", "last"):
         raise UsageError(f"unknown split {options.split!r}", "Use --split time or --split last")
     if options.min_session_length < 1:
@@ -368,7 +425,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         "source": {
             "preset": spec.name if spec else None,
             "format": reader,
-            "files": [{"path": str(s.path.resolve() if s.spool is None else s.path), "size": s.size, "sha256": s.sha256} for s in sources],
+            "files": [{"path": str(s.path.resolve() if s.spool is None and s.table is None else s.path), "size": s.size, "sha256": s.sha256} for s in sources],
         },
         "parameters": {
             "split": "files" if pre_split else options.split,

@@ -11,6 +11,7 @@ catalogue in chunks while a running top-k is kept (`inference/scoring.py`), or t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,11 @@ import numpy as np
 
 from tron_cli.choices import INPUT_FORMATS, KAGGLE_ORDER_WEIGHTS, ON_ERROR
 from tron_cli.errors import InputFormatError, MissingInputError, UsageError
-from tron_cli.inference.predictor import Predictor, load_predictor
+from tron_cli.inference.predictor import Predictor
 from tron_cli.inference.retrieval import NO_FILTERS, Filters
 from tron_cli.inference.session_input import Batch, RecordProblem, input_kind, raw_ids, read_batches
-from tron_cli.outputs import Recommended, open_writer, output_format
+from tron_cli.outputs import OutputFormat, Recommended, open_writer, output_format
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.runtime import resolve_device
-from tron_cli.workspace import home
 
 SKIPS_SHOWN = 100  # skipped lines named one by one on stderr; the count at the end covers every one
 
@@ -36,14 +35,13 @@ def _count(n: int, noun: str) -> str:
 
 @dataclass(frozen=True)
 class RecommendOptions:
+    """What `tron recommend` can be told besides how to load the model (--device, --exact, --index-param: `load_predictor`)."""
+
     k: int = 20
     exclude_seen: bool = False
     batch_size: int = 1024
     input_format: str = "auto"
     output_format: str | None = None  # None: by the output's extension
-    device: str = "auto"
-    exact: bool = False  # score the whole catalogue even when the bundle has an item index
-    index_params: tuple[str, ...] = ()  # NAME=VALUE search parameters of the index (ef_search, nprobe)
     allow: Path | None = None  # a file of raw ids: recommend only these
     deny: Path | None = None  # a file of raw ids: never recommend these
     on_error: str = "fail"  # a malformed input line: fail before writing anything, or skip it and report it
@@ -56,15 +54,21 @@ def read_id_list(path: Path, numeric: bool) -> np.ndarray:
         raise MissingInputError(f"id list {path} does not exist", "Give a file with one raw item id a line")
     lines = Path(path).read_text(errors="replace").splitlines()
     numbers = [number for number, line in enumerate(lines, 1) if line.strip()]
-    values = [lines[number - 1].strip() for number in numbers]
+    return id_array(
+        [lines[number - 1].strip() for number in numbers], numeric, where=str(path), label=lambda i: f"line {numbers[i]}", hint="Give one raw item id a line"
+    )
+
+
+def id_array(values: list, numeric: bool, *, where: str, label: Callable[[int], str], hint: str) -> np.ndarray:
+    """Raw ids in the catalogue's type (int64 or str); a value that cannot be one is an error naming `where` and its `label`."""
     try:
-        ids = raw_ids(values, numeric, lambda i: f"line {numbers[i]}")
+        ids = raw_ids(values, numeric, label)
     except RecordProblem as problem:
-        raise InputFormatError(f"{path}: {problem}", "Give one raw item id a line") from None
+        raise InputFormatError(f"{where}: {problem}", hint) from None
     try:
         return np.array(ids, dtype=np.int64) if numeric else np.array(ids, dtype=str)
     except OverflowError:
-        raise InputFormatError(f"{path}: an item id is outside the range of the catalogue's 64-bit ids") from None
+        raise InputFormatError(f"{where}: an item id is outside the range of the catalogue's 64-bit ids") from None
 
 
 def recommend_batch(
@@ -75,8 +79,8 @@ def recommend_batch(
     filters: Filters = NO_FILTERS,
     order_weight: float | None = None,
     per_event_type: bool = False,
-) -> tuple[Recommended, int, int]:
-    """One batch's recommendations, the number of unknown ids skipped and the sessions that had some. With
+) -> tuple[Recommended, np.ndarray]:
+    """One batch's recommendations and the unknown ids skipped in each session (int64 (S,)). With
     `per_event_type` a MultiTRON model also answers each OTTO event type at its order weight (KAGGLE_ORDER_WEIGHTS)."""
     encoded = predictor.encode(batch, order_weight)
     result = predictor.recommended(batch, predictor.answer(encoded, np.arange(len(batch)), k=k, exclude_seen=exclude_seen, filters=filters))
@@ -91,13 +95,11 @@ def recommend_batch(
             )
             typed[kind] = (answer.offsets, answer.ids)
         result.typed = typed
-    return result, int(encoded.unknown.sum()), int((encoded.unknown > 0).sum())
+    return result, encoded.unknown
 
 
-def recommend(
-    model_path: Path | None, input_path: str = "-", output_path: str = "-", options: RecommendOptions = RecommendOptions(), report: Reporter = SILENT
-) -> dict[str, Any]:
-    """Run the stage: stream the input's sessions through the model into the output; returns counts."""
+def check_request(input_path: str, output_path: str, options: RecommendOptions) -> OutputFormat:
+    """Refuse options and paths that cannot work, before a model is loaded; returns the output's format."""
     if options.k < 1 or options.batch_size < 1:
         raise UsageError("-k and --batch-size must be at least 1")
     if options.order_weight is not None and not 0 <= options.order_weight <= 1:
@@ -110,9 +112,24 @@ def recommend(
     input_kind(input_path, options.input_format)
     if input_path != "-" and not Path(input_path).is_file():
         raise MissingInputError(f"input {input_path} does not exist")
-    device = resolve_device(options.device)
-    model_path = home.resolve_model(model_path)
-    predictor = load_predictor(model_path, device, options.exact, options.index_params)
+    return chosen
+
+
+def warn_unknown(report: Reporter, unknown_ids: int, unknown_sessions: int, fallback: int) -> None:
+    """Say how many unknown ids were skipped, and how many sessions got the popular fallback."""
+    if unknown_ids:
+        report.warn(f"{_count(unknown_ids, 'unknown item id')} skipped in {_count(unknown_sessions, 'session')}")
+    if fallback:
+        report.warn(f"{_count(fallback, 'session')} had no known item: {'they' if fallback > 1 else 'it'} got the most popular items")
+
+
+def recommend(
+    predictor: Predictor, input_path: str = "-", output_path: str = "-", options: RecommendOptions = RecommendOptions(), report: Reporter = SILENT
+) -> dict[str, Any]:
+    """Run the stage: stream the input's sessions through a loaded model (`inference.predictor.load_predictor`) into
+    the output; returns counts."""
+    chosen = check_request(input_path, output_path, options)
+    model_path = predictor.path
     numeric = predictor.catalogue.numeric
     filters = predictor.filters(
         None if options.allow is None else read_id_list(options.allow, numeric), None if options.deny is None else read_id_list(options.deny, numeric)
@@ -141,7 +158,7 @@ def recommend(
     ) as (batches, total):
         with open_writer(output_path, chosen, predictor.catalogue.id_type) as writer, report.task("recommending", total=total) as task:
             for batch in batches:
-                result, unknown_ids, unknown_sessions = recommend_batch(
+                result, unknown = recommend_batch(
                     predictor,
                     batch,
                     k=options.k,
@@ -153,17 +170,14 @@ def recommend(
                 writer.write(result)
                 totals["sessions"] += len(batch)
                 totals["fallback"] += int(result.fallback.sum())
-                totals["unknown_ids"] += unknown_ids
-                totals["unknown_sessions"] += unknown_sessions
+                totals["unknown_ids"] += int(unknown.sum())
+                totals["unknown_sessions"] += int((unknown > 0).sum())
                 task.update(advance=len(batch))
     seconds = time.perf_counter() - started
     if skipped:
         more = f" ({len(skipped) - SKIPS_SHOWN:,} not shown)" if len(skipped) > SKIPS_SHOWN else ""
         report.warn(f"{_count(len(skipped), 'malformed line')} skipped{more}: every other session was recommended for")
-    if totals["unknown_ids"]:
-        report.warn(f"{_count(totals['unknown_ids'], 'unknown item id')} skipped in {_count(totals['unknown_sessions'], 'session')}")
-    if totals["fallback"]:
-        report.warn(f"{_count(totals['fallback'], 'session')} had no known item: {'they' if totals['fallback'] > 1 else 'it'} got the most popular items")
+    warn_unknown(report, totals["unknown_ids"], totals["unknown_sessions"], totals["fallback"])
     if totals["sessions"] == 0:
         report.info(f"{'stdin' if input_path == '-' else input_path} holds no session: nothing to recommend")
     if predictor.retriever.fallbacks:

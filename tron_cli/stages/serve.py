@@ -46,7 +46,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, ValidationError
 
-from tron_cli import __version__
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import UsageError
 from tron_cli.inference.index import require_faiss
@@ -54,6 +53,7 @@ from tron_cli.inference.predictor import Predictor
 from tron_cli.inference.retrieval import NO_FILTERS, Filters
 from tron_cli.inference.session_input import INT64_RANGE, Batch, RecordProblem, raw_ids
 from tron_cli.safe_json import JsonRefused, parse
+from tron_cli.version import __version__
 
 PATHS = ("/recommend", "/health", "/metadata", "/metrics")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

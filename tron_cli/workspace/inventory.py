@@ -122,9 +122,9 @@ def _figures(kind: str, path: Path, document: dict[str, Any]) -> tuple[str, dict
     if kind == "run":
         summary = _read(path / "summary.json")
         test_recall, test_label = _test_recall(path)
-        history = _history(path)
+        records = history(path)
         train = document.get("train") or {}
-        best = max(history, key=lambda r: _valid_recall(r.get("valid")) or -1.0, default=None) if history else None
+        best = max(records, key=lambda r: _valid_recall(r.get("valid")) or -1.0, default=None) if records else None
         if summary is not None:
             status = "complete"
         elif (path / "checkpoint" / "state.json").is_file():
@@ -135,7 +135,7 @@ def _figures(kind: str, path: Path, document: dict[str, Any]) -> tuple[str, dict
             "dataset": (document.get("dataset") or {}).get("name"),
             "model": (document.get("model") or {}).get("type"),
             "loss": train.get("loss"),
-            "epochs": len(history),
+            "epochs": len(records),
             "epochs_asked": train.get("epochs"),
             "best_epoch": (summary or {}).get("best_epoch", best.get("epoch") if best else None),
             "valid_recall@20": _valid_recall((summary or {}).get("valid")) if summary else _valid_recall(best.get("valid") if best else None),
@@ -153,7 +153,8 @@ def _figures(kind: str, path: Path, document: dict[str, Any]) -> tuple[str, dict
     }
 
 
-def _history(path: Path) -> list[dict[str, Any]]:
+def history(path: Path) -> list[dict[str, Any]]:
+    """A run's history.jsonl, one record per epoch, up to a line torn by a kill."""
     records: list[dict[str, Any]] = []
     try:
         lines = (path / "history.jsonl").read_text().splitlines()
@@ -167,7 +168,7 @@ def _history(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _artifact(kind: str, path: Path) -> Artifact | None:
+def artifact(kind: str, path: Path) -> Artifact | None:
     """The artifact of `kind` at `path`, or None when the directory is not one (no marker, another schema)."""
     marker = path / MARKERS[kind]
     document = _read(marker)
@@ -202,9 +203,9 @@ def list_artifacts(kinds: tuple[str, ...] = KINDS) -> list[Artifact]:
         entries = []
         for path in root.iterdir():
             if path.is_dir() and not path.name.startswith(".") and not (kind == "dataset" and path == home.raw_root()):
-                artifact = _artifact(kind, path) or _damaged(kind, path)
-                if artifact is not None:
-                    entries.append(artifact)
+                found_here = artifact(kind, path) or _damaged(kind, path)
+                if found_here is not None:
+                    entries.append(found_here)
         found += sorted(entries, key=lambda a: (a.created or "", a.name), reverse=True)
     return found
 
@@ -220,11 +221,11 @@ def resolve(target: Path) -> tuple[str | None, Path, list[Path]]:
         if path.is_file():
             return None, path, []
         for kind in KINDS:
-            if _artifact(kind, path) is not None:
+            if artifact(kind, path) is not None:
                 return kind, path, []
         raise UsageError(f"{path} is not a tron download, dataset, run or bundle", "Give one of the paths that tron ls lists")
     if len(path.parts) == 1:
-        matches = [(kind, ROOTS[kind]() / path) for kind in BY_NAME if _artifact(kind, ROOTS[kind]() / path) is not None]
+        matches = [(kind, ROOTS[kind]() / path) for kind in BY_NAME if artifact(kind, ROOTS[kind]() / path) is not None]
         if matches:
             return matches[0][0], matches[0][1], [where for _, where in matches[1:]]
     raise MissingInputError(f"{path} does not exist, and no artifact under {home.home()} has that name", "tron ls lists them")
@@ -270,9 +271,9 @@ def describe(target: Path) -> dict[str, Any]:
     kind, path, others = resolve(target)
     if kind is None:
         return {"kind": "file", "path": str(path.resolve()), **_file_schema(path), **({"document": _read(path)} if path.suffix == ".json" else {})}
-    artifact = _artifact(kind, path)
-    assert artifact is not None
-    out = {**artifact.to_dict(), "same_name": [str(other.resolve()) for other in others]}
+    described = artifact(kind, path)
+    assert described is not None
+    out = {**described.to_dict(), "same_name": [str(other.resolve()) for other in others]}
     document = _read(path / MARKERS[kind]) or {}
     if kind == "download":
         out["manifest"] = document
@@ -282,7 +283,7 @@ def describe(target: Path) -> dict[str, Any]:
         out.update({"config": {key: document.get(key) for key in ("dataset", "model", "train", "world_size", "torch_version")}})
         summary = _read(path / "summary.json")
         out["summary"] = summary and {**summary, "run": str(path.resolve())}  # where the run is now, not where it was trained from
-        out["history"] = _history(path)
+        out["history"] = history(path)
         out["metrics"] = (_read(path / "metrics.json") or {}).get("metrics")
     else:
         out["config"] = {key: document.get(key) for key in ("model", "max_length", "n_items", "item_id_type", "event_types", "dataset", "run", "onnx")}
