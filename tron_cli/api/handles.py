@@ -36,6 +36,12 @@ class Artifact:
     ("complete", or how far an unfinished run got) and `figures`, the columns of its `tron ls` row."""
 
     kind: ClassVar[str] = ""
+    name: str
+    path: Path
+    size: int
+    created: str | None
+    status: str
+    figures: dict[str, Any]
 
     def __init__(self, path: PathLike) -> None:
         """The artifact at `path`, or of that name under $TRON_HOME (`Run("synthetic-sasrec-1")`)."""
@@ -59,12 +65,12 @@ class Artifact:
         return handle
 
     def _set(self, found: inventory.Artifact) -> None:
-        self.name: str = found.name
-        self.path: Path = found.path
-        self.size: int = found.size
-        self.created: str | None = found.created
-        self.status: str = found.status
-        self.figures: dict[str, Any] = found.figures
+        self.name = found.name
+        self.path = found.path
+        self.size = found.size
+        self.created = found.created
+        self.status = found.status
+        self.figures = found.figures
 
     def __fspath__(self) -> str:
         return str(self.path)

@@ -24,6 +24,11 @@ class Metrics(Mapping[str, float]):
     intervals with `bootstrap`; `result` is everything `tron evaluate --json` prints (counts, split, protocol,
     dataset); `run` is the run or bundle evaluated (None for a baseline)."""
 
+    result: dict[str, Any]
+    run: Path | None
+    low: dict[str, float]
+    high: dict[str, float]
+
     def __init__(self, result: dict[str, Any], run: Path | None = None) -> None:
         self.result = result
         self.run = run
