@@ -342,6 +342,28 @@ def test_import_tron_cli_is_light_and_every_public_name_resolves():
     assert result.stdout.strip() == "[] []"
 
 
+def test_progress_bars_draw_in_a_terminal_and_in_jupyter_and_stay_away_elsewhere(monkeypatch):
+    import io
+    import types
+
+    from rich.console import Console
+
+    from tron_cli.api.progress import NotebookReporter, RichTask
+
+    for console, draws in ((Console(file=io.StringIO(), force_terminal=True), True), (Console(file=io.StringIO(), force_terminal=False), False)):
+        with NotebookReporter(console).task("epoch 1/1", total=10) as task:
+            task.update(advance=5, loss=1.5)
+            assert isinstance(task, RichTask) is draws
+    notebook = NotebookReporter(Console(file=io.StringIO(), force_jupyter=True))
+    monkeypatch.setitem(sys.modules, "ipywidgets", types.ModuleType("ipywidgets"))
+    assert notebook.shows_progress  # rich draws a notebook's bars in an ipywidgets Output
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # not installed: no bar, rather than rich's warning at every refresh
+    assert not notebook.shows_progress and not isinstance(notebook.task("epoch 1/1", total=10), RichTask)
+    with pytest.warns(tron_cli.errors.TronWarning, match="said once") as caught:
+        NotebookReporter().warn("said once")
+    assert caught[0].filename == __file__  # named at the caller's line, not inside tron_cli
+
+
 def _python_blocks(page: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
 

@@ -1,4 +1,5 @@
-"""Progress bars that work in a terminal and in a Jupyter notebook (rich draws both), and the Python API's
+"""Progress bars that work in a terminal and in a Jupyter notebook (rich draws both; a notebook's through ipywidgets,
+the notebook extra), and the Python API's
 default reporter: bars where a person watches, messages to the `tron_cli` logger, warnings as `TronWarning`.
 
 The CLI's reporter (`cli/_ui.py`) draws the same bars with `progress_task`.
@@ -95,7 +96,14 @@ class NotebookReporter(Reporter):
 
     @property
     def shows_progress(self) -> bool:
-        return self.console.is_terminal or self.console.is_jupyter
+        """In a terminal; in a notebook when ipywidgets is there to draw with (the notebook extra), else rich only warns."""
+        if self.console.is_jupyter:
+            try:
+                import ipywidgets  # noqa: F401
+            except ImportError:
+                return False
+            return True
+        return self.console.is_terminal
 
     def task(self, description: str, total: float | None = None, unit: str = "") -> Task:
         return progress_task(self.console, description, total, unit) if self.shows_progress else Task()
