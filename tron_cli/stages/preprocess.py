@@ -235,6 +235,7 @@ def _read_source(source: _Source, spec: DatasetSpec | None, options: Options, re
             type_col=options.type_col,
             order_types=options.order_types,
             cart_types=options.cart_types,
+            id_type=options.id_type,
         )
     return _named(source, lambda: _read(_readable(source), spec, options, report))
 
@@ -298,7 +299,7 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     out = Path(options.out) if options.out else home.datasets_root() / name
     if out.exists() and not options.force:
         raise UsageError(f"{out} exists already", "Pass --force to replace it, or --name to write another dataset")
-    check_replaceable(out, "dataset", inputs=tuple(source.path for source in sources))
+    check_replaceable(out, "dataset", inputs=tuple(source.path for source in sources if source.table is None))
 
     min_length = options.min_session_length
     min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)
