@@ -116,3 +116,37 @@ def test_sparse_gradients_are_averaged_over_ranks(tmp_path):
     dense = json.loads(out.read_text())
     # rank 0: row 1 -> 1, row 3 -> 2; rank 1: rows 3 and 5 -> 2 each; mean over the 2 ranks
     assert dense == [[0, 0], [0.5, 0.5], [0, 0], [2, 2], [0, 0], [1, 1]]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_torchrun_nodes_on_loopback_equal_one_process(tiny_dataset, tmp_path):
+    """docs/distributed.md's multi-node command, run as two "nodes" on this machine: two torchrun agents with
+    --nnodes 2 meet at a c10d rendezvous on 127.0.0.1 and train one run with gloo, equal to one process."""
+    import os
+    import subprocess
+    import sys
+
+    out, port = tmp_path / "two-nodes", _free_port()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
+    command += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "tron-loopback", "--max-restarts", "0"]
+    train = ["-m", "tron_cli", "-q", "train", str(tiny_dataset), *COMMON, "--batch-size", "8", "--out", str(out)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen([*command, "--node-rank", str(rank), *train], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    single = tmp_path / "single"
+    result = invoke("train", str(tiny_dataset), *COMMON, "--batch-size", "16", "--out", str(single), "--json")
+    assert result.exit_code == 0, result.stderr
+    a = json.loads((out / "history.jsonl").read_text().splitlines()[0])
+    b = json.loads((single / "history.jsonl").read_text().splitlines()[0])
+    assert a["step"] == b["step"] == 6
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
