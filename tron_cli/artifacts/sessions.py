@@ -141,7 +141,9 @@ def write_sessions(path: Path, sessions: Sessions, row_group_size: int = 1 << 20
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
 
 
-def _open_parquet(path: Path, kind: str) -> pq.ParquetFile:
+def _open_parquet(path: Path, kind: str) -> tuple[pq.ParquetFile, str | None]:
+    """(the file, its `tron.schema` tag); the tag is None for a file another tool wrote without one (Spark cannot
+    set it), which its reader then checks by its columns alone (docs/artifacts.md: writing a dataset elsewhere)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path} is missing", redo_hint(kind))
@@ -149,10 +151,22 @@ def _open_parquet(path: Path, kind: str) -> pq.ParquetFile:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
         raise ArtifactError(f"{path} is not a readable Parquet file ({error})", redo_hint(kind)) from None
-    found = (parquet.schema_arrow.metadata or {}).get(SCHEMA_KEY, b"none").decode()
-    if not readable(kind, found):
-        raise ArtifactError(f"{path} has schema {found!r}, expected {schema_tag(kind)!r}", redo_hint(kind))
-    return parquet
+    tag = (parquet.schema_arrow.metadata or {}).get(SCHEMA_KEY)
+    if tag is None:
+        return parquet, None
+    if not readable(kind, tag.decode()):
+        raise ArtifactError(f"{path} has schema {tag.decode()!r}, expected {schema_tag(kind)!r}", redo_hint(kind))
+    return parquet, tag.decode()
+
+
+def _plain_type(kind: pa.DataType) -> pa.DataType:
+    """A column's type without what writers spell differently: a list's element name and nullability (pyarrow's
+    `item`, Spark's `element`)."""
+    return pa.list_(kind.value_type) if pa.types.is_list(kind) or pa.types.is_large_list(kind) else kind
+
+
+def _has_columns(schema: pa.Schema, expected: pa.Schema) -> bool:
+    return schema.names == expected.names and all(_plain_type(field.type) == _plain_type(want.type) for field, want in zip(schema, expected))
 
 
 def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,14 +179,19 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def read_sessions(path: Path) -> Sessions:
     """Read sessions Parquet written by `write_sessions` (version 2, or 1: clicks only), checking column types."""
-    parquet = _open_parquet(path, "sessions")
-    version = (parquet.schema_arrow.metadata or {}).get(SCHEMA_KEY, b"").decode()
-    if parquet.schema_arrow.remove_metadata() != (SESSIONS_V1 if version == "sessions/1" else SESSIONS_SCHEMA):
+    parquet, version = _open_parquet(path, "sessions")
+    if version is None:  # another tool's file: the version its columns are
+        version = "sessions/1" if parquet.schema_arrow.names == SESSIONS_V1.names else schema_tag("sessions")
+    if not _has_columns(parquet.schema_arrow, SESSIONS_V1 if version == "sessions/1" else SESSIONS_SCHEMA):
         raise ArtifactError(f"{path} has columns {parquet.schema_arrow.names} of unexpected types", redo_hint("sessions"))
     try:
         table = parquet.read()
     except (pa.ArrowException, OSError) as error:
         raise ArtifactError(f"{path} is truncated or corrupt ({error})", redo_hint("sessions")) from None
+    for name in table.column_names:
+        column = table.column(name)
+        if column.null_count or (pa.types.is_list(column.type) and any(chunk.values.null_count for chunk in column.chunks)):
+            raise ArtifactError(f"{path}: column {name!r} holds nulls", "Write every session with its lists, empty rather than null")
     offsets, items = _flat(table.column("items"))
     ts_offsets, ts = _flat(table.column("ts"))
     if not np.array_equal(offsets, ts_offsets):
@@ -225,13 +244,15 @@ def catalogue_fingerprint(raw_ids: pa.Array) -> str:
 
 def read_items(path: Path) -> pa.Table:
     """The catalogue table (item, id, count), rows in dense-id order 1..N."""
-    parquet = _open_parquet(path, "items")
+    parquet, _ = _open_parquet(path, "items")
     try:
         table = parquet.read()
     except (pa.ArrowException, OSError) as error:
         raise ArtifactError(f"{path} is truncated or corrupt ({error})", redo_hint("items")) from None
-    if table.column_names != ["item", "id", "count"] or table.schema.field("item").type != pa.int32():
-        raise ArtifactError(f"{path} has columns {table.column_names}, expected item, id, count", redo_hint("items"))
+    if table.column_names != ["item", "id", "count"] or table.schema.field("item").type != pa.int32() or not pa.types.is_integer(table.schema.field("count").type):
+        raise ArtifactError(f"{path} has columns {table.column_names} ({table.schema.types}), expected item int32, id, count int64", redo_hint("items"))
+    if table.column("item").null_count or table.column("id").null_count or table.column("count").null_count:
+        raise ArtifactError(f"{path} holds nulls", "Give every item its dense id, raw id and count")
     items = np.asarray(table.column("item"))
     if not np.array_equal(items, np.arange(1, len(items) + 1)):
         raise ArtifactError(f"{path}: item ids are not 1..N in order", redo_hint("items"))
