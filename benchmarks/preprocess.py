@@ -5,7 +5,9 @@
 
 The raw files are generated once (by `tron download synthetic`'s generator, in OTTO's JSON-lines format and
 file names) into --workdir and reused; `tron preprocess otto --input DIR` then runs as a child process so its
-peak resident memory can be read from the kernel. Prints one table; asserts nothing about time.
+peak resident memory can be read from the kernel. Prints one table, with the dataset's digest (what it holds,
+`artifacts.sessions.dataset_digest`: equal digests, equal datasets, whichever tron wrote them); asserts nothing
+about time. --keep leaves the dataset in --workdir; otherwise it is deleted after the digest.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tron_cli.artifacts.sessions import dataset_digest
 
 OTTO_TRAIN_SESSIONS = 12_899_779
 OTTO_ITEMS = 1_855_603
@@ -49,11 +54,14 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of OTTO's size (1.0 = full)")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "tron-bench")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-limit", default="auto", help="tron preprocess --memory-limit (auto: a quarter of the machine's memory)")
+    parser.add_argument("--keep", action="store_true", help="keep the dataset written (it is as large as a few GB at full scale)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     raw = generate(args.workdir, args.scale, args.seed)
     out = args.workdir / f"dataset-{args.scale:g}"
     command = [sys.executable, "-m", "tron_cli", "-q", "preprocess", "otto", "--input", str(raw), "--out", str(out), "--force", "--json"]
+    command += ["--memory-limit", args.memory_limit]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -70,8 +78,11 @@ def main() -> None:
         ("test sessions / events", f"{summary['test']['sessions']:,} / {summary['test']['events']:,}"),
         ("items", f"{summary['n_items']:,}"),
         ("wall time", f"{seconds:.1f} s ({size / 1e6 / seconds:.0f} MB/s)"),
-        ("peak RSS", f"{peak / 2**30:.2f} GiB"),
+        ("peak RSS", f"{peak / 2**30:.2f} GiB (--memory-limit {args.memory_limit})"),
+        ("output digest", dataset_digest(out)),
     ]
+    if not args.keep:
+        shutil.rmtree(out)
     width = max(len(name) for name, _ in rows)
     print(f"tron preprocess otto, scale {args.scale:g}")
     for name, value in rows:

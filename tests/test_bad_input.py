@@ -533,6 +533,27 @@ CASES = [
     ),
     Case(id="pre-test-without-train", setup=lambda t, w: ["preprocess", "--test", "log.jsonl"], code=2, needles=("--test needs --train",)),
     Case(
+        id="pre-memory-limit-not-a-size",
+        setup=log("log.csv", GOOD_CSV, "--memory-limit", "lots"),
+        code=2,
+        needles=("--memory-limit", "'lots'", "4G"),
+        absent=("data/log",),
+    ),
+    Case(
+        id="pre-memory-limit-too-small",
+        setup=log("log.csv", GOOD_CSV, "--memory-limit", "10M"),
+        code=2,
+        needles=("--memory-limit 10M", "64 MiB"),
+        absent=("data/log",),
+    ),
+    Case(
+        id="pre-train-directory-without-parts",
+        setup=lambda t, w: ((t / "events").mkdir(), ["preprocess", "--train", "events"])[1],
+        code=1,
+        needles=("events", "a directory without any part"),
+        absent=("data/events",),
+    ),
+    Case(
         id="pre-valid-fraction-out-of-range",
         setup=log("log.csv", GOOD_CSV, "--format", "csv", "--valid-fraction", "1.5"),
         code=2,

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,10 +126,10 @@ def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
-def write_sessions(path: Path, sessions: Sessions, row_group_size: int = 1 << 20) -> None:
-    """Write sessions Parquet (schema sessions/2) atomically; sessions without other events get empty lists."""
+def sessions_table(sessions: Sessions) -> pa.Table:
+    """Sessions as a table of schema sessions/2; sessions without other events get empty lists."""
     extra = sessions.extra if sessions.extra is not None else ExtraEvents.none(len(sessions))
-    table = pa.Table.from_arrays(
+    return pa.Table.from_arrays(
         [
             pa.array(np.asarray(sessions.session, dtype=np.int64)),  # asarray: no copy when the type is right already
             _list_array(sessions.offsets, np.asarray(sessions.items, dtype=np.int32)),
@@ -137,8 +140,22 @@ def write_sessions(path: Path, sessions: Sessions, row_group_size: int = 1 << 20
         ],
         schema=SESSIONS_SCHEMA.with_metadata({SCHEMA_KEY: schema_tag("sessions").encode()}),
     )
+
+
+def write_sessions(path: Path, sessions: Sessions, row_group_size: int = 1 << 20) -> None:
+    """Write sessions Parquet (schema sessions/2) atomically."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        pq.write_table(sessions_table(sessions), tmp, row_group_size=row_group_size, compression="zstd")
+
+
+@contextlib.contextmanager
+def sessions_writer(path: Path) -> Iterator[Callable[[pa.Table], None]]:
+    """Write sessions Parquet (schema sessions/2) atomically, a row group per table (of `sessions_table`) given to
+    the function yielded, so that the sessions never need to be in memory at once."""
+    with atomic_path(path) as tmp:
+        schema = SESSIONS_SCHEMA.with_metadata({SCHEMA_KEY: schema_tag("sessions").encode()})
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            yield lambda table: writer.write_table(table.replace_schema_metadata(schema.metadata), row_group_size=max(1, table.num_rows))
 
 
 def _open_parquet(path: Path, kind: str) -> tuple[pq.ParquetFile, str | None]:
@@ -177,21 +194,52 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], values
 
 
+def _files(path: Path, kind: str) -> list[Path]:
+    """A Parquet file, or the parts of the directory that Spark writes in its place (`train.parquet/part-…`), in
+    name order; what writers leave beside the parts (`_SUCCESS`, `.crc` checksums) is no part."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    files = sorted(entry for entry in path.iterdir() if entry.is_file() and not entry.name.startswith((".", "_")) and not entry.name.endswith(".crc"))
+    if not files:
+        raise ArtifactError(f"{path} is a directory without Parquet parts", redo_hint(kind))
+    return files
+
+
+def _read_checked(path: Path, kind: str, expected: Callable[[pq.ParquetFile, str | None], tuple[pa.Schema, str]]) -> tuple[pa.Table, str]:
+    """The table of a file or directory of parts, each part's tag and columns checked (`expected`: the schema and
+    version a part must have) and its types spelled as tron's; no value may be null."""
+    tables, versions = [], set()
+    for file in _files(path, kind):
+        parquet, tag = _open_parquet(file, kind)
+        schema, version = expected(parquet, tag)
+        if not _has_columns(parquet.schema_arrow, schema):
+            raise ArtifactError(f"{file} has columns {parquet.schema_arrow.names} of unexpected types", redo_hint(kind))
+        try:
+            table = parquet.read()
+        except (pa.ArrowException, OSError) as error:
+            raise ArtifactError(f"{file} is truncated or corrupt ({error})", redo_hint(kind)) from None
+        for name in table.column_names:
+            column = table.column(name)
+            if column.null_count or (pa.types.is_list(column.type) and any(chunk.values.null_count for chunk in column.chunks)):
+                raise ArtifactError(f"{file}: column {name!r} holds nulls", "Write every value; a session without other events has empty lists")
+        tables.append(table.cast(schema))
+        versions.add(version)
+    if len(versions) > 1:
+        raise ArtifactError(f"{path}: its parts are of different versions ({', '.join(sorted(versions))})", redo_hint(kind))
+    return pa.concat_tables(tables), versions.pop()
+
+
+def _sessions_expected(parquet: pq.ParquetFile, tag: str | None) -> tuple[pa.Schema, str]:
+    """The schema a sessions file must have: its tag's, or for another tool's file the version its columns are."""
+    version = tag or ("sessions/1" if parquet.schema_arrow.names == SESSIONS_V1.names else schema_tag("sessions"))
+    return (SESSIONS_V1 if version == "sessions/1" else SESSIONS_SCHEMA), version
+
+
 def read_sessions(path: Path) -> Sessions:
-    """Read sessions Parquet written by `write_sessions` (version 2, or 1: clicks only), checking column types."""
-    parquet, version = _open_parquet(path, "sessions")
-    if version is None:  # another tool's file: the version its columns are
-        version = "sessions/1" if parquet.schema_arrow.names == SESSIONS_V1.names else schema_tag("sessions")
-    if not _has_columns(parquet.schema_arrow, SESSIONS_V1 if version == "sessions/1" else SESSIONS_SCHEMA):
-        raise ArtifactError(f"{path} has columns {parquet.schema_arrow.names} of unexpected types", redo_hint("sessions"))
-    try:
-        table = parquet.read()
-    except (pa.ArrowException, OSError) as error:
-        raise ArtifactError(f"{path} is truncated or corrupt ({error})", redo_hint("sessions")) from None
-    for name in table.column_names:
-        column = table.column(name)
-        if column.null_count or (pa.types.is_list(column.type) and any(chunk.values.null_count for chunk in column.chunks)):
-            raise ArtifactError(f"{path}: column {name!r} holds nulls", "Write every session with its lists, empty rather than null")
+    """Read sessions Parquet written by `write_sessions` (version 2, or 1: clicks only) or by another tool (a file
+    or a directory of parts, docs/artifacts.md), checking column types."""
+    table, version = _read_checked(path, "sessions", _sessions_expected)
     offsets, items = _flat(table.column("items"))
     ts_offsets, ts = _flat(table.column("ts"))
     if not np.array_equal(offsets, ts_offsets):
@@ -243,20 +291,47 @@ def catalogue_fingerprint(raw_ids: pa.Array) -> str:
 
 
 def read_items(path: Path) -> pa.Table:
-    """The catalogue table (item, id, count), rows in dense-id order 1..N."""
-    parquet, _ = _open_parquet(path, "items")
-    try:
-        table = parquet.read()
-    except (pa.ArrowException, OSError) as error:
-        raise ArtifactError(f"{path} is truncated or corrupt ({error})", redo_hint("items")) from None
-    if table.column_names != ["item", "id", "count"] or table.schema.field("item").type != pa.int32() or not pa.types.is_integer(table.schema.field("count").type):
-        raise ArtifactError(f"{path} has columns {table.column_names} ({table.schema.types}), expected item int32, id, count int64", redo_hint("items"))
-    if table.column("item").null_count or table.column("id").null_count or table.column("count").null_count:
-        raise ArtifactError(f"{path} holds nulls", "Give every item its dense id, raw id and count")
+    """The catalogue table (item, id, count), rows in dense-id order 1..N (a file, or a directory of parts)."""
+
+    def expected(parquet: pq.ParquetFile, tag: str | None) -> tuple[pa.Schema, str]:
+        schema = parquet.schema_arrow
+        if schema.names != ["item", "id", "count"] or schema.field("item").type != pa.int32() or not pa.types.is_integer(schema.field("count").type):
+            raise ArtifactError(f"{path} has columns {schema.names} ({schema.types}), expected item int32, id, count int64", redo_hint("items"))
+        return pa.schema([pa.field("item", pa.int32()), schema.field("id"), pa.field("count", pa.int64())]), tag or schema_tag("items")
+
+    table, _ = _read_checked(path, "items", expected)
     items = np.asarray(table.column("item"))
     if not np.array_equal(items, np.arange(1, len(items) + 1)):
         raise ArtifactError(f"{path}: item ids are not 1..N in order", redo_hint("items"))
     return table
+
+
+def dataset_digest(path: Path) -> str:
+    """sha256 of what a dataset directory holds: its splits' sessions, its catalogue and dataset.json but for when
+    (`created`) and from which files (`source`) it was made. Two datasets with the same digest hold the same
+    sessions, whatever their row groups (each column is hashed as one stream of list lengths and values)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    document = json.loads((path / "dataset.json").read_text())
+    digest.update(json.dumps({key: value for key, value in document.items() if key not in ("created", "source")}, sort_keys=True).encode())
+    for split in document["splits"]:
+        parquet = pq.ParquetFile(path / f"{split}.parquet")
+        streams = {name: (hashlib.sha256(), hashlib.sha256()) for name in parquet.schema_arrow.names}
+        for batch in parquet.iter_batches():
+            for name, (lengths, values) in streams.items():
+                column = batch.column(name)
+                if pa.types.is_list(column.type):
+                    offsets = np.asarray(column.offsets, dtype=np.int64)
+                    lengths.update(np.diff(offsets).tobytes())
+                    values.update(np.ascontiguousarray(column.values.slice(offsets[0], offsets[-1] - offsets[0])).tobytes())
+                else:
+                    values.update(np.ascontiguousarray(column).tobytes())
+        for name, (lengths, values) in streams.items():
+            digest.update(f"{split}.{name}".encode() + lengths.digest() + values.digest())
+    items = pq.read_table(path / "items.parquet")
+    for name in items.column_names:
+        digest.update(name.encode() + str(items.schema.field(name).type).encode() + "\n".join(map(str, items.column(name).to_pylist())).encode())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- datasets

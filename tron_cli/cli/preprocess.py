@@ -14,9 +14,16 @@ from tron_cli.datasets import DATASETS
 
 @click.command(short_help="Turn a raw click log into a dataset (sessions, splits, catalogue).")
 @click.argument("name", required=False, type=RegistryChoice(DATASETS))
-@click.option("--input", "input_path", type=click.Path(path_type=Path), help="Raw file or directory to read instead of the download.")
-@click.option("--train", "train", type=click.Path(path_type=Path), help="Your own log: one event a row (CSV, TSV, Parquet, JSON lines) or OTTO JSON lines.")
-@click.option("--test", "test", type=click.Path(path_type=Path), help="A test log of your own: the data comes pre-split.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), help="Raw file, directory or glob to read instead of the download.")
+@click.option(
+    "--train",
+    "train",
+    type=click.Path(path_type=Path),
+    help="Your own log: one event a row (CSV, TSV, Parquet, JSON lines) or OTTO JSON lines; a file, a directory of parts, a quoted glob or a hive-partitioned tree (date=.../ directories become columns).",
+)
+@click.option(
+    "--test", "test", type=click.Path(path_type=Path), help="A test log of your own (a file, directory or glob, as --train): the data comes pre-split."
+)
 @click.option(
     "--format",
     "fmt",
@@ -73,15 +80,22 @@ from tron_cli.datasets import DATASETS
     type=click.Choice(["drop", "keep"]),
     help="Test targets never seen in training: keep them in the catalogue as misses (default for your own logs), or drop them (default for yoochoose, diginetica and otto, as the reference does).",
 )
+@click.option(
+    "--memory-limit",
+    default="auto",
+    show_default=True,
+    help="Memory to keep within (4G, 512M, ...; auto: a quarter of the machine's): the log is read in blocks spilled to $TMPDIR and worked through one block at a time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
 def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_types, dataset_name, as_json, **rest) -> None:
     """Turn a raw click log into a dataset: sessions, splits and a dense item catalogue.
 
     Reads a download (NAME, or the newest under data/raw/), a file given with --input, or your own log
-    (--train, --test: its format by the file name, its session, item and time columns recognised by
-    their common names or given by flags). Writes $TRON_HOME/data/NAME/: train.parquet, valid.parquet,
-    test.parquet, items.parquet and dataset.json (see docs/artifacts.md).
+    (--train, --test: one file or many parts, its format by the file names, its session, item and time
+    columns recognised by their common names or given by flags). Writes $TRON_HOME/data/NAME/:
+    train.parquet, valid.parquet, test.parquet, items.parquet and dataset.json (see docs/artifacts.md;
+    docs/data-lake.md for logs from Spark or DuckDB).
 
     \b
     Examples:
@@ -89,6 +103,7 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_typ
         tron preprocess yoochoose --input yoochoose-clicks.dat
         tron preprocess --train clicks.csv.gz # columns session_id, item_id, timestamp: recognised
         tron preprocess --train log.tsv --session-col visit --item-col sku --time-col when
+        tron preprocess --train 'events/date=*/*.parquet' --time-col ts    # a lake's parts
     """
     from tron_cli.api.pipeline import preprocess as run
 

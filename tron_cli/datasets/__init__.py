@@ -16,7 +16,7 @@ dataset module must be cheap to import: readers import polars when they run (syn
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,8 +84,9 @@ class Parameter:
         return "--" + self.name.replace("_", "-")
 
 
-# (raw file, OTTO event types to keep, progress) -> events grouped by session
-Reader = Callable[[Path, "tuple[str, ...]", Reporter], "RawLog"]
+# (raw file, OTTO event types to keep, progress) -> events grouped by session: the whole log, or blocks of whole
+# sessions one after another (which preprocessing then holds one at a time)
+Reader = Callable[[Path, "tuple[str, ...]", Reporter], "RawLog | Iterable[RawLog]"]
 # (empty output directory, progress, **parameters) -> the files written
 Generate = Callable[..., "list[Path]"]
 
@@ -117,8 +118,8 @@ class DatasetSpec:
         return {parameter.name: parameter.default for parameter in self.parameters}
 
 
-def read_otto_jsonl(path: Path, event_types: tuple[str, ...], report: Reporter) -> RawLog:
-    """The shared OTTO JSON-lines reader (`readers.read_otto_jsonl`), imported when it runs."""
+def read_otto_jsonl(path: Path, event_types: tuple[str, ...], report: Reporter) -> Iterator[RawLog]:
+    """The shared OTTO JSON-lines reader (`readers.read_otto_jsonl`, a block of sessions at a time), imported when it runs."""
     from tron_cli.datasets.readers import read_otto_jsonl as read
 
     return read(path, event_types, report)

@@ -14,7 +14,9 @@ import contextlib
 import io
 import lzma
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -34,7 +36,8 @@ OTTO_SCHEMA: dict[str, Any] = {
     "events": pl.List(pl.Struct({"aid": pl.Int64, "ts": pl.Int64, "type": pl.String})),
 }
 OTTO_TYPES = ("clicks", "carts", "orders")
-BLOCK_BYTES = 16 << 20  # a block's parse holds ~20x its size in transient strings
+BLOCK_BYTES = 16 << 20  # a block's parse holds ~20x its size in transient strings (about 320 MB at once)
+PARSERS = 2  # blocks parsed at once: two cores' worth, and twice one parse's memory
 
 
 @dataclass
@@ -313,13 +316,30 @@ def _json_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...
     )
 
 
-def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), report: Reporter = SILENT) -> RawLog:
-    """OTTO sessions, keeping only `event_types`; aids stay raw (the catalogue maps them to dense ids later).
+def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), report: Reporter = SILENT) -> Iterator[RawLog]:
+    """OTTO sessions, keeping only `event_types`, one block of whole lines at a time (a `RawLog` of each parse
+    block's sessions, in file order); aids stay raw (the catalogue maps them to dense ids later).
 
-    The file is parsed in blocks of whole lines, so memory stays near the size of the output arrays.
-    """
+    Blocks are parsed by `PARSERS` threads (polars and numpy release the GIL), each while the next is read, and
+    come back in file order, so an error names the first bad line of the file."""
     path = check_file(path)
-    parts = []
+    found = False
+    with ThreadPoolExecutor(PARSERS) as pool:
+        pending: deque[Future[RawLog]] = deque()
+        for line, block in _line_blocks(path, report):
+            pending.append(pool.submit(_parse_block, path, line, block=block, event_types=event_types))
+            if len(pending) > PARSERS:
+                found = True
+                yield pending.popleft().result()
+        while pending:
+            found = True
+            yield pending.popleft().result()
+    if not found:
+        raise InputFormatError(f"{path} has no sessions", "Give a file with at least one JSON line")
+
+
+def _line_blocks(path: Path, report: Reporter) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, block) of about `BLOCK_BYTES` of whole lines, blank blocks left out."""
     line = 1
     with open_raw(path) as (handle, position), report.task(f"reading {path.name}", total=path.stat().st_size, unit="B") as task:
         remainder = b""
@@ -332,23 +352,27 @@ def read_otto_jsonl(path: Path, event_types: tuple[str, ...] = ("clicks",), repo
                 cut = block.rfind(b"\n") + 1
                 block, remainder = block[:cut], block[cut:]
             if block.strip():
-                parsed = _canonical_block(block.rstrip(b"\n"), event_types) if b"\r" not in block else None
-                sessions, lengths, aids, ts, extra_lengths, extra_aids, extra_ts, extra_types = (
-                    parsed if parsed is not None else _json_block(path, line, block, event_types)
-                )
-                parts.append((sessions, lengths, _narrow(aids), ts, extra_lengths, _narrow(extra_aids), extra_ts, extra_types))
+                yield line, block
             line += block.count(b"\n")
             task.update(completed=position())
             if not chunk:
                 break
-    if not parts:
-        raise InputFormatError(f"{path} has no sessions", "Give a file with at least one JSON line")
-    sessions, lengths, aids, stamps, extra_lengths, extra_aids, extra_ts, extra_types = (np.concatenate(column) for column in zip(*parts))
+
+
+def _parse_block(path: Path, line: int, block: bytes, event_types: tuple[str, ...]) -> RawLog:
+    parsed = _canonical_block(block.rstrip(b"\n"), event_types) if b"\r" not in block else None
+    sessions, lengths, aids, ts, extra_lengths, extra_aids, extra_ts, extra_types = (
+        parsed if parsed is not None else _json_block(path, line, block, event_types)
+    )
+    return _otto_log(sessions, lengths, aids=aids, ts=ts, extra_lengths=extra_lengths, extra_aids=extra_aids, extra_ts=extra_ts, extra_types=extra_types)
+
+
+def _otto_log(sessions, lengths, aids, ts, extra_lengths, extra_aids, extra_ts, extra_types) -> RawLog:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     extra_offsets = np.concatenate([[0], np.cumsum(extra_lengths)]).astype(np.int64)
-    item_type = pa.int32() if aids.dtype == np.int32 and extra_aids.dtype == np.int32 else pa.int64()
-    extra = RawExtra(extra_offsets, pa.array(extra_aids, type=item_type), extra_ts.astype(np.int64), extra_types.astype(np.int8)) if extra_offsets[-1] else None
-    return RawLog(sessions, offsets, pa.array(aids, type=item_type), stamps, extra=extra)
+    aids, extra_aids = _narrow(aids), _narrow(extra_aids)
+    extra = RawExtra(extra_offsets, pa.array(extra_aids), extra_ts.astype(np.int64), extra_types.astype(np.int8)) if extra_offsets[-1] else None
+    return RawLog(sessions.astype(np.int64, copy=False), offsets, pa.array(aids), ts.astype(np.int64, copy=False), extra=extra)
 
 
 def _narrow(aids: np.ndarray) -> np.ndarray:
@@ -363,6 +387,11 @@ def _narrow(aids: np.ndarray) -> np.ndarray:
 
 def group(session: pl.Series, item: pl.Series, ts: np.ndarray) -> RawLog:
     """Group event rows by session, sessions in order of first appearance, events in row order within each."""
+    return group_rows(session, item, ts, np.arange(len(session), dtype=np.int64))[0]
+
+
+def group_rows(session: pl.Series, item: pl.Series, ts: np.ndarray, rows: np.ndarray) -> tuple[RawLog, np.ndarray]:
+    """`group` of rows numbered `rows` (increasing) in a larger log: (the sessions, each one's first row there)."""
     frame = pl.DataFrame({"session": session, "row": np.arange(len(session), dtype=np.int64)})
     if not session.dtype.is_integer():
         frame = frame.with_columns(pl.col("session").cast(pl.String))
@@ -373,11 +402,18 @@ def group(session: pl.Series, item: pl.Series, ts: np.ndarray) -> RawLog:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     ids = first["session"]
     session_ids = ids.to_numpy().astype(np.int64) if ids.dtype.is_integer() else np.arange(len(ids), dtype=np.int64)
-    return RawLog(session_ids, offsets, item.to_arrow().take(pa.array(order)), ts[order])
+    return RawLog(session_ids, offsets, item.to_arrow().take(pa.array(order)), ts[order]), rows[first["first"].to_numpy()]
 
 
 def timestamps_ms(path: Path | str, column: str, values: pl.Series, unit: str, row_offset: int) -> np.ndarray:
     """Milliseconds since the epoch from ints (`unit` s/ms/us/ns, or auto by magnitude), datetimes or ISO-8601 strings."""
+    stamps, is_ms = time_values(path, column, values, row_offset)
+    return stamps if is_ms else numbers_to_ms(stamps, unit)
+
+
+def time_values(path: Path, column: str, values: pl.Series, row_offset: int) -> tuple[np.ndarray, bool]:
+    """(milliseconds, True) of datetimes or ISO-8601 strings, or (the numbers as float64, False) of a numeric
+    column, whose unit `numbers_to_ms` applies once the whole log is seen; a bad value raises naming its line."""
     bad_hint = f"Fix column {column!r}, or choose --time-col / --time-unit"
     if values.dtype == pl.String:
         parsed = values.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
@@ -393,7 +429,9 @@ def timestamps_ms(path: Path | str, column: str, values: pl.Series, unit: str, r
             )
         values = parsed
     if values.dtype.is_temporal():
-        return values.dt.epoch("ms").to_numpy().astype(np.int64)
+        if values.is_null().any():
+            raise InputFormatError(f"{path}:{first_true(values.is_null()) + row_offset}: column {column!r} is empty", bad_hint)
+        return values.dt.epoch("ms").to_numpy().astype(np.int64), True
     if not values.dtype.is_numeric():
         raise InputFormatError(f"{path}: column {column!r} has type {values.dtype}, not a timestamp", bad_hint)
     if values.is_null().any() or (values.dtype.is_float() and values.is_nan().any()):
@@ -402,9 +440,13 @@ def timestamps_ms(path: Path | str, column: str, values: pl.Series, unit: str, r
     if (values < 0).any():
         row = first_true(values < 0)
         raise InputFormatError(f"{path}:{row + row_offset}: column {column!r} is negative ({values[row]})", bad_hint)
-    numbers = values.to_numpy().astype(np.float64)
+    return values.to_numpy().astype(np.float64), False
+
+
+def numbers_to_ms(numbers: np.ndarray, unit: str, top: float | None = None) -> np.ndarray:
+    """Numbers of `unit` (s/ms/us/ns; auto: told apart by the magnitude of `top`, the log's largest) as milliseconds."""
     if unit == "auto":
-        top = numbers.max() if len(numbers) else 0
+        top = top if top is not None else (numbers.max() if len(numbers) else 0)
         unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
     scale = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}[unit]
     return np.round(numbers * scale).astype(np.int64)
@@ -559,7 +601,7 @@ def table_log(
         id_column(path, frame[column], flag=flag, id_type=id_type, row_offset=row_offset)
         for column, flag in ((session_col, "--session-col"), (item_col, "--item-col"))
     )
-    ts = timestamps_ms(path, time_col, values=_numbers(frame[time_col]), unit=time_unit, row_offset=row_offset)
+    ts = timestamps_ms(path, time_col, values=text_numbers(frame[time_col]), unit=time_unit, row_offset=row_offset)
     if type_col is None:
         raw = group(session, item, ts)
     else:
@@ -612,7 +654,7 @@ def id_column(path: Path | str, values: pl.Series, flag: str, id_type: str = "au
     raise InputFormatError(f"{path}: column {values.name!r} has type {dtype}; ids must be integers or strings", f"Fix the column, or pick another with {flag}")
 
 
-def _numbers(values: pl.Series) -> pl.Series:
+def text_numbers(values: pl.Series) -> pl.Series:
     """A text column of numbers as numbers (integers when every value is one), other columns as they are."""
     number = r"^\s*(-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?|[Nn]a[Nn])\s*$"  # NaN read as a number: refused at its row
     if values.dtype != pl.String or not bool(values.str.contains(number).all()):
@@ -641,41 +683,3 @@ def _typed(path: Path | str, frame: pl.DataFrame, session_col: str, item_col: st
     return attach_extra(
         log, session.filter(pl.Series(other)).to_numpy(), item=frame[item_col].filter(pl.Series(other)).to_arrow(), ts=ts[other], types=codes[other]
     )
-
-
-def read_log(
-    path: Path,
-    fmt: str = "auto",
-    *,
-    session_col: str | None = None,
-    item_col: str | None = None,
-    time_col: str | None = None,
-    time_unit="auto",
-    event_types=("clicks",),
-    separator: str | None = None,
-    type_col: str | None = None,
-    order_types: tuple[str, ...] = ORDER_NAMES,
-    cart_types: tuple[str, ...] = CART_NAMES,
-    report: Reporter = SILENT,
-    id_type: str = "auto",
-) -> RawLog:
-    """Any supported format by name ("auto": by the file's name, `infer_format`)."""
-    if fmt == "auto":
-        fmt = infer_format(path)
-    if fmt == "otto-jsonl":
-        return read_otto_jsonl(path, event_types, report)
-    if fmt in FORMATS:
-        return read_table(
-            path,
-            fmt,
-            session_col=session_col,
-            item_col=item_col,
-            time_col=time_col,
-            time_unit=time_unit,
-            separator=separator,
-            type_col=type_col,
-            order_types=order_types,
-            cart_types=cart_types,
-            id_type=id_type,
-        )
-    raise UsageError(f"unknown format {fmt!r}", f"Use one of: {', '.join(FORMATS)}")

@@ -1,42 +1,20 @@
 """The preprocessing steps shared by every source, vectorised over flat arrays (no per-session Python).
 
-Sessions here hold integer codes of items (`factorize`: indices into the distinct raw ids in sorted order),
-so that filters are bincounts and masks, and dense ids are a cumulative sum over the codes that survive.
-Sessions stay in order of first appearance in the raw file until `by_start` orders them, which is how the
+The stage decides on per-session figures (click counts, first and last times) held for the whole log, and
+applies its decisions to one block of sessions at a time (`keep_events`, `head`, `to_dense`). Sessions here hold
+integer codes of items (`blocks.Catalogue`: indices into the distinct raw ids in sorted order), so that filters
+are bincounts and masks, and dense ids are a cumulative sum over the codes that survive. Sessions keep their
+order of first appearance in the raw log until they are ranked by start (`start_ranks`), which is how the
 reference breaks ties between sessions that start at the same moment.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from tron_cli.artifacts.sessions import ExtraEvents, Sessions, range_indices
 
 DAY_MS = 86_400_000
-
-
-def factorize(parts: list[pa.Array]) -> tuple[list[np.ndarray], pa.Array]:
-    """Codes (int32) of every part over their shared distinct values, and those values sorted:
-    parts[p][i] == uniques[codes[p][i]]. Codes follow the sort order; integer ids come back as int64."""
-    if all(pa.types.is_integer(part.type) for part in parts):
-        arrays = [part.to_numpy(zero_copy_only=False) for part in parts]
-        low = min((int(a.min()) for a in arrays if len(a)), default=0)
-        high = max((int(a.max()) for a in arrays if len(a)), default=0)
-        total = sum(len(a) for a in arrays)
-        if high - low < max(1 << 22, 4 * total):
-            # a dense id space (OTTO aids): marking present ids is O(E), where sorting would be O(E log E)
-            present = np.zeros(high - low + 1, dtype=bool)
-            for array in arrays:
-                present[array - low] = True
-            code_of = (np.cumsum(present) - 1).astype(np.int32)
-            return [code_of[array - low] for array in arrays], pa.array(np.flatnonzero(present) + low, type=pa.int64())
-        uniques = np.unique(np.concatenate(arrays))
-        return [np.searchsorted(uniques, array).astype(np.int32) for array in arrays], pa.array(uniques, type=pa.int64())
-    parts = [part.cast(pa.string()) for part in parts]
-    uniques = pc.unique(pa.chunked_array(parts)).sort()
-    return [np.asarray(pc.index_in(part, uniques), dtype=np.int32) for part in parts], uniques
 
 
 def session_index(sessions: Sessions) -> np.ndarray:
@@ -44,7 +22,7 @@ def session_index(sessions: Sessions) -> np.ndarray:
     return np.repeat(np.arange(len(sessions), dtype=np.int32), sessions.lengths)
 
 
-def _time_order(offsets: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
+def time_order(offsets: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
     """The stable order that sorts events by time within each session, or None when they are sorted already."""
     if len(ts) < 2:
         return None
@@ -54,16 +32,14 @@ def _time_order(offsets: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
     return np.lexsort((ts, owner))  # lexsort is stable
 
 
-def sort_events(sessions: Sessions) -> Sessions:
-    """ExtraEvents sorted by time within each session (stable: ties keep file order, as Python's sorted does); the
-    other events (carts, orders) likewise."""
-    extra = sessions.extra
-    if extra is not None and (order := _time_order(extra.offsets, extra.ts)) is not None:
-        extra = ExtraEvents(extra.offsets, extra.items[order], extra.ts[order], extra.types[order])
-    order = _time_order(sessions.offsets, sessions.ts)
-    if order is None:
-        return Sessions(sessions.session, sessions.offsets, items=sessions.items, ts=sessions.ts, extra=extra)
-    return Sessions(sessions.session, sessions.offsets, items=sessions.items[order], ts=sessions.ts[order], extra=extra)
+def figures(offsets: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clicks, first time, last time) of each session of events sorted by time; times are 0 for an empty one."""
+    lengths = np.diff(offsets)
+    filled = lengths > 0
+    first, last = np.zeros(len(lengths), np.int64), np.zeros(len(lengths), np.int64)
+    first[filled] = ts[offsets[:-1][filled]]
+    last[filled] = ts[offsets[1:][filled] - 1]
+    return lengths, first, last
 
 
 def keep_events(sessions: Sessions, mask: np.ndarray) -> Sessions:
@@ -72,47 +48,6 @@ def keep_events(sessions: Sessions, mask: np.ndarray) -> Sessions:
     offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return Sessions(sessions.session, offsets, items=sessions.items[mask], ts=sessions.ts[mask], extra=sessions.extra)
-
-
-def drop_short(sessions: Sessions, min_length: int) -> Sessions:
-    return sessions.select(sessions.lengths >= min_length)
-
-
-def drop_rare_items(sessions: Sessions, min_support: int, n_codes: int) -> Sessions:
-    """Drop events of items with fewer than `min_support` events in `sessions`."""
-    if min_support <= 1:
-        return sessions
-    support = np.bincount(sessions.items, minlength=n_codes)
-    return keep_events(sessions, support[sessions.items] >= min_support)
-
-
-def starts(sessions: Sessions) -> np.ndarray:
-    return sessions.ts[sessions.offsets[:-1]]
-
-
-def ends(sessions: Sessions) -> np.ndarray:
-    return sessions.ts[sessions.offsets[1:] - 1]
-
-
-def split_by_time(sessions: Sessions, span_ms: float, on: str, floor_to_day: bool = False) -> tuple[Sessions, Sessions]:
-    """(before, after): cut = latest session start (floored to midnight if asked) − span; a session is
-    after the cut when its first (`on="first"`) or last (`on="last"`) event is at or after it."""
-    latest = int(starts(sessions).max())
-    if floor_to_day:
-        latest -= latest % DAY_MS
-    cut = latest - span_ms
-    moment = starts(sessions) if on == "first" else ends(sessions)
-    after = moment >= cut
-    return sessions.select(~after), sessions.select(after)
-
-
-def split_last_fraction(sessions: Sessions, fraction: float) -> tuple[Sessions, Sessions]:
-    """(before, after): the last `fraction` of sessions by start time go after."""
-    order = np.argsort(starts(sessions), kind="stable")
-    n_after = round(len(sessions) * fraction)
-    after = np.zeros(len(sessions), dtype=bool)
-    after[order[len(sessions) - n_after :]] = True
-    return sessions.select(~after), sessions.select(after)
 
 
 def head(sessions: Sessions, lengths: np.ndarray) -> Sessions:
@@ -128,26 +63,28 @@ def head(sessions: Sessions, lengths: np.ndarray) -> Sessions:
     return Sessions(sessions.session, offsets, items=sessions.items[events], ts=sessions.ts[events], extra=extra)
 
 
-def leave_one_out(sessions: Sessions) -> tuple[Sessions, Sessions, Sessions]:
-    """(train, valid, test) as SASRec/BERT4Rec: test is the whole session (its last item the target), valid the
-    session without its last item, train without its last two. Sessions of fewer than 3 events stay in train."""
-    lengths = sessions.lengths
-    long = lengths >= 3
-    train = head(sessions, np.where(long, lengths - 2, lengths))
-    return drop_short(train, 1), head(sessions.select(long), lengths[long] - 1), sessions.select(long)
+def time_cut(member_starts: np.ndarray, span_ms: float, floor_to_day: bool = False) -> float:
+    """The moment a time split cuts at: the latest session start (floored to midnight if asked) − span."""
+    latest = int(member_starts.max())
+    if floor_to_day:
+        latest -= latest % DAY_MS
+    return latest - span_ms
 
 
-def by_start(sessions: Sessions) -> Sessions:
-    """Sessions ordered by their first event; ties keep their current order."""
-    return sessions.select(np.argsort(starts(sessions), kind="stable"))
+def last_fraction(member_starts: np.ndarray, fraction: float) -> np.ndarray:
+    """(S,) bool: the last `fraction` of sessions by start time (stable: ties keep their order)."""
+    order = np.argsort(member_starts, kind="stable")
+    n_after = round(len(member_starts) * fraction)
+    after = np.zeros(len(member_starts), dtype=bool)
+    after[order[len(member_starts) - n_after :]] = True
+    return after
 
 
-def present(n_codes: int, *parts: Sessions) -> np.ndarray:
-    """(U,) bool: codes that occur in any of `parts`."""
-    mask = np.zeros(n_codes, dtype=bool)
-    for part in parts:
-        mask[part.items] = True
-    return mask
+def start_ranks(member_starts: np.ndarray) -> np.ndarray:
+    """(S,) int64: each session's place when ordered by start; ties keep their current order."""
+    ranks = np.empty(len(member_starts), dtype=np.int64)
+    ranks[np.argsort(member_starts, kind="stable")] = np.arange(len(member_starts))
+    return ranks
 
 
 def to_dense(sessions: Sessions, dense_of_code: np.ndarray) -> Sessions:

@@ -5,10 +5,17 @@ Public datasets follow the reference exactly (docs/tron-reference.md): sessions 
 sessions of >= 2, items numbered 1..N, sessions ordered by start. A validation split is then carved from the
 end of that train set, so test and train + valid still equal the reference's output.
 
-A user's own log (`--train`) is read by its file name's format (readers.infer_format) with its columns
-recognised by name, and gets a validation split too unless told otherwise (`own_validation`): the stages
-choose checkpoints on it. The Python API hands a log over as a polars table instead of a file: it is read the
-same way, named in messages as the train (or test) table.
+A user's own log (`--train`: a file, a directory of parts, a glob or a hive-partitioned tree, `datasets.parts`)
+is read by its file names' format (readers.infer_format) with its columns recognised by name, and gets a
+validation split too unless told otherwise (`own_validation`): the stages choose checkpoints on it. The Python
+API hands a log over as a polars table instead: it is read as a one-part log is, named in messages as the train
+(or test) table.
+
+Memory is bounded (`--memory-limit`): the reader puts the sessions into blocks on disk (`datasets.blocks`), every
+decision is taken on per-session figures (clicks, first and last time) and per-item counts, and each pass over the
+events reads one block at a time: reading, item support (when filtered), the items train knows, the test split,
+and the last, which sends every session of a split to the row group of its rank by start; each row group is then
+sorted and written. The dataset is the one the steps above give on the whole log in memory.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,9 +38,11 @@ import pyarrow as pa
 
 from tron_cli.artifacts.documents import read_json, write_json
 from tron_cli.artifacts.files import atomic_directory, check_replaceable, sha256_file
-from tron_cli.artifacts.sessions import EXTRA_TYPES, ExtraEvents, Sessions, catalogue_fingerprint, write_items, write_sessions
+from tron_cli.artifacts.sessions import EXTRA_TYPES, ExtraEvents, Sessions, catalogue_fingerprint, sessions_table, sessions_writer, write_items
 from tron_cli.choices import CART_NAMES, ORDER_NAMES
-from tron_cli.datasets import DATASETS, DatasetSpec, readers, steps
+from tron_cli.datasets import DATASETS, DatasetSpec, parts, readers, steps
+from tron_cli.datasets.blocks import Block, BlockStore, Budget, Catalogue, SpillDirectory, parse_memory_limit
+from tron_cli.datasets.tables import TableOptions, read_table_log
 from tron_cli.errors import InputFormatError, MissingInputError, TronError, UsageError
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.workspace import home
@@ -50,8 +59,8 @@ class Options:
     """Everything `tron preprocess` can be told; None means "the preset's (or the default) value"."""
 
     preset: str | None = None  # a registered dataset's name (tron_cli.datasets.DATASETS)
-    input: Path | None = None  # raw file or directory instead of the download
-    train: Path | pl.DataFrame | None = None  # a user's own log: a file, or a table (the Python API)
+    input: Path | None = None  # raw file, directory or glob instead of the download
+    train: Path | pl.DataFrame | None = None  # a user's own log: a file, a directory of parts, a glob (datasets.parts) or a table (the Python API)
     test: Path | pl.DataFrame | None = None
     format: str = "auto"  # by the file name (readers.infer_format), or one of readers.FORMATS
     session_col: str | None = None  # None: recognised by name (readers.pick_columns)
@@ -75,6 +84,7 @@ class Options:
     min_session_length: int = 2
     min_item_support: int | None = None
     unknown_test_items: str | None = None  # keep (as misses) or drop; None: drop for the reference's datasets, keep for own logs
+    memory_limit: str = "auto"  # a size (4G) or auto: a quarter of the machine's memory (datasets.blocks)
 
 
 T = TypeVar("T")
@@ -82,30 +92,58 @@ T = TypeVar("T")
 
 @dataclass
 class _Source:
-    path: Path  # as given: messages name the file as the user typed it
-    sha256: str
-    size: int
+    """One log to read (train, or a pre-split test): its parts, and where their checksums come from."""
+
+    log: parts.LogParts
+    manifest: dict[str, Any] | None = None  # a download's: its files' checksums are not computed again
     spool: Any = None  # a named pipe's (/dev/stdin's, <(...)'s) content, copied once: a pipe cannot be read twice
-    table: pl.DataFrame | None = None  # a log handed over as a table; `path` then names it in messages
+    joined: Any = None  # parts for a dataset reader that reads one file: their concatenation
+    table: dict[str, Any] | None = None  # a table's record in dataset.json (its Arrow IPC stream's size and sha256)
+
+    @property
+    def path(self) -> Path:
+        """As given: messages name the log as the user typed it."""
+        return self.log.given
+
+    def inputs(self) -> list[Path]:
+        """What the log reads: its parts, and the directory that holds them (an output must not overlap either)."""
+        if self.table is not None:
+            return []
+        return [self.log.given, *(part.path for part in self.log.parts)]
+
+    def files(self) -> list[dict[str, Any]]:
+        """dataset.json's record of the log: its parts with sizes and checksums (`parts.record`)."""
+        if self.table is not None:
+            return [self.table]
+        if self.spool is not None:
+            spooled = Path(self.spool.name)
+            return [{"path": str(self.path), "size": spooled.stat().st_size, "sha256": sha256_file(spooled)}]
+        return parts.record(self.log, self._checksum)
+
+    def _checksum(self, path: Path) -> tuple[int, str]:
+        """(size, sha256), taken from the download's manifest when it lists the file (no rehashing 11 GB)."""
+        size = path.stat().st_size
+        for entry in (self.manifest or {}).get("files", []):
+            if Path(entry["path"]).name == path.name and entry.get("size") == size:
+                return size, entry["sha256"]
+        return size, sha256_file(path)
 
 
-def _readable(source: _Source) -> Path:
-    """Where a source's bytes are read from: the file itself, or its spooled copy."""
-    return Path(source.spool.name) if source.spool is not None else source.path
-
-
-def _spool(path: Path) -> Any:
-    """A temporary copy of a named pipe or character device (deleted when closed, or with the copy's last reference),
-    named with the pipe's suffixes so that `.csv.gz` still says what it holds."""
-    spool = tempfile.NamedTemporaryFile(prefix=".tron-input.", suffix="".join(path.suffixes[-2:]))
-    with open(path, "rb") as stream:
-        shutil.copyfileobj(stream, spool, 1 << 20)
+def _spool(*paths: Path) -> Any:
+    """A temporary copy of a named pipe or character device, or the concatenation of several files (deleted when
+    closed, or with the copy's last reference), named with the first one's suffixes so that `.csv.gz` still says
+    what it holds. A plain file's last line gets its newline, so that the next file's first line stays its own."""
+    spool = tempfile.NamedTemporaryFile(prefix=".tron-input.", suffix="".join(paths[0].suffixes[-2:]))
+    for path in paths:
+        with open(path, "rb") as stream:
+            shutil.copyfileobj(stream, spool, 1 << 20)
+        if len(paths) > 1 and readers.compression_of(path) is None and path.stat().st_size:
+            with open(path, "rb") as stream:
+                stream.seek(-1, os.SEEK_END)
+                if stream.read(1) != b"\n":
+                    spool.write(b"\n")
     spool.flush()
     return spool
-
-
-def _describe(step: str, sessions: Sessions, log: list[dict[str, Any]]) -> None:
-    log.append({"step": step, "sessions": len(sessions), "events": sessions.n_events})
 
 
 class _Digest(io.RawIOBase):
@@ -125,44 +163,41 @@ class _Digest(io.RawIOBase):
 
 
 def _table_source(role: str, table: pl.DataFrame) -> _Source:
-    """A table handed over in memory, named `role` table in messages, with the checksum of its Arrow IPC stream."""
+    """A table handed over in memory: one part named `role` table in messages, recorded with the checksum of its
+    Arrow IPC stream."""
     digest = _Digest()
     arrow = table.to_arrow()
     with pa.ipc.new_stream(digest, arrow.schema) as writer:
         writer.write_table(arrow)
-    return _Source(Path(f"{role} table"), digest.sha256.hexdigest(), digest.size, table=table)
+    named = Path(f"{role} table")
+    record = {"path": str(named), "size": digest.size, "sha256": digest.sha256.hexdigest()}
+    return _Source(parts.LogParts(named, [parts.Part(named, frame=table)], TABLE_FORMAT), table=record)
 
 
-def _input_source(role: str, given: Path | pl.DataFrame) -> _Source:
-    """--train or --test: a file, or a table."""
-    return _table_source(role, given) if isinstance(given, pl.DataFrame) else _source(given, None)
+def _input_source(given: Path | pl.DataFrame, role: str) -> _Source:
+    """--train or --test: a file, parts of one, or a table."""
+    return _table_source(role, given) if isinstance(given, pl.DataFrame) else _source(given, f"--{role}")
 
 
-def _source(path: Path, manifest: dict[str, Any] | None) -> _Source:
-    """A raw file with its checksum, taken from the download's manifest when it is there (no rehashing 11 GB)."""
+def _source(path: Path, flag: str, manifest: dict[str, Any] | None = None) -> _Source:
+    """A log as given: a named pipe is copied once; anything else is resolved into its parts."""
     path = Path(path)
     if path.exists() and not path.is_dir() and not path.is_file():  # a named pipe, /dev/stdin, <(...)
         spool = _spool(path)
-        return _Source(path, sha256_file(Path(spool.name)), Path(spool.name).stat().st_size, spool)
-    if not path.is_file():
-        raise MissingInputError(f"{path} does not exist", "Check the path given to --train or --test")
-    if manifest is not None:
-        for entry in manifest.get("files", []):
-            if Path(entry["path"]).name == path.name and entry.get("size") == path.stat().st_size:
-                return _Source(path, entry["sha256"], entry["size"])
-    return _Source(path, sha256_file(path), path.stat().st_size)
+        return _Source(parts.LogParts(path, [parts.Part(Path(spool.name))], "file"), spool=spool)
+    return _Source(parts.resolve(path, flag), manifest)
 
 
 def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
-    """(dataset name, its declaration or None for own logs, source files [train, test?])."""
+    """(dataset name, its declaration or None for own logs, sources [train, test?])."""
     if options.train is not None:
         if options.preset is not None:
             raise UsageError(f"give either a dataset NAME ({options.preset}) or --train FILE, not both")
         if options.input is not None:
             raise UsageError("--input is for the public datasets; with your own logs use --train and --test")
-        files = [("train", options.train)] + ([("test", options.test)] if options.test is not None else [])
+        sources = [_input_source(options.train, "train")] + ([_input_source(options.test, "test")] if options.test is not None else [])
         name = options.name or (TABLE_NAME if isinstance(options.train, pl.DataFrame) else readers.log_name(options.train))
-        return name, None, [_input_source(role, given) for role, given in files]
+        return name, None, sources
     if options.test is not None:
         raise UsageError("--test needs --train")
     manifest = None
@@ -177,27 +212,29 @@ def _resolve(options: Options) -> tuple[str, DatasetSpec | None, list[_Source]]:
         raise UsageError(f"unknown dataset {preset_name!r}", f"Use one of: {', '.join(DATASETS.names())}, or --train FILE for your own log")
     spec = DATASETS.get(preset_name)
     preset = spec.preset
+    names = [preset.train_file] + ([preset.test_file] if preset.test_file else [])
     if options.input is not None:
         raw_dir = Path(options.input)
-        if not raw_dir.exists():
-            raise MissingInputError(f"--input {raw_dir} does not exist")
+        if not raw_dir.is_dir() or not (raw_dir / preset.train_file).is_file():
+            if preset.test_file:
+                if not raw_dir.exists():
+                    raise MissingInputError(f"--input {raw_dir} does not exist")
+                raise UsageError(f"{preset_name} comes as two files ({', '.join(names)}): give --input the directory that holds them")
+            source = _source(raw_dir, "--input")
+            if len(source.log.parts) > 1 and spec.format != "otto-jsonl":  # its reader groups one file's rows by session
+                source.joined = _spool(*(part.path for part in source.log.parts))
+            return options.name or preset_name, spec, [source]
     elif manifest is None:
         if not (raw_dir / "manifest.json").is_file():
             raise MissingInputError(
                 f"{preset_name} is not downloaded ({raw_dir} has no manifest.json)", f"Run first: tron download {preset_name}, or pass --input PATH"
             )
         manifest = read_json(raw_dir / "manifest.json", "manifest")
-    names = [preset.train_file] + ([preset.test_file] if preset.test_file else [])
-    if raw_dir.is_file():
-        if preset.test_file:
-            raise UsageError(f"{preset_name} comes as two files ({', '.join(names)}): give --input the directory that holds them")
-        paths = [raw_dir]
-    else:
-        paths = [raw_dir / name for name in names]
-        for path in paths:
-            if not path.is_file():
-                raise MissingInputError(f"{path} not found", f"Download it with tron download {preset_name}, or point --input at the file or its directory")
-    return options.name or preset_name, spec, [_source(p, manifest) for p in paths]
+    paths = [raw_dir / name for name in names]
+    for path in paths:
+        if not path.is_file():
+            raise MissingInputError(f"{path} not found", f"Download it with tron download {preset_name}, or point --input at the file or its directory")
+    return options.name or preset_name, spec, [_Source(parts.LogParts(path, [parts.Part(path)], "file"), manifest) for path in paths]
 
 
 def _check_values(options: Options, name: str) -> None:
@@ -213,80 +250,125 @@ def _check_values(options: Options, name: str) -> None:
 
 
 def _named(source: _Source, work: Callable[[], T]) -> T:
-    """`work()`, whose errors name a spooled pipe by the path the user gave."""
+    """`work()`, whose errors name a spooled pipe or concatenated parts by the path the user gave."""
     try:
         return work()
     except TronError as error:
-        if source.spool is not None:
-            error.message = error.message.replace(source.spool.name, str(source.path))
-            error.args = (error.line(),)
+        for copy in (source.spool, source.joined):
+            if copy is not None:
+                error.message = error.message.replace(copy.name, f"{source.path} (its parts one after another)" if copy is source.joined else str(source.path))
+                error.args = (error.line(),)
         raise
 
 
-def _read_source(source: _Source, spec: DatasetSpec | None, options: Options, report: Reporter) -> readers.RawLog:
+def _format(source: _Source, options: Options) -> str:
+    """The format of an own log's parts: given, or by their names, which must then agree."""
     if source.table is not None:
-        return readers.table_log(
-            source.path,
-            source.table,
+        if options.format != "auto":
+            raise UsageError(f"--format {options.format} says how to read a file, and the train log is a table", "Leave --format out")
+        return TABLE_FORMAT
+    if options.format != "auto":
+        return options.format
+    found = _named(source, lambda: readers.infer_format(source.log.parts[0].path))
+    for part in source.log.parts[1:]:
+        other = (
+            readers.infer_format(part.path) if found != "otto-jsonl" else "otto-jsonl" if readers.infer_format(part.path) in ("jsonl", "otto-jsonl") else "?"
+        )
+        if other != found:
+            raise InputFormatError(f"{part.path} is {other}, but {source.log.parts[0].path} is {found}", "Give parts of one format, or pick it with --format")
+    return found
+
+
+def _read_source(
+    source: _Source, store: BlockStore, *, spec: DatasetSpec | None, reader: str, options: Options, budget: Budget, report: Reporter
+) -> dict[str, str] | None:
+    """Read a log into `store`; returns a table's columns of each role (None for session formats)."""
+    if spec is None and (reader in readers.FORMATS or reader == TABLE_FORMAT) and reader != "otto-jsonl":
+        table = TableOptions(
             session_col=options.session_col,
             item_col=options.item_col,
             time_col=options.time_col,
             time_unit=options.time_unit,
+            id_type=options.id_type,
+            separator=options.separator,
             type_col=options.type_col,
             order_types=options.order_types,
             cart_types=options.cart_types,
-            id_type=options.id_type,
         )
-    return _named(source, lambda: _read(_readable(source), spec, options, report))
+        return _named(source, lambda: read_table_log(source.log, reader, table, store=store, budget=budget, report=report))
+    read = spec.read if spec is not None else readers.read_otto_jsonl
+    paths = [Path(source.joined.name)] if source.joined is not None else [part.path for part in source.log.parts]
+
+    def read_parts() -> None:
+        for path in paths:
+            result: readers.RawLog | Iterable[readers.RawLog] = read(path, options.event_types, report)
+            for block in [result] if isinstance(result, readers.RawLog) else result:  # a dataset's reader may give the whole log at once
+                store.add(block)
+
+    _named(source, read_parts)
+    return None
 
 
-def _read(path: Path, spec: DatasetSpec | None, options: Options, report: Reporter) -> readers.RawLog:
-    if spec is not None:
-        return spec.read(path, options.event_types, report)
-    return readers.read_log(
-        path,
-        options.format,
-        session_col=options.session_col,
-        item_col=options.item_col,
-        time_col=options.time_col,
-        time_unit=options.time_unit,
-        id_type=options.id_type,
-        event_types=options.event_types,
-        separator=options.separator,
-        type_col=options.type_col,
-        order_types=options.order_types,
-        cart_types=options.cart_types,
-        report=report,
-    )
+@dataclass
+class _View:
+    """A split as a selection from a log's blocks: which sessions, which of their clicks (items `keep`, then the
+    first `head` of them), and the figures of what is selected (clicks, first click time) per session."""
+
+    store: BlockStore
+    member: np.ndarray  # (S,) bool
+    clicks: np.ndarray  # (S,) clicks of each session in the split
+    first: np.ndarray  # (S,) time of its first click there
+    keep: np.ndarray | None = None  # (codes,) bool: only clicks of these items
+    head: np.ndarray | None = None  # (S,): only the first head[s] clicks kept
+    rank: np.ndarray | None = None  # (S,): each member's place by start, once known
+
+    @property
+    def sessions(self) -> int:
+        return int(self.member.sum())
+
+    @property
+    def events(self) -> int:
+        return int(self.clicks[self.member].sum())
+
+    def take(self, block: Block, sessions: Sessions) -> tuple[np.ndarray, Sessions]:
+        """(positions, sessions) of this split in a block (`sessions`: the block coded)."""
+        mask = self.member[block.positions]
+        positions = block.positions[mask]
+        sessions = sessions.select(mask)
+        if self.keep is not None:
+            sessions = steps.keep_events(sessions, self.keep[sessions.items])
+        if self.head is not None:
+            sessions = steps.head(sessions, self.head[positions])
+        return positions, sessions
 
 
-def _shared_codes(raws: list[readers.RawLog]) -> tuple[list[Sessions], pa.Array]:
-    """Factorise the items of several files (clicks and other events) together, so that codes mean the same
-    item in each."""
-    extras = [raw.extra for raw in raws if raw.extra is not None]
-    codes, uniques = steps.factorize([raw.item for raw in raws] + [extra.item for extra in extras])
-    extra_codes = iter(codes[len(raws) :])
-    out = []
-    for raw, part in zip(raws, codes):
-        extra = None if raw.extra is None else ExtraEvents(raw.extra.offsets, next(extra_codes), raw.extra.ts, raw.extra.types)
-        out.append(steps.sort_events(Sessions(raw.session, raw.offsets, items=part, ts=raw.ts, extra=extra)))
-    return out, uniques
+def _coded(block: Block, catalogue: Catalogue) -> Sessions:
+    """A block's sessions with item codes instead of raw ids."""
+    log = block.log
+    extra = None if log.extra is None else ExtraEvents(log.extra.offsets, catalogue.codes(log.extra.item), log.extra.ts, log.extra.types)
+    return Sessions(log.session, log.offsets, items=catalogue.codes(log.item), ts=log.ts, extra=extra)
+
+
+def _refigure(store: BlockStore, catalogue: Catalogue, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clicks, first, last time) per session once only clicks of `keep` items stay (a pass over the blocks)."""
+    clicks, first, last = (np.zeros(store.n_sessions, np.int64) for _ in range(3))
+    for block in store:
+        sessions = _coded(block, catalogue)
+        kept = steps.keep_events(sessions, keep[sessions.items])
+        clicks[block.positions], first[block.positions], last[block.positions] = steps.figures(kept.offsets, kept.ts)
+    return clicks, first, last
+
+
+def _step(history: list[dict[str, Any]], step: str, sessions: int, events: int) -> None:
+    history.append({"step": step, "sessions": int(sessions), "events": int(events)})
 
 
 def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     """Run the stage; returns the summary that `--json` prints (dataset path, n_items, counts per split)."""
     name, spec, sources = _resolve(options)
-    preset = spec.preset if spec else None
     if spec is None and options.format not in readers.FORMATS:
         raise UsageError(f"unknown format {options.format!r}", f"Use one of: {', '.join(readers.FORMATS)}")
-    if sources[0].table is not None:
-        if options.format != "auto":
-            raise UsageError(f"--format {options.format} says how to read a file, and the train log is a table", "Leave --format out")
-        reader = TABLE_FORMAT
-    else:
-        reader = (
-            spec.format if spec else options.format if options.format != "auto" else _named(sources[0], lambda: readers.infer_format(_readable(sources[0])))
-        )
+    reader = spec.format if spec else _format(sources[0], options)
     if options.split not in ("time", "last"):
         raise UsageError(f"unknown split {options.split!r}", "Use --split time or --split last")
     if options.min_session_length < 1:
@@ -295,62 +377,91 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
         raise UsageError("--valid-fraction must be between 0 and 1")
     if sum(x is not None for x in (options.valid_days, options.valid_fraction)) + options.no_valid > 1:
         raise UsageError("give at most one of --valid-days, --valid-fraction and --no-valid")
+    budget = Budget(parse_memory_limit(options.memory_limit))
     _check_values(options, name)
     out = Path(options.out) if options.out else home.datasets_root() / name
     if out.exists() and not options.force:
         raise UsageError(f"{out} exists already", "Pass --force to replace it, or --name to write another dataset")
-    check_replaceable(out, "dataset", inputs=tuple(source.path for source in sources if source.table is None))
+    check_replaceable(out, "dataset", inputs=tuple(path for source in sources for path in source.inputs()))
+    with SpillDirectory() as spill:
+        return _preprocess(options, name=name, spec=spec, sources=sources, reader=reader, out=out, budget=budget, spill=spill.path, report=report)
 
+
+def _preprocess(
+    options: Options, *, name: str, spec: DatasetSpec | None, sources: list[_Source], reader: str, out: Path, budget: Budget, spill: Path, report: Reporter
+) -> dict[str, Any]:
+    preset = spec.preset if spec else None
     min_length = options.min_session_length
     min_support = options.min_item_support if options.min_item_support is not None else (preset.min_item_support if preset else 1)
-    raws = [_read_source(source, spec, options, report) for source in sources]
-    columns = raws[0].columns
+    catalogue = Catalogue()
+    stores = [BlockStore(spill, role, catalogue) for role in ("train", "test")[: len(sources)]]
+    columns = None
+    for index, (source, store) in enumerate(zip(sources, stores)):
+        found = _read_source(
+            source, store, spec=spec, reader=_format(source, options) if spec is None and index else reader, options=options, budget=budget, report=report
+        )
+        columns = columns or found
     notes: list[tuple[Callable[[str], None], str]] = []  # said once the dataset is written: a refusal stays one line
     recognised = [role for role in readers.ROLES if getattr(options, f"{role}_col") is None]
     if columns is not None and recognised:
         picked = ", ".join(f"{columns[role]} ({role})" for role in readers.ROLES)
         notes.append((report.info, f"{sources[0].path.name}: columns {picked}; {', '.join(readers.FLAGS[role] for role in recognised)} pick others"))
-    if raws[0].n_events == 0:
+    train_store = stores[0]
+    clicks, first, last = train_store.figures()
+    if not clicks.sum():
         raise InputFormatError(f"{sources[0].path} has no events of types {', '.join(options.event_types)}")
-    parts, uniques = _shared_codes(raws)
-    del raws  # at OTTO scale every copy of the events costs gigabytes: keep one generation alive at a time
+    uniques = catalogue.finish()
     n_codes = len(uniques)
     history: list[dict[str, Any]] = []
-    pre_split = len(parts) == 2
+    pre_split = len(sources) == 2
     split_on = preset.split_on if preset else "first"
     floor = preset.floor_to_day if preset else False
 
-    train = parts.pop(0)
-    _describe("read train" if pre_split else "read", train, history)
-    notes += [(report.warn, note) for note in implausible_times(train, options.time_unit if spec is None else "ms")]
-    train = drop_short_logged(train, min_length, history)
+    _step(history, "read train" if pre_split else "read", len(clicks), clicks.sum())
+    notes += [(report.warn, note) for note in implausible_times(train_store, last, time_unit=options.time_unit if spec is None else "ms")]
+    alive = clicks >= min_length
+    _step(history, f"sessions with >= {min_length} events", alive.sum(), clicks[alive].sum())
+    keep = None
     if min_support > 1:
-        train = steps.drop_rare_items(train, min_support, n_codes)
-        _describe(f"items with >= {min_support} events", train, history)
-        train = drop_short_logged(train, min_length, history)
-    if len(train) == 0:
+        support = np.zeros(n_codes, dtype=np.int64)
+        for block in train_store:
+            _, sessions = _View(train_store, alive, clicks, first).take(block, _coded(block, catalogue))
+            support += np.bincount(sessions.items, minlength=n_codes)
+        keep = support >= min_support
+        clicks, first, last = _refigure(train_store, catalogue, keep)
+        _step(history, f"items with >= {min_support} events", alive.sum(), clicks[alive].sum())
+        alive &= clicks >= min_length
+        _step(history, f"sessions with >= {min_length} events", alive.sum(), clicks[alive].sum())
+    if not alive.any():
         raise InputFormatError(
             f"{sources[0].path}: no session is left after filtering (sessions >= {min_length} events, items >= {min_support} events)",
             "Lower --min-session-length or --min-item-support",
         )
+    moment = first if split_on == "first" else last
 
-    valid: Sessions | None = None
+    train = _View(train_store, alive, clicks, first, keep=keep)
+    valid: _View | None = None
     targets = "all"
     if pre_split:
-        test = parts.pop(0)
-        _describe("read test", test, history)
-        test = steps.drop_short(test, min_length)
+        test_clicks, test_first, _ = stores[1].figures()
+        _step(history, "read test", len(test_clicks), test_clicks.sum())
+        test = _View(stores[1], test_clicks >= min_length, test_clicks, test_first)
     elif options.split == "last":
-        train, valid, test = steps.leave_one_out(train)
+        long = alive & (clicks >= 3)
         targets = "last"
-        _describe("leave-one-out train", train, history)
+        train = _View(train_store, alive, np.where(long, clicks - 2, clicks), first, keep=keep, head=np.where(long, clicks - 2, clicks))
+        valid = _View(train_store, long, clicks - 1, first, keep=keep, head=clicks - 1)
+        test = _View(train_store, long, clicks, first, keep=keep)
+        _step(history, "leave-one-out train", train.sessions, train.events)
     else:
         test_days = options.test_days if options.test_days is not None else (preset.test_days if preset and preset.test_days is not None else 1.0)
-        train, test = steps.split_by_time(train, test_days * DAY_MS, split_on, floor)
-        _describe(f"time split: train ({test_days:g} days before the latest start)", train, history)
-        _describe("time split: test", test, history)
-        notes += [(report.warn, note) for note in thin_test_split(train, test, test_days)]
-        if len(train) == 0:
+        after = alive & (moment >= steps.time_cut(first[alive], test_days * DAY_MS, floor))
+        train = _View(train_store, alive & ~after, clicks, first, keep=keep)
+        test = _View(train_store, after, clicks, first, keep=keep)
+        _step(history, f"time split: train ({test_days:g} days before the latest start)", train.sessions, train.events)
+        _step(history, "time split: test", test.sessions, test.events)
+        notes += [(report.warn, note) for note in thin_test_split(first[train.member], first[test.member], test_days)]
+        if train.sessions == 0:
             raise InputFormatError(
                 f"{sources[0].path}: the time split leaves no train session (every session starts within {test_days:g} days of the latest)", "Lower --test-days"
             )
@@ -362,72 +473,82 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
                 valid_days = preset.valid_days
             else:
                 span = options.test_days if options.test_days is not None and not pre_split else 1.0
-                valid_days, valid_fraction = own_validation(train, span)
+                valid_days, valid_fraction = own_validation(first[train.member], span)
         whole = train
+        later = np.zeros(len(train.member), dtype=bool)
         if valid_days is not None:
-            train, valid = steps.split_by_time(train, valid_days * DAY_MS, split_on, floor)
+            later = train.member & (moment >= steps.time_cut(first[train.member], valid_days * DAY_MS, floor))
         elif valid_fraction is not None:
-            train, valid = steps.split_last_fraction(train, valid_fraction)
-        if valid is not None:
-            _describe("validation carved from train", valid, history)
-            if len(train) == 0 or len(valid) == 0:
-                told = options.valid_days is not None or options.valid_fraction is not None
-                if told or preset is not None:
-                    raise InputFormatError(
-                        f"the validation split leaves {len(train)} train and {len(valid)} validation sessions",
-                        "Change --valid-days / --valid-fraction, or pass --no-valid",
-                    )
-                notes.append((report.warn, f"{len(whole)} train sessions are too few to carve a validation split: training will keep its last epoch"))
-                train, valid, valid_days, valid_fraction = whole, None, None, None
-                history.pop()
-            elif spec is None and options.valid_days is None and options.valid_fraction is None:
-                chosen = f"the last {valid_days:g} day{'s' if valid_days != 1 else ''}" if valid_days is not None else f"the last {valid_fraction:.0%}"
-                notes.append(
-                    (
-                        report.info,
-                        f"validation: {chosen} of train, {len(valid):,} sessions (training keeps its best epoch on it; --valid-days, --valid-fraction or --no-valid change it)",
-                    )
+            members = np.flatnonzero(train.member)
+            later[members[steps.last_fraction(first[members], valid_fraction)]] = True
+        train = _View(train_store, whole.member & ~later, clicks, first, keep=keep)
+        valid = _View(train_store, later, clicks, first, keep=keep)
+        _step(history, "validation carved from train", valid.sessions, valid.events)
+        if train.sessions == 0 or valid.sessions == 0:
+            told = options.valid_days is not None or options.valid_fraction is not None
+            if told or preset is not None:
+                raise InputFormatError(
+                    f"the validation split leaves {train.sessions} train and {valid.sessions} validation sessions",
+                    "Change --valid-days / --valid-fraction, or pass --no-valid",
                 )
+            notes.append((report.warn, f"{whole.sessions} train sessions are too few to carve a validation split: training will keep its last epoch"))
+            train, valid, valid_days, valid_fraction = whole, None, None, None
+            history.pop()
+        elif spec is None and options.valid_days is None and options.valid_fraction is None:
+            chosen = f"the last {valid_days:g} day{'s' if valid_days != 1 else ''}" if valid_days is not None else f"the last {valid_fraction:.0%}"
+            notes.append(
+                (
+                    report.info,
+                    f"validation: {chosen} of train, {valid.sessions:,} sessions (training keeps its best epoch on it; --valid-days, --valid-fraction or --no-valid change it)",
+                )
+            )
 
-    known = steps.present(n_codes, train, *([valid] if valid is not None else []))
+    known = np.zeros(n_codes, dtype=bool)
+    train_counts = np.zeros(n_codes, dtype=np.int64)
+    with report.task("the items train knows", total=len(train_store.files)) as task:
+        for block in train_store:
+            sessions = _coded(block, catalogue)
+            _, kept = train.take(block, sessions)
+            known[kept.items] = True
+            train_counts += np.bincount(kept.items, minlength=n_codes)
+            if valid is not None:
+                known[valid.take(block, sessions)[1].items] = True
+            task.update(advance=1)
     # the reference's datasets drop them, as its numbers were made; everything else keeps them, as misses
     unknown_policy = options.unknown_test_items or ("drop" if spec is not None else "keep")
     if unknown_policy not in ("drop", "keep"):
         raise UsageError(f"--unknown-test-items must be drop or keep, not {unknown_policy!r}")
-    unknown = {**unknown_targets(test, known, targets), "policy": unknown_policy}
+    unknown, seen_in_test, known_clicks, known_first, last_known = _test_pass(test, catalogue, known, targets)
+    unknown["policy"] = unknown_policy
     if unknown_policy == "keep":
-        catalogue = known | steps.present(n_codes, test)
+        catalogue_mask = known | seen_in_test
     else:
-        catalogue = known
+        catalogue_mask = known
         if targets == "last":
-            test = test.select(known[test.items[test.offsets[1:] - 1]])
+            test.member = test.member & last_known
         else:
-            test = steps.drop_short(steps.keep_events(test, known[test.items]), min_length)
-        _describe("test without items unknown to train", test, history)
-    if len(test) == 0:
+            test = _View(
+                test.store, test.member & (known_clicks >= min_length), known_clicks, known_first, keep=known if test.keep is None else known & test.keep
+            )
+        _step(history, "test without items unknown to train", test.sessions, test.events)
+    if test.sessions == 0:
         raise InputFormatError("no test session is left", "Check the split (--test-days, --test) and the filters")
 
-    dense_of_code = np.cumsum(catalogue).astype(np.int32) * catalogue  # code -> 1..N, 0 when not in the catalogue
-    counts = np.bincount(train.items, minlength=n_codes)[catalogue]
-    raw_ids = uniques.take(pa.array(np.flatnonzero(catalogue)))
-    pending = {"train": train, "valid": valid, "test": test}
-    del train, valid, test
-    splits = {}
-    for key in list(pending):  # one split at a time, each releasing its code-level copy as it goes
-        value = pending.pop(key)
-        if value is not None:
-            splits[key] = steps.to_dense(steps.by_start(value), dense_of_code)
-
-    summary_counts = {key: _counts(value, targets) for key, value in splits.items()}
-    extra_types = [name for name, code in EXTRA_TYPES.items() if any(value.extra is not None and value.extra.count(code) for value in splits.values())]
+    dense_of_code = np.cumsum(catalogue_mask).astype(np.int32) * catalogue_mask  # code -> 1..N, 0 when not in the catalogue
+    counts = train_counts[catalogue_mask]
+    raw_ids = uniques.take(pa.array(np.flatnonzero(catalogue_mask)))
+    views = {key: view for key, view in (("train", train), ("valid", valid), ("test", test)) if view is not None}
+    extras = _route(views, stores, catalogue, dense_of_code, budget=budget, spill=spill, report=report)
+    summary_counts = {key: {**_counts(view, targets), **extras[key]} for key, view in views.items()}
+    extra_types = [kind for kind in EXTRA_TYPES if any(counts_of.get(kind) for counts_of in extras.values())]
+    for key in summary_counts:
+        if not any(summary_counts[key].get(kind) for kind in EXTRA_TYPES):
+            for kind in EXTRA_TYPES:
+                summary_counts[key].pop(kind, None)
     info = {
         "name": name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {
-            "preset": spec.name if spec else None,
-            "format": reader,
-            "files": [{"path": str(s.path.resolve() if s.spool is None and s.table is None else s.path), "size": s.size, "sha256": s.sha256} for s in sources],
-        },
+        "source": {"preset": spec.name if spec else None, "format": reader, "files": [entry for source in sources for entry in source.files()]},
         "parameters": {
             "split": "files" if pre_split else options.split,
             "test_days": None
@@ -436,8 +557,8 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
             "split_on": split_on,
             "valid": "leave-one-out"
             if targets == "last"
-            else (None if "valid" not in splits else (f"{valid_fraction} of train sessions" if valid_fraction is not None else "days")),
-            "valid_days": valid_days if targets != "last" and "valid" in splits else None,
+            else (None if "valid" not in views else (f"{valid_fraction} of train sessions" if valid_fraction is not None else "days")),
+            "valid_days": valid_days if targets != "last" and "valid" in views else None,
             "columns": columns,
             "min_session_length": min_length,
             "min_item_support": min_support,
@@ -445,18 +566,26 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
             "unknown_test_items": unknown_policy,
         },
         "unknown_test_targets": unknown,
-        "n_items": int(catalogue.sum()),
+        "n_items": int(catalogue_mask.sum()),
         "item_id_type": str(uniques.type),
         "catalogue_sha256": catalogue_fingerprint(raw_ids),
         "targets": targets,
-        "splits": list(splits),
+        "splits": list(views),
         "extra_types": extra_types,
         "counts": summary_counts,
         "steps": history,
     }
     with atomic_directory(out, force=options.force) as tmp:
-        for key, value in splits.items():
-            write_sessions(tmp / f"{key}.parquet", value)
+        for key in views:
+            with sessions_writer(tmp / f"{key}.parquet") as write:
+                for bucket in sorted(spill.glob(f"{key}-rows-*.arrow")):
+                    with pa.OSFile(str(bucket), "rb") as handle:
+                        table = pa.ipc.open_file(handle).read_all()
+                    bucket.unlink()
+                    ranks = np.asarray(table.column("rank").combine_chunks())
+                    if (np.diff(ranks) < 0).any():  # a log in start order (OTTO's) comes in order already
+                        table = table.take(pa.array(np.argsort(ranks, kind="stable")))
+                    write(table.drop_columns(["rank"]))
         write_items(tmp / "items.parquet", raw_ids, counts)
         write_json(tmp / "dataset.json", info, kind="dataset")
     for say, note in notes:
@@ -464,77 +593,130 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, "unknown_test_targets": unknown, **summary_counts}
 
 
+def _test_pass(test: _View, catalogue: Catalogue, known: np.ndarray, targets: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the test split: (its targets whose item train never saw, counted before any is dropped; the
+    items it holds; per session the clicks and first click time of known items, and whether its last click is one)."""
+    seen = np.zeros(len(known), dtype=bool)
+    n_sessions = len(test.member)
+    known_clicks, known_first = np.zeros(n_sessions, np.int64), np.zeros(n_sessions, np.int64)
+    last_known = np.zeros(n_sessions, dtype=bool)
+    count = n_targets = 0
+    for block in test.store:
+        positions, sessions = test.take(block, _coded(block, catalogue))
+        if not len(positions):
+            continue
+        seen[sessions.items] = True
+        is_known = known[sessions.items]
+        if targets == "last":
+            n_targets += len(positions)
+            last_known[positions] = is_known[sessions.offsets[1:] - 1]
+            count += int((~last_known[positions]).sum())
+        else:
+            is_target = np.ones(sessions.n_events, dtype=bool)
+            is_target[sessions.offsets[:-1][sessions.offsets[:-1] < sessions.n_events]] = False  # a session's first click is no target
+            n_targets += int(is_target.sum())
+            count += int((~is_known & is_target).sum())
+            kept = steps.keep_events(sessions, is_known)
+            known_clicks[positions], known_first[positions], _ = steps.figures(kept.offsets, kept.ts)
+    return {"count": count, "fraction": count / n_targets if n_targets else 0.0, "of_targets": n_targets}, seen, known_clicks, known_first, last_known
+
+
+def _route(
+    views: dict[str, _View], stores: list[BlockStore], catalogue: Catalogue, dense_of_code: np.ndarray, *, budget: Budget, spill: Path, report: Reporter
+) -> dict[str, dict[str, int]]:
+    """The last pass over the blocks: each split's sessions, with dense ids, go to the row group of their rank by
+    start (a file per row group); returns each split's carts and orders. A block is deleted once routed."""
+    size = budget.row_group_sessions
+    for view in views.values():
+        view.rank = np.full(len(view.member), -1, dtype=np.int64)
+        members = np.flatnonzero(view.member)
+        view.rank[members] = steps.start_ranks(view.first[members])
+    extras = {key: dict.fromkeys(EXTRA_TYPES, 0) for key in views}
+    writers: dict[tuple[str, int], Any] = {}
+    try:
+        with report.task("writing the splits", total=sum(len(store.files) for store in stores)) as task:
+            for store in stores:
+                for index in range(len(store.files)):
+                    block = store.read(index)
+                    sessions = _coded(block, catalogue)
+                    for key, view in views.items():
+                        if view.store is not store:
+                            continue
+                        positions, taken = view.take(block, sessions)
+                        if not len(positions):
+                            continue
+                        dense = steps.to_dense(taken, dense_of_code)
+                        if dense.extra is not None:
+                            for kind, code in EXTRA_TYPES.items():
+                                extras[key][kind] += dense.extra.count(code)
+                        assert view.rank is not None
+                        ranks = view.rank[positions]
+                        table = sessions_table(dense).append_column("rank", pa.array(ranks))
+                        group = ranks // size
+                        for number in np.unique(group).tolist():
+                            piece = table.filter(pa.array(group == number)) if group[0] != group[-1] or group[0] != number else table
+                            if (key, number) not in writers:
+                                sink = pa.OSFile(str(spill / f"{key}-rows-{number:06d}.arrow"), "wb")
+                                writers[key, number] = pa.ipc.new_file(sink, piece.schema)
+                            writers[key, number].write_table(piece)
+                    store.drop(index)
+                    task.update(advance=1)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return extras
+
+
+def _counts(view: _View, targets: str) -> dict[str, int]:
+    """Sessions, clicks and targets of a split."""
+    sessions, events = view.sessions, view.events
+    return {"sessions": sessions, "events": events, "targets": events - sessions if targets == "all" else sessions}
+
+
 LATEST_PLAUSIBLE_YEAR = 2100  # a log's time after this is a unit read wrongly (ms as s) or an outlier
 THIN_TEST = (10, 0.01)  # a time split's test under this many sessions and this share of them is worth a warning
 
 
-def implausible_times(sessions: Sessions, time_unit: str) -> list[str]:
-    """A warning, with the numbers, when the log's times run past `LATEST_PLAUSIBLE_YEAR` as read with `time_unit`."""
-    if not len(sessions.ts):
-        return []
-    latest = int(sessions.ts.max())
+def implausible_times(store: BlockStore, last: np.ndarray, time_unit: str) -> list[str]:
+    """A warning, with the numbers, when the log's times run past `LATEST_PLAUSIBLE_YEAR` as read with `time_unit`
+    (`last`: each session's last click time; the late clicks are counted in a pass over the blocks only then)."""
     limit = int(dt.datetime(LATEST_PLAUSIBLE_YEAR, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    latest = int(last.max()) if len(last) else 0
     if latest < limit:
         return []
-    late = int((sessions.ts >= limit).sum())
+    late = total = 0
+    for block in store:
+        late += int((block.log.ts >= limit).sum())
+        total += len(block.log.ts)
     year = 1970 + latest / (365.2425 * DAY_MS)
     return [
-        f"the log's times run to the year {year:,.0f} as read with --time-unit {time_unit} ({late:,} of {len(sessions.ts):,} events after "
+        f"the log's times run to the year {year:,.0f} as read with --time-unit {time_unit} ({late:,} of {total:,} events after "
         f"{LATEST_PLAUSIBLE_YEAR}): check the unit (s, ms, us, ns: --time-unit) or the log for outliers"
     ]
 
 
-def thin_test_split(train: Sessions, test: Sessions, test_days: float) -> list[str]:
+def thin_test_split(train_starts: np.ndarray, test_starts: np.ndarray, test_days: float) -> list[str]:
     """A warning, with the numbers, when the time split's test holds a tiny share of the sessions: the latest
     session starts far after the others (an outlier time), so the last --test-days hold almost nothing."""
-    total = len(train) + len(test)
-    if not len(test) or len(test) >= THIN_TEST[0] or len(test) >= THIN_TEST[1] * total:
+    total = len(train_starts) + len(test_starts)
+    if not len(test_starts) or len(test_starts) >= THIN_TEST[0] or len(test_starts) >= THIN_TEST[1] * total:
         return []
-    latest, before = int(steps.starts(test).max()), int(steps.starts(train).max()) if len(train) else None
+    latest, before = int(test_starts.max()), int(train_starts.max()) if len(train_starts) else None
     gap = "" if before is None else f", {(latest - before) / DAY_MS:,.1f} days after the latest train session's"
     try:
         when = dt.datetime.fromtimestamp(latest / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     except (ValueError, OverflowError):  # past the year 9999
         when = f"the year {1970 + latest / (365.2425 * DAY_MS):,.0f}"
     return [
-        f"the test split holds {len(test):,} of {total:,} sessions ({100 * len(test) / total:.2g}%): the last {test_days:g} days before the latest "
+        f"the test split holds {len(test_starts):,} of {total:,} sessions ({100 * len(test_starts) / total:.2g}%): the last {test_days:g} days before the latest "
         f"session start ({when}{gap}); an outlier time does this. Check the log's times, or set --test-days"
     ]
 
 
-def own_validation(train: Sessions, test_span_days: float) -> tuple[float | None, float | None]:
+def own_validation(train_starts: np.ndarray, test_span_days: float) -> tuple[float | None, float | None]:
     """(valid days, valid fraction) for a user's own log, one of them None: the test split's span again, taken
     from the end of train, when train spans at least `OWN_VALID_SPANS` of them; else the last tenth of train."""
-    starts = steps.starts(train)
-    span_days = float(starts.max() - starts.min()) / DAY_MS if len(train) else 0.0
+    span_days = float(train_starts.max() - train_starts.min()) / DAY_MS if len(train_starts) else 0.0
     if span_days >= OWN_VALID_SPANS * test_span_days:
         return test_span_days, None
     return None, OWN_VALID_FRACTION
-
-
-def unknown_targets(test: Sessions, known: np.ndarray, targets: str) -> dict[str, Any]:
-    """How many test targets are items that train (+ valid) never saw, before any is dropped: a model cannot
-    rank those, so keeping them (as misses) or dropping them moves every metric by about their fraction."""
-    if targets == "last":
-        n_targets = len(test)
-        count = int((~known[test.items[test.offsets[1:] - 1]]).sum()) if n_targets else 0
-    else:
-        is_target = np.ones(test.n_events, dtype=bool)
-        is_target[test.offsets[:-1][test.offsets[:-1] < test.n_events]] = False  # a session's first click is no target
-        n_targets = int(is_target.sum())
-        count = int((~known[test.items] & is_target).sum())
-    return {"count": count, "fraction": count / n_targets if n_targets else 0.0, "of_targets": n_targets}
-
-
-def _counts(sessions: Sessions, targets: str) -> dict[str, int]:
-    """Sessions, clicks and targets of a split, and its other events by type when it has any."""
-    out = {"sessions": len(sessions), "events": sessions.n_events, "targets": sessions.n_events - len(sessions) if targets == "all" else len(sessions)}
-    if sessions.extra is not None and len(sessions.extra.items):
-        out.update({name: sessions.extra.count(code) for name, code in EXTRA_TYPES.items()})
-    return out
-
-
-def drop_short_logged(sessions: Sessions, min_length: int, history: list[dict[str, Any]]) -> Sessions:
-    sessions = steps.drop_short(sessions, min_length)
-    _describe(f"sessions with >= {min_length} events", sessions, history)
-    return sessions
