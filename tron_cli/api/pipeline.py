@@ -97,13 +97,15 @@ def preprocess(
     min_session_length: int = 2,
     min_item_support: int | None = None,
     unknown_test_items: str | None = None,
+    memory_limit: str = "auto",
     reporter: Reporter | None = None,
 ) -> Dataset:
     """Turn a click log into a dataset: sessions, splits and a dense item catalogue (`tron preprocess`).
 
-    `train` is your log: a file (CSV, TSV, Parquet, JSON lines, each maybe .gz/.zst), or a polars, pandas or pyarrow
-    table of one event a row, its session, item and time columns recognised by name or given by `session_col`,
-    `item_col` and `time_col` (a table's dataset is named "table" unless `name` says); `test` a test log of your own.
+    `train` is your log: a file (CSV, TSV, Parquet, JSON lines, each maybe .gz/.zst), a directory of such parts, a
+    glob or a hive-partitioned tree, or a polars, pandas or pyarrow table, of one event a row, its session, item and
+    time columns recognised by name or given by `session_col`, `item_col` and `time_col` (a table's dataset is named
+    "table" unless `name` says); `test` a test log of your own.
     A `Download` (or `download`, a registered dataset's name, with `input` to read other files) preprocesses that
     download as the reference does; nothing at all preprocesses the newest download. The other keywords are
     `tron preprocess`'s flags (`tron preprocess --help`)."""
@@ -152,6 +154,7 @@ def preprocess(
         min_session_length=min_session_length,
         min_item_support=min_item_support,
         unknown_test_items=unknown_test_items,
+        memory_limit=memory_limit,
     )
     summary = run(options, report=reporter_or_default(reporter))
     return Dataset(summary["dataset"])
