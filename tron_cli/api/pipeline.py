@@ -98,6 +98,7 @@ def preprocess(
     min_item_support: int | None = None,
     unknown_test_items: str | None = None,
     memory_limit: str = "auto",
+    catalogue_from: PathLike | None = None,
     reporter: Reporter | None = None,
 ) -> Dataset:
     """Turn a click log into a dataset: sessions, splits and a dense item catalogue (`tron preprocess`).
@@ -155,6 +156,7 @@ def preprocess(
         min_item_support=min_item_support,
         unknown_test_items=unknown_test_items,
         memory_limit=memory_limit,
+        catalogue_from=_path(catalogue_from),
     )
     summary = run(options, report=reporter_or_default(reporter))
     return Dataset(summary["dataset"])

@@ -56,6 +56,7 @@ def train(
     config: PathLike | None = None,
     out: PathLike | None = None,
     resume: PathLike | None = None,
+    init_from: PathLike | None = None,
     force: bool = False,
     devices: int = 1,
     reporter: Reporter | None = None,
@@ -68,7 +69,8 @@ def train(
     config or a run's config.json) set options beneath the keywords, which are `tron train`'s flags
     (`hidden_size=64`, `epochs=3`; `tron train --help` lists them). Writes a run dir (`out`, default
     $TRON_HOME/runs/DATASET-MODEL-N); `resume` continues an interrupted run (only epochs, device, precision and a
-    few others may change). Returns the run, its `summary` what `tron train --json` prints."""
+    few others may change); `init_from` warm-starts from a run or bundle whose catalogue the dataset's grew from
+    (`preprocess(catalogue_from=...)`). Returns the run, its `summary` what `tron train --json` prints."""
     from tron_cli.api.progress import reporter_or_default
     from tron_cli.losses import LOSSES, all_options
     from tron_cli.safe_json import parse
@@ -105,6 +107,7 @@ def train(
         reference_config=reference,
         overrides=tuple(sorted(given)),
         devices=devices,
+        init_from=None if init_from is None else Path(init_from),
     )
     summary = run_training(request, report=reporter_or_default(reporter))
     return Run(Path(resume) if resume is not None else summary["run"])

@@ -86,6 +86,11 @@ from tron_cli.datasets import DATASETS
     show_default=True,
     help="Memory to keep within (4G, 512M, ...; auto: a quarter of the machine's): the log is read in blocks spilled to $TMPDIR and worked through one block at a time.",
 )
+@click.option(
+    "--catalogue-from",
+    type=click.Path(path_type=Path),
+    help="Keep the dense item ids of this dataset, run or bundle (a path or name): its items keep their ids, new items get ids after them, its items absent today keep theirs (count 0); tron train --init-from then warm-starts from it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui
 def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_types, dataset_name, as_json, **rest) -> None:
@@ -104,6 +109,7 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_typ
         tron preprocess --train clicks.csv.gz # columns session_id, item_id, timestamp: recognised
         tron preprocess --train log.tsv --session-col visit --item-col sku --time-col when
         tron preprocess --train 'events/date=*/*.parquet' --time-col ts    # a lake's parts
+        tron preprocess --train today.jsonl --name today --catalogue-from yesterday   # stable item ids
     """
     from tron_cli.api.pipeline import preprocess as run
 
@@ -126,6 +132,12 @@ def preprocess(ui: UI, name, input_path, fmt, event_types, order_types, cart_typ
         [split, summary[split]["sessions"], summary[split]["events"], summary[split]["targets"]] for split in ("train", "valid", "test") if split in summary
     ]
     ui.table(f"{shown(summary['dataset'])}: {summary['n_items']:,} items", ["split", "sessions", "events", "targets"], rows)
+    lineage = summary.get("catalogue_from")
+    if lineage is not None:
+        ui.info(
+            f"catalogue from {shown(lineage['path'])}: {lineage['kept']:,} of its {lineage['n_items']:,} items seen again, {lineage['unseen']:,} unseen"
+            f" (ids kept), {lineage['new']:,} new items after them"
+        )
     unknown = summary["unknown_test_targets"]
     if unknown["count"]:
         kept = "kept as misses" if unknown["policy"] == "keep" else "dropped (--unknown-test-items keep counts them as misses)"

@@ -172,11 +172,16 @@ class TrainCommand(click.Command):
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Run dir (default: $TRON_HOME/runs/DATASET-MODEL-N).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this dir from its checkpoint.")
+@click.option(
+    "--init-from",
+    type=click.Path(path_type=Path),
+    help="Warm start: every weight and the known items' rows from this run or bundle (path or name); DATA must be preprocessed with --catalogue-from it (or a descendant).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing run dir.")
 @click.option("--devices", type=Whole(min=1), default=1, show_default=True, help="Processes for data-parallel training (DDP) on this machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 @click.pass_context
-def train(ctx: click.Context, data, data_option, out, resume, force, devices, as_json, **values) -> None:
+def train(ctx: click.Context, data, data_option, out, resume, init_from, force, devices, as_json, **values) -> None:
     """Train TRON (SASRec with shared negatives, top-k and sampled softmax) or a baseline on a dataset.
 
     Reads DATA or --data (a dataset dir; default: the one named by --config's "dataset", else the
@@ -193,6 +198,7 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
         tron train --config configs/tron/otto.json --epochs 1
         tron train --model gru4rec                   # GRU4Rec+ with the reference's settings
         tron train --resume runs/otto-sasrec-1 --epochs 12
+        tron train data/today --init-from runs/yesterday --config runs/yesterday/config.json --epochs 1
     """
     from tron_cli.api.training import train as run
     from tron_cli.errors import OptionError
@@ -211,6 +217,7 @@ def train(ctx: click.Context, data, data_option, out, resume, force, devices, as
             resume=resume,
             force=force,
             devices=devices,
+            init_from=init_from,
             reporter=ui,
             **explicit,
         )

@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from tron_cli.artifacts.documents import read_json, write_json
 from tron_cli.artifacts.files import atomic_directory, check_replaceable, sha256_file
+from tron_cli.artifacts.lineage import Extension, Parent, extend, parent_codes, read_parent, resolve
 from tron_cli.artifacts.sessions import EXTRA_TYPES, ExtraEvents, Sessions, catalogue_fingerprint, sessions_table, sessions_writer, write_items
 from tron_cli.choices import CART_NAMES, ORDER_NAMES
 from tron_cli.datasets import DATASETS, DatasetSpec, parts, readers, steps
@@ -85,6 +86,7 @@ class Options:
     min_item_support: int | None = None
     unknown_test_items: str | None = None  # keep (as misses) or drop; None: drop for the reference's datasets, keep for own logs
     memory_limit: str = "auto"  # a size (4G) or auto: a quarter of the machine's memory (datasets.blocks)
+    catalogue_from: Path | None = None  # a dataset, run or bundle whose items keep their dense ids (lineage.extend)
 
 
 T = TypeVar("T")
@@ -382,13 +384,31 @@ def preprocess(options: Options, report: Reporter = SILENT) -> dict[str, Any]:
     out = Path(options.out) if options.out else home.datasets_root() / name
     if out.exists() and not options.force:
         raise UsageError(f"{out} exists already", "Pass --force to replace it, or --name to write another dataset")
-    check_replaceable(out, "dataset", inputs=tuple(path for source in sources for path in source.inputs()))
+    parent_path = None
+    if options.catalogue_from is not None:
+        roots = {"dataset": home.datasets_root(), "bundle": home.bundles_root(), "run": home.runs_root()}  # a name: the dataset first
+        parent_path = resolve(options.catalogue_from, roots, "--catalogue-from")
+    inputs = [path for source in sources for path in source.inputs()] + ([parent_path] if parent_path is not None else [])
+    check_replaceable(out, "dataset", inputs=tuple(inputs))
+    parent = None if parent_path is None else read_parent(parent_path)
     with SpillDirectory() as spill:
-        return _preprocess(options, name=name, spec=spec, sources=sources, reader=reader, out=out, budget=budget, spill=spill.path, report=report)
+        return _preprocess(
+            options, name=name, spec=spec, sources=sources, reader=reader, out=out, parent=parent, budget=budget, spill=spill.path, report=report
+        )
 
 
 def _preprocess(
-    options: Options, *, name: str, spec: DatasetSpec | None, sources: list[_Source], reader: str, out: Path, budget: Budget, spill: Path, report: Reporter
+    options: Options,
+    *,
+    name: str,
+    spec: DatasetSpec | None,
+    sources: list[_Source],
+    reader: str,
+    out: Path,
+    parent: Parent | None,
+    budget: Budget,
+    spill: Path,
+    report: Reporter,
 ) -> dict[str, Any]:
     preset = spec.preset if spec else None
     min_length = options.min_session_length
@@ -514,6 +534,11 @@ def _preprocess(
             if valid is not None:
                 known[valid.take(block, sessions)[1].items] = True
             task.update(advance=1)
+    known_today = known.copy()
+    in_parent = None
+    if parent is not None:  # the parent's items were trained on before: known, whether or not they occur today
+        in_parent = parent_codes(parent, uniques, str(sources[0].path))
+        known |= in_parent
     # the reference's datasets drop them, as its numbers were made; everything else keeps them, as misses
     unknown_policy = options.unknown_test_items or ("drop" if spec is not None else "keep")
     if unknown_policy not in ("drop", "keep"):
@@ -534,9 +559,18 @@ def _preprocess(
     if test.sessions == 0:
         raise InputFormatError("no test session is left", "Check the split (--test-days, --test) and the filters")
 
-    dense_of_code = np.cumsum(catalogue_mask).astype(np.int32) * catalogue_mask  # code -> 1..N, 0 when not in the catalogue
-    counts = train_counts[catalogue_mask]
-    raw_ids = uniques.take(pa.array(np.flatnonzero(catalogue_mask)))
+    extension: Extension | None = None
+    if parent is None:
+        dense_of_code = np.cumsum(catalogue_mask).astype(np.int32) * catalogue_mask  # code -> 1..N, 0 when not in the catalogue
+        counts = train_counts[catalogue_mask]
+        raw_ids = uniques.take(pa.array(np.flatnonzero(catalogue_mask)))
+    else:
+        assert in_parent is not None
+        extension = extend(parent, uniques, catalogue=catalogue_mask, in_parent=in_parent)
+        dense_of_code, raw_ids = extension.dense_of_code, extension.ids
+        counts = np.zeros(len(raw_ids), dtype=np.int64)  # the parent's items absent today: 0 train clicks today
+        counts[dense_of_code[catalogue_mask] - 1] = train_counts[catalogue_mask]
+        lineage = extension.record(parent, present=known_today | (seen_in_test & catalogue_mask))
     views = {key: view for key, view in (("train", train), ("valid", valid), ("test", test)) if view is not None}
     extras = _route(views, stores, catalogue, dense_of_code, budget=budget, spill=spill, report=report)
     summary_counts = {key: {**_counts(view, targets), **extras[key]} for key, view in views.items()}
@@ -566,7 +600,7 @@ def _preprocess(
             "unknown_test_items": unknown_policy,
         },
         "unknown_test_targets": unknown,
-        "n_items": int(catalogue_mask.sum()),
+        "n_items": len(raw_ids),
         "item_id_type": str(uniques.type),
         "catalogue_sha256": catalogue_fingerprint(raw_ids),
         "targets": targets,
@@ -574,6 +608,7 @@ def _preprocess(
         "extra_types": extra_types,
         "counts": summary_counts,
         "steps": history,
+        **({} if extension is None else {"catalogue_from": lineage}),
     }
     with atomic_directory(out, force=options.force) as tmp:
         for key in views:
@@ -590,7 +625,8 @@ def _preprocess(
         write_json(tmp / "dataset.json", info, kind="dataset")
     for say, note in notes:
         say(note)
-    return {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, "unknown_test_targets": unknown, **summary_counts}
+    summary = {"dataset": str(out.resolve()), "name": name, "n_items": info["n_items"], "targets": targets, "unknown_test_targets": unknown}
+    return {**summary, **summary_counts, **({} if extension is None else {"catalogue_from": lineage})}
 
 
 def _test_pass(test: _View, catalogue: Catalogue, known: np.ndarray, targets: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

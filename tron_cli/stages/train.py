@@ -19,6 +19,7 @@ import torch
 from tron_cli import errors, tracking
 from tron_cli.artifacts.documents import read_json, read_jsonl
 from tron_cli.artifacts.files import check_replaceable
+from tron_cli.artifacts.lineage import resolve
 from tron_cli.artifacts.sessions import Dataset, read_dataset
 from tron_cli.errors import ArtifactError, TronError, UsageError
 from tron_cli.modelio import check_weights, model_of
@@ -29,6 +30,7 @@ from tron_cli.training.config import TrainConfig, fit_hints, validate
 from tron_cli.training.loop import Trainer
 from tron_cli.training.run import execute, run_document
 from tron_cli.training.rundir import run_lock
+from tron_cli.training.warmstart import Origin, check_origin, read_origin, warm_start
 from tron_cli.workspace import home
 
 RESUMABLE_OVERRIDES = {"epochs", "device", "early_stopping", "valid_limit", "precision", "compile", "track"}
@@ -44,6 +46,7 @@ class TrainRequest:
     reference_config: dict[str, Any] | None = None
     overrides: tuple[str, ...] = ()  # options given explicitly (only some may change on --resume)
     devices: int = 1  # local processes for data-parallel training
+    init_from: Path | None = None  # a run or bundle whose weights the run starts from (training/warmstart.py)
 
 
 def _resume_config(request: TrainRequest, document: dict[str, Any]) -> TrainConfig:
@@ -68,8 +71,13 @@ def prepare_run_dir(request: TrainRequest, check: bool = True) -> Path:
     if check and run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()) and not request.force:
         raise UsageError(f"{run_dir} exists already", "Pass --force to replace it, --resume to continue it, or another --out")
     if check:
-        check_replaceable(run_dir, "run", inputs=(data,))
+        check_replaceable(run_dir, "run", inputs=(data, *([_parent(request.init_from)] if request.init_from is not None else [])))
     return run_dir
+
+
+def _parent(init_from: Path) -> Path:
+    """The run or bundle of --init-from: a path, or a name (the bundle of that name first, then the run)."""
+    return resolve(init_from, {"bundle": home.bundles_root(), "run": home.runs_root()}, "--init-from")
 
 
 def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
@@ -83,6 +91,9 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
         raise UsageError("with torchrun, give every rank the run dir: --out DIR")
     run_dir = prepare_run_dir(request, check=ranks.main)
     restart = False
+    origin = None
+    if request.resume is not None and request.init_from is not None:
+        raise UsageError("--resume continues a run from its checkpoint (or from the parent its config.json names): drop --init-from")
     if request.resume is not None:
         document = read_json(run_dir / "config.json", "run")
         config = _resume_config(request, document)
@@ -94,13 +105,18 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
             report.info(finished.pop("nothing to do"))
             return finished
         restart = _restart(run_dir, dataset)
+        if restart and isinstance(document.get("init_from"), dict):  # killed before its first checkpoint: start from the parent again
+            origin = read_origin(Path(document["init_from"]["path"]))
         if not restart:  # the checkpoint's weights must fit this run's model and catalogue before the model takes memory
             section = model_section(config.model, config.network, dataset.n_items)
             check_weights(run_dir / "checkpoint" / "weights.safetensors", "checkpoint", section, dataset.info.get("catalogue_sha256"))
     else:
         config = request.config
         dataset = read_dataset(Path(request.data) if request.data else home.latest_dataset())
+        if request.init_from is not None:
+            origin = read_origin(_parent(request.init_from))
     validate(config, dataset.n_items)
+    new_items = 0 if origin is None else check_origin(origin, model_section(config.model, config.network, dataset.n_items), dataset)
     if config.objective == "multitron" and "orders" not in dataset.extra_types:
         raise UsageError(
             f"--objective multitron learns from orders, and {dataset.path} has none (dataset.json extra_types: {list(dataset.extra_types)})",
@@ -112,14 +128,26 @@ def train(request: TrainRequest, report: Reporter = SILENT) -> dict[str, Any]:
         trainer = Trainer(config, dataset, run_dir=run_dir, report=report, ranks=ranks)
         if request.resume is not None and not restart:  # before the run dir changes: a failed resume leaves a finished run finished
             trainer.restore()
+        elif origin is not None:
+            _warm_start(trainer, origin, new_items, report)
         if restart and ranks.main:
             report.warn(f"{run_dir} stopped before its first epoch ended (no checkpoint): training it again from the start, with its config.json")
         if request.resume is None and ranks.main:
             for hint in fit_hints(config, dataset.n_items, trainer.device.type, torch.get_num_threads()):
                 report.warn(hint)
         new = None if request.resume is not None else run_document(run_dir, trainer, dataset=dataset, config=config, reference_config=request.reference_config)
+        if new is not None and origin is not None:
+            new["init_from"] = origin.record(new_items)
         summary = execute(trainer, new)
     return summary
+
+
+def _warm_start(trainer: Trainer, origin: Origin, new_items: int, report: Reporter) -> None:
+    """The trainer's model from the parent's weights (every rank alike: new rows start from the same seed)."""
+    warm_start(trainer.model, origin)
+    if trainer.ranks.main:
+        rows = f"{new_items:,} new items start from the mean of its item rows plus initial noise" if new_items else "no new item"
+        report.info(f"warm start from {origin.path}: every weight and the rows of its {origin.n_items:,} items; {rows}")
 
 
 def _finished(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:

@@ -392,7 +392,7 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         (config.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.epochs >= 1, "--epochs must be at least 1"),
-        (0 < config.lr < math.inf, f"--lr must be a positive finite number, not {config.lr}"),
+        (0 <= config.lr < math.inf, f"--lr must be a finite number >= 0, not {config.lr}"),
         (config.uniform_negatives >= 0, "--uniform-negatives must be >= 0"),
         (
             0 <= config.in_batch_negatives < config.batch_size,
