@@ -695,7 +695,7 @@ def test_synthetic(tmp_path):
     out = raw(tmp_path, "synthetic")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"] == "synthetic" and manifest["archive"] is None
-    assert manifest["parameters"] == {"sessions": 40, "items": 30, "seed": 3}
+    assert manifest["parameters"] == {"sessions": 40, "items": 30, "seed": 3, "days": 0, "churn": 0}
     assert sorted(entry["path"] for entry in manifest["files"]) == ["test.jsonl", "train.jsonl"]
     for entry in manifest["files"]:
         assert sha((out / entry["path"]).read_bytes()) == entry["sha256"]
@@ -703,6 +703,41 @@ def test_synthetic(tmp_path):
 
     other = tron("synthetic", "--sessions", "41", "--items", "30", "--seed", "3")
     assert other.exit_code == 1 and "--force" in other.stderr
+
+
+def test_synthetic_five_weeks_are_the_bytes_they_always_were(tmp_path):
+    """The daily log (--days) added parameters and draws; the default output stays byte for byte what 0.2.0 wrote."""
+    assert tron("synthetic", "--sessions", "300", "--items", "50", "--seed", "3").exit_code == 0
+    out = raw(tmp_path, "synthetic")
+    assert sha((out / "train.jsonl").read_bytes()) == "32151f463b603a950c4b03ae6f13f57604fcb05d55c92744e4fe61d7db26b5b8"
+    assert sha((out / "test.jsonl").read_bytes()) == "1b4ba948cbf3b047fcecb62fca101c959fdc8bd863bba2d20e39090913a389c3"
+    manifest = out / "manifest.json"
+    document = json.loads(manifest.read_text())
+    document["parameters"] = {"sessions": 300, "items": 50, "seed": 3}  # as a download made before --days recorded it
+    manifest.write_text(json.dumps(document))
+    again = tron("synthetic", "--sessions", "300", "--items", "50", "--seed", "3")
+    assert again.exit_code == 0 and "already complete" in again.stderr
+
+
+def test_synthetic_daily_log_has_items_born_and_retired_each_day(tmp_path):
+    args = ("synthetic", "--sessions", "600", "--items", "200", "--days", "4", "--churn", "20", "--seed", "5")
+    assert tron(*args, "--out", str(tmp_path / "a")).exit_code == 0
+    assert tron(*args, "--out", str(tmp_path / "b")).exit_code == 0
+    days = sorted((tmp_path / "a").glob("day-*.jsonl"))
+    assert [path.name for path in days] == ["day-001.jsonl", "day-002.jsonl", "day-003.jsonl", "day-004.jsonl"]
+    assert all(path.read_bytes() == (tmp_path / "b" / path.name).read_bytes() for path in days)  # seeded
+    clicked, sessions = [], 0
+    for day, path in enumerate(days):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        sessions += len(records)
+        starts = {(min(event["ts"] for event in record["events"]) - 1_659_304_800_000) // 86_400_000 for record in records}
+        assert starts == {day}  # one day's sessions, by their start (days count from 2022-08-01, Berlin)
+        clicked.append({event["aid"] for record in records for event in record["events"]})
+        assert max(clicked[-1]) < 200 + day * 20  # no item born later
+        if day:
+            assert len(set(range(200 + (day - 1) * 20, 200 + day * 20)) & clicked[-1]) >= 10  # the items born today are clicked
+    assert sessions == 600
+    assert len(clicked[0] - clicked[3]) > 20  # items of the first day that are gone by the fourth
 
 
 def test_help_has_summary_and_example():

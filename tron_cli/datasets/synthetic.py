@@ -14,7 +14,11 @@
   click's item into an order with that item's propensity, else into a cart (about 8 % carts, 2 % orders). So
   which clicked items get ordered depends on the items, and a second objective has something to learn.
 
-The same arguments give the same bytes: every draw comes from one numpy generator seeded with `seed`.
+With `days` (`tron download synthetic --days 14 --churn 40`) it writes a daily log instead, `day-001.jsonl` ...,
+one file per day, over a catalogue with churn: each day some items retire and new ones are born, promoted on
+their first days (`generate_days`); `tron preprocess --train day-014.jsonl` reads a day (or several, concatenated).
+
+The same arguments give the same bytes: every draw comes from numpy generators seeded with `seed`.
 The files are OTTO's format, so `tron preprocess synthetic` reads them with the OTTO reader and preset.
 """
 
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np  # imported with the registry (about 0.1 s); polars waits until something is written
 
 from tron_cli.datasets import DATASETS, DatasetSpec, Parameter, Preset, read_otto_jsonl
+from tron_cli.errors import UsageError
 from tron_cli.memory import available_bytes, refuse_beyond
 from tron_cli.reporting import SILENT, Reporter
 
@@ -38,18 +43,33 @@ MAX_LENGTH = 500
 CLUSTER_SIZE = 25
 TYPES = np.array(["clicks", "carts", "orders"])
 CHUNK_SESSIONS = 200_000
+DAY_MS = 24 * 3600 * 1000
+LAUNCH_BOOST = 4.0  # a daily log's new item is 1 + 4 times as popular as its rank on its first day, 1 + 2 on its second, ...
+DAILY_STREAM = 2  # keys a daily log's generator apart from the five weeks' (seed alone)
 
 
 class _Catalogue:
-    """Item popularity, clusters and successors, and vectorised draws from them."""
+    """Item popularity, clusters and successors, and vectorised draws from them; `ids` are the items' raw aids."""
 
     def __init__(self, n_items: int, rng: np.random.Generator):
         rank = rng.permutation(n_items)
-        self.popularity = (rank + 1.0) ** -1.05
-        self.popularity /= self.popularity.sum()
-        self.global_cdf = np.cumsum(self.popularity)
         n_clusters = max(1, n_items // CLUSTER_SIZE)
-        self.cluster = rng.integers(0, n_clusters, n_items)
+        self._index((rank + 1.0) ** -1.05, cluster=rng.integers(0, n_clusters, n_items), n_clusters=n_clusters)
+        self.successor = self.in_cluster(self.cluster, rng.random(n_items))
+        self.ids = np.arange(n_items, dtype=np.int64)
+
+    @classmethod
+    def of(cls, ids: np.ndarray, popularity: np.ndarray, cluster: np.ndarray, n_clusters: int) -> _Catalogue:
+        """The items `ids` with unnormalised `popularity` and `cluster`s (their successors are set by the caller)."""
+        catalogue = cls.__new__(cls)
+        catalogue._index(popularity, cluster=cluster, n_clusters=n_clusters)
+        catalogue.ids = ids
+        return catalogue
+
+    def _index(self, popularity: np.ndarray, cluster: np.ndarray, n_clusters: int) -> None:
+        self.popularity = popularity / popularity.sum()
+        self.global_cdf = np.cumsum(self.popularity)
+        self.cluster = cluster
         # items sorted by cluster; within each cluster a CDF shifted by the cluster index, so that one
         # searchsorted over the whole array draws from any cluster: item = sorted[searchsorted(cdf, c + u)]
         self.by_cluster = np.argsort(self.cluster, kind="stable")
@@ -58,7 +78,6 @@ class _Catalogue:
         totals = np.bincount(clusters_sorted, weights=weights, minlength=n_clusters)
         within = np.cumsum(weights) - np.concatenate([[0.0], np.cumsum(totals)[:-1]])[clusters_sorted]
         self.cluster_cdf = clusters_sorted + within / np.maximum(totals[clusters_sorted], 1e-300)
-        self.successor = self.in_cluster(self.cluster, rng.random(n_items))
 
     def popular(self, u: np.ndarray) -> np.ndarray:
         return np.minimum(np.searchsorted(self.global_cdf, u * self.global_cdf[-1]), len(self.popularity) - 1)
@@ -91,15 +110,21 @@ def _session_items(catalogue: _Catalogue, lengths: np.ndarray, rng: np.random.Ge
     return items
 
 
-def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Reporter = SILENT) -> list[Path]:
-    """Write `train.jsonl` and `test.jsonl` (OTTO format) with `sessions` sessions over `items` items into `out_dir`."""
+def generate(out_dir: Path, sessions: int, items: int, seed: int, days: int = 0, churn: int = 0, report: Reporter = SILENT) -> list[Path]:
+    """Write `train.jsonl` and `test.jsonl` (OTTO format) with `sessions` sessions over `items` items into `out_dir`;
+    with `days`, a daily log instead (`generate_days`)."""
+    if churn and not days:
+        raise UsageError("--churn sets the items born and retired each day of a daily log: give --days too")
+    # about a dozen 8-byte arrays per item, a few per session, and one chunk of sessions being written at a time
+    total = items + max(days - 1, 0) * churn
+    needed = 100 * total + 40 * sessions + 1_000 * min(sessions, CHUNK_SESSIONS) * 17
+    refuse_beyond(
+        f"generating {sessions:,} sessions over {total:,} items", needed=needed, available=available_bytes(), hint="Ask for fewer --items or --sessions"
+    )
+    if days:
+        return generate_days(out_dir, sessions=sessions, items=items, seed=seed, days=days, churn=churn, report=report)
     import polars as pl
 
-    # about a dozen 8-byte arrays per item, a few per session, and one chunk of sessions being written at a time
-    needed = 100 * items + 40 * sessions + 1_000 * min(sessions, CHUNK_SESSIONS) * 17
-    refuse_beyond(
-        f"generating {sessions:,} sessions over {items:,} items", needed=needed, available=available_bytes(), hint="Ask for fewer --items or --sessions"
-    )
     rng = np.random.default_rng(seed)
     catalogue = _Catalogue(items, rng)
     # carts and orders draw from a generator of their own, so that the clicks are what they always were
@@ -130,6 +155,64 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, report: Report
     return paths
 
 
+def generate_days(out_dir: Path, sessions: int, items: int, seed: int, days: int, churn: int, report: Reporter = SILENT) -> list[Path]:
+    """Write a daily log, `day-001.jsonl` ... (OTTO format, each day's sessions by their start), with item churn.
+
+    Day 1 clicks `items` items; each later day `churn` of the items alive the day before retire (uniformly) and
+    `churn` new ones are born (the next raw aids). An item's popularity is its Zipf rank's, times a launch boost
+    that halves every day (new products are promoted: 1 + LAUNCH_BOOST on their first day); clusters are drawn
+    once for every item, and an item whose successor retired gets a new one from its cluster that day. Sessions
+    (`sessions` spread evenly over the days) are drawn as in `generate`, from the items alive that day."""
+    if churn and churn >= items:
+        raise UsageError(f"--churn {churn} retires at least every item each day: give fewer than --items {items}")
+    rng = np.random.default_rng([seed, DAILY_STREAM])
+    total = items + (days - 1) * churn
+    popularity = (rng.permutation(total) + 1.0) ** -1.05
+    n_clusters = max(1, items // CLUSTER_SIZE)
+    cluster = rng.integers(0, n_clusters, total)
+    born = np.concatenate([np.zeros(items, dtype=np.int64), np.repeat(np.arange(1, days), churn)])
+    buys = np.random.default_rng([seed, 1])
+    propensity = buys.beta(0.3, 1.2, total)
+    successor = np.full(total, -1, dtype=np.int64)  # raw aid of each item's successor (-1: none yet)
+    alive = born == 0
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"day-{day + 1:03d}.jsonl" for day in range(days)]
+    first_session = 0
+    with report.task("generating sessions", total=sessions) as task:
+        for day, path in enumerate(paths):
+            if day:
+                alive[rng.choice(np.flatnonzero(alive), churn, replace=False)] = False
+                alive[born == day] = True
+            ids = np.flatnonzero(alive)
+            boost = 1 + LAUNCH_BOOST * 0.5 ** (day - born[ids])
+            catalogue = _Catalogue.of(ids, popularity[ids] * boost, cluster=cluster[ids], n_clusters=n_clusters)
+            orphans = ids[(successor[ids] < 0) | ~alive[successor[ids]]]
+            successor[orphans] = ids[catalogue.in_cluster(cluster[orphans], rng.random(len(orphans)))]
+            local = np.zeros(total, dtype=np.int64)
+            local[ids] = np.arange(len(ids))
+            catalogue.successor = local[successor[ids]]
+            n = sessions // days + (day < sessions % days)
+            starts = day * DAY_MS + np.sort(rng.integers(0, DAY_MS, n))
+            lengths = np.minimum(2 + np.floor(np.exp(rng.normal(np.log(4.4), 1.6, n))), MAX_LENGTH).astype(np.int64)
+            with open(path, "wb") as handle:
+                for first in range(0, n, CHUNK_SESSIONS):
+                    chunk = slice(first, min(first + CHUNK_SESSIONS, n))
+                    frame = _chunk_frame(
+                        catalogue,
+                        first_session + np.arange(chunk.start, chunk.stop),
+                        starts=starts[chunk],
+                        lengths=lengths[chunk],
+                        rng=rng,
+                        propensity=propensity,
+                        buys=buys,
+                    )
+                    frame.select("session", "events").write_ndjson(handle)
+                    task.update(advance=chunk.stop - chunk.start)
+            first_session += n
+    return paths
+
+
 def _chunk_frame(catalogue, session_ids, starts, lengths, rng, propensity, buys) -> pl.DataFrame:
     """One chunk of sessions as a frame (session, start, events: list of {aid, ts, type})."""
     import polars as pl
@@ -139,7 +222,7 @@ def _chunk_frame(catalogue, session_ids, starts, lengths, rng, propensity, buys)
     unsorted = np.empty_like(matrix)
     unsorted[order] = matrix
     valid = np.arange(matrix.shape[1]) < lengths[:, None]
-    aids = unsorted[valid]  # row-major: session by session, in click order
+    aids = catalogue.ids[unsorted[valid]]  # row-major: session by session, in click order
     gaps = rng.exponential(60_000.0, len(aids)).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     ts = np.cumsum(gaps)
@@ -179,6 +262,8 @@ SYNTHETIC = DatasetSpec(
         Parameter("sessions", 20000, "number of sessions.", minimum=1),
         Parameter("items", 2000, "number of items.", minimum=1),
         Parameter("seed", 0, "random seed.", minimum=0),
+        Parameter("days", 0, "days of a daily log, day-001.jsonl ... (0: five weeks as train.jsonl and test.jsonl).", minimum=0),
+        Parameter("churn", 0, "items born and as many retired each day of a daily log (--days).", minimum=0),
     ),
     preset=Preset(
         train_file="train.jsonl",

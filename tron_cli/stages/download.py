@@ -67,9 +67,10 @@ def is_complete(out_dir: Path, manifest: dict[str, Any]) -> bool:
         return False
 
 
-def _conflict(manifest: dict[str, Any], parameters: dict[str, Any], sha256: str | None) -> str | None:
-    """How a complete download differs from what was asked, or None when it is what was asked."""
-    if manifest.get("parameters", {}) != parameters:
+def _conflict(manifest: dict[str, Any], parameters: dict[str, Any], sha256: str | None, defaults: dict[str, Any]) -> str | None:
+    """How a complete download differs from what was asked, or None when it is what was asked (a parameter declared
+    after the download was made counts with its default)."""
+    if {**defaults, **manifest.get("parameters", {})} != parameters:
         recorded = ", ".join(f"{key}={value}" for key, value in manifest.get("parameters", {}).items())
         return f"generated with {recorded}"
     recorded_sha = (manifest.get("archive") or {}).get("sha256")
@@ -145,7 +146,7 @@ def download_dataset(
             if existing.get("name") != name:
                 raise ArtifactError(f"{out_dir} holds a download of {existing.get('name')}", "Choose another --out, or pass --force to download into it anyway")
             if is_complete(out_dir, existing):
-                conflict = _conflict(existing, parameters, sha256)
+                conflict = _conflict(existing, parameters, sha256, spec.defaults())
                 if conflict:
                     raise ArtifactError(f"{out_dir} holds {name} {conflict}", "Pass --force to replace it, or choose another --out")
                 report.info(f"{name} is already complete in {out_dir} ({len(existing['files'])} files); pass --force to download it again")
