@@ -55,6 +55,24 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def grown(tiny_dataset, tmp_path_factory) -> Path:
+    """Another day's dataset whose catalogue extends `tiny_dataset`'s (`--catalogue-from`) by the raw aids from 300
+    that it holds. Treat as read-only."""
+    root = tmp_path_factory.mktemp("grown")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TRON_HOME", str(root))
+    try:
+        assert invoke("download", "synthetic", "--sessions", "1500", "--items", "400", "--seed", "4").exit_code == 0
+        result = invoke("preprocess", "--catalogue-from", str(tiny_dataset), "--json")
+        assert result.exit_code == 0, result.stderr
+    finally:
+        mp.undo()
+    summary = json.loads(result.stdout)
+    assert summary["catalogue_from"]["new"] > 50 and summary["n_items"] == summary["catalogue_from"]["n_items"] + summary["catalogue_from"]["new"]
+    return Path(summary["dataset"])
+
+
+@pytest.fixture(scope="session")
 def yoochoose_64(tmp_path_factory) -> Path:
     """../shared/data/yoochoose-1-64 ingested as a pre-split OTTO-format dataset (no validation split), keeping
     test items unknown to this train slice in the catalogue, as the published results on this split do."""

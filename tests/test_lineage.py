@@ -82,23 +82,6 @@ def test_a_run_or_a_bundle_gives_its_catalogue(tiny_model, tiny_dataset, home):
 
 
 @pytest.fixture(scope="module")
-def grown(tiny_dataset, tmp_path_factory) -> Path:
-    """A dataset of another day whose catalogue extends `tiny_dataset`'s by the raw aids from 300 that it holds."""
-    root = tmp_path_factory.mktemp("grown")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TRON_HOME", str(root))
-    try:
-        assert invoke("download", "synthetic", "--sessions", "1500", "--items", "400", "--seed", "4").exit_code == 0
-        result = invoke("preprocess", "--catalogue-from", str(tiny_dataset), "--json")
-        assert result.exit_code == 0, result.stderr
-    finally:
-        mp.undo()
-    summary = json.loads(result.stdout)
-    assert summary["catalogue_from"]["new"] > 50 and summary["n_items"] == summary["catalogue_from"]["n_items"] + summary["catalogue_from"]["new"]
-    return Path(summary["dataset"])
-
-
-@pytest.fixture(scope="module")
 def parents(tiny_dataset, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("parents")
     out = {}

@@ -1,25 +1,29 @@
 """`tron serve`: every endpoint and every bad request in-process (FastAPI's test client), and the real command as a
-subprocess: concurrent answers equal `tron recommend --exact`, and SIGTERM drains in-flight requests and exits 0."""
+subprocess: concurrent answers equal `tron recommend --exact`, SIGTERM drains in-flight requests and exits 0, and a
+hot swap (--watch, SIGHUP, POST /admin/reload) drops no request, answers the new items and refuses a corrupt bundle."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from tests.helpers import invoke
+from tests.helpers import invoke, tiny_train_args
 from tron_cli.inference.predictor import load_predictor
 from tron_cli.stages.serve import ServeOptions, create_app
 
@@ -212,3 +216,111 @@ def test_serve_answers_concurrent_requests_as_tron_recommend_does_and_drains_on_
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# ------------------------------------------------------------------------------------------------ hot swap
+
+
+@pytest.fixture(scope="module")
+def next_bundle(tiny_model, grown, tmp_path_factory) -> Path:
+    """A bundle of the next day: warm-started from `tiny_model` on the `grown` dataset (more items)."""
+    root = tmp_path_factory.mktemp("next")
+    run = root / "run"
+    result = invoke("train", str(grown), *tiny_train_args(epochs=1, overfit_batches=2), "--init-from", str(tiny_model[0]), "--out", str(run))
+    assert result.exit_code == 0, result.stderr
+    assert invoke("export", str(run), "--out", str(root / "next")).exit_code == 0
+    return root / "next"
+
+
+def _point(link: Path, target: Path) -> None:
+    """Switch a symlink atomically, as `ln -s TARGET tmp && mv -T tmp LINK` does."""
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def _until(condition, seconds: float = 90.0):
+    """Poll `condition` until it returns something true (its value), failing after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def test_a_swap_drops_no_request_answers_new_items_and_a_corrupt_bundle_leaves_the_old_one_serving(tiny_model, next_bundle, tmp_path):
+    old, new = tiny_model[1], next_bundle
+    new_ids = sorted(set(pq.read_table(new / "items.parquet").column("id").to_pylist()) - set(pq.read_table(old / "items.parquet").column("id").to_pylist()))
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(new, corrupt)
+    (corrupt / "model.safetensors").write_bytes((corrupt / "model.safetensors").read_bytes()[:-100])
+    link = tmp_path / "current"
+    _point(link, old)
+    process, url = _start(link, "--watch", "--admin-token", "s3cret", "--batch-window-ms", "5")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:  # requests from a background thread, across every swap below
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while not stop.is_set():
+                statuses.append(http.post("/recommend", json={"items": [3, 4, 3], "k": 5}).status_code)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            about = http.get("/metadata").json()
+            assert about["bundle"]["name"] == old.name and about["reloads"] == {"count": 0, "failed": 0, "last": None}
+            before = http.post("/recommend", json={"items": new_ids[:3], "k": 5, "allow": new_ids}).json()
+            assert before["unknown_items"] == 3 and before["items"] == []  # unknown to the old model: no known click, nothing allowed
+
+            _point(link, new)  # --watch sees it, loads and checks it in the background, swaps it in
+            about = _until(lambda: (lambda m: m if m["reloads"]["count"] == 1 else None)(http.get("/metadata").json()))
+            assert about["bundle"]["name"] == new.name and about["n_items"] > 300 and about["reloads"]["last"]["ok"]
+            after = http.post("/recommend", json={"items": [*new_ids[:3], 3], "k": 5, "allow": new_ids}).json()
+            assert after["unknown_items"] == 0 and len(after["items"]) == 5 and set(after["items"]) <= set(new_ids) and after["scores"] is not None
+
+            _point(link, corrupt)  # refused: the new one keeps serving
+            about = _until(lambda: (lambda m: m if m["reloads"]["failed"] == 1 else None)(http.get("/metadata").json()))
+            assert about["bundle"]["name"] == new.name and "sha256" in about["reloads"]["last"]["error"]
+            process.send_signal(signal.SIGHUP)  # reloads (the corrupt bundle again): refused again
+            _until(lambda: http.get("/metadata").json()["reloads"]["failed"] == 2)
+            assert http.post("/admin/reload").status_code == 401
+            assert http.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            refused = http.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+            assert refused.status_code == 409 and "still serving" in refused.json()["error"] and "sha256" in refused.json()["error"]
+            _point(link, old)
+            reloaded = http.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+            assert reloaded.status_code == 200 and reloaded.json()["serving"]["name"] == old.name
+            metrics = http.get("/metrics").text
+            assert re.search(r"tron_reloads_total [2-9]", metrics) and "tron_failed_reloads_total 3.0" in metrics
+            assert re.search(rf'tron_bundle_info\{{created="[^"]+",name="{old.name}",run="[^"]+"\}} 1\.0', metrics), metrics
+    finally:
+        stop.set()
+        loader.join()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    assert len(statuses) > 10 and set(statuses) == {200}, sorted(set(statuses))
+    log = process.stderr.read() if process.stderr else ""
+    assert "reloaded (the bundle path changed)" in log and "refused, still serving" in log and "(SIGHUP)" in log
+
+
+def test_admin_reload_is_off_without_a_token_and_swaps_in_process(tiny_model, next_bundle, tmp_path):
+    from tron_cli.stages.serve import ModelSource
+
+    link = tmp_path / "current"
+    _point(link, tiny_model[1])
+    source = ModelSource(link, torch.device("cpu"))
+    with TestClient(create_app(load_predictor(tiny_model[1], torch.device("cpu")), LIMITS, source=source)) as off:
+        response = off.post("/admin/reload", headers={"Authorization": "Bearer x"})
+        assert response.status_code == 404 and "--admin-token" in response.json()["error"]
+    options = ServeOptions(admin_token="s3cret")
+    with TestClient(create_app(load_predictor(tiny_model[1], torch.device("cpu")), options, source=source)) as client:
+        assert client.post("/admin/reload", headers={"Authorization": "Basic s3cret"}).status_code == 401
+        _point(link, next_bundle)
+        answer = client.post("/admin/reload", headers={"Authorization": "bearer s3cret"}).json()
+        assert answer["status"] == "reloaded" and answer["serving"]["name"] == next_bundle.name and answer["reloads"]["count"] == 1
+        assert client.get("/health").json()["n_items"] == answer["serving"]["n_items"] > 300

@@ -37,9 +37,29 @@ from tron_cli.cli._ui import UI, pass_ui
     type=Finite(0, 1),
     help="A MultiTRON model (tron train --objective multitron): the order weight of requests that give none (a request's or session's \"order_weight\" wins) [default: 0.5].",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Reload when MODEL points at another bundle (a symlink switched, a bundle re-exported), looked at every second.",
+)
+@click.option(
+    "--admin-token",
+    envvar="TRON_ADMIN_TOKEN",
+    help="Turn on POST /admin/reload, for requests with the header Authorization: Bearer TOKEN (TRON_ADMIN_TOKEN keeps it out of ps).",
+)
 @pass_ui
 def serve(
-    ui: UI, model: Path | None, host: str, port: int, exact: bool, index_params: tuple[str, ...], device: str, order_weight: float | None, **limits
+    ui: UI,
+    model: Path | None,
+    host: str,
+    port: int,
+    exact: bool,
+    index_params: tuple[str, ...],
+    device: str,
+    order_weight: float | None,
+    watch: bool,
+    admin_token: str | None,
+    **limits,
 ) -> None:
     """Answer recommendation requests over HTTP until SIGTERM (which drains in-flight requests, exit 0).
 
@@ -49,13 +69,18 @@ def serve(
     {"sessions": [{"session": ID, "items": [...]}, ...], ...}, answering raw ids and scores; a MultiTRON
     model also takes "order_weight" (0 = clicks .. 1 = orders) per request or per session;
     GET /health, GET /metadata and GET /metrics (Prometheus). Concurrent requests are scored in
-    micro-batches. Bad requests get a 4xx and {"error": "one line"}. See docs/serving.md.
+    micro-batches. Bad requests get a 4xx and {"error": "one line"}. A new bundle is swapped in
+    without a gap on SIGHUP, on POST /admin/reload (--admin-token) or when --watch sees MODEL change:
+    loaded and checked in the background, refused (the old one keeps serving) when it fails. See
+    docs/serving.md.
 
     \b
     Examples:
         tron serve --port 8080 &
         curl -s localhost:8080/recommend -d '{"items": [1358, 1861], "k": 5}'
         tron serve bundles/otto --index-param ef_search=256 --batch-window-ms 5 --max-batch 128
+        tron serve bundles/current --watch &        # ln -sfn day-2 bundles/current: swapped in
+        kill -HUP %1                                 # or reload now
     """
     try:
         import fastapi  # noqa: F401
@@ -66,20 +91,22 @@ def serve(
 
         raise TronError("tron serve needs fastapi, uvicorn and prometheus-client", "pip install 'tron-cli[serve]'") from None
     from tron_cli.errors import UsageError
-    from tron_cli.inference.predictor import load_predictor
     from tron_cli.runtime import resolve_device
-    from tron_cli.stages.serve import ServeOptions
+    from tron_cli.stages.serve import ModelSource, ServeOptions
     from tron_cli.stages.serve import serve as run_server
     from tron_cli.workspace import home
 
-    options = ServeOptions(host=host, port=port, order_weight=order_weight, **limits)
+    if admin_token is not None and not admin_token.strip():
+        raise UsageError("--admin-token is empty", "Give a secret token, or leave the option out to keep POST /admin/reload off")
+    options = ServeOptions(host=host, port=port, order_weight=order_weight, admin_token=admin_token, watch=watch, **limits)
     model = home.resolve_model(model)
-    predictor = load_predictor(model, resolve_device(device), exact, tuple(index_params))
-    if order_weight is not None and not predictor.model.preference_input:
-        raise UsageError(f"{model} reads no preference vector: --order-weight needs a model trained with --objective multitron")
+    source = ModelSource(model, resolve_device(device), exact=exact, index_params=tuple(index_params))
+    predictor = source.load(options)
     run_server(
         predictor,
         options,
+        source=source,
+        report=ui,
         log_level="info" if ui.verbosity > 0 else "warning",
         on_ready=lambda url: ui.info(f"Serving {model} ({len(predictor.catalogue):,} items, {predictor.retriever.mode} scoring) on {url}"),
     )

@@ -9,13 +9,22 @@ drains in-flight requests on SIGTERM. Endpoints:
   model only) is the preference [1 - W, W] between the next click and orders: a session's own, else the
   request's, else the server's `--order-weight`. Raw item ids in and out; unknown ids are skipped (and counted), a
   session with no known item gets the most popular items with `scores: null`, as `tron recommend` does.
-- `GET /health`, `GET /metadata` (model, dataset, catalogue, index, limits, version), `GET /metrics`
-  (Prometheus text: requests by path and status, latency, batch sizes, sessions, unknown ids, index fallbacks).
+- `GET /health`, `GET /metadata` (model, bundle, reloads, dataset, catalogue, index, limits, version), `GET /metrics`
+  (Prometheus text: requests by path and status, latency, batch sizes, sessions, unknown ids, index fallbacks,
+  reloads, the bundle served).
+- `POST /admin/reload` (with `--admin-token`): reload the bundle now; answers when it is swapped in (200) or refused (409).
 
 Bad requests never reach the model: malformed JSON (400), a body over `max_body_bytes` (413), unknown fields,
 wrong types, ids the catalogue cannot hold, sessions longer than `max_session_length`, k out of 1..max_k, too
 many sessions or filter ids (422) get `{"error": "<one line>"}`. The body is parsed as JSON whatever its
 Content-Type (`curl -d` sends a form type).
+
+Hot swap: SIGHUP, `POST /admin/reload` (only with `admin_token`, a bearer token compared in constant time) and
+`watch` (the bundle path, e.g. a symlink, points at another bundle) load the bundle the path points at now in a
+thread of its own, check it (sha256 of every file, the catalogue against the model, a warm-up query) and swap it
+in (`Live`): a request is answered by the model it was parsed for, so requests in flight finish on the old one. A
+bundle that fails is refused with a log line and counted, and the old one keeps serving. `/metadata` and
+`/metrics` say which bundle is served and how many reloads worked and failed.
 
 Micro-batching: requests wait in a queue; one worker takes the first and whatever arrives within
 `batch_window_ms` (or is already waiting), up to `max_batch` sessions, runs the model once over all their
@@ -28,15 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import hmac
 import json
 import math
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,15 +60,17 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, ValidationError
 
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
-from tron_cli.errors import UsageError
+from tron_cli.errors import TronError, UsageError
 from tron_cli.inference.index import require_faiss
-from tron_cli.inference.predictor import Predictor
+from tron_cli.inference.predictor import Predictor, load_predictor
 from tron_cli.inference.retrieval import NO_FILTERS, Filters
 from tron_cli.inference.session_input import INT64_RANGE, Batch, RecordProblem, raw_ids
+from tron_cli.reporting import SILENT, Reporter
 from tron_cli.safe_json import JsonRefused, parse
 from tron_cli.version import __version__
 
-PATHS = ("/recommend", "/health", "/metadata", "/metrics")
+PATHS = ("/recommend", "/health", "/metadata", "/metrics", "/admin/reload")
+WATCH_SECONDS = 1.0  # how often --watch looks at the bundle path
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -75,6 +90,8 @@ class ServeOptions:
     max_body_bytes: int = 1 << 20
     threads: int = 0  # CPU threads of the model and the index; 0: the cores less one (at least 1), which the event loop keeps
     order_weight: float | None = None  # MultiTRON: the order weight of requests that give none (None: DEFAULT_ORDER_WEIGHT)
+    admin_token: str | None = None  # POST /admin/reload answers only with this bearer token (None: the endpoint is off)
+    watch: bool = False  # reload when the bundle path (a symlink, a directory replaced whole) points at another bundle
 
 
 def scoring_threads(wanted: int) -> int:
@@ -129,6 +146,7 @@ class Job:
     exclude_seen: bool
     filters: Filters
     single: bool  # answered as one object, not {"results": [...]}
+    predictor: Predictor  # the model it was parsed for, which answers it even when a reload swapped in another
     order_weights: list[float] = field(default_factory=list)  # each session's order weight (NaN: the server's default)
     answer: list[dict[str, Any]] = field(default_factory=list)
 
@@ -208,7 +226,16 @@ def parse_request(body: bytes, predictor: Predictor, options: ServeOptions) -> J
                 raise BadRequest(422, f"{name} holds {len(given)} ids, more than the limit of {options.max_filter_items}")
             lists[name] = _id_array(_raw(given, numeric, name), numeric)
         filters = predictor.filters(lists.get("allow"), lists.get("deny"))
-    return Job(sessions, items, k=request.k, exclude_seen=request.exclude_seen, filters=filters, single=request.items is not None, order_weights=weights)
+    return Job(
+        sessions,
+        items,
+        k=request.k,
+        exclude_seen=request.exclude_seen,
+        filters=filters,
+        single=request.items is not None,
+        predictor=predictor,
+        order_weights=weights,
+    )
 
 
 def _order_weight(value: float | None, where: str, predictor: Predictor) -> float:
@@ -262,6 +289,11 @@ class Metrics:
         self.exact_fallbacks = prom.Counter(
             "tron_index_exact_fallback_sessions", "Sessions scored exactly because the index's candidates left fewer than k items", registry=r
         )
+        self.reloads = prom.Counter("tron_reloads", "Bundles loaded, checked and swapped in while serving", registry=r)
+        self.failed_reloads = prom.Counter(
+            "tron_failed_reloads", "Reloads refused (the bundle failed to load or its checks): the old one kept serving", registry=r
+        )
+        self.bundle = prom.Gauge("tron_bundle_info", "The bundle being served (1), by name, run and created time", ["name", "run", "created"], registry=r)
 
     def exposition(self) -> bytes:
         return prom.generate_latest(self.registry)
@@ -320,6 +352,16 @@ class MicroBatcher:
             for job, future in batch:
                 if not future.done():
                     future.set_result(job)
+
+
+def answer_batch(jobs: list[Job], metrics: Metrics) -> None:
+    """Answer a batch's jobs, each with the model it was parsed for: during a reload a batch can hold requests of
+    the old model and of the new one, and each group is scored by its own."""
+    groups: dict[int, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(id(job.predictor), []).append(job)
+    for group in groups.values():
+        answer_jobs(group[0].predictor, group, metrics)
 
 
 def answer_jobs(predictor: Predictor, jobs: list[Job], metrics: Metrics) -> None:
@@ -429,7 +471,132 @@ class Guard:
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
 
 
-def metadata(predictor: Predictor, options: ServeOptions) -> dict[str, Any]:
+# ------------------------------------------------------------------------------------------------ reloading
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the served model comes from (a bundle path, maybe a symlink such as bundles/current) and how it is
+    loaded: at start and again on every reload."""
+
+    path: Path
+    device: torch.device
+    exact: bool = False
+    index_params: tuple[str, ...] = ()
+
+    def load(self, options: ServeOptions) -> Predictor:
+        """The model the path points at now (a symlink resolved once, so that one load reads one bundle), its
+        files checked against their sha256 (`load_predictor`), checked against the server's options and answering
+        a warm-up query."""
+        target = Path(os.path.realpath(self.path)) if Path(self.path).is_symlink() else Path(self.path)
+        predictor = load_predictor(target, self.device, self.exact, self.index_params)
+        if options.order_weight is not None and not predictor.model.preference_input:
+            raise UsageError(f"{self.path} reads no preference vector: --order-weight needs a model trained with --objective multitron")
+        warm_up(predictor)
+        return predictor
+
+
+def warm_up(predictor: Predictor) -> None:
+    """One query through the whole path (encode, the index or exact top-k) before the model may answer: a bundle
+    that loads but cannot score is refused here, and the first real request does not pay for first touches."""
+    catalogue = predictor.catalogue
+    popular = catalogue.raw_ids(catalogue.by_clicks[:2])
+    batch = Batch([None], [""], np.array([0, len(popular)], dtype=np.int64), popular)
+    answer = predictor.answer(predictor.encode(batch), np.zeros(1, dtype=np.int64), k=min(20, len(catalogue)))
+    if not (answer.ids > 0).any() or not np.isfinite(answer.scores[answer.ids > 0]).all():
+        raise TronError(f"{predictor.path} answered its warm-up query with no item or a non-finite score", "Re-run: tron export")
+
+
+def bundle_stamp(path: Path) -> tuple[str, int, int, int] | None:
+    """What identifies the bundle a path points at now: where it resolves to, and its config.json's inode, time and
+    size (a new export replaces the directory whole); None while nothing complete is there."""
+    try:
+        real = os.path.realpath(path)
+        stat = os.stat(os.path.join(real, "config.json"))
+    except OSError:
+        return None
+    return real, stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def about_bundle(predictor: Predictor) -> dict[str, Any]:
+    """The served bundle's name, run, created time and catalogue size (for /metadata, /metrics and the logs)."""
+    document = predictor.document
+    run = document.get("run") if predictor.kind == "bundle" else {"name": document.get("name", predictor.path.name)}
+    return {
+        "name": document.get("name", predictor.path.name),
+        "path": str(predictor.path.resolve()),
+        "run": run.get("name") if isinstance(run, dict) else None,
+        "created": document.get("created"),
+        "n_items": len(predictor.catalogue),
+    }
+
+
+class Live:
+    """The model being served, swapped whole by a reload: a request keeps the predictor it was parsed with, so
+    requests in flight finish on the old model while new ones get the new. One reload at a time, in a thread of its
+    own (the batches go on being scored meanwhile); a bundle that fails to load or its checks is refused with a
+    log line, counted, and the old one keeps serving."""
+
+    def __init__(self, predictor: Predictor, source: ModelSource | None, options: ServeOptions, metrics: Metrics, report: Reporter):
+        self.predictor = predictor
+        self.source, self.options, self.metrics, self.report = source, options, metrics, report
+        self.stamp = None if source is None else bundle_stamp(source.path)
+        self.refused: tuple | None = None  # the stamp of the last bundle refused: --watch does not try it again
+        self.reloads = 0
+        self.failed = 0
+        self.last: dict[str, Any] | None = None  # the last reload: when, why, whether it worked, the error
+        self.lock = asyncio.Lock()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="tron-reload")
+        self._show(predictor)
+
+    def _show(self, predictor: Predictor) -> None:
+        self.metrics.bundle.clear()
+        bundle = about_bundle(predictor)
+        self.metrics.bundle.labels(str(bundle["name"]), str(bundle["run"]), str(bundle["created"])).set(1)
+
+    async def reload(self, reason: str) -> dict[str, Any]:
+        """Load the bundle the path points at now and swap it in, or refuse it; returns what happened."""
+        if self.source is None:
+            raise BadRequest(409, "this server was started without a bundle path to reload from")
+        async with self.lock:
+            stamp = bundle_stamp(self.source.path)
+            old = about_bundle(self.predictor)["name"]
+            when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            try:
+                predictor = await asyncio.get_running_loop().run_in_executor(self.executor, self.source.load, self.options)
+            except Exception as error:  # any failure of a new bundle leaves the old one serving
+                line = error.line() if isinstance(error, TronError) else f"{type(error).__name__}: {error}"
+                self.failed += 1
+                self.refused = stamp
+                self.metrics.failed_reloads.inc()
+                self.last = {"at": when, "reason": reason, "ok": False, "error": line}
+                self.report.warn(f"reload ({reason}) of {self.source.path} refused, still serving {old}: {line}")
+                return {"status": "refused", "error": line, "serving": about_bundle(self.predictor)}
+            self.predictor, self.stamp = predictor, stamp
+            self.reloads += 1
+            self.metrics.reloads.inc()
+            self._show(predictor)
+            bundle = about_bundle(predictor)
+            self.last = {"at": when, "reason": reason, "ok": True, "error": None}
+            self.report.info(f"reloaded ({reason}) {self.source.path}: {bundle['name']} (run {bundle['run']}, {bundle['n_items']:,} items), was {old}")
+            return {"status": "reloaded", "serving": bundle}
+
+    async def watch(self) -> None:
+        """--watch: reload when the bundle path points at another complete bundle than the one served (and than
+        the one last refused)."""
+        assert self.source is not None
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            stamp = bundle_stamp(self.source.path)
+            if stamp is not None and stamp != self.stamp and stamp != self.refused:
+                await self.reload("the bundle path changed")
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.reloads, "failed": self.failed, "last": self.last}
+
+
+def metadata(live: Live, options: ServeOptions) -> dict[str, Any]:
+    predictor = live.predictor
     document = predictor.document
     index = predictor.index
     return {
@@ -440,6 +607,9 @@ def metadata(predictor: Predictor, options: ServeOptions) -> dict[str, Any]:
             "type": document.get("model", {}).get("type"),
             "max_length": predictor.max_length,
         },
+        "bundle": about_bundle(predictor),
+        "source": None if live.source is None else str(live.source.path),
+        "reloads": live.state(),
         "dataset": document.get("dataset") if predictor.kind == "bundle" else (document.get("dataset") or {}).get("name"),
         "n_items": len(predictor.catalogue),
         "item_id_type": "integer" if predictor.catalogue.numeric else "string",
@@ -456,33 +626,61 @@ def metadata(predictor: Predictor, options: ServeOptions) -> dict[str, Any]:
             "max_body_bytes": options.max_body_bytes,
         },
         "batching": {"window_ms": options.batch_window_ms, "max_batch": options.max_batch, "threads": scoring_threads(options.threads)},
+        "admin": {"reload": options.admin_token is not None, "watch": options.watch},
     }
 
 
-def create_app(predictor: Predictor, options: ServeOptions = ServeOptions()) -> Any:
-    """The ASGI app (FastAPI behind the Guard middleware) serving `predictor`."""
+def authorised(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries the bearer `token`, compared in constant time."""
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), source: ModelSource | None = None, report: Reporter = SILENT) -> Any:
+    """The ASGI app (FastAPI behind the Guard middleware) serving `predictor`, reloaded from `source` on SIGHUP (when
+    the app runs in the main thread), on POST /admin/reload (with `options.admin_token`) and with `options.watch`."""
     metrics = Metrics()
+    live = Live(predictor, source, options=options, metrics=metrics, report=report)
     state: dict[str, Any] = {}
+    endpoints = [path for path in PATHS if path != "/admin/reload" or options.admin_token is not None]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = MicroBatcher(lambda jobs: answer_jobs(predictor, jobs, metrics), options.batch_window_ms / 1000, options.max_batch, metrics)
-        task = asyncio.create_task(batcher.run())
+        loop = asyncio.get_running_loop()
+        batcher = MicroBatcher(lambda jobs: answer_batch(jobs, metrics), options.batch_window_ms / 1000, options.max_batch, metrics)
+        tasks = [asyncio.create_task(batcher.run())]
+        if options.watch and source is not None:
+            tasks.append(asyncio.create_task(live.watch()))
+        hangup = source is not None and threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+        reloads: set[asyncio.Task] = set()  # SIGHUP's reloads, held until done (the loop keeps only weak references)
+
+        def hung_up() -> None:
+            task = loop.create_task(live.reload("SIGHUP"))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        if hangup:
+            loop.add_signal_handler(signal.SIGHUP, hung_up)
         state["batcher"] = batcher
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if hangup:
+                loop.remove_signal_handler(signal.SIGHUP)
+            for task in [*tasks, *reloads]:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             batcher.executor.shutdown(wait=True)
+            live.executor.shutdown(wait=True)
 
     app = FastAPI(title="tron", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.post("/recommend")
     async def recommend(request: Request) -> Response:
         try:
-            job = parse_request(await request.body(), predictor, options)
+            job = parse_request(await request.body(), live.predictor, options)
         except BadRequest as bad:
             return JSONResponse({"error": bad.reason}, status_code=bad.status)
         try:
@@ -491,13 +689,30 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions()) -> 
             return JSONResponse({"error": f"scoring failed ({type(error).__name__}: {error})"}, status_code=500)
         return JSONResponse(done.answer[0] if done.single else {"results": done.answer})
 
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> Response:
+        if options.admin_token is None:
+            return JSONResponse(
+                {"error": f"no endpoint /admin/reload (there are {', '.join(endpoints)}; tron serve --admin-token turns it on)"}, status_code=404
+            )
+        if not authorised(request.headers.get("authorization"), options.admin_token):
+            return JSONResponse({"error": "POST /admin/reload needs the header Authorization: Bearer TOKEN (--admin-token)"}, status_code=401)
+        try:
+            result = await live.reload("POST /admin/reload")
+        except BadRequest as bad:
+            return JSONResponse({"error": bad.reason}, status_code=bad.status)
+        if result["status"] != "reloaded":
+            return JSONResponse({"error": f"the bundle was refused, still serving {result['serving']['name']}: {result['error']}"}, status_code=409)
+        return JSONResponse({**result, "reloads": live.state()})
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        predictor = live.predictor
         return {"status": "ok", "n_items": len(predictor.catalogue), "scoring": "exact" if predictor.index is None else "index"}
 
     @app.get("/metadata")
     async def about() -> dict[str, Any]:
-        return metadata(predictor, options)
+        return metadata(live, options)
 
     @app.get("/metrics")
     async def exposition() -> Response:
@@ -505,7 +720,7 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions()) -> 
 
     @app.exception_handler(404)
     async def not_found(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"no endpoint {request.url.path} (there are {', '.join(PATHS)})"}, status_code=404)
+        return JSONResponse({"error": f"no endpoint {request.url.path} (there are {', '.join(endpoints)})"}, status_code=404)
 
     @app.exception_handler(405)
     async def wrong_method(request: Request, error: Exception) -> JSONResponse:
@@ -527,8 +742,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(predictor: Predictor, options: ServeOptions, log_level: str = "warning", on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve until SIGTERM or Ctrl-C; in-flight requests are answered before it returns."""
+def serve(
+    predictor: Predictor,
+    options: ServeOptions,
+    source: ModelSource | None = None,
+    report: Reporter = SILENT,
+    log_level: str = "warning",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or Ctrl-C; in-flight requests are answered before it returns. SIGHUP reloads from `source`."""
     import uvicorn
 
     sock = listen(options.host, options.port)
@@ -536,7 +758,8 @@ def serve(predictor: Predictor, options: ServeOptions, log_level: str = "warning
     torch.set_num_threads(threads)
     if predictor.index is not None:
         require_faiss().omp_set_num_threads(threads)
-    config = uvicorn.Config(create_app(predictor, options), log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    app = create_app(predictor, options, source=source, report=report)
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     if on_ready is not None:
         started = server.startup
