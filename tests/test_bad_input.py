@@ -795,7 +795,7 @@ CASES = [
         id="preprocess-catalogue-from-nowhere",
         setup=lambda t, w: ["preprocess", "synthetic", "--input", str(w.raw), "--catalogue-from", "nowhere", "--out", "data/new"],
         code=1,
-        needles=("--catalogue-from nowhere", "no dataset, run or bundle"),
+        needles=("--catalogue-from nowhere", "no dataset or bundle or run of that name"),
         absent=("data/new",),
     ),
     Case(

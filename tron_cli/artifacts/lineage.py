@@ -51,8 +51,8 @@ def kind_of(path: Path) -> str | None:
 
 
 def resolve(given: Path, roots: dict[str, Path], flag: str) -> Path:
-    """A dataset, run or bundle directory: `given` when it is one, else the directory of that name under one of
-    `roots` (kind -> its directory under $TRON_HOME); a name found under several roots must be given as a path."""
+    """A dataset, run or bundle directory: `given` when it is a path, else the directory of that name under the
+    first of `roots` (kind -> its directory under $TRON_HOME, in order of preference) that holds one."""
     given = Path(given)
     if given.is_dir() or len(given.parts) != 1:
         if not given.is_dir():
@@ -60,11 +60,8 @@ def resolve(given: Path, roots: dict[str, Path], flag: str) -> Path:
         return given
     found = [root / given for root in roots.values() if (root / given).is_dir()]
     if not found:
-        raise MissingInputError(
-            f"{flag} {given}: no dataset, run or bundle of that name under {', '.join(str(root) for root in roots.values())}", "Give its path"
-        )
-    if len(found) > 1:
-        raise UsageError(f"{flag} {given} names {' and '.join(str(path) for path in found)}", "Give the path of the one you mean")
+        kinds = " or ".join(roots)
+        raise MissingInputError(f"{flag} {given}: no {kinds} of that name under {', '.join(str(root) for root in roots.values())}", "Give its path")
     return found[0]
 
 

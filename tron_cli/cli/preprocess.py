@@ -89,7 +89,7 @@ from tron_cli.datasets import DATASETS
 @click.option(
     "--catalogue-from",
     type=click.Path(path_type=Path),
-    help="Keep the dense item ids of this dataset, run or bundle (a path or name): its items keep their ids, new items get ids after them, its items absent today keep theirs (count 0); tron train --init-from then warm-starts from it.",
+    help="Keep the dense item ids of this dataset, run or bundle (a path, or a name: the dataset of that name first, then the bundle, then the run): its items keep their ids, new items get ids after them, its items absent today keep theirs (count 0); tron train --init-from then warm-starts from it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @pass_ui

@@ -175,7 +175,7 @@ class TrainCommand(click.Command):
 @click.option(
     "--init-from",
     type=click.Path(path_type=Path),
-    help="Warm start: every weight and the known items' rows from this run or bundle (path or name); DATA must be preprocessed with --catalogue-from it (or a descendant).",
+    help="Warm start: every weight and the known items' rows from this run or bundle (a path, or a name: the bundle of that name first, then the run); DATA's catalogue must have grown from its (tron preprocess --catalogue-from).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing run dir.")
 @click.option("--devices", type=Whole(min=1), default=1, show_default=True, help="Processes for data-parallel training (DDP) on this machine.")

@@ -73,7 +73,7 @@ def read_origin(path: Path) -> Origin:
     fingerprint = catalogue_of(document, kind)
     if fingerprint is None:
         raise ArtifactError(f"{path / 'config.json'} records no catalogue fingerprint", "Warm-start from a run or bundle made by this version of tron")
-    return Origin(path, kind, document, model_of(document), fingerprint)
+    return Origin(path, kind, document=document, section=model_of(document), fingerprint=fingerprint)
 
 
 def _settings(section: dict[str, Any]) -> dict[str, Any]:
