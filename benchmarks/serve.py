@@ -2,6 +2,7 @@
 
     python benchmarks/serve.py                                      # 1.8M and 20k items, concurrency 1, 8, 64
     python benchmarks/serve.py --items 20000 --concurrency 1,64 --duration 5
+    python benchmarks/serve.py --items 1800000 --swap --concurrency 8 --duration 20   # the load across a hot swap
 
 For each catalogue size a synthetic bundle is built straight through the library (`export.write_bundle`): a
 SASRec (d=200, 2 blocks, max_length 50) with random weights, never trained, and an item index of --index
@@ -12,6 +13,12 @@ command `tron serve` is started twice, with its index and with --exact, and wrk 
 sessions (1..20 random items, k=20) over --duration seconds at each concurrency (one connection per
 concurrent client). Printed: requests/s, p50/p95/p99 latency and errors (socket errors + non-2xx), which must
 be 0. The server is stopped with SIGTERM and must exit 0. A benchmark prints numbers and never asserts a time.
+
+With --swap, the server (index scoring) serves a symlink with --watch, and --swap-at seconds into one wrk run
+at the first --concurrency the symlink is switched (an atomic rename) to a copy of the bundle (a directory of
+its own, renamed in its config.json): the server loads and checks it (sha256 of every file, weights, index,
+warm-up query) while it answers, and swaps it in. Printed: the run's requests/s, percentiles and errors, and
+when the reload started and how long it took (/metadata), so that the swap is seen to fall inside the run.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +122,48 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
     return json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
 
 
+def bundle_copy(bundle: Path) -> Path:
+    """A copy of `bundle` under another name (reused when it exists): what the swap switches to."""
+    copy = bundle.with_name(bundle.name + "-copy")
+    if not (copy / "config.json").is_file():
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(bundle, copy.with_name(copy.name + ".tmp"))
+        config = copy.with_name(copy.name + ".tmp") / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "name": copy.name}, indent=2))  # config.json is not among its own digests
+        os.replace(copy.with_name(copy.name + ".tmp"), copy)
+    return copy
+
+
+def point(link: Path, target: Path) -> None:
+    """Switch the symlink `link` to `target` atomically (a rename over it), as `ln -s` + `mv -T` do."""
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.name)
+    os.replace(tmp, link)
+    print(f"{time.strftime('%H:%M:%S')} {link} -> {target.name}", file=sys.stderr, flush=True)
+
+
+def swap_run(bundle: Path, script: Path, connections: int, seconds: int, swap_at: float, serve_options: list[str]) -> dict:
+    """wrk for `seconds` against a server on a symlink to `bundle` with --watch, switched to a copy `swap_at` s in."""
+    copy = bundle_copy(bundle)
+    link = bundle.with_name("current")
+    point(link, bundle)
+    process, url = start_server(link, False, ["--watch", *serve_options])
+    try:
+        run_wrk(url, script, 1, 2)  # warm-up
+        timer = threading.Timer(swap_at, point, (link, copy))
+        load = os.getloadavg()[0]
+        print(f"{time.strftime('%H:%M:%S')} wrk starts", file=sys.stderr, flush=True)
+        timer.start()
+        result = run_wrk(url, script, connections, seconds)
+        timer.join()
+        with urllib.request.urlopen(f"{url}/metadata", timeout=60) as response:
+            about = json.loads(response.read())
+    finally:
+        code = stop_server(process)
+    return {"result": result, "reloads": about["reloads"], "serving": about["bundle"]["name"], "exit": code, "load": load}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", default="1800000,20000", help="catalogue sizes, comma-separated")
@@ -123,6 +174,8 @@ def main() -> None:
     parser.add_argument("--serve-option", action="append", default=[], help="an option passed to tron serve, e.g. --max-batch=128 (repeatable)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tron-serve-bench", help="where the bundles are built and kept")
     parser.add_argument("--sessions", type=int, default=2000, help="distinct random request bodies")
+    parser.add_argument("--swap", action="store_true", help="measure the load across a hot swap instead (see above)")
+    parser.add_argument("--swap-at", type=float, default=5.0, help="seconds into the wrk run at which the bundle path is switched")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
@@ -138,6 +191,18 @@ def main() -> None:
         ]
         script = args.workdir / f"requests-{n_items}.lua"
         script.write_text(LUA % ", ".join(bodies))
+        if args.swap:
+            swapped = swap_run(bundle, script, concurrencies[0], args.duration, swap_at=args.swap_at, serve_options=args.serve_option)
+            result, last = swapped["result"], swapped["reloads"]["last"] or {}
+            print(
+                f"\ntron serve --watch across a swap: {n_items:,} items, {args.index}, concurrency {concurrencies[0]}, wrk {args.duration} s, switched at"
+                f" {args.swap_at:g} s; load average {swapped['load']:.1f} at the start; {os.cpu_count()} cores, torch {torch.__version__}\n"
+                f"requests/s {result['requests'] / result['seconds']:.1f}, p50 {result['p50'] / 1000:.1f} ms, p95 {result['p95'] / 1000:.1f} ms,"
+                f" p99 {result['p99'] / 1000:.1f} ms, errors {result['socket_errors'] + result['non_2xx']};"
+                f" reloads {swapped['reloads']['count']} (failed {swapped['reloads']['failed']}), the last at {last.get('at')} taking {last.get('seconds')} s;"
+                f" serving {swapped['serving']} after; tron serve exited {swapped['exit']} on SIGTERM"
+            )
+            continue
         for exact in (False, True):
             process, url = start_server(bundle, exact, args.serve_option)
             try:
@@ -160,6 +225,8 @@ def main() -> None:
             finally:
                 code = stop_server(process)
             print(f"tron serve exited {code} on SIGTERM", file=sys.stderr)
+    if args.swap:
+        return
     cores = os.cpu_count()
     print(f"\ntron serve, SASRec d=200 2 blocks (random weights), k=20, wrk {args.duration}s per cell, {cores} cores, torch {torch.__version__}")
     print("| items | scoring | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |")

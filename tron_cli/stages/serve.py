@@ -71,6 +71,7 @@ from tron_cli.version import __version__
 
 PATHS = ("/recommend", "/health", "/metadata", "/metrics", "/admin/reload")
 WATCH_SECONDS = 1.0  # how often --watch looks at the bundle path
+RELOAD_NICENESS = 10  # a reload's thread runs at this nice value (Linux: per thread), below the threads that answer
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -531,6 +532,13 @@ def about_bundle(predictor: Predictor) -> dict[str, Any]:
     }
 
 
+def _yield_the_cores() -> None:
+    """Lower the priority of the thread that reloads (hashing and reading gigabytes), so that the threads answering
+    requests keep the cores meanwhile. Linux gives each thread its own nice value; elsewhere this does nothing."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RELOAD_NICENESS)
+
+
 class Live:
     """The model being served, swapped whole by a reload: a request keeps the predictor it was parsed with, so
     requests in flight finish on the old model while new ones get the new. One reload at a time, in a thread of its
@@ -546,7 +554,7 @@ class Live:
         self.failed = 0
         self.last: dict[str, Any] | None = None  # the last reload: when, why, whether it worked, the error
         self.lock = asyncio.Lock()
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="tron-reload")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="tron-reload", initializer=_yield_the_cores)
         self._show(predictor)
 
     def _show(self, predictor: Predictor) -> None:
@@ -562,6 +570,7 @@ class Live:
             stamp = bundle_stamp(self.source.path)
             old = about_bundle(self.predictor)["name"]
             when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            started = time.perf_counter()
             try:
                 predictor = await asyncio.get_running_loop().run_in_executor(self.executor, self.source.load, self.options)
             except Exception as error:  # any failure of a new bundle leaves the old one serving
@@ -569,7 +578,7 @@ class Live:
                 self.failed += 1
                 self.refused = stamp
                 self.metrics.failed_reloads.inc()
-                self.last = {"at": when, "reason": reason, "ok": False, "error": line}
+                self.last = {"at": when, "reason": reason, "seconds": round(time.perf_counter() - started, 3), "ok": False, "error": line}
                 self.report.warn(f"reload ({reason}) of {self.source.path} refused, still serving {old}: {line}")
                 return {"status": "refused", "error": line, "serving": about_bundle(self.predictor)}
             self.predictor, self.stamp = predictor, stamp
@@ -577,8 +586,10 @@ class Live:
             self.metrics.reloads.inc()
             self._show(predictor)
             bundle = about_bundle(predictor)
-            self.last = {"at": when, "reason": reason, "ok": True, "error": None}
-            self.report.info(f"reloaded ({reason}) {self.source.path}: {bundle['name']} (run {bundle['run']}, {bundle['n_items']:,} items), was {old}")
+            self.last = {"at": when, "reason": reason, "seconds": round(time.perf_counter() - started, 3), "ok": True, "error": None}
+            self.report.info(
+                f"reloaded ({reason}) {self.source.path} in {self.last['seconds']:.1f} s: {bundle['name']} (run {bundle['run']}, {bundle['n_items']:,} items), was {old}"
+            )
             return {"status": "reloaded", "serving": bundle}
 
     async def watch(self) -> None:
