@@ -853,6 +853,19 @@ CASES = [
         absent=("runs/new",),
     ),
     Case(
+        id="train-init-from-nowhere",
+        setup=lambda t, w: train_on(lambda t, w: w.dataset, "--init-from", "runs/nowhere")(t, w),
+        code=1,
+        needles=("--init-from runs/nowhere", "does not exist"),
+        absent=("runs/new",),
+    ),
+    Case(
+        id="serve-empty-admin-token",
+        setup=lambda t, w: ["serve", str(w.bundle), "--port", "0", "--device", "cpu", "--admin-token", " "],
+        code=2,
+        needles=("--admin-token is empty",),
+    ),
+    Case(
         id="train-init-from-with-resume",
         setup=lambda t, w: ["train", "--resume", str(copy(w.run, t / "runs" / "old")), "--init-from", str(w.run)],
         code=2,
