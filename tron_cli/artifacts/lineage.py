@@ -8,7 +8,6 @@ rows are the child's first rows. Only files are read here (JSON, Parquet): no to
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tron_cli.artifacts.documents import read_json
-from tron_cli.artifacts.files import sha256_file
+from tron_cli.artifacts.files import directory_kind, sha256_file
 from tron_cli.artifacts.sessions import catalogue_fingerprint, read_dataset, read_items
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
 
@@ -36,18 +35,6 @@ class Parent:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def kind_of(path: Path) -> str | None:
-    """ "dataset", "run" or "bundle" for a directory that holds one (by dataset.json, or config.json's schema); else None."""
-    path = Path(path)
-    if (path / "dataset.json").is_file():
-        return "dataset"
-    try:
-        schema = str(json.loads((path / "config.json").read_text()).get("schema", ""))
-    except (OSError, ValueError, AttributeError):
-        return None
-    return "bundle" if schema.startswith("bundle/") else "run" if schema.startswith("run/") else None
 
 
 def resolve(given: Path, roots: dict[str, Path], flag: str) -> Path:
@@ -69,8 +56,8 @@ def read_parent(path: Path, flag: str = "--catalogue-from") -> Parent:
     """The catalogue of a dataset, a run (its dataset's, which must not have changed since) or a bundle (its own
     items.parquet, checked against the sha256 the bundle records), with its fingerprint checked."""
     path = Path(path)
-    kind = kind_of(path)
-    if kind is None:
+    kind = directory_kind(path)
+    if kind not in KINDS:
         raise ArtifactError(f"{flag} {path} is not a dataset, run or bundle (no dataset.json or config.json)", "Give a dataset, run or bundle directory")
     if kind == "dataset":
         dataset = read_dataset(path)
