@@ -115,10 +115,10 @@ def generate(out_dir: Path, sessions: int, items: int, seed: int, days: int = 0,
     with `days`, a daily log instead (`generate_days`)."""
     if churn and not days:
         raise UsageError("--churn sets the items born and retired each day of a daily log: give --days too")
-    # about a dozen 8-byte arrays per item, a few per session, one chunk of sessions being written at a time, a
-    # path and a catalogue per day of a daily log
+    # about a dozen 8-byte arrays per item, a few per session, one chunk of sessions being written at a time, and a
+    # daily log's file names
     total = items + max(days - 1, 0) * churn
-    needed = 100 * total + 40 * sessions + 1_000 * min(sessions, CHUNK_SESSIONS) * 17 + days * (200 + 100 * items)
+    needed = 100 * total + 40 * sessions + 1_000 * min(sessions, CHUNK_SESSIONS) * 17 + 200 * days
     refuse_beyond(
         f"generating {sessions:,} sessions over {total:,} items", needed=needed, available=available_bytes(), hint="Ask for fewer --items or --sessions"
     )
