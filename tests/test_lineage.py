@@ -53,7 +53,7 @@ def test_catalogue_from_keeps_ids_appends_new_items_and_keeps_absent_ones(home):
     assert counts[0] == counts[2] == 0 and min(counts[1], counts[3], counts[4], counts[5]) > 0  # absent today: today's count
     info = json.loads((home / "data" / "tuesday" / "dataset.json").read_text())
     monday = json.loads((home / "data" / "monday" / "dataset.json").read_text())
-    assert info["catalogue_from"] == summary["catalogue_from"]
+    assert info["catalogue_from"] == summary["catalogue_from"] == json.loads(invoke("info", "data/tuesday", "--json").stdout)["catalogue_from"]
     assert {k: info["catalogue_from"][k] for k in ("kind", "catalogue_sha256", "n_items", "kept", "unseen", "new")} == {
         "kind": "dataset",
         "catalogue_sha256": monday["catalogue_sha256"],
@@ -105,6 +105,7 @@ def test_no_new_items_and_learning_rate_0_scores_exactly_like_the_parent(parents
     assert result.exit_code == 0, result.stderr
     assert "warm start from" in result.stderr and "no new item" in result.stderr
     assert json.loads((child / "config.json").read_text())["init_from"]["new_items"] == 0
+    assert json.loads(invoke("info", str(child), "--json").stdout)["config"]["init_from"]["name"] == "sasrec"  # the parent, as tron info shows it
     mine, theirs = load_file(child / "model.safetensors"), load_file(parents["sasrec"] / "model.safetensors")
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[name], theirs[name]) for name in mine)
     metrics = [json.loads(invoke("evaluate", str(run), "--device", "cpu", "--json").stdout) for run in (child, parents["sasrec"])]

@@ -279,8 +279,11 @@ def describe(target: Path) -> dict[str, Any]:
         out["manifest"] = document
     elif kind == "dataset":
         out.update({key: document.get(key) for key in ("source", "parameters", "counts", "item_id_type", "catalogue_sha256", "steps")})
+        if "catalogue_from" in document:  # a catalogue grown from a parent's (tron preprocess --catalogue-from)
+            out["catalogue_from"] = document["catalogue_from"]
     elif kind == "run":
-        out.update({"config": {key: document.get(key) for key in ("dataset", "model", "train", "world_size", "torch_version")}})
+        keys = ("dataset", "model", "train", "world_size", "torch_version", *(("init_from",) if "init_from" in document else ()))  # a warm start's parent
+        out.update({"config": {key: document.get(key) for key in keys}})
         summary = _read(path / "summary.json")
         out["summary"] = summary and {**summary, "run": str(path.resolve())}  # where the run is now, not where it was trained from
         out["history"] = history(path)
