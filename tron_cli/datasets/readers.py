@@ -411,7 +411,7 @@ def timestamps_ms(path: Path | str, column: str, values: pl.Series, unit: str, r
     return stamps if is_ms else numbers_to_ms(stamps, unit)
 
 
-def time_values(path: Path, column: str, values: pl.Series, row_offset: int) -> tuple[np.ndarray, bool]:
+def time_values(path: Path | str, column: str, values: pl.Series, row_offset: int) -> tuple[np.ndarray, bool]:
     """(milliseconds, True) of datetimes or ISO-8601 strings, or (the numbers as float64, False) of a numeric
     column, whose unit `numbers_to_ms` applies once the whole log is seen; a bad value raises naming its line."""
     bad_hint = f"Fix column {column!r}, or choose --time-col / --time-unit"
