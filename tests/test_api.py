@@ -121,9 +121,16 @@ def _default(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
+def _generator_parameters() -> dict[str, int]:
+    """Every generated dataset's parameters (`tron download synthetic --days 3`): the download's **parameters."""
+    from tron_cli.datasets import DATASETS
+
+    return {parameter.name: parameter.default for name in DATASETS.names() for parameter in DATASETS.get(name).parameters}
+
+
 # command -> (the functions its flags go to, CLI parameter -> keyword where the names differ, CLI-only parameters)
 COMMANDS: dict[str, tuple[tuple[Any, ...], dict[str, str], set[str]]] = {
-    "download": ((tron_cli.download,), {}, {"sessions", "items", "seed"}),  # a generated dataset's own: **parameters
+    "download": ((tron_cli.download,), {}, set(_generator_parameters())),  # a generated dataset's own: **parameters
     "preprocess": ((tron_cli.preprocess,), {"name": "download", "input_path": "input", "fmt": "format", "dataset_name": "name"}, set()),
     "evaluate": ((tron_cli.evaluate,), {"cutoffs": "cutoff", "baseline_options": "baseline_option", "index_params": "index_param"}, set()),
     "export": ((tron_cli.export,), {"fmt": "format", "index_kind": "index", "index_params": "index_param"}, set()),
@@ -153,7 +160,7 @@ def test_every_flag_is_a_keyword_with_the_same_default(command):
 def test_every_train_flag_is_a_train_keyword_from_the_same_declarations():
     from tron_cli.training.config import all_declarations
 
-    own = {"preset", "config_file", "out", "resume", "force", "devices"}  # the run's, not the training's: train's own keywords
+    own = {"preset", "config_file", "out", "resume", "init_from", "force", "devices"}  # the run's, not the training's: train's own keywords
     flags = {name for name in _click_params("train") if not name.startswith("_")} - {"data", "data_option"}
     assert flags - own == set(tron_cli.TrainOptions.__annotations__) == set(all_declarations())
     assert {"config" if name == "config_file" else name for name in own} < set(inspect.signature(tron_cli.train).parameters)

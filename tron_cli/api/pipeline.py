@@ -56,7 +56,7 @@ def download(
 ) -> Download:
     """Download a registered dataset, or generate a synthetic one (`tron download NAME`).
 
-    `parameters` are a generated dataset's own (synthetic: `sessions`, `items`, `seed`); `from_path` is the CLI's
+    `parameters` are a generated dataset's own (synthetic: `sessions`, `items`, `seed`, `days`, `churn`); `from_path` is the CLI's
     --from (a file downloaded by hand). A complete download is left as it is unless `force` (`Download.skipped`)."""
     from tron_cli.api.progress import reporter_or_default
     from tron_cli.stages.download import download_dataset
