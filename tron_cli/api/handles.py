@@ -130,8 +130,9 @@ class Dataset(Artifact):
     @property
     def summary(self) -> dict[str, Any]:
         """What `tron preprocess --json` prints: the dataset's path, name, items, targets, unknown test targets and
-        each split's sessions, events and targets."""
+        each split's sessions, events and targets, and the lineage of a catalogue grown from another's."""
         document = _document(self.path / "dataset.json")
+        lineage = document.get("catalogue_from")
         return {
             "dataset": str(self.path),
             "name": document.get("name", self.name),
@@ -139,6 +140,7 @@ class Dataset(Artifact):
             "targets": document.get("targets"),
             "unknown_test_targets": document.get("unknown_test_targets"),
             **(document.get("counts") or {}),
+            **({} if lineage is None else {"catalogue_from": lineage}),
         }
 
 
