@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -131,7 +132,7 @@ def main() -> None:
     warm = home / "runs" / f"cold-{first:03d}"
     seconds = tron(home, "train", str(prepare(first)), *RECIPE, "--epochs", str(args.cold_epochs), "--out", str(warm))
     print(f"day {first}: cold start {seconds / 60:.1f} min (the first warm start's parent)", file=sys.stderr, flush=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for day in range(first + 1, first + args.days + 1):
         data = prepare(day)
         stale = warm
@@ -141,7 +142,7 @@ def main() -> None:
         cold_seconds = tron(home, "train", str(data), *RECIPE, "--epochs", str(args.cold_epochs), "--out", str(cold))
         offsets, ids, targets = prefixes(clicks(raw / f"day-{day + 1:03d}.jsonl"))
         yesterday = set(pq.read_table(home / "data" / f"day-{day - 1:03d}" / "items.parquet").column("id").to_pylist())
-        row = {
+        row: dict[str, Any] = {
             "day": day,
             "targets": len(targets),
             "new": float(np.mean([target not in yesterday for target in targets.tolist()])),
