@@ -43,6 +43,22 @@ class _Concentration(click.ParamType):
         return tuple(Finite().convert(number, param, ctx) for number in numbers)
 
 
+class _Numbers(click.ParamType):
+    """--transition-grid 0,0.5,1: a list of finite numbers, comma-separated."""
+
+    name = "X[,Y...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (tuple, list)):
+            return tuple(Finite().convert(number, param, ctx) for number in value)
+        parts = [part for part in str(value).split(",") if part.strip()]
+        try:
+            numbers = [float(part) for part in parts]
+        except ValueError:
+            self.fail(f"{value!r} is not a list of numbers separated by commas", param, ctx)
+        return tuple(Finite().convert(number, param, ctx) for number in numbers)
+
+
 def _load_config(ctx: click.Context, param, value):
     """--config FILE: read when parsed, so that a bad file is a usage error naming it, and its values checked by the
     flags' types as their defaults; `tron_cli.train` merges the file beneath the flags and TRON_* variables."""
@@ -106,6 +122,8 @@ def _option(name: str, example: Any, help: str, choices: Any = None) -> click.Op
         return click.Option([flag, name], type=_Concentration(), default=None, help=help)
     if isinstance(example, bool):
         return click.Option([f"{flag}/--no-{name.replace('_', '-')}", name], default=None, help=help)
+    if isinstance(example, tuple) and choices is None:  # a list of numbers (a grid of weights): comma-separated
+        return click.Option([flag, name], type=_Numbers(), default=None, help=help)
     if isinstance(example, tuple):  # a list of names (--track): repeatable, and one environment variable for every command
         return click.Option([flag, name], type=choices, multiple=True, default=None, envvar=f"TRON_{name.upper()}", help=help)
     if choices is not None:
@@ -239,6 +257,7 @@ def _show(ui: UI, summary: dict) -> None:
         *([["valid hypervolume", valid["hypervolume"]]] if "hypervolume" in valid else []),
         ["valid Recall@20", valid.get("recall@20", valid.get("order_weight_0/recall@20", "-"))],
         ["valid MRR@20", valid.get("mrr@20", valid.get("order_weight_0/mrr@20", "-"))],
+        *_blend_rows(summary.get("blends")),
         ["final train loss", summary["loss"]],
         ["sessions/s", summary["sessions_per_s"]],
         ["events/s", summary["events_per_s"]],
@@ -246,3 +265,22 @@ def _show(ui: UI, summary: dict) -> None:
         ["device", summary["device"]],
     ]
     ui.table("training summary", ["", "value"], rows)
+
+
+def _blend_rows(blends: dict | None) -> list[list]:
+    """The blends chosen on validation when training ended, and what they scored there."""
+    if not blends:
+        return []
+    chosen = blends["chosen"]
+    knn = f"{chosen['knn_similarity']} {chosen['knn_weight']:g}" if chosen["knn_weight"] else "0"
+    grid = blends["grid"]
+    return [
+        [
+            "blends (chosen on valid)",
+            f"transitions {chosen['transition_weight']:g}, knn {knn}, repeat {chosen['repeat_weight']:g}"
+            f" of {len(blends['points'])} combinations by {blends['select_on']} ({blends['seconds']:.0f} s)",
+        ],
+        ["grids", "; ".join(f"{name} {','.join(str(v) for v in values)}" for name, values in grid.items() if values)],
+        ["valid Recall@20 with blends", blends["valid"]["recall@20"]],
+        ["valid MRR@20 with blends", blends["valid"]["mrr@20"]],
+    ]

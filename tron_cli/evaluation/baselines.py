@@ -14,8 +14,9 @@ Every baseline scores an item as `base[item] + bonus[row, item]`, with an intege
 catalogue (popularity, or zero) and a sparse `bonus` per target row (transitions, or neighbour votes). A
 target's rank is then counted exactly without any (rows x catalogue) score matrix: the items whose base beats
 the target's score come from the sorted bases (a binary search), corrected by the few items of the row that
-carry a bonus or are excluded. The kNN neighbourhoods are sparse products over the session x item incidence
-of the train split, all tensor operations on the evaluation device.
+carry a bonus or are excluded. The kNN neighbourhoods (`inference/knn.py`, which the scorer blends too) are
+sparse products over the session x item incidence of the train split, all tensor operations on the evaluation
+device.
 """
 
 from __future__ import annotations
@@ -29,26 +30,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tron_cli.artifacts.sessions import Dataset, Sessions
+from tron_cli.artifacts.sessions import Dataset
 from tron_cli.batching import SessionStore, owned_ranges
 from tron_cli.errors import UsageError
 from tron_cli.evaluation.metrics import Accumulator
 from tron_cli.evaluation.procedures import EvalOptions, finish, ordered_at, query_batch, seen_pairs
+from tron_cli.inference.blends import Bonus, Context
+from tron_cli.inference.knn import Neighbours
 from tron_cli.inference.scoring import Pairs
 from tron_cli.inference.transitions import count_pairs
 from tron_cli.options import Option
 from tron_cli.registry import Registry
 from tron_cli.reporting import SILENT, Reporter
-
-
-@dataclass(frozen=True)
-class Bonus:
-    """Sparse per-row additions to the base scores: unique (row, item) pairs with their bonus."""
-
-    rows: Tensor  # (P,)
-    items: Tensor  # (P,)
-    values: Tensor  # (P,), the base's dtype
-
 
 # scorer(store, positions (Q,)) -> the rows' bonuses over the base
 Scorer = Callable[[SessionStore, Tensor], Bonus]
@@ -156,13 +149,8 @@ def _popularity(dataset: Dataset, device: torch.device) -> Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.int64, device=device), counts])  # (N+1,), index = dense id
 
 
-def _no_bonus(device: torch.device, dtype: torch.dtype) -> Bonus:
-    empty = torch.zeros(0, dtype=torch.long, device=device)
-    return Bonus(empty, empty, torch.zeros(0, dtype=dtype, device=device))
-
-
 def popular(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -> Prepared:
-    return Prepared(_popularity(dataset, device), lambda store, positions: _no_bonus(device, torch.int64))
+    return Prepared(_popularity(dataset, device), lambda store, positions: Bonus.empty(device, torch.int64))
 
 
 def markov(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -> Prepared:
@@ -185,83 +173,12 @@ def markov(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -
 # ------------------------------------------------------------------------------------------------ session kNN
 
 
-def _incidence(train: Sessions, n_items: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The train sessions' distinct items both ways: (session offsets, their items, item offsets, their
-    sessions in time order, distinct items per session)."""
-    lengths = torch.from_numpy(np.diff(train.offsets)).to(device)
-    session = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
-    pairs = torch.unique(session * (n_items + 1) + torch.from_numpy(train.items.astype(np.int64)).to(device))  # sorted by session, item
-    session, items = pairs // (n_items + 1), pairs % (n_items + 1)
-    sizes = torch.bincount(session, minlength=len(lengths))
-    session_offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.cumsum(sizes, 0)])
-    by_item = torch.argsort(items * len(lengths) + session)  # sessions of each item, oldest first
-    item_offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.cumsum(torch.bincount(items, minlength=n_items + 1), 0)])
-    return session_offsets, items, item_offsets, session[by_item], sizes
-
-
 def _knn(dataset: Dataset, device: torch.device, options: Mapping[str, Any], decay: str | None) -> Prepared:
-    n = dataset.n_items
-    k, sample_size = int(options["k"]), int(options["sample_size"])
-    session_offsets, session_items, item_offsets, item_sessions, sizes = _incidence(dataset.sessions("train"), n, device)
-    n_sessions = len(sizes)
-
-    def scorer(store: SessionStore, positions: Tensor) -> Bonus:
-        q = len(positions)
-        # the session so far of each row: every click before its target, with its recency (1 = the last click)
-        starts = store.offsets[store.session_of(positions)]
-        rows, index = owned_ranges(starts, positions - starts)
-        items, weight = store.items[index], _recency_weight(positions[rows] - index, decay)
-        # distinct items per row, each with the weight of its most recent click
-        keys = _keys(rows, items, n)
-        unique, inverse = torch.unique(keys, return_inverse=True)
-        item_weight = torch.zeros(len(unique), dtype=torch.float64, device=device).scatter_reduce(0, inverse, weight, "amax", include_self=False)
-        rows, items = unique // (n + 1), unique % (n + 1)
-        distinct = torch.bincount(rows, minlength=q)
-        # candidates: the most recent `sample_size` train sessions of each item (the most recent sessions that
-        # share any item of the row are among them), with the row's weight of that item
-        counts = (item_offsets[items + 1] - item_offsets[items]).clamp(max=sample_size)
-        owner, index = owned_ranges(item_offsets[items + 1] - counts, counts)
-        candidate = _keys(rows[owner], item_sessions[index], n_sessions - 1)
-        pairs, inverse = torch.unique(candidate, return_inverse=True)  # sorted by row, then session (time)
-        overlap = torch.zeros(len(pairs), dtype=torch.float64, device=device).index_add_(0, inverse, item_weight[owner])
-        pair_rows, pair_sessions = pairs // n_sessions, pairs % n_sessions
-        # keep each row's `sample_size` most recent candidates (the last ones of its run)
-        row_end = torch.searchsorted(pairs, (pair_rows + 1) * n_sessions)
-        recent = row_end - torch.arange(len(pairs), device=device) <= sample_size
-        pair_rows, pair_sessions, overlap = pair_rows[recent], pair_sessions[recent], overlap[recent]
-        if decay is None:  # cosine of two item sets
-            similarity = overlap / torch.sqrt(distinct[pair_rows].double() * sizes[pair_sessions].double())
-        else:  # the recency-weighted overlap
-            similarity = overlap
-        # the k most similar per row: a (Q, sample_size) table of each row's candidates
-        row_start = torch.searchsorted(pair_rows, torch.arange(q, device=device))
-        slot = torch.arange(len(pair_rows), device=device) - row_start[pair_rows]
-        table = torch.full((q, sample_size), -1.0, dtype=torch.float64, device=device)
-        table[pair_rows, slot] = similarity
-        best, where = torch.topk(table, min(k, sample_size), dim=1)
-        chosen = best > 0
-        neighbour_rows = torch.arange(q, device=device)[:, None].expand_as(where)[chosen]
-        neighbours = torch.full((q, sample_size), -1, dtype=torch.long, device=device)
-        neighbours[pair_rows, slot] = pair_sessions
-        neighbour_sessions, neighbour_similarity = torch.gather(neighbours, 1, where)[chosen], best[chosen]
-        # each neighbour votes its similarity for each of its items
-        owner, index = owned_ranges(session_offsets[neighbour_sessions], session_offsets[neighbour_sessions + 1] - session_offsets[neighbour_sessions])
-        votes = _keys(neighbour_rows[owner], session_items[index], n)
-        voted, inverse = torch.unique(votes, return_inverse=True)
-        values = torch.zeros(len(voted), dtype=torch.float64, device=device).index_add_(0, inverse, neighbour_similarity[owner])
-        return Bonus(voted // (n + 1), voted % (n + 1), values)
-
-    return Prepared(torch.zeros(n + 1, dtype=torch.float64, device=device), scorer)
-
-
-def _recency_weight(recency: Tensor, decay: str | None) -> Tensor:
-    """Weight of a click that is the `recency`-th most recent (1 = the last one)."""
-    recency = recency.double()
-    if decay is None:
-        return torch.ones_like(recency)
-    if decay == "div":
-        return 1.0 / recency
-    return (1.0 - 0.1 * (recency - 1.0)).clamp(min=0.1)
+    neighbours = Neighbours.counted(dataset.sessions("train"), dataset.n_items, device, k=int(options["k"]), sample_size=int(options["sample_size"]))
+    return Prepared(
+        torch.zeros(dataset.n_items + 1, dtype=torch.float64, device=device),
+        lambda store, positions: neighbours.votes(Context.of_positions(store, positions), decay),
+    )
 
 
 def sknn(dataset: Dataset, device: torch.device, options: Mapping[str, Any]) -> Prepared:

@@ -27,6 +27,7 @@ from tron_cli.batching import SessionStore, owned_ranges
 from tron_cli.errors import UsageError
 from tron_cli.evaluation import otto_task
 from tron_cli.evaluation.metrics import METRICS, Accumulator
+from tron_cli.inference.blends import Context
 from tron_cli.inference.retrieval import Retriever
 from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import Pairs, rank_targets, top_items
@@ -82,11 +83,11 @@ def query_batch(options: EvalOptions, device: torch.device) -> int:
     return options.query_batch or (8192 if device.type == "cuda" else 1024)
 
 
-def _rank(scorer: Scorer, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None, previous: Tensor | None = None) -> Tensor:
-    hidden = hidden.float()
-    target_scores = scorer.items(hidden, targets[:, None], previous).squeeze(1).float()
+def _rank(scorer: Scorer, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None, context: Context | None = None) -> Tensor:
+    hidden, bonus = hidden.float(), scorer.bonus(context)
+    target_scores = scorer.items(hidden, targets[:, None], bonus).squeeze(1).float()
     return rank_targets(
-        scorer.chunk(hidden, previous),
+        scorer.chunk(hidden, bonus),
         target_scores,
         targets=targets,
         n_items=scorer.n_items,
@@ -104,7 +105,7 @@ def accumulate(scorer: Scorer, store: SessionStore, last_only: bool, options: Ev
         for hidden, targets, sessions, positions in target_states(scorer.model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             accumulator.add(
-                _rank(scorer, hidden, targets=targets, options=options, excluded=excluded, previous=store.items[positions - 1]),
+                _rank(scorer, hidden, targets=targets, options=options, excluded=excluded, context=Context.of_positions(store, positions)),
                 sessions,
                 ordered_at(store, positions),
             )
@@ -204,11 +205,11 @@ def compare_retrieval(retriever: Retriever, store: SessionStore, last_only: bool
         for hidden, targets, sessions, positions in target_states(retriever.scorer.model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             started = time.perf_counter()
-            previous = store.items[positions - 1]
-            _, exact_ids = retriever.exact(hidden, min(k, retriever.scorer.n_items), excluded, previous=previous)
+            context = Context.of_positions(store, positions)
+            _, exact_ids = retriever.exact(hidden, min(k, retriever.scorer.n_items), excluded, context=context)
             seconds["exact"] += time.perf_counter() - started
             started = time.perf_counter()
-            _, index_ids = retriever.top(hidden, k, excluded, previous=previous)
+            _, index_ids = retriever.top(hidden, k, excluded, context=context)
             seconds["index"] += time.perf_counter() - started
             exact.add(list_ranks(exact_ids, targets), sessions)
             approximate.add(list_ranks(index_ids, targets), sessions)
@@ -255,7 +256,7 @@ def _tron_protocol(scorer: Scorer, store: SessionStore, options: EvalOptions, ba
             inputs, targets = sequence[:, :-1], sequence[:, 1:]
             hidden = model(inputs)
             mask = inputs != 0
-            ranks = _rank(scorer, hidden[mask], targets[mask], options, previous=inputs[mask])
+            ranks = _rank(scorer, hidden[mask], targets[mask], options, context=_prefixes(inputs, mask))
             accumulator = Accumulator(1, options.cutoffs, store.device)
             accumulator.add(ranks, torch.zeros_like(targets[mask]))
             result = accumulator.result()
@@ -267,6 +268,16 @@ def _tron_protocol(scorer: Scorer, store: SessionStore, options: EvalOptions, ba
         raise UsageError(f"--protocol tron needs at least one full batch of {batch_size} sessions; the split has {len(store)}")
     means = np.mean(np.array(batch_means), axis=0).tolist()
     return {**dict(zip(names, means)), "n_targets": n_targets}
+
+
+def _prefixes(inputs: Tensor, mask: Tensor) -> Context:
+    """The sessions of the masked positions (M,) of left-padded windows `inputs` (B, W): each position's window
+    shifted so that its own click is the last column, the columns before the window's start padding."""
+    rows, columns = mask.nonzero(as_tuple=True)
+    width = inputs.shape[1]
+    source = columns[:, None] - (width - 1) + torch.arange(width, device=inputs.device)  # (M, W)
+    shifted = torch.where(source >= 0, inputs[rows[:, None], source.clamp(min=0)], 0)
+    return Context.of_windows(shifted)
 
 
 @torch.no_grad()
@@ -291,7 +302,8 @@ def otto_protocol(scorer: Scorer, sessions: Sessions, popular: Tensor, options: 
             clicks = torch.from_numpy(labels.context_clicks[read[first : first + step]]).to(device)
             width = int(clicks.clamp(max=model.max_length).max())
             windows = store.query_windows(store.offsets[index] + clicks, width, sessions=index)
-            top[index] = top_items(scorer, model.last_hidden(windows), k, previous=windows[:, -1])[1]
+            context = Context.of_positions(store, store.offsets[index] + clicks, sessions=index)  # every click before the cut
+            top[index] = top_items(scorer, model.last_hidden(windows), k, context=context)[1]
             task.update(advance=len(index))
     ids = top.cpu().numpy()
     return otto_task.score(dict.fromkeys(otto_task.TYPES, ids), labels)

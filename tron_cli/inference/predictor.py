@@ -22,6 +22,7 @@ from tron_cli.artifacts.sessions import Sessions, read_dataset, read_items
 from tron_cli.batching import SessionStore
 from tron_cli.choices import DEFAULT_ORDER_WEIGHT
 from tron_cli.errors import ArtifactError, MissingInputError, UsageError
+from tron_cli.inference.blends import Context
 from tron_cli.inference.catalogue import Catalogue
 from tron_cli.inference.index import INDEXES, ItemIndex, load_index, parse_params
 from tron_cli.inference.retrieval import NO_FILTERS, Filters, Retriever, filters_from_dense
@@ -40,8 +41,8 @@ class Encoded:
     unknown: np.ndarray  # (S,) unknown ids skipped in each session
     scored: np.ndarray  # (R,) the sessions with a known click, whose states follow
     hidden: Tensor  # (R, d) the state after each scored session's last known click
-    clicks: Pairs  # (row of `scored`, dense id): every known click of the scored sessions
-    last: Tensor  # (R,) each scored session's last known click (read by a transition prior)
+    clicks: Pairs  # (row of `scored`, dense id): every known click of the scored sessions, in click order
+    context: Context  # the same clicks as the scorer's blends read them
 
 
 @dataclass
@@ -129,7 +130,8 @@ class Predictor:
         device = self.device
         if not len(scored):
             empty = torch.zeros(0, dtype=torch.long, device=device)
-            return Encoded(lengths, unknown, scored=scored, hidden=torch.zeros((0, self.model.output_size), device=device), clicks=(empty, empty), last=empty)
+            hidden = torch.zeros((0, self.model.output_size), device=device)
+            return Encoded(lengths, unknown, scored=scored, hidden=hidden, clicks=(empty, empty), context=Context.of_clicks(empty, empty, 0))
         offsets = np.zeros(len(scored) + 1, dtype=np.int64)
         np.cumsum(lengths[scored], out=offsets[1:])
         store = SessionStore(Sessions(scored, offsets, dense[known].astype(np.int32), np.zeros(int(offsets[-1]), dtype=np.int64)), device)
@@ -139,7 +141,7 @@ class Predictor:
         else:
             hidden = self.model.last_hidden(windows, torch.from_numpy(preferences[scored]).float().to(device)).float()
         clicks = (torch.repeat_interleave(torch.arange(len(scored), device=device), store.lengths), store.items)
-        return Encoded(lengths, unknown, scored=scored, hidden=hidden, clicks=clicks, last=windows[:, -1])
+        return Encoded(lengths, unknown, scored=scored, hidden=hidden, clicks=clicks, context=Context.of_clicks(*clicks, n_rows=len(scored)))
 
     def answer(self, encoded: Encoded, sessions: np.ndarray, k: int, exclude_seen: bool = False, filters: Filters = NO_FILTERS) -> Answer:
         """Top-k of `sessions` (positions in the encoded batch): the model's for sessions with a known click (with
@@ -169,7 +171,8 @@ class Predictor:
                 where[rows] = torch.arange(len(rows), device=device)
                 keep = where[encoded.clicks[0]] >= 0
                 excluded = (where[encoded.clicks[0][keep]], encoded.clicks[1][keep])
-            best_scores, best_ids = self.retriever.top(encoded.hidden[rows], k, excluded=excluded, filters=filters, previous=encoded.last[rows])
+            context = encoded.context.select(rows)
+            best_scores, best_ids = self.retriever.top(encoded.hidden[rows], k, excluded=excluded, filters=filters, context=context)
             ids[answered] = best_ids.cpu().numpy()
             scores[answered] = best_scores.cpu().numpy()
         return Answer(sessions, ids, scores, fallback)

@@ -7,9 +7,9 @@ catalogue's). Through an index (`index.py`): each state asks the index for `fetc
 N / |allow| with an allow list), scores each candidate exactly, drops the excluded, denied and not-allowed
 ones and keeps the best k. A row left with fewer than k items while the catalogue could give more is answered
 exactly instead (`fallbacks` counts them), so filters never shorten an answer; only the choice of candidates
-is approximate, never a score. A scorer with a blend (the transition prior, `transitions.py`) adds to every
-row's candidates the `fetch` likeliest successors of its last click, which the index (the network's vectors)
-cannot know of. Shared by `tron recommend`, `tron evaluate --retrieval index` and the server.
+is approximate, never a score. A scorer with blends (`scorer.py`: the transition prior, session kNN, repeats)
+adds to every row's candidates the `fetch` items its blends score highest, which the index (the network's
+vectors) cannot know of. Shared by `tron recommend`, `tron evaluate --retrieval index` and the server.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tron_cli.inference.blends import Context
 from tron_cli.inference.index import ItemIndex
 from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import Pairs, top_among, top_items
@@ -78,31 +79,30 @@ class Retriever:
 
     @torch.no_grad()
     def top(
-        self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS, previous: Tensor | None = None
+        self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS, context: Context | None = None
     ) -> tuple[Tensor, Tensor]:
-        """(scores (Q, k) fp32 best first, dense ids (Q, k)) for states (Q, d) whose last clicks are `previous`
-        (Q,) (read by the scorer's blends); slots that no item can fill (everything excluded or
-        filtered) have score -inf and id 0."""
+        """(scores (Q, k) fp32 best first, dense ids (Q, k)) for states (Q, d) of sessions `context` (read by the
+        scorer's blends); slots that no item can fill (everything excluded or filtered) have score -inf and id 0."""
         k = min(k, self.scorer.n_items)
         if self.index is None or hidden.shape[0] == 0:
-            return self.exact(hidden, k, excluded=excluded, filters=filters, previous=previous)
-        return self._through_index(hidden, k, excluded=excluded, filters=filters, previous=previous)
+            return self.exact(hidden, k, excluded=excluded, filters=filters, context=context)
+        return self._through_index(hidden, k, excluded=excluded, filters=filters, context=context)
 
     def exact(
-        self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS, previous: Tensor | None = None
+        self, hidden: Tensor, k: int, excluded: Pairs | None = None, filters: Filters = NO_FILTERS, context: Context | None = None
     ) -> tuple[Tensor, Tensor]:
         device = hidden.device
         if filters.allow is not None:
-            scores, ids = top_among(self.scorer, hidden, k=k, items=torch.from_numpy(filters.candidates()).to(device), excluded=excluded, previous=previous)
+            scores, ids = top_among(self.scorer, hidden, k=k, items=torch.from_numpy(filters.candidates()).to(device), excluded=excluded, context=context)
         else:
             banned = None
             if filters.deny is not None and len(filters.deny):
                 banned = torch.zeros(self.scorer.n_items + 1, dtype=torch.bool, device=device)
                 banned[torch.from_numpy(filters.deny).to(device)] = True
-            scores, ids = top_items(self.scorer, hidden, k, excluded, banned=banned, previous=previous)
+            scores, ids = top_items(self.scorer, hidden, k, excluded, banned=banned, context=context)
         return _pad(scores, ids, k)
 
-    def _through_index(self, hidden: Tensor, k: int, excluded: Pairs | None, filters: Filters, previous: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _through_index(self, hidden: Tensor, k: int, excluded: Pairs | None, filters: Filters, context: Context | None) -> tuple[Tensor, Tensor]:
         assert self.index is not None
         device, n = hidden.device, self.scorer.n_items
         q = hidden.shape[0]
@@ -124,15 +124,17 @@ class Retriever:
         fetch = min(n, fetch, max(FETCH_CAP, OVERFETCH * k))
         hidden = hidden.float()
         candidates = torch.from_numpy(self.index.candidates(hidden.cpu().numpy(), fetch)).to(device)  # (Q, fetch)
-        blended = None if previous is None else self.scorer.candidates(previous, fetch)
+        bonus = self.scorer.bonus(context)
+        blended = self.scorer.candidates(bonus, q, fetch)
         if blended is not None:
-            # the index knows the network's scores only: what the blends score highly after the last click (its
-            # likeliest successors) are candidates too, each once (a repeat in a sorted row is dropped)
+            # the index knows the network's scores only: what the blends score highest in a row (the last click's
+            # likeliest successors, the neighbours' items, the session's own) are candidates too, each once (a
+            # repeat in a sorted row is dropped)
             candidates, _ = torch.sort(torch.cat([candidates, blended], 1), dim=1)
             repeated = torch.cat([torch.zeros_like(candidates[:, :1], dtype=torch.bool), candidates[:, 1:] == candidates[:, :-1]], 1)
             candidates = torch.where(repeated, 0, candidates)
         with exact_fp32():
-            scores = self.scorer.items(hidden, candidates, previous).float()  # (Q, fetch) exact
+            scores = self.scorer.items(hidden, candidates, bonus).float()  # (Q, fetch) exact
         drop = candidates == 0
         if keys is not None:
             drop |= torch.isin(torch.arange(q, device=device)[:, None] * (n + 1) + candidates, keys)
@@ -156,7 +158,7 @@ class Retriever:
                 keep = where[excluded[0]] >= 0
                 sub_excluded = (where[excluded[0][keep]], excluded[1][keep])
             best[short], ids[short] = self.exact(
-                hidden[short], k, excluded=sub_excluded, filters=filters, previous=None if previous is None else previous[short]
+                hidden[short], k, excluded=sub_excluded, filters=filters, context=None if context is None else context.select(short)
             )
         return best, ids
 

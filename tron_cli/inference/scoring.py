@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from tron_cli.inference.blends import Context
 from tron_cli.inference.scorer import Scorer
 from tron_cli.runtime import exact_fp32
 
@@ -130,21 +131,21 @@ def top_items(
     excluded: Pairs | None = None,
     budget: int | None = None,
     banned: Tensor | None = None,
-    previous: Tensor | None = None,
+    context: Context | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the scorer's catalogue for each state (Q, d); `previous`
-    (Q,): each row's last click, which the scorer's blends read."""
+    """(scores (Q, k) fp32 best first, dense ids (Q, k)) of the scorer's catalogue for each state (Q, d); `context`:
+    each row's session, which the scorer's blends read (their bonus is computed once, not per chunk)."""
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
-        return top_k(scorer.chunk(hidden, previous), scorer.n_items, k=k, chunk_size=chunk, excluded=excluded, banned=banned)
+        return top_k(scorer.chunk(hidden, scorer.bonus(context)), scorer.n_items, k=k, chunk_size=chunk, excluded=excluded, banned=banned)
 
 
 def top_among(
-    scorer: Scorer, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | None = None, budget: int | None = None, previous: Tensor | None = None
+    scorer: Scorer, hidden: Tensor, k: int, items: Tensor, excluded: Pairs | None = None, budget: int | None = None, context: Context | None = None
 ) -> tuple[Tensor, Tensor]:
     """(scores (Q, k) fp32 best first, dense ids (Q, k)) among `items` (M,) sorted distinct dense ids only.
 
-    The same scores as `top_items` (h · W[item] + b[item] in fp32, plus the scorer's blends after `previous`);
+    The same scores as `top_items` (h · W[item] + b[item] in fp32, plus the scorer's blends of each row's `context`);
     rows with fewer than k items left end in -inf (their ids are then meaningless)."""
     if len(items) == 0:
         q = hidden.shape[0]
@@ -156,10 +157,10 @@ def top_among(
         inside = items[position] == excluded_items
         position_excluded = (rows[inside], position[inside] + 1)  # positions 1..M, as `top_k` counts items
 
-    states = hidden.float()  # once, not per chunk
+    states, bonus = hidden.float(), scorer.bonus(context)  # once, not per chunk
 
     def score_chunk(start: int, stop: int) -> Tensor:
-        return scorer.subset(states, items[start - 1 : stop - 1], previous)
+        return scorer.subset(states, items[start - 1 : stop - 1], bonus)
 
     chunk = _chunk(k, hidden.shape[0], hidden.device, budget)
     with exact_fp32():
@@ -175,4 +176,4 @@ def score_sessions(
     `preference` (B, 2): each row's [click weight, order weight], for a model with a preference input."""
     model = scorer.model
     hidden = model.last_hidden(windows) if preference is None else model.last_hidden(windows, preference)
-    return top_items(scorer, hidden, k=k, excluded=excluded, budget=budget, previous=windows[:, -1])
+    return top_items(scorer, hidden, k=k, excluded=excluded, budget=budget, context=Context.of_windows(windows))

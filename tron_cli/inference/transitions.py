@@ -8,8 +8,8 @@ MRR@20), and a network of d 200 does not memorise every item-to-item transition 
 
 which is the log of the additively smoothed Markov probability, P + alpha, relative to a transition never seen
 (the per-row constants drop out of any ranking). Items that never followed the last click get no bonus, so
-the prior is a sparse (row, item, bonus) list: a ranking adds it chunk by chunk, an item index fetches the
-last click's successors beside its own candidates. The counts (`transitions.safetensors`: sorted keys
+the prior is a sparse (row, item, bonus) list, a blend of the scorer (`blends.py`): a ranking adds it chunk by
+chunk, an item index fetches the last click's successors beside its own candidates. The counts (`transitions.safetensors`: sorted keys
 previous * (N + 1) + next and their probabilities) are fitted once from the train split when the run starts
 and travel with the run and its bundle; the weight can be changed at evaluation (`tron evaluate
 --transition-weight`) to choose it on the validation split without training again.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from tron_cli.artifacts.sessions import Sessions
 from tron_cli.artifacts.tensors import load_tensors, read_tensor_header, save_tensors
 from tron_cli.batching import owned_ranges
 from tron_cli.errors import ArtifactError
+from tron_cli.inference.blends import Bonus, Context
 
 FILE = "transitions.safetensors"
 DEFAULT_SMOOTHING = 0.03
@@ -57,6 +59,7 @@ class Transitions:
     n_items: int
     weight: float
     smoothing: float = DEFAULT_SMOOTHING
+    kind: str = "transitions"
 
     @classmethod
     def counted(cls, train: Sessions, n_items: int, weight: float, smoothing: float = DEFAULT_SMOOTHING) -> Transitions:
@@ -71,50 +74,17 @@ class Transitions:
     def to(self, device: torch.device | str) -> Transitions:
         return Transitions(self.keys.to(device), self.probabilities.to(device), n_items=self.n_items, weight=self.weight, smoothing=self.smoothing)
 
-    def bonus_of(self, probabilities: Tensor) -> Tensor:
-        return self.weight * torch.log1p(probabilities / self.smoothing)
-
-    def successors(self, previous: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(rows (P,), items (P,), bonus (P,)): every item that followed each row's `previous` (Q,) click in
-        train, with its bonus. Padding (0) and unknown items have none."""
+    def part(self, context: Context) -> Bonus:
+        """Every item that followed each row's last click in train, with its unweighted bonus log(1 + P / alpha)
+        (padding (0) and unknown items have none); pairs unique and sorted."""
+        previous = context.last
         base = previous * (self.n_items + 1)
         first = torch.searchsorted(self.keys, base)
         rows, entry = owned_ranges(first, torch.searchsorted(self.keys, base + self.n_items + 1) - first)
-        return rows, self.keys[entry] % (self.n_items + 1), self.bonus_of(self.probabilities[entry])
+        return Bonus(rows, self.keys[entry] % (self.n_items + 1), torch.log1p(self.probabilities[entry].double() / self.smoothing))
 
-    def add_to_chunk(self, scores: Tensor, previous: Tensor, start: int) -> Tensor:
-        """scores (Q, C) of items start..start+C-1 with each row's bonuses added (a new tensor)."""
-        rows, items, bonus = self.successors(previous)
-        width = scores.shape[1]
-        inside = (items >= start) & (items < start + width)
-        # a scatter with zeros outside the chunk: no boolean indexing, so nothing waits for the device
-        flat = rows * width + (items - start).clamp(0, width - 1)
-        return scores.reshape(-1).scatter_add(0, flat, torch.where(inside, bonus, 0.0).to(scores.dtype)).view_as(scores)
-
-    def pair_bonus(self, previous: Tensor, items: Tensor) -> Tensor:
-        """(..., K) bonus of each of `items` (..., K) after its row's `previous` (...) click."""
-        wanted = previous.unsqueeze(-1) * (self.n_items + 1) + items
-        if len(self.keys) == 0:
-            return torch.zeros(wanted.shape, device=items.device)
-        position = torch.searchsorted(self.keys, wanted.reshape(-1)).clamp(max=len(self.keys) - 1).view_as(wanted)
-        found = (self.keys[position] == wanted) & (items > 0)
-        return torch.where(found, self.bonus_of(self.probabilities[position]), 0.0)
-
-    def best_successors(self, previous: Tensor, k: int) -> Tensor:
-        """(Q, k) the items with the largest bonus after each row's `previous` click, 0 where there are fewer."""
-        rows, items, bonus = self.successors(previous)
-        out = torch.zeros(len(previous), k, dtype=torch.long, device=previous.device)
-        if len(rows) == 0 or k == 0:
-            return out
-        # rows ascending, the largest bonus first within a row: bonus lies in [0, weight * log1p(1 / smoothing)]
-        top = float(self.bonus_of(torch.ones(())).item()) + 1.0
-        order = torch.argsort(rows.double() * top - bonus.double(), stable=True)
-        rows, items = rows[order], items[order]
-        counts = torch.bincount(rows, minlength=len(previous))
-        within = torch.arange(len(rows), device=rows.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        keep = within < k
-        out[rows[keep], within[keep]] = items[keep]
-        return out
+    def section(self) -> dict[str, Any]:
+        return {"kind": self.kind, "weight": self.weight, "smoothing": self.smoothing, "file": FILE}
 
 
 def save(path: Path, keys: Tensor, probabilities: Tensor, catalogue: str | None) -> None:

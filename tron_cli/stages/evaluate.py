@@ -103,8 +103,10 @@ def evaluate(
         result["limit"] = options.limit
     if model.preference_input:
         result["order_weight"] = DEFAULT_ORDER_WEIGHT if order_weight is None else order_weight
-    if scorer.prior is not None or transition_weight is not None:
-        result["transition_weight"] = 0.0 if scorer.prior is None else scorer.prior.weight
+    prior = scorer.blend("transitions")
+    if prior is not None or transition_weight is not None:
+        result["transition_weight"] = 0.0 if prior is None else prior.weight
+    result.update({f"{blend.kind}_weight": blend.weight for blend in scorer.blends if blend.kind != "transitions"})
     if kind == "run":
         # what was computed is the result: a run dir that cannot be written into (read-only, a full disk) costs
         # the record, not the metrics, which are still printed

@@ -32,9 +32,8 @@ from tron_cli.artifacts.files import atomic_directory, check_replaceable, sha256
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.choices import EXPORT_FORMATS
 from tron_cli.errors import ArtifactError, MissingInputError, TronError, UsageError
-from tron_cli.inference import transitions
 from tron_cli.inference.index import INDEX_FILE, INDEXES, build_index, parse_params, require_faiss, write_index
-from tron_cli.inference.scorer import Scorer, read_prior
+from tron_cli.inference.scorer import Scorer, read_blends
 from tron_cli.inference.scoring import score_sessions
 from tron_cli.memory import available_bytes, refuse_beyond
 from tron_cli.modelio import check_weights, load_weights, model_of, read_model_dir
@@ -285,16 +284,16 @@ def write_bundle(
     index: IndexRequest | None = None,
     force: bool = False,
     report: Reporter = SILENT,
-    prior: Path | None = None,
+    blend_files: tuple[Path, ...] = (),
 ) -> list[str]:
-    """Build the bundle `out` atomically: `weights`, `items` and the transition `prior` (if any) copied,
+    """Build the bundle `out` atomically: `weights`, `items` and the files of the scorer's blends copied,
     model.onnx and the item index when asked for, config.json (`fields` plus onnx, index and every file's
     sha256) last. Returns the file names."""
     with atomic_directory(out, force) as tmp:
         shutil.copyfile(weights, tmp / "model.safetensors")
         shutil.copyfile(items, tmp / "items.parquet")
-        if prior is not None:
-            shutil.copyfile(prior, tmp / transitions.FILE)
+        for blend_file in blend_files:
+            shutil.copyfile(blend_file, tmp / blend_file.name)
         graph = None
         if fmt == "onnx":
             with report.task("exporting to ONNX and checking it with onnxruntime"):
@@ -359,13 +358,12 @@ def export(
     model = build_model(section)
     load_weights(model, run / "model.safetensors", "run")  # names, shapes, dtypes checked; a bad file is named as it is
     model.eval()
-    scorer = Scorer(model, read_prior(run, document, kind, dataset.n_items))  # a damaged prior is named now, not when served
-    if scorer.prior is not None and fmt == "onnx":
+    scorer = Scorer(model, read_blends(run, document, kind, dataset.n_items))  # a damaged blend file is named now, not when served
+    if scorer.blends and fmt == "onnx":
         raise UsageError(
-            f"{run} scores with a transition prior (--transition-weight {scorer.prior.weight:g}), which the ONNX graph (the network alone) cannot hold",
-            "Export --format safetensors (tron recommend and tron serve apply the prior)",
+            f"{run} scores with blends ({', '.join(f'{b.kind} {b.weight:g}' for b in scorer.blends)}), which the ONNX graph (the network alone) cannot hold",
+            "Export --format safetensors (tron recommend and tron serve apply the blends)",
         )
-    prior = run / transitions.FILE if scorer.prior is not None else None
     fields = {
         "model": section,
         "max_length": model.max_length,
@@ -392,7 +390,7 @@ def export(
         index=index,
         force=force,
         report=report,
-        prior=prior,
+        blend_files=tuple(run / str(section["file"]) for section in scorer.section()["blends"] if "file" in section),
     )
     report.info(f"Exported {run} to {out} ({', '.join(files)}).")
     return {"bundle": str(out.resolve()), "files": files, "format": fmt, **({"index": index.kind} if index is not None else {})}

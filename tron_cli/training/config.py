@@ -32,6 +32,8 @@ from tron_cli.tracking import TRACKERS
 from tron_cli.training.schedule import SCHEDULES
 
 SAMPLING_STYLES = ("eventwise", "sessionwise", "batchwise")
+KNN_SIMILARITIES = ("sknn", "vsknn")  # inference.knn.SIMILARITIES, named here without importing torch
+GRIDS = ("transition_grid", "knn_grid", "repeat_grid")  # options that hold a list of weights
 # choices read from a registry when they are used ("module:REGISTRY"), so that a plugin's entries count
 MODELS_CHOICE, LOSSES_CHOICE, TRACKERS_CHOICE = "tron_cli.models:MODELS", "tron_cli.losses:LOSSES", "tron_cli.tracking:TRACKERS"
 DISTRIBUTIONS = ("uniform", "popularity")
@@ -110,6 +112,27 @@ class TrainConfig:
         "Add W * log(1 + P(item | last click) / --transition-smoothing) to every score outside training, P counted on the train split (a Markov prior; 0: off).",
     )
     transition_smoothing: float = option(DEFAULT_SMOOTHING, "Additive smoothing alpha of the transition prior's probabilities.")
+    # session kNN over the train split and the repeat boost, blended the same way (inference/knn.py, inference/blends.py)
+    knn_weight: float = option(
+        0.0,
+        "Add K * (session-kNN score / the session's largest) to every score outside training: the 100 most similar of the 500 most recent train sessions sharing an item vote (0: off).",
+    )
+    knn_similarity: str = option("sknn", "The session kNN of --knn-weight: sknn (cosine of item sets) or vsknn (recency-weighted overlap).", KNN_SIMILARITIES)
+    repeat_weight: float = option(
+        0.0, "Add R / r to the score of an item the session clicked, r = 1 for its last click, 2 for the one before, ... outside training (0: off)."
+    )
+    # grids: the weights chosen on the validation split when training ends (training/blending.py)
+    transition_grid: tuple[float, ...] = option(
+        (), "Choose --transition-weight among these values (comma-separated) on the validation split when training ends (empty: keep it)."
+    )
+    knn_grid: tuple[float, ...] = option((), "Choose --knn-weight among these values (comma-separated) on the validation split when training ends.")
+    knn_similarities: tuple[str, ...] = option(
+        (), "Choose --knn-similarity among these (repeatable) on the validation split when training ends, with --knn-grid.", KNN_SIMILARITIES
+    )
+    repeat_grid: tuple[float, ...] = option((), "Choose --repeat-weight among these values (comma-separated) on the validation split when training ends.")
+    blend_select_on: str = option(
+        "recall@20+mrr@20", "Validation value that chooses among the grids' combinations: METRIC@K or a sum of them (ties: the smaller weights)."
+    )
     overfit_batches: float = option(0.0, "Train on only this many batches (or this fraction) per epoch, for debugging.", reference="overfit_batches")
     device: str = option("auto", "auto (CUDA when present), cpu or cuda.", DEVICES)
     precision: str = option("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.", PRECISIONS)
@@ -128,6 +151,10 @@ class TrainConfig:
         object.__setattr__(self, "track", tuple(self.track))  # config.json stores a list
         object.__setattr__(self, "beta", tuple(self.beta) * (2 if len(tuple(self.beta)) == 1 else 1))  # a -> (a, a)
         object.__setattr__(self, "select_on", str(self.select_on).lower())  # NDCG@10 names the metric ndcg@10
+        for name in GRIDS:  # config.json and config files store lists
+            object.__setattr__(self, name, tuple(float(value) for value in getattr(self, name)))
+        object.__setattr__(self, "knn_similarities", tuple(self.knn_similarities))
+        object.__setattr__(self, "blend_select_on", str(self.blend_select_on).lower())
 
     @classmethod
     def create(cls, **options: Any) -> TrainConfig:
@@ -208,6 +235,34 @@ PRESETS: dict[str, TrainPreset] = {
     ),
     "xl": TrainPreset("TRON XL, the defaults: d 200, 16,384 batchwise uniform + batch size - 1 in-batch negatives, top-100, sampled softmax", {}),
     "reference": TrainPreset("TRON XL as the reference code trains it: accidental hits stay among the negatives", {"mask_hits": False}),
+    "session": TrainPreset(
+        "the recipe for session data (yoochoose, Tmall, Nowplaying): TRON d 200 with cosine scores (temperature 0.1), dropout 0.3, left-aligned"
+        " positions, 4,096 + 127 negatives, top-100, windows of 50 clicks, lr 0.001 under a cosine decay over 8 epochs; the best epoch by"
+        " validation MRR@20 (stopping after 2 without a better one), then the transition prior, session kNN and repeat boost chosen on"
+        " validation by Recall@20 + MRR@20",
+        {
+            "uniform_negatives": 4096,
+            "batch_negatives": 127,
+            "topk": 100,
+            "max_length": 50,
+            "hidden_size": 200,
+            "num_layers": 2,
+            "dropout": 0.3,
+            "positions": "left",
+            "temperature": 0.1,
+            "bucket_window": 32,
+            "lr": 0.001,
+            "lr_schedule": "cosine",
+            "epochs": 8,
+            "select_on": "mrr@20",
+            "early_stopping": 2,
+            "transition_grid": (0.0, 0.5, 1.0, 2.0, 3.0),
+            "knn_grid": (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+            "knn_similarities": ("sknn", "vsknn"),
+            "repeat_grid": (0.0, 0.5, 1.0, 2.0, 4.0),
+            "blend_select_on": "recall@20+mrr@20",
+        },
+    ),
 }
 PRESET_MODEL = "sasrec"  # the model the presets configure
 
@@ -264,7 +319,7 @@ def reference_keys() -> dict[str, str]:
     return {**direct_keys(), **CONVERTED_KEYS}
 
 
-STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle", "lr_schedule", "select_on", "objective")
+STRING_OPTIONS = ("sampling_style", "loss", "model", "optimizer", "shuffle", "lr_schedule", "select_on", "objective", "knn_similarity", "blend_select_on")
 
 
 def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
@@ -279,6 +334,11 @@ def _check_type(path: Path, key: str, value: Any, name: str) -> Any:
         return tuple(float(v) for v in numbers)
     if isinstance(default, tuple) and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
+    if name in GRIDS:
+        numbers = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and not number_problem(float(v)) for v in numbers):
+            raise UsageError(f"{path}: key {key!r} must be a list of finite numbers, got {value!r}", "Fix the config file")
+        return tuple(float(v) for v in numbers)
     expected = type(default) if default is not None else int
     if expected is bool:
         ok = isinstance(value, bool)
@@ -422,6 +482,15 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         (config.valid_limit > 0, "--valid-limit must be positive"),
         (0 <= config.transition_weight < math.inf, "--transition-weight must be a finite number >= 0"),
         (0 < config.transition_smoothing < math.inf, "--transition-smoothing must be a positive number"),
+        (0 <= config.knn_weight < math.inf, "--knn-weight must be a finite number >= 0"),
+        (0 <= config.repeat_weight < math.inf, "--repeat-weight must be a finite number >= 0"),
+        (config.knn_similarity in KNN_SIMILARITIES, f"--knn-similarity must be one of {', '.join(KNN_SIMILARITIES)}"),
+        (all(name in KNN_SIMILARITIES for name in config.knn_similarities), f"--knn-similarities must be among {', '.join(KNN_SIMILARITIES)}"),
+        *((all(0 <= value < math.inf for value in getattr(config, name)), f"--{name.replace('_', '-')} must hold finite numbers >= 0") for name in GRIDS),
+        (
+            not (config.exclude_seen and (config.transition_grid or config.knn_grid or config.knn_similarities or config.repeat_grid)),
+            "the blends' grids are chosen with the session's clicks in the ranking: drop --exclude-seen or the grids",
+        ),
         (config.overfit_batches >= 0, "--overfit-batches must be >= 0"),
         (
             not config.optimizer.startswith("sparse") or loss.sampled,
@@ -438,6 +507,8 @@ def validate(config: TrainConfig, n_items: int | None = None) -> TrainConfig:
         if not ok:
             raise UsageError(message)
     parse_metric(config.select_on, "--select-on")
+    for term in config.blend_select_on.split("+"):
+        parse_metric(term.strip(), "--blend-select-on")
     if n_items is not None and loss.sampled and config.negative_distribution == "uniform" and config.reject_uniform_session_items and n_items < 2:
         raise UsageError("rejecting session items needs a catalogue of more than one item")
     return config

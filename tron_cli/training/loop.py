@@ -28,15 +28,14 @@ from tron_cli.errors import ArtifactError, Interrupted, OutputError, TrainingErr
 from tron_cli.evaluation.metrics import hypervolume
 from tron_cli.evaluation.procedures import EvalOptions, accumulate, first_sessions, parse_metric
 from tron_cli.inference.scorer import Scorer
-from tron_cli.inference.transitions import Transitions
 from tron_cli.losses import LOSSES
 from tron_cli.memory import refuse_beyond
-from tron_cli.modelio import EPOCH_KEY, save_weights
+from tron_cli.modelio import EPOCH_KEY, load_weights, save_weights
 from tron_cli.models import MODELS, model_section
 from tron_cli.models.base import SessionModel
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import autocast_dtype, device_memory
-from tron_cli.training import checkpoint, schedule
+from tron_cli.training import blending, checkpoint, schedule
 from tron_cli.training.callbacks import Callback
 from tron_cli.training.config import TrainConfig
 from tron_cli.training.distributed import SINGLE, Ranks, average_sparse_gradients
@@ -78,11 +77,10 @@ class Trainer:
         self.section = model_section(config.model, config.network, self.n_items)
         refuse_beyond_memory(spec, config, n_items=self.n_items, device=self.device)
         self.model: SessionModel = spec.build(config.network, self.n_items).to(self.device)
-        prior = None
-        if config.transition_weight > 0:  # scored in validation (and everywhere after), never in the loss
-            counted = Transitions.counted(dataset.sessions("train"), self.n_items, weight=config.transition_weight, smoothing=config.transition_smoothing)
-            prior = counted.to(self.device)
-        self.scorer = Scorer(self.model, prior)  # what validation ranks with: the network and its blends
+        # what validation ranks with: the network and the blends its options fix (scored there and everywhere after,
+        # never in the loss); grids replace them with a choice on validation when training ends
+        self.scorer = Scorer(self.model, blending.fixed_blends(config, dataset, self.device))
+        self.blends: dict[str, Any] | None = None  # the choice and its grid, for summary.json
         self.loss_declaration = LOSSES.get(config.loss)
         self.multi = config.objective == "multitron"
         self.warned_no_orders = False
@@ -412,10 +410,27 @@ class Trainer:
                     break
                 if stop.requested and epoch + 1 < config.epochs:  # Ctrl-C during validation or the epoch's writes
                     raise Interrupted(f"interrupted after epoch {epoch + 1}; checkpoint saved", f"Resume: tron train --resume {self.run_dir}")
+        if blending.has_grid(config):
+            self.choose_blends()
         summary = self.summary()
         for callback in self.callbacks:
             callback.finish(summary)
         return summary
+
+    def choose_blends(self) -> None:
+        """The main rank scores the grids' combinations on the whole validation split with the selected epoch's
+        weights (the others wait), and the best becomes the run's scorer (`blending.choose`)."""
+        if self.ranks.main:
+            if self.valid is None:
+                self.report.warn("no validation split: the blends keep the weights their options fix, and the grids are not used")
+            else:
+                selected = self.run_dir / "model.safetensors"
+                load_weights(self.model, selected, "run")  # the selected epoch, not the last one
+                self.model.eval()
+                self.scorer, self.blends = blending.choose(self.model, self.config, self.dataset, self.device, report=self.report)
+                chosen = self.blends["chosen"]
+                self.report.detail(f"blends chosen on validation: {chosen}, valid {self.blends['valid']}")
+        self.ranks.barrier()
 
     def _shown(self, metrics: dict[str, float]) -> list[str]:
         return ["hypervolume", "order_weight_0/recall@20", "order_weight_1/order_recall@20"] if self.multi else ["recall@20", "mrr@20"]
@@ -463,6 +478,7 @@ class Trainer:
             "events_per_s": sum(r["events_per_s"] * r["seconds"] for r in history) / seconds if seconds else None,
             "train_seconds": seconds,
             "device": device if self.ranks.world == 1 else f"{self.ranks.world} x {device}",
+            **({"blends": self.blends} if self.blends is not None else {}),
         }
 
 

@@ -13,9 +13,8 @@ from typing import Any
 import torch
 
 from tron_cli import tracking
-from tron_cli.artifacts.documents import write_json
+from tron_cli.artifacts.documents import read_json, write_json
 from tron_cli.artifacts.sessions import Dataset
-from tron_cli.inference import transitions
 from tron_cli.runtime import deterministic_on_cpu
 from tron_cli.training.callbacks import Callback
 from tron_cli.training.config import TrainConfig
@@ -45,15 +44,18 @@ def execute(trainer: Trainer, document: dict[str, Any] | None, callbacks: tuple[
             start_resumed(run_dir, config.to_dict(), trainer.state.history)
         else:
             start_new(run_dir, document)
-        prior = trainer.scorer.prior
-        if prior is not None:  # the prior travels with the run, as its weights do
-            transitions.save(run_dir / transitions.FILE, prior.keys.cpu(), prior.probabilities.cpu(), trainer.catalogue)
+        trainer.scorer.save_files(run_dir, trainer.catalogue)  # the blends travel with the run, as its weights do
     ranks.barrier()
     with tracking.tracked(config.track if ranks.main else (), run_dir) as trackers:
         trainer.callbacks = (*callbacks, *trackers)
         with deterministic_on_cpu(trainer.device):
             summary = trainer.fit()
         if ranks.main:
+            if trainer.blends is not None:  # the blends chosen on validation: their files, then config.json names them
+                trainer.scorer.save_files(run_dir, trainer.catalogue)
+                document = read_json(run_dir / "config.json", "run")
+                kept = {key: value for key, value in document.items() if key not in ("schema", "tron_version")}
+                write_json(run_dir / "config.json", {**kept, "scorer": trainer.scorer.section()}, kind="run")
             write_json(run_dir / "summary.json", summary, kind="summary")
     ranks.barrier()
     return summary
