@@ -3,11 +3,11 @@
 A grid point weights each blend's part (`inference/blends.py`: unweighted, one `Bonus` per part) and scores
 `network + sum of weight x part`, exactly as a `Scorer` with those weights ranks (the weighted parts summed in
 float64 and rounded to fp32 once, then added to the fp32 network score). The network's scores of a batch of
-targets are computed and sorted once per row; every grid point's ranks are then counted without another pass
-over the catalogue: the items above the target by their network score alone come from a binary search in the
-sorted row, corrected for the few items of the row that a blend names (and the target itself). Ties count
-against the target (pessimistic), as `tron evaluate` counts them; exclusions are not supported (a grid is
-chosen on every target with the session's own clicks in the ranking).
+targets are computed once; every grid point's ranks are then counted without another pass over the catalogue:
+the few items of a row that a blend names (and the target) by their full score, every other item by its network
+score alone, of which only the row's best `cutoff` can put a target out of the top `cutoff` (a metric at a
+cutoff needs a rank only below it). Ties count against the target (pessimistic), as `tron evaluate` counts
+them; exclusions are not supported (a grid is chosen with the session's own clicks in the ranking).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ Parts = Callable[[Context], dict[str, Bonus]]
 POINTS_AT_ONCE = 1 << 23  # (sparse entries x grid points) compared at once: memory stays bounded whatever the grid
 
 
-def ranks_of_points(dense: Tensor, targets: Tensor, parts: dict[str, Bonus], names: Sequence[str], weights: Tensor) -> Tensor:
+def ranks_of_points(dense: Tensor, targets: Tensor, parts: dict[str, Bonus], names: Sequence[str], weights: Tensor, cutoff: int) -> Tensor:
     """(Q, G) pessimistic ranks (0 = first) of `targets` (Q,) at each of the G weightings `weights` (G, P) of the
-    parts `names` (P), the network's scores `dense` (Q, N) of items 1..N."""
+    parts `names` (P), the network's scores `dense` (Q, N) of items 1..N; a rank of `cutoff` or more is only known
+    to be at least `cutoff` (a miss at every cutoff asked for)."""
     q, n = dense.shape
     device = dense.device
     rows_q = torch.arange(q, device=device)
@@ -47,18 +48,18 @@ def ranks_of_points(dense: Tensor, targets: Tensor, parts: dict[str, Bonus], nam
     rows, items = unique // (n + 1), unique % (n + 1)
     base = dense[rows, items - 1]  # (U,) fp32
     target_entry = inverse[:q]  # (Q,) the target's entry in each row
-    sorted_dense = torch.sort(dense, dim=1).values
+    # the items no part names keep their network score: only the `cutoff` best of them can decide a hit
+    others = dense.index_put((rows, items - 1), torch.full_like(base, float("-inf")))
+    best_others = torch.topk(others, min(cutoff, n), dim=1).values  # (Q, C)
     ranks = []
-    step = max(1, POINTS_AT_ONCE // max(1, len(unique)))
+    step = max(1, POINTS_AT_ONCE // max(1, len(unique) + q * cutoff))
     for first in range(0, len(weights), step):
         w = weights[first : first + step]  # (G', P)
         full = base[:, None] + (values @ w.T.double()).float()  # (U, G') fp32, as the scorer adds its bonus
         target = full[target_entry]  # (Q, G')
-        above = n - torch.searchsorted(sorted_dense, target.contiguous(), right=False)  # items whose network score alone >= the target's
-        reference = target[rows]  # (U, G')
-        by_base = torch.zeros_like(above).index_add_(0, rows, (base[:, None] >= reference).long())
-        by_full = torch.zeros_like(above).index_add_(0, rows, (full >= reference).long())
-        ranks.append(above - by_base + by_full - 1)  # the named items by their full score; the target itself once
+        above_others = (best_others[:, None, :] >= target[:, :, None]).sum(2)  # (Q, G'), `cutoff` at most
+        above_named = torch.zeros_like(above_others).index_add_(0, rows, (full >= target[rows]).long())
+        ranks.append(above_others + above_named - 1)  # the target counts itself among the named once
     return torch.cat(ranks, 1)
 
 
@@ -79,6 +80,7 @@ def grid_metrics(
     totals = torch.zeros(len(weights), len(terms), dtype=torch.float64)
     n_targets = 0
     n = model.n_items
+    cutoff = max(k for _, k in terms)
     with exact_fp32():
         for hidden, targets, _, positions in target_states(model, store, last_only=last_only, options=options or EvalOptions(), report=report):
             # rows of at most a budget of scores each: the (rows x catalogue) matrix and its sorted copy stay bounded
@@ -87,7 +89,7 @@ def grid_metrics(
                 chunk = slice(first, first + step)
                 dense = model.score_all(hidden[chunk].float())
                 parts = parts_of(Context.of_positions(store, positions[chunk]))
-                ranks = ranks_of_points(dense, targets[chunk], parts, names, weights.to(dense.device)).double()
+                ranks = ranks_of_points(dense, targets[chunk], parts, names, weights=weights.to(dense.device), cutoff=cutoff).double()
                 for column, (metric, cutoff) in enumerate(terms):
                     hit = ranks < cutoff
                     gain = {"recall": torch.ones_like(ranks), "mrr": 1.0 / (ranks + 1), "ndcg": 1.0 / torch.log2(ranks + 2)}[metric]

@@ -69,8 +69,8 @@ class Neighbours:
         offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.cumsum(sizes, 0)])
         return cls(offsets, pairs % (n_items + 1), n_items=n_items, **settings)
 
-    def reweighted(self, weight: float, similarity: str | None = None) -> Neighbours:
-        return Neighbours(self.offsets, self.items, self.n_items, weight, similarity or self.similarity, self.k, self.sample_size)
+    def reweighted(self, weight: float) -> Neighbours:
+        return Neighbours(self.offsets, self.items, self.n_items, weight, self.similarity, self.k, self.sample_size)
 
     def to(self, device: torch.device | str) -> Neighbours:
         return Neighbours(self.offsets.to(device), self.items.to(device), self.n_items, self.weight, self.similarity, self.k, self.sample_size)

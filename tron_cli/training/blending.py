@@ -95,7 +95,7 @@ def choose(model: Any, config: Any, dataset: Dataset, device: torch.device, repo
     weights = weights[:, [PARTS.index(name) for name in used]]
     train, n = dataset.sessions("train"), dataset.n_items
     prior = Transitions.counted(train, n, weight=1.0, smoothing=config.transition_smoothing).to(device) if "transitions" in used else None
-    neighbours = Neighbours.counted(train, n, device) if any(name in SIMILARITIES for name in used) else None
+    neighbours = {name: Neighbours.counted(train, n, device, similarity=name) for name in used if name in SIMILARITIES}
 
     def parts_of(context: Context) -> dict[str, Bonus]:
         out = {}
@@ -106,8 +106,7 @@ def choose(model: Any, config: Any, dataset: Dataset, device: torch.device, repo
             elif name == "repeat":
                 out[name] = Repeats(1.0).part(context)
             else:
-                assert neighbours is not None
-                out[name] = neighbours.reweighted(1.0, similarity=name).part(context)
+                out[name] = neighbours[name].part(context)
         return out
 
     store = SessionStore(first_sessions(dataset.sessions("valid"), config.valid_limit), device, min_length=2)

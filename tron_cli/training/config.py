@@ -259,7 +259,7 @@ PRESETS: dict[str, TrainPreset] = {
             "transition_grid": (0.0, 0.5, 1.0, 2.0, 3.0),
             "knn_grid": (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
             "knn_similarities": ("sknn", "vsknn"),
-            "repeat_grid": (0.0, 0.5, 1.0, 2.0, 4.0),
+            "repeat_grid": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
             "blend_select_on": "recall@20+mrr@20",
         },
     ),
