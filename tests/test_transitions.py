@@ -13,6 +13,7 @@ import torch
 from tests.helpers import invoke, tiny_train_args
 from tron_cli.artifacts.sessions import Sessions
 from tron_cli.inference import transitions
+from tron_cli.inference.blends import Bonus, Context, combine
 from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import top_among, top_items
 from tron_cli.inference.transitions import Transitions
@@ -55,19 +56,29 @@ def test_fit_counts_consecutive_clicks_within_sessions_only():
     assert bool((keys[1:] > keys[:-1]).all())
 
 
+def _last(previous: list[int]) -> Context:
+    """Rows whose sessions are their one last click (0: none)."""
+    return Context.of_windows(torch.tensor(previous)[:, None])
+
+
+def _bonus(prior: Transitions, context: Context) -> Bonus:
+    return combine([(prior.weight, prior.part(context))], N, "cpu")
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 8])
 def test_chunked_bonus_and_pair_bonus_match_the_formula(chunk):
     prior, dense = _prior(), _dense(1.5, 0.1)
     previous = torch.tensor([2, 0, 4, 3, 1, 7])  # padding and items that lead nowhere get no bonus
-    parts = [prior.add_to_chunk(torch.zeros(len(previous), min(chunk, N + 1 - s)), previous, s) for s in range(1, N + 1, chunk)]
+    bonus = _bonus(prior, _last(previous.tolist()))
+    parts = [bonus.add_to_chunk(torch.zeros(len(previous), min(chunk, N + 1 - s)), s) for s in range(1, N + 1, chunk)]
     assert torch.allclose(torch.cat(parts, 1), dense[previous, 1:])
     items = torch.tensor([[3, 2, 0], [1, 1, 1], [5, 4, 3], [2, 6, 1], [2, 3, 4], [7, 1, 2]])
-    assert torch.allclose(prior.pair_bonus(previous, items), torch.where(items > 0, dense[previous[:, None], items], 0.0))
+    rows = torch.arange(len(items))[:, None].expand_as(items)
+    assert torch.allclose(bonus.lookup(N, rows, items), torch.where(items > 0, dense[previous[:, None], items], 0.0))
 
 
 def test_best_successors_are_ordered_by_bonus():
-    prior = _prior()
-    best = prior.best_successors(torch.tensor([2, 4, 3]), 2)
+    best = _bonus(_prior(), _last([2, 4, 3])).best_items(3, 2)
     assert best[0, 0].item() == 3 and best[0, 1].item() in (2, 6)  # 1/2 before the two 1/4
     assert best[1].tolist() == [0, 0] and best[2].tolist() == [2, 0]
 
@@ -78,12 +89,12 @@ def test_top_items_and_top_among_add_the_prior():
     hidden = torch.randn(3, 8)
     previous = torch.tensor([2, 5, 0])
     plain = model.score_all(hidden)
-    scorer = Scorer(model, _prior(weight=4.0))
+    scorer = Scorer(model, (_prior(weight=4.0),))
     expected = plain + _dense(4.0, 0.1)[previous, 1:]
-    scores, ids = top_items(scorer, hidden, 3, budget=3, previous=previous)  # chunks of three items
+    scores, ids = top_items(scorer, hidden, 3, budget=3, context=_last(previous.tolist()))  # chunks of three items
     assert torch.allclose(scores, expected.gather(1, ids - 1)) and torch.allclose(scores, expected.topk(3, 1).values)
     subset = torch.tensor([1, 3, 6])
-    scores, ids = top_among(scorer, hidden, 2, subset, previous=previous)
+    scores, ids = top_among(scorer, hidden, 2, subset, context=_last(previous.tolist()))
     assert torch.allclose(scores, expected[:, subset - 1].topk(2, 1).values)
     assert torch.equal(top_items(scorer, hidden, 3)[0], plain.topk(3, 1).values)  # no last click: no bonus
 
@@ -129,7 +140,7 @@ def test_train_evaluate_export_recommend_with_the_prior(tiny_dataset, tmp_path):
         assert invoke("recommend", str(where), "-k", "10", input=session).stdout == answers[0].stdout
 
     result = invoke("export", str(primed), "--out", str(tmp_path / "graph"), "--format", "onnx")
-    assert result.exit_code == 2 and "transition prior" in result.stderr and not (tmp_path / "graph").exists()
+    assert result.exit_code == 2 and "transitions 2" in result.stderr and not (tmp_path / "graph").exists()
     (bundle / transitions.FILE).write_bytes(b"damaged")
     result = invoke("recommend", str(bundle), input=session)
     assert result.exit_code == 1 and transitions.FILE in result.stderr and "Traceback" not in result.stderr

@@ -148,7 +148,7 @@ def blend_files(document: dict[str, Any]) -> set[str]:
     """The files of the blends a bundle's config.json names (`scorer` section; a `transitions` object before it)."""
     scorer = document.get("scorer")
     if isinstance(scorer, dict):
-        return {str(blend.get("file")) for blend in scorer.get("blends") or [] if isinstance(blend, dict)}
+        return {str(blend["file"]) for blend in scorer.get("blends") or [] if isinstance(blend, dict) and "file" in blend}
     return {"transitions.safetensors"} if document.get("transitions") else set()
 
 
