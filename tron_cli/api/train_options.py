@@ -104,6 +104,30 @@ class TrainOptions(TypedDict, total=False):
     transition_smoothing: float
     """Additive smoothing alpha of the transition prior's probabilities. [default: 0.03]"""
 
+    knn_weight: float
+    """Add K * (session-kNN score / the session's largest) to every score outside training: the 100 most similar of the 500 most recent train sessions sharing an item vote (0: off). [default: 0.0]"""
+
+    knn_similarity: Literal["sknn", "vsknn"]
+    """The session kNN of --knn-weight: sknn (cosine of item sets) or vsknn (recency-weighted overlap). [default: 'sknn']"""
+
+    repeat_weight: float
+    """Add R / r to the score of an item the session clicked, r = 1 for its last click, 2 for the one before, ... outside training (0: off). [default: 0.0]"""
+
+    transition_grid: float | Sequence[float]
+    """Choose --transition-weight among these values (comma-separated) on the validation split when training ends (empty: keep it). [default: ()]"""
+
+    knn_grid: float | Sequence[float]
+    """Choose --knn-weight among these values (comma-separated) on the validation split when training ends. [default: ()]"""
+
+    knn_similarities: str | Sequence[str]
+    """Choose --knn-similarity among these (repeatable) on the validation split when training ends, with --knn-grid. [default: ()]"""
+
+    repeat_grid: float | Sequence[float]
+    """Choose --repeat-weight among these values (comma-separated) on the validation split when training ends. [default: ()]"""
+
+    blend_select_on: str
+    """Validation value that chooses among the grids' combinations: METRIC@K or a sum of them (ties: the smaller weights). [default: 'recall@20+mrr@20']"""
+
     overfit_batches: float
     """Train on only this many batches (or this fraction) per epoch, for debugging. [default: 0.0]"""
 
