@@ -83,6 +83,12 @@ def query_batch(options: EvalOptions, device: torch.device) -> int:
     return options.query_batch or (8192 if device.type == "cuda" else 1024)
 
 
+def _context(scorer: Scorer, store: SessionStore, positions: Tensor, sessions: Tensor | None = None) -> Context | None:
+    """The sessions before `positions` that the scorer's blends read; None without blends, whose scores need none
+    (and building it reads from the device)."""
+    return Context.of_positions(store, positions, sessions) if scorer.blends else None
+
+
 def _rank(scorer: Scorer, hidden: Tensor, targets: Tensor, options: EvalOptions, excluded: Pairs | None = None, context: Context | None = None) -> Tensor:
     hidden, bonus = hidden.float(), scorer.bonus(context)
     target_scores = scorer.items(hidden, targets[:, None], bonus).squeeze(1).float()
@@ -105,7 +111,7 @@ def accumulate(scorer: Scorer, store: SessionStore, last_only: bool, options: Ev
         for hidden, targets, sessions, positions in target_states(scorer.model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             accumulator.add(
-                _rank(scorer, hidden, targets=targets, options=options, excluded=excluded, context=Context.of_positions(store, positions)),
+                _rank(scorer, hidden, targets=targets, options=options, excluded=excluded, context=_context(scorer, store, positions)),
                 sessions,
                 ordered_at(store, positions),
             )
@@ -205,7 +211,7 @@ def compare_retrieval(retriever: Retriever, store: SessionStore, last_only: bool
         for hidden, targets, sessions, positions in target_states(retriever.scorer.model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
             started = time.perf_counter()
-            context = Context.of_positions(store, positions)
+            context = _context(retriever.scorer, store, positions)
             _, exact_ids = retriever.exact(hidden, min(k, retriever.scorer.n_items), excluded, context=context)
             seconds["exact"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -256,7 +262,7 @@ def _tron_protocol(scorer: Scorer, store: SessionStore, options: EvalOptions, ba
             inputs, targets = sequence[:, :-1], sequence[:, 1:]
             hidden = model(inputs)
             mask = inputs != 0
-            ranks = _rank(scorer, hidden[mask], targets[mask], options, context=_prefixes(inputs, mask))
+            ranks = _rank(scorer, hidden[mask], targets[mask], options, context=_prefixes(inputs, mask) if scorer.blends else None)
             accumulator = Accumulator(1, options.cutoffs, store.device)
             accumulator.add(ranks, torch.zeros_like(targets[mask]))
             result = accumulator.result()
@@ -302,7 +308,7 @@ def otto_protocol(scorer: Scorer, sessions: Sessions, popular: Tensor, options: 
             clicks = torch.from_numpy(labels.context_clicks[read[first : first + step]]).to(device)
             width = int(clicks.clamp(max=model.max_length).max())
             windows = store.query_windows(store.offsets[index] + clicks, width, sessions=index)
-            context = Context.of_positions(store, store.offsets[index] + clicks, sessions=index)  # every click before the cut
+            context = _context(scorer, store, store.offsets[index] + clicks, sessions=index)  # every click before the cut
             top[index] = top_items(scorer, model.last_hidden(windows), k, context=context)[1]
             task.update(advance=len(index))
     ids = top.cpu().numpy()

@@ -13,7 +13,7 @@ the same whatever the number of neighbours. The incidence travels with a run and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,10 @@ class Neighbours:
         return cls(offsets, pairs % (n_items + 1), n_items=n_items, **settings)
 
     def reweighted(self, weight: float) -> Neighbours:
-        return Neighbours(self.offsets, self.items, self.n_items, weight, self.similarity, self.k, self.sample_size)
+        return replace(self, weight=weight)
 
     def to(self, device: torch.device | str) -> Neighbours:
-        return Neighbours(self.offsets.to(device), self.items.to(device), self.n_items, self.weight, self.similarity, self.k, self.sample_size)
+        return replace(self, offsets=self.offsets.to(device), items=self.items.to(device))
 
     def section(self) -> dict[str, Any]:
         return {"kind": self.kind, "weight": self.weight, "similarity": self.similarity, "k": self.k, "sample_size": self.sample_size, "file": FILE}

@@ -176,4 +176,4 @@ def score_sessions(
     `preference` (B, 2): each row's [click weight, order weight], for a model with a preference input."""
     model = scorer.model
     hidden = model.last_hidden(windows) if preference is None else model.last_hidden(windows, preference)
-    return top_items(scorer, hidden, k=k, excluded=excluded, budget=budget, context=Context.of_windows(windows))
+    return top_items(scorer, hidden, k=k, excluded=excluded, budget=budget, context=Context.of_windows(windows) if scorer.blends else None)
