@@ -224,6 +224,19 @@ def test_settings_that_do_not_fit_the_catalogue_or_the_cpu_are_named_once(tiny_d
     assert "Warning" not in quiet.stderr
 
 
+def test_the_cpu_warning_names_only_what_the_loss_uses(tiny_dataset, tmp_path):
+    """A full softmax draws no negatives: at d 16 with TRON XL's 16,384 negatives configured it fits a CPU, and at
+    d 96 the warning speaks of d alone."""
+    ce = [str(tiny_dataset), *TINY_TRAINING, "--loss", "ce", "--uniform-negatives", "16384", "--topk", "100"]
+    quiet = invoke("train", *ce, "--out", str(tmp_path / "small"))
+    assert quiet.exit_code == 0, quiet.stderr
+    assert "Warning" not in quiet.stderr
+    large = invoke("train", *ce, "--hidden-size", "96", "--out", str(tmp_path / "large"))
+    assert large.exit_code == 0, large.stderr
+    warnings = [line for line in large.stderr.splitlines() if line.startswith("Warning")]
+    assert len(warnings) == 1 and "d 96" in warnings[0] and "negatives" not in warnings[0], large.stderr
+
+
 def test_presets_are_named_configurations_under_config_and_flags(tiny_dataset, tmp_path):
     from tron_cli.training.config import PRESETS
 

@@ -279,13 +279,17 @@ def fit_hints(config: TrainConfig, n_items: int, device: str, threads: int) -> l
         )
     hidden = getattr(config.network, "hidden_size", 0)
     small = PRESETS["small"].options
-    if device == "cpu" and config.model == PRESET_MODEL and (hidden > small["hidden_size"] or config.uniform_negatives > small["uniform_negatives"]):
-        flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in small.items())
-        hints.append(
-            f"training on the CPU ({threads} thread{'s' if threads != 1 else ''}) with d {hidden} and {config.uniform_negatives:,} uniform negatives,"
-            " settings sized for a GPU (TRON XL takes about an hour on 2 cores for the default synthetic set):"
-            f" --preset small ({flags}) trains in minutes"
-        )
+    # only what the chosen loss uses: a full softmax draws no negatives, so its cost on a CPU is d's alone
+    large = [f"d {hidden}"] if hidden > small["hidden_size"] else []
+    if sampled and config.uniform_negatives > small["uniform_negatives"]:
+        large.append(f"{config.uniform_negatives:,} uniform negatives")
+    if device == "cpu" and config.model == PRESET_MODEL and large:
+        on_cpu = f"training on the CPU ({threads} thread{'s' if threads != 1 else ''}) with {' and '.join(large)}, settings sized for a GPU"
+        if sampled:
+            flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in small.items())
+            hints.append(f"{on_cpu} (TRON XL takes about an hour on 2 cores for the default synthetic set): --preset small ({flags}) trains in minutes")
+        else:
+            hints.append(f"{on_cpu}: --hidden-size {small['hidden_size']} trains in minutes")
     return hints
 
 
