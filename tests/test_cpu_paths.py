@@ -29,15 +29,15 @@ def _windows(lengths: list[int], width: int, n_items: int, generator: torch.Gene
     return items
 
 
-@pytest.mark.parametrize("positions", ["right", "left"])
-def test_attention_in_length_groups_equals_the_padded_window(positions, monkeypatch):
+@pytest.mark.parametrize("positions, block", [("right", "pre"), ("left", "pre"), ("right", "sasrec"), ("left", "sasrec")])
+def test_attention_in_length_groups_equals_the_padded_window(positions, block, monkeypatch):
     monkeypatch.setattr(sasrec, "GROUP_COST", 0)  # as many groups as pay off by cells alone: three here
     generator = torch.Generator().manual_seed(0)
     items = _windows(LENGTHS, 12, 50, generator)
     assert len(sasrec._group_bounds((items != 0).sum(1).sort(descending=True).values)) == 4
     events = EventSlots.select(items != 0, items, int((items != 0).sum()) + 3)  # three empty slots at the end
     torch.manual_seed(1)
-    model = SASRec(SASRecConfig(hidden_size=16, num_heads=2, dropout=0.0, max_length=12, positions=positions), n_items=50).train()
+    model = SASRec(SASRecConfig(hidden_size=16, num_heads=2, dropout=0.0, max_length=12, positions=positions, block=block), n_items=50).train()
     results = []
     for free in (True, False):
         monkeypatch.setattr(runtime, "reads_are_free", lambda device, free=free: free)

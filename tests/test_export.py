@@ -150,12 +150,10 @@ def test_sasrec_onnx_matches_pytorch(sasrec_run, tmp_path):
     _check_onnx(out / "model.onnx", _load(sasrec_run), max_length=20)
 
 
-def test_left_position_sasrec_exports_to_onnx(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("settings", [["--positions", "left"], ["--positions", "left", "--block", "sasrec", "--init", "normal"]], ids=["left", "sasrec-block"])
+def test_left_position_sasrec_exports_to_onnx(tiny_dataset, tmp_path, settings):
     run, out = tmp_path / "run", tmp_path / "bundle"
-    assert (
-        invoke("train", str(tiny_dataset), *tiny_train_args(), "--positions", "left", "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code
-        == 0
-    )
+    assert invoke("train", str(tiny_dataset), *tiny_train_args(), *settings, "--epochs", "1", "--overfit-batches", "2", "--out", str(run)).exit_code == 0
     result = invoke("export", str(run), "--out", str(out), "--format", "onnx")
     assert result.exit_code == 0, result.stderr
     _check_onnx(out / "model.onnx", _load(run), max_length=20)

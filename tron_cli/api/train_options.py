@@ -173,6 +173,12 @@ class TrainOptions(TypedDict, total=False):
     preference: bool
     """Read a preference vector [click weight, order weight] beside every click (MultiTRON; set by --objective multitron). (model sasrec) [default sasrec: False]"""
 
+    block: Literal["pre", "sasrec"]
+    """pre: x + Attn(LN(x)), then x + FFN(LN(x)) (TRON); sasrec: the original SASRec's block, whose residuals start from the normalised input: q = LN(x), x = q + Attn(q, keys and values from x), then h = LN(x), h + FFN(h). (model sasrec) [default sasrec: 'pre']"""
+
+    init: Literal["xavier", "normal"]
+    """Initial weights: xavier (TRON) or normal (N(0, 0.02) item and position embeddings and linear weights, zero biases, as the published SASRec+). (model sasrec) [default sasrec: 'xavier']"""
+
     original_gru: bool
     """The embedding feeds the gates directly (3 x hidden wide), as the original GRU4Rec. (model gru4rec) [default gru4rec: False]"""
 

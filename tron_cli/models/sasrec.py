@@ -13,7 +13,8 @@ is cut further: sessions of similar length attend together in windows as wide as
 With the `preference` setting (MultiTRON, `tron train --objective multitron`) the model also reads a preference
 vector beta = [pi_click, pi_order] as the reference does: beta is joined to every item embedding, a Linear
 (d + 2 -> d) maps the result back to d, scaled by sqrt(d / 2), then positions are added. Without the setting
-the network and its initial weights are exactly TRON's.
+the network and its initial weights are exactly TRON's. So are they without `block` sasrec (the original
+SASRec's block, residuals from the normalised input) and `init` normal (N(0, 0.02) weights, as SASRec+).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from tron_cli.models.base import SessionModel
 from tron_cli.models.dropout import AttentionMask, attention, dropout
 
 POSITIONS = ("right", "left")
+BLOCKS = ("pre", "sasrec")
+INITS = ("xavier", "normal")
+INIT_STD = 0.02  # init "normal": the standard deviation of the published SASRec+ / BERT4Rec weights
 PREFERENCE_SIZE = 2  # [click weight, order weight]
 
 
@@ -58,6 +62,17 @@ class SASRecConfig:
         "0: scores are dot products; > 0: the cosine of state and item vector divided by this temperature (NISER's normalised scores; try 0.05-0.1).",
     )
     preference: bool = setting(False, "Read a preference vector [click weight, order weight] beside every click (MultiTRON; set by --objective multitron).")
+    block: str = setting(
+        "pre",
+        "pre: x + Attn(LN(x)), then x + FFN(LN(x)) (TRON); sasrec: the original SASRec's block, whose residuals start from the normalised"
+        " input: q = LN(x), x = q + Attn(q, keys and values from x), then h = LN(x), h + FFN(h).",
+        BLOCKS,
+    )
+    init: str = setting(
+        "xavier",
+        "Initial weights: xavier (TRON) or normal (N(0, 0.02) item and position embeddings and linear weights, zero biases, as the published SASRec+).",
+        INITS,
+    )
 
     def __post_init__(self) -> None:
         check_settings(
@@ -71,17 +86,22 @@ class SASRecConfig:
                 (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
                 (self.temperature >= 0, "--temperature must be 0 (dot products) or positive"),
                 (self.positions in POSITIONS, f"--positions must be one of {', '.join(POSITIONS)}"),
+                (self.block in BLOCKS, f"--block must be one of {', '.join(BLOCKS)}"),
+                (self.init in INITS, f"--init must be one of {', '.join(INITS)}"),
             ]
         )
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: x + Attn(LN(x)), then x + FFN(LN(x)); FFN width = d, ReLU."""
+    """Pre-LN transformer block: x + Attn(LN(x)), then x + FFN(LN(x)); FFN width = d, ReLU. With `kind`
+    "sasrec", the original SASRec's block: q = LN(x), x = q + Attn(q, keys and values from x), then h = LN(x),
+    h + FFN(h), without dropout on the attention's output (as nn.MultiheadAttention)."""
 
-    def __init__(self, d: int, heads: int, dropout: float):
+    def __init__(self, d: int, heads: int, dropout: float, kind: str = "pre"):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
+        self.kind = kind
         self.norm1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
@@ -97,7 +117,12 @@ class Block(nn.Module):
         """x (B, T, d) attended in the (B, T) window whose keys `windows` describes; with `events`, the (E, d) rows
         at those flat positions of that window, attended in it or, when `windows` are length `Groups`, in theirs."""
         d = x.shape[-1]
-        qkv = self.qkv(self.norm1(x))  # (B, T, 3d) or (E, 3d)
+        normed = self.norm1(x)
+        if self.kind == "pre":
+            qkv = self.qkv(normed)  # (B, T, 3d) or (E, 3d)
+        else:  # queries from LN(x), keys and values from x itself
+            q = F.linear(normed, self.qkv.weight[:d], self.qkv.bias[:d])
+            qkv = torch.cat([q, F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:])], dim=-1)
         if isinstance(windows, Groups):
             parts = [self._attend(qkv.index_select(0, group.slots), group.cells, group.mask) for group in windows.groups]
             attended = torch.cat([*parts, qkv.new_zeros(1, d)]).index_select(0, windows.inverse)  # (E, d)
@@ -105,10 +130,13 @@ class Block(nn.Module):
             attended = self._attend(qkv, events, windows, spare=True)  # (E, d): empty slots read zeros
         else:
             attended = self._attend(qkv.reshape(-1, 3 * d), None, windows).view(x.shape)
-        x = x + dropout(self.out(attended), self.dropout, self.training)
-        h = self.norm2(x)
-        h = self.ff2(dropout(F.relu(self.ff1(h)), self.dropout, self.training))
-        return x + dropout(h, self.dropout, self.training)
+        if self.kind == "pre":
+            x = x + dropout(self.out(attended), self.dropout, self.training)
+            h = self.norm2(x)
+            h = self.ff2(dropout(F.relu(self.ff1(h)), self.dropout, self.training))
+            return x + dropout(h, self.dropout, self.training)
+        h = self.norm2(normed + self.out(attended))
+        return h + dropout(self.ff2(dropout(F.relu(self.ff1(h)), self.dropout, self.training)), self.dropout, self.training)
 
     def _attend(self, qkv: Tensor, cells: Tensor | None, mask: AttentionMask, spare: bool = False) -> Tensor:
         """Attention of rows qkv (n, 3d) at flat `cells` (n,) of the (b, t) window of `mask` (None: qkv is the
@@ -206,15 +234,34 @@ class SASRec(SessionModel):
         self.config = config
         self.position = nn.Parameter(torch.empty(config.max_length, d))
         nn.init.xavier_uniform_(self.position)
-        self.blocks = nn.ModuleList(Block(d, config.num_heads, config.dropout) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(Block(d, config.num_heads, config.dropout, config.block) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(d)
         self.scale = math.sqrt(d)
+        if config.init == "normal":
+            self._init_normal()
         # created last, so that a model without it draws the very same initial weights as before it existed
         self.preference_projection: nn.Linear | None = nn.Linear(d + PREFERENCE_SIZE, d) if config.preference else None
         # the vector used when forward is given none (evaluation, recommendation): set by `use_order_weight`
         self.register_buffer("fixed_preference", torch.tensor([1.0 - DEFAULT_ORDER_WEIGHT, DEFAULT_ORDER_WEIGHT]), persistent=False)
 
     fixed_preference: Tensor
+
+    @torch.no_grad()
+    def _init_normal(self) -> None:
+        """N(0, INIT_STD) item and position embeddings and linear weights, zero biases (the published SASRec+);
+        the attention's joint input projection keeps its xavier weights, as nn.MultiheadAttention's, which that
+        code's initialisation does not reach. Drawn after the default weights, so TRON's stay as they are."""
+        tables = [self.item_embedding, self.position] + ([] if self.output_embedding is None else [self.output_embedding])
+        for table in tables:
+            table.normal_(0.0, INIT_STD)
+        self.item_embedding[0] = 0.0
+        if self.output_embedding is not None:
+            self.output_embedding[0] = 0.0
+        for block in self.blocks:
+            assert isinstance(block, Block)
+            for linear in (block.out, block.ff1, block.ff2):
+                linear.weight.normal_(0.0, INIT_STD)
+                linear.bias.zero_()
 
     @property
     def preference_input(self) -> bool:
