@@ -73,6 +73,29 @@ def grown(tiny_dataset, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sequences(tmp_path_factory) -> Path:
+    """A small leave-one-out dataset (`--split last`, as the Amazon sets): 600 users, 120 items, 6-16 interactions
+    each, every next item following the last by a fixed transition most of the time (a seeded generator)."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    successor = rng.permutation(120) + 1  # (N,) the usual next item of each item
+    rows = ["user,item,position"]
+    for user in range(600):
+        item = int(rng.integers(1, 121))
+        for position in range(int(rng.integers(6, 17))):
+            rows.append(f"{user},{item},{position}")
+            item = int(successor[item - 1]) if rng.random() < 0.7 else int(rng.integers(1, 121))
+    root = tmp_path_factory.mktemp("sequences")
+    (root / "sequences.csv").write_text("\n".join(rows) + "\n")
+    out = root / "sequences"
+    columns = ["--session-col", "user", "--item-col", "item", "--time-col", "position"]
+    result = invoke("preprocess", "--train", str(root / "sequences.csv"), "--split", "last", *columns, "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def yoochoose_64(tmp_path_factory) -> Path:
     """../shared/data/yoochoose-1-64 ingested as a pre-split OTTO-format dataset (no validation split), keeping
     test items unknown to this train slice in the catalogue, as the published results on this split do."""

@@ -49,6 +49,7 @@ class Option:
     choices: tuple[str, ...] | str | None = None  # allowed values, or "module:REGISTRY" whose names are allowed
     reference: str | None = None  # the reference TRON config key that carries this value over unchanged
     tune: Mapping[str, Any] | tuple[Any, ...] | None = None  # `tron tune`'s default search: {low, high, log} or choices
+    shown_default: str | None = None  # what help says of the default when something else decides it (the dataset)
 
 
 def option(
@@ -58,9 +59,11 @@ def option(
     *,
     reference: str | None = None,
     tune: Mapping[str, Any] | tuple[Any, ...] | None = None,
+    shown_default: str | None = None,
 ) -> Any:
     """A config dataclass field declared as an option (its name is the field's)."""
-    return field(default=default, metadata={"option": Option("", default, help, choices=choices, reference=reference, tune=tune)})
+    declaration = Option("", default, help, choices=choices, reference=reference, tune=tune, shown_default=shown_default)
+    return field(default=default, metadata={"option": declaration})
 
 
 def declared(config_class: type) -> dict[str, Option]:

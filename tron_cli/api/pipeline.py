@@ -171,7 +171,7 @@ def evaluate(
     ties: str = "pessimistic",
     protocol: str = "all",
     cut_seed: int = 42,
-    exclude_seen: bool = False,
+    exclude_seen: bool | None = None,
     baseline: str | None = None,
     baseline_option: Mapping[str, Any] | Sequence[str] = (),
     bootstrap: int = 0,
@@ -190,7 +190,8 @@ def evaluate(
 
     `run` is a run or a bundle (or its name; default: the newest finished run), or None with `baseline`
     ("popular", "markov", "sknn", "vsknn", with `baseline_option` {name: value}). A run's metrics are also written
-    to its metrics.json. The other keywords are `tron evaluate`'s flags (`tron evaluate --help`)."""
+    to its metrics.json. `exclude_seen` None is the dataset's own protocol (on for leave-one-out data). The other
+    keywords are `tron evaluate`'s flags (`tron evaluate --help`)."""
     from tron_cli.api.progress import reporter_or_default
     from tron_cli.evaluation.procedures import EvalOptions
     from tron_cli.stages.evaluate import evaluate as run_evaluation

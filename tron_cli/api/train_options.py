@@ -90,10 +90,10 @@ class TrainOptions(TypedDict, total=False):
     """Stop after N epochs without a better validation --select-on metric (0: never). [default: 0]"""
 
     select_on: str
-    """Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K. [default: 'recall@20']"""
+    """Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K. [default: the dataset's: ndcg@10 on leave-one-out data, else recall@20]"""
 
     exclude_seen: bool
-    """Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen; leave-one-out data). [default: False]"""
+    """Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen). [default: the dataset's: on for leave-one-out data without blend grids]"""
 
     valid_limit: float
     """Validation sessions per epoch: a fraction (<= 1) or a number. [default: 1.0]"""

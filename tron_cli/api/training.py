@@ -49,6 +49,24 @@ def merged_options(preset: str | None, config: PathLike | None, options: dict[st
     return values, extras
 
 
+def _dataset_evaluation(data: Path | None, values: dict[str, Any]) -> dict[str, Any]:
+    """{select_on, exclude_seen} of the dataset a new run trains on (leave-one-out data: NDCG@10 without seen
+    items), or nothing when there is no readable dataset yet (the train stage says so itself). Blend grids rank
+    with the session's clicks, so with one set the dataset's `exclude_seen` gives way."""
+    from tron_cli.artifacts.sessions import read_dataset
+    from tron_cli.errors import TronError
+    from tron_cli.training.config import GRIDS
+    from tron_cli.workspace import home
+
+    try:
+        protocol = read_dataset(data if data is not None else home.latest_dataset()).evaluation
+    except TronError:
+        return {}
+    if any(values.get(name) for name in (*GRIDS, "knn_similarities")):
+        protocol.pop("exclude_seen")
+    return protocol
+
+
 def train(
     dataset: PathLike | None = None,
     *,
@@ -67,7 +85,8 @@ def train(
     `dataset` is a dataset (a `Dataset`, its path or name; default: the one a `config` file names, else the newest
     under $TRON_HOME/data/). `preset` ("small": a CPU-sized TRON; "xl", "reference") and `config` (a reference TRON
     config or a run's config.json) set options beneath the keywords, which are `tron train`'s flags
-    (`hidden_size=64`, `epochs=3`; `tron train --help` lists them). Writes a run dir (`out`, default
+    (`hidden_size=64`, `epochs=3`; `tron train --help` lists them); `select_on` and `exclude_seen` not set anywhere
+    are the dataset's own protocol (leave-one-out data: NDCG@10 without seen items). Writes a run dir (`out`, default
     $TRON_HOME/runs/DATASET-MODEL-N); `resume` continues an interrupted run (only epochs, device, precision and a
     few others may change); `init_from` warm-starts from a run or bundle whose catalogue the dataset's grew from
     (`preprocess(catalogue_from=...)`). Returns the run, its `summary` what `tron train --json` prints."""
@@ -86,6 +105,9 @@ def train(
         data = home.datasets_root() / extras["dataset"]
     if resume is not None and (data is not None or out is not None):
         raise OptionError("--resume continues a run with its own dataset and dir: drop DATA and --out")
+    if resume is None:  # the dataset's own validation protocol, beneath the keywords, the preset and the config file
+        for name, value in _dataset_evaluation(data, values).items():
+            values.setdefault(name, value)
     loss = values.get("loss", MULTITRON_LOSS if values.get("objective") == "multitron" else TrainConfig.loss)
     for name in sorted(set(given) & set(all_options())):
         if loss in LOSSES and name not in {option.name for option in LOSSES.get(loss).options}:

@@ -114,6 +114,10 @@ DOCUMENT_FIELDS: dict[str, Mapping[str, Field]] = {
         "targets": Field("'all' or 'last'", lambda v: v in ("all", "last")),
         "catalogue_sha256": _DIGEST,
         "parameters": _OPTIONAL_OBJECT,
+        "evaluation": _object(
+            {"select_on": _TEXT, "exclude_seen": Field("true or false", lambda v: isinstance(v, bool))},
+            required=False,
+        ),
     },
     "run": {
         "name": Field(_NAME.expected, _NAME.test, required=False),

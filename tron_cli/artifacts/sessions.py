@@ -358,6 +358,13 @@ class Dataset:
         return self.info["targets"]
 
     @property
+    def evaluation(self) -> dict[str, Any]:
+        """How this dataset is scored unless told otherwise: {"select_on": the validation metric that picks a run's
+        epoch, "exclude_seen": whether a session's own clicks leave the ranking}, as dataset.json records it, else
+        by its targets (`evaluation_protocol`)."""
+        return dict(self.info.get("evaluation") or evaluation_protocol(self.targets))
+
+    @property
     def extra_types(self) -> tuple[str, ...]:
         """The other event types its sessions hold beside clicks ("carts", "orders"); none for datasets of
         version 1 or sources without them."""
@@ -387,6 +394,12 @@ class Dataset:
         if table.num_rows != self.n_items:
             raise ArtifactError(f"{self.path}/items.parquet has {table.num_rows} items, dataset.json says {self.n_items}", redo_hint("dataset"))
         return table
+
+
+def evaluation_protocol(targets: str) -> dict[str, Any]:
+    """`Dataset.evaluation` by a dataset's `targets`: leave-one-out data ("last") is scored as its literature scores
+    its test, by NDCG@10 without seen items; the rest by Recall@20 over every item."""
+    return {"select_on": "ndcg@10", "exclude_seen": True} if targets == "last" else {"select_on": "recall@20", "exclude_seen": False}
 
 
 def read_dataset(path: Path) -> Dataset:

@@ -279,7 +279,8 @@ def train_options_module() -> str:
     annotations = {f.name: str(f.type) for f in fields(TrainConfig)}
     entries: dict[str, tuple[str, str]] = {}  # name -> (type, help)
     for name, declaration in TRAIN_OPTIONS.items():
-        entries[name] = (_option_type(annotations[name], declaration.choices), f"{declaration.help} [default: {declaration.default!r}]")
+        shown = declaration.shown_default or repr(declaration.default)
+        entries[name] = (_option_type(annotations[name], declaration.choices), f"{declaration.help} [default: {shown}]")
     for _, spec in MODELS.items():
         settings = {f.name: str(f.type) for f in fields(spec.config_class)}
         for name, declaration in declared(spec.config_class).items():

@@ -25,7 +25,11 @@ from tron_cli.cli._ui import UI, pass_ui, shown
     help="all: every target of every session; tron: the reference's evaluation, for parity; otto: OTTO's Kaggle task (each session cut at random, Recall@20 of the next click, later carts and orders, weighted 0.1/0.3/0.6).",
 )
 @click.option("--cut-seed", type=Whole(), default=42, show_default=True, help="--protocol otto: the seed of the random cuts (the organisers' is 42).")
-@click.option("--exclude-seen", is_flag=True, help="Remove items already clicked in the session from the ranking (a seen target counts as a miss).")
+@click.option(
+    "--exclude-seen/--no-exclude-seen",
+    default=None,
+    help="Remove items already clicked in the session from the ranking (a seen target counts as a miss). [default: the dataset's: on for leave-one-out data, as its validation, off otherwise]",
+)
 @click.option("--baseline", type=RegistryChoice("tron_cli.evaluation.baselines:BASELINES"), help="Evaluate a baseline instead of a model.")
 @click.option(
     "--baseline-option",
@@ -182,7 +186,8 @@ def evaluate(
         rows.append(row)
     unknown = result.get("unknown_test_targets")
     unseen = f", {unknown['count']:,} unknown to train {'as misses' if unknown['policy'] == 'keep' else 'dropped'}" if unknown and unknown["count"] else ""
-    title = f"{baseline or shown(run)} on {split} ({result['n_targets']:,} targets{unseen}, protocol {protocol}, ties {ties})"
+    seen = ", seen items excluded" if result.get("exclude_seen") else ""
+    title = f"{baseline or shown(run)} on {split} ({result['n_targets']:,} targets{unseen}, protocol {protocol}, ties {ties}{seen})"
     ui.table(title, ["cutoff", "Recall", "MRR", "NDCG", *(["Order recall", "Order density"] if with_orders else [])], rows)
     if as_json:
         ui.emit_json({**result, **where})

@@ -155,6 +155,7 @@ def registry_options() -> list[click.Option]:
         default = declaration.default
         shown = "auto" if default is None and name == "batch_negatives" else ("none" if default == () else default)
         shown = ",".join(f"{a:g}" for a in default) if name == "beta" else shown
+        shown = declaration.shown_default or shown
         out.append(_option(name, default, declaration.help + ("" if shown is None else f" [default: {shown}]"), _choice(declaration.choices)))
         if name == "model":
             for setting, (setting_default, help, setting_choices, models) in all_settings().items():
@@ -204,7 +205,8 @@ def train(ctx: click.Context, data, data_option, out, resume, init_from, force, 
 
     Reads DATA or --data (a dataset dir; default: the one named by --config's "dataset", else the
     newest under $TRON_HOME/data/). Writes a run dir: config.json (the resolved configuration),
-    model.safetensors (the best epoch by validation Recall@20), history.jsonl (one line per epoch),
+    model.safetensors (the best epoch by validation Recall@20; on leave-one-out data NDCG@10 without seen
+    items, as the dataset records), history.jsonl (one line per epoch),
     checkpoint/ (to --resume), summary.json (when finished). Defaults are TRON XL's, sized for a GPU
     (--preset small fits a CPU); each model starts from its own (gru4rec: the reference's GRU4Rec+).
 
@@ -248,8 +250,15 @@ def train(ctx: click.Context, data, data_option, out, resume, init_from, force, 
         ui.emit_json(summary)
 
 
+def _metric_name(name: str) -> str:
+    """A metric as the tables write it: ndcg@10 -> NDCG@10."""
+    metric, _, cutoff = name.partition("@")
+    return f"{metric.upper() if metric in ('ndcg', 'mrr') else metric.capitalize()}@{cutoff}"
+
+
 def _show(ui: UI, summary: dict) -> None:
     valid = summary.get("valid") or {}
+    chosen = summary["selected_by"].removeprefix("valid ")  # the metric that picked the epoch, shown beside the usual two
     rows = [
         ["run", shown(summary["run"])],
         ["epochs", summary["epochs"]],
@@ -257,6 +266,7 @@ def _show(ui: UI, summary: dict) -> None:
         *([["valid hypervolume", valid["hypervolume"]]] if "hypervolume" in valid else []),
         ["valid Recall@20", valid.get("recall@20", valid.get("order_weight_0/recall@20", "-"))],
         ["valid MRR@20", valid.get("mrr@20", valid.get("order_weight_0/mrr@20", "-"))],
+        *([[f"valid {_metric_name(chosen)}", valid[chosen]]] if "@" in chosen and chosen in valid and chosen not in ("recall@20", "mrr@20") else []),
         *_blend_rows(summary.get("blends")),
         ["final train loss", summary["loss"]],
         ["sessions/s", summary["sessions_per_s"]],

@@ -42,7 +42,7 @@ class EvalOptions:
     ties: str = "pessimistic"
     protocol: str = "all"
     cut_seed: int = 42  # protocol otto: the seed of the organisers' random cuts (theirs is 42)
-    exclude_seen: bool = False
+    exclude_seen: bool | None = False  # None: the dataset's own (`stages.evaluate.dataset_defaults`)
     bootstrap: int = 0
     seed: int = 0
     chunk_size: int = 65536

@@ -8,6 +8,7 @@ with the reference), the baselines in `evaluation/baselines.py`. A run's metrics
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def evaluate(
     document, _ = read_model_dir(model_path)  # the dataset is compared first: its message says what to pass
     dataset = read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
+    options = dataset_defaults(options, dataset)
     scorer, document, kind = load_scorer(model_path, torch_device)
     if transition_weight is not None:
         scorer = scorer.with_transitions(transition_weight, dataset.sessions("train"))
@@ -152,6 +154,7 @@ def _evaluate_index(
     predictor = load_predictor(model_path, device, index_params=index_params)
     dataset = read_dataset(data if data is not None else dataset_of(document, model_path))
     check_same_catalogue(document, dataset, model_path)
+    options = dataset_defaults(options, dataset)
     retriever = predictor.retriever
     if transition_weight is not None:
         retriever = Retriever(retriever.scorer.with_transitions(transition_weight, dataset.sessions("train")), retriever.index)
@@ -166,11 +169,21 @@ def _evaluate_baseline(
     baseline: str, data: Path | None, options: EvalOptions, device: torch.device, report: Reporter, baseline_options: dict[str, Any]
 ) -> dict[str, Any]:
     dataset = read_dataset(data if data is not None else home.latest_dataset())
+    options = dataset_defaults(options, dataset)
     store = _store(dataset, options, device)
     metrics = evaluate_baseline(
         baseline, dataset, store=store, last_only=dataset.targets == "last", options=options, report=report, baseline_options=baseline_options
     )
     return {**metrics, **_about(options, dataset), "baseline": baseline, "baseline_options": BASELINES.get(baseline).resolve(baseline_options)}
+
+
+def dataset_defaults(options: EvalOptions, dataset: Dataset) -> EvalOptions:
+    """`options` with what they leave open (`exclude_seen` None) taken from the dataset's own protocol: seen items
+    leave the ranking of leave-one-out data, as they did in the validation that chose the run's epoch. The
+    reference's and OTTO's protocols score as those do, with every item."""
+    if options.exclude_seen is not None:
+        return options
+    return replace(options, exclude_seen=bool(dataset.evaluation["exclude_seen"]) if options.protocol == "all" else False)
 
 
 def _store(dataset: Dataset, options: EvalOptions, device: torch.device) -> SessionStore:

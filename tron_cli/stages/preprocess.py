@@ -39,7 +39,16 @@ import pyarrow as pa
 from tron_cli.artifacts.documents import read_json, write_json
 from tron_cli.artifacts.files import atomic_directory, check_replaceable, sha256_file
 from tron_cli.artifacts.lineage import Extension, Parent, extend, parent_codes, read_parent, resolve
-from tron_cli.artifacts.sessions import EXTRA_TYPES, ExtraEvents, Sessions, catalogue_fingerprint, sessions_table, sessions_writer, write_items
+from tron_cli.artifacts.sessions import (
+    EXTRA_TYPES,
+    ExtraEvents,
+    Sessions,
+    catalogue_fingerprint,
+    evaluation_protocol,
+    sessions_table,
+    sessions_writer,
+    write_items,
+)
 from tron_cli.choices import CART_NAMES, ORDER_NAMES
 from tron_cli.datasets import DATASETS, DatasetSpec, parts, readers, steps
 from tron_cli.datasets.blocks import Block, BlockStore, Budget, Catalogue, SpillDirectory, parse_memory_limit
@@ -604,6 +613,9 @@ def _preprocess(
         "item_id_type": str(uniques.type),
         "catalogue_sha256": catalogue_fingerprint(raw_ids),
         "targets": targets,
+        # leave-one-out data is validated and evaluated as its test is scored; a time split's dataset.json stays as
+        # it was (its digest too), its protocol being the default by its targets
+        **({"evaluation": evaluation_protocol(targets)} if targets == "last" else {}),
         "splits": list(views),
         "extra_types": extra_types,
         "counts": summary_counts,

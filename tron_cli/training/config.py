@@ -103,8 +103,17 @@ class TrainConfig:
     bucket_window: int = option(0, "Put sessions of similar length in the same batch, within windows of N batches (less padding; 0: off).")
     seed: int = option(0, "Seed of every random draw (initialisation, dropout, order, negatives).")
     early_stopping: int = option(0, "Stop after N epochs without a better validation --select-on metric (0: never).")
-    select_on: str = option("recall@20", "Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K.")
-    exclude_seen: bool = option(False, "Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen; leave-one-out data).")
+    # a new run's defaults are its dataset's (dataset.json `evaluation`, put beneath every other source by `tron_cli.train`)
+    select_on: str = option(
+        "recall@20",
+        "Validation metric that selects the best epoch: recall@K, mrr@K or ndcg@K.",
+        shown_default="the dataset's: ndcg@10 on leave-one-out data, else recall@20",
+    )
+    exclude_seen: bool = option(
+        False,
+        "Validate without the session's own clicks in the ranking (as tron evaluate --exclude-seen).",
+        shown_default="the dataset's: on for leave-one-out data without blend grids",
+    )
     valid_limit: float = option(1.0, "Validation sessions per epoch: a fraction (<= 1) or a number.", reference="limit_val_batches")
     # a first-order transition prior added to every score outside training (inference/transitions.py); 0 = off
     transition_weight: float = option(
