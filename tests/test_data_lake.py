@@ -224,6 +224,30 @@ def test_bounded_memory_writes_the_dataset_the_in_memory_path_wrote(home, name, 
         assert dataset_digest(home / "data" / name) == TODAY[name], limit
 
 
+def test_sessions_out_of_start_order_go_to_their_row_group_once(home, monkeypatch):
+    """A block's sessions are in log order, not by start: a block whose first and last sessions share a row group may
+    hold sessions of another between them (OTTO at scale 1.0 wrote 10 sessions twice so). Two sessions a row group."""
+    from tron_cli.datasets.blocks import Budget
+
+    starts = [0, 500, 600, 700, 2, 1]  # file order; row groups by start: {0, 5}, {4, 1}, {2, 3}
+    rows = [f"{s},{100 + (s + k) % 5},{start + k}" for s, start in enumerate(starts) for k in range(3)]
+    (home / "log.csv").write_text("session_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    expected = dataset_digest(preprocess_csv(home))
+    monkeypatch.setattr(Budget, "row_group_sessions", property(lambda self: 2))
+    out = preprocess_csv(home)
+    for split in ("train", "valid", "test"):
+        parquet = pq.ParquetFile(out / f"{split}.parquet")
+        sessions = parquet.read(columns=["session"]).column("session").to_pylist()
+        assert parquet.metadata.num_row_groups == 3 and sorted(sessions) == list(range(6)), (split, sessions)
+    assert dataset_digest(out) == expected
+
+
+def preprocess_csv(home: Path) -> Path:
+    result = invoke("preprocess", "--train", str(home / "log.csv"), "--split", "last", "--time-unit", "s", "--force", "--json")
+    assert result.exit_code == 0, result.stderr
+    return home / "data" / "log"
+
+
 # ------------------------------------------------------------------------------------------ docs/data-lake.md
 
 

@@ -701,8 +701,10 @@ def _route(
                         ranks = view.rank[positions]
                         table = sessions_table(dense).append_column("rank", pa.array(ranks))
                         group = ranks // size
-                        for number in np.unique(group).tolist():
-                            piece = table.filter(pa.array(group == number)) if group[0] != group[-1] or group[0] != number else table
+                        numbers = np.unique(group).tolist()
+                        for number in numbers:
+                            # a block's ranks are in no order: only a block of one group goes whole
+                            piece = table if len(numbers) == 1 else table.filter(pa.array(group == number))
                             if (key, number) not in writers:
                                 sink = pa.OSFile(str(spill / f"{key}-rows-{number:06d}.arrow"), "wb")
                                 writers[key, number] = pa.ipc.new_file(sink, piece.schema)
