@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--churn", type=int, default=60, help="items born and retired each day")
     parser.add_argument("--cold-epochs", type=int, default=8, help="epochs of the cold start (the full recipe)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warm-args", default="", help='more `tron train` flags for the warm start only, e.g. "--lr 0.001 --lr-schedule cosine"')
     parser.add_argument("--workdir", type=Path, default=None, help="where the log, datasets and runs go (default: a temporary directory)")
     args = parser.parse_args()
     home = args.workdir or Path(tempfile.mkdtemp(prefix="tron-daily-"))
@@ -142,7 +144,7 @@ def main() -> None:
         data = prepare(day)
         stale = warm
         warm = home / "runs" / f"warm-{day:03d}"
-        warm_seconds = tron(home, "train", str(data), *RECIPE, "--epochs", "1", "--init-from", str(stale), "--out", str(warm))
+        warm_seconds = tron(home, "train", str(data), *RECIPE, "--epochs", "1", *shlex.split(args.warm_args), "--init-from", str(stale), "--out", str(warm))
         cold = home / "runs" / f"cold-{day:03d}"
         cold_seconds = tron(home, "train", str(data), *RECIPE, "--epochs", str(args.cold_epochs), "--out", str(cold))
         offsets, ids, targets = prefixes(clicks(raw / f"day-{day + 1:03d}.jsonl"))
@@ -165,7 +167,7 @@ def main() -> None:
     print(
         f"\nthe daily loop on synthetic data: {args.sessions_per_day} sessions a day, {args.items:,} items, {args.churn} born and {args.churn} retired a day,"
         f" {args.window}-day window; --preset small on the CPU ({os.cpu_count()} cores, load {load_before[0]:.1f} before, {load_after[0]:.1f} after),"
-        f" warm: 1 epoch from yesterday's warm run, cold: {args.cold_epochs} epochs, stale: yesterday's warm run; torch {torch.__version__}"
+        f" warm: 1 epoch from yesterday's warm run{' with ' + args.warm_args if args.warm_args else ''}, cold: {args.cold_epochs} epochs, stale: yesterday's warm run; torch {torch.__version__}"
     )
     print(
         "| day | next-day targets | new items | R@20 warm | R@20 cold | R@20 stale | MRR@20 warm | MRR@20 cold | MRR@20 stale | train min warm | train min cold | loop s warm | loop s cold |"

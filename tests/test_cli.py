@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.helpers import invoke, tiny_train_args
@@ -100,6 +101,14 @@ def test_version_and_help_mention_exit_codes():
     for command in ("download", "preprocess", "train", "evaluate", "export", "recommend", "plot", "completion"):
         text = invoke(command, "--help").stdout
         assert "Example" in text or "eval " in text, command  # every command shows how it is used
+
+
+def test_help_shows_only_ranges_a_user_can_read():
+    from tron_cli.cli import cli
+
+    for name in cli.list_commands(click.Context(cli)):
+        text = invoke(name, "--help").stdout
+        assert "None" not in text and "9223372036854775807" not in text, name  # click's "x<=None", int64's bounds
 
 
 def test_quiet_keeps_the_result_and_quieter_hides_it(run):

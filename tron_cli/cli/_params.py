@@ -55,6 +55,10 @@ class Finite(click.FloatRange):
             self.fail(f"{value!r} is not {problem}", param, ctx)
         return number
 
+    def _describe_range(self) -> str:
+        """The help's [range]: nothing when unbounded (click would print "x<=None")."""
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 class Whole(click.IntRange):
     """An integer option within int64 (seeds and counts end up in int64 tensors), and within [min, max] when given."""
@@ -63,3 +67,14 @@ class Whole(click.IntRange):
 
     def __init__(self, min: int | None = None, max: int | None = None, **kwargs: Any):
         super().__init__(INT64[0] if min is None else min, INT64[1] if max is None else max, **kwargs)
+
+    def _describe_range(self) -> str:
+        """The help's [range] without int64's own bounds, which every integer option has anyway."""
+        low, high = (None if self.min == INT64[0] else self.min), (None if self.max == INT64[1] else self.max)
+        if low is None and high is None:
+            return ""
+        if high is None:
+            return f"x{'>' if self.min_open else '>='}{low}"
+        if low is None:
+            return f"x{'<' if self.max_open else '<='}{high}"
+        return super()._describe_range()
