@@ -167,7 +167,7 @@ def main() -> None:
     print(
         f"\nthe daily loop on synthetic data: {args.sessions_per_day} sessions a day, {args.items:,} items, {args.churn} born and {args.churn} retired a day,"
         f" {args.window}-day window; --preset small on the CPU ({os.cpu_count()} cores, load {load_before[0]:.1f} before, {load_after[0]:.1f} after),"
-        f" warm: 1 epoch from yesterday's warm run{' with ' + args.warm_args if args.warm_args else ''}, cold: {args.cold_epochs} epochs, stale: yesterday's warm run; torch {torch.__version__}"
+        f" warm: yesterday's warm run trained on with --epochs 1{' ' + args.warm_args if args.warm_args else ''} (a repeated flag's last value wins), cold: {args.cold_epochs} epochs, stale: yesterday's warm run; torch {torch.__version__}"
     )
     print(
         "| day | next-day targets | new items | R@20 warm | R@20 cold | R@20 stale | MRR@20 warm | MRR@20 cold | MRR@20 stale | train min warm | train min cold | loop s warm | loop s cold |"
