@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import write_dataset
+from _roofline import describe, machine_rates
 
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
@@ -208,6 +209,29 @@ def main() -> None:
             for label in sides:
                 rate = statistics.median(rates[label])
                 print(f"{name:<8} {label:<22} {statistics.median(times[label]):>9.1f} {rate:>10,.0f} {rate / base:>16.2f}x", flush=True)
+            events_per_step = statistics.median(rates["tron"]) * statistics.median(times["tron"]) / 1000
+            print(roofline(name, tron.trainer.model, config, dataset.n_items, events_per_step, statistics.median(times["tron"])), flush=True)
+
+
+def roofline(name: str, model: nn.Module, config: TrainConfig, n_items: int, events: float, ms_per_step: float) -> str:
+    """The floor of one training step on this machine and the fraction of it tron's step reached: the encoder forward
+    and backward (2 + 4 FLOPs per weight per event; attention, a few per cent at these lengths, left out), every
+    event's scores against the shared negatives without gradients, the top-k's gradients to the states and to the
+    rows (2 x 2 x d x k per event), and dense Adam's pass over every parameter (param, grad, two moments: 7 floats
+    moved per weight)."""
+    flops_rate, bandwidth = machine_rates(torch.device("cpu"), config.network.hidden_size)
+    d = config.network.hidden_size
+    blocks = sum(p.numel() for n, p in model.named_parameters() if "blocks" in n)
+    encoder = 6 * blocks * events
+    negatives = 2 * d * (config.uniform_negatives + config.in_batch_negatives) * events + 4 * d * config.topk * events
+    weights = sum(p.numel() for p in model.parameters())
+    optimizer = 7 * 4 * weights
+    floor_ms = 1000 * ((encoder + negatives) / flops_rate + optimizer / bandwidth)
+    return (
+        f"{name:<8} floor of a step ({events:,.0f} events): encoder {encoder / 1e9:.1f} + negatives {negatives / 1e9:.1f} GFLOP"
+        f" -> {1000 * (encoder + negatives) / flops_rate:.1f} ms; Adam {optimizer / 1e9:.2f} GB -> {1000 * optimizer / bandwidth:.1f} ms;"
+        f" in all {floor_ms:.1f} ms: tron's step at {floor_ms / ms_per_step:.0%} of the floor\n{'':<8} machine: {describe(flops_rate, bandwidth)}"
+    )
 
 
 def _value(text: str) -> Any:

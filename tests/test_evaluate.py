@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from tests.helpers import invoke, tiny_train_args
 
@@ -91,3 +92,45 @@ def test_a_run_refuses_another_dataset(tiny_run, yoochoose_64):
     result = invoke("evaluate", str(tiny_run), "--data", str(yoochoose_64))
     assert result.exit_code == 1
     assert "trained on dataset" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------- the fast paths compute the same
+
+
+def _padded_windows(n: int, width: int, n_items: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    windows = torch.randint(1, n_items + 1, (n, width), generator=generator)
+    lengths = torch.randint(1, width + 1, (n,), generator=generator)
+    return torch.where(torch.arange(width)[None, :] >= width - lengths[:, None], windows, 0)  # left-padded
+
+
+@pytest.mark.parametrize("positions, block", [("right", "pre"), ("left", "pre"), ("right", "sasrec"), ("left", "sasrec")])
+def test_the_state_after_the_last_click_is_the_last_column_of_the_whole_pass(positions, block):
+    from tron_cli.models.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(hidden_size=32, num_heads=2, num_layers=3, max_length=12, positions=positions, block=block), n_items=60).eval()
+    windows = _padded_windows(40, 12, 60)
+    with torch.no_grad():
+        torch.testing.assert_close(model.last_hidden(windows), model(windows)[:, -1], atol=1e-6, rtol=1e-5)
+
+
+def test_encoding_in_slices_gives_the_states_of_one_pass(monkeypatch):
+    from tron_cli.evaluation import procedures
+    from tron_cli.models.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(hidden_size=16, max_length=8), n_items=30).eval()
+    windows = _padded_windows(10, 8, 30)
+    monkeypatch.setitem(procedures.ENCODE_ROWS, "cpu", 3)  # slices of 3, 3, 3 and 1
+    with torch.no_grad():
+        torch.testing.assert_close(procedures.encode(model, windows), model.last_hidden(windows), atol=1e-6, rtol=1e-5)
+
+
+def test_a_cpu_ranks_in_cache_sized_chunks_and_a_gpu_in_the_chunk_asked_for():
+    from tron_cli.inference.scoring import RANK_BUDGET, rank_chunk
+
+    assert rank_chunk(65536, 1024, torch.device("cpu")) == RANK_BUDGET["cpu"] // 1024
+    assert rank_chunk(100, 1024, torch.device("cpu")) == 100  # --chunk-size stays an upper bound
+    assert rank_chunk(65536, 1 << 30, torch.device("cpu")) == 1
+    assert rank_chunk(65536, 1024, torch.device("cuda")) == 65536

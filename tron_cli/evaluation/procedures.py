@@ -30,7 +30,7 @@ from tron_cli.evaluation.metrics import METRICS, Accumulator
 from tron_cli.inference.blends import Context
 from tron_cli.inference.retrieval import Retriever
 from tron_cli.inference.scorer import Scorer
-from tron_cli.inference.scoring import Pairs, rank_targets, top_items
+from tron_cli.inference.scoring import Pairs, rank_chunk, rank_targets, top_items
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import exact_fp32
 
@@ -97,7 +97,7 @@ def _rank(scorer: Scorer, hidden: Tensor, targets: Tensor, options: EvalOptions,
         target_scores,
         targets=targets,
         n_items=scorer.n_items,
-        chunk_size=options.chunk_size,
+        chunk_size=rank_chunk(options.chunk_size, len(targets), targets.device),
         ties=options.ties,
         excluded=excluded,
     )
@@ -145,6 +145,19 @@ def target_states(
         yield from _windows(model, store, last_only=last_only, options=options, report=report)
 
 
+# windows a CPU encodes at once: a pass's activations (rows x width x d) then stay in its caches; 1.5x over 1,024
+# at d 200 on 2 cores (BENCHMARKS.md "Evaluation"). A GPU encodes a whole batch of targets at once.
+ENCODE_ROWS = {"cpu": 128}
+
+
+def encode(model, windows: Tensor) -> Tensor:
+    """(Q, d) fp32 states after the last click of left-padded `windows` (Q, W), in slices of `ENCODE_ROWS`."""
+    rows = ENCODE_ROWS.get(windows.device.type, len(windows))
+    if len(windows) <= rows:
+        return model.last_hidden(windows).float()
+    return torch.cat([model.last_hidden(windows[first : first + rows]).float() for first in range(0, len(windows), rows)])
+
+
 def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """One left-padded window of preceding clicks per target; the state after its last click predicts it."""
     max_length = model.max_length
@@ -162,7 +175,7 @@ def _windows(model, store: SessionStore, last_only: bool, options: EvalOptions, 
         for first, width in zip(firsts, widths):
             chunk = slice(first, first + step)
             windows = store.query_windows(positions[chunk], width)
-            yield model.last_hidden(windows).float(), store.items[positions[chunk]], sessions[chunk], positions[chunk]
+            yield encode(model, windows), store.items[positions[chunk]], sessions[chunk], positions[chunk]
             task.update(advance=len(windows))
 
 

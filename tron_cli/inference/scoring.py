@@ -25,6 +25,11 @@ from tron_cli.runtime import exact_fp32
 # bounded whatever the catalogue, and each chunk's product is still large enough to run at full speed
 SCORE_BUDGET = {"cpu": 1 << 24, "cuda": 1 << 26}
 
+# scores a rank counts over at once (rows x chunk) on a CPU: 2 MB, so that each chunk's scores are still in the
+# cache when they are compared with the targets' (one pass over memory instead of three; 2.5x on 2 cores at 50k
+# items, BENCHMARKS.md "Evaluation"); a GPU's kernels stream at full speed either way and keep the chunk asked for
+RANK_BUDGET = {"cpu": 1 << 19}
+
 # score_chunk(start, stop) -> (Q, stop - start) fp32 scores of items start..stop-1 for the current rows
 ChunkScorer = Callable[[int, int], Tensor]
 Pairs = tuple[Tensor, Tensor]  # (rows, items) of a batch of rows
@@ -37,15 +42,18 @@ def masked_chunks(
     excluded: Pairs | None = None,
     own: Tensor | None = None,
     banned: Tensor | None = None,
+    nan_to_worst: bool = True,
 ) -> Iterator[tuple[int, Tensor]]:
     """(start, scores (Q, C)) of items start..start+C-1, chunk by chunk, with the `excluded` pairs, each row's
-    `own` item (Q,) and the `banned` items ((N + 1,) bool, every row) set to -inf, and so is a NaN score (the worst
-    possible: a NaN compares false, so it would otherwise outrank a target or lead a top-k). Pairs are removed by adding
-    -inf (or 0 outside the chunk): no boolean indexing, so nothing waits for the device."""
+    `own` item (Q,) and the `banned` items ((N + 1,) bool, every row) set to -inf, and so is a NaN score unless
+    `nan_to_worst` is off (the worst possible: a NaN compares false, so it would otherwise lead a top-k; a rank, which
+    only counts comparisons, needs no such pass). Pairs are removed by adding -inf (or 0 outside the chunk): no
+    boolean indexing, so nothing waits for the device."""
     for start in range(1, n_items + 1, chunk_size):
         stop = min(start + chunk_size, n_items + 1)
         scores = score_chunk(start, stop).contiguous()
-        scores.masked_fill_(scores.isnan(), float("-inf"))  # a NaN score is the worst, never a win: NaN compares false
+        if nan_to_worst:
+            scores.masked_fill_(scores.isnan(), float("-inf"))
         if banned is not None:
             scores.masked_fill_(banned[start:stop], float("-inf"))
         if own is not None:
@@ -73,6 +81,12 @@ def ranks_from_scores(scores: Tensor, target_scores: Tensor, ties: str = "pessim
     return (scores > target).sum(1).double() + 0.5 * (scores == target).sum(1).double()
 
 
+def rank_chunk(chunk_size: int, rows: int, device: torch.device) -> int:
+    """The chunk of items to rank `rows` targets over: `chunk_size`, or fewer on a CPU (`RANK_BUDGET`)."""
+    budget = RANK_BUDGET.get(device.type)
+    return chunk_size if budget is None else max(1, min(chunk_size, budget // max(1, rows)))
+
+
 def rank_targets(
     score_chunk: ChunkScorer,
     target_scores: Tensor,
@@ -88,7 +102,8 @@ def rank_targets(
     score is compared only with the other items.
     """
     ranks = torch.zeros(targets.shape[0], dtype=torch.float64, device=targets.device)
-    for _, scores in masked_chunks(score_chunk, n_items, chunk_size, excluded, own=targets):
+    # NaN scores stay: `>`, `>=` and `==` are false for them, so a NaN item never outranks or ties a target
+    for _, scores in masked_chunks(score_chunk, n_items, chunk_size, excluded, own=targets, nan_to_worst=False):
         ranks += ranks_from_scores(scores, target_scores, ties)
     ranks = torch.where(target_scores.isnan(), float(n_items), ranks)  # a NaN target ranks last: no metric gains from it
     if excluded is not None:

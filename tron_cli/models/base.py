@@ -95,10 +95,19 @@ def table_rows(table: Tensor, items: Tensor, sparse: bool, padding_idx: int | No
     return F.embedding(items, table, padding_idx=padding_idx)
 
 
-@torch.compiler.disable
-def _sparse_rows(table: Tensor, items: Tensor) -> Tensor:
-    # a compiled graph cannot produce a sparse gradient: under --compile the lookup runs eagerly between graphs
+def _plain_sparse_rows(table: Tensor, items: Tensor) -> Tensor:
     return F.embedding(items, table, sparse=True)
+
+
+_sparse_rows = _plain_sparse_rows
+
+
+def keep_sparse_lookups_eager() -> None:
+    """Before torch.compile: a compiled graph cannot produce a sparse gradient, so the row-sparse lookup runs eagerly
+    between graphs. Done here, not with a decorator at import, because `torch.compiler.disable` imports
+    torch._dynamo: 1.4 s of the start of every process that loads a model, compiled or not."""
+    global _sparse_rows
+    _sparse_rows = torch.compiler.disable(_plain_sparse_rows)
 
 
 class SessionModel(ItemScorer):

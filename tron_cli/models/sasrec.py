@@ -113,9 +113,12 @@ class Block(nn.Module):
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, windows: AttentionMask | Groups, events: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, windows: AttentionMask | Groups, events: Tensor | None = None, last: bool = False) -> Tensor:
         """x (B, T, d) attended in the (B, T) window whose keys `windows` describes; with `events`, the (E, d) rows
-        at those flat positions of that window, attended in it or, when `windows` are length `Groups`, in theirs."""
+        at those flat positions of that window, attended in it or, when `windows` are length `Groups`, in theirs.
+        With `last` (an `AttentionMask` window), only the last column's output (B, 1, d)."""
+        if last and not self.training and isinstance(windows, AttentionMask):  # training reads every column
+            return self._last_column(x, windows)
         d = x.shape[-1]
         normed = self.norm1(x)
         if self.kind == "pre":
@@ -130,6 +133,10 @@ class Block(nn.Module):
             attended = self._attend(qkv, events, windows, spare=True)  # (E, d): empty slots read zeros
         else:
             attended = self._attend(qkv.reshape(-1, 3 * d), None, windows).view(x.shape)
+        return self._feed_forward(x, normed, attended)
+
+    def _feed_forward(self, x: Tensor, normed: Tensor, attended: Tensor) -> Tensor:
+        """The block's output from its input x, LN(x) and the attention's output at the same rows."""
         if self.kind == "pre":
             x = x + dropout(self.out(attended), self.dropout, self.training)
             h = self.norm2(x)
@@ -137,6 +144,20 @@ class Block(nn.Module):
             return x + dropout(h, self.dropout, self.training)
         h = self.norm2(normed + self.out(attended))
         return h + dropout(self.ff2(dropout(F.relu(self.ff1(h)), self.dropout, self.training)), self.dropout, self.training)
+
+    def _last_column(self, x: Tensor, mask: AttentionMask) -> Tensor:
+        """(B, 1, d): the output at the last column of x (B, T, d) alone. Keys and values come from every column; the
+        query, the projection and the feed-forward only from the last (a third of a block's arithmetic per column):
+        what a model's last block needs when only the state after the newest click is read."""
+        b, t, d = x.shape
+        size = d // self.heads
+        normed = self.norm1(x)
+        keys_from = normed if self.kind == "pre" else x
+        k, v = F.linear(keys_from, self.qkv.weight[d:], self.qkv.bias[d:]).view(b, t, 2, self.heads, size).permute(2, 0, 3, 1, 4)  # 2 x (B, H, T, d/H)
+        q = F.linear(normed[:, -1:], self.qkv.weight[:d], self.qkv.bias[:d]).view(b, 1, self.heads, size).transpose(1, 2)  # (B, H, 1, d/H)
+        allowed = mask.allowed[..., -1:, :]  # (B, 1, 1, T): the last query's keys
+        attended = attention(q, k, v=v, mask=AttentionMask(allowed), p=self.dropout, training=self.training).transpose(1, 2).reshape(b, 1, d)
+        return self._feed_forward(x[:, -1:], normed[:, -1:], attended)
 
     def _attend(self, qkv: Tensor, cells: Tensor | None, mask: AttentionMask, spare: bool = False) -> Tensor:
         """Attention of rows qkv (n, 3d) at flat `cells` (n,) of the (b, t) window of `mask` (None: qkv is the
@@ -299,10 +320,13 @@ class SASRec(SessionModel):
         start = (items == 0).sum(1, keepdim=True)  # (B, 1) padding columns
         return self.position[(torch.arange(t, device=items.device)[None, :] - start).clamp(min=0)]
 
-    def forward(self, items: Tensor, sparse: bool = False, events: Tensor | None = None, preference: Tensor | None = None) -> Tensor:
+    def forward(
+        self, items: Tensor, sparse: bool = False, events: Tensor | None = None, preference: Tensor | None = None, last: bool = False
+    ) -> Tensor:
         """(B, T) left-padded item ids, T <= max_length -> (B, T, d) hidden states; position t predicts the next
-        click. With `events` (E,) flat positions into B * T (B * T: an empty slot), only their states (E, d).
-        `preference` (2,) or (B, 2) is read by a model with a preference input (None: `fixed_preference`)."""
+        click. With `events` (E,) flat positions into B * T (B * T: an empty slot), only their states (E, d); with
+        `last`, only the last column's (B, 1, d). `preference` (2,) or (B, 2) is read by a model with a preference
+        input (None: `fixed_preference`)."""
         b, t = items.shape
         positions = self._positions(items)  # (T, d) or (B, T, d)
         if events is None:
@@ -314,12 +338,12 @@ class SASRec(SessionModel):
             ) + rows.index_select(0, events)
         x = dropout(x, self.config.dropout, self.training)
         windows = AttentionMask(_allowed(items)[:, None]) if events is None or not runtime.reads_are_free(items.device) else length_groups(items, events)
-        for block in self.blocks:
-            x = block(x, windows, events)
+        for number, block in enumerate(self.blocks, 1):
+            x = block(x, windows, events, last=last and number == len(self.blocks))
         return self.output_state(self.final_norm(x))
 
     def last_hidden(self, windows: Tensor, preference: Tensor | None = None) -> Tensor:
-        return self.forward(windows, preference=preference)[:, -1]
+        return self.forward(windows, preference=preference, last=True)[:, -1]
 
 
 def _allowed(items: Tensor) -> Tensor:

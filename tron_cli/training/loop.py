@@ -32,7 +32,7 @@ from tron_cli.losses import LOSSES
 from tron_cli.memory import refuse_beyond
 from tron_cli.modelio import EPOCH_KEY, load_weights, save_weights
 from tron_cli.models import MODELS, model_section
-from tron_cli.models.base import SessionModel
+from tron_cli.models.base import SessionModel, keep_sparse_lookups_eager
 from tron_cli.reporting import SILENT, Reporter
 from tron_cli.runtime import autocast_dtype, device_memory
 from tron_cli.training import blending, checkpoint, schedule
@@ -113,6 +113,8 @@ class Trainer:
         self.epoch_clock = (time.perf_counter(), 0.0)  # (when the current epoch's part started, its seconds before)
 
     def _wrap(self, model: SessionModel):
+        if self.config.compile:
+            keep_sparse_lookups_eager()
         forward = torch.compile(model) if self.config.compile else model
         if self.ranks.world == 1:
             return forward
