@@ -41,7 +41,13 @@ from tron_cli.cli._ui import UI, pass_ui, shown
 @click.option("--bootstrap", type=Whole(min=0), default=0, help="Add 95% confidence intervals from N resamples of sessions.")
 @click.option("--seed", type=Whole(), default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
-@click.option("--chunk-size", type=Whole(min=1), default=65536, show_default=True, help="Catalogue items scored at once, at most (a CPU ranks in smaller, cache-sized chunks).")
+@click.option(
+    "--chunk-size",
+    type=Whole(min=1),
+    default=65536,
+    show_default=True,
+    help="Catalogue items scored at once, at most (a CPU ranks in smaller, cache-sized chunks).",
+)
 @click.option(
     "--track",
     type=RegistryChoice("tron_cli.tracking:TRACKERS"),

@@ -320,9 +320,7 @@ class SASRec(SessionModel):
         start = (items == 0).sum(1, keepdim=True)  # (B, 1) padding columns
         return self.position[(torch.arange(t, device=items.device)[None, :] - start).clamp(min=0)]
 
-    def forward(
-        self, items: Tensor, sparse: bool = False, events: Tensor | None = None, preference: Tensor | None = None, last: bool = False
-    ) -> Tensor:
+    def forward(self, items: Tensor, sparse: bool = False, events: Tensor | None = None, preference: Tensor | None = None, last: bool = False) -> Tensor:
         """(B, T) left-padded item ids, T <= max_length -> (B, T, d) hidden states; position t predicts the next
         click. With `events` (E,) flat positions into B * T (B * T: an empty slot), only their states (E, d); with
         `last`, only the last column's (B, 1, d). `preference` (2,) or (B, 2) is read by a model with a preference
