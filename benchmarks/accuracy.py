@@ -129,6 +129,32 @@ def main() -> None:
             print(f"| {name} | {method} | {interval(test, 'recall@20')} | {interval(test, 'mrr@20')} | {minutes} | {chosen(record)} |", flush=True)
         for model, recall, mrr, source in PUBLISHED[name]:
             print(f"| {name} | {model} (published) | {recall:.4f} | {mrr:.4f} | — | {source} |")
+    blends = [(name, measure(home, home / "data" / name, "recipe")) for name in datasets if "recipe" in methods and (home / "data" / name).is_dir()]
+    if blends:
+        print("\nWhat each blend of the recipe did on validation (its best weight with the other blends off, from summary.json's grid):")
+        print("| dataset | network alone | + transition prior | + session kNN | + repeat boost | the chosen combination |")
+        print("|---|---|---|---|---|---|")
+        for name, record in blends:
+            print(f"| {name} | {' | '.join(alone(record['summary']['blends']))} |")
+
+
+def alone(blends: dict) -> list[str]:
+    """Validation Recall@20 / MRR@20 of the network, of each blend alone at its best weight (by the recipe's own
+    recall + mrr), and of the chosen combination."""
+    points = blends["points"]
+    weights = ("transition_weight", "knn_weight", "repeat_weight")
+
+    def cell(point: dict, weight: str | None = None) -> str:
+        said = f" ({weight.removesuffix('_weight')} {point[weight]:g}{', ' + point['knn_similarity'] if weight == 'knn_weight' else ''})" if weight else ""
+        return f"{point['recall@20']:.4f} / {point['mrr@20']:.4f}{said}"
+
+    cells = [cell(next(point for point in points if all(point[w] == 0 for w in weights)))]
+    for weight in weights:
+        only = [point for point in points if all(point[w] == 0 for w in weights if w != weight)]
+        cells.append(cell(max(only, key=lambda point: point["recall@20"] + point["mrr@20"]), weight))
+    chosen_point = blends["chosen"]
+    cells.append(cell({**chosen_point, **blends["valid"]}) + " (" + ", ".join(f"{key} {value}" for key, value in chosen_point.items()) + ")")
+    return cells
 
 
 def chosen(record: dict) -> str:
