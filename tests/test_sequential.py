@@ -75,3 +75,23 @@ def test_full_cross_entropy_learns_at_least_as_fast_as_sampled_softmax(tiny_sequ
     uniform = math.log(json.loads((tiny_sequences / "dataset.json").read_text())["n_items"])  # about where both start
     assert losses["ce"] <= losses["ssm"], losses
     assert losses["ce"] < uniform - 0.5, (losses, uniform)  # and it does learn
+
+
+def test_the_sequential_preset_trains_the_published_network_with_full_cross_entropy(tiny_sequences, tmp_path):
+    """`--preset sequential` is SASRec+ as published (issue 31), and a flag still wins over it."""
+    run = tmp_path / "run"
+    result = invoke("train", str(tiny_sequences), "--preset", "sequential", "--epochs", "2", "--device", "cpu", "--out", str(run), "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads((run / "config.json").read_text())
+    train, model = document["train"], document["model"]
+    assert (train["loss"], train["uniform_negatives"], train["batch_negatives"], train["lr"], train["batch_size"]) == ("ce", 0, 0, 0.001, 128)
+    assert (model["hidden_size"], model["num_layers"], model["num_heads"], model["dropout"]) == (64, 2, 1, 0.5)
+    assert (model["block"], model["init"], model["positions"], model["max_length"]) == ("sasrec", "normal", "left", 50)
+    assert "negatives" not in result.stderr  # a full softmax is not warned about negatives it does not draw
+    assert json.loads(result.stdout)["selected_by"] == "valid ndcg@10"  # the dataset's metric, not one the preset names
+    sampled = tmp_path / "sampled"
+    args = ("--preset", "sequential", "--loss", "ssm", "--uniform-negatives", "64", "--epochs", "1", "--device", "cpu")
+    result = invoke("train", str(tiny_sequences), *args, "--out", str(sampled))
+    assert result.exit_code == 0, result.stderr
+    train = json.loads((sampled / "config.json").read_text())["train"]
+    assert (train["loss"], train["uniform_negatives"], train["topk"]) == ("ssm", 64, 0)
