@@ -199,3 +199,19 @@ def test_any_json_layout_gives_the_same_dataset_as_otto_compact_lines(home):
         a = read_sessions(home / "data" / "compact" / f"{split}.parquet")
         b = read_sessions(home / "data" / "relaxed" / f"{split}.parquet")
         assert np.array_equal(a.items, b.items) and np.array_equal(a.ts, b.ts) and np.array_equal(a.offsets, b.offsets)
+
+
+def test_leave_one_out_without_validation_trains_on_the_item_before_the_test_one(home):
+    """`--split last --no-valid`: the refit dataset, train + validation, with the same test."""
+    path = fixture("data/otto-sample.jsonl")
+    with_valid = invoke("preprocess", "--train", str(path), "--split", "last", "--name", "held", "--json")
+    refit = invoke("preprocess", "--train", str(path), "--split", "last", "--no-valid", "--name", "refit", "--json")
+    assert with_valid.exit_code == 0 and refit.exit_code == 0, with_valid.stderr + refit.stderr
+    held, whole = home / "data" / "held", home / "data" / "refit"
+    assert not (whole / "valid.parquet").exists() and "valid" not in json.loads((whole / "dataset.json").read_text())["splits"]
+    assert _raw_sessions(whole, "test") == _raw_sessions(held, "test")
+    valid = {s["session"]: s["items"] for s in _raw_sessions(held, "valid")}
+    train = {s["session"]: s["items"] for s in _raw_sessions(held, "train")}
+    assert valid  # the sessions of three or more clicks train on their validation item as well
+    for session in _raw_sessions(whole, "train"):
+        assert session["items"] == valid.get(session["session"], train[session["session"]])

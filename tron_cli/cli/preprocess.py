@@ -72,7 +72,11 @@ from tron_cli.datasets import DATASETS
     help="Carve a validation split: train sessions of the last D days [default: the preset's; own logs: the test span when train spans 7 of them, else --valid-fraction 0.1].",
 )
 @click.option("--valid-fraction", type=Finite(), help="Carve a validation split: the last fraction of train sessions.")
-@click.option("--no-valid", is_flag=True, help="No validation split (the reference's train set; training keeps the last epoch).")
+@click.option(
+    "--no-valid",
+    is_flag=True,
+    help="No validation split (the reference's train set; training keeps the last epoch). With --split last, train keeps the item before the test one (a refit once settings are chosen with validation).",
+)
 @click.option("--min-session-length", type=Whole(min=1), default=2, show_default=True, help="Drop sessions with fewer events.")
 @click.option("--min-item-support", type=Whole(min=1), help="Drop events of items with fewer events (default: the preset's, 1 for your own logs).")
 @click.option(

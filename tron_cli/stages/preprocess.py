@@ -478,8 +478,12 @@ def _preprocess(
     elif options.split == "last":
         long = alive & (clicks >= 3)
         targets = "last"
-        train = _View(train_store, alive, np.where(long, clicks - 2, clicks), first, keep=keep, head=np.where(long, clicks - 2, clicks))
-        valid = _View(train_store, long, clicks - 1, first, keep=keep, head=clicks - 1)
+        # --no-valid trains on the item before the test one too: the refit on train + validation once the settings
+        # (the epoch count among them) have been chosen on a dataset with validation
+        held_out = 1 if options.no_valid else 2
+        head = np.where(long, clicks - held_out, clicks)
+        train = _View(train_store, alive, head, first, keep=keep, head=head)
+        valid = None if options.no_valid else _View(train_store, long, clicks - 1, first, keep=keep, head=clicks - 1)
         test = _View(train_store, long, clicks, first, keep=keep)
         _step(history, "leave-one-out train", train.sessions, train.events)
     else:
