@@ -181,6 +181,26 @@ def test_logq_shifts_each_column_by_log_k_q():
     torch.testing.assert_close(shift[0, 3:], torch.log(torch.tensor([2 * 7 / 55.0, 2 * 8 / 55.0])))
 
 
+@pytest.mark.parametrize("style", ["batchwise", "sessionwise", "eventwise"])
+@pytest.mark.parametrize("popularity", [False, True])
+def test_logq_of_every_column_equals_it_column_by_column(style, popularity):
+    """The block-wise logQ of all columns (the `--topk 0` path) is the per-column one, for each way of sharing."""
+    generator = torch.Generator().manual_seed(3)
+    scorer = ItemScorer(30, 4, True, False)
+    mask = torch.tensor([[False, True, True, True], [False, False, True, True]])
+    targets = torch.randint(1, 31, (2, 4), generator=generator)
+    events = EventSlots.select(mask, targets)
+    shape = {"batchwise": (6,), "sessionwise": (2, 6), "eventwise": (events.slots, 6)}[style]
+    in_batch = torch.randint(1, 31, (2, 3), generator=generator)
+    negatives = Negatives(style, torch.randint(1, 31, shape, generator=generator), in_batch=in_batch, in_batch_valid=torch.ones(2, 3, dtype=torch.bool))
+    batch = Assembly(scorer, torch.randn(events.slots, 4, generator=generator), events, negatives, sparse=False)
+    counts = torch.arange(31, dtype=torch.float64) + 1
+    log_freq = torch.log(counts / counts.sum()).float()
+    distribution = ItemDistribution(30, counts if popularity else None, 0.75, torch.device("cpu"))
+    every = torch.arange(9).expand(events.slots, -1)
+    torch.testing.assert_close(batch.log_q(distribution, log_freq), batch.log_q(distribution, log_freq, every))
+
+
 # ------------------------------------------------------------------------------------------------ row-sparse optimisers
 
 

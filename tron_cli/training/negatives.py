@@ -298,12 +298,31 @@ class Assembly:
 
     def log_q(self, distribution: ItemDistribution, in_batch_log_prob: Tensor, columns: Tensor | None = None) -> Tensor:
         """log(K q) of each negative column: q is the proposal that drew it (K draws of its kind)."""
+        if columns is None:
+            return self._log_q_all(distribution, in_batch_log_prob)
         ids = self.column_ids(columns)
         if columns is None:
             columns = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         uniform = distribution.log_prob(ids) + math.log(max(self.n_uniform, 1))
         in_batch = take(in_batch_log_prob, ids) + math.log(max(self.n_in_batch, 1))
         return torch.where(columns < self.n_uniform, uniform, in_batch)
+
+    def _log_q_all(self, distribution: ItemDistribution, in_batch_log_prob: Tensor) -> Tensor:
+        """(E, U + m) log(K q) of every column, block by block: the uniform block's log-probabilities are looked up
+        for the ids as drawn ((U,) shared by a batchwise batch, (B, U) per session) and broadcast, and the in-batch
+        block's per session, so that the (E, U + m) matrix is written once rather than gathered into column by column."""
+        e = self.events.slots
+        parts = []
+        if self.n_uniform:
+            uniform = self.negatives.uniform
+            log_prob = distribution.log_prob(uniform) + math.log(self.n_uniform)
+            if self.negatives.style == "sessionwise":
+                log_prob = log_prob.index_select(0, self.owner)
+            parts.append(log_prob.expand(e, -1))
+        if self.n_in_batch:
+            in_batch = take(in_batch_log_prob, self.in_batch) + math.log(self.n_in_batch)  # (B, m)
+            parts.append(in_batch.index_select(0, self.owner))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0].contiguous()
 
     def top_k(self, k: int, mask_hits: bool, correction: Callable[[Tensor | None], Tensor] | None) -> tuple[Tensor, Tensor, Tensor, bool]:
         """(columns (E, k), their scores less the correction (E, k) fp32, valid (E, k), whether the scores were
