@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -100,6 +101,15 @@ def measure(home: Path, data: Path, method: str) -> dict:
     return record
 
 
+def listed(value: str, known: Iterable[str], kind: str) -> list[str]:
+    """The comma-separated names of `value`, each one of `known` (or exit naming the first that is not)."""
+    names = [name for name in value.split(",") if name]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown {kind} {unknown[0]!r}: use one of {', '.join(known)}")
+    return names
+
+
 def interval(test: dict, metric: str) -> str:
     return f"{test[metric]:.4f} [{test[metric + '_low']:.4f}, {test[metric + '_high']:.4f}]"
 
@@ -111,11 +121,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args()
     home = args.workdir.resolve()
-    datasets = [name for name in args.datasets.split(",") if name]
-    methods = [name for name in args.methods.split(",") if name]
-    unknown = sorted(set(datasets) - set(DATASETS)) + sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise SystemExit(f"unknown dataset or method {unknown[0]!r}: datasets {', '.join(DATASETS)}; methods {', '.join(METHODS)}")
+    datasets, methods = listed(args.datasets, DATASETS, "dataset"), listed(args.methods, METHODS, "method")
     print("| dataset | method | test Recall@20 [95 % CI] | test MRR@20 [95 % CI] | training min | chosen on validation |")
     print("|---|---|---|---|---|---|")
     for name in datasets:

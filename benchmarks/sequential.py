@@ -4,10 +4,9 @@ For each of Beauty, Sports and Toys in `../shared/data/amazon-s3rec` (one that i
 message): ingest it as its README says (the last item of each user is test, the one before it validation), train
 each loss on the published SASRec+ network (`tron train --preset sequential`: full cross-entropy; `--loss ssm`:
 TRON's sampled softmax over 4,096 shared uniform and 127 in-batch negatives, every one kept, with the logQ
-correction), evaluate on test (full catalogue, the
-user's items excluded, as `dataset.json` says) with `--bootstrap 200`, and print one row per (dataset, loss): HR@10
-and NDCG@10 with 95 % intervals, the best epoch (chosen on validation NDCG@10) and the training minutes, with the
-published rows beside them.
+correction), evaluate on test (full catalogue, the user's items excluded, as `dataset.json` says) with
+`--bootstrap 200`, and print one row per (dataset, loss): HR@10 and NDCG@10 with 95 % intervals, the best epoch
+(chosen on validation NDCG@10) and the training minutes, with the published rows beside them.
 
 With --refit, each loss is trained once more from scratch on train + validation (`tron preprocess --split last
 --no-valid`: each user's item before the test one becomes a training target) for the number of epochs chosen on
@@ -28,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from accuracy import SHARED, interval, tron
+from accuracy import SHARED, interval, listed, tron
 
 DATASETS = ("beauty", "sports", "toys")
 
@@ -115,11 +114,7 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true", help="also train each loss again on train + validation for its chosen epochs")
     args = parser.parse_args()
     home = args.workdir.resolve()
-    datasets = [name for name in args.datasets.split(",") if name]
-    losses = [name for name in args.losses.split(",") if name]
-    unknown = sorted(set(datasets) - set(DATASETS)) + sorted(set(losses) - set(LOSSES))
-    if unknown:
-        raise SystemExit(f"unknown dataset or loss {unknown[0]!r}: datasets {', '.join(DATASETS)}; losses {', '.join(LOSSES)}")
+    datasets, losses = listed(args.datasets, DATASETS, "dataset"), listed(args.losses, LOSSES, "loss")
     print("| dataset | loss | test HR@10 [95 % CI] | test NDCG@10 [95 % CI] | best epoch | training min |")
     print("|---|---|---|---|---|---|")
     for name in datasets:
