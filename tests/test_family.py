@@ -44,14 +44,15 @@ def _first_batch(trainer: Trainer):
 # ------------------------------------------------------------------------------------------------ full cross-entropy
 
 
-def test_chunked_cross_entropy_equals_plain_cross_entropy():
+@pytest.mark.parametrize("chunk", [7, 50, 4096])  # chunks recomputed in backward; the whole catalogue kept from forward
+def test_chunked_cross_entropy_equals_plain_cross_entropy(chunk):
     torch.manual_seed(0)
     n, d, e = 50, 8, 13
     hidden = torch.randn(e, d, dtype=torch.float64, requires_grad=True)
     table = torch.randn(n + 1, d, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(n + 1, 1, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(1, n + 1, (e,))
-    chunked = full.full_cross_entropy(hidden, table, bias, targets, chunk=7)
+    chunked = full.full_cross_entropy(hidden, table, bias, targets, chunk=chunk)
     weight = torch.randn(e, dtype=torch.float64)
     (chunked * weight).sum().backward()
     grads = [t.grad.clone() for t in (hidden, table, bias)]
@@ -65,11 +66,12 @@ def test_chunked_cross_entropy_equals_plain_cross_entropy():
     assert float(grads[1][0].abs().sum()) == 0.0  # padding row untouched
 
 
-def test_chunked_cross_entropy_in_float32_to_1e5():
+@pytest.mark.parametrize("chunk", [64, 65536])
+def test_chunked_cross_entropy_in_float32_to_1e5(chunk):
     torch.manual_seed(1)
     hidden, table = torch.randn(40, 16, requires_grad=True), torch.randn(301, 16, requires_grad=True)
     targets = torch.randint(1, 301, (40,))
-    full.full_cross_entropy(hidden, table, None, targets, chunk=64).mean().backward()
+    full.full_cross_entropy(hidden, table, None, targets, chunk=chunk).mean().backward()
     got = hidden.grad.clone(), table.grad.clone()
     hidden.grad = table.grad = None
     torch.nn.functional.cross_entropy(hidden @ table[1:].T, targets - 1).backward()

@@ -15,32 +15,40 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
     Forward keeps an online log-sum-exp; backward recomputes each chunk's scores and accumulates
     d/dh = sum_c (p_c - y_c) W_c and d/dW_c = (p_c - y_c)^T h, so peak memory is E x chunk, never E x N.
-    Arithmetic is in fp32 at least (fp64 inputs stay fp64).
+    When the whole catalogue is one chunk, forward's (E, N) scores exist anyway: they are turned into the softmax
+    in place and kept for backward, which then skips a product and an exp pass. Arithmetic is in fp32 at least
+    (fp64 inputs stay fp64).
     """
 
     @staticmethod
     def forward(ctx, hidden: Tensor, table: Tensor, bias: Tensor | None, targets: Tensor, chunk: int) -> Tensor:
         dtype = torch.promote_types(hidden.dtype, torch.float32)
         h = hidden.to(dtype)
-        running_max = torch.full((h.shape[0],), float("-inf"), dtype=dtype, device=h.device)
-        running_sum = torch.zeros(h.shape[0], dtype=dtype, device=h.device)
-        for start in range(1, table.shape[0], chunk):
-            scores = _chunk_scores(h, table, bias=bias, start=start, chunk=chunk)  # (E, C)
-            new_max = torch.maximum(running_max, scores.max(dim=1).values)
-            running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(scores - new_max[:, None]).sum(1)
-            running_max = new_max
-        lse = running_max + torch.log(running_sum)
+        probs = torch.empty(0, dtype=dtype, device=h.device)
+        if table.shape[0] - 1 <= chunk:
+            scores = _chunk_scores(h, table, bias=bias, start=1, chunk=chunk)  # (E, N)
+            lse = torch.logsumexp(scores, dim=1)
+            probs = scores.sub_(lse[:, None]).exp_()  # (E, N) softmax, in the scores' memory
+        else:
+            running_max = torch.full((h.shape[0],), float("-inf"), dtype=dtype, device=h.device)
+            running_sum = torch.zeros(h.shape[0], dtype=dtype, device=h.device)
+            for start in range(1, table.shape[0], chunk):
+                scores = _chunk_scores(h, table, bias=bias, start=start, chunk=chunk)  # (E, C)
+                new_max = torch.maximum(running_max, scores.max(dim=1).values)
+                running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(scores - new_max[:, None]).sum(1)
+                running_max = new_max
+            lse = running_max + torch.log(running_sum)
         target_scores = (h * table.index_select(0, targets).to(dtype)).sum(-1)
         if bias is not None:
             target_scores = target_scores + bias[targets, 0].to(dtype)
-        ctx.save_for_backward(hidden, table, bias if bias is not None else torch.empty(0), targets, lse)
+        ctx.save_for_backward(hidden, table, bias if bias is not None else torch.empty(0), targets, lse, probs)
         ctx.chunk = chunk
         ctx.has_bias = bias is not None
         return lse - target_scores
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor):
-        hidden, table, bias, targets, lse = ctx.saved_tensors
+        hidden, table, bias, targets, lse, kept = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
         dtype = lse.dtype
         h = hidden.to(dtype)
@@ -50,7 +58,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         grad_bias = torch.zeros(table.shape[0], 1, dtype=dtype, device=table.device) if bias is not None else None
         for start in range(1, table.shape[0], ctx.chunk):
             stop = min(start + ctx.chunk, table.shape[0])
-            probs = torch.exp(_chunk_scores(h, table, bias=bias, start=start, chunk=ctx.chunk) - lse[:, None]) * grad_loss[:, None]  # (E, C)
+            softmax = kept if kept.numel() else torch.exp(_chunk_scores(h, table, bias=bias, start=start, chunk=ctx.chunk) - lse[:, None])
+            probs = softmax * grad_loss[:, None]  # (E, C)
             grad_hidden += probs @ table[start:stop].to(dtype)
             grad_table[start:stop] += probs.T @ h
             if grad_bias is not None:
