@@ -275,7 +275,7 @@ PRESETS: dict[str, TrainPreset] = {
     "sequential": TrainPreset(
         "the recipe for leave-one-out sequential data (Amazon Beauty, Sports, Toys): the published SASRec+ network (d 64, 2 blocks of"
         " the original SASRec, 1 head, N(0, 0.02) initialisation, left-aligned positions, dropout 0.5, windows of 50) trained with full"
-        " cross-entropy at lr 0.001, batch 128, up to 30 epochs; the best epoch by the dataset's metric (stopping after 3 without a"
+        " cross-entropy at lr 0.001, batch 128, up to 40 epochs; the best epoch by the dataset's metric (stopping after 3 without a"
         " better one)",
         {
             "loss": "ce",
@@ -292,7 +292,7 @@ PRESETS: dict[str, TrainPreset] = {
             "max_length": 50,
             "batch_size": 128,
             "lr": 0.001,
-            "epochs": 30,
+            "epochs": 40,
             "early_stopping": 3,
         },
     ),
