@@ -301,8 +301,6 @@ class Assembly:
         if columns is None:
             return self._log_q_all(distribution, in_batch_log_prob)
         ids = self.column_ids(columns)
-        if columns is None:
-            columns = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         uniform = distribution.log_prob(ids) + math.log(max(self.n_uniform, 1))
         in_batch = take(in_batch_log_prob, ids) + math.log(max(self.n_in_batch, 1))
         return torch.where(columns < self.n_uniform, uniform, in_batch)
