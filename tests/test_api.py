@@ -233,10 +233,11 @@ def test_recommend_answers_do_not_depend_on_the_batch_size_and_lists_match_table
 def test_ctrl_c_in_python_leaves_a_run_that_train_resumes(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     options = {"hidden_size": 16, "uniform_negatives": 64, "batch_size": 4, "batch_negatives": 3, "topk": 16, "max_length": 10}
+    # 1,000 batches: on a loaded machine 200 could all train between config.json appearing and the interrupt
     script = (
         "import sys, tron_cli\n"
         "try:\n"
-        f"    tron_cli.train({str(tiny_dataset)!r}, out={str(run)!r}, device='cpu', epochs=1, overfit_batches=200.0, seed=5, **{options!r})\n"
+        f"    tron_cli.train({str(tiny_dataset)!r}, out={str(run)!r}, device='cpu', epochs=1, overfit_batches=1000.0, seed=5, **{options!r})\n"
         "except tron_cli.errors.Interrupted as error:\n"
         "    print(error.line())\n"
         "    sys.exit(3)\n"
