@@ -121,12 +121,12 @@ def main() -> None:
         data = ingest(home, name)
         if data is None:
             continue
+        whole = ingest(home, name, refit=True) if args.refit else None
         for loss in losses:
             record = measure(home, data, loss)
             test, summary = record["test"], record["summary"]
             epochs = f"{summary['best_epoch']} of {summary['epochs']}"
             print(f"| {name} | {loss} | {interval(test, 'recall@10')} | {interval(test, 'ndcg@10')} | {epochs} | {record['train_minutes']:.1f} |", flush=True)
-            whole = ingest(home, name, refit=True) if args.refit else None
             if whole is not None:
                 record = measure(home, whole, loss, epochs=summary["best_epoch"])
                 test = record["test"]
