@@ -45,7 +45,7 @@ from _roofline import describe, machine_rates
 
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
-from tron_cli.runtime import deterministic_on_cpu
+from tron_cli.runtime import cpu_training
 from tron_cli.training.config import TrainConfig
 from tron_cli.training.feeds import EPOCHS
 from tron_cli.training.loop import Trainer
@@ -142,7 +142,7 @@ class TronSide:
         trainer = self.trainer
         trainer.state.done = 0
         trainer.config = dataclasses.replace(self.config, overfit_batches=float(steps))
-        with StopRequest() as stop, deterministic_on_cpu(trainer.device):  # as `tron train` runs its epochs
+        with StopRequest() as stop, cpu_training(trainer.device):  # as `tron train` runs its epochs
             started = time.perf_counter()
             _, _, events = self.run_epoch(trainer, self.order, 0, stop)
             return time.perf_counter() - started, events

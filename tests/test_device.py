@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -277,3 +278,37 @@ def test_cpu_training_runs_with_deterministic_kernels_and_restores_the_setting()
     assert not torch.are_deterministic_algorithms_enabled() and torch.utils.deterministic.fill_uninitialized_memory
     with deterministic_on_cpu(torch.device("cuda")):
         assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator is what heap_kept configures")
+def test_cpu_training_keeps_freed_memory_in_the_heap_and_gives_it_back_after():
+    """A block above glibc's mmap threshold is a fresh mapping outside `heap_kept` (page-faulted in on every step)
+    and heap memory inside it; the defaults come back on leaving."""
+    import ctypes
+    import ctypes.util
+
+    from tron_cli.runtime import cpu_training
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+        ]
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def mapped_while_held(size: int) -> int:
+        before = libc.mallinfo2().hblks
+        block = libc.malloc(size)
+        mapped = libc.mallinfo2().hblks - before
+        libc.free(block)
+        return mapped
+
+    big = 64 * 2**20
+    assert mapped_while_held(big) == 1
+    with cpu_training(torch.device("cpu")):
+        assert mapped_while_held(big) == 0
+        assert torch.are_deterministic_algorithms_enabled()
+    assert mapped_while_held(big) == 1

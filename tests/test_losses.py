@@ -148,3 +148,51 @@ def test_kept_scores_have_the_gradients_of_the_plain_product(with_bias):
     (kept * weight).sum().backward()
     for got, want in zip([t.grad for t in (hidden, pool, bias) if t is not None], expected):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(("width", "k"), [(3203, 100), (16384, 100), (800, 1), (900, 100)])
+def test_top_columns_of_a_wide_row_are_its_top_k(width, k):
+    """The grouped selection (rows of at least 32 k columns, a remainder past the last whole slice included) finds
+    the values torch.topk finds, at columns that hold them; masked (-inf) slots and repeated values included."""
+    from tron_cli.training.negatives import top_columns_of
+
+    generator = torch.Generator().manual_seed(width + k)
+    scores = torch.randn(37, width, generator=generator)
+    scores[:, 5::7] = float("-inf")
+    scores[3] = float("-inf")  # a row with no negative at all
+    scores[4, :] = 0.5
+    scores[5, -3:] = 10.0  # the best of a row in the remainder
+    values, columns = top_columns_of(scores, k)
+    assert values.shape == columns.shape == (37, k)
+    torch.testing.assert_close(values.sort(1).values, scores.topk(k, dim=1).values.sort(1).values)
+    torch.testing.assert_close(scores.gather(1, columns), values)
+    assert (columns.sort(1).values.diff(dim=1) > 0).all()  # no column twice
+
+
+def test_topk_over_a_wide_uniform_block_equals_autograd_through_the_full_matrix():
+    """The loss and gradients of a batch whose uniform block takes the grouped selection, against the plain way."""
+    generator = torch.Generator().manual_seed(0)
+    n_items, d, b, t, k = 3000, 8, 3, 5, 20
+    results = []
+    for compute in (sampled_loss, _naive_topk_loss):
+        scorer = ItemScorer(n_items, d, share_embeddings=True, output_bias=False)
+        with torch.no_grad():
+            scorer.item_embedding.copy_(torch.randn(n_items + 1, d, generator=torch.Generator().manual_seed(1)))
+        hidden = torch.randn(b, t, d, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        labels = torch.randint(1, n_items + 1, (b, t), generator=torch.Generator().manual_seed(3))
+        mask = torch.ones(b, t, dtype=torch.bool)
+        mask[0, :2] = False
+        negatives = Negatives(
+            "batchwise",
+            torch.randint(1, n_items + 1, (4096,), generator=torch.Generator().manual_seed(4)),
+            in_batch=torch.randint(1, n_items + 1, (b, 4), generator=generator),
+            in_batch_valid=torch.ones(b, 4, dtype=torch.bool),
+        )
+        spec = LossSpec(loss="ssm", topk=k, mask_hits=False, logq=0.0)
+        loss = compute(scorer, hidden, mask, labels, negatives, spec)
+        loss.backward()
+        results.append((loss.item(), hidden.grad.clone(), scorer.item_embedding.grad.clone()))
+    (loss_a, hidden_a, table_a), (loss_b, hidden_b, table_b) = results
+    assert loss_a == pytest.approx(loss_b, abs=1e-6)
+    torch.testing.assert_close(hidden_a, hidden_b, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(table_a, table_b, atol=1e-6, rtol=1e-5)

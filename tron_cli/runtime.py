@@ -8,7 +8,7 @@ import torch
 
 from tron_cli.choices import DEVICES
 from tron_cli.errors import UsageError
-from tron_cli.memory import available_bytes
+from tron_cli.memory import available_bytes, heap_kept
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,3 +86,11 @@ def deterministic_on_cpu(device: torch.device):
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def cpu_training(device: torch.device):
+    """How `tron train` runs its epochs: PyTorch's deterministic kernels on the CPU (`deterministic_on_cpu`) and,
+    there, freed memory kept for the next step's allocations (`memory.heap_kept`)."""
+    with deterministic_on_cpu(device), heap_kept() if device.type == "cpu" else contextlib.nullcontext():
+        yield

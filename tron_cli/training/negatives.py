@@ -169,6 +169,32 @@ def _grouping_order(keys: Tensor, n_keys: int) -> Tensor:
         torch.set_num_threads(threads)
 
 
+GROUPS_PER_ROW = 8  # column groups per row of `top_columns_of`: the fastest on 2 CPU cores at 16,384 columns
+
+
+def top_columns_of(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(values, columns) (E, k) of the k highest `scores` (E, U) per row, in no order, as `topk` finds them.
+
+    On the CPU, where `topk` over a wide matrix costs as much as half the product that wrote it, a wide row is cut
+    into 8 equal slices and each column position j gets the largest of the 8 slices' column j: every one of the k
+    best scores lies at one of the k best positions (each of those holds a score at least the k-th best one's),
+    so `topk` runs over (E, U / 8) maxima and then (E, 8 k) candidates: 27 instead of 47 ms at 1,556 x 16,384,
+    k = 100. Columns past the last whole slice are candidates as they are. Ties may be broken differently."""
+    e, u = scores.shape
+    width = u // GROUPS_PER_ROW
+    if scores.device.type != "cpu" or width < 4 * k:
+        return scores.topk(k, dim=1, sorted=False)
+    slices = scores[:, : GROUPS_PER_ROW * width].view(e, GROUPS_PER_ROW, width)  # (E, 8, U / 8)
+    _, positions = slices.amax(1).topk(k, dim=1, sorted=False)  # (E, k)
+    offsets = torch.arange(GROUPS_PER_ROW, device=scores.device).view(1, -1, 1) * width
+    columns = (positions.unsqueeze(1) + offsets).view(e, -1)  # (E, 8 k)
+    rest = u - GROUPS_PER_ROW * width
+    if rest:
+        columns = torch.cat([columns, torch.arange(u - rest, u, device=scores.device).expand(e, -1)], dim=1)
+    values, picked = scores.gather(1, columns).topk(k, dim=1, sorted=False)
+    return values, columns.gather(1, picked)
+
+
 class Assembly:
     """The events of one batch and their negatives: the pool of negative rows, scores of every negative column,
     their ids and validity. hidden (E, d) are the states of the event slots."""
@@ -342,7 +368,7 @@ class Assembly:
                 if shift is not None:
                     uniform = uniform.float() - shift[:, : self.n_uniform]
                 # with hits masked late, the k + r best hold the k best that are not hits (r: the most hits of an event)
-                top, top_columns = uniform.topk(min(k + (late or 0), self.n_uniform), dim=1, sorted=False)
+                top, top_columns = top_columns_of(uniform, min(k + (late or 0), self.n_uniform))
                 if late:
                     top = top.masked_fill(take(self.negatives.uniform, top_columns) == self.targets[:, None], NEG_INF)
                 candidates.append(top.float())

@@ -15,7 +15,7 @@ import torch
 from tron_cli import tracking
 from tron_cli.artifacts.documents import read_json, write_json
 from tron_cli.artifacts.sessions import Dataset
-from tron_cli.runtime import deterministic_on_cpu
+from tron_cli.runtime import cpu_training
 from tron_cli.training.callbacks import Callback
 from tron_cli.training.config import TrainConfig
 from tron_cli.training.loop import Trainer
@@ -48,7 +48,7 @@ def execute(trainer: Trainer, document: dict[str, Any] | None, callbacks: tuple[
     ranks.barrier()
     with tracking.tracked(config.track if ranks.main else (), run_dir) as trackers:
         trainer.callbacks = (*callbacks, *trackers)
-        with deterministic_on_cpu(trainer.device):
+        with cpu_training(trainer.device):
             summary = trainer.fit()
         if ranks.main:
             if trainer.blends is not None:  # the blends chosen on validation: their files, then config.json names them
