@@ -280,14 +280,10 @@ def test_cpu_training_runs_with_deterministic_kernels_and_restores_the_setting()
         assert not torch.are_deterministic_algorithms_enabled()
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator is what heap_kept configures")
-def test_cpu_training_keeps_freed_memory_in_the_heap_and_gives_it_back_after():
-    """A block above glibc's mmap threshold is a fresh mapping outside `heap_kept` (page-faulted in on every step)
-    and heap memory inside it; the defaults come back on leaving."""
+def _mapped_while_held(size: int) -> int:
+    """Fresh mappings (mallinfo2's hblks) that a malloc of `size` bytes made while it was held."""
     import ctypes
     import ctypes.util
-
-    from tron_cli.runtime import cpu_training
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [
@@ -298,17 +294,34 @@ def test_cpu_training_keeps_freed_memory_in_the_heap_and_gives_it_back_after():
     libc.mallinfo2.restype = MallInfo2
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    mapped = libc.mallinfo2().hblks - before
+    libc.free(block)
+    return mapped
 
-    def mapped_while_held(size: int) -> int:
-        before = libc.mallinfo2().hblks
-        block = libc.malloc(size)
-        mapped = libc.mallinfo2().hblks - before
-        libc.free(block)
-        return mapped
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator is what heap_kept configures")
+def test_cpu_training_keeps_freed_memory_in_the_heap_and_gives_it_back_after():
+    """A block above glibc's mmap threshold is a fresh mapping outside `heap_kept` (page-faulted in on every step)
+    and heap memory inside it; the defaults come back on leaving."""
+    from tron_cli.runtime import cpu_training
 
     big = 64 * 2**20
-    assert mapped_while_held(big) == 1
+    assert _mapped_while_held(big) == 1
     with cpu_training(torch.device("cpu")):
-        assert mapped_while_held(big) == 0
+        assert _mapped_while_held(big) == 0
         assert torch.are_deterministic_algorithms_enabled()
-    assert mapped_while_held(big) == 1
+    assert _mapped_while_held(big) == 1
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator is what heap_kept configures")
+def test_heap_kept_blocks_nest():
+    """Validation inside training: leaving the inner block keeps the outer one's setting."""
+    from tron_cli.memory import heap_kept
+
+    with heap_kept():
+        with heap_kept():
+            pass
+        assert _mapped_while_held(64 * 2**20) == 0
+    assert _mapped_while_held(64 * 2**20) == 1

@@ -77,24 +77,33 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+_held = 0  # heap_kept blocks open: only the outermost sets and restores the allocator
+
+
 @contextlib.contextmanager
 def heap_kept() -> Iterator[None]:
     """Inside the block, freed memory stays in the process's heap for the next allocation (glibc; elsewhere a no-op).
 
-    glibc serves every block above 32 MB with a fresh mmap and unmaps it on free, so a CPU training step that
-    allocates the same (events x negatives) score matrix and (items x d) gradients each time page-faults all of
-    them in again: a third of the product that writes the scores, and 18 % of a TRON XL step on 2 cores
-    (BENCHMARKS.md, issue #30). On leaving, the defaults come back and the heap is trimmed, so that a Python
-    session gets the memory back."""
+    glibc serves every block above its mmap threshold (32 MB at most) with a fresh mapping and unmaps it on free,
+    so a CPU training step that allocates the same (events x negatives) scores and (items x d) gradients each
+    time page-faults all of them in again: a third of the product that writes the scores, 18 % of a TRON XL step
+    and of an evaluation pass on 2 cores (BENCHMARKS.md, issue #30). Blocks nest (validation inside training); on
+    leaving the outermost, the defaults come back and the heap is trimmed, so that a Python session gets the
+    memory back."""
+    global _held
     libc = _glibc()
     if libc is None:
         yield
         return
-    libc.mallopt(_M_MMAP_MAX, 0)
-    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    if _held == 0:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    _held += 1
     try:
         yield
     finally:
-        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-        libc.malloc_trim(0)
+        _held -= 1
+        if _held == 0:
+            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)

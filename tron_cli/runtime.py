@@ -88,9 +88,14 @@ def deterministic_on_cpu(device: torch.device):
         torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
 
 
+def cpu_heap(device: torch.device) -> contextlib.AbstractContextManager:
+    """`memory.heap_kept` where the work runs on the CPU (a GPU's allocations are torch's own caching allocator's)."""
+    return heap_kept() if device.type == "cpu" else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def cpu_training(device: torch.device):
     """How `tron train` runs its epochs: PyTorch's deterministic kernels on the CPU (`deterministic_on_cpu`) and,
-    there, freed memory kept for the next step's allocations (`memory.heap_kept`)."""
-    with deterministic_on_cpu(device), heap_kept() if device.type == "cpu" else contextlib.nullcontext():
+    there, freed memory kept for the next step's allocations (`cpu_heap`)."""
+    with deterministic_on_cpu(device), cpu_heap(device):
         yield

@@ -32,7 +32,7 @@ from tron_cli.inference.retrieval import Retriever
 from tron_cli.inference.scorer import Scorer
 from tron_cli.inference.scoring import Pairs, rank_chunk, rank_targets, top_items
 from tron_cli.reporting import SILENT, Reporter
-from tron_cli.runtime import exact_fp32
+from tron_cli.runtime import cpu_heap, exact_fp32
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _rank(scorer: Scorer, hidden: Tensor, targets: Tensor, options: EvalOptions,
 @torch.no_grad()
 def accumulate(scorer: Scorer, store: SessionStore, last_only: bool, options: EvalOptions, report: Reporter = SILENT) -> Accumulator:
     """Per-session metric sums of `scorer` on the sessions in `store`, protocol `all`."""
-    with exact_fp32():
+    with exact_fp32(), cpu_heap(store.device):
         accumulator = Accumulator(len(store), options.cutoffs, store.device, orders=store.ordered is not None)
         for hidden, targets, sessions, positions in target_states(scorer.model, store, last_only=last_only, options=options, report=report):
             excluded = seen_pairs(store, positions) if options.exclude_seen else None
@@ -129,7 +129,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Metrics of `scorer` on the sessions in `store` (micro-averages, or the reference's with protocol tron)."""
     if options.protocol == "tron":
-        with exact_fp32():
+        with exact_fp32(), cpu_heap(store.device):
             return _tron_protocol(scorer, store, options=options, batch_size=batch_size, report=report)
     return finish(accumulate(scorer, store, last_only=last_only, options=options, report=report), options)
 
