@@ -410,3 +410,22 @@ def test_new_losses_train_from_the_cli(tiny_dataset, tmp_path, loss):
     )
     assert result.exit_code == 0, result.stderr
     assert json.loads((out / "config.json").read_text())["train"]["loss"] == loss
+
+
+@pytest.mark.parametrize("n_rows", [10, 100])
+def test_dense_table_gradients_leave_a_zero_buffer_behind(n_rows):
+    """Inside the block a table's row-sparse gradient is dense (its repeated rows summed, the padding row still);
+    after it the buffer is all zeros again, cleared whole (10 rows) or row by row (100 rows), and the sparse
+    gradient is back."""
+    from tron_cli.training.optim import dense_table_gradients
+
+    table = torch.nn.Parameter(torch.zeros(n_rows, 3))
+    rows = torch.tensor([[0, 2, 2]])
+    values = torch.arange(9, dtype=torch.float32).view(3, 3)
+    table.grad = torch.sparse_coo_tensor(rows, values, (n_rows, 3))
+    buffers: dict = {}
+    with dense_table_gradients([table], buffers):
+        expected = torch.zeros(n_rows, 3)
+        expected[2] = values[1] + values[2]
+        torch.testing.assert_close(table.grad, expected)
+    assert table.grad.is_sparse and not buffers[table].any()

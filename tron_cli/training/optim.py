@@ -45,6 +45,9 @@ def build_optimizers(model: SessionModel, config: TrainConfig, scaled: bool) -> 
     return [sparse, dense_class(dense_params, lr=config.lr, fused=fused)]
 
 
+WHOLE_CLEAR = 8  # a gradient buffer is cleared whole once a step touched an eighth as many rows as it has
+
+
 @contextlib.contextmanager
 def dense_table_gradients(tables: list[torch.nn.Parameter], buffers: dict[torch.nn.Parameter, Tensor]) -> Iterator[None]:
     """Within the block, each table's row-sparse gradient is a dense one: its rows added into a persistent
@@ -66,7 +69,12 @@ def dense_table_gradients(tables: list[torch.nn.Parameter], buffers: dict[torch.
         yield
     finally:
         for table, grad, buffer, rows in swapped:
-            buffer.index_fill_(0, rows, 0.0)
+            # a memset runs at several times the speed of row writes: clearing 100,000 x 200 takes 1.1 ms, the
+            # 35,000 rows (with repeats) a TRON XL step touched in it 2.9 ms (2 CPU cores)
+            if rows.numel() * WHOLE_CLEAR >= buffer.shape[0]:
+                buffer.zero_()
+            else:
+                buffer.index_fill_(0, rows, 0.0)
             table.grad = grad
 
 
