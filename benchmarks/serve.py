@@ -41,21 +41,31 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _roofline import describe, machine_rates
+
 from tron_cli.artifacts.sessions import catalogue_fingerprint, write_items
 from tron_cli.modelio import save_weights
 from tron_cli.models import build_model
 from tron_cli.stages.export import IndexRequest, write_bundle
 
-LUA = """
+REQUESTS = """
 local bodies = {%s}
 local counter = 0
 request = function()
   counter = counter + 1
   return wrk.format("POST", "/recommend", {["Content-Type"] = "application/json"}, bodies[(counter %% #bodies) + 1])
 end
+"""
+HEALTH = """
+request = function()
+  return wrk.format("GET", "/health")
+end
+"""
+DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('RESULT {"requests": %%d, "seconds": %%f, "socket_errors": %%d, "non_2xx": %%d, "p50": %%d, "p95": %%d, "p99": %%d}\\n',
+  io.write(string.format('RESULT {"requests": %d, "seconds": %f, "socket_errors": %d, "non_2xx": %d, "p50": %d, "p95": %d, "p99": %d}\\n',
     summary.requests, summary.duration / 1e6, e.connect + e.read + e.write + e.timeout, e.status,
     latency:percentile(50), latency:percentile(95), latency:percentile(99)))
 end
@@ -110,6 +120,7 @@ def stop_server(process: subprocess.Popen) -> int:
 
 
 def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+    """wrk's RESULT line for `seconds` of `connections` clients running `script` (its requests) against `url`."""
     threads = min(2, connections)
     output = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s", "-s", str(script), url],
@@ -164,6 +175,33 @@ def swap_run(bundle: Path, script: Path, connections: int, seconds: int, swap_at
     return {"result": result, "reloads": about["reloads"], "serving": about["bundle"]["name"], "exit": code, "load": load}
 
 
+def request_floor(bundle: Path, clicks: float, exact: bool, batch: int, rates: tuple[float, float]) -> tuple[float, str]:
+    """(requests/s at the machine's floor, how it is made up) of one session of `clicks` clicks answered by `bundle`:
+    the encoder's least arithmetic (every block over every click but the last block, which needs keys and values
+    of the earlier clicks and everything else of the newest only: 2 x (12 (blocks - 1) + 4) d^2 per click + 8 d^2),
+    then the index's or the exact scoring's. An ivf query compares with every centroid (2 nlist D FLOPs) and
+    reads the vectors of nprobe lists (n / nlist each, D = d + 1 floats): at 1.8M items 8.6 MB a query, more
+    than any cache, so that part is memory traffic; exact scoring multiplies a batch of `batch` sessions by the
+    whole table at once (2 n D FLOPs a session, the table's bytes shared by the batch)."""
+    config = json.loads((bundle / "config.json").read_text())
+    d, blocks, n = config["model"]["hidden_size"], config["model"]["num_layers"], config["n_items"]
+    flops = 2 * (12 * (blocks - 1) + 4) * d * d * clicks + 2 * 8 * d * d
+    encoder = flops
+    width = d + 1  # the index's vectors carry the item's bias
+    if exact:
+        flops += 2 * n * width
+        moved = 4 * n * width / batch
+        part = f"exact {2 * n * width / 1e6:,.0f} MFLOP + table {moved / 1e6:,.1f} MB"
+    else:
+        nlist, nprobe = config["index"]["build"]["nlist"], config["index"]["search"]["nprobe"]
+        scanned = min(nprobe, nlist) * n / nlist
+        flops += 2 * nlist * width + 2 * scanned * width
+        moved = 4 * scanned * width
+        part = f"ivf {(2 * nlist * width + 2 * scanned * width) / 1e6:,.1f} MFLOP + {moved / 1e6:,.1f} MB"
+    seconds = flops / rates[0] + moved / rates[1]
+    return 1.0 / seconds, f"encoder {encoder / 1e6:,.1f} MFLOP, {part}: {1e3 * seconds:.3f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", default="1800000,20000", help="catalogue sizes, comma-separated")
@@ -181,7 +219,11 @@ def main() -> None:
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
     args.workdir.mkdir(parents=True, exist_ok=True)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rates = machine_rates(torch.device("cpu"))
     rows = []
+    floors = []
+    http_alone: list[tuple[int, float, float]] = []
+    max_batch = next((int(option.split("=", 1)[1]) for option in args.serve_option if option.startswith("--max-batch=")), 64)
     for n_items in [int(n) for n in args.items.split(",")]:
         bundle = synthetic_bundle(args.workdir, n_items, args.index, tuple(args.index_param))
         generator = np.random.default_rng(1)
@@ -190,7 +232,8 @@ def main() -> None:
             for _ in range(args.sessions)
         ]
         script = args.workdir / f"requests-{n_items}.lua"
-        script.write_text(LUA % ", ".join(bodies))
+        script.write_text(REQUESTS % ", ".join(bodies) + DONE)
+        clicks = float(np.mean([len(json.loads(json.loads(body))["items"]) for body in bodies]))
         if args.swap:
             swapped = swap_run(bundle, script, concurrencies[0], args.duration, swap_at=args.swap_at, serve_options=args.serve_option)
             result, last = swapped["result"], swapped["reloads"]["last"] or {}
@@ -209,6 +252,7 @@ def main() -> None:
                 run_wrk(url, script, 1, 2)  # warm-up: pages of the table and the index touched, threads started
                 for connections in concurrencies:
                     result = run_wrk(url, script, connections, args.duration)
+                    floor, made_of = request_floor(bundle, clicks, exact=exact, batch=min(connections, max_batch), rates=rates)
                     rows.append(
                         {
                             "items": n_items,
@@ -219,9 +263,16 @@ def main() -> None:
                             "p95 ms": result["p95"] / 1000,
                             "p99 ms": result["p99"] / 1000,
                             "errors": result["socket_errors"] + result["non_2xx"],
+                            "floor requests/s": floor,
                         }
                     )
+                    floors.append(f"{n_items:,} items, {rows[-1]['scoring']}, concurrency {connections}: {made_of}")
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                if not exact:  # the HTTP path alone: GET /health, which touches neither the model nor the index
+                    health = args.workdir / "health.lua"
+                    health.write_text(HEALTH + DONE)
+                    result = run_wrk(url, health, max(concurrencies), args.duration)
+                    http_alone.append((n_items, result["requests"] / result["seconds"], result["p99"] / 1000))
             finally:
                 code = stop_server(process)
             print(f"tron serve exited {code} on SIGTERM", file=sys.stderr)
@@ -229,12 +280,18 @@ def main() -> None:
         return
     cores = os.cpu_count()
     print(f"\ntron serve, SASRec d=200 2 blocks (random weights), k=20, wrk {args.duration}s per cell, {cores} cores, torch {torch.__version__}")
-    print("| items | scoring | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print(f"machine: {describe(*rates)}; floor of a request: its arithmetic and memory traffic at those rates, on all cores")
+    print("| items | scoring | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors | floor requests/s | fraction of the floor |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
-            f"| {row['items']:,} | {row['scoring']} | {row['concurrency']} | {row['requests/s']:.1f} | {row['p50 ms']:.1f} | {row['p95 ms']:.1f} | {row['p99 ms']:.1f} | {row['errors']} |"
+            f"| {row['items']:,} | {row['scoring']} | {row['concurrency']} | {row['requests/s']:.1f} | {row['p50 ms']:.1f} | {row['p95 ms']:.1f}"
+            f" | {row['p99 ms']:.1f} | {row['errors']} | {row['floor requests/s']:,.0f} | {row['requests/s'] / row['floor requests/s']:.0%} |"
         )
+    for n_items, rate, p99 in http_alone:
+        print(f"the HTTP path alone (GET /health, {max(concurrencies)} clients, {n_items:,}-item server): {rate:,.0f} requests/s, p99 {p99:.1f} ms")
+    for line in floors:
+        print(f"floor of a request, {line}")
 
 
 if __name__ == "__main__":

@@ -324,3 +324,73 @@ def test_admin_reload_is_off_without_a_token_and_swaps_in_process(tiny_model, ne
         answer = client.post("/admin/reload", headers={"Authorization": "bearer s3cret"}).json()
         assert answer["status"] == "reloaded" and answer["serving"]["name"] == next_bundle.name and answer["reloads"]["count"] == 1
         assert client.get("/health").json()["n_items"] == answer["serving"]["n_items"] > 300
+
+
+def test_a_lone_request_is_scored_without_waiting_out_the_batching_window(bundle):
+    """Nothing else on its way (the Guard counts what arrives): a 2 s window does not delay a lone client."""
+    options = ServeOptions(batch_window_ms=2000)
+    with TestClient(create_app(load_predictor(bundle, torch.device("cpu")), options)) as lone:
+        for _ in range(3):
+            started = time.perf_counter()
+            assert lone.post("/recommend", json={"items": [1, 2, 3], "k": 5}).status_code == 200
+            assert time.perf_counter() - started < 1.0
+
+
+def test_a_batch_waits_for_requests_on_their_way_and_after_one_with_company():
+    """The window is waited out while a request the batcher does not hold is being received, and after a batch of
+    more than one request (concurrent clients); not for a lone request."""
+    import asyncio
+
+    from tron_cli.inference.retrieval import NO_FILTERS
+    from tron_cli.stages.serve import Arrivals, Job, Metrics, MicroBatcher
+
+    def job() -> Job:
+        return Job([None], [[1]], k=1, exclude_seen=False, filters=NO_FILTERS, single=True, predictor=None)  # type: ignore[arg-type]
+
+    async def timed(batcher: MicroBatcher, n: int) -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(batcher.submit(job()) for _ in range(n)))
+        return time.perf_counter() - started
+
+    async def scenario() -> list[float]:
+        arrivals = Arrivals()
+        batcher = MicroBatcher(lambda jobs: None, window=0.4, max_batch=64, metrics=Metrics(), arrivals=arrivals)
+        runner = asyncio.create_task(batcher.run())
+        try:
+            arrivals.open = 1
+            lone = await timed(batcher, 1)
+            arrivals.open = 2  # a second request is being received: the first waits for it
+            expecting = await timed(batcher, 1)
+            arrivals.open = 2
+            together = await timed(batcher, 2)  # both at once: one batch of two, so the next waits
+            arrivals.open = 1
+            after_company = await timed(batcher, 1)
+            return [lone, expecting, together, after_company]
+        finally:
+            runner.cancel()
+
+    lone, expecting, together, after_company = asyncio.run(scenario())
+    assert lone < 0.2 and together < 0.2
+    assert expecting >= 0.35 and after_company >= 0.35
+
+
+def test_a_server_that_froze_its_objects_freezes_a_reloaded_model_too(tiny_model, next_bundle, tmp_path):
+    """`tron serve` moves what lives as long as it out of the collector's sight (a full collection of a loaded
+    model took 100 ms, the p99 of every load test); a reload does the same for the new model."""
+    import gc
+
+    from tron_cli.stages.serve import ModelSource
+
+    link = tmp_path / "current"
+    _point(link, tiny_model[1])
+    source = ModelSource(link, torch.device("cpu"))
+    options = ServeOptions(admin_token="s3cret")
+    with TestClient(create_app(load_predictor(tiny_model[1], torch.device("cpu")), options, source=source)) as client:
+        gc.freeze()
+        try:
+            frozen = gc.get_freeze_count()
+            _point(link, next_bundle)
+            assert client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}).json()["status"] == "reloaded"
+            assert gc.get_freeze_count() > frozen
+        finally:
+            gc.unfreeze()

@@ -30,7 +30,13 @@ from tron_cli.cli._ui import UI, pass_ui
 @click.option("--max-sessions", type=Whole(min=1), default=256, show_default=True, help="Most sessions in one request.")
 @click.option("--max-filter-items", type=Whole(min=0), default=100_000, show_default=True, help="Most ids in a request's allow or deny list.")
 @click.option("--max-body-bytes", type=Whole(min=1), default=1 << 20, show_default=True, help="Largest request body (413 above).")
-@click.option("--threads", type=Whole(min=0), default=0, show_default=True, help="CPU threads for scoring; 0: the cores less one, kept for the HTTP loop.")
+@click.option(
+    "--threads",
+    type=Whole(min=0),
+    default=0,
+    show_default=True,
+    help="CPU threads for scoring; 0: every core this process may use (fewer on cores other work shares).",
+)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where to score.")
 @click.option(
     "--order-weight",

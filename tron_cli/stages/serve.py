@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import hmac
 import json
 import math
@@ -89,21 +90,23 @@ class ServeOptions:
     max_sessions: int = 256  # sessions in one request
     max_filter_items: int = 100_000  # ids in one allow or deny list
     max_body_bytes: int = 1 << 20
-    threads: int = 0  # CPU threads of the model and the index; 0: the cores less one (at least 1), which the event loop keeps
+    threads: int = 0  # CPU threads of the model and the index; 0: every core this process may use
     order_weight: float | None = None  # MultiTRON: the order weight of requests that give none (None: DEFAULT_ORDER_WEIGHT)
     admin_token: str | None = None  # POST /admin/reload answers only with this bearer token (None: the endpoint is off)
     watch: bool = False  # reload when the bundle path (a symlink, a directory replaced whole) points at another bundle
 
 
 def scoring_threads(wanted: int) -> int:
-    """Threads for scoring: `wanted`, or the cores this process may use less one (at least 1).
+    """Threads for scoring: `wanted`, or every core this process may use (its affinity: taskset, a cpuset).
 
-    More threads than free cores make every small operator wait for a thread to be scheduled: on 2 cores that
-    other processes also use, encoding one session took 340 ms with 2 threads and 8-21 ms with 1 (measured)."""
+    The index's scan of a batch's queries is memory traffic that parallelises well: on 2 quiet cores, 2 threads
+    answer 1.4x the requests of 1 at 64 clients over 1.8M items (2,000 against 1,400 a second), the event loop
+    fitting between them. On cores other processes also use, fewer threads than cores are better: every small
+    operator waits for all its threads to be scheduled (encoding one session took 340 ms with 2 threads and 8-21
+    ms with 1 on 2 busy cores): `--threads`."""
     if wanted > 0:
         return wanted
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -303,21 +306,46 @@ class Metrics:
 # ------------------------------------------------------------------------------------------------ batching
 
 
-class MicroBatcher:
-    """Collects jobs for up to `window` seconds (or `max_batch` sessions) and runs `work` on them in one thread."""
+@dataclass
+class Arrivals:
+    """POST /recommend requests inside the server from the moment the `Guard` sees them until their answer starts:
+    the batcher holds some of them, the others are being received or parsed and may join the next batch."""
 
-    def __init__(self, work: Callable[[list[Job]], None], window: float, max_batch: int, metrics: Metrics):
+    open: int = 0
+
+
+class MicroBatcher:
+    """Collects jobs for up to `window` seconds (or `max_batch` sessions) and runs `work` on them in one thread.
+
+    A batch waits out the window only where there is company to wait for: requests on their way in that it does not
+    hold yet (`Arrivals`), or a last batch of more than one request (concurrent clients, whose next requests
+    are still in the network). A lone client's request is scored at once (p50 4.0 -> 1.5 ms at one client,
+    BENCHMARKS.md), concurrent clients are batched as before."""
+
+    def __init__(self, work: Callable[[list[Job]], None], window: float, max_batch: int, metrics: Metrics, arrivals: Arrivals | None = None):
         self.work = work
         self.window = window
         self.max_batch = max_batch
         self.metrics = metrics
+        self.arrivals = arrivals
+        self.held = 0  # jobs submitted and not yet answered: queued, collected or being scored
+        self.last_requests = 0  # requests in the last batch
         self.queue: asyncio.Queue[tuple[Job, asyncio.Future]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="tron-batch")
 
     async def submit(self, job: Job) -> Job:
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((job, future))
-        return await future
+        self.held += 1
+        try:
+            await self.queue.put((job, future))
+            return await future
+        finally:
+            self.held -= 1
+
+    def _more_coming(self) -> bool:
+        """Whether other requests may join: some are on their way that the batcher does not hold yet, or the last
+        batch had company (always, without `arrivals`)."""
+        return self.arrivals is None or self.arrivals.open > self.held or self.last_requests > 1
 
     async def _collect(self) -> list[tuple[Job, asyncio.Future]]:
         batch = [await self.queue.get()]
@@ -327,11 +355,13 @@ class MicroBatcher:
         while size < self.max_batch:
             remaining = deadline - loop.time()
             try:
-                item = self.queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self.queue.get(), remaining)
+                waiting = remaining > 0 and self.queue.empty() and self._more_coming()
+                item = await asyncio.wait_for(self.queue.get(), remaining) if waiting else self.queue.get_nowait()
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 break
             batch.append(item)
             size += item[0].size
+        self.last_requests = len(batch)
         return batch
 
     async def run(self) -> None:
@@ -415,10 +445,11 @@ class Guard:
     """Pure ASGI middleware: counts and times every request, and refuses bodies over the limit with 413 before the
     app reads them (the body is buffered up to the limit, so a chunked upload is bounded too)."""
 
-    def __init__(self, app, limit: int, metrics: Metrics):
+    def __init__(self, app, limit: int, metrics: Metrics, arrivals: Arrivals | None = None):
         self.app = app
         self.limit = limit
         self.metrics = metrics
+        self.arrivals = arrivals if arrivals is not None else Arrivals()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -427,10 +458,18 @@ class Guard:
         status = {"code": 500}
         started = time.perf_counter()
         self.metrics.in_flight.inc()
+        arriving = {"open": path == "/recommend" and scope["method"] == "POST"}
+        self.arrivals.open += arriving["open"]
+
+        def arrived() -> None:
+            if arriving["open"]:
+                arriving["open"] = False
+                self.arrivals.open -= 1
 
         async def counted_send(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                arrived()
             await send(message)
 
         try:
@@ -467,6 +506,7 @@ class Guard:
 
             await self.app(scope, replay, counted_send)
         finally:
+            arrived()
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(path, str(status["code"])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
@@ -582,6 +622,8 @@ class Live:
                 self.report.warn(f"reload ({reason}) of {self.source.path} refused, still serving {old}: {line}")
                 return {"status": "refused", "error": line, "serving": about_bundle(self.predictor)}
             self.predictor, self.stamp = predictor, stamp
+            if gc.get_freeze_count():  # a server that froze its objects at start (`serve`) freezes the new model's too
+                gc.freeze()
             self.reloads += 1
             self.metrics.reloads.inc()
             self._show(predictor)
@@ -651,6 +693,7 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), sou
     """The ASGI app (FastAPI behind the Guard middleware) serving `predictor`, reloaded from `source` on SIGHUP (when
     the app runs in the main thread), on POST /admin/reload (with `options.admin_token`) and with `options.watch`."""
     metrics = Metrics()
+    arrivals = Arrivals()
     live = Live(predictor, source, options=options, metrics=metrics, report=report)
     state: dict[str, Any] = {}
     endpoints = [path for path in PATHS if path != "/admin/reload" or options.admin_token is not None]
@@ -658,7 +701,7 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), sou
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
-        batcher = MicroBatcher(lambda jobs: answer_batch(jobs, metrics), options.batch_window_ms / 1000, options.max_batch, metrics)
+        batcher = MicroBatcher(lambda jobs: answer_batch(jobs, metrics), options.batch_window_ms / 1000, options.max_batch, metrics, arrivals)
         tasks = [asyncio.create_task(batcher.run())]
         if options.watch and source is not None:
             tasks.append(asyncio.create_task(live.watch()))
@@ -737,7 +780,7 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), sou
     async def wrong_method(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}"}, status_code=405)
 
-    return Guard(app, options.max_body_bytes, metrics)
+    return Guard(app, options.max_body_bytes, metrics, arrivals)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -782,6 +825,11 @@ def serve(
                 on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
 
         server.startup = startup  # type: ignore[method-assign]
+    # everything alive now (the modules, the model, its catalogue: 216,000 objects) lives as long as the server: out
+    # of the collector's sight, so that a full collection under load takes microseconds, not the 100 ms that were
+    # the p99 of every load test (BENCHMARKS.md, issue #30)
+    gc.collect()
+    gc.freeze()
     # uvicorn re-raises the SIGTERM it handled once it has drained; a handler of our own lets the process exit 0
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
