@@ -6,9 +6,9 @@
 
 For each catalogue size a synthetic bundle is built straight through the library (`export.write_bundle`): a
 SASRec (d=200, 2 blocks, max_length 50) with random weights, never trained, and an item index of --index
-(default ivf: its query cost does not depend on the weights, and it builds over 1.8M items in minutes where
-HNSW takes over an hour on 2 cores). Bundles are kept under --workdir and reused. For each bundle the real
-command `tron serve` is started twice, with its index and with --exact, and wrk (a C load generator:
+(default ivf-fp16: its query cost does not depend on the weights, it builds over 1.8M items in a minute where
+HNSW takes over an hour on 2 cores, and it scans half the bytes of ivf). Bundles are kept under --workdir and
+reused. For each bundle the real command `tron serve` is started twice, with its index and with --exact, and wrk (a C load generator:
 `apt-get install wrk`; it costs the 2 cores far less than a Python one would) sends POST /recommend of random
 sessions (1..20 random items, k=20) over --duration seconds at each concurrency (one connection per
 concurrent client). Printed: requests/s, p50/p95/p99 latency and errors (socket errors + non-2xx), which must
@@ -180,9 +180,10 @@ def request_floor(bundle: Path, clicks: float, exact: bool, batch: int, rates: t
     the encoder's least arithmetic (every block over every click but the last block, which needs keys and values
     of the earlier clicks and everything else of the newest only: 2 x (12 (blocks - 1) + 4) d^2 per click + 8 d^2),
     then the index's or the exact scoring's. An ivf query compares with every centroid (2 nlist D FLOPs) and
-    reads the vectors of nprobe lists (n / nlist each, D = d + 1 floats): at 1.8M items 8.6 MB a query, more
-    than any cache, so that part is memory traffic; exact scoring multiplies a batch of `batch` sessions by the
-    whole table at once (2 n D FLOPs a session, the table's bytes shared by the batch)."""
+    reads the vectors of nprobe lists (n / nlist each, D = d + 1 coordinates, 4 bytes each, 2 in ivf-fp16, whose
+    D is padded to a multiple of 8): at 1.8M items 8.6 MB a query (4.5 MB), more than any cache, so that part is
+    memory traffic; exact scoring multiplies a batch of `batch` sessions by the whole table at once (2 n D FLOPs
+    a session, the table's bytes shared by the batch)."""
     config = json.loads((bundle / "config.json").read_text())
     d, blocks, n = config["model"]["hidden_size"], config["model"]["num_layers"], config["n_items"]
     flops = 2 * (12 * (blocks - 1) + 4) * d * d * clicks + 2 * 8 * d * d
@@ -193,11 +194,12 @@ def request_floor(bundle: Path, clicks: float, exact: bool, batch: int, rates: t
         moved = 4 * n * width / batch
         part = f"exact {2 * n * width / 1e6:,.0f} MFLOP + table {moved / 1e6:,.1f} MB"
     else:
-        nlist, nprobe = config["index"]["build"]["nlist"], config["index"]["search"]["nprobe"]
+        index = config["index"]
+        nlist, nprobe, width = index["build"]["nlist"], index["search"]["nprobe"], index["dimension"]
         scanned = min(nprobe, nlist) * n / nlist
         flops += 2 * nlist * width + 2 * scanned * width
-        moved = 4 * scanned * width
-        part = f"ivf {(2 * nlist * width + 2 * scanned * width) / 1e6:,.1f} MFLOP + {moved / 1e6:,.1f} MB"
+        moved = (2 if index["factory"].endswith("SQfp16") else 4) * scanned * width
+        part = f"{index['kind']} {(2 * nlist * width + 2 * scanned * width) / 1e6:,.1f} MFLOP + {moved / 1e6:,.1f} MB"
     seconds = flops / rates[0] + moved / rates[1]
     return 1.0 / seconds, f"encoder {encoder / 1e6:,.1f} MFLOP, {part}: {1e3 * seconds:.3f} ms"
 
@@ -207,7 +209,7 @@ def main() -> None:
     parser.add_argument("--items", default="1800000,20000", help="catalogue sizes, comma-separated")
     parser.add_argument("--concurrency", default="1,8,64", help="concurrent clients (connections), comma-separated")
     parser.add_argument("--duration", type=int, default=15, help="seconds of load per cell")
-    parser.add_argument("--index", default="ivf", help="index kind of the synthetic bundles")
+    parser.add_argument("--index", default="ivf-fp16", help="index kind of the synthetic bundles")
     parser.add_argument("--index-param", action="append", default=[], help="NAME=VALUE build/search parameter of the index (repeatable)")
     parser.add_argument("--serve-option", action="append", default=[], help="an option passed to tron serve, e.g. --max-batch=128 (repeatable)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "tron-serve-bench", help="where the bundles are built and kept")

@@ -42,11 +42,23 @@ def test_index_file_parameters_and_sha256_are_in_the_config(indexed):
     assert ivf["build"]["nlist"] >= 1 and ivf["search"] == {"nprobe": 32}
 
 
-def test_points_and_queries_give_the_models_scores():
+@pytest.mark.parametrize("width", [None, 16])
+def test_points_and_queries_give_the_models_scores(width):
     generator = np.random.default_rng(0)
     table, bias, hidden = generator.normal(size=(50, 8)), generator.normal(size=50), generator.normal(size=(3, 8))
-    scores = query_points(hidden) @ item_points(table, bias).T
-    np.testing.assert_allclose(scores, hidden @ table.T + bias, rtol=1e-5, atol=1e-5)
+    points, queries = item_points(table, bias, width), query_points(hidden, width)
+    assert points.shape[1] == queries.shape[1] == (width or 9)
+    np.testing.assert_allclose(queries @ points.T, hidden @ table.T + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_a_16_bit_index_holds_coordinates_padded_to_a_multiple_of_8(indexed):
+    """faiss scans 16-bit codes 8 coordinates at a time: the tiny model's d + 1 coordinates are padded with zeros."""
+    from tron_cli.inference.index import require_faiss
+
+    config = json.loads((indexed["ivf-fp16"] / "config.json").read_text())
+    d = config["model"]["hidden_size"]
+    index = require_faiss().read_index(str(indexed["ivf-fp16"] / "index.faiss"))
+    assert config["index"]["factory"].endswith(",SQfp16") and index.d == config["index"]["dimension"] == -(-(d + 1) // 8) * 8 > d + 1
 
 
 def _naive(model, hidden, k, seen, allow=None, deny=None):
@@ -60,10 +72,12 @@ def _naive(model, hidden, k, seen, allow=None, deny=None):
     return out
 
 
-@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", INDEXES.names())
 @pytest.mark.parametrize("filtered", ["none", "deny", "allow", "allow-small"])
 def test_retrieval_through_the_index_honours_seen_items_and_filters(indexed, kind, filtered):
-    predictor = load_predictor(indexed[kind], torch.device("cpu"), index_params=("ef_search=8",) if kind == "hnsw" else ("nprobe=1",) if kind == "ivf" else ())
+    predictor = load_predictor(
+        indexed[kind], torch.device("cpu"), index_params=("ef_search=8",) if kind == "hnsw" else ("nprobe=1",) if kind.startswith("ivf") else ()
+    )
     model, n = predictor.model, predictor.model.n_items
     generator = torch.Generator().manual_seed(1)
     hidden = model.last_hidden(torch.randint(1, n + 1, (16, 6), generator=generator)).detach()
