@@ -24,11 +24,13 @@ from tests.helpers import invoke, tiny_train_args
 from tron_cli.training import loop as train_module
 
 FAST = [*tiny_train_args(), "--valid-limit", "100"]
-# 200 small steps (about 2 s on one idle core), so that an interrupt half a second in lands inside the epoch
+# 1,000 small steps (about 3 s on one idle core; 200 were once 2 s, and then finished within the half second before
+# the interrupt once the CPU step got faster), so that an interrupt half a second in lands inside the epoch
+LONG_STEPS = 1000
 LONG = [
     *tiny_train_args(batch_size=4, batch_negatives=3, topk=16, max_length=10),
 ]
-LONG += ["--shuffle", "shuffle_without_replacement", "--seed", "5", "--epochs", "1", "--overfit-batches", "200", "--valid-limit", "100"]
+LONG += ["--shuffle", "shuffle_without_replacement", "--seed", "5", "--epochs", "1", "--overfit-batches", str(LONG_STEPS), "--valid-limit", "100"]
 
 
 def _one_error_line(result, code: int = 1) -> str:
@@ -148,7 +150,7 @@ def test_interrupt_saves_a_mid_epoch_checkpoint_and_resume_equals_the_uninterrup
     assert len(lines) == 1 and lines[0].startswith("Interrupted in epoch 1 after "), stderr  # a Ctrl-C that did its job is no error
     assert f"tron train --resume {interrupted}" in lines[0]
     state = json.loads((interrupted / "checkpoint" / "state.json").read_text())
-    assert state["epoch"] == 0 and 0 < state["done"] < 200 * 4  # mid-epoch: the epoch's order is saved with it
+    assert state["epoch"] == 0 and 0 < state["done"] < LONG_STEPS * 4  # mid-epoch: the epoch's order is saved with it
     assert "order" in load_file(interrupted / "checkpoint" / "generators.safetensors")
     assert not (interrupted / "summary.json").exists() and not (interrupted / "model.safetensors").exists()
     if reference is None:

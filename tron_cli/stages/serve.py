@@ -701,7 +701,9 @@ def create_app(predictor: Predictor, options: ServeOptions = ServeOptions(), sou
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
-        batcher = MicroBatcher(lambda jobs: answer_batch(jobs, metrics), options.batch_window_ms / 1000, options.max_batch, metrics, arrivals)
+        batcher = MicroBatcher(
+            lambda jobs: answer_batch(jobs, metrics), window=options.batch_window_ms / 1000, max_batch=options.max_batch, metrics=metrics, arrivals=arrivals
+        )
         tasks = [asyncio.create_task(batcher.run())]
         if options.watch and source is not None:
             tasks.append(asyncio.create_task(live.watch()))
