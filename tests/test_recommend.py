@@ -274,3 +274,35 @@ def test_string_catalogue_lookup_and_id_spelling():
     assert raw_ids(["a", 10], False, str) == ["a", "10"]  # integers by their decimal spelling
     with pytest.raises(RecordProblem, match=r"items\[1\] is 1.5, not a string id"):
         raw_ids(["a", 1.5], False, lambda i: f"items[{i}]")
+
+
+def test_width_groups_put_short_sessions_in_a_narrower_pass_on_a_cpu():
+    from tron_cli.inference.predictor import width_groups
+
+    lengths = np.array([20, 1, 1, 20] + [1] * 60)
+    groups = width_groups(lengths, torch.device("cpu"))
+    assert [(sorted(rows.tolist()), width) for rows, width in groups] == [(sorted(set(range(64)) - {0, 3}), 1), ([0, 3], 20)]
+    assert [width for _, width in width_groups(np.full(64, 7), torch.device("cpu"))] == [7]  # nothing to save
+    assert [width for _, width in width_groups(lengths, torch.device("cuda"))] == [20]  # a GPU runs one wide pass
+
+
+@pytest.mark.parametrize("model", ["sasrec", "gru"])
+def test_a_batch_in_two_passes_encodes_each_session_as_alone(model, request, test_sessions):
+    """Sessions of 1 click and of many, encoded together (the short ones in a narrower pass), have the states each
+    gets when it is encoded alone."""
+    from tron_cli.inference.predictor import load_predictor, width_groups
+    from tron_cli.inference.session_input import Batch
+
+    predictor = load_predictor(request.getfixturevalue(model)[1], torch.device("cpu"))
+    long = [s for s in test_sessions if len(s) >= 6][:3]
+    sessions = long + [s[:1] for s in test_sessions[:40]]
+    assert len(width_groups(np.array([min(len(s), 20) for s in sessions]), torch.device("cpu"))) == 2
+
+    def encoded(group: list[list]) -> torch.Tensor:
+        offsets = np.cumsum([0] + [len(s) for s in group]).astype(np.int64)
+        batch = Batch([None] * len(group), [""] * len(group), offsets, np.array([i for s in group for i in s], dtype=np.int64))
+        return predictor.encode(batch).hidden
+
+    together = encoded(sessions)
+    alone = torch.cat([encoded([s]) for s in sessions])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
