@@ -86,7 +86,12 @@ def test_topk_recomputation_equals_autograd_through_full_matrix(case):
         loss = compute(scorer, hidden, mask, labels, negatives, spec)
         loss.backward()
         grads.append((loss.item(), hidden.grad.clone(), scorer.item_embedding.grad.clone()))
-    (loss_a, hidden_a, table_a), (loss_b, hidden_b, table_b) = grads
+    _assert_same_loss_and_gradients(*grads)
+
+
+def _assert_same_loss_and_gradients(a: tuple, b: tuple) -> None:
+    """Two (loss, gradient of the states, gradient of the item table) agree to float rounding."""
+    (loss_a, hidden_a, table_a), (loss_b, hidden_b, table_b) = a, b
     assert loss_a == pytest.approx(loss_b, abs=1e-6)
     torch.testing.assert_close(hidden_a, hidden_b, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(table_a, table_b, atol=1e-6, rtol=1e-5)
@@ -203,7 +208,4 @@ def test_topk_over_a_wide_uniform_block_equals_autograd_through_the_full_matrix(
         loss = compute(scorer, hidden, mask, labels, negatives, spec)
         loss.backward()
         results.append((loss.item(), hidden.grad.clone(), scorer.item_embedding.grad.clone()))
-    (loss_a, hidden_a, table_a), (loss_b, hidden_b, table_b) = results
-    assert loss_a == pytest.approx(loss_b, abs=1e-6)
-    torch.testing.assert_close(hidden_a, hidden_b, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(table_a, table_b, atol=1e-6, rtol=1e-5)
+    _assert_same_loss_and_gradients(*results)
