@@ -27,7 +27,8 @@ bundle that fails is refused with a log line and counted, and the old one keeps 
 `/metrics` say which bundle is served and how many reloads worked and failed.
 
 Micro-batching: requests wait in a queue; one worker takes the first and whatever arrives within
-`batch_window_ms` (or is already waiting), up to `max_batch` sessions, runs the model once over all their
+`batch_window_ms` (or is already waiting; the window is waited out only when other requests are on their way
+or the last batch had several), up to `max_batch` sessions, runs the model once over all their
 sessions (`Predictor.encode`), then the top-k of every request that asks the same (exclude_seen, no filters)
 in one lookup with the largest k, and of each request with filters on its own (`Predictor.answer`). The work runs
 in a thread, so the event loop keeps accepting requests while a batch is scored.
