@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,25 +104,20 @@ INDEXES.register(
         tune=_tune_hnsw,
     ),
 )
-INDEXES.register(
-    "ivf",
-    IndexKind(
-        "k-means clusters scanned in full: quick to build, memory as the vectors",
-        {"nlist": 0},
-        search={"nprobe": 32},
-        factory=lambda build: f"IVF{build['nlist']},Flat",
-        tune=_tune_ivf,
-    ),
+IVF = IndexKind(
+    "k-means clusters scanned in full: quick to build, memory as the vectors",
+    {"nlist": 0},
+    search={"nprobe": 32},
+    factory=lambda build: f"IVF{build['nlist']},Flat",
+    tune=_tune_ivf,
 )
-
+INDEXES.register("ivf", IVF)
 INDEXES.register(
     "ivf-fp16",
-    IndexKind(
-        "ivf with 16-bit coordinates: half the memory, and of the bytes a query scans",
-        {"nlist": 0},
-        search={"nprobe": 32},
+    replace(
+        IVF,
+        summary="ivf with 16-bit coordinates: half the memory, and of the bytes a query scans",
         factory=lambda build: f"IVF{build['nlist']},SQfp16",
-        tune=_tune_ivf,
         align=8,
     ),
 )
