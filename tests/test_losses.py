@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.helpers import golden
+from tron_cli import runtime
 from tron_cli.losses import sampled
 from tron_cli.models.base import ItemScorer
 from tron_cli.training.negatives import LossSpec, per_event, sampled_loss
@@ -163,7 +164,7 @@ def test_candidate_columns_of_a_wide_row_hold_its_top_k(width, k):
     """The slice maxima (two levels deep at 6,403 columns, a remainder past the last whole slice included) keep
     distinct columns among which lie the values torch.topk finds; masked (-inf) slots and repeated values included.
     A row too narrow for them has none."""
-    from tron_cli.training.negatives import candidate_columns
+    from tron_cli.training.top_columns import candidate_columns
 
     generator = torch.Generator().manual_seed(width + k)
     scores = torch.randn(37, width, generator=generator)
@@ -181,11 +182,105 @@ def test_candidate_columns_of_a_wide_row_hold_its_top_k(width, k):
     assert (columns.sort(1).values.diff(dim=1) > 0).all()  # no column twice
 
 
+def _hardware_bf16(monkeypatch, on: bool) -> None:
+    """The bf16 prefilter of `top_columns.proven_top` taken (on) or not, whatever this CPU has: its arithmetic is
+    the same where bf16 products are emulated, only slower."""
+    monkeypatch.setattr(runtime, "cpu_bf16_products", lambda: on)
+
+
+def _exact_top(hidden: torch.Tensor, vectors: torch.Tensor, k: int, invalid: torch.Tensor | None) -> torch.Tensor:
+    scores = hidden @ vectors.T
+    if invalid is not None:
+        scores = scores.masked_fill(invalid, float("-inf"))
+    return scores.topk(k, dim=1).values
+
+
+@pytest.mark.parametrize("masking", ["none", "columns", "cells"])
+def test_proven_top_holds_the_exact_top_k_with_their_fp32_scores(monkeypatch, masking):
+    """The columns that the bf16 prefilter keeps hold each row's k best fp32 scores among the valid columns, with
+    those scores (rescored in fp32); masked columns score -inf; a row with no valid column, and one with fewer
+    than k, come out whole."""
+    from tron_cli.training.top_columns import proven_top
+
+    _hardware_bf16(monkeypatch, True)
+    generator = torch.Generator().manual_seed(7)
+    e, u, d, k = 40, 4096, 24, 20
+    hidden = torch.randn(e, d, generator=generator) * torch.rand(e, 1, generator=generator) * 3
+    vectors = torch.randn(u, d, generator=generator)
+    invalid = None
+    if masking == "columns":
+        invalid = torch.rand(u, generator=generator) < 0.3  # (U,)
+    elif masking == "cells":
+        invalid = torch.rand(e, u, generator=generator) < 0.3
+        invalid[0] = True  # nothing valid
+        invalid[1, 10:] = True  # 10 valid columns: fewer than k
+    with torch.no_grad():
+        result = proven_top(hidden, vectors, k, invalid)
+    assert result is not None
+    values, columns = result
+    assert values.dtype == torch.float32 and columns.shape == values.shape and values.shape[1] >= k
+    rescored = (hidden @ vectors.T).gather(1, columns)
+    finite = values > float("-inf")
+    torch.testing.assert_close(values[finite], rescored[finite])
+    if invalid is not None:
+        assert not (invalid.expand(e, u).gather(1, columns) & finite).any()
+    torch.testing.assert_close(values.topk(k, dim=1).values, _exact_top(hidden, vectors, k, invalid))
+
+
+def test_proven_top_scores_unproven_rows_in_full_fp32(monkeypatch):
+    """Rows whose scores lie too close together for the bf16 bound to separate the k best (columns a hair apart)
+    fall back to the full fp32 product, and still come out exact; rows the bound separates do not."""
+    from tron_cli.training import top_columns
+
+    _hardware_bf16(monkeypatch, True)
+    generator = torch.Generator().manual_seed(8)
+    e, u, d, k = 30, 4096, 16, 20
+    base = torch.randn(d, generator=generator)
+    vectors = base + 1e-4 * torch.randn(u, d, generator=generator)  # every score within the bf16 error of the others
+    vectors[::2] = torch.randn(u // 2, d, generator=generator)  # half of them far apart
+    hidden = torch.randn(e, d, generator=generator)
+    hidden[:10] = base  # these rows cannot be told apart by a bf16 product
+    exact_rows = []
+    plain = top_columns.shared_scores
+
+    def counting(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if h.dtype == torch.float32:
+            exact_rows.append(h.shape[0])
+        return plain(h, x)
+
+    monkeypatch.setattr(top_columns, "shared_scores", counting)
+    with torch.no_grad():
+        result = top_columns.proven_top(hidden, vectors, k, None)
+    assert result is not None
+    values, _ = result
+    assert exact_rows and 10 <= exact_rows[0] < e
+    torch.testing.assert_close(values.topk(k, dim=1).values, _exact_top(hidden, vectors, k, None))
+
+
+def test_proven_top_is_skipped_where_it_does_not_pay(monkeypatch):
+    """None without hardware bf16 products, for a block narrower than 16 candidate widths, under autograd and
+    for reduced-precision states: the callers take the fp32 path there."""
+    from tron_cli.training.top_columns import proven_top
+
+    hidden, vectors = torch.randn(8, 16), torch.randn(4096, 16)
+    _hardware_bf16(monkeypatch, False)
+    with torch.no_grad():
+        assert proven_top(hidden, vectors, 20, None) is None
+    _hardware_bf16(monkeypatch, True)
+    with torch.no_grad():
+        assert proven_top(hidden, vectors, 20, None) is not None
+        assert proven_top(hidden, vectors[:500], 20, None) is None  # 32 candidates a row need 512
+        assert proven_top(hidden.bfloat16(), vectors.bfloat16(), 20, None) is None
+    assert proven_top(hidden, vectors, 20, None) is None
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-prefilter"])
 @pytest.mark.parametrize("mask_hits", [False, True])
-def test_topk_over_a_wide_uniform_block_equals_autograd_through_the_full_matrix(mask_hits):
-    """The loss and gradients of a batch whose uniform block takes the candidate columns, against the plain way;
-    with `mask_hits`, targets among the 4,096 draws of 3,000 items (each about once, and among the best: the states
-    lie near their targets) are masked among them."""
+def test_topk_over_a_wide_uniform_block_equals_autograd_through_the_full_matrix(monkeypatch, mask_hits, bf16):
+    """The loss and gradients of a batch whose uniform block takes the candidate columns (found in fp32, or
+    through the bf16 prefilter), against the plain way; with `mask_hits`, targets among the 4,096 draws of 3,000
+    items (each about once, and among the best: the states lie near their targets) are masked among them."""
+    _hardware_bf16(monkeypatch, bf16)
     generator = torch.Generator().manual_seed(0)
     n_items, d, b, t, k = 3000, 8, 3, 5, 20
     results = []

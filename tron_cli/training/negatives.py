@@ -27,6 +27,7 @@ from tron_cli.losses.full import full_cross_entropy
 from tron_cli.models.base import ItemScorer
 from tron_cli.runtime import autocast_off
 from tron_cli.training.sampling import ItemDistribution, Negatives
+from tron_cli.training.top_columns import candidate_columns, proven_top, shared_scores
 
 NEG_INF = float("-inf")
 
@@ -169,52 +170,6 @@ def _grouping_order(keys: Tensor, n_keys: int) -> Tensor:
         torch.set_num_threads(threads)
 
 
-# columns of the shared negatives' scores a CPU computes at once: MKL multiplies 1,556 x 200 by 200 x 16,384 in
-# 76 ms as one product and in 54 ms as eight of 2,048 columns each, written into their place (2 cores)
-SCORE_COLUMNS = {"cpu": 2048}
-
-
-def shared_scores(hidden: Tensor, vectors: Tensor) -> Tensor:
-    """(E, U) scores `hidden` (E, d) @ `vectors` (U, d).T; on a CPU, without autograd or autocast, written block of
-    columns by block of columns (`SCORE_COLUMNS`), which is faster there than one wide product."""
-    width = SCORE_COLUMNS.get(hidden.device.type)
-    tracked = torch.is_grad_enabled() and (hidden.requires_grad or vectors.requires_grad)
-    if width is None or tracked or vectors.shape[0] <= width or torch.is_autocast_enabled(hidden.device.type):
-        return hidden @ vectors.T
-    out = hidden.new_empty(hidden.shape[0], vectors.shape[0])
-    for first in range(0, vectors.shape[0], width):
-        torch.mm(hidden, vectors[first : first + width].T, out=out[:, first : first + width])
-    return out
-
-
-SLICES = 4  # column slices per row of `candidate_columns`: the fastest of 4, 8 and 16 on 2 CPU cores at 16,384 columns
-
-
-def candidate_columns(scores: Tensor, k: int) -> Tensor | None:
-    """(E, 4 k) columns of `scores` (E, U) among which each row's k highest lie, or None where a row is too narrow
-    for that to pay (fewer than 16 k columns) and off the CPU (where `topk` is fast).
-
-    On the CPU `topk` over a wide matrix costs half the product that wrote it. A row is cut into 4 equal slices and
-    each column position j gets the largest of the 4 slices' column j: every one of the k best scores lies at one of
-    the k best positions (each of those holds a score at least the k-th best one's), which are found the same way
-    among the (E, U / 4) maxima, down to a row narrow enough for `topk`. Columns past the last whole slice are
-    candidates as they are. 22 instead of 35 ms at 1,556 x 16,384, k = 101."""
-    e, u = scores.shape
-    width = u // SLICES
-    if scores.device.type != "cpu" or width < 4 * k:
-        return None
-    maxima = scores[:, : SLICES * width].view(e, SLICES, width).amax(1)  # (E, U / 4)
-    inner = candidate_columns(maxima, k)
-    if inner is None:
-        _, positions = maxima.topk(k, dim=1, sorted=False)  # (E, k)
-    else:
-        _, picked = maxima.gather(1, inner).topk(k, dim=1, sorted=False)
-        positions = inner.gather(1, picked)
-    columns = (positions.unsqueeze(1) + torch.arange(SLICES, device=scores.device).view(1, -1, 1) * width).view(e, -1)  # (E, 4 k)
-    rest = u - SLICES * width
-    return columns if not rest else torch.cat([columns, torch.arange(u - rest, u, device=scores.device).expand(e, -1)], dim=1)
-
-
 class Assembly:
     """The events of one batch and their negatives: the pool of negative rows, scores of every negative column,
     their ids and validity. hidden (E, d) are the states of the event slots."""
@@ -251,12 +206,13 @@ class Assembly:
         scores = self.events.gather(self.events.scatter(hidden) @ vectors.to(hidden.dtype).transpose(1, 2))
         return scores if bias is None else scores + bias.index_select(0, self.owner).to(scores.dtype)
 
-    def block_scores(self, hidden: Tensor, pool: Tensor, pool_bias: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-        """(uniform (E, U), in-batch (E, m)) scores, None for an empty block; autograd as the inputs have it."""
+    def block_scores(self, hidden: Tensor, pool: Tensor, pool_bias: Tensor | None, with_uniform: bool = True) -> tuple[Tensor | None, Tensor | None]:
+        """(uniform (E, U), in-batch (E, m)) scores, None for an empty block (and for the uniform one unless
+        `with_uniform`); autograd as the inputs have it."""
         uniform_vectors, in_batch_vectors = self._split(pool)
         uniform_bias, in_batch_bias = self._split(pool_bias) if pool_bias is not None else (None, None)
         uniform = in_batch = None
-        if self.n_uniform:
+        if self.n_uniform and with_uniform:
             style = self.negatives.style
             if style == "batchwise":
                 uniform = shared_scores(hidden, uniform_vectors.to(hidden.dtype))  # (E, U): one product, shared by the batch
@@ -372,28 +328,24 @@ class Assembly:
         """(columns (E, k), their scores less the correction (E, k) fp32, valid (E, k), whether the scores were
         computed in fp32) of the k highest-scoring valid negatives of each event, without autograd. Invalid
         slots are masked once, in place; the uniform block's own top-k is taken first, so that the (E, U + m)
-        matrix is never joined."""
+        matrix is never joined: on a CPU that multiplies bf16 in hardware, through `top_columns.proven_top`."""
         with torch.no_grad():
-            hidden = self.hidden.detach()
-            blocks = self.block_scores(hidden, self.pool.detach(), None if self.pool_bias is None else self.pool_bias.detach())
-            exact = all(block.dtype == torch.float32 for block in blocks if block is not None)
-            uniform, in_batch = blocks
+            hidden, pool = self.hidden.detach(), self.pool.detach()
+            bias = None if self.pool_bias is None else self.pool_bias.detach()
             shift = correction(None) if correction is not None else None  # (E, U + m)
+            late = self._most_hits(mask_hits) if self.n_uniform else None
+            invalid = self.uniform_invalid(mask_hits) if self.n_uniform and late is None else None
+            # with hits masked late, the k + r best hold the k best that are not hits (r: the most hits of an event)
+            wanted = min(k + (late or 0), self.n_uniform)
+            proven = None
+            if self.n_uniform and self.negatives.style == "batchwise" and bias is None and shift is None:
+                proven = proven_top(hidden, self._split(pool)[0], wanted, invalid)
+            uniform, in_batch = self.block_scores(hidden, pool, bias, with_uniform=proven is None)
+            exact = all(block.dtype == torch.float32 for block in (uniform, in_batch) if block is not None)
             candidates, columns = [], []
-            if uniform is not None:
-                late = self._most_hits(mask_hits)
-                invalid = self.uniform_invalid(mask_hits) if late is None else None
-                if invalid is not None:
-                    uniform.masked_fill_(invalid, NEG_INF)
-                if shift is not None:
-                    uniform = uniform.float() - shift[:, : self.n_uniform]
-                # with hits masked late, the k + r best hold the k best that are not hits (r: the most hits of an event)
-                wanted = min(k + (late or 0), self.n_uniform)
-                top_columns = candidate_columns(uniform, wanted)
-                if top_columns is None:
-                    top, top_columns = uniform.topk(wanted, dim=1, sorted=False)
-                else:  # a superset of the k + r best: the final top-k below picks among them
-                    top = uniform.gather(1, top_columns)
+            uniform_top = proven if proven is not None or uniform is None else self._uniform_top(uniform, invalid, shift, wanted)
+            if uniform_top is not None:
+                top, top_columns = uniform_top
                 if late:
                     top = top.masked_fill(take(self.negatives.uniform, top_columns) == self.targets[:, None], NEG_INF)
                 candidates.append(top.float())
@@ -406,6 +358,18 @@ class Assembly:
                 columns.append(torch.arange(self.n_uniform, self.n_uniform + self.n_in_batch, device=hidden.device).expand(in_batch.shape[0], -1))
             kept, pick = torch.cat(candidates, 1).topk(k, dim=1, sorted=False)
             return torch.cat(columns, 1).gather(1, pick), kept, kept > NEG_INF, exact
+
+    def _uniform_top(self, uniform: Tensor, invalid: Tensor | None, shift: Tensor | None, wanted: int) -> tuple[Tensor, Tensor]:
+        """(scores, columns) of a superset of each event's `wanted` best columns of the (E, U) `uniform` block,
+        which is masked in place."""
+        if invalid is not None:
+            uniform.masked_fill_(invalid, NEG_INF)
+        if shift is not None:
+            uniform = uniform.float() - shift[:, : self.n_uniform]
+        top_columns = candidate_columns(uniform, wanted)
+        if top_columns is None:
+            return uniform.topk(wanted, dim=1, sorted=False)
+        return uniform.gather(1, top_columns), top_columns  # the final top-k of `top_k` picks among them
 
     def kept_scores(self, columns: Tensor, kept: Tensor, valid: Tensor, exact: bool, correction: Tensor | None) -> Tensor:
         """(E, k) fp32 scores of the kept `columns` with autograd (`KeptScores`). `kept` are their scores from
