@@ -172,6 +172,37 @@ def test_bucketed_training_runs(tiny_dataset, tmp_path):
     assert json.loads((out / "config.json").read_text())["train"]["bucket_window"] == 8
 
 
+def test_item_dropout_hides_input_items_in_training_only(tiny_dataset, tmp_path):
+    """`--item-dropout p`: in training each input click's item embedding is zeroed with probability p (the
+    rest as they are); in evaluation nothing is hidden; the setting trains and is kept in the run's config, and
+    p = 1 is a usage error."""
+    from tron_cli.models.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(hidden_size=8, max_length=10, item_dropout=0.3), n_items=50)
+    items = torch.randint(1, 51, (200, 10))
+
+    def embed() -> torch.Tensor:
+        return model._embed(items, sparse=False, preference=None, events=None, b=200, t=10)  # (B, T, d)
+
+    model.eval()
+    full = embed()
+    assert not (full == 0).all(-1).any()
+    model.train()
+    rows = embed()
+    hidden = (rows == 0).all(-1)  # (B, T)
+    assert 0.25 < hidden.float().mean() < 0.35
+    torch.testing.assert_close(rows[~hidden], full[~hidden])
+
+    out = tmp_path / "run"
+    result = invoke("train", str(tiny_dataset), *FAST, "--item-dropout", "0.2", "--epochs", "1", "--overfit-batches", "2", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["model"]["item_dropout"] == 0.2
+    refused = invoke("train", str(tiny_dataset), *FAST, "--item-dropout", "1", "--out", str(tmp_path / "refused"))
+    assert refused.exit_code == 2 and "--item-dropout must be in [0, 1)" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+
 def test_left_positions_make_a_prefix_state_equal_its_state_in_the_whole_session():
     from tron_cli.models.sasrec import SASRec, SASRecConfig
 

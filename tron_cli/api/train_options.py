@@ -155,6 +155,9 @@ class TrainOptions(TypedDict, total=False):
     dropout: float
     """Dropout rate. [default sasrec: 0.05; gru4rec: 0.0]"""
 
+    item_dropout: float
+    """Dropout on item ids: in training, each input click's item is hidden with this probability (its embedding zeroed, its position kept). (model sasrec) [default sasrec: 0.0]"""
+
     max_length: int
     """Clicks the model reads (training windows are the last max_length + 1 of each session). [default sasrec: 50; gru4rec: 200]"""
 

@@ -46,6 +46,9 @@ class SASRecConfig:
     num_layers: int = setting(2, "Layers: transformer blocks, or GRU layers.", reference="num_layers", tune=(1, 2))
     num_heads: int = setting(1, "Attention heads.", tune=(1, 2))
     dropout: float = setting(0.05, "Dropout rate.", reference="dropout", tune={"low": 0.0, "high": 0.5})
+    item_dropout: float = setting(
+        0.0, "Dropout on item ids: in training, each input click's item is hidden with this probability (its embedding zeroed, its position kept)."
+    )
     max_length: int = setting(
         50, "Clicks the model reads (training windows are the last max_length + 1 of each session).", reference="max_session_length", tune=(20, 50)
     )
@@ -84,6 +87,7 @@ class SASRecConfig:
                     f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}",
                 ),
                 (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+                (0 <= self.item_dropout < 1, "--item-dropout must be in [0, 1)"),
                 (self.temperature >= 0, "--temperature must be 0 (dot products) or positive"),
                 (self.positions in POSITIONS, f"--positions must be one of {', '.join(POSITIONS)}"),
                 (self.block in BLOCKS, f"--block must be one of {', '.join(BLOCKS)}"),
@@ -296,6 +300,9 @@ class SASRec(SessionModel):
         (B, T) window. With a preference input each is joined with its row's vector of `preference` ((2,) or
         (B, 2); None: `fixed_preference`), padding included as in the reference, and projected back to d."""
         rows = self.embed(items, sparse)  # (B, T, d) or (E, d)
+        if self.training and self.config.item_dropout:
+            kept = torch.rand(rows.shape[:-1], device=rows.device) >= self.config.item_dropout  # (B, T) or (E,)
+            rows = rows * kept.unsqueeze(-1).to(rows.dtype)
         if self.preference_projection is None:
             return rows * self.scale
         vectors = (self.fixed_preference if preference is None else preference).to(rows.dtype).expand(b, PREFERENCE_SIZE)  # (B, 2)
