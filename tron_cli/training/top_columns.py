@@ -91,8 +91,10 @@ def proven_top(hidden: Tensor, vectors: Tensor, k: int, invalid: Tensor | None) 
     (scores too close together) are computed in full fp32. The result is the exact top-k of the values it returns."""
     e, u = hidden.shape[0], vectors.shape[0]
     width = 16 * math.ceil(CANDIDATES_PER_KEPT * k / 16)
-    applies = hidden.device.type == "cpu" and hidden.dtype == vectors.dtype == torch.float32 and runtime.cpu_bf16_products()
-    if not applies or torch.is_grad_enabled() or torch.compiler.is_compiling() or u < 16 * width:
+    # compiled graphs keep the fp32 path: checked first, so that no graph traces the read of /proc/cpuinfo
+    if torch.compiler.is_compiling() or hidden.device.type != "cpu" or torch.is_grad_enabled() or u < 16 * width:
+        return None
+    if not (hidden.dtype == vectors.dtype == torch.float32 and runtime.cpu_bf16_products()):
         return None
     low_hidden, low_vectors = hidden.bfloat16(), vectors.bfloat16()
     rough = shared_scores(low_hidden, low_vectors)  # (E, U) bf16
