@@ -2,20 +2,26 @@
 
 On the CPU, reading a value back is free (`runtime.reads_are_free`), and three shortcuts use that or the CPU's
 own costs: attention in windows of sessions of similar length (`sasrec.length_groups`), accidental hits
-masked among the k + r best negatives instead of over the whole uniform block (`Assembly._most_hits`), and
-dropout masks drawn four elements per 64-bit draw (`models/dropout.py`).
+masked among the k + r best negatives instead of over the whole uniform block (`Assembly._most_hits`),
+dropout masks drawn four elements per 64-bit draw (`models/dropout.py`), and the top-k of a wide uniform block
+through a bf16 product where the CPU has one in hardware (`top_columns.proven_top`).
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from tests.helpers import invoke, tiny_train_args
 from tron_cli import runtime
 from tron_cli.models import dropout as dropout_module
 from tron_cli.models import sasrec
 from tron_cli.models.base import ItemScorer
 from tron_cli.models.sasrec import SASRec, SASRecConfig
+from tron_cli.training import negatives as negatives_module
 from tron_cli.training.negatives import EventSlots, LossSpec, sampled_loss
 from tron_cli.training.sampling import Negatives
 
@@ -124,3 +130,31 @@ def test_written_out_attention_equals_torchs_without_its_dropout(monkeypatch):
     monkeypatch.setattr(dropout_module, "dropout", lambda x, p, training: x)
     written = dropout_module.attention(q, k, v, dropout_module.AttentionMask(allowed), 0.2, True)  # the CPU's own path
     torch.testing.assert_close(written, torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed))
+
+
+def test_training_through_the_bf16_prefilter_equals_training_without_it(tiny_dataset, tmp_path, monkeypatch):
+    """`tron train` with 3,000 uniform negatives and top-20 (a block wide enough for the prefilter), once with
+    the prefilter taken at every step and once without: the same top-k each step up to fp32 rounding, so the same
+    losses and weights to within that rounding."""
+    taken = []
+    plain = negatives_module.proven_top
+
+    def counting(*args, **kwargs):
+        result = plain(*args, **kwargs)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(negatives_module, "proven_top", counting)
+    runs = {}
+    for bf16 in (True, False):
+        monkeypatch.setattr(runtime, "cpu_bf16_products", lambda on=bf16: on)
+        out = tmp_path / f"bf16-{bf16}"
+        flags = tiny_train_args(hidden_size=32, uniform_negatives=3000, topk=20, epochs=1, overfit_batches=6, valid_limit=0.2)
+        result = invoke("train", str(tiny_dataset), *flags, "--out", str(out))
+        assert result.exit_code == 0, result.stderr
+        runs[bf16] = (json.loads((out / "summary.json").read_text())["loss"], load_file(out / "model.safetensors"))
+    assert taken and taken.count(True) == taken.count(False) == len(taken) // 2
+    (loss_on, weights_on), (loss_off, weights_off) = runs[True], runs[False]
+    assert loss_on == pytest.approx(loss_off, rel=1e-4)
+    for name, tensor in weights_off.items():
+        torch.testing.assert_close(weights_on[name], tensor, rtol=1e-3, atol=1e-4)
