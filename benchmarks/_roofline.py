@@ -1,4 +1,5 @@
-"""The machine's own ceilings, measured by a benchmark when it starts: fp32 matrix throughput and memory bandwidth.
+"""The machine's own ceilings, measured by a benchmark when it starts: fp32 (and bf16) matrix throughput and memory
+bandwidth.
 
 A benchmark divides the arithmetic and memory traffic its work needs by these to get the floor of that work on
 this machine, and prints floor / measured time as the fraction of the floor it reached.
@@ -47,6 +48,18 @@ def machine_rates(device: torch.device, hidden: int = 200) -> tuple[float, float
     source, target = torch.ones(1 << 26, device=device), torch.empty(1 << 26, device=device)
     bandwidth = 2 * source.numel() * 4 / best_seconds(lambda: target.copy_(source), device)
     return flops, bandwidth
+
+
+def bf16_rate(device: torch.device, hidden: int = 200) -> float:
+    """bf16 matrix FLOP/s of `device`, measured as `machine_rates` measures fp32's."""
+    a, b = torch.randn(1024, hidden, device=device).bfloat16(), torch.randn(hidden, 2048, device=device).bfloat16()
+    out = torch.empty(1024, 2048, device=device, dtype=torch.bfloat16)
+
+    def products() -> None:
+        for _ in range(10):
+            torch.mm(a, b, out=out)
+
+    return 10 * 2 * 1024 * hidden * 2048 / best_seconds(products, device, repeats=5)
 
 
 def describe(flops: float, bandwidth: float) -> str:

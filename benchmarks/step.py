@@ -41,8 +41,9 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import write_dataset
-from _roofline import describe, machine_rates
+from _roofline import bf16_rate, describe, machine_rates
 
+from tron_cli import runtime
 from tron_cli.artifacts.sessions import read_dataset
 from tron_cli.batching import SessionStore
 from tron_cli.runtime import cpu_training
@@ -52,6 +53,7 @@ from tron_cli.training.loop import Trainer
 from tron_cli.training.order import epoch_order
 from tron_cli.training.sampling import in_batch_negatives
 from tron_cli.training.stop import StopRequest
+from tron_cli.training.top_columns import CANDIDATES_PER_KEPT
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "xl": dict(hidden_size=200, uniform_negatives=16384, batch_negatives=127, topk=100),  # TRON XL
@@ -227,10 +229,23 @@ def roofline(name: str, model: nn.Module, config: TrainConfig, n_items: int, eve
     weights = sum(p.numel() for p in model.parameters())
     optimizer = 7 * 4 * weights
     floor_ms = 1000 * ((encoder + negatives) / flops_rate + optimizer / bandwidth)
-    return (
+    text = (
         f"{name:<8} floor of a step ({events:,.0f} events): encoder {encoder / 1e9:.1f} + negatives {negatives / 1e9:.1f} GFLOP"
         f" -> {1000 * (encoder + negatives) / flops_rate:.1f} ms; Adam {optimizer / 1e9:.2f} GB -> {1000 * optimizer / bandwidth:.1f} ms;"
         f" in all {floor_ms:.1f} ms: tron's step at {floor_ms / ms_per_step:.0%} of the floor\n{'':<8} machine: {describe(flops_rate, bandwidth)}"
+    )
+    wanted = config.topk + 1  # k + the most hits of an event, about one at these sizes
+    candidates = 16 * math.ceil(CANDIDATES_PER_KEPT * wanted / 16)
+    if not runtime.cpu_bf16_products() or config.uniform_negatives < 16 * candidates:
+        return text
+    # the bf16 prefilter (training/top_columns.py): the shared negatives' product in bf16, the candidates rescored in fp32
+    rough = 2 * d * config.uniform_negatives * events
+    exact = negatives - rough + 2 * d * candidates * events
+    low_rate = bf16_rate(torch.device("cpu"), d)
+    prefilter_ms = 1000 * ((encoder + exact) / flops_rate + rough / low_rate + optimizer / bandwidth)
+    return (
+        f"{text}\n{'':<8} with the bf16 prefilter this CPU takes ({low_rate / 1e9:,.0f} GFLOP/s in bf16): negatives {rough / 1e9:.1f}"
+        f" GFLOP in bf16 + {exact / 1e9:.1f} in fp32, in all {prefilter_ms:.1f} ms: tron's step at {prefilter_ms / ms_per_step:.0%} of that floor"
     )
 
 
