@@ -258,7 +258,7 @@ def test_proven_top_scores_unproven_rows_in_full_fp32(monkeypatch):
 
 
 def test_proven_top_is_skipped_where_it_does_not_pay(monkeypatch):
-    """None without hardware bf16 products, for a block narrower than 16 candidate widths, under autograd and
+    """None without hardware bf16 products, for a block narrower than 32 candidate widths, under autograd and
     for reduced-precision states: the callers take the fp32 path there."""
     from tron_cli.training.top_columns import proven_top
 
@@ -269,7 +269,7 @@ def test_proven_top_is_skipped_where_it_does_not_pay(monkeypatch):
     _hardware_bf16(monkeypatch, True)
     with torch.no_grad():
         assert proven_top(hidden, vectors, 20, None) is not None
-        assert proven_top(hidden, vectors[:500], 20, None) is None  # 32 candidates a row need 512
+        assert proven_top(hidden, vectors[:1000], 20, None) is None  # 32 candidates a row need 1,024 columns
         assert proven_top(hidden.bfloat16(), vectors.bfloat16(), 20, None) is None
     assert proven_top(hidden, vectors, 20, None) is None
 

@@ -73,6 +73,9 @@ def best_columns(scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
 # columns rescored in fp32 per column kept: on Gaussian scores of TRON XL's shape (1,556 x 16,384, k = 101), 128
 # candidates left 42 % of the rows unproven, 160 none
 CANDIDATES_PER_KEPT = 1.6
+# the prefilter pays from this many candidate widths of columns: at 1,556 x 4,096 and k = 101 (24 widths) it takes
+# as long as the fp32 path (21.9 against 21.4 ms), at 8,192 (47) 33.2 against 37.0 ms, at 16,384 47.8 against 66.7
+MIN_WIDTHS = 32
 BF16_UNIT = 2.0**-8  # bf16's unit roundoff: 8 significant bits, round to nearest
 FP32_UNIT = 2.0**-24
 
@@ -81,7 +84,7 @@ def proven_top(hidden: Tensor, vectors: Tensor, k: int, invalid: Tensor | None) 
     """(fp32 scores (E, K), columns (E, K)) of K >= k columns per row that hold the k highest fp32 scores of
     `hidden` (E, d) @ `vectors` (U, d).T among the valid columns (`invalid` broadcastable to (E, U), or None);
     invalid columns score -inf. None where it does not pay: off the CPU, without hardware bf16 products
-    (`runtime.cpu_bf16_products`), for narrow blocks and in reduced precision.
+    (`runtime.cpu_bf16_products`), for blocks narrower than `MIN_WIDTHS` K and in reduced precision.
 
     The rough (E, U) scores come from the inputs rounded to bf16 (4.9x the fp32 product's speed on `cpu-2`); the
     K best rough columns (1.6 k, rounded up to a multiple of 16) are rescored in fp32 by a sampled product (only
@@ -92,7 +95,7 @@ def proven_top(hidden: Tensor, vectors: Tensor, k: int, invalid: Tensor | None) 
     e, u = hidden.shape[0], vectors.shape[0]
     width = 16 * math.ceil(CANDIDATES_PER_KEPT * k / 16)
     # compiled graphs keep the fp32 path: checked first, so that no graph traces the read of /proc/cpuinfo
-    if torch.compiler.is_compiling() or hidden.device.type != "cpu" or torch.is_grad_enabled() or u < 16 * width:
+    if torch.compiler.is_compiling() or hidden.device.type != "cpu" or torch.is_grad_enabled() or u < MIN_WIDTHS * width:
         return None
     if not (hidden.dtype == vectors.dtype == torch.float32 and runtime.cpu_bf16_products()):
         return None
