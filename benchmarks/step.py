@@ -53,7 +53,7 @@ from tron_cli.training.loop import Trainer
 from tron_cli.training.order import epoch_order
 from tron_cli.training.sampling import in_batch_negatives
 from tron_cli.training.stop import StopRequest
-from tron_cli.training.top_columns import CANDIDATES_PER_KEPT, MIN_WIDTHS
+from tron_cli.training.top_columns import MIN_WIDTHS, candidate_width
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "xl": dict(hidden_size=200, uniform_negatives=16384, batch_negatives=127, topk=100),  # TRON XL
@@ -235,7 +235,7 @@ def roofline(name: str, model: nn.Module, config: TrainConfig, n_items: int, eve
         f" in all {floor_ms:.1f} ms: tron's step at {floor_ms / ms_per_step:.0%} of the floor\n{'':<8} machine: {describe(flops_rate, bandwidth)}"
     )
     wanted = config.topk + 1  # k + the most hits of an event, about one at these sizes
-    candidates = 16 * math.ceil(CANDIDATES_PER_KEPT * wanted / 16)
+    candidates = candidate_width(wanted)
     if not runtime.cpu_bf16_products() or config.uniform_negatives < MIN_WIDTHS * candidates:
         return text
     # the bf16 prefilter (training/top_columns.py): the shared negatives' product in bf16, the candidates rescored in fp32

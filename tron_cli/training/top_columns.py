@@ -80,6 +80,11 @@ BF16_UNIT = 2.0**-8  # bf16's unit roundoff: 8 significant bits, round to neares
 FP32_UNIT = 2.0**-24
 
 
+def candidate_width(k: int) -> int:
+    """K, the rough columns `proven_top` rescores in fp32 per row for a top-k: 1.6 k rounded up to a multiple of 16."""
+    return 16 * math.ceil(CANDIDATES_PER_KEPT * k / 16)
+
+
 def proven_top(hidden: Tensor, vectors: Tensor, k: int, invalid: Tensor | None) -> tuple[Tensor, Tensor] | None:
     """(fp32 scores (E, K), columns (E, K)) of K >= k columns per row that hold the k highest fp32 scores of
     `hidden` (E, d) @ `vectors` (U, d).T among the valid columns (`invalid` broadcastable to (E, U), or None);
@@ -93,7 +98,7 @@ def proven_top(hidden: Tensor, vectors: Tensor, k: int, invalid: Tensor | None) 
     where the k-th best rescored value is above it, the row's k best are proven to be among the K. Other rows
     (scores too close together) are computed in full fp32. The result is the exact top-k of the values it returns."""
     e, u = hidden.shape[0], vectors.shape[0]
-    width = 16 * math.ceil(CANDIDATES_PER_KEPT * k / 16)
+    width = candidate_width(k)
     # compiled graphs keep the fp32 path: checked first, so that no graph traces the read of /proc/cpuinfo
     if torch.compiler.is_compiling() or hidden.device.type != "cpu" or torch.is_grad_enabled() or u < MIN_WIDTHS * width:
         return None
